@@ -1,0 +1,151 @@
+//! The server the SockJS protocol suite and the sockjs-client test suite
+//! expect.
+//!
+//! Run: `cargo run --example test_server -- --port 8081`, then point the
+//! protocol suite at `http://localhost:8081`. Options: `--port N` (or the
+//! `PORT` variable; default 8081, `0` picks a free port), `--host ADDR`
+//! (default 127.0.0.1), `--sockjs-url URL` (the client script the iframe
+//! page loads). The first line printed is `listening on http://HOST:PORT`.
+//!
+//! Endpoints: `/echo`, `/close`, `/disabled_websocket_echo`,
+//! `/cookie_needed_echo`, `/ticker`, `/amplify`, `/broadcast`.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_sockjs::{Broadcast, Config, Session, SessionContext, SessionManager, SockJs};
+use actix_web::{App, HttpServer};
+
+/// Sends every message back.
+struct Echo;
+
+impl Actor for Echo {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Echo {
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        ctx.send(msg);
+    }
+}
+
+/// Closes every session as soon as it opens.
+struct Close;
+
+impl Actor for Close {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Close {
+    fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        ctx.close(3000, "Go away!");
+    }
+
+    fn on_message(&mut self, _msg: String, _ctx: &mut SessionContext<Self>) {}
+}
+
+/// Sends "tick!" every second.
+struct Ticker;
+
+impl Actor for Ticker {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Ticker {
+    fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        ctx.run_interval(Duration::from_secs(1), |_, ctx| ctx.send("tick!"));
+    }
+
+    fn on_message(&mut self, _msg: String, _ctx: &mut SessionContext<Self>) {}
+}
+
+/// Answers message `n` with "x" repeated 2^n times (n outside 1..=18 counts as 1).
+struct Amplify;
+
+impl Actor for Amplify {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Amplify {
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        let n = msg.trim().parse::<u32>().ok().filter(|n| (1..=18).contains(n)).unwrap_or(1);
+        ctx.send("x".repeat(1 << n));
+    }
+}
+
+/// Sends every message to every open session of the endpoint.
+struct Broadcaster {
+    room: Addr<SessionManager<Broadcaster>>,
+}
+
+impl Actor for Broadcaster {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Broadcaster {
+    fn on_message(&mut self, msg: String, _ctx: &mut SessionContext<Self>) {
+        self.room.do_send(Broadcast::text(msg));
+    }
+}
+
+struct Options {
+    host: String,
+    port: u16,
+    sockjs_url: String,
+}
+
+fn options() -> Result<Options, String> {
+    let mut opts = Options {
+        host: "127.0.0.1".to_owned(),
+        port: std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8081),
+        sockjs_url: actix_sockjs::DEFAULT_SOCKJS_URL.to_owned(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--port" => opts.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--host" => opts.host = value()?,
+            "--sockjs-url" => opts.sockjs_url = value()?,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(opts)
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let opts = options().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+
+    let echo = SessionManager::new(|| Echo).start();
+    let close = SessionManager::new(|| Close).start();
+    let disabled_ws = SessionManager::new(|| Echo).start();
+    let cookie = SessionManager::new(|| Echo).start();
+    let ticker = SessionManager::new(|| Ticker).start();
+    let amplify = SessionManager::new(|| Amplify).start();
+    let broadcast = SessionManager::start_with(|room| move || Broadcaster { room: room.clone() });
+
+    let base = Config::default().response_limit(4096).sockjs_url(opts.sockjs_url.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .service(SockJs::new("/echo", echo.clone()).config(base.clone()))
+            .service(SockJs::new("/close", close.clone()).config(base.clone()))
+            .service(
+                SockJs::new("/disabled_websocket_echo", disabled_ws.clone())
+                    .config(base.clone().websocket(false)),
+            )
+            .service(
+                SockJs::new("/cookie_needed_echo", cookie.clone()).config(base.clone().cookie_needed(true)),
+            )
+            .service(SockJs::new("/ticker", ticker.clone()).config(base.clone()))
+            .service(SockJs::new("/amplify", amplify.clone()).config(base.clone()))
+            .service(SockJs::new("/broadcast", broadcast.clone()).config(base.clone()))
+    })
+    .on_connect(actix_sockjs::on_connect)
+    .bind((opts.host.as_str(), opts.port))?;
+    for addr in server.addrs() {
+        println!("listening on http://{addr}");
+    }
+    server.run().await
+}

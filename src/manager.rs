@@ -1,0 +1,320 @@
+//! [`SessionManager`]: the sessions of one endpoint, their creation, and
+//! broadcasting to them.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::{
+    protocol::{json_string, Escape},
+    session::{Command, Session, Shared},
+};
+
+/// Builds a session actor for each new session.
+pub(crate) type Factory<A> = Arc<dyn Fn() -> A + Send + Sync>;
+
+/// A unique number for every session of the process.
+pub(crate) fn next_serial() -> u64 {
+    static SERIAL: AtomicU64 = AtomicU64::new(1);
+    SERIAL.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The actor that tracks the sessions of one SockJS endpoint.
+///
+/// Start one per endpoint, outside the `HttpServer::new` closure, and give
+/// its address to [`SockJs::new`](crate::SockJs::new) in every worker: the
+/// session table must be shared by all workers. Sessions themselves run on
+/// the worker threads; the manager only keeps their handles, so that HTTP
+/// requests find their session by id and [`Broadcast`] reaches all of them.
+///
+/// # Examples
+///
+/// ```
+/// use actix::prelude::*;
+/// use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager};
+///
+/// struct Chat {
+///     room: Addr<SessionManager<Chat>>,
+/// }
+///
+/// impl Actor for Chat {
+///     type Context = SessionContext<Self>;
+/// }
+///
+/// impl Session for Chat {
+///     fn on_message(&mut self, msg: String, _ctx: &mut SessionContext<Self>) {
+///         self.room.do_send(Broadcast::text(msg));
+///     }
+/// }
+///
+/// # actix::System::new().block_on(async {
+/// let manager = SessionManager::start_with(|room| move || Chat { room: room.clone() });
+/// assert_eq!(manager.send(actix_sockjs::SessionCount).await.unwrap(), 0);
+/// # });
+/// ```
+pub struct SessionManager<A: Session> {
+    factory: Factory<A>,
+    sessions: HashMap<u64, Entry<A>>,
+    by_id: HashMap<Arc<str>, u64>,
+}
+
+struct Entry<A: Session> {
+    tx: UnboundedSender<Command>,
+    addr: Option<Addr<A>>,
+    id: Option<Arc<str>>,
+}
+
+impl<A: Session> fmt::Debug for SessionManager<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("sessions", &self.sessions.len())
+            .field("http_sessions", &self.by_id.len())
+            .finish()
+    }
+}
+
+impl<A: Session> SessionManager<A> {
+    /// A manager whose sessions are built by `factory`, called once per new
+    /// session on the worker thread that opens it.
+    pub fn new<F>(factory: F) -> Self
+    where
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        Self { factory: Arc::new(factory), sessions: HashMap::new(), by_id: HashMap::new() }
+    }
+
+    /// Starts a manager whose factory needs the manager's own address (a
+    /// chat room whose sessions broadcast, say). `make` gets the address and
+    /// returns the factory.
+    pub fn start_with<M, F>(make: M) -> Addr<Self>
+    where
+        M: FnOnce(Addr<Self>) -> F,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        Self::create(|ctx| Self::new(make(ctx.address())))
+    }
+
+    fn remove(&mut self, serial: u64) {
+        if let Some(entry) = self.sessions.remove(&serial) {
+            if let Some(id) = entry.id {
+                if self.by_id.get(&id) == Some(&serial) {
+                    self.by_id.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+impl<A: Session> Actor for SessionManager<A> {
+    type Context = Context<Self>;
+}
+
+/// Sends one message to every open session of the endpoint.
+///
+/// The message is encoded once, when the `Broadcast` is built, and shared by
+/// all sessions; each session puts it in its own queue, so a broadcast keeps
+/// its order with the session's other messages and a slow client delays
+/// nobody else.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # fn f(manager: Addr<SessionManager<Echo>>) {
+/// manager.do_send(Broadcast::text("server restarting in 5 minutes"));
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Broadcast {
+    payload: Arc<Shared>,
+}
+
+impl Broadcast {
+    /// A broadcast of one text message.
+    pub fn text(msg: impl Into<String>) -> Self {
+        let text = msg.into();
+        let json = json_string(&text, Escape::SockJs).into_boxed_str();
+        Self { payload: Arc::new(Shared { text: text.into_boxed_str(), json }) }
+    }
+}
+
+impl<A: Session> Handler<Broadcast> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+        let mut dead = Vec::new();
+        for (serial, entry) in &self.sessions {
+            if entry.tx.send(Command::Push(msg.payload.clone())).is_err() {
+                dead.push(*serial);
+            }
+        }
+        for serial in dead {
+            self.remove(serial);
+        }
+    }
+}
+
+/// Asks for the number of sessions the manager tracks (open, opening, and
+/// closed ones still within their disconnect delay).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "usize")]
+pub struct SessionCount;
+
+impl<A: Session> Handler<SessionCount> for SessionManager<A> {
+    type Result = usize;
+
+    fn handle(&mut self, _: SessionCount, _: &mut Context<Self>) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// Looks up an HTTP-transport session by its id; answers the session
+/// actor's address. WebSocket sessions are not looked up by id (two
+/// WebSockets may use the same id), so they are not found.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Option<Addr<A>>")]
+pub struct GetSession<A: Session> {
+    id: String,
+    _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: Session> GetSession<A> {
+    /// A lookup of the session with this id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self { id: id.into(), _actor: std::marker::PhantomData }
+    }
+}
+
+impl<A: Session> Handler<GetSession<A>> for SessionManager<A> {
+    type Result = Option<Addr<A>>;
+
+    fn handle(&mut self, msg: GetSession<A>, _: &mut Context<Self>) -> Option<Addr<A>> {
+        let serial = self.by_id.get(msg.id.as_str())?;
+        self.sessions.get(serial)?.addr.clone()
+    }
+}
+
+/// The answer to [`Acquire`].
+pub(crate) enum Acquired<A: Session> {
+    /// The session exists.
+    Found(UnboundedSender<Command>),
+    /// It did not; the caller must start it with this channel and factory.
+    Created { serial: u64, tx: UnboundedSender<Command>, rx: UnboundedReceiver<Command>, factory: Factory<A> },
+    /// It does not exist and was not to be created.
+    Missing,
+}
+
+/// Finds the session with an id, creating an entry for it if asked.
+pub(crate) struct Acquire<A: Session> {
+    id: Arc<str>,
+    create: bool,
+    _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: Session> Acquire<A> {
+    pub(crate) fn new(id: Arc<str>, create: bool) -> Self {
+        Self { id, create, _actor: std::marker::PhantomData }
+    }
+}
+
+impl<A: Session> Message for Acquire<A> {
+    type Result = Acquired<A>;
+}
+
+impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
+    type Result = MessageResult<Acquire<A>>;
+
+    fn handle(&mut self, msg: Acquire<A>, _: &mut Context<Self>) -> Self::Result {
+        let Acquire { id, create, .. } = msg;
+        if let Some(serial) = self.by_id.get(&id).copied() {
+            match self.sessions.get(&serial) {
+                Some(entry) if !entry.tx.is_closed() => {
+                    return MessageResult(Acquired::Found(entry.tx.clone()))
+                }
+                _ => self.remove(serial),
+            }
+        }
+        if !create {
+            return MessageResult(Acquired::Missing);
+        }
+        let serial = next_serial();
+        let (tx, rx) = unbounded_channel();
+        self.sessions.insert(serial, Entry { tx: tx.clone(), addr: None, id: Some(id.clone()) });
+        self.by_id.insert(id, serial);
+        MessageResult(Acquired::Created { serial, tx, rx, factory: self.factory.clone() })
+    }
+}
+
+/// Registers a WebSocket session (not looked up by id); answers the factory.
+pub(crate) struct RegisterSocket<A: Session> {
+    pub(crate) serial: u64,
+    pub(crate) tx: UnboundedSender<Command>,
+    _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: Session> RegisterSocket<A> {
+    pub(crate) fn new(serial: u64, tx: UnboundedSender<Command>) -> Self {
+        Self { serial, tx, _actor: std::marker::PhantomData }
+    }
+}
+
+impl<A: Session> Message for RegisterSocket<A> {
+    type Result = Factory<A>;
+}
+
+impl<A: Session> Handler<RegisterSocket<A>> for SessionManager<A> {
+    type Result = MessageResult<RegisterSocket<A>>;
+
+    fn handle(&mut self, msg: RegisterSocket<A>, _: &mut Context<Self>) -> Self::Result {
+        self.sessions.insert(msg.serial, Entry { tx: msg.tx, addr: None, id: None });
+        MessageResult(self.factory.clone())
+    }
+}
+
+/// A session actor has started: its address, for [`GetSession`].
+pub(crate) struct Started<A: Session> {
+    pub(crate) serial: u64,
+    pub(crate) addr: Addr<A>,
+}
+
+impl<A: Session> Message for Started<A> {
+    type Result = ();
+}
+
+impl<A: Session> Handler<Started<A>> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Started<A>, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(&msg.serial) {
+            entry.addr = Some(msg.addr);
+        }
+    }
+}
+
+/// A session actor has stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionEnded {
+    pub(crate) serial: u64,
+}
+
+impl<A: Session> Handler<SessionEnded> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionEnded, _: &mut Context<Self>) {
+        self.remove(msg.serial);
+    }
+}

@@ -1,0 +1,223 @@
+//! Parsing what clients send: a JSON array of strings (PROTOCOL.md §5.3).
+
+use std::fmt;
+
+/// Why a client payload was refused. The `Display` text is the body the
+/// protocol prescribes for the HTTP send endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayloadError {
+    /// Empty body, a missing `d` field, or valid JSON that is not an array of strings.
+    Expected,
+    /// The payload is not valid JSON.
+    Broken,
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Expected => "Payload expected.",
+            Self::Broken => "Broken JSON encoding.",
+        })
+    }
+}
+
+/// Parses a client payload into its messages.
+///
+/// Accepts a JSON array of strings (`[]` gives no message). When
+/// `allow_single` is set (WebSocket frames) a lone JSON string is accepted
+/// as one message, as the reference server does.
+///
+/// Lone UTF-16 surrogates written as `\uXXXX` escapes cannot be part of a
+/// Rust `String`; each is replaced by U+FFFD instead of failing the whole
+/// payload. A valid surrogate pair becomes its one character.
+pub(crate) fn parse_messages(body: &[u8], allow_single: bool) -> Result<Vec<String>, PayloadError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PayloadError::Expected);
+    }
+    if let Ok(messages) = serde_json::from_slice::<Vec<String>>(body) {
+        return Ok(messages);
+    }
+    if allow_single {
+        if let Ok(message) = serde_json::from_slice::<String>(body) {
+            return Ok(vec![message]);
+        }
+    }
+    // Slow path: serde_json refuses lone surrogates, so parse leniently.
+    if let Some(messages) = Lenient::new(body).messages(allow_single) {
+        return Ok(messages);
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(_) => Err(PayloadError::Expected),
+        Err(_) => Err(PayloadError::Broken),
+    }
+}
+
+/// A small parser for `[ "..." , ... ]` (or one string) that maps lone
+/// surrogate escapes to U+FFFD. Anything else it cannot read makes it give up.
+struct Lenient<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Lenient<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Self { b, i: 0 }
+    }
+
+    fn messages(mut self, allow_single: bool) -> Option<Vec<String>> {
+        self.ws();
+        let out = match self.peek()? {
+            b'[' => {
+                self.i += 1;
+                let mut out = Vec::new();
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        out.push(self.string()?);
+                        self.ws();
+                        match self.next()? {
+                            b',' => continue,
+                            b']' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                out
+            }
+            b'"' if allow_single => vec![self.string()?],
+            _ => return None,
+        };
+        self.ws();
+        (self.i == self.b.len()).then_some(out)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.i += 1;
+        }
+    }
+
+    fn string(&mut self) -> Option<String> {
+        if self.next()? != b'"' {
+            return None;
+        }
+        let mut out = Vec::new();
+        loop {
+            match self.next()? {
+                b'"' => return String::from_utf8(out).ok(),
+                b'\\' => {
+                    let c = match self.next()? {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.unicode_escape()?,
+                        _ => return None,
+                    };
+                    let mut buf = [0; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+                c if c < 0x20 => return None,
+                c => out.push(c),
+            }
+        }
+    }
+
+    /// Reads the four hex digits after `\u` (and a following low surrogate
+    /// escape when this one is a high surrogate).
+    fn unicode_escape(&mut self) -> Option<char> {
+        let first = self.hex4()?;
+        match first {
+            0xd800..=0xdbff => {
+                let rest = &self.b[self.i..];
+                if rest.len() >= 6 && rest[0] == b'\\' && rest[1] == b'u' {
+                    let save = self.i;
+                    self.i += 2;
+                    let second = self.hex4()?;
+                    if (0xdc00..=0xdfff).contains(&second) {
+                        let cp = 0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00);
+                        return char::from_u32(cp);
+                    }
+                    self.i = save;
+                }
+                Some(char::REPLACEMENT_CHARACTER)
+            }
+            0xdc00..=0xdfff => Some(char::REPLACEMENT_CHARACTER),
+            cp => char::from_u32(cp),
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.b.get(self.i..self.i + 4)?;
+        let text = std::str::from_utf8(digits).ok()?;
+        let v = u32::from_str_radix(text, 16).ok()?;
+        self.i += 4;
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Vec<String>, PayloadError> {
+        parse_messages(s.as_bytes(), false)
+    }
+
+    #[test]
+    fn arrays_of_strings() {
+        assert_eq!(parse(r#"["a","b"]"#), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(parse("[]"), Ok(vec![]));
+        assert_eq!(parse(" [ \"x\" ] "), Ok(vec!["x".into()]));
+        assert_eq!(parse(r#"["%61bc"]"#), Ok(vec!["%61bc".into()]));
+    }
+
+    #[test]
+    fn errors_follow_the_protocol() {
+        assert_eq!(parse(""), Err(PayloadError::Expected));
+        assert_eq!(parse("  "), Err(PayloadError::Expected));
+        assert_eq!(parse(r#"["x"#), Err(PayloadError::Broken));
+        assert_eq!(parse("{}"), Err(PayloadError::Expected));
+        assert_eq!(parse(r#""x""#), Err(PayloadError::Expected));
+        assert_eq!(parse("null"), Err(PayloadError::Expected));
+        assert_eq!(parse("[1,null]"), Err(PayloadError::Expected));
+        assert_eq!(PayloadError::Broken.to_string(), "Broken JSON encoding.");
+    }
+
+    #[test]
+    fn a_single_string_is_one_message_on_websockets() {
+        assert_eq!(parse_messages(br#""x""#, true), Ok(vec!["x".into()]));
+        assert_eq!(parse_messages(br#""\udfff""#, true), Ok(vec!["\u{fffd}".into()]));
+    }
+
+    #[test]
+    fn surrogates() {
+        assert_eq!(parse(r#"["\ud83d\ude00"]"#), Ok(vec!["😀".into()]));
+        assert_eq!(parse(r#"["a\ud800b"]"#), Ok(vec!["a\u{fffd}b".into()]));
+        assert_eq!(
+            parse(r#"["\udc00","ok","\ud800\u0041"]"#),
+            Ok(vec!["\u{fffd}".into(), "ok".into(), "\u{fffd}A".into()])
+        );
+        assert_eq!(parse(r#"["\ud800\ud800\udc00"]"#), Ok(vec!["\u{fffd}𐀀".into()]));
+        // A broken payload stays broken on the lenient path.
+        assert_eq!(parse(r#"["\ud800"#), Err(PayloadError::Broken));
+        assert_eq!(parse(r#"["\ud800",]"#), Err(PayloadError::Broken));
+    }
+}

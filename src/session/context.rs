@@ -1,0 +1,605 @@
+//! [`SessionContext`]: the actor context of a session, and the session's
+//! state machine (PROTOCOL.md §7).
+//!
+//! Built on `actix::dev` the way `actix_web_actors::ws::WebsocketContext`
+//! is: [`ContextParts`] for the actor runtime, a [`ContextFut`] driving it,
+//! and the session's own state beside them. Transports talk to the session
+//! through a channel of [`Command`]s that a future spawned in the context
+//! drains, so the user's type needs no trait impls of ours beyond
+//! [`Session`]. Outgoing messages are batched: everything sent during one
+//! turn of the actor is flushed to the receiver as one `a[...]` frame.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use actix::{
+    dev::{AsyncContextParts, ContextFut, ContextParts, Envelope, Mailbox, ToEnvelope},
+    fut::{wrap_future, ActorFuture, ActorFutureExt},
+    Actor, ActorContext, ActorState, Addr, AsyncContext, Handler, Message, Recipient, SpawnHandle,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::{
+    CloseReason, RequestInfo, Session, CONFLICT_CLOSE, INTERRUPTED_CLOSE, NORMAL_CLOSE, OVERFLOW_CLOSE,
+};
+use crate::{
+    config::Config,
+    manager::SessionEnded,
+    protocol::{close_frame, push_json_string, Escape, HEARTBEAT_FRAME, OPEN_FRAME},
+    transport::Receiver,
+};
+
+/// What a session is attached to, which decides its framing and lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// HTTP transports: receivers come and go; the session lives on for the
+    /// disconnect delay without one.
+    Http,
+    /// A SockJS-framed WebSocket: one receiver for the whole session.
+    WebSocket,
+    /// A raw WebSocket: no SockJS frames, messages verbatim.
+    Raw,
+}
+
+/// A broadcast payload, encoded once for every receiving session.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) text: Box<str>,
+    pub(crate) json: Box<str>,
+}
+
+/// What transports and the manager tell a session.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A receiving request wants to be the session's receiver.
+    Attach(Receiver),
+    /// Messages from the client, in order.
+    Messages(Vec<String>),
+    /// A broadcast message.
+    Push(Arc<Shared>),
+}
+
+/// Everything a session needs at start besides the actor.
+#[derive(Debug)]
+pub(crate) struct SessionSetup {
+    pub(crate) id: Arc<str>,
+    pub(crate) serial: u64,
+    pub(crate) mode: Mode,
+    pub(crate) config: Arc<Config>,
+    pub(crate) request: RequestInfo,
+    pub(crate) on_end: Recipient<SessionEnded>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    New,
+    Open,
+    Closed { code: u16, reason: String },
+}
+
+#[derive(Debug)]
+struct Attached {
+    receiver: Receiver,
+    token: u64,
+    watch: SpawnHandle,
+    heartbeat: Option<SpawnHandle>,
+    dead: bool,
+}
+
+/// The actor context of a SockJS session.
+///
+/// Give it as `type Context = SessionContext<Self>` in your session actor's
+/// [`Actor`] impl. Besides the usual actix context abilities (timers,
+/// spawning futures, [`address`](AsyncContext::address), handling your own
+/// messages) it offers [`send`](Self::send), [`close`](Self::close), the
+/// session id and the opening request.
+pub struct SessionContext<A>
+where
+    A: Actor<Context = SessionContext<A>>,
+{
+    parts: ContextParts<A>,
+    setup: SessionSetup,
+    state: State,
+    /// Encoded messages joined by commas, waiting for a receiver (framed modes).
+    pending: String,
+    /// Messages waiting for the receiver (raw mode).
+    raw_pending: VecDeque<String>,
+    raw_pending_bytes: usize,
+    receiver: Option<Attached>,
+    next_token: u64,
+    /// The close frame still has to be written to the attached receiver.
+    close_unsent: bool,
+    /// Something was written since the last heartbeat tick.
+    wrote: bool,
+    expiry: u64,
+}
+
+impl<A> fmt::Debug for SessionContext<A>
+where
+    A: Actor<Context = SessionContext<A>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionContext")
+            .field("id", &self.setup.id)
+            .field("mode", &self.setup.mode)
+            .field("state", &self.state)
+            .field("pending_bytes", &self.pending.len())
+            .field("attached", &self.receiver.is_some())
+            .finish()
+    }
+}
+
+impl<A> SessionContext<A>
+where
+    A: Session,
+{
+    /// Sends one message to the client.
+    ///
+    /// Messages sent during one turn of the actor reach the client together
+    /// in one frame. While no receiver is attached they wait in the
+    /// session's queue; past [`Config::max_queue_bytes`] the session is
+    /// closed with [`CloseReason::Overflow`]. Sending on a session that is
+    /// not open does nothing.
+    pub fn send(&mut self, msg: impl AsRef<str>) {
+        let msg = msg.as_ref();
+        if self.state != State::Open {
+            log::trace!("sockjs {}: send on a session that is not open ignored", self.setup.id);
+            return;
+        }
+        let queued = if self.setup.mode == Mode::Raw {
+            self.raw_pending_bytes += msg.len();
+            self.raw_pending.push_back(msg.to_owned());
+            self.raw_pending_bytes
+        } else {
+            if !self.pending.is_empty() {
+                self.pending.push(',');
+            }
+            push_json_string(&mut self.pending, msg, Escape::SockJs);
+            self.pending.len()
+        };
+        if queued > self.setup.config.max_queue_bytes {
+            self.overflow();
+        }
+    }
+
+    fn push_shared(&mut self, shared: &Shared) {
+        if self.state != State::Open {
+            return;
+        }
+        if self.setup.mode == Mode::Raw {
+            self.send(&shared.text);
+            return;
+        }
+        if !self.pending.is_empty() {
+            self.pending.push(',');
+        }
+        self.pending.push_str(&shared.json);
+        if self.pending.len() > self.setup.config.max_queue_bytes {
+            self.overflow();
+        }
+    }
+
+    /// Closes the session with a code and a reason.
+    ///
+    /// The client gets `c[code,"reason"]` (on a raw WebSocket, a close frame
+    /// with that code and reason) after the messages already sent, and
+    /// [`Session::on_close`] runs with [`CloseReason::Application`]. Codes
+    /// 3000–4999 are for applications. Closing a session that is not open
+    /// does nothing.
+    pub fn close(&mut self, code: u16, reason: impl Into<String>) {
+        let reason = reason.into();
+        let cause = CloseReason::Application { code, reason: reason.clone() };
+        if self.set_closed(code, reason) {
+            self.defer_on_close(cause);
+        }
+    }
+
+    /// The session id from the URL. For raw WebSocket sessions, which have
+    /// none, a unique generated one.
+    pub fn session_id(&self) -> &str {
+        &self.setup.id
+    }
+
+    /// What the request that opened the session carried.
+    pub fn request(&self) -> &RequestInfo {
+        &self.setup.request
+    }
+
+    /// Whether the session is open: it has sent its open frame and is not
+    /// closed.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    fn overflow(&mut self) {
+        log::warn!(
+            "sockjs {}: outgoing queue over {} bytes, closing the session",
+            self.setup.id,
+            self.setup.config.max_queue_bytes
+        );
+        self.pending.clear();
+        self.raw_pending.clear();
+        self.raw_pending_bytes = 0;
+        if self.set_closed(OVERFLOW_CLOSE.0, OVERFLOW_CLOSE.1.to_owned()) {
+            self.defer_on_close(CloseReason::Overflow);
+        }
+    }
+
+    /// Moves an open session to the closed state; `false` if it was not open.
+    fn set_closed(&mut self, code: u16, reason: String) -> bool {
+        if self.state != State::Open {
+            return false;
+        }
+        self.state = State::Closed { code, reason };
+        self.close_unsent = self.receiver.is_some();
+        if self.receiver.is_none() {
+            self.schedule_expiry();
+        }
+        true
+    }
+
+    /// Runs `on_close` on the actor at the next turn; used where only the
+    /// context is at hand.
+    fn defer_on_close(&mut self, cause: CloseReason) {
+        let hook =
+            wrap_future::<_, A>(std::future::ready(())).map(move |(), act, ctx| act.on_close(cause, ctx));
+        self.parts.spawn(hook);
+    }
+
+    fn handle(&mut self, act: &mut A, command: Command) {
+        match command {
+            Command::Attach(receiver) => self.attach(act, receiver),
+            Command::Messages(messages) => {
+                for msg in messages {
+                    if self.state != State::Open {
+                        log::debug!("sockjs {}: message after close dropped", self.setup.id);
+                        break;
+                    }
+                    act.on_message(msg, self);
+                }
+            }
+            Command::Push(shared) => self.push_shared(&shared),
+        }
+    }
+
+    fn attach(&mut self, act: &mut A, mut receiver: Receiver) {
+        match &self.state {
+            State::New => {
+                self.install(receiver);
+                if self.setup.mode != Mode::Raw {
+                    self.write_frame(OPEN_FRAME);
+                }
+                self.state = State::Open;
+                act.on_open(self);
+            }
+            State::Open => match self.receiver.as_ref().map(|c| !c.dead && c.receiver.alive()) {
+                Some(true) => {
+                    log::debug!("sockjs {}: second receiver refused", self.setup.id);
+                    let _ = receiver.write(&close_frame(CONFLICT_CLOSE.0, CONFLICT_CLOSE.1));
+                }
+                Some(false) => {
+                    log::debug!("sockjs {}: previous receiver was aborted", self.setup.id);
+                    self.detach();
+                    self.set_closed(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1.to_owned());
+                    act.on_close(CloseReason::Interrupted, self);
+                    let _ = receiver.write(&close_frame(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1));
+                }
+                None => self.install(receiver),
+            },
+            State::Closed { code, reason } => {
+                let _ = receiver.write(&close_frame(*code, reason));
+                receiver.close_socket(*code, reason);
+            }
+        }
+    }
+
+    fn install(&mut self, receiver: Receiver) {
+        self.next_token += 1;
+        let token = self.next_token;
+        let gone =
+            wrap_future::<_, A>(receiver.gone()).map(move |(), act, ctx| ctx.receiver_gone(act, token));
+        let watch = self.parts.spawn(gone);
+        let heartbeat = (self.setup.mode != Mode::Raw).then(|| {
+            let every = self.setup.config.heartbeat;
+            self.run_interval(every, |_, ctx| ctx.heartbeat_tick())
+        });
+        self.expiry += 1;
+        self.wrote = false;
+        self.receiver = Some(Attached { receiver, token, watch, heartbeat, dead: false });
+    }
+
+    /// Drops the attached receiver (which ends an HTTP response) and, for
+    /// HTTP sessions, starts the disconnect delay.
+    fn detach(&mut self) {
+        if let Some(att) = self.receiver.take() {
+            self.parts.cancel_future(att.watch);
+            if let Some(h) = att.heartbeat {
+                self.parts.cancel_future(h);
+            }
+        }
+        if self.setup.mode == Mode::Http {
+            self.schedule_expiry();
+        }
+    }
+
+    fn schedule_expiry(&mut self) {
+        self.expiry += 1;
+        let generation = self.expiry;
+        self.run_later(self.setup.config.disconnect_delay, move |act, ctx| {
+            if ctx.expiry != generation || ctx.receiver.is_some() {
+                return;
+            }
+            if ctx.state == State::Open {
+                log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.setup.id);
+                ctx.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.to_owned() };
+                act.on_close(CloseReason::Timeout, ctx);
+            }
+            ctx.parts.stop();
+        });
+    }
+
+    fn receiver_gone(&mut self, act: &mut A, token: u64) {
+        if self.receiver.as_ref().map(|a| a.token) != Some(token) {
+            return;
+        }
+        self.detach();
+        if self.setup.mode == Mode::Http {
+            if self.set_closed(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1.to_owned()) {
+                log::debug!("sockjs {}: client aborted its receiving request", self.setup.id);
+                act.on_close(CloseReason::Interrupted, self);
+            }
+        } else {
+            if self.state == State::Open {
+                self.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.to_owned() };
+                act.on_close(CloseReason::ClientClosed, self);
+            }
+            self.parts.stop();
+        }
+    }
+
+    fn heartbeat_tick(&mut self) {
+        if !self.wrote {
+            self.write_frame(HEARTBEAT_FRAME);
+        }
+        self.wrote = false;
+    }
+
+    /// Writes one frame to the attached receiver, detaching it when it is done.
+    fn write_frame(&mut self, frame: &str) {
+        let Some(att) = self.receiver.as_mut().filter(|a| !a.dead) else {
+            return;
+        };
+        match att.receiver.write(frame) {
+            Ok(done) => {
+                self.wrote = true;
+                if done {
+                    self.detach();
+                }
+            }
+            // The receiver's watcher reports it and closes the session.
+            Err(_) => att.dead = true,
+        }
+    }
+
+    /// Hands what is queued to the attached receiver; runs after every turn
+    /// of the actor. Returns whether the actor runtime must run again (a
+    /// timer was started or the actor stopped outside its own poll).
+    fn flush(&mut self) -> bool {
+        let before = (self.receiver.is_some(), self.parts.state());
+        if self.receiver.is_some() {
+            if self.setup.mode == Mode::Raw {
+                while self.receiver.is_some() {
+                    let Some(msg) = self.raw_pending.pop_front() else { break };
+                    self.raw_pending_bytes -= msg.len();
+                    self.write_frame(&msg);
+                }
+            } else if !self.pending.is_empty() {
+                let mut frame = String::with_capacity(self.pending.len() + 3);
+                frame.push_str("a[");
+                frame.push_str(&self.pending);
+                frame.push(']');
+                self.pending.clear();
+                self.write_frame(&frame);
+            }
+        }
+        if self.close_unsent {
+            if let State::Closed { code, reason } = &self.state {
+                let (code, reason) = (*code, reason.clone());
+                self.close_unsent = false;
+                if self.setup.mode != Mode::Raw {
+                    self.write_frame(&close_frame(code, &reason));
+                }
+                if let Some(att) = &self.receiver {
+                    let (code, reason) =
+                        if self.setup.mode == Mode::Raw { (code, reason.as_str()) } else { NORMAL_CLOSE };
+                    att.receiver.close_socket(code, reason);
+                }
+                self.detach();
+            }
+        }
+        if self.setup.mode != Mode::Http
+            && self.state != State::New
+            && self.receiver.is_none()
+            && self.parts.state() == ActorState::Running
+        {
+            self.parts.stop();
+        }
+        before != (self.receiver.is_some(), self.parts.state())
+    }
+}
+
+impl<A> Drop for SessionContext<A>
+where
+    A: Actor<Context = SessionContext<A>>,
+{
+    fn drop(&mut self) {
+        if let Some(att) = self.receiver.take() {
+            let (code, reason) = match &self.state {
+                State::Closed { code, reason } => (*code, reason.as_str()),
+                _ => NORMAL_CLOSE,
+            };
+            let mut receiver = att.receiver;
+            if self.setup.mode != Mode::Raw && (self.state == State::Open || self.close_unsent) {
+                let _ = receiver.write(&close_frame(code, reason));
+            }
+            receiver.close_socket(code, reason);
+        }
+        self.setup.on_end.do_send(SessionEnded { serial: self.setup.serial });
+        log::trace!("sockjs {}: session ended", self.setup.id);
+    }
+}
+
+impl<A> ActorContext for SessionContext<A>
+where
+    A: Actor<Context = Self>,
+{
+    /// Stops the session actor. An open session's client gets
+    /// `c[1000,"Normal closure"]`; [`Session::on_close`] is not called (use
+    /// [`SessionContext::close`] for that).
+    fn stop(&mut self) {
+        self.parts.stop();
+    }
+
+    fn terminate(&mut self) {
+        self.parts.terminate();
+    }
+
+    fn state(&self) -> ActorState {
+        self.parts.state()
+    }
+}
+
+impl<A> AsyncContext<A> for SessionContext<A>
+where
+    A: Actor<Context = Self>,
+{
+    fn spawn<F>(&mut self, fut: F) -> SpawnHandle
+    where
+        F: ActorFuture<A, Output = ()> + 'static,
+    {
+        self.parts.spawn(fut)
+    }
+
+    fn wait<F>(&mut self, fut: F)
+    where
+        F: ActorFuture<A, Output = ()> + 'static,
+    {
+        self.parts.wait(fut);
+    }
+
+    fn waiting(&self) -> bool {
+        self.parts.waiting() || matches!(self.parts.state(), ActorState::Stopping | ActorState::Stopped)
+    }
+
+    fn cancel_future(&mut self, handle: SpawnHandle) -> bool {
+        self.parts.cancel_future(handle)
+    }
+
+    fn address(&self) -> Addr<A> {
+        self.parts.address()
+    }
+}
+
+impl<A> AsyncContextParts<A> for SessionContext<A>
+where
+    A: Actor<Context = Self>,
+{
+    fn parts(&mut self) -> &mut ContextParts<A> {
+        &mut self.parts
+    }
+}
+
+impl<A, M> ToEnvelope<A, M> for SessionContext<A>
+where
+    A: Actor<Context = SessionContext<A>> + Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    fn pack(msg: M, tx: Option<actix::dev::OneshotSender<M::Result>>) -> Envelope<A> {
+        Envelope::new(msg, tx)
+    }
+}
+
+/// Drains the session's command channel inside its context.
+struct Pump {
+    rx: UnboundedReceiver<Command>,
+}
+
+impl<A: Session> ActorFuture<A> for Pump {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut SessionContext<A>,
+        task: &mut Context<'_>,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        // Bounded per turn, so that one busy session cannot hog its worker.
+        for _ in 0..64 {
+            match this.rx.poll_recv(task) {
+                Poll::Ready(Some(command)) => ctx.handle(act, command),
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Runs the session's actor runtime and flushes after every turn.
+struct SessionFut<A: Session> {
+    fut: ContextFut<A, SessionContext<A>>,
+}
+
+impl<A: Session> Future for SessionFut<A> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.fut).poll(cx);
+        if this.fut.ctx().flush() {
+            cx.waker().wake_by_ref();
+        }
+        res
+    }
+}
+
+/// Starts a session actor on the current arbiter and returns its address.
+pub(crate) fn start_session<A: Session>(
+    act: A,
+    setup: SessionSetup,
+    rx: UnboundedReceiver<Command>,
+) -> Addr<A> {
+    let mailbox = Mailbox::default();
+    let http = setup.mode == Mode::Http;
+    let mut ctx = SessionContext {
+        parts: ContextParts::new(mailbox.sender_producer()),
+        setup,
+        state: State::New,
+        pending: String::new(),
+        raw_pending: VecDeque::new(),
+        raw_pending_bytes: 0,
+        receiver: None,
+        next_token: 0,
+        close_unsent: false,
+        wrote: false,
+        expiry: 0,
+    };
+    ctx.parts.spawn(Pump { rx });
+    if http {
+        // A session whose first receiver never arrives still expires.
+        ctx.schedule_expiry();
+    }
+    let fut = ContextFut::new(ctx, act, mailbox);
+    let addr = fut.address();
+    actix::spawn(SessionFut { fut });
+    addr
+}

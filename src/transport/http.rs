@@ -1,0 +1,280 @@
+//! The HTTP transports: the receiving requests (xhr, xhr_streaming,
+//! eventsource, htmlfile, jsonp) and the sending ones (xhr_send,
+//! jsonp_send). All receivers are the same mechanism with a different
+//! [`Framing`].
+
+use std::{convert::Infallible, sync::Arc};
+
+use actix_web::{
+    http::{header, ConnectionType, StatusCode, Version},
+    web::{self, Bytes, BytesMut},
+    HttpRequest, HttpResponse, HttpResponseBuilder,
+};
+use futures_util::{stream, StreamExt as _};
+use tokio::sync::mpsc::{error::SendError, unbounded_channel, UnboundedReceiver};
+
+use super::{Framing, PeerSocket, Receiver};
+use crate::{
+    manager::{Acquire, Acquired, Factory, Started},
+    protocol::{htmlfile_prelude, parse_messages, validate_callback},
+    service::{cors, never_cache, session_cookie, Endpoint, JAVASCRIPT, TEXT},
+    session::{start_session, Command, Mode, RequestInfo, Session, SessionSetup},
+    util,
+};
+
+/// Why a request could not reach its session.
+#[derive(Debug)]
+pub(crate) enum ReachError {
+    /// No session with that id.
+    Missing,
+    /// The manager actor is gone.
+    Manager,
+}
+
+impl<A: Session> Endpoint<A> {
+    /// Attaches a receiver to the session `id`, creating the session first
+    /// if there is none.
+    async fn attach(
+        &self,
+        req: &HttpRequest,
+        id: Arc<str>,
+        mut receiver: Receiver,
+    ) -> Result<(), ReachError> {
+        // A session can end between the manager's answer and our command;
+        // the manager then forgets it and the next round creates a new one.
+        for _ in 0..3 {
+            match self.manager.send(Acquire::new(id.clone(), true)).await.map_err(|_| ReachError::Manager)? {
+                Acquired::Found(tx) => match tx.send(Command::Attach(receiver)) {
+                    Ok(()) => return Ok(()),
+                    Err(SendError(Command::Attach(r))) => receiver = r,
+                    Err(_) => return Err(ReachError::Manager),
+                },
+                Acquired::Created { serial, tx, rx, factory } => {
+                    let _ = tx.send(Command::Attach(receiver));
+                    self.start(factory, serial, id, Mode::Http, req, rx);
+                    return Ok(());
+                }
+                Acquired::Missing => return Err(ReachError::Missing),
+            }
+        }
+        Err(ReachError::Manager)
+    }
+
+    /// Hands client messages to the existing session `id`.
+    async fn deliver(&self, id: Arc<str>, messages: Vec<String>) -> Result<(), ReachError> {
+        match self.manager.send(Acquire::new(id, false)).await.map_err(|_| ReachError::Manager)? {
+            Acquired::Found(tx) => tx.send(Command::Messages(messages)).map_err(|_| ReachError::Missing),
+            _ => Err(ReachError::Missing),
+        }
+    }
+
+    /// Starts a session actor on this worker.
+    pub(crate) fn start(
+        &self,
+        factory: Factory<A>,
+        serial: u64,
+        id: Arc<str>,
+        mode: Mode,
+        req: &HttpRequest,
+        rx: UnboundedReceiver<Command>,
+    ) {
+        let setup = SessionSetup {
+            id,
+            serial,
+            mode,
+            config: self.config.clone(),
+            request: RequestInfo::from_request(req),
+            on_end: self.manager.clone().recipient(),
+        };
+        let addr = start_session(factory(), setup, rx);
+        self.manager.do_send(Started { serial, addr });
+    }
+}
+
+pub(crate) fn session_id(req: &HttpRequest) -> Arc<str> {
+    Arc::from(req.match_info().get("session").unwrap_or_default())
+}
+
+/// POST `/<server>/<session>/xhr`: long-polling receiver.
+pub(crate) async fn xhr<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
+    receive(&req, &ep, Framing::Xhr).await
+}
+
+/// POST `/<server>/<session>/xhr_streaming`.
+pub(crate) async fn xhr_streaming<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
+    receive(&req, &ep, Framing::XhrStreaming).await
+}
+
+/// GET `/<server>/<session>/eventsource`.
+pub(crate) async fn eventsource<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
+    receive(&req, &ep, Framing::EventSource).await
+}
+
+/// GET `/<server>/<session>/htmlfile?c=<callback>`.
+pub(crate) async fn htmlfile<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
+    match callback(&req) {
+        Ok(_) => receive(&req, &ep, Framing::HtmlFile).await,
+        Err(res) => res,
+    }
+}
+
+/// GET `/<server>/<session>/jsonp?c=<callback>`.
+pub(crate) async fn jsonp<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
+    match callback(&req) {
+        Ok(cb) => receive(&req, &ep, Framing::Jsonp(cb.into_boxed_str())).await,
+        Err(res) => res,
+    }
+}
+
+fn callback(req: &HttpRequest) -> Result<String, HttpResponse> {
+    let query = req.query_string();
+    let raw = util::query_param(query, "c").or_else(|| util::query_param(query, "callback"));
+    match validate_callback(raw.as_deref()) {
+        Ok(cb) => Ok(cb.to_owned()),
+        Err(e) => {
+            log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
+            Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
+    }
+}
+
+/// The shared body of every receiving transport.
+async fn receive<A: Session>(req: &HttpRequest, ep: &Endpoint<A>, framing: Framing) -> HttpResponse {
+    let prelude = match &framing {
+        Framing::XhrStreaming => {
+            let mut p = "h".repeat(2048);
+            p.push('\n');
+            Some(Bytes::from(p))
+        }
+        Framing::EventSource => Some(Bytes::from_static(b"\r\n")),
+        Framing::HtmlFile => callback(req).ok().map(|cb| Bytes::from(htmlfile_prelude(&cb))),
+        _ => None,
+    };
+    let content_type = match &framing {
+        Framing::EventSource => "text/event-stream",
+        Framing::HtmlFile => "text/html; charset=UTF-8",
+        _ => JAVASCRIPT,
+    };
+    let with_cors = !matches!(framing, Framing::HtmlFile | Framing::Jsonp(_));
+
+    let (tx, mut rx) = unbounded_channel();
+    let peer = req.conn_data::<PeerSocket>().cloned();
+    let receiver = Receiver::http(framing, tx, ep.config.response_limit, peer);
+    if let Err(e) = ep.attach(req, session_id(req), receiver).await {
+        log::error!("sockjs: cannot open a receiver: {e:?}");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");
+    }
+
+    let mut res = HttpResponse::Ok();
+    res.content_type(content_type);
+    if content_type == JAVASCRIPT {
+        res.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    }
+    never_cache(&mut res);
+    if with_cors {
+        cors(&mut res, req);
+    }
+    session_cookie(&mut res, req, &ep.config);
+    // One body item per frame: actix-web writes each as its own chunk.
+    let frames = stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let body = stream::iter(prelude).chain(frames).map(Ok::<_, Infallible>);
+    let mut res = res.streaming(body);
+    if req.version() == Version::HTTP_10 {
+        // HTTP/1.0 has no chunked encoding: raw bytes, then close.
+        res.head_mut().no_chunking(true);
+        res.head_mut().set_connection_type(ConnectionType::Close);
+    }
+    res
+}
+
+/// POST `/<server>/<session>/xhr_send`: the body is a JSON array of messages.
+pub(crate) async fn xhr_send<A: Session>(
+    req: HttpRequest,
+    body: web::Payload,
+    ep: web::Data<Endpoint<A>>,
+) -> HttpResponse {
+    let body = match read_body(body, ep.config.max_message_bytes).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    send(&req, &ep, &body, StatusCode::NO_CONTENT, "").await
+}
+
+/// POST `/<server>/<session>/jsonp_send`: a form field `d` or a raw body.
+pub(crate) async fn jsonp_send<A: Session>(
+    req: HttpRequest,
+    body: web::Payload,
+    ep: web::Data<Endpoint<A>>,
+) -> HttpResponse {
+    let body = match read_body(body, ep.config.max_message_bytes).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if form {
+        let text = String::from_utf8_lossy(&body);
+        let d = util::form_pairs(&text).find(|(k, _)| k == "d").map(|(_, v)| v).unwrap_or_default();
+        send(&req, &ep, d.as_bytes(), StatusCode::OK, "ok").await
+    } else {
+        send(&req, &ep, &body, StatusCode::OK, "ok").await
+    }
+}
+
+async fn send<A: Session>(
+    req: &HttpRequest,
+    ep: &Endpoint<A>,
+    payload: &[u8],
+    status: StatusCode,
+    ok_body: &'static str,
+) -> HttpResponse {
+    let messages = match parse_messages(payload, false) {
+        Ok(m) => m,
+        Err(e) => {
+            log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+    let id = session_id(req);
+    match ep.deliver(id.clone(), messages).await {
+        Ok(()) => {}
+        Err(ReachError::Missing) => {
+            log::debug!("sockjs: {} to unknown session {id}", req.path());
+            return error(StatusCode::NOT_FOUND, "Session not found.");
+        }
+        Err(ReachError::Manager) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.")
+        }
+    }
+    let mut res = HttpResponseBuilder::new(status);
+    res.content_type(TEXT);
+    never_cache(&mut res);
+    cors(&mut res, req);
+    session_cookie(&mut res, req, &ep.config);
+    res.body(ok_body)
+}
+
+/// Reads a request body up to `limit` bytes; over it answers 413.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpResponse> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            log::debug!("sockjs: cannot read request body: {e}");
+            error(StatusCode::BAD_REQUEST, "Cannot read the request body.")
+        })?;
+        if body.len() + chunk.len() > limit {
+            log::info!("sockjs: request body over {limit} bytes refused");
+            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+pub(crate) fn error(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+    HttpResponseBuilder::new(status).content_type(TEXT).body(body.into())
+}

@@ -1,0 +1,288 @@
+//! Transports: how frames reach a client and how its messages reach a session.
+//!
+//! Every receiving transport is one [`Receiver`] with a different
+//! [`Framing`]: the framing says how a frame is wrapped on the wire, whether
+//! the response streams or polls, and what prelude it starts with. The
+//! [`Sink`] is the one type that knows the wire: a channel feeding an HTTP
+//! response body, or one feeding a WebSocket actor.
+
+use std::{any::Any, io, mem::MaybeUninit, sync::Arc};
+
+use actix_web::{dev::Extensions, rt::net::TcpStream, web::Bytes};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::protocol::{json_string, Escape};
+
+pub(crate) mod http;
+pub(crate) mod websocket;
+
+/// How a transport puts a frame on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// xhr polling: frame + `\n`, one frame per response.
+    Xhr,
+    /// xhr streaming: frame + `\n`, streamed.
+    XhrStreaming,
+    /// EventSource: `data: ` + frame + `\r\n\r\n`, streamed.
+    EventSource,
+    /// htmlfile: a `<script>` block calling `p(...)`, streamed.
+    HtmlFile,
+    /// JSONP polling: `/**/cb(...);\r\n`, one frame per response.
+    Jsonp(Box<str>),
+    /// SockJS over WebSocket: one text message per frame.
+    WebSocket,
+    /// Raw WebSocket: one text message per application message, no frames.
+    RawWebSocket,
+    /// SockJS over a hixie-76 WebSocket: `\x00` + frame + `\xff`.
+    Hixie76,
+}
+
+impl Framing {
+    /// Whether the response ends after its first frame.
+    pub(crate) fn polling(&self) -> bool {
+        matches!(self, Self::Xhr | Self::Jsonp(_))
+    }
+
+    /// Whether the response limit applies.
+    pub(crate) fn limited(&self) -> bool {
+        matches!(self, Self::XhrStreaming | Self::EventSource | Self::HtmlFile)
+    }
+
+    /// Wraps one frame for an HTTP body.
+    pub(crate) fn wrap(&self, frame: &str) -> Bytes {
+        let mut out = String::with_capacity(frame.len() + 16);
+        match self {
+            Self::Xhr | Self::XhrStreaming => {
+                out.push_str(frame);
+                out.push('\n');
+            }
+            Self::EventSource => {
+                out.push_str("data: ");
+                // The browser client URI-decodes every EventSource message.
+                for (i, part) in frame.split('%').enumerate() {
+                    if i > 0 {
+                        out.push_str("%25");
+                    }
+                    out.push_str(part);
+                }
+                out.push_str("\r\n\r\n");
+            }
+            Self::HtmlFile => {
+                out.push_str("<script>\np(");
+                out.push_str(&json_string(frame, Escape::Script));
+                out.push_str(");\n</script>\r\n");
+            }
+            Self::Jsonp(callback) => {
+                out.push_str("/**/");
+                out.push_str(callback);
+                out.push('(');
+                out.push_str(&json_string(frame, Escape::Script));
+                out.push_str(");\r\n");
+            }
+            Self::WebSocket | Self::RawWebSocket => out.push_str(frame),
+            Self::Hixie76 => {
+                let mut bytes = Vec::with_capacity(frame.len() + 2);
+                bytes.push(0);
+                bytes.extend_from_slice(frame.as_bytes());
+                bytes.push(0xff);
+                return Bytes::from(bytes);
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
+/// What a session writes to a WebSocket transport.
+#[derive(Debug)]
+pub(crate) enum WsOut {
+    /// One text message.
+    Text(String),
+    /// A close frame with a code and reason, then the end of the socket.
+    Close(u16, String),
+}
+
+/// The wire-level end of a receiver.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// Chunks of an HTTP response body, one chunk per item.
+    Http(UnboundedSender<Bytes>),
+    /// Messages for a WebSocket transport actor.
+    Ws(UnboundedSender<WsOut>),
+}
+
+/// The receiver went away before the frame could be handed over.
+#[derive(Debug)]
+pub(crate) struct Gone;
+
+/// A receiving connection attached to a session.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    pub(crate) framing: Framing,
+    sink: Sink,
+    written: usize,
+    limit: usize,
+    peer: Option<PeerSocket>,
+}
+
+impl Receiver {
+    /// A receiver for an HTTP response body.
+    pub(crate) fn http(
+        framing: Framing,
+        tx: UnboundedSender<Bytes>,
+        limit: usize,
+        peer: Option<PeerSocket>,
+    ) -> Self {
+        let limit = if framing.limited() { limit } else { usize::MAX };
+        Self { framing, sink: Sink::Http(tx), written: 0, limit, peer }
+    }
+
+    /// A receiver for a WebSocket transport actor.
+    pub(crate) fn ws(framing: Framing, tx: UnboundedSender<WsOut>) -> Self {
+        Self { framing, sink: Sink::Ws(tx), written: 0, limit: usize::MAX, peer: None }
+    }
+
+    /// Writes one frame (or, on a raw WebSocket, one message). Returns
+    /// whether the receiver is done after it: a polling response, or a
+    /// streaming one that reached the response limit.
+    pub(crate) fn write(&mut self, frame: &str) -> Result<bool, Gone> {
+        match &self.sink {
+            Sink::Http(tx) => {
+                let chunk = self.framing.wrap(frame);
+                self.written += chunk.len();
+                tx.send(chunk).map_err(|_| Gone)?;
+            }
+            Sink::Ws(tx) => tx.send(WsOut::Text(frame.to_owned())).map_err(|_| Gone)?,
+        }
+        Ok(self.framing.polling() || self.written >= self.limit)
+    }
+
+    /// Ends a WebSocket with a close frame; HTTP responses end when the
+    /// receiver is dropped.
+    pub(crate) fn close_socket(&self, code: u16, reason: &str) {
+        if let Sink::Ws(tx) = &self.sink {
+            let _ = tx.send(WsOut::Close(code, reason.to_owned()));
+        }
+    }
+
+    /// Whether the client is still connected, as far as can be told now.
+    ///
+    /// With [`on_connect`](crate::on_connect) installed this peeks at the
+    /// socket, which sees a client abort at once; without it only a dropped
+    /// response (noticed by actix-web at the next write) counts.
+    pub(crate) fn alive(&self) -> bool {
+        let open = match &self.sink {
+            Sink::Http(tx) => !tx.is_closed(),
+            Sink::Ws(tx) => !tx.is_closed(),
+        };
+        open && self.peer.as_ref().map_or(true, PeerSocket::alive)
+    }
+
+    /// A future that completes when the transport drops its end.
+    pub(crate) fn gone(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let sink = match &self.sink {
+            Sink::Http(tx) => Err(tx.clone()),
+            Sink::Ws(tx) => Ok(tx.clone()),
+        };
+        async move {
+            match sink {
+                Err(tx) => tx.closed().await,
+                Ok(tx) => tx.closed().await,
+            }
+        }
+    }
+}
+
+/// A duplicate handle of a connection's TCP socket, stored in the
+/// connection's extensions by [`on_connect`].
+#[derive(Debug, Clone)]
+pub(crate) struct PeerSocket(Arc<socket2::Socket>);
+
+impl PeerSocket {
+    /// `false` once the peer has closed its end (EOF or reset).
+    fn alive(&self) -> bool {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 1];
+        match self.0.peek(&mut buf) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => true,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Lets the server notice clients that abort an idle long-poll or stream.
+///
+/// actix-web does not report that a client closed the socket of a response
+/// that has nothing to write (PROTOCOL.md §10.1). Pass this function to
+/// [`HttpServer::on_connect`](actix_web::HttpServer::on_connect): it keeps a
+/// duplicate handle of each TCP socket so that, when a second receiving
+/// request arrives for a session, the server can check whether the first
+/// one's client is still there. Without it everything works, but an aborted
+/// receiver is only noticed at its next write (at the latest the next
+/// heartbeat), and the client gets `c[2010,...]` until then.
+///
+/// # Examples
+///
+/// ```no_run
+/// use actix_web::{App, HttpServer};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// HttpServer::new(|| App::new())
+///     .on_connect(actix_sockjs::on_connect)
+///     .bind(("127.0.0.1", 8080))?
+///     .run()
+///     .await
+/// # }
+/// ```
+pub fn on_connect(connection: &dyn Any, extensions: &mut Extensions) {
+    let Some(stream) = connection.downcast_ref::<TcpStream>() else {
+        return;
+    };
+    match socket2::SockRef::from(stream).try_clone() {
+        Ok(socket) => {
+            extensions.insert(PeerSocket(Arc::new(socket)));
+        }
+        Err(e) => log::debug!("sockjs: cannot watch connection for aborts: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapping() {
+        assert_eq!(Framing::Xhr.wrap("o"), "o\n");
+        assert_eq!(Framing::EventSource.wrap("a[\"100%\"]"), "data: a[\"100%25\"]\r\n\r\n");
+        assert_eq!(Framing::HtmlFile.wrap("a[\"x\"]"), "<script>\np(\"a[\\\"x\\\"]\");\n</script>\r\n");
+        assert_eq!(Framing::Jsonp("cb".into()).wrap("o"), "/**/cb(\"o\");\r\n");
+        assert_eq!(
+            Framing::Jsonp("x".into()).wrap("a[\"</script>\"]"),
+            "/**/x(\"a[\\\"\\u003c/script>\\\"]\");\r\n"
+        );
+        assert_eq!(&Framing::Hixie76.wrap("o")[..], b"\x00o\xff");
+    }
+
+    #[test]
+    fn response_limit_counts_wrapped_frames() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut r = Receiver::http(Framing::XhrStreaming, tx, 4096, None);
+        assert!(!r.write("o").unwrap());
+        let msg = format!("a[\"{}\"]", "x".repeat(128));
+        for _ in 0..29 {
+            assert!(!r.write(&msg).unwrap());
+        }
+        assert!(!r.write(&msg).unwrap(), "4022 bytes stay under the limit");
+        assert!(r.write(&msg).unwrap(), "4156 bytes reach it");
+    }
+
+    #[test]
+    fn polling_ends_after_one_frame_and_gone_is_reported() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut r = Receiver::http(Framing::Xhr, tx, 10, None);
+        assert!(r.write("o").unwrap());
+        drop(rx);
+        assert!(r.write("h").is_err());
+        assert!(!r.alive());
+    }
+}

@@ -1,0 +1,380 @@
+//! Test clients that speak HTTP/1.x and WebSocket on raw TCP sockets, so
+//! that tests see the wire exactly (chunk boundaries, framing, headers), and
+//! a handle on `examples/test_server` running on a free loopback port.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+/// How long any single read may block before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `examples/test_server`, started on a free port and killed on drop.
+pub struct TestServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        let exe = example_binary("test_server");
+        let mut child = Command::new(&exe)
+            .args(["--port", "0", "--sockjs-url", "/static/sockjs.js"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        let port =
+            line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("listening line with a port");
+        Self { child, port }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The path of an example binary, built on demand.
+fn example_binary(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let exe = dir.join("examples").join(name);
+    if !exe.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo).args(["build", "--example", name]).status().expect("cargo build");
+        assert!(status.success(), "building example {name} failed");
+    }
+    exe
+}
+
+/// A fresh session id for each call.
+pub fn session() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("s{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A response head: status line and headers (names lower-cased).
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub version: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    pub fn chunked(&self) -> bool {
+        self.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    }
+}
+
+/// A whole response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub head: Head,
+    pub body: String,
+    /// The body's chunks as sent, when the response was chunked.
+    pub chunks: Vec<String>,
+}
+
+impl Response {
+    pub fn status(&self) -> u16 {
+        self.head.status
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+}
+
+/// One client connection.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Self { reader: BufReader::new(stream) }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// Sends an HTTP/1.1 request; a body gets a `Content-Length`.
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) {
+        self.send_version(method, path, "HTTP/1.1", headers, body);
+    }
+
+    pub fn send_version(
+        &mut self,
+        method: &str,
+        path: &str,
+        version: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) {
+        let mut req = format!("{method} {path} {version}\r\nHost: 127.0.0.1\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(body) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body.unwrap_or_default());
+        self.write(&bytes);
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read line");
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    }
+
+    pub fn head(&mut self) -> Head {
+        let status_line = self.line();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default().to_owned();
+        let status = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line();
+            if line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once(':').expect("header line");
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        Head { version, status, headers }
+    }
+
+    /// The next chunk of a chunked body; `None` at the terminating chunk.
+    pub fn chunk(&mut self) -> Option<String> {
+        let size_line = self.line();
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+        let mut data = vec![0; size];
+        self.reader.read_exact(&mut data).expect("chunk data");
+        let crlf = self.line();
+        assert!(crlf.is_empty(), "chunk not followed by CRLF");
+        if size == 0 {
+            return None;
+        }
+        Some(String::from_utf8(data).expect("utf-8 chunk"))
+    }
+
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut data = vec![0; n];
+        self.reader.read_exact(&mut data).expect("read_exact");
+        data
+    }
+
+    /// Reads until the server closes the connection.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut data = Vec::new();
+        self.reader.read_to_end(&mut data).expect("read to end");
+        data
+    }
+
+    /// Reads a whole response after its head.
+    pub fn body(&mut self, head: &Head, method: &str) -> (String, Vec<String>) {
+        if method == "HEAD" || matches!(head.status, 101 | 204 | 304) {
+            return (String::new(), Vec::new());
+        }
+        if head.chunked() {
+            let mut chunks = Vec::new();
+            while let Some(c) = self.chunk() {
+                chunks.push(c);
+            }
+            return (chunks.concat(), chunks);
+        }
+        if let Some(len) = head.header("content-length") {
+            let data = self.read_exact(len.parse().expect("content-length"));
+            return (String::from_utf8(data).expect("utf-8 body"), Vec::new());
+        }
+        (String::from_utf8(self.read_to_end()).expect("utf-8 body"), Vec::new())
+    }
+
+    pub fn response(&mut self, method: &str) -> Response {
+        let head = self.head();
+        let (body, chunks) = self.body(&head, method);
+        Response { head, body, chunks }
+    }
+}
+
+/// One request on a fresh connection.
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    let mut conn = Conn::open(port);
+    conn.send(method, path, headers, body);
+    conn.response(method)
+}
+
+pub fn get(port: u16, path: &str) -> Response {
+    request(port, "GET", path, &[], None)
+}
+
+pub fn post(port: u16, path: &str, body: &str) -> Response {
+    request(port, "POST", path, &[], Some(body.as_bytes()))
+}
+
+/// A WebSocket client frame or message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ws {
+    Text(String),
+    Close(Option<u16>, String),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Binary(Vec<u8>),
+    /// The server closed the TCP connection.
+    Eof,
+}
+
+/// A minimal RFC 6455 client.
+pub struct WsClient {
+    conn: Conn,
+    pub head: Head,
+}
+
+impl WsClient {
+    pub fn connect(port: u16, path: &str) -> Self {
+        Self::connect_with(port, path, &[]).expect("websocket upgrade")
+    }
+
+    pub fn connect_with(port: u16, path: &str, extra: &[(&str, &str)]) -> Result<Self, Response> {
+        let mut conn = Conn::open(port);
+        let mut headers = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw=="),
+        ];
+        headers.extend_from_slice(extra);
+        conn.send("GET", path, &headers, None);
+        let head = conn.head();
+        if head.status != 101 {
+            let (body, chunks) = conn.body(&head, "GET");
+            return Err(Response { head, body, chunks });
+        }
+        Ok(Self { conn, head })
+    }
+
+    pub fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        let len = payload.len();
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else if len < 65536 {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.conn.write(&frame);
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send_frame(0x1, true, text.as_bytes());
+    }
+
+    pub fn send_close(&mut self, code: u16) {
+        self.send_frame(0x8, true, &code.to_be_bytes());
+    }
+
+    /// The next frame from the server (continuations are joined).
+    pub fn recv(&mut self) -> Ws {
+        let mut message = Vec::new();
+        let mut message_op = 0;
+        loop {
+            let mut h = [0u8; 2];
+            if self.conn.reader.read_exact(&mut h).is_err() {
+                return Ws::Eof;
+            }
+            let fin = h[0] & 0x80 != 0;
+            let op = h[0] & 0x0f;
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                len = u64::from(u16::from_be_bytes(self.conn.read_exact(2).try_into().unwrap()));
+            } else if len == 127 {
+                len = u64::from_be_bytes(self.conn.read_exact(8).try_into().unwrap());
+            }
+            let payload = self.conn.read_exact(len as usize);
+            match op {
+                0x8 => {
+                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+                    return Ws::Close(code, reason);
+                }
+                0x9 => return Ws::Ping(payload),
+                0xA => return Ws::Pong(payload),
+                0x0 => message.extend_from_slice(&payload),
+                op => {
+                    message_op = op;
+                    message = payload;
+                }
+            }
+            if fin {
+                return match message_op {
+                    0x1 => Ws::Text(String::from_utf8(message).expect("utf-8 text frame")),
+                    _ => Ws::Binary(message),
+                };
+            }
+        }
+    }
+
+    pub fn recv_text(&mut self) -> String {
+        match self.recv() {
+            Ws::Text(t) => t,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// After a close frame (or without one) the server must end the connection.
+    pub fn expect_end(&mut self) {
+        match self.recv() {
+            Ws::Close(..) => assert_eq!(self.recv(), Ws::Eof),
+            Ws::Eof => {}
+            other => panic!("expected the end of the connection, got {other:?}"),
+        }
+    }
+}

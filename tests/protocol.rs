@@ -376,7 +376,7 @@ fn xhr_send_errors_and_content_types() {
             request(s.port, "POST", &format!("{url}/xhr_send"), &[("Content-Type", ct)], Some(br#"["a"]"#));
         assert_eq!((r.status(), r.body.as_str()), (204, ""), "{ct:?}");
     }
-    assert_eq!(post(s.port, &format!("{url}/xhr"), "").body, format!("a[{}]\n", vec!["\"a\""; 8].join(",")));
+    assert_eq!(post(s.port, &format!("{url}/xhr"), "").body, format!("a[{}]\n", ["\"a\""; 8].join(",")));
     // A broken payload to an unknown session is still a 500: parse before lookup.
     assert_eq!(post(s.port, "/echo/000/nobody/xhr_send", "[").status(), 500);
 }

@@ -8,7 +8,7 @@ mod payload;
 
 pub(crate) use escape::{json_string, push_json_string, Escape};
 pub(crate) use pages::{
-    hixie76_digest, htmlfile_prelude, iframe_page, info_body, validate_callback, GREETING,
+    hixie76_digest, htmlfile_prelude, iframe_page, info_body, validate_callback, CallbackError, GREETING,
 };
 pub(crate) use payload::parse_messages;
 

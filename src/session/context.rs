@@ -63,6 +63,9 @@ pub(crate) enum Command {
     Messages(Vec<String>),
     /// A broadcast message.
     Push(Arc<Shared>),
+    /// The WebSocket transport closed the socket because the client broke
+    /// the protocol (undecodable data, a message over the size limit).
+    ProtocolError,
 }
 
 /// Everything a session needs at start besides the actor.
@@ -265,6 +268,13 @@ where
                 }
             }
             Command::Push(shared) => self.push_shared(&shared),
+            Command::ProtocolError => {
+                self.detach();
+                if self.set_closed(NORMAL_CLOSE.0, NORMAL_CLOSE.1.to_owned()) {
+                    self.close_unsent = false;
+                    act.on_close(CloseReason::ProtocolError, self);
+                }
+            }
         }
     }
 

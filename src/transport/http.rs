@@ -16,7 +16,7 @@ use tokio::sync::mpsc::{error::SendError, unbounded_channel, UnboundedReceiver};
 use super::{Framing, PeerSocket, Receiver};
 use crate::{
     manager::{Acquire, Acquired, Factory, Started},
-    protocol::{htmlfile_prelude, parse_messages, validate_callback},
+    protocol::{htmlfile_prelude, parse_messages, validate_callback, CallbackError},
     service::{cors, never_cache, session_cookie, Endpoint, JAVASCRIPT, TEXT},
     session::{start_session, Command, Mode, RequestInfo, Session, SessionSetup},
     util,
@@ -114,7 +114,7 @@ pub(crate) async fn eventsource<A: Session>(req: HttpRequest, ep: web::Data<Endp
 pub(crate) async fn htmlfile<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
     match callback(&req) {
         Ok(_) => receive(&req, &ep, Framing::HtmlFile).await,
-        Err(res) => res,
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -122,18 +122,18 @@ pub(crate) async fn htmlfile<A: Session>(req: HttpRequest, ep: web::Data<Endpoin
 pub(crate) async fn jsonp<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
     match callback(&req) {
         Ok(cb) => receive(&req, &ep, Framing::Jsonp(cb.into_boxed_str())).await,
-        Err(res) => res,
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-fn callback(req: &HttpRequest) -> Result<String, HttpResponse> {
+fn callback(req: &HttpRequest) -> Result<String, CallbackError> {
     let query = req.query_string();
     let raw = util::query_param(query, "c").or_else(|| util::query_param(query, "callback"));
     match validate_callback(raw.as_deref()) {
         Ok(cb) => Ok(cb.to_owned()),
         Err(e) => {
             log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+            Err(e)
         }
     }
 }
@@ -195,7 +195,7 @@ pub(crate) async fn xhr_send<A: Session>(
 ) -> HttpResponse {
     let body = match read_body(body, ep.config.max_message_bytes).await {
         Ok(b) => b,
-        Err(res) => return res,
+        Err((status, text)) => return error(status, text),
     };
     send(&req, &ep, &body, StatusCode::NO_CONTENT, "").await
 }
@@ -208,7 +208,7 @@ pub(crate) async fn jsonp_send<A: Session>(
 ) -> HttpResponse {
     let body = match read_body(body, ep.config.max_message_bytes).await {
         Ok(b) => b,
-        Err(res) => return res,
+        Err((status, text)) => return error(status, text),
     };
     let form = req
         .headers()
@@ -259,16 +259,16 @@ async fn send<A: Session>(
 }
 
 /// Reads a request body up to `limit` bytes; over it answers 413.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpResponse> {
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, (StatusCode, &'static str)> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
             log::debug!("sockjs: cannot read request body: {e}");
-            error(StatusCode::BAD_REQUEST, "Cannot read the request body.")
+            (StatusCode::BAD_REQUEST, "Cannot read the request body.")
         })?;
         if body.len() + chunk.len() > limit {
             log::info!("sockjs: request body over {limit} bytes refused");
-            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."));
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."));
         }
         body.extend_from_slice(&chunk);
     }

@@ -141,13 +141,18 @@ impl WsTransport {
             }
             Err(e) => {
                 log::debug!("sockjs: websocket frame refused: {e}");
-                ctx.close(Some(CloseReason {
-                    code: CloseCode::Other(3000),
-                    description: Some("Broken framing.".into()),
-                }));
-                ctx.stop();
+                self.fail(ctx, CloseCode::Other(3000), Some("Broken framing."));
             }
         }
+    }
+}
+
+impl WsTransport {
+    /// Closes the socket after a client error and tells the session why.
+    fn fail(&mut self, ctx: &mut WebsocketContext<Self>, code: CloseCode, reason: Option<&str>) {
+        let _ = self.session.send(Command::ProtocolError);
+        ctx.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
+        ctx.stop();
     }
 }
 
@@ -171,8 +176,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for WsTransport {
                 log::debug!("sockjs: websocket protocol error: {e}");
                 let code =
                     if matches!(e, ProtocolError::Overflow) { CloseCode::Size } else { CloseCode::Protocol };
-                ctx.close(Some(CloseReason { code, description: None }));
-                ctx.stop();
+                self.fail(ctx, code, None);
                 return;
             }
         };
@@ -207,8 +211,7 @@ impl WsTransport {
         let Some(buf) = self.partial.as_mut() else { return };
         if buf.len() + bytes.len() > self.max {
             log::info!("sockjs: websocket message over {} bytes refused", self.max);
-            ctx.close(Some(CloseReason { code: CloseCode::Size, description: None }));
-            ctx.stop();
+            self.fail(ctx, CloseCode::Size, None);
             return;
         }
         buf.extend_from_slice(&bytes);
@@ -216,10 +219,7 @@ impl WsTransport {
             let Some(buf) = self.partial.take() else { return };
             match std::str::from_utf8(&buf) {
                 Ok(text) => self.deliver(text, ctx),
-                Err(_) => {
-                    ctx.close(Some(CloseReason { code: CloseCode::Invalid, description: None }));
-                    ctx.stop();
-                }
+                Err(_) => self.fail(ctx, CloseCode::Invalid, None),
             }
         }
     }

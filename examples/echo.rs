@@ -1,0 +1,43 @@
+//! The smallest SockJS server: every message comes back.
+//!
+//! Run `cargo run --example echo`, then point a sockjs-client at
+//! `http://127.0.0.1:8080/echo` (for instance from the browser console of a
+//! page that loads sockjs-client: `s = new SockJS("http://127.0.0.1:8080/echo");
+//! s.onmessage = e => console.log(e.data); s.onopen = () => s.send("hi")`),
+//! or open `http://127.0.0.1:8080/echo/info` to see the endpoint answer.
+
+use actix::prelude::*;
+use actix_sockjs::{CloseReason, Session, SessionContext, SessionManager, SockJs};
+use actix_web::{App, HttpServer};
+
+struct Echo;
+
+impl Actor for Echo {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Echo {
+    fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        log::info!("session {} opened from {:?}", ctx.session_id(), ctx.request().peer_addr());
+    }
+
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        ctx.send(msg);
+    }
+
+    fn on_close(&mut self, reason: CloseReason, ctx: &mut SessionContext<Self>) {
+        log::info!("session {} closed: {reason}", ctx.session_id());
+    }
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let manager = SessionManager::new(|| Echo).start();
+    log::info!("SockJS echo on http://127.0.0.1:8080/echo");
+    HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
+        .on_connect(actix_sockjs::on_connect)
+        .bind(("127.0.0.1", 8080))?
+        .run()
+        .await
+}

@@ -1,0 +1,362 @@
+//! The user-facing API on a real server: the session factory, request
+//! facts at open, close causes, timers, the manager's messages, and the
+//! test server's application endpoints.
+
+mod common;
+
+use std::{sync::mpsc, thread, time::Duration};
+
+use actix::prelude::*;
+use actix_sockjs::{
+    CloseReason, Config, GetSession, Session, SessionContext, SessionCount, SessionManager, SockJs,
+};
+use actix_web::{App, HttpServer};
+use common::*;
+
+/// What the probe sessions report to the test.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Open {
+        id: String,
+        token: Option<String>,
+        cookie: Option<String>,
+        header: Option<String>,
+        local_peer: bool,
+    },
+    Message(String),
+    Closed(CloseReason),
+}
+
+/// A session that reports everything and obeys a few commands.
+struct Probe {
+    events: mpsc::Sender<Event>,
+}
+
+impl Actor for Probe {
+    type Context = SessionContext<Self>;
+}
+
+/// Sent from outside to a session actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Say(String);
+
+impl Handler<Say> for Probe {
+    type Result = ();
+
+    fn handle(&mut self, msg: Say, ctx: &mut SessionContext<Self>) {
+        ctx.send(msg.0);
+    }
+}
+
+impl Session for Probe {
+    fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        let req = ctx.request();
+        let _ = self.events.send(Event::Open {
+            id: ctx.session_id().to_owned(),
+            token: req.query("token"),
+            cookie: req.cookie("auth").map(str::to_owned),
+            header: req.headers().get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned),
+            local_peer: req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
+        });
+    }
+
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        let _ = self.events.send(Event::Message(msg.clone()));
+        match msg.as_str() {
+            "close" => ctx.close(3001, "bye"),
+            "flood" => {
+                for _ in 0..100 {
+                    ctx.send("y".repeat(100));
+                }
+            }
+            "three" => {
+                ctx.send("1");
+                ctx.send("2");
+                ctx.send("3");
+            }
+            _ => ctx.send(msg),
+        }
+    }
+
+    fn on_close(&mut self, reason: CloseReason, _ctx: &mut SessionContext<Self>) {
+        let _ = self.events.send(Event::Closed(reason));
+    }
+}
+
+struct Probed {
+    port: u16,
+    events: mpsc::Receiver<Event>,
+    manager: Addr<SessionManager<Probe>>,
+    system: actix::System,
+}
+
+impl Probed {
+    fn next(&self) -> Event {
+        self.events.recv_timeout(READ_TIMEOUT).expect("an event from the session")
+    }
+
+    /// Asks the manager something from the test thread.
+    fn ask<M>(&self, msg: M) -> M::Result
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        SessionManager<Probe>: Handler<M>,
+    {
+        let (tx, rx) = mpsc::channel();
+        let manager = self.manager.clone();
+        self.system.arbiter().spawn(async move {
+            let _ = tx.send(manager.send(msg).await.expect("manager answers"));
+        });
+        rx.recv_timeout(READ_TIMEOUT).expect("manager answer")
+    }
+}
+
+impl Drop for Probed {
+    fn drop(&mut self) {
+        self.system.stop();
+    }
+}
+
+/// An in-process server with one `/probe` endpoint using `config`.
+fn probed(config: Config) -> Probed {
+    let (events_tx, events) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        let sys = actix::System::new();
+        sys.block_on(async move {
+            let manager = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
+            let m = manager.clone();
+            let server = HttpServer::new(move || {
+                App::new().service(SockJs::new("/probe", m.clone()).config(config.clone()))
+            })
+            .workers(2)
+            .on_connect(actix_sockjs::on_connect)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            let port = server.addrs()[0].port();
+            let server = server.run();
+            ready_tx.send((port, manager, actix::System::current())).expect("ready");
+            let _ = server.await;
+        });
+    });
+    let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    Probed { port, events, manager, system }
+}
+
+#[test]
+fn open_sees_the_request_and_the_factory_state() {
+    let p = probed(Config::default());
+    let id = session();
+    let r = request(
+        p.port,
+        "POST",
+        &format!("/probe/000/{id}/xhr?token=s%20ecret"),
+        &[("Cookie", "a=1; auth=xyz"), ("X-User", "ann")],
+        Some(b""),
+    );
+    assert_eq!(r.body, "o\n");
+    assert_eq!(
+        p.next(),
+        Event::Open {
+            id: id.clone(),
+            token: Some("s ecret".into()),
+            cookie: Some("xyz".into()),
+            header: Some("ann".into()),
+            local_peer: true
+        }
+    );
+    assert_eq!(p.ask(SessionCount), 1);
+    // Reach the session actor by id and send it our own message.
+    let addr = p.ask(GetSession::new(id.clone())).expect("session found by id");
+    addr.do_send(Say("from outside".into()));
+    assert_eq!(post(p.port, &format!("/probe/000/{id}/xhr"), "").body, "a[\"from outside\"]\n");
+    assert!(p.ask(GetSession::<Probe>::new("nobody")).is_none());
+}
+
+#[test]
+fn sends_of_one_turn_are_one_frame() {
+    let p = probed(Config::default());
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    ws.send_text(r#"["three"]"#);
+    assert_eq!(ws.recv_text(), r#"a["1","2","3"]"#);
+}
+
+#[test]
+fn close_causes() {
+    let p = probed(Config::default().disconnect_delay(Duration::from_millis(300)));
+
+    // Application close over xhr: the close frame follows on the next poll.
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["close"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("close".into()));
+    assert_eq!(p.next(), Event::Closed(CloseReason::Application { code: 3001, reason: "bye".into() }));
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "c[3001,\"bye\"]\n");
+
+    // The client closes its WebSocket.
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    ws.send_close(1000);
+    assert_eq!(p.next(), Event::Closed(CloseReason::ClientClosed));
+
+    // No receiver within the disconnect delay: the session times out and is gone.
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(p.next(), Event::Closed(CloseReason::Timeout));
+    // Once the actor has stopped the manager forgets it; a send is then a 404.
+    let gone = (0..50).any(|_| {
+        let r = post(p.port, &format!("{url}/xhr_send"), r#"["x"]"#);
+        r.status() == 404 || {
+            // The actor stops right after on_close; let the manager hear of it.
+            let _ = p.ask(SessionCount);
+            false
+        }
+    });
+    assert!(gone, "a timed-out session must disappear");
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n", "the same id opens a new session");
+}
+
+#[test]
+fn aborted_receiver_is_interrupted() {
+    let p = probed(Config::default());
+    let url = format!("/probe/000/{}/xhr_streaming", session());
+    let mut first = Conn::open(p.port);
+    first.send("POST", &url, &[], Some(b""));
+    first.head();
+    first.chunk();
+    assert_eq!(first.chunk().unwrap(), "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    drop(first);
+    let mut again = Conn::open(p.port);
+    again.send("POST", &url, &[], Some(b""));
+    again.head();
+    again.chunk();
+    assert_eq!(again.chunk().unwrap(), "c[1002,\"Connection interrupted\"]\n");
+    assert_eq!(p.next(), Event::Closed(CloseReason::Interrupted));
+}
+
+#[test]
+fn heartbeats_on_streams_and_polls() {
+    let p = probed(Config::default().heartbeat(Duration::from_millis(200)));
+    let url = format!("/probe/000/{}", session());
+    let mut conn = Conn::open(p.port);
+    conn.send("GET", &format!("{url}/eventsource"), &[], None);
+    conn.head();
+    assert_eq!(conn.chunk().unwrap(), "\r\n");
+    assert_eq!(conn.chunk().unwrap(), "data: o\r\n\r\n");
+    assert_eq!(conn.chunk().unwrap(), "data: h\r\n\r\n");
+    assert_eq!(conn.chunk().unwrap(), "data: h\r\n\r\n");
+    drop(conn);
+
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "h\n");
+
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(ws.recv_text(), "h");
+}
+
+#[test]
+fn queue_overflow_closes_the_session() {
+    let p = probed(Config::default().max_queue_bytes(2000));
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["flood"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("flood".into()));
+    assert_eq!(p.next(), Event::Closed(CloseReason::Overflow));
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "c[3008,\"Outgoing queue overflow\"]\n");
+}
+
+#[test]
+fn large_messages_on_every_sending_path() {
+    let p = probed(Config::default());
+    let big: String = "é".repeat(50_000); // 100 000 bytes
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    // Fragmented into continuation frames.
+    let payload = serde_json::to_string(&[&big]).unwrap();
+    let (a, b) = payload.as_bytes().split_at(40_000);
+    ws.send_frame(0x1, false, a);
+    ws.send_frame(0x0, true, b);
+    assert_eq!(ws.recv_text(), format!("a{payload}"));
+
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), &payload).status(), 204);
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, format!("a{payload}\n"));
+
+    // Over the limit: 413 for sends, 1009 for WebSockets; nothing delivered.
+    let p = probed(Config::default().max_message_bytes(1000));
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), &payload).status(), 413);
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    ws.send_text(&payload);
+    assert_eq!(ws.recv(), Ws::Close(Some(1009), String::new()));
+    assert_eq!(p.next(), Event::Closed(CloseReason::ProtocolError));
+}
+
+#[test]
+fn broadcast_reaches_every_transport() {
+    let s = TestServer::start();
+    let mut ws = WsClient::connect(s.port, &format!("/broadcast/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    let mut raw = WsClient::connect(s.port, "/broadcast/websocket");
+    let streaming = format!("/broadcast/000/{}", session());
+    let mut stream = Conn::open(s.port);
+    stream.send("POST", &format!("{streaming}/xhr_streaming"), &[], Some(b""));
+    stream.head();
+    stream.chunk();
+    assert_eq!(stream.chunk().unwrap(), "o\n");
+    let polling = format!("/broadcast/000/{}", session());
+    assert_eq!(post(s.port, &format!("{polling}/xhr"), "").body, "o\n");
+
+    // Every session above is registered with the manager before its client
+    // saw the handshake or `o`, so the first broadcast reaches them all.
+    raw.send_text("hello\u{2028}");
+    assert_eq!(raw.recv_text(), "hello\u{2028}");
+    assert_eq!(ws.recv_text(), r#"a["hello\u2028"]"#);
+    assert_eq!(stream.chunk().unwrap(), "a[\"hello\\u2028\"]\n");
+    ws.send_text(r#"["second"]"#);
+    assert_eq!(ws.recv_text(), r#"a["second"]"#);
+    assert_eq!(raw.recv_text(), "second");
+    assert_eq!(stream.chunk().unwrap(), "a[\"second\"]\n");
+    // The polling session got both, queued, in order.
+    assert_eq!(post(s.port, &format!("{polling}/xhr"), "").body, "a[\"hello\\u2028\",\"second\"]\n");
+}
+
+#[test]
+fn ticker_and_amplify() {
+    let s = TestServer::start();
+    let mut ws = WsClient::connect(s.port, &format!("/ticker/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(ws.recv_text(), r#"a["tick!"]"#);
+
+    let mut ws = WsClient::connect(s.port, &format!("/amplify/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    for (n, len) in [("3", 8), ("0", 2), ("19", 2), ("junk", 2), ("18", 1 << 18)] {
+        ws.send_text(&format!("[\"{n}\"]"));
+        assert_eq!(ws.recv_text(), format!("a[\"{}\"]", "x".repeat(len)), "{n}");
+    }
+    // Over xhr_streaming a large answer is cut by the response limit and
+    // nothing is lost: the next stream carries on.
+    let url = format!("/amplify/000/{}", session());
+    assert_eq!(post(s.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert_eq!(post(s.port, &format!("{url}/xhr_send"), r#"["13","2"]"#).status(), 204);
+    let mut conn = Conn::open(s.port);
+    conn.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
+    conn.head();
+    conn.chunk();
+    assert_eq!(conn.chunk().unwrap(), format!("a[\"{}\",\"xxxx\"]\n", "x".repeat(1 << 13)));
+    assert_eq!(conn.chunk(), None);
+}

@@ -59,7 +59,7 @@ impl Session for Ticker {
     fn on_message(&mut self, _msg: String, _ctx: &mut SessionContext<Self>) {}
 }
 
-/// Answers message `n` with "x" repeated 2^n times (n outside 1..=18 counts as 1).
+/// Answers message `n` with "x" repeated 2^n times (n rounded down; outside 1..=18 it counts as 1).
 struct Amplify;
 
 impl Actor for Amplify {
@@ -68,8 +68,14 @@ impl Actor for Amplify {
 
 impl Session for Amplify {
     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
-        let n = msg.trim().parse::<u32>().ok().filter(|n| (1..=18).contains(n)).unwrap_or(1);
-        ctx.send("x".repeat(1 << n));
+        let n = msg
+            .trim()
+            .parse::<f64>()
+            .map(f64::floor)
+            .ok()
+            .filter(|n| (1.0..=18.0).contains(n))
+            .unwrap_or(1.0);
+        ctx.send("x".repeat(1 << n as u32));
     }
 }
 

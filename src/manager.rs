@@ -57,7 +57,7 @@ pub(crate) fn next_serial() -> u64 {
 ///
 /// # actix::System::new().block_on(async {
 /// let manager = SessionManager::start_with(|room| move || Chat { room: room.clone() });
-/// assert_eq!(manager.send(actix_sockjs::SessionCount).await.unwrap(), 0);
+/// assert_eq!(manager.send(actix_sockjs::SessionCount).await.ok(), Some(0));
 /// # });
 /// ```
 pub struct SessionManager<A: Session> {

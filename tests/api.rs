@@ -344,7 +344,7 @@ fn ticker_and_amplify() {
 
     let mut ws = WsClient::connect(s.port, &format!("/amplify/000/{}/websocket", session()));
     assert_eq!(ws.recv_text(), "o");
-    for (n, len) in [("3", 8), ("0", 2), ("19", 2), ("junk", 2), ("18", 1 << 18)] {
+    for (n, len) in [("3", 8), ("3.9", 8), ("0", 2), ("19", 2), ("junk", 2), ("18", 1 << 18)] {
         ws.send_text(&format!("[\"{n}\"]"));
         assert_eq!(ws.recv_text(), format!("a[\"{}\"]", "x".repeat(len)), "{n}");
     }

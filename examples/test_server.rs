@@ -5,16 +5,18 @@
 //! protocol suite at `http://localhost:8081`. Options: `--port N` (or the
 //! `PORT` variable; default 8081, `0` picks a free port), `--host ADDR`
 //! (default 127.0.0.1), `--sockjs-url URL` (the client script the iframe
-//! page loads). The first line printed is `listening on http://HOST:PORT`.
+//! page loads), `--static DIR` (serve the files of DIR under `/static/`, for
+//! pages that load a local sockjs-client build; off by default). The first
+//! line printed is `listening on http://HOST:PORT`.
 //!
 //! Endpoints: `/echo`, `/close`, `/disabled_websocket_echo`,
 //! `/cookie_needed_echo`, `/ticker`, `/amplify`, `/broadcast`.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use actix::prelude::*;
 use actix_sockjs::{Broadcast, Config, Session, SessionContext, SessionManager, SockJs};
-use actix_web::{App, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 /// Sends every message back.
 struct Echo;
@@ -94,10 +96,29 @@ impl Session for Broadcaster {
     }
 }
 
+/// Serves one file of the `--static` directory (no subdirectories).
+async fn static_file(req: HttpRequest, dir: web::Data<Option<PathBuf>>) -> HttpResponse {
+    let name = req.match_info().get("file").unwrap_or_default();
+    let safe = !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let Some(dir) = dir.as_ref().as_ref().filter(|_| safe) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let content_type = match name.rsplit('.').next() {
+        Some("js") => "application/javascript; charset=UTF-8",
+        Some("html") => "text/html; charset=UTF-8",
+        _ => "application/octet-stream",
+    };
+    match std::fs::read(dir.join(name)) {
+        Ok(bytes) => HttpResponse::Ok().content_type(content_type).body(bytes),
+        Err(_) => HttpResponse::NotFound().finish(),
+    }
+}
+
 struct Options {
     host: String,
     port: u16,
     sockjs_url: String,
+    static_dir: Option<PathBuf>,
 }
 
 fn options() -> Result<Options, String> {
@@ -105,6 +126,7 @@ fn options() -> Result<Options, String> {
         host: "127.0.0.1".to_owned(),
         port: std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8081),
         sockjs_url: actix_sockjs::DEFAULT_SOCKJS_URL.to_owned(),
+        static_dir: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -113,6 +135,7 @@ fn options() -> Result<Options, String> {
             "--port" => opts.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
             "--host" => opts.host = value()?,
             "--sockjs-url" => opts.sockjs_url = value()?,
+            "--static" => opts.static_dir = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -132,6 +155,7 @@ async fn main() -> std::io::Result<()> {
     let amplify = SessionManager::new(|| Amplify).start();
     let broadcast = SessionManager::start_with(|room| move || Broadcaster { room: room.clone() });
 
+    let static_dir = opts.static_dir.clone();
     let base = Config::default().response_limit(4096).sockjs_url(opts.sockjs_url.clone());
     let server = HttpServer::new(move || {
         App::new()
@@ -147,6 +171,8 @@ async fn main() -> std::io::Result<()> {
             .service(SockJs::new("/ticker", ticker.clone()).config(base.clone()))
             .service(SockJs::new("/amplify", amplify.clone()).config(base.clone()))
             .service(SockJs::new("/broadcast", broadcast.clone()).config(base.clone()))
+            .app_data(web::Data::new(static_dir.clone()))
+            .route("/static/{file}", web::get().to(static_file))
     })
     .on_connect(actix_sockjs::on_connect)
     .bind((opts.host.as_str(), opts.port))?;

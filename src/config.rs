@@ -135,10 +135,13 @@ impl Config {
         self
     }
 
-    /// How many bytes of encoded messages may wait in a session's outgoing
-    /// queue for a receiver. A session that would exceed it is closed with
-    /// [`CloseReason::Overflow`](crate::CloseReason::Overflow).
-    /// Default: 1 MiB.
+    /// How many bytes of encoded messages may wait for a client: in a
+    /// session's outgoing queue while no receiver is attached, and in the
+    /// attached transport while the client does not read (a WebSocket or a
+    /// stream whose socket is full). A session that would exceed it is
+    /// closed with [`CloseReason::Overflow`](crate::CloseReason::Overflow)
+    /// and `c[3008,"Outgoing queue overflow"]`, so memory per session stays
+    /// bounded. Default: 1 MiB.
     pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
         self.max_queue_bytes = bytes;
         self

@@ -70,6 +70,18 @@ impl Session for Probe {
                     ctx.send("y".repeat(100));
                 }
             }
+            "blast" => {
+                // 3200 x 64 KiB = 200 MiB, one message per millisecond,
+                // for as long as the session stays open.
+                let chunk = "z".repeat(64 * 1024);
+                let mut left = 3200;
+                ctx.run_interval(Duration::from_millis(1), move |_, ctx| {
+                    if left > 0 && ctx.is_open() {
+                        left -= 1;
+                        ctx.send(&chunk);
+                    }
+                });
+            }
             "three" => {
                 ctx.send("1");
                 ctx.send("2");
@@ -272,6 +284,41 @@ fn queue_overflow_closes_the_session() {
     assert_eq!(p.next(), Event::Message("flood".into()));
     assert_eq!(p.next(), Event::Closed(CloseReason::Overflow));
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "c[3008,\"Outgoing queue overflow\"]\n");
+}
+
+/// Resident memory of this process (server and test client), in bytes.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS line");
+    kb.trim().trim_end_matches("kB").trim().parse::<usize>().expect("VmRSS number") * 1024
+}
+
+#[test]
+fn a_client_that_does_not_read_cannot_grow_server_memory() {
+    let config = Config::default().max_queue_bytes(4 * 1024 * 1024).response_limit(1 << 30);
+    let p = probed(config);
+    let before = rss();
+
+    // A WebSocket that never reads.
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    ws.send_text(r#"["blast"]"#);
+    assert_eq!(p.next(), Event::Message("blast".into()));
+    assert_eq!(p.next(), Event::Closed(CloseReason::Overflow));
+
+    // An xhr_streaming response whose socket is never read.
+    let url = format!("/probe/000/{}", session());
+    let mut stream = Conn::open(p.port);
+    stream.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["blast"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("blast".into()));
+    assert_eq!(p.next(), Event::Closed(CloseReason::Overflow));
+
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 100 * 1024 * 1024, "memory grew by {} MiB for 400 MiB offered", grown >> 20);
+    drop((ws, stream));
 }
 
 #[test]

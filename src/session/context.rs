@@ -121,6 +121,14 @@ where
     /// Something was written since the last heartbeat tick.
     wrote: bool,
     expiry: u64,
+    /// An `on_close` to run at the actor's next turn.
+    deferred_close: Option<CloseReason>,
+    /// Stop the actor at its next turn.
+    finish_requested: bool,
+    finisher_spawned: bool,
+    /// The actor runtime must run again before it waits (something was
+    /// spawned outside its own poll).
+    needs_poll: bool,
 }
 
 impl<A> fmt::Debug for SessionContext<A>
@@ -247,12 +255,25 @@ where
         true
     }
 
-    /// Runs `on_close` on the actor at the next turn; used where only the
+    /// Runs `on_close` on the actor at its next turn; used where only the
     /// context is at hand.
     fn defer_on_close(&mut self, cause: CloseReason) {
-        let hook =
-            wrap_future::<_, A>(std::future::ready(())).map(move |(), act, ctx| act.on_close(cause, ctx));
-        self.parts.spawn(hook);
+        self.deferred_close = Some(cause);
+        self.spawn_finisher();
+    }
+
+    /// Stops the actor at its next turn, after any deferred `on_close`.
+    fn finish(&mut self) {
+        self.finish_requested = true;
+        self.spawn_finisher();
+    }
+
+    fn spawn_finisher(&mut self) {
+        if !self.finisher_spawned {
+            self.finisher_spawned = true;
+            self.needs_poll = true;
+            self.parts.spawn(Finisher);
+        }
     }
 
     fn handle(&mut self, act: &mut A, command: Command) {
@@ -339,6 +360,7 @@ where
     }
 
     fn schedule_expiry(&mut self) {
+        self.needs_poll = true;
         self.expiry += 1;
         let generation = self.expiry;
         self.run_later(self.setup.config.disconnect_delay, move |act, ctx| {
@@ -369,7 +391,7 @@ where
                 self.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.to_owned() };
                 act.on_close(CloseReason::ClientClosed, self);
             }
-            self.parts.stop();
+            self.finish();
         }
     }
 
@@ -388,8 +410,13 @@ where
         match att.receiver.write(frame) {
             Ok(done) => {
                 self.wrote = true;
+                let backlog = att.receiver.backlog();
                 if done {
                     self.detach();
+                } else if backlog > self.setup.config.max_queue_bytes {
+                    // The client stopped reading: its transport must not hoard memory.
+                    log::warn!("sockjs {}: client is not reading ({backlog} bytes waiting)", self.setup.id);
+                    self.overflow();
                 }
             }
             // The receiver's watcher reports it and closes the session.
@@ -433,14 +460,10 @@ where
                 self.detach();
             }
         }
-        if self.setup.mode != Mode::Http
-            && self.state != State::New
-            && self.receiver.is_none()
-            && self.parts.state() == ActorState::Running
-        {
-            self.parts.stop();
+        if self.setup.mode != Mode::Http && self.state != State::New && self.receiver.is_none() {
+            self.finish();
         }
-        before != (self.receiver.is_some(), self.parts.state())
+        std::mem::take(&mut self.needs_poll) || before != (self.receiver.is_some(), self.parts.state())
     }
 }
 
@@ -536,6 +559,26 @@ where
     }
 }
 
+/// Runs a deferred `on_close`, then stops the actor if asked to: actix does
+/// not poll spawned futures once an actor is stopping, so the hook must run
+/// first.
+struct Finisher;
+
+impl<A: Session> ActorFuture<A> for Finisher {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, act: &mut A, ctx: &mut SessionContext<A>, _: &mut Context<'_>) -> Poll<()> {
+        ctx.finisher_spawned = false;
+        if let Some(cause) = ctx.deferred_close.take() {
+            act.on_close(cause, ctx);
+        }
+        if ctx.finish_requested && ctx.parts.state() == ActorState::Running {
+            ctx.parts.stop();
+        }
+        Poll::Ready(())
+    }
+}
+
 /// Drains the session's command channel inside its context.
 struct Pump {
     rx: UnboundedReceiver<Command>,
@@ -602,6 +645,10 @@ pub(crate) fn start_session<A: Session>(
         close_unsent: false,
         wrote: false,
         expiry: 0,
+        deferred_close: None,
+        finish_requested: false,
+        finisher_spawned: false,
+        needs_poll: false,
     };
     ctx.parts.spawn(Pump { rx });
     if http {

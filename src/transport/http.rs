@@ -13,7 +13,7 @@ use actix_web::{
 use futures_util::{stream, StreamExt as _};
 use tokio::sync::mpsc::{error::SendError, unbounded_channel, UnboundedReceiver};
 
-use super::{Framing, PeerSocket, Receiver};
+use super::{body_stream, Backlog, Framing, PeerSocket, Receiver};
 use crate::{
     manager::{Acquire, Acquired, Factory, Started},
     protocol::{htmlfile_prelude, parse_messages, validate_callback, CallbackError},
@@ -157,9 +157,10 @@ async fn receive<A: Session>(req: &HttpRequest, ep: &Endpoint<A>, framing: Frami
     };
     let with_cors = !matches!(framing, Framing::HtmlFile | Framing::Jsonp(_));
 
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, rx) = unbounded_channel();
+    let backlog = Backlog::default();
     let peer = req.conn_data::<PeerSocket>().cloned();
-    let receiver = Receiver::http(framing, tx, ep.config.response_limit, peer);
+    let receiver = Receiver::http(framing, tx, backlog.clone(), ep.config.response_limit, peer);
     if let Err(e) = ep.attach(req, session_id(req), receiver).await {
         log::error!("sockjs: cannot open a receiver: {e:?}");
         return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");
@@ -176,8 +177,7 @@ async fn receive<A: Session>(req: &HttpRequest, ep: &Endpoint<A>, framing: Frami
     }
     session_cookie(&mut res, req, &ep.config);
     // One body item per frame: actix-web writes each as its own chunk.
-    let frames = stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let body = stream::iter(prelude).chain(frames).map(Ok::<_, Infallible>);
+    let body = stream::iter(prelude).chain(body_stream(rx, backlog)).map(Ok::<_, Infallible>);
     let mut res = res.streaming(body);
     if req.version() == Version::HTTP_10 {
         // HTTP/1.0 has no chunked encoding: raw bytes, then close.

@@ -6,10 +6,19 @@
 //! [`Sink`] is the one type that knows the wire: a channel feeding an HTTP
 //! response body, or one feeding a WebSocket actor.
 
-use std::{any::Any, io, mem::MaybeUninit, sync::Arc};
+use std::{
+    any::Any,
+    io,
+    mem::MaybeUninit,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
 
 use actix_web::{dev::Extensions, rt::net::TcpStream, web::Bytes};
-use tokio::sync::mpsc::UnboundedSender;
+use futures_util::Stream;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::protocol::{json_string, Escape};
 
@@ -110,6 +119,39 @@ pub(crate) enum Sink {
     Ws(UnboundedSender<WsOut>),
 }
 
+/// Bytes handed to a transport that it has not taken yet.
+///
+/// The session adds what it writes; the transport subtracts what it takes,
+/// and it only takes while the client reads (actix-web stops polling a
+/// response body whose socket is full). A client that stops reading
+/// therefore shows as a growing backlog, which the session bounds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records that the transport took `n` bytes.
+    pub(crate) fn take(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Bytes written but not yet taken.
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// An HTTP response body made of the chunks a session writes, one chunk
+/// per frame, that keeps the backlog up to date.
+pub(crate) fn body_stream(mut rx: UnboundedReceiver<Bytes>, backlog: Backlog) -> impl Stream<Item = Bytes> {
+    futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|chunk| chunk.inspect(|c| backlog.take(c.len())))
+    })
+}
+
 /// The receiver went away before the frame could be handed over.
 #[derive(Debug)]
 pub(crate) struct Gone;
@@ -122,6 +164,7 @@ pub(crate) struct Receiver {
     written: usize,
     limit: usize,
     peer: Option<PeerSocket>,
+    backlog: Backlog,
 }
 
 impl Receiver {
@@ -129,16 +172,22 @@ impl Receiver {
     pub(crate) fn http(
         framing: Framing,
         tx: UnboundedSender<Bytes>,
+        backlog: Backlog,
         limit: usize,
         peer: Option<PeerSocket>,
     ) -> Self {
         let limit = if framing.limited() { limit } else { usize::MAX };
-        Self { framing, sink: Sink::Http(tx), written: 0, limit, peer }
+        Self { framing, sink: Sink::Http(tx), written: 0, limit, peer, backlog }
     }
 
     /// A receiver for a WebSocket transport actor.
-    pub(crate) fn ws(framing: Framing, tx: UnboundedSender<WsOut>) -> Self {
-        Self { framing, sink: Sink::Ws(tx), written: 0, limit: usize::MAX, peer: None }
+    pub(crate) fn ws(framing: Framing, tx: UnboundedSender<WsOut>, backlog: Backlog) -> Self {
+        Self { framing, sink: Sink::Ws(tx), written: 0, limit: usize::MAX, peer: None, backlog }
+    }
+
+    /// Bytes written to this receiver that its transport has not taken yet.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.get()
     }
 
     /// Writes one frame (or, on a raw WebSocket, one message). Returns
@@ -148,10 +197,15 @@ impl Receiver {
         match &self.sink {
             Sink::Http(tx) => {
                 let chunk = self.framing.wrap(frame);
-                self.written += chunk.len();
+                let len = chunk.len();
+                self.written += len;
+                self.backlog.add(len);
                 tx.send(chunk).map_err(|_| Gone)?;
             }
-            Sink::Ws(tx) => tx.send(WsOut::Text(frame.to_owned())).map_err(|_| Gone)?,
+            Sink::Ws(tx) => {
+                self.backlog.add(frame.len());
+                tx.send(WsOut::Text(frame.to_owned())).map_err(|_| Gone)?;
+            }
         }
         Ok(self.framing.polling() || self.written >= self.limit)
     }
@@ -266,7 +320,7 @@ mod tests {
     #[test]
     fn response_limit_counts_wrapped_frames() {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut r = Receiver::http(Framing::XhrStreaming, tx, 4096, None);
+        let mut r = Receiver::http(Framing::XhrStreaming, tx, Backlog::default(), 4096, None);
         assert!(!r.write("o").unwrap());
         let msg = format!("a[\"{}\"]", "x".repeat(128));
         for _ in 0..29 {
@@ -279,7 +333,7 @@ mod tests {
     #[test]
     fn polling_ends_after_one_frame_and_gone_is_reported() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut r = Receiver::http(Framing::Xhr, tx, 10, None);
+        let mut r = Receiver::http(Framing::Xhr, tx, Backlog::default(), 10, None);
         assert!(r.write("o").unwrap());
         drop(rx);
         assert!(r.write("h").is_err());

@@ -17,7 +17,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError,
 use futures_util::{stream, StreamExt as _};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::{http::error, Framing, Receiver, WsOut};
+use super::{body_stream, http::error, Backlog, Framing, Receiver, WsOut};
 use crate::{
     manager::{next_serial, RegisterSocket},
     protocol::{hixie76_digest, parse_messages},
@@ -68,12 +68,15 @@ async fn open<A: Session>(
     let (framing, mode) =
         if raw { (Framing::RawWebSocket, Mode::Raw) } else { (Framing::WebSocket, Mode::WebSocket) };
     let (out_tx, out_rx) = unbounded_channel();
-    let Some(cmd_tx) = open_session(&req, ep, id, serial, mode, Receiver::ws(framing, out_tx)).await else {
+    let backlog = Backlog::default();
+    let receiver = Receiver::ws(framing, out_tx, backlog.clone());
+    let Some(cmd_tx) = open_session(&req, ep, id, serial, mode, receiver).await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");
     };
     let transport = WsTransport {
         session: cmd_tx,
         out: Some(out_rx),
+        backlog,
         raw,
         max: ep.config.max_message_bytes,
         partial: None,
@@ -109,6 +112,7 @@ async fn open_session<A: Session>(
 struct WsTransport {
     session: UnboundedSender<Command>,
     out: Option<UnboundedReceiver<WsOut>>,
+    backlog: Backlog,
     raw: bool,
     max: usize,
     /// A fragmented text message being reassembled.
@@ -159,7 +163,10 @@ impl WsTransport {
 impl StreamHandler<WsOut> for WsTransport {
     fn handle(&mut self, item: WsOut, ctx: &mut Self::Context) {
         match item {
-            WsOut::Text(text) => ctx.text(text),
+            WsOut::Text(text) => {
+                self.backlog.take(text.len());
+                ctx.text(text);
+            }
             WsOut::Close(code, reason) => {
                 ctx.close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason) }));
                 ctx.stop();
@@ -242,7 +249,9 @@ async fn hixie76<A: Session>(
     let location = format!("ws://{}{}", text("host"), req.uri());
     let origin = text("origin");
 
-    let (out_tx, mut out_rx) = unbounded_channel::<Bytes>();
+    let (out_tx, out_rx) = unbounded_channel::<Bytes>();
+    let backlog = Backlog::default();
+    let body = body_stream(out_rx, backlog.clone()).map(Ok::<_, Infallible>);
     let ep = ep.into_inner();
     let req2 = req.clone();
     actix_web::rt::spawn(async move {
@@ -262,7 +271,7 @@ async fn hixie76<A: Session>(
             return;
         }
         let id = Arc::from(req2.match_info().get("session").unwrap_or_default());
-        let receiver = Receiver::http(Framing::Hixie76, out_tx, usize::MAX, None);
+        let receiver = Receiver::http(Framing::Hixie76, out_tx, backlog, usize::MAX, None);
         let Some(session) = open_session(&req2, &ep, id, next_serial(), Mode::WebSocket, receiver).await
         else {
             return;
@@ -287,7 +296,6 @@ async fn hixie76<A: Session>(
             }
         }
     });
-    let body = stream::poll_fn(move |cx| out_rx.poll_recv(cx)).map(Ok::<_, Infallible>);
     let mut res = HttpResponse::SwitchingProtocols();
     res.upgrade("WebSocket");
     res.insert_header(("Sec-WebSocket-Location", location));

@@ -228,7 +228,7 @@ impl Receiver {
             Sink::Http(tx) => !tx.is_closed(),
             Sink::Ws(tx) => !tx.is_closed(),
         };
-        open && self.peer.as_ref().map_or(true, PeerSocket::alive)
+        open && self.peer.as_ref().is_none_or(PeerSocket::alive)
     }
 
     /// A future that completes when the transport drops its end.

@@ -1,6 +1,6 @@
 //! Per-endpoint options.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 /// A SockJS transport that can be switched off with [`Config::disable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +50,11 @@ pub struct Config {
     pub(crate) cookie_needed: bool,
     pub(crate) max_queue_bytes: usize,
     pub(crate) max_message_bytes: usize,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) max_sessions: Option<usize>,
+    pub(crate) max_sessions_per_ip: Option<usize>,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    pub(crate) ping_timeout: Duration,
 }
 
 /// The client script the iframe page loads unless told otherwise.
@@ -68,6 +73,11 @@ impl Default for Config {
             cookie_needed: false,
             max_queue_bytes: 1024 * 1024,
             max_message_bytes: 1024 * 1024,
+            allowed_origins: Vec::new(),
+            max_sessions: None,
+            max_sessions_per_ip: None,
+            trusted_proxies: Vec::new(),
+            ping_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -155,9 +165,67 @@ impl Config {
         self
     }
 
+    /// The browser origins allowed to use the endpoint. Requests whose
+    /// `Origin` header is not listed get 403 on `/info`, on every session
+    /// URL and on WebSocket upgrades (cross-site WebSocket hijacking);
+    /// requests without `Origin` are served. Entries are whole origins
+    /// (`https://app.example.com`, `http://127.0.0.1:8080`, `null`), a
+    /// subdomain pattern (`https://*.example.com`), or `*`.
+    ///
+    /// The iframe transports (iframe-eventsource, iframe-htmlfile,
+    /// iframe-xhr-polling) send their requests from the iframe page this
+    /// endpoint serves, so their `Origin` is the endpoint's own origin: list
+    /// it too if clients may fall back to them. Default: any origin.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The most sessions the endpoint holds at once; a request that would
+    /// open one more gets 503. Default: no limit.
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        self.max_sessions = Some(sessions);
+        self
+    }
+
+    /// The most sessions one client address holds at once; a request that
+    /// would open one more gets 429. The address is the peer's, or the one
+    /// a [trusted proxy](Config::trusted_proxies) reports. Default: no limit.
+    pub fn max_sessions_per_ip(mut self, sessions: usize) -> Self {
+        self.max_sessions_per_ip = Some(sessions);
+        self
+    }
+
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed
+    /// when telling the client's address (for the per-address cap and
+    /// [`RequestInfo::client_ip`](crate::RequestInfo::client_ip)); from any
+    /// other peer those headers are ignored. Default: none.
+    pub fn trusted_proxies<I: IntoIterator<Item = IpAddr>>(mut self, proxies: I) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// WebSocket transports ping the client every [heartbeat](Config::heartbeat);
+    /// a client that sends nothing (not even the pong) within this time
+    /// after a ping is taken for gone and its session closes with
+    /// [`CloseReason::Interrupted`](crate::CloseReason::Interrupted).
+    /// Default: 10 seconds.
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = timeout;
+        self
+    }
+
     /// The configured response limit in bytes.
     pub fn response_limit_bytes(&self) -> usize {
         self.response_limit
+    }
+
+    pub(crate) fn caps(&self) -> crate::admission::Caps {
+        crate::admission::Caps { max_sessions: self.max_sessions, max_per_ip: self.max_sessions_per_ip }
     }
 
     pub(crate) fn enabled(&self, transport: Transport) -> bool {

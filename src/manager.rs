@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     fmt,
+    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -14,6 +15,7 @@ use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult}
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::{
+    admission::{Caps, Refusal},
     protocol::{json_string, Escape},
     session::{Command, Session, Shared},
 };
@@ -64,12 +66,21 @@ pub struct SessionManager<A: Session> {
     factory: Factory<A>,
     sessions: HashMap<u64, Entry<A>>,
     by_id: HashMap<Arc<str>, u64>,
+    per_client: HashMap<IpAddr, usize>,
 }
 
 struct Entry<A: Session> {
     tx: UnboundedSender<Command>,
     addr: Option<Addr<A>>,
     id: Option<Arc<str>>,
+    client: Option<IpAddr>,
+}
+
+/// Who is opening a session, for the caps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Opening {
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) caps: Caps,
 }
 
 impl<A: Session> fmt::Debug for SessionManager<A> {
@@ -88,7 +99,12 @@ impl<A: Session> SessionManager<A> {
     where
         F: Fn() -> A + Send + Sync + 'static,
     {
-        Self { factory: Arc::new(factory), sessions: HashMap::new(), by_id: HashMap::new() }
+        Self {
+            factory: Arc::new(factory),
+            sessions: HashMap::new(),
+            by_id: HashMap::new(),
+            per_client: HashMap::new(),
+        }
     }
 
     /// Starts a manager whose factory needs the manager's own address (a
@@ -109,7 +125,34 @@ impl<A: Session> SessionManager<A> {
                     self.by_id.remove(&id);
                 }
             }
+            if let Some(ip) = entry.client {
+                if let Some(n) = self.per_client.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_client.remove(&ip);
+                    }
+                }
+            }
         }
+    }
+
+    /// Adds a session if the caps allow it.
+    fn admit(&mut self, serial: u64, entry: Entry<A>, caps: Caps) -> Result<(), Refusal> {
+        if caps.max_sessions.is_some_and(|max| self.sessions.len() >= max) {
+            return Err(Refusal::Full);
+        }
+        if let Some(ip) = entry.client {
+            let n = self.per_client.get(&ip).copied().unwrap_or(0);
+            if caps.max_per_ip.is_some_and(|max| n >= max) {
+                return Err(Refusal::TooManyFromClient);
+            }
+            self.per_client.insert(ip, n + 1);
+        }
+        if let Some(id) = &entry.id {
+            self.by_id.insert(id.clone(), serial);
+        }
+        self.sessions.insert(serial, entry);
+        Ok(())
     }
 }
 
@@ -215,18 +258,21 @@ pub(crate) enum Acquired<A: Session> {
     Created { serial: u64, tx: UnboundedSender<Command>, rx: UnboundedReceiver<Command>, factory: Factory<A> },
     /// It does not exist and was not to be created.
     Missing,
+    /// It does not exist and the caps forbid creating it.
+    Refused(Refusal),
 }
 
-/// Finds the session with an id, creating an entry for it if asked.
+/// Finds the session with an id, creating an entry for it if `open` says
+/// who opens it.
 pub(crate) struct Acquire<A: Session> {
     id: Arc<str>,
-    create: bool,
+    open: Option<Opening>,
     _actor: std::marker::PhantomData<fn() -> A>,
 }
 
 impl<A: Session> Acquire<A> {
-    pub(crate) fn new(id: Arc<str>, create: bool) -> Self {
-        Self { id, create, _actor: std::marker::PhantomData }
+    pub(crate) fn new(id: Arc<str>, open: Option<Opening>) -> Self {
+        Self { id, open, _actor: std::marker::PhantomData }
     }
 }
 
@@ -238,7 +284,7 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
     type Result = MessageResult<Acquire<A>>;
 
     fn handle(&mut self, msg: Acquire<A>, _: &mut Context<Self>) -> Self::Result {
-        let Acquire { id, create, .. } = msg;
+        let Acquire { id, open, .. } = msg;
         if let Some(serial) = self.by_id.get(&id).copied() {
             match self.sessions.get(&serial) {
                 Some(entry) if !entry.tx.is_closed() => {
@@ -247,40 +293,43 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
                 _ => self.remove(serial),
             }
         }
-        if !create {
+        let Some(open) = open else {
             return MessageResult(Acquired::Missing);
-        }
+        };
         let serial = next_serial();
         let (tx, rx) = unbounded_channel();
-        self.sessions.insert(serial, Entry { tx: tx.clone(), addr: None, id: Some(id.clone()) });
-        self.by_id.insert(id, serial);
+        let entry = Entry { tx: tx.clone(), addr: None, id: Some(id), client: open.client };
+        if let Err(refusal) = self.admit(serial, entry, open.caps) {
+            return MessageResult(Acquired::Refused(refusal));
+        }
         MessageResult(Acquired::Created { serial, tx, rx, factory: self.factory.clone() })
     }
 }
 
 /// Registers a WebSocket session (not looked up by id); answers the factory.
 pub(crate) struct RegisterSocket<A: Session> {
-    pub(crate) serial: u64,
-    pub(crate) tx: UnboundedSender<Command>,
+    serial: u64,
+    tx: UnboundedSender<Command>,
+    open: Opening,
     _actor: std::marker::PhantomData<fn() -> A>,
 }
 
 impl<A: Session> RegisterSocket<A> {
-    pub(crate) fn new(serial: u64, tx: UnboundedSender<Command>) -> Self {
-        Self { serial, tx, _actor: std::marker::PhantomData }
+    pub(crate) fn new(serial: u64, tx: UnboundedSender<Command>, open: Opening) -> Self {
+        Self { serial, tx, open, _actor: std::marker::PhantomData }
     }
 }
 
 impl<A: Session> Message for RegisterSocket<A> {
-    type Result = Factory<A>;
+    type Result = Result<Factory<A>, Refusal>;
 }
 
 impl<A: Session> Handler<RegisterSocket<A>> for SessionManager<A> {
     type Result = MessageResult<RegisterSocket<A>>;
 
     fn handle(&mut self, msg: RegisterSocket<A>, _: &mut Context<Self>) -> Self::Result {
-        self.sessions.insert(msg.serial, Entry { tx: msg.tx, addr: None, id: None });
-        MessageResult(self.factory.clone())
+        let entry = Entry { tx: msg.tx, addr: None, id: None, client: msg.open.client };
+        MessageResult(self.admit(msg.serial, entry, msg.open.caps).map(|()| self.factory.clone()))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::{
     fmt,
+    rc::Rc,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -18,8 +19,9 @@ use actix_web::{
 };
 
 use crate::{
+    admission::{client_ip, origin_allowed},
     config::{Config, Transport},
-    manager::SessionManager,
+    manager::{Opening, SessionManager},
     protocol::{self, GREETING},
     session::Session,
     transport::{http, websocket},
@@ -70,7 +72,11 @@ pub struct SockJs<A: Session> {
     prefix: String,
     manager: Addr<SessionManager<A>>,
     config: Config,
+    authorize: Option<Authorize>,
 }
+
+/// The authorisation hook: sees the opening request, may refuse it.
+type Authorize = Rc<dyn Fn(&HttpRequest) -> Result<(), actix_web::Error>>;
 
 impl<A: Session> fmt::Debug for SockJs<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,7 +89,43 @@ impl<A: Session> SockJs<A> {
     /// sessions are tracked by `manager`, with the default [`Config`].
     pub fn new(prefix: impl Into<String>, manager: Addr<SessionManager<A>>) -> Self {
         let prefix = prefix.into().trim_end_matches('/').to_owned();
-        Self { prefix, manager, config: Config::default() }
+        Self { prefix, manager, config: Config::default(), authorize: None }
+    }
+
+    /// Decides whether a request may open a session, before any session
+    /// actor exists.
+    ///
+    /// The hook runs on the request that would open a session: the first
+    /// receiving request for an unknown session id, and every WebSocket
+    /// upgrade. It sees the whole request (headers, cookies, query, peer
+    /// address, extensions set by middleware); an `Err` is answered as
+    /// actix-web answers that error (its status and body) and no session
+    /// opens. Requests on a session that is already open are not asked
+    /// again.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// # fn f(manager: Addr<SessionManager<Echo>>) -> SockJs<Echo> {
+    /// SockJs::new("/echo", manager).authorize(|req| {
+    ///     match req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+    ///         Some("let-me-in") => Ok(()),
+    ///         _ => Err(actix_web::error::ErrorForbidden("log in first")),
+    ///     }
+    /// })
+    /// # }
+    /// ```
+    pub fn authorize<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&HttpRequest) -> Result<(), actix_web::Error> + 'static,
+    {
+        self.authorize = Some(Rc::new(hook));
+        self
     }
 
     /// Replaces the endpoint's options.
@@ -98,6 +140,42 @@ pub(crate) struct Endpoint<A: Session> {
     pub(crate) config: Arc<Config>,
     pub(crate) manager: Addr<SessionManager<A>>,
     iframe: (String, String),
+    authorize: Option<Authorize>,
+}
+
+impl<A: Session> Endpoint<A> {
+    /// 403 for a browser origin outside the allow-list.
+    pub(crate) fn check_origin(&self, req: &HttpRequest) -> Result<(), actix_web::Error> {
+        if origin_allowed(req, &self.config.allowed_origins) {
+            return Ok(());
+        }
+        log::info!(
+            "sockjs: {} {}: origin {:?} not allowed",
+            req.method(),
+            req.path(),
+            req.headers().get(header::ORIGIN)
+        );
+        Err(actix_web::error::ErrorForbidden("Origin not allowed."))
+    }
+
+    /// Runs the authorisation hook for a request that would open a session.
+    pub(crate) fn admit(&self, req: &HttpRequest) -> Result<Opening, actix_web::Error> {
+        if let Some(hook) = &self.authorize {
+            if let Err(e) = hook(req) {
+                log::info!(
+                    "sockjs: {} {}: session refused by the authorisation hook: {e}",
+                    req.method(),
+                    req.path()
+                );
+                return Err(e);
+            }
+        }
+        Ok(Opening { client: self.client_ip(req), caps: self.config.caps() })
+    }
+
+    pub(crate) fn client_ip(&self, req: &HttpRequest) -> Option<std::net::IpAddr> {
+        client_ip(req, &self.config.trusted_proxies)
+    }
 }
 
 impl<A: Session> HttpServiceFactory for SockJs<A> {
@@ -106,8 +184,12 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
         let iframe = protocol::iframe_page(&cfg.sockjs_url);
         let websocket = cfg.enabled(Transport::WebSocket);
         let raw = websocket && cfg.raw_websocket;
-        let endpoint =
-            web::Data::new(Endpoint { config: Arc::new(cfg.clone()), manager: self.manager, iframe });
+        let endpoint = web::Data::new(Endpoint {
+            config: Arc::new(cfg.clone()),
+            manager: self.manager,
+            iframe,
+            authorize: self.authorize,
+        });
 
         let session = |transport: &str| format!("/{{server:[^/.]+}}/{{session:[^/.]+}}/{transport}");
         let mut scope = web::scope(&self.prefix)
@@ -118,10 +200,7 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
             .service(
                 web::resource("/info")
                     .route(web::get().to(info::<A>))
-                    .route(
-                        web::method(Method::OPTIONS)
-                            .to(|req: HttpRequest| async move { preflight(&req, "OPTIONS, GET") }),
-                    )
+                    .route(web::method(Method::OPTIONS).to(preflight_info::<A>))
                     .default_service(not_allowed("OPTIONS, GET")),
             )
             .service(
@@ -145,11 +224,12 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
         }
         if cfg.enabled(Transport::XhrPolling) {
             scope = scope
-                .service(post_resource(session("xhr"), http::xhr::<A>))
-                .service(post_resource(session("xhr_send"), http::xhr_send::<A>));
+                .service(post_resource::<A, _, _>(session("xhr"), http::xhr::<A>))
+                .service(post_resource::<A, _, _>(session("xhr_send"), http::xhr_send::<A>));
         }
         if cfg.enabled(Transport::XhrStreaming) {
-            scope = scope.service(post_resource(session("xhr_streaming"), http::xhr_streaming::<A>));
+            scope =
+                scope.service(post_resource::<A, _, _>(session("xhr_streaming"), http::xhr_streaming::<A>));
         }
         if cfg.enabled(Transport::EventSource) {
             scope = scope.service(get_resource(session("eventsource"), http::eventsource::<A>));
@@ -168,7 +248,7 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
     }
 }
 
-fn post_resource<H, Args>(path: String, handler: H) -> actix_web::Resource
+fn post_resource<A: Session, H, Args>(path: String, handler: H) -> actix_web::Resource
 where
     H: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
@@ -176,10 +256,7 @@ where
 {
     web::resource(path)
         .route(web::post().to(handler))
-        .route(
-            web::method(Method::OPTIONS)
-                .to(|req: HttpRequest| async move { preflight(&req, "OPTIONS, POST") }),
-        )
+        .route(web::method(Method::OPTIONS).to(preflight_post::<A>))
         .default_service(not_allowed("OPTIONS, POST"))
 }
 
@@ -210,6 +287,9 @@ async fn greeting() -> HttpResponse {
 }
 
 async fn info<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
+    if let Err(e) = ep.check_origin(&req) {
+        return e.error_response();
+    }
     let cfg = &ep.config;
     let mut res = HttpResponse::Ok();
     res.content_type("application/json; charset=UTF-8");
@@ -228,6 +308,14 @@ async fn iframe_page<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -
         return res.finish();
     }
     res.content_type("text/html; charset=UTF-8").body(page.clone())
+}
+
+async fn preflight_info<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
+    ep.check_origin(&req).map_or_else(|e| e.error_response(), |()| preflight(&req, "OPTIONS, GET"))
+}
+
+async fn preflight_post<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>>) -> HttpResponse {
+    ep.check_origin(&req).map_or_else(|e| e.error_response(), |()| preflight(&req, "OPTIONS, POST"))
 }
 
 /// A CORS preflight answer (PROTOCOL.md §4.3).

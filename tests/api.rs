@@ -132,6 +132,11 @@ impl Drop for Probed {
 
 /// An in-process server with one `/probe` endpoint using `config`.
 fn probed(config: Config) -> Probed {
+    probed_with(config, |sockjs| sockjs)
+}
+
+/// The same, with the endpoint further set up by `setup`.
+fn probed_with(config: Config, setup: fn(SockJs<Probe>) -> SockJs<Probe>) -> Probed {
     let (events_tx, events) = mpsc::channel();
     let (ready_tx, ready) = mpsc::channel();
     thread::spawn(move || {
@@ -140,7 +145,7 @@ fn probed(config: Config) -> Probed {
             let manager = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
             let m = manager.clone();
             let server = HttpServer::new(move || {
-                App::new().service(SockJs::new("/probe", m.clone()).config(config.clone()))
+                App::new().service(setup(SockJs::new("/probe", m.clone()).config(config.clone())))
             })
             .workers(2)
             .on_connect(actix_sockjs::on_connect)
@@ -272,6 +277,20 @@ fn heartbeats_on_streams_and_polls() {
     let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
     assert_eq!(ws.recv_text(), "o");
     assert_eq!(ws.recv_text(), "h");
+    assert_eq!(ws.recv_text(), "h", "a client that answers pings stays connected");
+}
+
+#[test]
+fn a_websocket_peer_that_stops_answering_is_closed() {
+    let p = probed(
+        Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),
+    );
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // Read pings without answering them, as a vanished peer would.
+    assert_eq!(ws.recv_any(), Ws::Ping(Vec::new()));
+    assert_eq!(p.next(), Event::Closed(CloseReason::Interrupted));
 }
 
 #[test]
@@ -406,4 +425,90 @@ fn ticker_and_amplify() {
     conn.chunk();
     assert_eq!(conn.chunk().unwrap(), format!("a[\"{}\",\"xxxx\"]\n", "x".repeat(1 << 13)));
     assert_eq!(conn.chunk(), None);
+}
+
+#[test]
+fn authorisation_runs_before_any_session_exists() {
+    let p = probed_with(Config::default(), |sockjs| {
+        sockjs.authorize(|req| match req.headers().get("x-key").and_then(|v| v.to_str().ok()) {
+            Some("open-sesame") => Ok(()),
+            _ => Err(actix_web::error::ErrorForbidden("no entry")),
+        })
+    });
+    let key = [("X-Key", "open-sesame")];
+    let r = post(p.port, &format!("/probe/000/{}/xhr", session()), "");
+    assert_eq!((r.status(), r.body.as_str()), (403, "no entry"));
+    let r =
+        WsClient::connect_with(p.port, &format!("/probe/000/{}/websocket", session()), &[]).err().unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(WsClient::connect_with(p.port, "/probe/websocket", &[]).is_err());
+    assert_eq!(p.ask(SessionCount), 0, "no session opened for refused requests");
+
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(request(p.port, "POST", &format!("{url}/xhr"), &key, Some(b"")).body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // Later requests of an open session are not asked again.
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["x"]"#).status(), 204);
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "a[\"x\"]\n");
+    let mut ws =
+        WsClient::connect_with(p.port, &format!("/probe/000/{}/websocket", session()), &key).unwrap();
+    assert_eq!(ws.recv_text(), "o");
+}
+
+#[test]
+fn origins_outside_the_allow_list_are_refused() {
+    let p = probed(Config::default().allowed_origins(["https://good.example", "https://*.friends.example"]));
+    let url = format!("/probe/000/{}", session());
+    for origin in ["https://evil.example", "null", "https://friends.example"] {
+        let h = [("Origin", origin)];
+        assert_eq!(request(p.port, "GET", "/probe/info", &h, None).status(), 403, "{origin}");
+        assert_eq!(request(p.port, "OPTIONS", &format!("{url}/xhr"), &h, None).status(), 403);
+        assert_eq!(request(p.port, "POST", &format!("{url}/xhr"), &h, Some(b"")).status(), 403);
+        let r = WsClient::connect_with(p.port, &format!("{url}/websocket"), &h).err().unwrap();
+        assert_eq!(r.status(), 403, "cross-site WebSocket hijacking is refused");
+        assert!(WsClient::connect_with(p.port, "/probe/websocket", &h).is_err());
+    }
+    let good = [("Origin", "https://a.friends.example")];
+    let r = request(p.port, "POST", &format!("{url}/xhr"), &good, Some(b""));
+    assert_eq!((r.status(), r.body.as_str()), (200, "o\n"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://a.friends.example"));
+    assert!(WsClient::connect_with(
+        p.port,
+        &format!("{url}x/websocket"),
+        &[("Origin", "https://good.example")]
+    )
+    .is_ok());
+    // Without an Origin header (not a browser) the endpoint serves.
+    assert_eq!(post(p.port, &format!("/probe/000/{}/xhr", session()), "").body, "o\n");
+}
+
+#[test]
+fn session_caps() {
+    let p = probed(
+        Config::default()
+            .max_sessions(3)
+            .max_sessions_per_ip(2)
+            .trusted_proxies(["127.0.0.1".parse().unwrap()]),
+    );
+    let open = |ip: &str| {
+        request(
+            p.port,
+            "POST",
+            &format!("/probe/000/{}/xhr", session()),
+            &[("X-Forwarded-For", ip)],
+            Some(b""),
+        )
+    };
+    assert_eq!(open("192.0.2.1").body, "o\n");
+    assert_eq!(open("192.0.2.1").body, "o\n");
+    assert_eq!(open("192.0.2.1").status(), 429, "third session from one client");
+    assert_eq!(open("192.0.2.2").body, "o\n");
+    assert_eq!(open("192.0.2.3").status(), 503, "endpoint full");
+    let r = WsClient::connect_with(p.port, "/probe/websocket", &[("X-Forwarded-For", "192.0.2.4")])
+        .err()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    for _ in 0..3 {
+        assert!(matches!(p.next(), Event::Open { .. }));
+    }
 }

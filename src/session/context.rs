@@ -63,9 +63,10 @@ pub(crate) enum Command {
     Messages(Vec<String>),
     /// A broadcast message.
     Push(Arc<Shared>),
-    /// The WebSocket transport closed the socket because the client broke
-    /// the protocol (undecodable data, a message over the size limit).
-    ProtocolError,
+    /// The WebSocket transport closed the socket: the client broke the
+    /// protocol (undecodable data, a message over the size limit), or
+    /// stopped answering pings.
+    TransportFailed(CloseReason),
 }
 
 /// Everything a session needs at start besides the actor.
@@ -289,11 +290,11 @@ where
                 }
             }
             Command::Push(shared) => self.push_shared(&shared),
-            Command::ProtocolError => {
+            Command::TransportFailed(cause) => {
                 self.detach();
                 if self.set_closed(NORMAL_CLOSE.0, NORMAL_CLOSE.1.to_owned()) {
                     self.close_unsent = false;
-                    act.on_close(CloseReason::ProtocolError, self);
+                    act.on_close(cause, self);
                 }
             }
         }

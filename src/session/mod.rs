@@ -1,7 +1,10 @@
 //! The user's side of a session: the [`Session`] trait, why a session closed,
 //! and what the opening request carried.
 
-use std::{fmt, net::SocketAddr};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
 
 use actix::Actor;
 use actix_web::{http::header::HeaderMap, HttpRequest};
@@ -118,15 +121,17 @@ pub const NORMAL_CLOSE: (u16, &str) = (1000, "Normal closure");
 pub struct RequestInfo {
     headers: HeaderMap,
     peer_addr: Option<SocketAddr>,
+    client_ip: Option<IpAddr>,
     path: String,
     query: String,
 }
 
 impl RequestInfo {
-    pub(crate) fn from_request(req: &HttpRequest) -> Self {
+    pub(crate) fn from_request(req: &HttpRequest, client_ip: Option<IpAddr>) -> Self {
         Self {
             headers: req.headers().clone(),
             peer_addr: req.peer_addr(),
+            client_ip,
             path: req.path().to_owned(),
             query: req.query_string().to_owned(),
         }
@@ -140,6 +145,12 @@ impl RequestInfo {
     /// The address of the connected peer (a proxy's address behind a proxy).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
+    }
+
+    /// The client's address: the peer's, or the one a trusted proxy reported
+    /// (see [`Config::trusted_proxies`](crate::Config::trusted_proxies)).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
     }
 
     /// The request path, as sent (not percent-decoded).

@@ -15,6 +15,7 @@ use tokio::sync::mpsc::{error::SendError, unbounded_channel, UnboundedReceiver};
 
 use super::{body_stream, Backlog, Framing, PeerSocket, Receiver};
 use crate::{
+    admission::Refusal,
     manager::{Acquire, Acquired, Factory, Started},
     protocol::{htmlfile_prelude, parse_messages, validate_callback, CallbackError},
     service::{cors, never_cache, session_cookie, Endpoint, JAVASCRIPT, TEXT},
@@ -29,21 +30,36 @@ pub(crate) enum ReachError {
     Missing,
     /// The manager actor is gone.
     Manager,
+    /// The authorisation hook or a cap refused to open the session.
+    Denied(actix_web::Error),
+}
+
+/// The answer to a session the caps refused.
+pub(crate) fn refusal_error(refusal: Refusal) -> actix_web::Error {
+    log::info!("sockjs: session refused: {refusal:?}");
+    match refusal {
+        Refusal::Full => actix_web::error::ErrorServiceUnavailable("Too many sessions."),
+        Refusal::TooManyFromClient => {
+            actix_web::error::ErrorTooManyRequests("Too many sessions from this client.")
+        }
+    }
 }
 
 impl<A: Session> Endpoint<A> {
-    /// Attaches a receiver to the session `id`, creating the session first
-    /// if there is none.
+    /// Attaches a receiver to the session `id`, opening the session first
+    /// (if the authorisation hook and the caps allow it) if there is none.
     async fn attach(
         &self,
         req: &HttpRequest,
         id: Arc<str>,
         mut receiver: Receiver,
     ) -> Result<(), ReachError> {
+        let mut opening = None;
         // A session can end between the manager's answer and our command;
-        // the manager then forgets it and the next round creates a new one.
+        // the manager then forgets it and the next round opens a new one.
         for _ in 0..3 {
-            match self.manager.send(Acquire::new(id.clone(), true)).await.map_err(|_| ReachError::Manager)? {
+            let acquire = Acquire::new(id.clone(), opening);
+            match self.manager.send(acquire).await.map_err(|_| ReachError::Manager)? {
                 Acquired::Found(tx) => match tx.send(Command::Attach(receiver)) {
                     Ok(()) => return Ok(()),
                     Err(SendError(Command::Attach(r))) => receiver = r,
@@ -54,7 +70,8 @@ impl<A: Session> Endpoint<A> {
                     self.start(factory, serial, id, Mode::Http, req, rx);
                     return Ok(());
                 }
-                Acquired::Missing => return Err(ReachError::Missing),
+                Acquired::Missing => opening = Some(self.admit(req).map_err(ReachError::Denied)?),
+                Acquired::Refused(refusal) => return Err(ReachError::Denied(refusal_error(refusal))),
             }
         }
         Err(ReachError::Manager)
@@ -62,7 +79,7 @@ impl<A: Session> Endpoint<A> {
 
     /// Hands client messages to the existing session `id`.
     async fn deliver(&self, id: Arc<str>, messages: Vec<String>) -> Result<(), ReachError> {
-        match self.manager.send(Acquire::new(id, false)).await.map_err(|_| ReachError::Manager)? {
+        match self.manager.send(Acquire::new(id, None)).await.map_err(|_| ReachError::Manager)? {
             Acquired::Found(tx) => tx.send(Command::Messages(messages)).map_err(|_| ReachError::Missing),
             _ => Err(ReachError::Missing),
         }
@@ -83,7 +100,7 @@ impl<A: Session> Endpoint<A> {
             serial,
             mode,
             config: self.config.clone(),
-            request: RequestInfo::from_request(req),
+            request: RequestInfo::from_request(req, self.client_ip(req)),
             on_end: self.manager.clone().recipient(),
         };
         let addr = start_session(factory(), setup, rx);
@@ -140,6 +157,9 @@ fn callback(req: &HttpRequest) -> Result<String, CallbackError> {
 
 /// The shared body of every receiving transport.
 async fn receive<A: Session>(req: &HttpRequest, ep: &Endpoint<A>, framing: Framing) -> HttpResponse {
+    if let Err(e) = ep.check_origin(req) {
+        return e.error_response();
+    }
     let prelude = match &framing {
         Framing::XhrStreaming => {
             let mut p = "h".repeat(2048);
@@ -161,9 +181,13 @@ async fn receive<A: Session>(req: &HttpRequest, ep: &Endpoint<A>, framing: Frami
     let backlog = Backlog::default();
     let peer = req.conn_data::<PeerSocket>().cloned();
     let receiver = Receiver::http(framing, tx, backlog.clone(), ep.config.response_limit, peer);
-    if let Err(e) = ep.attach(req, session_id(req), receiver).await {
-        log::error!("sockjs: cannot open a receiver: {e:?}");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");
+    match ep.attach(req, session_id(req), receiver).await {
+        Ok(()) => {}
+        Err(ReachError::Denied(e)) => return e.error_response(),
+        Err(e) => {
+            log::error!("sockjs: cannot open a receiver: {e:?}");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");
+        }
     }
 
     let mut res = HttpResponse::Ok();
@@ -232,6 +256,9 @@ async fn send<A: Session>(
     status: StatusCode,
     ok_body: &'static str,
 ) -> HttpResponse {
+    if let Err(e) = ep.check_origin(req) {
+        return e.error_response();
+    }
     let messages = match parse_messages(payload, false) {
         Ok(m) => m,
         Err(e) => {
@@ -246,7 +273,7 @@ async fn send<A: Session>(
             log::debug!("sockjs: {} to unknown session {id}", req.path());
             return error(StatusCode::NOT_FOUND, "Session not found.");
         }
-        Err(ReachError::Manager) => {
+        Err(ReachError::Manager | ReachError::Denied(_)) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.")
         }
     }

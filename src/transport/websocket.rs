@@ -4,7 +4,11 @@
 //! A WebSocket is served by a small actix-web-actors actor that attaches to
 //! its session as the session's only receiver and forwards client messages.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::{Actor, ActorContext, AsyncContext, StreamHandler};
 use actix_http::ws::Codec;
@@ -17,9 +21,13 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError,
 use futures_util::{stream, StreamExt as _};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::{body_stream, http::error, Backlog, Framing, Receiver, WsOut};
+use super::{
+    body_stream,
+    http::{error, refusal_error},
+    Backlog, Framing, Receiver, WsOut,
+};
 use crate::{
-    manager::{next_serial, RegisterSocket},
+    manager::{next_serial, Opening, RegisterSocket},
     protocol::{hixie76_digest, parse_messages},
     service::Endpoint,
     session::{Command, Mode, Session},
@@ -31,6 +39,9 @@ pub(crate) async fn framed<A: Session>(
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
+    if let Err(e) = ep.check_origin(&req) {
+        return e.error_response();
+    }
     let legacy = req.headers().contains_key("sec-websocket-key1")
         && !req.headers().contains_key(header::SEC_WEBSOCKET_KEY);
     if legacy {
@@ -46,6 +57,9 @@ pub(crate) async fn raw<A: Session>(
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
+    if let Err(e) = ep.check_origin(&req) {
+        return e.error_response();
+    }
     open(req, payload, &ep, Arc::from(""), true).await
 }
 
@@ -70,14 +84,22 @@ async fn open<A: Session>(
     let (out_tx, out_rx) = unbounded_channel();
     let backlog = Backlog::default();
     let receiver = Receiver::ws(framing, out_tx, backlog.clone());
-    let Some(cmd_tx) = open_session(&req, ep, id, serial, mode, receiver).await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");
+    let opening = match ep.admit(&req) {
+        Ok(o) => o,
+        Err(e) => return e.error_response(),
+    };
+    let cmd_tx = match open_session(&req, ep, id, serial, mode, receiver, opening).await {
+        Ok(tx) => tx,
+        Err(e) => return e.error_response(),
     };
     let transport = WsTransport {
         session: cmd_tx,
         out: Some(out_rx),
         backlog,
         raw,
+        heartbeat: ep.config.heartbeat,
+        ping_timeout: ep.config.ping_timeout,
+        last_seen: Instant::now(),
         max: ep.config.max_message_bytes,
         partial: None,
     };
@@ -94,18 +116,20 @@ async fn open_session<A: Session>(
     serial: u64,
     mode: Mode,
     receiver: Receiver,
-) -> Option<UnboundedSender<Command>> {
+    opening: Opening,
+) -> Result<UnboundedSender<Command>, actix_web::Error> {
     let (cmd_tx, cmd_rx) = unbounded_channel();
-    let factory = match ep.manager.send(RegisterSocket::new(serial, cmd_tx.clone())).await {
-        Ok(f) => f,
+    let factory = match ep.manager.send(RegisterSocket::new(serial, cmd_tx.clone(), opening)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(refusal)) => return Err(refusal_error(refusal)),
         Err(e) => {
             log::error!("sockjs: session manager unavailable: {e}");
-            return None;
+            return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
         }
     };
     let _ = cmd_tx.send(Command::Attach(receiver));
     ep.start(factory, serial, id, mode, req, cmd_rx);
-    Some(cmd_tx)
+    Ok(cmd_tx)
 }
 
 /// The actor serving one WebSocket connection.
@@ -114,6 +138,10 @@ struct WsTransport {
     out: Option<UnboundedReceiver<WsOut>>,
     backlog: Backlog,
     raw: bool,
+    heartbeat: Duration,
+    ping_timeout: Duration,
+    /// When the client last sent anything.
+    last_seen: Instant,
     max: usize,
     /// A fragmented text message being reassembled.
     partial: Option<BytesMut>,
@@ -126,6 +154,20 @@ impl Actor for WsTransport {
         if let Some(mut rx) = self.out.take() {
             ctx.add_stream(stream::poll_fn(move |cx| rx.poll_recv(cx)));
         }
+        // Dead peers: ping every heartbeat; silence for ping_timeout after a
+        // ping ends the socket.
+        let timeout = self.ping_timeout;
+        ctx.run_interval(self.heartbeat, move |_, ctx| {
+            ctx.ping(b"");
+            let sent = Instant::now();
+            ctx.run_later(timeout, move |act, ctx| {
+                if act.last_seen < sent {
+                    log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
+                    let _ = act.session.send(Command::TransportFailed(crate::CloseReason::Interrupted));
+                    ctx.stop();
+                }
+            });
+        });
     }
 }
 
@@ -154,7 +196,7 @@ impl WsTransport {
 impl WsTransport {
     /// Closes the socket after a client error and tells the session why.
     fn fail(&mut self, ctx: &mut WebsocketContext<Self>, code: CloseCode, reason: Option<&str>) {
-        let _ = self.session.send(Command::ProtocolError);
+        let _ = self.session.send(Command::TransportFailed(crate::CloseReason::ProtocolError));
         ctx.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
         ctx.stop();
     }
@@ -177,6 +219,7 @@ impl StreamHandler<WsOut> for WsTransport {
 
 impl StreamHandler<Result<Message, ProtocolError>> for WsTransport {
     fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
         let msg = match item {
             Ok(msg) => msg,
             Err(e) => {
@@ -246,6 +289,10 @@ async fn hixie76<A: Session>(
     if !upgrade || !text("connection").to_ascii_lowercase().contains("upgrade") {
         return error(StatusCode::BAD_REQUEST, "Not a valid websocket request.");
     }
+    let opening = match ep.admit(&req) {
+        Ok(o) => o,
+        Err(e) => return e.error_response(),
+    };
     let location = format!("ws://{}{}", text("host"), req.uri());
     let origin = text("origin");
 
@@ -272,7 +319,8 @@ async fn hixie76<A: Session>(
         }
         let id = Arc::from(req2.match_info().get("session").unwrap_or_default());
         let receiver = Receiver::http(Framing::Hixie76, out_tx, backlog, usize::MAX, None);
-        let Some(session) = open_session(&req2, &ep, id, next_serial(), Mode::WebSocket, receiver).await
+        let Ok(session) =
+            open_session(&req2, &ep, id, next_serial(), Mode::WebSocket, receiver, opening).await
         else {
             return;
         };

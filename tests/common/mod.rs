@@ -321,8 +321,21 @@ impl WsClient {
         self.send_frame(0x8, true, &code.to_be_bytes());
     }
 
-    /// The next frame from the server (continuations are joined).
+    /// The next frame from the server, answering and skipping pings, as a
+    /// browser does.
     pub fn recv(&mut self) -> Ws {
+        loop {
+            match self.recv_any() {
+                Ws::Ping(p) => self.send_frame(0xA, true, &p),
+                Ws::Pong(_) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// The next frame from the server, pings included and unanswered
+    /// (continuations are joined).
+    pub fn recv_any(&mut self) -> Ws {
         let mut message = Vec::new();
         let mut message_op = 0;
         loop {

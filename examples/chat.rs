@@ -50,10 +50,12 @@ async fn main() -> std::io::Result<()> {
         }
     });
     log::info!("chat on http://127.0.0.1:8080/");
+    let signal = actix_sockjs::shutdown_signal([room.clone().recipient()]);
     HttpServer::new(move || {
         App::new().route("/", web::get().to(page)).service(SockJs::new("/chat", room.clone()))
     })
     .on_connect(actix_sockjs::on_connect)
+    .shutdown_signal(signal)
     .bind(("127.0.0.1", 8080))?
     .run()
     .await

@@ -35,8 +35,10 @@ async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let manager = SessionManager::new(|| Echo).start();
     log::info!("SockJS echo on http://127.0.0.1:8080/echo");
+    let signal = actix_sockjs::shutdown_signal([manager.clone().recipient()]);
     HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
         .on_connect(actix_sockjs::on_connect)
+        .shutdown_signal(signal)
         .bind(("127.0.0.1", 8080))?
         .run()
         .await

@@ -154,6 +154,15 @@ async fn main() -> std::io::Result<()> {
     let ticker = SessionManager::new(|| Ticker).start();
     let amplify = SessionManager::new(|| Amplify).start();
     let broadcast = SessionManager::start_with(|room| move || Broadcaster { room: room.clone() });
+    let signal = actix_sockjs::shutdown_signal([
+        echo.clone().recipient(),
+        close.clone().recipient(),
+        disabled_ws.clone().recipient(),
+        cookie.clone().recipient(),
+        ticker.clone().recipient(),
+        amplify.clone().recipient(),
+        broadcast.clone().recipient(),
+    ]);
 
     let static_dir = opts.static_dir.clone();
     let base = Config::default().response_limit(4096).sockjs_url(opts.sockjs_url.clone());
@@ -175,6 +184,7 @@ async fn main() -> std::io::Result<()> {
             .route("/static/{file}", web::get().to(static_file))
     })
     .on_connect(actix_sockjs::on_connect)
+    .shutdown_signal(signal)
     .bind((opts.host.as_str(), opts.port))?;
     for addr in server.addrs() {
         println!("listening on http://{addr}");

@@ -95,6 +95,8 @@ pub(crate) enum Refusal {
     Full,
     /// This client address holds its maximum number of sessions.
     TooManyFromClient,
+    /// The endpoint is shutting down.
+    ShuttingDown,
 }
 
 #[cfg(test)]

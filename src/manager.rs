@@ -67,6 +67,7 @@ pub struct SessionManager<A: Session> {
     sessions: HashMap<u64, Entry<A>>,
     by_id: HashMap<Arc<str>, u64>,
     per_client: HashMap<IpAddr, usize>,
+    shutting_down: bool,
 }
 
 struct Entry<A: Session> {
@@ -104,6 +105,7 @@ impl<A: Session> SessionManager<A> {
             sessions: HashMap::new(),
             by_id: HashMap::new(),
             per_client: HashMap::new(),
+            shutting_down: false,
         }
     }
 
@@ -138,6 +140,9 @@ impl<A: Session> SessionManager<A> {
 
     /// Adds a session if the caps allow it.
     fn admit(&mut self, serial: u64, entry: Entry<A>, caps: Caps) -> Result<(), Refusal> {
+        if self.shutting_down {
+            return Err(Refusal::ShuttingDown);
+        }
         if caps.max_sessions.is_some_and(|max| self.sessions.len() >= max) {
             return Err(Refusal::Full);
         }
@@ -206,6 +211,32 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
         }
         for serial in dead {
             self.remove(serial);
+        }
+    }
+}
+
+/// Closes every session of the endpoint because the server is stopping,
+/// and refuses new ones (503) from then on.
+///
+/// Each open session's client gets `c[1001,"Server shutting down"]` and
+/// [`Session::on_close`] runs with
+/// [`CloseReason::Shutdown`](crate::CloseReason::Shutdown). The answer comes
+/// once every session has been told. [`shutdown_signal`](crate::shutdown_signal)
+/// sends it when the process is asked to stop.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl<A: Session> Handler<Shutdown> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
+        if !self.shutting_down {
+            log::info!("sockjs: closing {} sessions for shutdown", self.sessions.len());
+        }
+        self.shutting_down = true;
+        for entry in self.sessions.values() {
+            let _ = entry.tx.send(Command::Shutdown);
         }
     }
 }

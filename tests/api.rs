@@ -512,3 +512,57 @@ fn session_caps() {
         assert!(matches!(p.next(), Event::Open { .. }));
     }
 }
+
+#[test]
+fn shutdown_closes_every_session_and_opens_no_new_one() {
+    let (events_tx, events) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_thread = thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
+            let m = manager.clone();
+            let trigger = async move {
+                let _ = stop_rx.await;
+            };
+            let server = HttpServer::new(move || App::new().service(SockJs::new("/probe", m.clone())))
+                .workers(1)
+                .shutdown_signal(actix_sockjs::shutdown_on(trigger, [manager.recipient()]))
+                .bind(("127.0.0.1", 0))
+                .expect("bind");
+            ready_tx.send(server.addrs()[0].port()).expect("ready");
+            server.run().await.expect("server ran");
+        });
+    });
+    let port = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    let next = || events.recv_timeout(READ_TIMEOUT).expect("an event");
+
+    let mut ws = WsClient::connect(port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    let mut stream = Conn::open(port);
+    stream.send("POST", &format!("/probe/000/{}/xhr_streaming", session()), &[], Some(b""));
+    stream.head();
+    stream.chunk();
+    assert_eq!(stream.chunk().unwrap(), "o\n");
+    assert!(matches!(next(), Event::Open { .. }));
+    assert!(matches!(next(), Event::Open { .. }));
+
+    stop_tx.send(()).expect("trigger");
+    assert_eq!(ws.recv_text(), r#"c[1001,"Server shutting down"]"#);
+    ws.expect_end();
+    assert_eq!(stream.chunk().unwrap(), "c[1001,\"Server shutting down\"]\n");
+    assert_eq!(stream.chunk(), None);
+    assert_eq!(next(), Event::Closed(CloseReason::Shutdown));
+    assert_eq!(next(), Event::Closed(CloseReason::Shutdown));
+    // The streams ended, so the graceful stop does not wait for them.
+    server_thread.join().expect("server thread");
+}
+
+#[test]
+fn after_shutdown_no_session_opens() {
+    let p = probed(Config::default());
+    p.ask(actix_sockjs::Shutdown);
+    let r = post(p.port, &format!("/probe/000/{}/xhr", session()), "");
+    assert_eq!(r.status(), 503);
+    assert!(WsClient::connect_with(p.port, "/probe/websocket", &[]).is_err());
+}

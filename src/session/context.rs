@@ -27,6 +27,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{
     CloseReason, RequestInfo, Session, CONFLICT_CLOSE, INTERRUPTED_CLOSE, NORMAL_CLOSE, OVERFLOW_CLOSE,
+    SHUTDOWN_CLOSE,
 };
 use crate::{
     config::Config,
@@ -67,6 +68,8 @@ pub(crate) enum Command {
     /// protocol (undecodable data, a message over the size limit), or
     /// stopped answering pings.
     TransportFailed(CloseReason),
+    /// The server is shutting down.
+    Shutdown,
 }
 
 /// Everything a session needs at start besides the actor.
@@ -290,6 +293,11 @@ where
                 }
             }
             Command::Push(shared) => self.push_shared(&shared),
+            Command::Shutdown => {
+                if self.set_closed(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned()) {
+                    act.on_close(CloseReason::Shutdown, self);
+                }
+            }
             Command::TransportFailed(cause) => {
                 self.detach();
                 if self.set_closed(NORMAL_CLOSE.0, NORMAL_CLOSE.1.to_owned()) {

@@ -75,9 +75,9 @@ pub enum CloseReason {
     },
     /// The client closed its WebSocket.
     ClientClosed,
-    /// The client went away while a receiving request was attached (it
-    /// aborted a long-poll or a stream); later requests get
-    /// `c[1002,"Connection interrupted"]`.
+    /// The client went away: it aborted a long-poll or a stream (later
+    /// requests get `c[1002,"Connection interrupted"]`), or its WebSocket
+    /// stopped answering pings.
     Interrupted,
     /// No receiving request came within the disconnect delay.
     Timeout,
@@ -87,6 +87,9 @@ pub enum CloseReason {
     /// The client broke the protocol (undecodable WebSocket data, a message
     /// over the size limit).
     ProtocolError,
+    /// The server is shutting down (see [`Shutdown`](crate::Shutdown)); the
+    /// client got `c[1001,"Server shutting down"]`.
+    Shutdown,
 }
 
 impl fmt::Display for CloseReason {
@@ -98,6 +101,7 @@ impl fmt::Display for CloseReason {
             Self::Timeout => f.write_str("no receiver within the disconnect delay"),
             Self::Overflow => f.write_str("outgoing queue overflow"),
             Self::ProtocolError => f.write_str("protocol error from the client"),
+            Self::Shutdown => f.write_str("server shutting down"),
         }
     }
 }
@@ -106,6 +110,8 @@ impl fmt::Display for CloseReason {
 pub const OVERFLOW_CLOSE: (u16, &str) = (3008, "Outgoing queue overflow");
 /// The code and reason sent after a receiving connection was aborted.
 pub const INTERRUPTED_CLOSE: (u16, &str) = (1002, "Connection interrupted");
+/// The code and reason sent when the server shuts down.
+pub const SHUTDOWN_CLOSE: (u16, &str) = (1001, "Server shutting down");
 /// The code and reason sent to a second concurrent receiver.
 pub const CONFLICT_CLOSE: (u16, &str) = (2010, "Another connection still open");
 /// The code and reason used when the session actor is stopped without

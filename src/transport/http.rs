@@ -39,6 +39,7 @@ pub(crate) fn refusal_error(refusal: Refusal) -> actix_web::Error {
     log::info!("sockjs: session refused: {refusal:?}");
     match refusal {
         Refusal::Full => actix_web::error::ErrorServiceUnavailable("Too many sessions."),
+        Refusal::ShuttingDown => actix_web::error::ErrorServiceUnavailable("Server shutting down."),
         Refusal::TooManyFromClient => {
             actix_web::error::ErrorTooManyRequests("Too many sessions from this client.")
         }

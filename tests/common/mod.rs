@@ -382,10 +382,15 @@ impl WsClient {
         }
     }
 
-    /// After a close frame (or without one) the server must end the connection.
+    /// After a close frame (or without one) the server must end the
+    /// connection. Like a browser, the client closes its side once it has
+    /// the close frame.
     pub fn expect_end(&mut self) {
         match self.recv() {
-            Ws::Close(..) => assert_eq!(self.recv(), Ws::Eof),
+            Ws::Close(..) => {
+                let _ = self.conn.reader.get_ref().shutdown(std::net::Shutdown::Write);
+                assert_eq!(self.recv(), Ws::Eof);
+            }
             Ws::Eof => {}
             other => panic!("expected the end of the connection, got {other:?}"),
         }

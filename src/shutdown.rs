@@ -1,0 +1,86 @@
+//! Closing sessions when the server stops.
+
+use std::future::Future;
+
+use actix::Recipient;
+
+use crate::manager::Shutdown;
+
+/// A shutdown signal for [`HttpServer::shutdown_signal`] that closes every
+/// session before actix-web stops.
+///
+/// It waits for SIGINT (Ctrl-C), SIGTERM or SIGQUIT, sends [`Shutdown`] to
+/// each manager (every open session gets `c[1001,"Server shutting down"]`
+/// and its `on_close`; no new session opens), then resolves, and actix-web
+/// begins its graceful stop. Long-polls and streams end with the close
+/// frame, so the stop does not wait for them. Without it, actix-web stops
+/// on those signals by itself and sessions end without a close frame when
+/// their worker is dropped.
+///
+/// [`HttpServer::shutdown_signal`]: actix_web::HttpServer::shutdown_signal
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+/// # use actix_web::{App, HttpServer};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # #[actix_web::main]
+/// # async fn main() -> std::io::Result<()> {
+/// let manager = SessionManager::new(|| Echo).start();
+/// let signal = actix_sockjs::shutdown_signal([manager.clone().recipient()]);
+/// HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
+///     .shutdown_signal(signal)
+///     .bind(("127.0.0.1", 8080))?
+///     .run()
+///     .await
+/// # }
+/// ```
+pub fn shutdown_signal<I>(managers: I) -> impl Future<Output = ()> + Send + 'static
+where
+    I: IntoIterator<Item = Recipient<Shutdown>>,
+{
+    shutdown_on(stop_requested(), managers)
+}
+
+/// Like [`shutdown_signal`], with your own trigger instead of the process
+/// signals: when `trigger` completes, the managers close their sessions,
+/// then the returned future completes.
+pub fn shutdown_on<F, I>(trigger: F, managers: I) -> impl Future<Output = ()> + Send + 'static
+where
+    F: Future<Output = ()> + Send + 'static,
+    I: IntoIterator<Item = Recipient<Shutdown>>,
+{
+    let managers: Vec<_> = managers.into_iter().collect();
+    async move {
+        trigger.await;
+        for manager in &managers {
+            if manager.send(Shutdown).await.is_err() {
+                log::warn!("sockjs: a session manager was gone at shutdown");
+            }
+        }
+    }
+}
+
+/// Completes on SIGINT, SIGTERM or SIGQUIT (Ctrl-C elsewhere).
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::quit()];
+        let mut streams: Vec<_> = kinds.into_iter().filter_map(|k| signal(k).ok()).collect();
+        if streams.is_empty() {
+            log::warn!("sockjs: cannot listen for stop signals");
+            std::future::pending::<()>().await;
+        }
+        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+        futures_util::future::select_all(waits).await;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -370,6 +370,13 @@ fn large_messages_on_every_sending_path() {
     ws.send_text(&payload);
     assert_eq!(ws.recv(), Ws::Close(Some(1009), String::new()));
     assert_eq!(p.next(), Event::Closed(CloseReason::ProtocolError));
+    // The raw WebSocket too, with the message split into fragments.
+    let mut raw = WsClient::connect(p.port, "/probe/websocket");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    raw.send_frame(0x1, false, &[b'a'; 600]);
+    raw.send_frame(0x0, true, &[b'b'; 600]);
+    assert_eq!(raw.recv(), Ws::Close(Some(1009), String::new()));
+    assert_eq!(p.next(), Event::Closed(CloseReason::ProtocolError));
 }
 
 #[test]

@@ -364,6 +364,10 @@ fn large_messages_on_every_sending_path() {
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), &payload).status(), 413);
+    assert_eq!(post(p.port, &format!("{url}/jsonp_send"), &payload).status(), 413);
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["small"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("small".into()), "nothing of the refused sends was delivered");
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "a[\"small\"]\n");
     let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
     assert_eq!(ws.recv_text(), "o");
     assert!(matches!(p.next(), Event::Open { .. }));

@@ -218,11 +218,7 @@ pub(crate) async fn xhr_send<A: Session>(
     body: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
-    let body = match read_body(body, ep.config.max_message_bytes).await {
-        Ok(b) => b,
-        Err((status, text)) => return error(status, text),
-    };
-    send(&req, &ep, &body, StatusCode::NO_CONTENT, "").await
+    send(&req, &ep, body, Sender::Xhr).await
 }
 
 /// POST `/<server>/<session>/jsonp_send`: a form field `d` or a raw body.
@@ -231,36 +227,50 @@ pub(crate) async fn jsonp_send<A: Session>(
     body: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
-    let body = match read_body(body, ep.config.max_message_bytes).await {
-        Ok(b) => b,
-        Err((status, text)) => return error(status, text),
-    };
+    send(&req, &ep, body, Sender::Jsonp).await
+}
+
+/// The two sending transports: where the payload is and how they answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// The body is the payload; success is 204.
+    Xhr,
+    /// A form's `d` field, or the raw body, is the payload; success is 200 `ok`.
+    Jsonp,
+}
+
+/// The JSON payload of a jsonp_send body: the form field `d` when the body
+/// is a form, the body itself otherwise (PROTOCOL.md §6.10).
+fn jsonp_payload(req: &HttpRequest, body: Bytes) -> Bytes {
     let form = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    if form {
-        let text = String::from_utf8_lossy(&body);
-        let d = util::form_pairs(&text).find(|(k, _)| k == "d").map(|(_, v)| v).unwrap_or_default();
-        send(&req, &ep, d.as_bytes(), StatusCode::OK, "ok").await
-    } else {
-        send(&req, &ep, &body, StatusCode::OK, "ok").await
+    if !form {
+        return body;
     }
+    let text = String::from_utf8_lossy(&body);
+    let d = util::form_pairs(&text).find(|(k, _)| k == "d").map(|(_, v)| v).unwrap_or_default();
+    Bytes::from(d)
 }
 
 async fn send<A: Session>(
     req: &HttpRequest,
     ep: &Endpoint<A>,
-    payload: &[u8],
-    status: StatusCode,
-    ok_body: &'static str,
+    body: web::Payload,
+    sender: Sender,
 ) -> HttpResponse {
     if let Err(e) = ep.check_origin(req) {
         return e.error_response();
     }
-    let messages = match parse_messages(payload, false) {
+    let body = match read_body(body, ep.config.max_message_bytes).await {
+        Ok(b) => b,
+        Err((status, text)) => return error(status, text),
+    };
+    let payload = if sender == Sender::Jsonp { jsonp_payload(req, body) } else { body };
+    let messages = match parse_messages(&payload, false) {
         Ok(m) => m,
         Err(e) => {
             log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
@@ -278,6 +288,10 @@ async fn send<A: Session>(
             return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.")
         }
     }
+    let (status, ok_body) = match sender {
+        Sender::Xhr => (StatusCode::NO_CONTENT, ""),
+        Sender::Jsonp => (StatusCode::OK, "ok"),
+    };
     let mut res = HttpResponseBuilder::new(status);
     res.content_type(TEXT);
     never_cache(&mut res);

@@ -39,9 +39,6 @@ pub(crate) async fn framed<A: Session>(
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
-    if let Err(e) = ep.check_origin(&req) {
-        return e.error_response();
-    }
     let legacy = req.headers().contains_key("sec-websocket-key1")
         && !req.headers().contains_key(header::SEC_WEBSOCKET_KEY);
     if legacy {
@@ -57,9 +54,6 @@ pub(crate) async fn raw<A: Session>(
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
-    if let Err(e) = ep.check_origin(&req) {
-        return e.error_response();
-    }
     open(req, payload, &ep, Arc::from(""), true).await
 }
 
@@ -70,6 +64,9 @@ async fn open<A: Session>(
     id: Arc<str>,
     raw: bool,
 ) -> HttpResponse {
+    if let Err(e) = ep.check_origin(&req) {
+        return e.error_response();
+    }
     let mut handshake = match ws::handshake(&req) {
         Ok(h) => h,
         Err(e) => {
@@ -282,6 +279,9 @@ async fn hixie76<A: Session>(
     mut payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
+    if let Err(e) = ep.check_origin(&req) {
+        return e.error_response();
+    }
     let headers = req.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let (key1, key2) = (text("sec-websocket-key1"), text("sec-websocket-key2"));

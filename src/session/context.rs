@@ -58,8 +58,10 @@ pub(crate) struct Shared {
 /// What transports and the manager tell a session.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// A receiving request wants to be the session's receiver.
-    Attach(Receiver),
+    /// A receiving request wants to be the session's receiver. Boxed: the
+    /// channel's blocks are sized by the largest command, and every session
+    /// holds one.
+    Attach(Box<Receiver>),
     /// Messages from the client, in order.
     Messages(Vec<String>),
     /// A broadcast message.
@@ -282,7 +284,7 @@ where
 
     fn handle(&mut self, act: &mut A, command: Command) {
         match command {
-            Command::Attach(receiver) => self.attach(act, receiver),
+            Command::Attach(receiver) => self.attach(act, *receiver),
             Command::Messages(messages) => {
                 for msg in messages {
                     if self.state != State::Open {

@@ -49,12 +49,8 @@ pub(crate) fn refusal_error(refusal: Refusal) -> actix_web::Error {
 impl<A: Session> Endpoint<A> {
     /// Attaches a receiver to the session `id`, opening the session first
     /// (if the authorisation hook and the caps allow it) if there is none.
-    async fn attach(
-        &self,
-        req: &HttpRequest,
-        id: Arc<str>,
-        mut receiver: Receiver,
-    ) -> Result<(), ReachError> {
+    async fn attach(&self, req: &HttpRequest, id: Arc<str>, receiver: Receiver) -> Result<(), ReachError> {
+        let mut receiver = Box::new(receiver);
         let mut opening = None;
         // A session can end between the manager's answer and our command;
         // the manager then forgets it and the next round opens a new one.

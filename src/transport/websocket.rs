@@ -124,7 +124,7 @@ async fn open_session<A: Session>(
             return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
         }
     };
-    let _ = cmd_tx.send(Command::Attach(receiver));
+    let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
     ep.start(factory, serial, id, mode, req, cmd_rx);
     Ok(cmd_tx)
 }

@@ -11,8 +11,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -21,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{session, WsClient};
+use common::{session, TestServer, WsClient};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Target {
@@ -46,51 +45,30 @@ impl Target {
 }
 
 struct Server {
-    child: Child,
+    server: TestServer,
     port: u16,
 }
 
 impl Server {
     fn start(target: Target) -> Self {
-        let exe = std::env::current_exe().expect("bench exe");
-        let dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .join("examples")
-            .join(target.example());
-        let mut child = Command::new(&dir)
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", dir.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-        Self { child, port }
+        let server = TestServer::start_example(target.example(), &[]);
+        Self { port: server.port, server }
     }
 
     /// utime + stime of the server process, in seconds.
     fn cpu(&self) -> f64 {
-        proc_cpu(&format!("/proc/{}/stat", self.child.id()))
+        proc_cpu(&format!("/proc/{}/stat", self.server.child.id()))
     }
 
     fn rss(&self) -> usize {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.server.child.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
             .unwrap_or(0)
             * 1024
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -15,17 +15,25 @@ use std::{
 /// How long any single read may block before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `examples/test_server`, started on a free port and killed on drop.
+/// An example server (by default `examples/test_server`), started on a free
+/// port and killed on drop.
 pub struct TestServer {
-    child: Child,
+    pub child: Child,
     pub port: u16,
 }
 
 impl TestServer {
     pub fn start() -> Self {
-        let exe = example_binary("test_server");
+        Self::start_example("test_server", &["--sockjs-url", "/static/sockjs.js"])
+    }
+
+    /// Starts an example that takes `--port 0` and prints `listening on
+    /// http://HOST:PORT` first, from the profile the caller was built with.
+    pub fn start_example(name: &str, args: &[&str]) -> Self {
+        let exe = example_binary(name);
         let mut child = Command::new(&exe)
-            .args(["--port", "0", "--sockjs-url", "/static/sockjs.js"])
+            .args(["--port", "0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -10,6 +10,7 @@
 //! turn of the actor is flushed to the receiver as one `a[...]` frame.
 
 use std::{
+    borrow::Cow,
     collections::VecDeque,
     fmt,
     future::Future,
@@ -323,19 +324,19 @@ where
             State::Open => match self.receiver.as_ref().map(|c| !c.dead && c.receiver.alive()) {
                 Some(true) => {
                     log::debug!("sockjs {}: second receiver refused", self.setup.id);
-                    let _ = receiver.write(&close_frame(CONFLICT_CLOSE.0, CONFLICT_CLOSE.1));
+                    let _ = receiver.write(close_frame(CONFLICT_CLOSE.0, CONFLICT_CLOSE.1));
                 }
                 Some(false) => {
                     log::debug!("sockjs {}: previous receiver was aborted", self.setup.id);
                     self.detach();
                     self.set_closed(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1.to_owned());
                     act.on_close(CloseReason::Interrupted, self);
-                    let _ = receiver.write(&close_frame(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1));
+                    let _ = receiver.write(close_frame(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1));
                 }
                 None => self.install(receiver),
             },
             State::Closed { code, reason } => {
-                let _ = receiver.write(&close_frame(*code, reason));
+                let _ = receiver.write(close_frame(*code, reason));
                 receiver.close_socket(*code, reason);
             }
         }
@@ -414,7 +415,7 @@ where
     }
 
     /// Writes one frame to the attached receiver, detaching it when it is done.
-    fn write_frame(&mut self, frame: &str) {
+    fn write_frame<'a>(&mut self, frame: impl Into<Cow<'a, str>>) {
         let Some(att) = self.receiver.as_mut().filter(|a| !a.dead) else {
             return;
         };
@@ -445,7 +446,7 @@ where
                 while self.receiver.is_some() {
                     let Some(msg) = self.raw_pending.pop_front() else { break };
                     self.raw_pending_bytes -= msg.len();
-                    self.write_frame(&msg);
+                    self.write_frame(msg);
                 }
             } else if !self.pending.is_empty() {
                 let mut frame = String::with_capacity(self.pending.len() + 3);
@@ -453,7 +454,7 @@ where
                 frame.push_str(&self.pending);
                 frame.push(']');
                 self.pending.clear();
-                self.write_frame(&frame);
+                self.write_frame(frame);
             }
         }
         if self.close_unsent {
@@ -461,7 +462,7 @@ where
                 let (code, reason) = (*code, reason.clone());
                 self.close_unsent = false;
                 if self.setup.mode != Mode::Raw {
-                    self.write_frame(&close_frame(code, &reason));
+                    self.write_frame(close_frame(code, &reason));
                 }
                 if let Some(att) = &self.receiver {
                     let (code, reason) =
@@ -490,7 +491,7 @@ where
             };
             let mut receiver = att.receiver;
             if self.setup.mode != Mode::Raw && (self.state == State::Open || self.close_unsent) {
-                let _ = receiver.write(&close_frame(code, reason));
+                let _ = receiver.write(close_frame(code, reason));
             }
             receiver.close_socket(code, reason);
         }

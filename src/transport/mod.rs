@@ -8,6 +8,7 @@
 
 use std::{
     any::Any,
+    borrow::Cow,
     io,
     mem::MaybeUninit,
     sync::{
@@ -193,10 +194,13 @@ impl Receiver {
     /// Writes one frame (or, on a raw WebSocket, one message). Returns
     /// whether the receiver is done after it: a polling response, or a
     /// streaming one that reached the response limit.
-    pub(crate) fn write(&mut self, frame: &str) -> Result<bool, Gone> {
+    ///
+    /// An owned frame goes to a WebSocket without a copy.
+    pub(crate) fn write<'a>(&mut self, frame: impl Into<Cow<'a, str>>) -> Result<bool, Gone> {
+        let frame = frame.into();
         match &self.sink {
             Sink::Http(tx) => {
-                let chunk = self.framing.wrap(frame);
+                let chunk = self.framing.wrap(&frame);
                 let len = chunk.len();
                 self.written += len;
                 self.backlog.add(len);
@@ -204,7 +208,7 @@ impl Receiver {
             }
             Sink::Ws(tx) => {
                 self.backlog.add(frame.len());
-                tx.send(WsOut::Text(frame.to_owned())).map_err(|_| Gone)?;
+                tx.send(WsOut::Text(frame.into_owned())).map_err(|_| Gone)?;
             }
         }
         Ok(self.framing.polling() || self.written >= self.limit)
@@ -324,10 +328,10 @@ mod tests {
         assert!(!r.write("o").unwrap());
         let msg = format!("a[\"{}\"]", "x".repeat(128));
         for _ in 0..29 {
-            assert!(!r.write(&msg).unwrap());
+            assert!(!r.write(msg.as_str()).unwrap());
         }
-        assert!(!r.write(&msg).unwrap(), "4022 bytes stay under the limit");
-        assert!(r.write(&msg).unwrap(), "4156 bytes reach it");
+        assert!(!r.write(msg.as_str()).unwrap(), "4022 bytes stay under the limit");
+        assert!(r.write(msg.as_str()).unwrap(), "4156 bytes reach it");
     }
 
     #[test]

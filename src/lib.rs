@@ -1,8 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 mod admission;
+#[cfg(feature = "redis")]
+pub mod cluster;
 mod config;
 mod manager;
+pub mod metrics;
 mod protocol;
 mod service;
 mod session;
@@ -11,7 +14,7 @@ mod transport;
 mod util;
 
 pub use config::{Config, Transport, DEFAULT_SOCKJS_URL};
-pub use manager::{Broadcast, GetSession, SessionCount, SessionManager, Shutdown};
+pub use manager::{Broadcast, GetSession, SendTo, SessionCount, SessionManager, Shutdown};
 pub use service::SockJs;
 pub use session::{
     CloseReason, RequestInfo, Session, SessionContext, CONFLICT_CLOSE, INTERRUPTED_CLOSE, NORMAL_CLOSE,

@@ -9,6 +9,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
+    time::Instant,
 };
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::{
     admission::{Caps, Refusal},
+    metrics::broadcast_fanout,
     protocol::{json_string, Escape},
     session::{Command, Session, Shared},
 };
@@ -65,15 +67,22 @@ pub(crate) fn next_serial() -> u64 {
 pub struct SessionManager<A: Session> {
     factory: Factory<A>,
     sessions: HashMap<u64, Entry<A>>,
+    /// HTTP sessions by id.
     by_id: HashMap<Arc<str>, u64>,
+    /// SockJS WebSocket sessions by id (the newest, should a client reuse one).
+    sockets_by_id: HashMap<Arc<str>, u64>,
     per_client: HashMap<IpAddr, usize>,
     shutting_down: bool,
+    /// Where broadcasts also go, to reach other nodes.
+    relay: Option<UnboundedSender<ClusterMessage>>,
 }
 
 struct Entry<A: Session> {
     tx: UnboundedSender<Command>,
     addr: Option<Addr<A>>,
     id: Option<Arc<str>>,
+    /// Whether `id` is in `sockets_by_id` rather than `by_id`.
+    socket: bool,
     client: Option<IpAddr>,
 }
 
@@ -104,8 +113,10 @@ impl<A: Session> SessionManager<A> {
             factory: Arc::new(factory),
             sessions: HashMap::new(),
             by_id: HashMap::new(),
+            sockets_by_id: HashMap::new(),
             per_client: HashMap::new(),
             shutting_down: false,
+            relay: None,
         }
     }
 
@@ -123,8 +134,9 @@ impl<A: Session> SessionManager<A> {
     fn remove(&mut self, serial: u64) {
         if let Some(entry) = self.sessions.remove(&serial) {
             if let Some(id) = entry.id {
-                if self.by_id.get(&id) == Some(&serial) {
-                    self.by_id.remove(&id);
+                let index = if entry.socket { &mut self.sockets_by_id } else { &mut self.by_id };
+                if index.get(&id) == Some(&serial) {
+                    index.remove(&id);
                 }
             }
             if let Some(ip) = entry.client {
@@ -154,10 +166,53 @@ impl<A: Session> SessionManager<A> {
             self.per_client.insert(ip, n + 1);
         }
         if let Some(id) = &entry.id {
-            self.by_id.insert(id.clone(), serial);
+            let index = if entry.socket { &mut self.sockets_by_id } else { &mut self.by_id };
+            index.insert(id.clone(), serial);
         }
         self.sessions.insert(serial, entry);
         Ok(())
+    }
+
+    /// Hands a broadcast to every session of this node.
+    fn fan_out(&mut self, payload: &Arc<Shared>) {
+        let start = Instant::now();
+        let mut dead = Vec::new();
+        for (serial, entry) in &self.sessions {
+            if entry.tx.send(Command::Push(payload.clone())).is_err() {
+                dead.push(*serial);
+            }
+        }
+        broadcast_fanout(start.elapsed(), self.sessions.len());
+        for serial in dead {
+            self.remove(serial);
+        }
+    }
+
+    /// Hands a message to the sessions of this node with this id; `false`
+    /// if there are none.
+    fn deliver_to(&mut self, id: &str, payload: &Arc<Shared>) -> bool {
+        let mut found = false;
+        let serials = [self.by_id.get(id).copied(), self.sockets_by_id.get(id).copied()];
+        for serial in serials.into_iter().flatten() {
+            let sent =
+                self.sessions.get(&serial).is_some_and(|e| e.tx.send(Command::Push(payload.clone())).is_ok());
+            if sent {
+                found = true;
+            } else {
+                self.remove(serial);
+            }
+        }
+        found
+    }
+
+    /// Passes a message to the relay, if there is one and it is running.
+    fn relay(&mut self, msg: ClusterMessage) {
+        if let Some(relay) = &self.relay {
+            if relay.send(msg).is_err() {
+                log::warn!("sockjs: cluster relay stopped; broadcasts stay on this node");
+                self.relay = None;
+            }
+        }
     }
 }
 
@@ -203,15 +258,114 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
     type Result = ();
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
-        let mut dead = Vec::new();
-        for (serial, entry) in &self.sessions {
-            if entry.tx.send(Command::Push(msg.payload.clone())).is_err() {
-                dead.push(*serial);
+        self.fan_out(&msg.payload);
+        self.relay(ClusterMessage::Broadcast(msg.payload));
+    }
+}
+
+/// Sends one message to the session with this id, wherever it is.
+///
+/// On this node the message goes to the HTTP session with that id and to
+/// the newest SockJS WebSocket session that used it (raw WebSocket sessions
+/// have no id of the client's). When no session here has the id and the
+/// manager is bridged to other nodes (see the `redis` feature), the message
+/// goes to them, and the node that holds the session delivers it. A session
+/// that exists nowhere gets nothing; no error is reported.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{SendTo, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # fn f(manager: Addr<SessionManager<Echo>>) {
+/// manager.do_send(SendTo::text("a1b2c3", "only for you"));
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SendTo {
+    id: Arc<str>,
+    payload: Arc<Shared>,
+}
+
+impl SendTo {
+    /// A text message for the session `id`.
+    pub fn text(id: impl Into<String>, msg: impl Into<String>) -> Self {
+        let Broadcast { payload } = Broadcast::text(msg);
+        Self { id: Arc::from(id.into()), payload }
+    }
+}
+
+impl<A: Session> Handler<SendTo> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) {
+        if !self.deliver_to(&msg.id, &msg.payload) {
+            self.relay(ClusterMessage::SendTo(msg.id, msg.payload));
+        }
+    }
+}
+
+/// A message that crosses nodes: what a manager hands its relay, and what
+/// a relay hands the manager from other nodes.
+#[derive(Debug, Clone)]
+pub(crate) enum ClusterMessage {
+    /// To every session.
+    Broadcast(Arc<Shared>),
+    /// To the session with this id.
+    SendTo(Arc<str>, Arc<Shared>),
+}
+
+impl ClusterMessage {
+    /// A message to relay: a broadcast when `to` is `None`.
+    pub(crate) fn new(to: Option<&str>, text: String) -> Self {
+        let Broadcast { payload } = Broadcast::text(text);
+        match to {
+            Some(id) => Self::SendTo(Arc::from(id), payload),
+            None => Self::Broadcast(payload),
+        }
+    }
+
+    /// The session it is for (`None`: everyone) and the message text.
+    pub(crate) fn parts(&self) -> (Option<&str>, &str) {
+        match self {
+            Self::Broadcast(p) => (None, &p.text),
+            Self::SendTo(id, p) => (Some(id), &p.text),
+        }
+    }
+}
+
+/// A message from another node, for this node's sessions only.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Relayed(pub(crate) ClusterMessage);
+
+impl<A: Session> Handler<Relayed> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, Relayed(msg): Relayed, _: &mut Context<Self>) {
+        match msg {
+            ClusterMessage::Broadcast(payload) => self.fan_out(&payload),
+            ClusterMessage::SendTo(id, payload) => {
+                self.deliver_to(&id, &payload);
             }
         }
-        for serial in dead {
-            self.remove(serial);
-        }
+    }
+}
+
+/// Gives the manager a relay to other nodes (or takes it away).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetRelay(pub(crate) Option<UnboundedSender<ClusterMessage>>);
+
+impl<A: Session> Handler<SetRelay> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, SetRelay(relay): SetRelay, _: &mut Context<Self>) {
+        self.relay = relay;
     }
 }
 
@@ -329,7 +483,7 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
         };
         let serial = next_serial();
         let (tx, rx) = unbounded_channel();
-        let entry = Entry { tx: tx.clone(), addr: None, id: Some(id), client: open.client };
+        let entry = Entry { tx: tx.clone(), addr: None, id: Some(id), socket: false, client: open.client };
         if let Err(refusal) = self.admit(serial, entry, open.caps) {
             return MessageResult(Acquired::Refused(refusal));
         }
@@ -340,14 +494,22 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
 /// Registers a WebSocket session (not looked up by id); answers the factory.
 pub(crate) struct RegisterSocket<A: Session> {
     serial: u64,
+    id: Option<Arc<str>>,
     tx: UnboundedSender<Command>,
     open: Opening,
     _actor: std::marker::PhantomData<fn() -> A>,
 }
 
 impl<A: Session> RegisterSocket<A> {
-    pub(crate) fn new(serial: u64, tx: UnboundedSender<Command>, open: Opening) -> Self {
-        Self { serial, tx, open, _actor: std::marker::PhantomData }
+    /// `id` is the session id to find the socket by for [`SendTo`] (none
+    /// for raw WebSockets).
+    pub(crate) fn new(
+        serial: u64,
+        id: Option<Arc<str>>,
+        tx: UnboundedSender<Command>,
+        open: Opening,
+    ) -> Self {
+        Self { serial, id, tx, open, _actor: std::marker::PhantomData }
     }
 }
 
@@ -359,7 +521,7 @@ impl<A: Session> Handler<RegisterSocket<A>> for SessionManager<A> {
     type Result = MessageResult<RegisterSocket<A>>;
 
     fn handle(&mut self, msg: RegisterSocket<A>, _: &mut Context<Self>) -> Self::Result {
-        let entry = Entry { tx: msg.tx, addr: None, id: None, client: msg.open.client };
+        let entry = Entry { tx: msg.tx, addr: None, id: msg.id, socket: true, client: msg.open.client };
         MessageResult(self.admit(msg.serial, entry, msg.open.caps).map(|()| self.factory.clone()))
     }
 }

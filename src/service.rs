@@ -22,6 +22,7 @@ use crate::{
     admission::{client_ip, origin_allowed},
     config::{Config, Transport},
     manager::{Opening, SessionManager},
+    metrics::EndpointMetrics,
     protocol::{self, GREETING},
     session::Session,
     transport::{http, websocket},
@@ -139,6 +140,7 @@ impl<A: Session> SockJs<A> {
 pub(crate) struct Endpoint<A: Session> {
     pub(crate) config: Arc<Config>,
     pub(crate) manager: Addr<SessionManager<A>>,
+    pub(crate) metrics: Arc<EndpointMetrics>,
     iframe: (String, String),
     authorize: Option<Authorize>,
 }
@@ -187,6 +189,7 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
         let endpoint = web::Data::new(Endpoint {
             config: Arc::new(cfg.clone()),
             manager: self.manager,
+            metrics: Arc::new(EndpointMetrics::new(&self.prefix)),
             iframe,
             authorize: self.authorize,
         });

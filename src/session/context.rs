@@ -33,6 +33,7 @@ use super::{
 use crate::{
     config::Config,
     manager::SessionEnded,
+    metrics::{transport_label, EndpointMetrics},
     protocol::{close_frame, push_json_string, Escape, HEARTBEAT_FRAME, OPEN_FRAME},
     transport::Receiver,
 };
@@ -84,6 +85,7 @@ pub(crate) struct SessionSetup {
     pub(crate) config: Arc<Config>,
     pub(crate) request: RequestInfo,
     pub(crate) on_end: Recipient<SessionEnded>,
+    pub(crate) metrics: Arc<EndpointMetrics>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +138,9 @@ where
     /// The actor runtime must run again before it waits (something was
     /// spawned outside its own poll).
     needs_poll: bool,
+    /// The metrics label of the transport that opened the session, while
+    /// the session counts as open in the metrics.
+    counted_open: Option<usize>,
 }
 
 impl<A> fmt::Debug for SessionContext<A>
@@ -170,6 +175,7 @@ where
             log::trace!("sockjs {}: send on a session that is not open ignored", self.setup.id);
             return;
         }
+        self.setup.metrics.sent(msg.len());
         let queued = if self.setup.mode == Mode::Raw {
             self.raw_pending_bytes += msg.len();
             self.raw_pending.push_back(msg.to_owned());
@@ -194,6 +200,7 @@ where
             self.send(&shared.text);
             return;
         }
+        self.setup.metrics.sent(shared.text.len());
         if !self.pending.is_empty() {
             self.pending.push(',');
         }
@@ -265,8 +272,22 @@ where
     /// Runs `on_close` on the actor at its next turn; used where only the
     /// context is at hand.
     fn defer_on_close(&mut self, cause: CloseReason) {
+        self.record_close(Some(&cause));
         self.deferred_close = Some(cause);
         self.spawn_finisher();
+    }
+
+    /// Runs `on_close` now.
+    fn notify_close(&mut self, act: &mut A, cause: CloseReason) {
+        self.record_close(Some(&cause));
+        act.on_close(cause, self);
+    }
+
+    /// Counts the session as closed in the metrics, once.
+    fn record_close(&mut self, cause: Option<&CloseReason>) {
+        if let Some(transport) = self.counted_open.take() {
+            self.setup.metrics.session_closed(transport, cause);
+        }
     }
 
     /// Stops the actor at its next turn, after any deferred `on_close`.
@@ -287,6 +308,7 @@ where
         match command {
             Command::Attach(receiver) => self.attach(act, *receiver),
             Command::Messages(messages) => {
+                self.setup.metrics.received(&messages);
                 for msg in messages {
                     if self.state != State::Open {
                         log::debug!("sockjs {}: message after close dropped", self.setup.id);
@@ -298,14 +320,14 @@ where
             Command::Push(shared) => self.push_shared(&shared),
             Command::Shutdown => {
                 if self.set_closed(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned()) {
-                    act.on_close(CloseReason::Shutdown, self);
+                    self.notify_close(act, CloseReason::Shutdown);
                 }
             }
             Command::TransportFailed(cause) => {
                 self.detach();
                 if self.set_closed(NORMAL_CLOSE.0, NORMAL_CLOSE.1.to_owned()) {
                     self.close_unsent = false;
-                    act.on_close(cause, self);
+                    self.notify_close(act, cause);
                 }
             }
         }
@@ -314,6 +336,9 @@ where
     fn attach(&mut self, act: &mut A, mut receiver: Receiver) {
         match &self.state {
             State::New => {
+                let transport = transport_label(&receiver.framing);
+                self.counted_open = Some(transport);
+                self.setup.metrics.session_opened(transport);
                 self.install(receiver);
                 if self.setup.mode != Mode::Raw {
                     self.write_frame(OPEN_FRAME);
@@ -330,7 +355,7 @@ where
                     log::debug!("sockjs {}: previous receiver was aborted", self.setup.id);
                     self.detach();
                     self.set_closed(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1.to_owned());
-                    act.on_close(CloseReason::Interrupted, self);
+                    self.notify_close(act, CloseReason::Interrupted);
                     let _ = receiver.write(close_frame(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1));
                 }
                 None => self.install(receiver),
@@ -382,7 +407,7 @@ where
             if ctx.state == State::Open {
                 log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.setup.id);
                 ctx.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.to_owned() };
-                act.on_close(CloseReason::Timeout, ctx);
+                ctx.notify_close(act, CloseReason::Timeout);
             }
             ctx.parts.stop();
         });
@@ -396,12 +421,12 @@ where
         if self.setup.mode == Mode::Http {
             if self.set_closed(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1.to_owned()) {
                 log::debug!("sockjs {}: client aborted its receiving request", self.setup.id);
-                act.on_close(CloseReason::Interrupted, self);
+                self.notify_close(act, CloseReason::Interrupted);
             }
         } else {
             if self.state == State::Open {
                 self.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.to_owned() };
-                act.on_close(CloseReason::ClientClosed, self);
+                self.notify_close(act, CloseReason::ClientClosed);
             }
             self.finish();
         }
@@ -441,6 +466,9 @@ where
     /// timer was started or the actor stopped outside its own poll).
     fn flush(&mut self) -> bool {
         let before = (self.receiver.is_some(), self.parts.state());
+        let queued = self.pending.len() + self.raw_pending_bytes;
+        let backlog = self.receiver.as_ref().map_or(0, |a| a.receiver.backlog());
+        self.setup.metrics.queue_depth(queued + backlog);
         if self.receiver.is_some() {
             if self.setup.mode == Mode::Raw {
                 while self.receiver.is_some() {
@@ -484,6 +512,9 @@ where
     A: Actor<Context = SessionContext<A>>,
 {
     fn drop(&mut self) {
+        if let Some(transport) = self.counted_open.take() {
+            self.setup.metrics.session_closed(transport, None);
+        }
         if let Some(att) = self.receiver.take() {
             let (code, reason) = match &self.state {
                 State::Closed { code, reason } => (*code, reason.as_str()),
@@ -661,6 +692,7 @@ pub(crate) fn start_session<A: Session>(
         finish_requested: false,
         finisher_spawned: false,
         needs_poll: false,
+        counted_open: None,
     };
     ctx.parts.spawn(Pump { rx });
     if http {

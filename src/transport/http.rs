@@ -99,6 +99,7 @@ impl<A: Session> Endpoint<A> {
             config: self.config.clone(),
             request: RequestInfo::from_request(req, self.client_ip(req)),
             on_end: self.manager.clone().recipient(),
+            metrics: self.metrics.clone(),
         };
         let addr = start_session(factory(), setup, rx);
         self.manager.do_send(Started { serial, addr });

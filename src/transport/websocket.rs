@@ -116,7 +116,8 @@ async fn open_session<A: Session>(
     opening: Opening,
 ) -> Result<UnboundedSender<Command>, actix_web::Error> {
     let (cmd_tx, cmd_rx) = unbounded_channel();
-    let factory = match ep.manager.send(RegisterSocket::new(serial, cmd_tx.clone(), opening)).await {
+    let lookup = (mode == Mode::WebSocket).then(|| id.clone());
+    let factory = match ep.manager.send(RegisterSocket::new(serial, lookup, cmd_tx.clone(), opening)).await {
         Ok(Ok(f)) => f,
         Ok(Err(refusal)) => return Err(refusal_error(refusal)),
         Err(e) => {

@@ -1,0 +1,403 @@
+//! Broadcast across nodes over Redis pub/sub (cargo feature `redis`).
+//!
+//! A [`RedisBridge`] joins one endpoint's [`SessionManager`] to a Redis
+//! channel. Every node of the cluster runs the same endpoint with a bridge on
+//! the same channel; a [`Broadcast`](crate::Broadcast) sent to any node's
+//! manager then reaches the sessions of every node, and a
+//! [`SendTo`](crate::SendTo) reaches its session on whichever node holds it.
+//!
+//! How it works: the manager delivers a broadcast to its own sessions at once
+//! and hands it to the bridge, which publishes it once, tagged with the
+//! node's id. Every bridge is subscribed to the channel and hands what other
+//! nodes published to its manager, which delivers it to its own sessions
+//! (each node builds the SockJS frame once per message, not per session).
+//! One publishing connection per node, pipelined, keeps each node's
+//! broadcasts in the order it sent them.
+//!
+//! While Redis is unreachable a node keeps serving its own sessions, local
+//! broadcasts included; what it could not publish is dropped (counted in
+//! [`REDIS_DROPPED`](crate::metrics::REDIS_DROPPED) and logged), and both
+//! connections are retried with exponential backoff. Requests of one session
+//! must all reach the same node: see the README's "Running more than one
+//! node" for a load balancer configuration.
+
+use std::{
+    fmt,
+    hash::{BuildHasher, Hasher},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use ::metrics::{counter, gauge, Counter};
+use actix::{Addr, Recipient};
+use actix_web::rt::{task::JoinHandle, time};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::{
+    manager::{ClusterMessage, Relayed, SessionManager, SetRelay},
+    metrics::{REDIS_CONNECTS, REDIS_DROPPED, REDIS_PUBLISHED, REDIS_RECEIVED, REDIS_UP},
+    session::Session,
+};
+
+/// Marks the bridge's messages on the channel, and their format's version.
+const MAGIC: &str = "sockjs1";
+/// Messages published in one pipeline at most.
+const BATCH: usize = 256;
+/// How long connecting may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Joins a [`SessionManager`] to a Redis pub/sub channel so that its
+/// broadcasts reach every node of a cluster.
+///
+/// # Examples
+///
+/// ```no_run
+/// use actix::prelude::*;
+/// use actix_sockjs::{cluster::RedisBridge, Broadcast, Session, SessionContext, SessionManager};
+///
+/// struct Member { room: Addr<SessionManager<Member>> }
+/// impl Actor for Member { type Context = SessionContext<Self>; }
+/// impl Session for Member {
+///     fn on_message(&mut self, msg: String, _: &mut SessionContext<Self>) {
+///         // Reaches the members on every node.
+///         self.room.do_send(Broadcast::text(msg));
+///     }
+/// }
+///
+/// #[actix_web::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let room = SessionManager::start_with(|room| move || Member { room: room.clone() });
+///     let bridge = RedisBridge::new("redis://127.0.0.1:6379/", "chat")?.start(&room);
+///     // ... mount `SockJs::new("/chat", room)` on an HttpServer and run it ...
+///     # drop(bridge);
+///     Ok(())
+/// }
+/// ```
+#[must_use]
+pub struct RedisBridge {
+    client: ::redis::Client,
+    channel: String,
+    min_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl fmt::Debug for RedisBridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBridge")
+            .field("server", &self.client.get_connection_info().addr())
+            .field("channel", &self.channel)
+            .field("min_backoff", &self.min_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+impl RedisBridge {
+    /// A bridge to the Redis server at `url` (such as
+    /// `redis://127.0.0.1:6379/`) on `channel`. Nothing connects until
+    /// [`start`](Self::start); the error is for a malformed URL.
+    pub fn new(url: &str, channel: impl Into<String>) -> Result<Self, ::redis::RedisError> {
+        Ok(Self {
+            client: ::redis::Client::open(url)?,
+            channel: channel.into(),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        })
+    }
+
+    /// How long to wait before reconnecting after a failure: `min` at
+    /// first, doubling up to `max`. Default: 100 ms to 5 s.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min.max(Duration::from_millis(1));
+        self.max_backoff = max.max(self.min_backoff);
+        self
+    }
+
+    /// Connects the bridge to `manager` and starts it on the current actix
+    /// system (call it inside one, as in `#[actix_web::main]`). The bridge
+    /// runs until its [`BridgeHandle`] is stopped or the manager stops;
+    /// dropping the handle leaves it running.
+    pub fn start<A: Session>(self, manager: &Addr<SessionManager<A>>) -> BridgeHandle {
+        let node = node_id();
+        let up = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = unbounded_channel();
+        manager.do_send(SetRelay(Some(tx)));
+        let shared = Arc::new(Shared {
+            client: self.client,
+            channel: self.channel,
+            node,
+            backoff: (self.min_backoff, self.max_backoff),
+            up: up.clone(),
+        });
+        log::info!("sockjs: redis bridge for channel {:?} starting (node {node:016x})", shared.channel);
+        let publisher = actix_web::rt::spawn(publish(shared.clone(), rx));
+        let subscriber = actix_web::rt::spawn(subscribe(shared.clone(), manager.clone().recipient()));
+        BridgeHandle {
+            up,
+            channel: shared.channel.clone(),
+            relay: manager.clone().recipient(),
+            tasks: vec![publisher, subscriber],
+        }
+    }
+}
+
+/// A running [`RedisBridge`].
+pub struct BridgeHandle {
+    up: Arc<AtomicBool>,
+    channel: String,
+    relay: Recipient<SetRelay>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for BridgeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeHandle").field("channel", &self.channel).field("up", &self.is_up()).finish()
+    }
+}
+
+impl BridgeHandle {
+    /// Whether the bridge is subscribed to its channel now, that is,
+    /// whether broadcasts from other nodes reach this one.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Stops the bridge: broadcasts stay on this node from then on.
+    pub fn stop(self) {
+        self.relay.do_send(SetRelay(None));
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.up.store(false, Ordering::Relaxed);
+        gauge!(REDIS_UP, "channel" => self.channel.clone()).set(0.0);
+    }
+}
+
+/// What the bridge's two tasks share.
+struct Shared {
+    client: ::redis::Client,
+    channel: String,
+    node: u64,
+    backoff: (Duration, Duration),
+    up: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn counter(&self, name: &'static str) -> Counter {
+        counter!(name, "channel" => self.channel.clone())
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        gauge!(REDIS_UP, "channel" => self.channel.clone()).set(if up { 1.0 } else { 0.0 });
+    }
+
+    fn next_backoff(&self, delay: Duration) -> Duration {
+        (delay * 2).min(self.backoff.1)
+    }
+}
+
+/// A random id for this node, so that it can skip its own messages.
+fn node_id() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    h.finish()
+}
+
+/// `sockjs1 <node> b <text>` or `sockjs1 <node> t <session id> <text>`.
+fn encode(node: u64, msg: &ClusterMessage) -> Vec<u8> {
+    let (to, text) = msg.parts();
+    let mut out = String::with_capacity(text.len() + 48);
+    out.push_str(MAGIC);
+    out.push_str(&format!(" {node:016x} "));
+    match to {
+        None => out.push_str("b "),
+        Some(id) => {
+            out.push_str("t ");
+            out.push_str(id);
+            out.push(' ');
+        }
+    }
+    out.push_str(text);
+    out.into_bytes()
+}
+
+/// The sending node and the message; `None` for anything else on the channel.
+fn decode(payload: &[u8]) -> Option<(u64, ClusterMessage)> {
+    let payload = std::str::from_utf8(payload).ok()?;
+    let rest = payload.strip_prefix(MAGIC)?.strip_prefix(' ')?;
+    let (node, rest) = rest.split_once(' ')?;
+    let node = u64::from_str_radix(node, 16).ok()?;
+    let msg = match rest.split_once(' ')? {
+        ("b", text) => ClusterMessage::new(None, text.to_owned()),
+        ("t", rest) => {
+            let (id, text) = rest.split_once(' ')?;
+            ClusterMessage::new(Some(id).filter(|id| !id.is_empty())?.into(), text.to_owned())
+        }
+        _ => return None,
+    };
+    Some((node, msg))
+}
+
+/// Publishes what the manager hands over, pipelined, in order.
+async fn publish(shared: Arc<Shared>, mut rx: UnboundedReceiver<ClusterMessage>) {
+    let (published, dropped) = (shared.counter(REDIS_PUBLISHED), shared.counter(REDIS_DROPPED));
+    let mut conn: Option<::redis::aio::MultiplexedConnection> = None;
+    let mut delay = shared.backoff.0;
+    let mut retry_at = Instant::now();
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(encode(shared.node, &first));
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(msg) => batch.push(encode(shared.node, &msg)),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = ::redis::pipe();
+        for frame in &batch {
+            pipe.cmd("PUBLISH").arg(&shared.channel).arg(frame).ignore();
+        }
+        // Two tries: a connection idle since its last use may have died.
+        let mut sent = false;
+        for _ in 0..2 {
+            if conn.is_none() && Instant::now() >= retry_at {
+                match time::timeout(CONNECT_TIMEOUT, shared.client.get_multiplexed_async_connection()).await {
+                    Ok(Ok(c)) => {
+                        log::debug!("sockjs: redis publisher connected");
+                        delay = shared.backoff.0;
+                        conn = Some(c);
+                    }
+                    failed => {
+                        let why = failed.map_or_else(
+                            |_| "timed out".to_owned(),
+                            |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
+                        );
+                        log::debug!("sockjs: redis publisher cannot connect ({why}); next try in {delay:?}");
+                        retry_at = Instant::now() + delay;
+                        delay = shared.next_backoff(delay);
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { break };
+            match pipe.query_async::<()>(c).await {
+                Ok(()) => {
+                    sent = true;
+                    break;
+                }
+                Err(e) => {
+                    log::debug!("sockjs: redis publish failed: {e}");
+                    conn = None;
+                }
+            }
+        }
+        if sent {
+            published.increment(batch.len() as u64);
+        } else {
+            log::warn!(
+                "sockjs: redis unreachable, {} message(s) reached this node's sessions only",
+                batch.len()
+            );
+            dropped.increment(batch.len() as u64);
+        }
+        batch.clear();
+    }
+    log::debug!("sockjs: redis publisher stopped (manager gone)");
+}
+
+/// Subscribes to the channel and hands other nodes' messages to the
+/// manager; reconnects with backoff whenever the subscription is lost.
+async fn subscribe(shared: Arc<Shared>, manager: Recipient<Relayed>) {
+    let (connects, received) = (shared.counter(REDIS_CONNECTS), shared.counter(REDIS_RECEIVED));
+    let mut delay = shared.backoff.0;
+    let mut warned = false;
+    loop {
+        let attempt = async {
+            let mut pubsub = shared.client.get_async_pubsub().await?;
+            pubsub.subscribe(&shared.channel).await?;
+            Ok::<_, ::redis::RedisError>(pubsub)
+        };
+        match time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(pubsub)) => {
+                log::info!("sockjs: redis bridge subscribed to {:?}", shared.channel);
+                connects.increment(1);
+                shared.set_up(true);
+                delay = shared.backoff.0;
+                warned = false;
+                let mut stream = pubsub.into_on_message();
+                while let Some(msg) = stream.next().await {
+                    match decode(msg.get_payload_bytes()) {
+                        Some((node, _)) if node == shared.node => {}
+                        Some((_, msg)) => {
+                            received.increment(1);
+                            if manager.try_send(Relayed(msg)).is_err() {
+                                log::debug!("sockjs: redis subscriber stopped (manager gone)");
+                                shared.set_up(false);
+                                return;
+                            }
+                        }
+                        None => log::debug!("sockjs: ignored a foreign message on {:?}", shared.channel),
+                    }
+                }
+                shared.set_up(false);
+                log::warn!(
+                    "sockjs: lost the redis subscription to {:?}; local sessions still served, reconnecting",
+                    shared.channel
+                );
+            }
+            failed => {
+                let why = failed.map_or_else(
+                    |_| "timed out".to_owned(),
+                    |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
+                );
+                if !warned {
+                    log::warn!("sockjs: cannot subscribe to redis ({why}); retrying with backoff");
+                    warned = true;
+                } else {
+                    log::debug!("sockjs: cannot subscribe to redis ({why}); next try in {delay:?}");
+                }
+            }
+        }
+        time::sleep(delay).await;
+        delay = shared.next_backoff(delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_round_trips() {
+        let b = ClusterMessage::new(None, "hi there \u{2028} x".to_owned());
+        let (node, back) = decode(&encode(7, &b)).unwrap();
+        assert_eq!(node, 7);
+        assert_eq!(back.parts(), (None, "hi there \u{2028} x"));
+        let t = ClusterMessage::new(Some("abc"), "for abc only".to_owned());
+        let (_, back) = decode(&encode(u64::MAX, &t)).unwrap();
+        assert_eq!(back.parts(), (Some("abc"), "for abc only"));
+        let empty = ClusterMessage::new(None, String::new());
+        assert_eq!(decode(&encode(1, &empty)).unwrap().1.parts(), (None, ""));
+    }
+
+    #[test]
+    fn foreign_messages_are_ignored() {
+        for bad in [
+            &b"hello"[..],
+            b"sockjs1 zz b x",
+            b"sockjs1 01 q x",
+            b"sockjs1 01 t  x",
+            b"\xff\xfe",
+            b"sockjs1 01 t id",
+        ] {
+            assert!(decode(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -19,7 +19,8 @@ use std::{
 
 use actix::prelude::*;
 use actix_sockjs::{
-    cluster::RedisBridge, Broadcast, CloseReason, Config, SendTo, Session, SessionContext, SessionManager, SockJs,
+    cluster::RedisBridge, Broadcast, CloseReason, Config, SendTo, Session, SessionContext, SessionManager,
+    SockJs,
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

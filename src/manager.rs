@@ -319,6 +319,8 @@ pub(crate) enum ClusterMessage {
     SendTo(Arc<str>, Arc<Shared>),
 }
 
+// Used by the relays, which are behind features.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl ClusterMessage {
     /// A message to relay: a broadcast when `to` is `None`.
     pub(crate) fn new(to: Option<&str>, text: String) -> Self {

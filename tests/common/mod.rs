@@ -30,7 +30,12 @@ impl TestServer {
     /// Starts an example that takes `--port 0` and prints `listening on
     /// http://HOST:PORT` first, from the profile the caller was built with.
     pub fn start_example(name: &str, args: &[&str]) -> Self {
-        let exe = example_binary(name);
+        Self::start_example_with(name, &[], args)
+    }
+
+    /// Like `start_example`, for an example that needs cargo features.
+    pub fn start_example_with(name: &str, features: &[&str], args: &[&str]) -> Self {
+        let exe = example_binary(name, features);
         let mut child = Command::new(&exe)
             .args(["--port", "0"])
             .args(args)
@@ -53,18 +58,32 @@ impl Drop for TestServer {
     }
 }
 
-/// The path of an example binary, built on demand.
-fn example_binary(name: &str) -> PathBuf {
+/// The path of an example binary, built (or brought up to date) once per
+/// test process, in the profile the tests were built with: `cargo test
+/// --test x` alone does not rebuild examples, and a stale one would test old
+/// code.
+fn example_binary(name: &str, features: &[&str]) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut dir = std::env::current_exe().expect("test exe");
     dir.pop();
     if dir.ends_with("deps") {
         dir.pop();
     }
     let exe = dir.join("examples").join(name);
-    if !exe.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "--example", name]).status().expect("cargo build");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--example", name]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
+        }
+        let status = build.status().expect("cargo build");
         assert!(status.success(), "building example {name} failed");
+        built.push(name.to_owned());
     }
     exe
 }

@@ -1,0 +1,364 @@
+//! Two nodes of `examples/chat` behind haproxy, sharing broadcasts through
+//! Redis: the real programs (Debian's `redis-server` and `haproxy`), each on
+//! a free loopback port, and clients of several transports talking to the
+//! balancer only.
+//!
+//! Needs `redis-server` and `haproxy` on the PATH (`.ci/run` installs them).
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{request, session, Conn, TestServer, Ws, WsClient};
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Fails the test with a hint when a program is not installed.
+fn program(name: &str) -> &str {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| Path::new(&dir).join(name).is_file()));
+    assert!(found, "{name} is not installed (Debian package {name}); .ci/run installs it");
+    name
+}
+
+/// Polls `check` until it holds; for states no event announces (a metric,
+/// a process accepting connections).
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn redis(port: u16) -> Proc {
+    let child = Command::new(program("redis-server"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    wait_for("redis to accept connections", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    Proc(child)
+}
+
+fn node(name: &str, redis_port: u16) -> TestServer {
+    let url = format!("redis://127.0.0.1:{redis_port}/");
+    TestServer::start_example_with("chat", &["redis"], &["--node", name, "--redis", &url, "--jsessionid"])
+}
+
+/// A metric's value from a node's `/metrics`, summed over its label sets.
+fn metric(port: u16, name: &str) -> f64 {
+    let res = request(port, "GET", "/metrics", &[], None);
+    res.body
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn haproxy(lb: u16, cookie_lb: u16, node1: u16, node2: u16) -> Proc {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster/haproxy.cfg");
+    let child = Command::new(program("haproxy"))
+        .arg("-f")
+        .arg(config)
+        .arg("-db")
+        .env("SOCKJS_LB_PORT", lb.to_string())
+        .env("SOCKJS_COOKIE_LB_PORT", cookie_lb.to_string())
+        .env("SOCKJS_NODE1_PORT", node1.to_string())
+        .env("SOCKJS_NODE2_PORT", node2.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    wait_for("haproxy to answer", || {
+        std::net::TcpStream::connect(("127.0.0.1", lb)).is_ok()
+            && request(lb, "GET", "/chat/info", &[], None).status() == 200
+    });
+    Proc(child)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    WebSocket,
+    XhrStreaming,
+    EventSource,
+    XhrPolling,
+}
+
+enum Wire {
+    Ws(WsClient),
+    /// A streaming response, read line by line (haproxy may re-chunk it).
+    Stream(Conn, String),
+    Poll,
+}
+
+/// A SockJS client that talks to the balancer only.
+struct Client {
+    kind: Kind,
+    id: String,
+    lb: u16,
+    wire: Wire,
+    /// The node that holds the session, from the welcome message.
+    node: String,
+    /// Every message received, in order.
+    got: Vec<String>,
+}
+
+impl Client {
+    fn open(kind: Kind, lb: u16) -> Self {
+        let id = session();
+        let path = |t: &str| format!("/chat/000/{id}/{t}");
+        let wire = match kind {
+            Kind::WebSocket => Wire::Ws(WsClient::connect(lb, &path("websocket"))),
+            Kind::XhrStreaming | Kind::EventSource => {
+                let mut conn = Conn::open(lb);
+                let (method, t) = if kind == Kind::EventSource {
+                    ("GET", "eventsource")
+                } else {
+                    ("POST", "xhr_streaming")
+                };
+                conn.send(method, &path(t), &[], None);
+                let head = conn.head();
+                assert_eq!(head.status, 200, "{kind:?} through haproxy");
+                Wire::Stream(conn, String::new())
+            }
+            Kind::XhrPolling => Wire::Poll,
+        };
+        let mut client = Self { kind, id, lb, wire, node: String::new(), got: Vec::new() };
+        assert_eq!(client.frame(), "o", "{kind:?} open frame");
+        let welcome = client.messages().remove(0);
+        let name = welcome.strip_prefix("welcome, you are ").expect("welcome message");
+        client.node = name.split('-').next().unwrap_or_default().to_owned();
+        client
+    }
+
+    fn path(&self, transport: &str) -> String {
+        format!("/chat/000/{}/{transport}", self.id)
+    }
+
+    fn line(conn: &mut Conn, buf: &mut String) -> Option<String> {
+        loop {
+            if let Some(at) = buf.find('\n') {
+                let line = buf[..at].trim_end_matches('\r').to_owned();
+                buf.drain(..=at);
+                return Some(line);
+            }
+            buf.push_str(&conn.chunk()?);
+        }
+    }
+
+    /// The next SockJS frame.
+    fn frame(&mut self) -> String {
+        match &mut self.wire {
+            Wire::Ws(ws) => match ws.recv() {
+                Ws::Text(t) => t,
+                other => panic!("{:?} {}: expected a frame, got {other:?}", self.kind, self.id),
+            },
+            Wire::Stream(conn, buf) => loop {
+                let line = Self::line(conn, buf).unwrap_or_else(|| panic!("{:?} stream ended", self.kind));
+                let frame = match self.kind {
+                    Kind::EventSource => match line.strip_prefix("data: ") {
+                        Some(f) => f.to_owned(),
+                        None => continue,
+                    },
+                    _ => line,
+                };
+                // The xhr_streaming prelude: 2048 `h`s.
+                if frame.len() > 1 && frame.bytes().all(|b| b == b'h') {
+                    continue;
+                }
+                return frame;
+            },
+            Wire::Poll => {
+                let res = request(self.lb, "POST", &self.path("xhr"), &[], None);
+                assert_eq!(res.status(), 200, "poll of {}", self.id);
+                res.body.trim_end().to_owned()
+            }
+        }
+    }
+
+    /// The messages of the next `a[...]` frame (heartbeats skipped).
+    fn messages(&mut self) -> Vec<String> {
+        loop {
+            let frame = self.frame();
+            if frame == "h" {
+                continue;
+            }
+            let body =
+                frame.strip_prefix('a').unwrap_or_else(|| panic!("{}: unexpected frame {frame:?}", self.id));
+            let msgs: Vec<String> = serde_json::from_str(body).expect("message frame");
+            self.got.extend(msgs.iter().cloned());
+            return msgs;
+        }
+    }
+
+    /// Reads until a message ending with `marker` arrived.
+    fn read_until(&mut self, marker: &str) {
+        while !self.got.iter().any(|m| m.ends_with(marker)) {
+            self.messages();
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        let body = serde_json::to_string(&[text]).expect("json");
+        match &mut self.wire {
+            Wire::Ws(ws) => ws.send_text(&body),
+            _ => {
+                let res = request(self.lb, "POST", &self.path("xhr_send"), &[], Some(body.as_bytes()));
+                // 404 would mean the request reached a node without the session.
+                assert_eq!(res.status(), 204, "xhr_send of {} through haproxy", self.id);
+            }
+        }
+    }
+
+    /// The texts of the messages with this tag, in order (`n1-3: A-7` -> `A-7`).
+    fn tagged(&self, tag: &str) -> Vec<String> {
+        self.got
+            .iter()
+            .filter_map(|m| m.split_once(": ").map(|(_, text)| text))
+            .filter(|text| text.starts_with(tag))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn expected(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}{i}")).collect()
+}
+
+#[test]
+fn cluster_broadcast_through_haproxy_and_redis() {
+    let redis_port = free_port();
+    let redis_server = redis(redis_port);
+    let n1 = node("n1", redis_port);
+    let n2 = node("n2", redis_port);
+    let n2_port = n2.port;
+    for port in [n1.port, n2_port] {
+        wait_for("the bridges to subscribe", || metric(port, "sockjs_redis_bridge_up") == 1.0);
+    }
+    let (lb, cookie_lb) = (free_port(), free_port());
+    let _haproxy = haproxy(lb, cookie_lb, n1.port, n2_port);
+
+    // Sticky by cookie: every request of a session carries the cookie that
+    // haproxy prefixed with the node's name, so xhr_send finds the session.
+    for _ in 0..8 {
+        let id = session();
+        let open = request(cookie_lb, "POST", &format!("/chat/000/{id}/xhr"), &[], None);
+        assert_eq!(open.body, "o\n");
+        let cookie = open
+            .header("set-cookie")
+            .expect("JSESSIONID from haproxy")
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(cookie.starts_with("JSESSIONID=node"), "{cookie}");
+        let headers = [("Cookie", cookie.as_str())];
+        let sent =
+            request(cookie_lb, "POST", &format!("/chat/000/{id}/xhr_send"), &headers, Some(b"[\"cookie\"]"));
+        assert_eq!(sent.status(), 204, "a request with {cookie} reached the other node");
+        let poll = request(cookie_lb, "POST", &format!("/chat/000/{id}/xhr"), &headers, None);
+        assert!(poll.body.starts_with("a[\"welcome"), "{}", poll.body);
+    }
+
+    // Sticky by path, over four transports.
+    let kinds = [Kind::WebSocket, Kind::XhrStreaming, Kind::EventSource, Kind::XhrPolling];
+    let mut clients: Vec<Client> = kinds.iter().cycle().take(12).map(|&k| Client::open(k, lb)).collect();
+    let on = |clients: &[Client], node: &str| clients.iter().filter(|c| c.node == node).count();
+    assert!(on(&clients, "n1") > 0 && on(&clients, "n2") > 0, "sessions spread over both nodes");
+    let opened =
+        metric(n1.port, "sockjs_sessions_opened_total") + metric(n2_port, "sockjs_sessions_opened_total");
+    assert_eq!(opened, 12.0 + 8.0, "sessions opened on both nodes (12 clients, 8 cookie sessions)");
+
+    // One sender on each node; every client gets both streams exactly once,
+    // each in its sender's order.
+    let a = clients.iter().position(|c| c.node == "n1").expect("a client on n1");
+    let b = clients
+        .iter()
+        .position(|c| c.node == "n2" && c.kind != Kind::WebSocket)
+        .expect("an HTTP client on n2");
+    for i in 0..10 {
+        clients[a].send(&format!("A-{i}"));
+        clients[b].send(&format!("B-{i}"));
+    }
+    for c in &mut clients {
+        c.read_until(": A-9");
+        c.read_until(": B-9");
+        assert_eq!(c.tagged("A-"), expected("A-", 10), "{:?} on {}", c.kind, c.node);
+        assert_eq!(c.tagged("B-"), expected("B-", 10), "{:?} on {}", c.kind, c.node);
+    }
+
+    // To one session on the other node, by id.
+    let target = clients[b].id.clone();
+    clients[a].send(&format!("/to {target} secret-0"));
+    clients[a].send("mark-0");
+    for c in &mut clients {
+        c.read_until(": mark-0");
+        let private = c.got.iter().filter(|m| m.ends_with("(private): secret-0")).count();
+        assert_eq!(private, usize::from(c.id == target), "{} got the private message {private} times", c.id);
+    }
+
+    // Redis goes away: each node keeps broadcasting to its own sessions.
+    drop(redis_server);
+    for port in [n1.port, n2_port] {
+        wait_for("the bridges to notice", || metric(port, "sockjs_redis_bridge_up") == 0.0);
+    }
+    clients[a].send("L-0");
+    clients[b].send("L-1");
+    for c in clients.iter_mut() {
+        c.read_until(if c.node == "n1" { ": L-0" } else { ": L-1" });
+    }
+    // ... and cluster broadcast resumes once Redis is back.
+    let redis_server = redis(redis_port);
+    for port in [n1.port, n2_port] {
+        wait_for("the bridges to resubscribe", || metric(port, "sockjs_redis_bridge_up") == 1.0);
+    }
+    clients[a].send("R-0");
+    clients[b].send("R-1");
+    for c in &mut clients {
+        c.read_until(": R-0");
+        c.read_until(": R-1");
+        let local = if c.node == "n1" { "L-0" } else { "L-1" };
+        assert_eq!(c.tagged("L-"), [local], "{:?} on {}: outage broadcasts stay local", c.kind, c.node);
+        assert_eq!(c.tagged("R-").len(), 2, "{:?} on {}", c.kind, c.node);
+    }
+    assert!(
+        metric(n1.port, "sockjs_redis_dropped_total") >= 1.0,
+        "the outage broadcast was counted as dropped"
+    );
+
+    // Node 2 dies: its clients reconnect through haproxy, land on node 1 and
+    // get the following broadcasts; node 1's clients notice nothing.
+    drop(n2);
+    let lost: Vec<Kind> = clients.iter().filter(|c| c.node == "n2").map(|c| c.kind).collect();
+    clients.retain(|c| c.node == "n1");
+    let a = 0;
+    for kind in lost {
+        let c = Client::open(kind, lb);
+        assert_eq!(c.node, "n1", "{kind:?} reconnected to the surviving node");
+        clients.push(c);
+    }
+    clients[a].send("F-0");
+    for c in &mut clients {
+        c.read_until(": F-0");
+        assert_eq!(c.tagged("F-"), ["F-0"], "{:?}", c.kind);
+    }
+    drop(redis_server);
+}

@@ -337,11 +337,13 @@ async fn subscribe(shared: Arc<Shared>, manager: Recipient<Relayed>) {
                         Some((node, _)) if node == shared.node => {}
                         Some((_, msg)) => {
                             received.increment(1);
-                            if manager.try_send(Relayed(msg)).is_err() {
+                            // Not try_send: a busy manager's mailbox is full, not gone.
+                            if !manager.connected() {
                                 log::debug!("sockjs: redis subscriber stopped (manager gone)");
                                 shared.set_up(false);
                                 return;
                             }
+                            manager.do_send(Relayed(msg));
                         }
                         None => log::debug!("sockjs: ignored a foreign message on {:?}", shared.channel),
                     }

@@ -217,7 +217,12 @@ impl Client {
     }
 
     fn send(&mut self, text: &str) {
-        let body = serde_json::to_string(&[text]).expect("json");
+        self.send_many(&[text.to_owned()]);
+    }
+
+    /// Several messages in one frame or request.
+    fn send_many(&mut self, texts: &[String]) {
+        let body = serde_json::to_string(texts).expect("json");
         match &mut self.wire {
             Wire::Ws(ws) => ws.send_text(&body),
             _ => {
@@ -303,6 +308,13 @@ fn cluster_broadcast_through_haproxy_and_redis() {
         c.read_until(": B-9");
         assert_eq!(c.tagged("A-"), expected("A-", 10), "{:?} on {}", c.kind, c.node);
         assert_eq!(c.tagged("B-"), expected("B-", 10), "{:?} on {}", c.kind, c.node);
+    }
+
+    // A burst: 300 broadcasts in one request reach the other node whole.
+    clients[b].send_many(&expected("C-", 300));
+    for c in &mut clients {
+        c.read_until(": C-299");
+        assert_eq!(c.tagged("C-"), expected("C-", 300), "{:?} on {}", c.kind, c.node);
     }
 
     // To one session on the other node, by id.

@@ -8,7 +8,8 @@ use std::{sync::mpsc, thread, time::Duration};
 
 use actix::prelude::*;
 use actix_sockjs::{
-    CloseReason, Config, GetSession, Session, SessionContext, SessionCount, SessionManager, SockJs,
+    Broadcast, CloseReason, Config, GetSession, SendTo, Session, SessionContext, SessionCount,
+    SessionManager, SockJs,
 };
 use actix_web::{App, HttpServer};
 use common::*;
@@ -137,6 +138,11 @@ fn probed(config: Config) -> Probed {
 
 /// The same, with the endpoint further set up by `setup`.
 fn probed_with(config: Config, setup: fn(SockJs<Probe>) -> SockJs<Probe>) -> Probed {
+    probed_at("/probe", config, setup)
+}
+
+/// The same, at another prefix.
+fn probed_at(prefix: &'static str, config: Config, setup: fn(SockJs<Probe>) -> SockJs<Probe>) -> Probed {
     let (events_tx, events) = mpsc::channel();
     let (ready_tx, ready) = mpsc::channel();
     thread::spawn(move || {
@@ -145,7 +151,7 @@ fn probed_with(config: Config, setup: fn(SockJs<Probe>) -> SockJs<Probe>) -> Pro
             let manager = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
             let m = manager.clone();
             let server = HttpServer::new(move || {
-                App::new().service(setup(SockJs::new("/probe", m.clone()).config(config.clone())))
+                App::new().service(setup(SockJs::new(prefix, m.clone()).config(config.clone())))
             })
             .workers(2)
             .on_connect(actix_sockjs::on_connect)
@@ -576,4 +582,114 @@ fn after_shutdown_no_session_opens() {
     let r = post(p.port, &format!("/probe/000/{}/xhr", session()), "");
     assert_eq!(r.status(), 503);
     assert!(WsClient::connect_with(p.port, "/probe/websocket", &[]).is_err());
+}
+
+#[test]
+fn send_to_reaches_the_session_with_that_id_only() {
+    let p = probed(Config::default());
+    let (polled, other) = (format!("/probe/000/{}", session()), format!("/probe/000/{}", session()));
+    for url in [&polled, &other] {
+        assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+        assert!(matches!(p.next(), Event::Open { .. }));
+    }
+    let socket_id = session();
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{socket_id}/websocket"));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+
+    let polled_id = polled.rsplit('/').next().unwrap_or_default();
+    p.ask(SendTo::text(polled_id, "for the poller"));
+    p.ask(SendTo::text(socket_id.as_str(), "for the socket"));
+    p.ask(SendTo::text("nobody-has-this-id", "lost"));
+    assert_eq!(ws.recv_text(), r#"a["for the socket"]"#);
+    assert_eq!(post(p.port, &format!("{polled}/xhr"), "").body, "a[\"for the poller\"]\n");
+    // The other session got nothing: its next frame is what it asks for.
+    assert_eq!(post(p.port, &format!("{other}/xhr_send"), r#"["mine"]"#).status(), 204);
+    assert_eq!(post(p.port, &format!("{other}/xhr"), "").body, "a[\"mine\"]\n");
+}
+
+/// The rendered Prometheus text, from a recorder installed once per process.
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("install recorder")
+    })
+}
+
+/// A sample's value in the Prometheus text, by name and exact label set.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_count_sessions_messages_and_causes() {
+    let handle = prometheus();
+    // Its own prefix, so that the other tests' sessions do not count.
+    let p = probed_at("/metered", Config::default(), |s| s);
+    let ws_url = format!("/metered/000/{}/websocket", session());
+    let mut ws = WsClient::connect(p.port, &ws_url);
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let xhr = format!("/metered/000/{}", session());
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+
+    let text = handle.render();
+    let open = |t: &str| format!("sockjs_sessions_open{{endpoint=\"/metered\",transport=\"{t}\"}}");
+    assert_eq!(sample(&text, &open("websocket")), 1.0);
+    assert_eq!(sample(&text, &open("xhr")), 1.0);
+
+    ws.send_text(r#"["hello"]"#);
+    assert_eq!(ws.recv_text(), r#"a["hello"]"#);
+    ws.send_text(r#"["flood"]"#);
+    let flood = ws.recv_text();
+    assert_eq!(flood.matches(&"y".repeat(100)).count(), 100, "100 messages of 100 bytes");
+    assert_eq!(p.next(), Event::Message("hello".into()));
+    assert_eq!(p.next(), Event::Message("flood".into()));
+    p.ask(Broadcast::text("to all"));
+    assert_eq!(ws.recv_text(), r#"a["to all"]"#);
+    assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["close"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("close".into()));
+    assert!(matches!(p.next(), Event::Closed(CloseReason::Application { .. })));
+    ws.send_close(1000);
+    assert_eq!(p.next(), Event::Closed(CloseReason::ClientClosed));
+
+    let text = handle.render();
+    let series = |name: &str| format!("{name}{{endpoint=\"/metered\"}}");
+    assert_eq!(sample(&text, &open("websocket")), 0.0);
+    assert_eq!(sample(&text, &open("xhr")), 0.0);
+    let closed = |c: &str| format!("sockjs_sessions_closed_total{{endpoint=\"/metered\",cause=\"{c}\"}}");
+    assert_eq!(sample(&text, &closed("client_closed")), 1.0);
+    assert_eq!(sample(&text, &closed("application")), 1.0);
+    assert_eq!(sample(&text, &closed("timeout")), 0.0);
+    assert_eq!(sample(&text, &series("sockjs_messages_in_total")), 3.0);
+    assert_eq!(sample(&text, &series("sockjs_message_bytes_in_total")), 15.0);
+    // The echo, the flood, and the broadcast to both sessions.
+    assert_eq!(sample(&text, &series("sockjs_messages_out_total")), 103.0);
+    assert_eq!(sample(&text, &series("sockjs_message_bytes_out_total")), 10_017.0);
+    assert!(sample(&text, "sockjs_broadcast_receivers_count") >= 1.0);
+    // The 100 sends of one turn were queued together before the flush.
+    assert!(sample(&text, &series("sockjs_queue_bytes_high_water")) >= 10_000.0);
+}
+
+#[test]
+fn a_websocket_holds_one_server_descriptor() {
+    // test_server installs on_connect, which duplicates every connection's
+    // socket to watch HTTP receivers; an upgrade must give the duplicate back.
+    let s = TestServer::start();
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", s.child.id())).map_or(0, |d| d.count());
+    let before = fds();
+    let sockets: Vec<WsClient> = (0..50)
+        .map(|_| {
+            let mut ws = WsClient::connect(s.port, &format!("/echo/000/{}/websocket", session()));
+            assert_eq!(ws.recv_text(), "o");
+            ws
+        })
+        .collect();
+    let added = fds() - before;
+    assert!((50..60).contains(&added), "50 WebSockets took {added} server descriptors");
+    drop(sockets);
 }

@@ -13,7 +13,7 @@ use std::{
     mem::MaybeUninit,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 
@@ -251,20 +251,29 @@ impl Receiver {
 }
 
 /// A duplicate handle of a connection's TCP socket, stored in the
-/// connection's extensions by [`on_connect`].
+/// connection's extensions by [`on_connect`]. A WebSocket upgrade releases
+/// it: WebSockets report their end themselves, and the duplicate costs a
+/// descriptor for as long as the connection lives.
 #[derive(Debug, Clone)]
-pub(crate) struct PeerSocket(Arc<socket2::Socket>);
+pub(crate) struct PeerSocket(Arc<Mutex<Option<socket2::Socket>>>);
 
 impl PeerSocket {
     /// `false` once the peer has closed its end (EOF or reset).
     fn alive(&self) -> bool {
+        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(socket) = guard.as_ref() else { return true };
         let mut buf = [MaybeUninit::<u8>::uninit(); 1];
-        match self.0.peek(&mut buf) {
+        match socket.peek(&mut buf) {
             Ok(0) => false,
             Ok(_) => true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => true,
             Err(_) => false,
         }
+    }
+
+    /// Closes the duplicate descriptor.
+    pub(crate) fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
@@ -298,7 +307,7 @@ pub fn on_connect(connection: &dyn Any, extensions: &mut Extensions) {
     };
     match socket2::SockRef::from(stream).try_clone() {
         Ok(socket) => {
-            extensions.insert(PeerSocket(Arc::new(socket)));
+            extensions.insert(PeerSocket(Arc::new(Mutex::new(Some(socket)))));
         }
         Err(e) => log::debug!("sockjs: cannot watch connection for aborts: {e}"),
     }

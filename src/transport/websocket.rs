@@ -24,7 +24,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use super::{
     body_stream,
     http::{error, refusal_error},
-    Backlog, Framing, Receiver, WsOut,
+    Backlog, Framing, PeerSocket, Receiver, WsOut,
 };
 use crate::{
     manager::{next_serial, Opening, RegisterSocket},
@@ -68,7 +68,12 @@ async fn open<A: Session>(
         return e.error_response();
     }
     let mut handshake = match ws::handshake(&req) {
-        Ok(h) => h,
+        Ok(h) => {
+            if let Some(peer) = req.conn_data::<PeerSocket>() {
+                peer.release();
+            }
+            h
+        }
         Err(e) => {
             log::debug!("sockjs: {}: not a valid websocket request: {e}", req.path());
             return error(StatusCode::BAD_REQUEST, format!("Not a valid websocket request: {e}"));

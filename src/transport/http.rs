@@ -175,7 +175,8 @@ async fn receive<A: Session>(req: &HttpRequest, ep: &Endpoint<A>, framing: Frami
     };
     let with_cors = !matches!(framing, Framing::HtmlFile | Framing::Jsonp(_));
 
-    let (tx, rx) = unbounded_channel();
+    let polling = framing.polling();
+    let (tx, mut rx) = unbounded_channel();
     let backlog = Backlog::default();
     let peer = req.conn_data::<PeerSocket>().cloned();
     let receiver = Receiver::http(framing, tx, backlog.clone(), ep.config.response_limit, peer);
@@ -198,6 +199,15 @@ async fn receive<A: Session>(req: &HttpRequest, ep: &Endpoint<A>, framing: Frami
         cors(&mut res, req);
     }
     session_cookie(&mut res, req, &ep.config);
+    if polling {
+        // A polling response carries one frame: answer once it is there,
+        // head and body in one write, instead of a head now and a chunk
+        // later (two small writes, which Nagle's algorithm and the client's
+        // delayed ACK can hold back by 40 ms).
+        let frame = rx.recv().await.unwrap_or_default();
+        backlog.take(frame.len());
+        return res.body(frame);
+    }
     // One body item per frame: actix-web writes each as its own chunk.
     let body = stream::iter(prelude).chain(body_stream(rx, backlog)).map(Ok::<_, Infallible>);
     let mut res = res.streaming(body);

@@ -1,68 +1,111 @@
-//! Load comparison: our SockJS WebSocket echo against the raw actix
-//! WebSocket floor (`benches/ws_floor.rs`), interleaved in one run, plus the
-//! server memory per idle WebSocket session.
+//! Load comparison of three servers in one run, interleaved:
+//! actix-sockjs (`benches/sockjs_bench.rs`), sockjs-node 0.3.24
+//! (`benches/sockjs-node/server.js`, installed here with `npm ci`) and the
+//! raw actix WebSocket floor (`benches/ws_floor.rs`).
 //!
-//! Run: `cargo bench --bench load` (env: `LOAD_SECONDS`, default 5;
-//! `LOAD_SESSIONS`, default "50,500"; `LOAD_IDLE`, default 1000;
-//! `LOAD_ROUNDS`, default 2). Loopback only, bounded in count and time.
-//! The headline figure is server CPU time per round trip, read from /proc.
-
-#[path = "../tests/common/mod.rs"]
-mod common;
+//! Run: `cargo bench --bench load`. Scenarios (each bounded in time and
+//! count, loopback only):
+//! - WebSocket echo, `LOAD_SESSIONS` concurrent sessions (default 50,500);
+//! - xhr-polling echo, `LOAD_POLL_SESSIONS` sessions (default 50);
+//! - fan-out from one broadcaster to `LOAD_FANOUT` receivers (default
+//!   100,10000): xhr_streaming receivers for the SockJS servers, WebSockets
+//!   for the floor;
+//! - idle WebSocket sessions, `LOAD_IDLE` (default 1000,10000), from several
+//!   127.0.0.x source addresses.
+//!
+//! `LOAD_SECONDS` (default 5) is the length of a measuring window,
+//! `LOAD_ROUNDS` (default 2) the number of interleaved rounds, `LOAD_SERVERS`
+//! a comma list to run a subset (ours,node,floor). The headline figure is
+//! server CPU time per operation (utime + stime from /proc); the generator
+//! is one thread and reports its own CPU per operation beside it.
 
 use std::{
-    process::Command,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread,
+    cell::{Cell, RefCell},
+    io::{self, BufRead},
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
-use common::{session, TestServer, WsClient};
+use std::pin::pin;
+
+use futures_util::future::{join_all, select, Either};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpSocket, TcpStream},
+    sync::Notify,
+};
+
+const MESSAGE: &str = "hello, world: 0123456789abcdef";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Target {
+enum Server {
+    Ours,
+    Node,
     Floor,
-    SockJs,
-}
-
-impl Target {
-    fn name(self) -> &'static str {
-        match self {
-            Target::Floor => "raw actix ws (floor)",
-            Target::SockJs => "actix-sockjs websocket",
-        }
-    }
-
-    fn example(self) -> &'static str {
-        match self {
-            Target::Floor => "ws_floor",
-            Target::SockJs => "test_server",
-        }
-    }
-}
-
-struct Server {
-    server: TestServer,
-    port: u16,
 }
 
 impl Server {
-    fn start(target: Target) -> Self {
-        let server = TestServer::start_example(target.example(), &[]);
-        Self { port: server.port, server }
+    fn name(self) -> &'static str {
+        match self {
+            Server::Ours => "actix-sockjs",
+            Server::Node => "sockjs-node 0.3.24",
+            Server::Floor => "raw actix ws (floor)",
+        }
     }
 
-    /// utime + stime of the server process, in seconds.
+    fn key(self) -> &'static str {
+        match self {
+            Server::Ours => "ours",
+            Server::Node => "node",
+            Server::Floor => "floor",
+        }
+    }
+
+    fn sockjs(self) -> bool {
+        self != Server::Floor
+    }
+}
+
+/// A server process, killed on drop.
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+impl Proc {
+    fn start(server: Server) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let release = root.join("target/release/examples");
+        let mut cmd = match server {
+            Server::Ours => Command::new(release.join("sockjs_bench")),
+            Server::Floor => Command::new(release.join("ws_floor")),
+            Server::Node => {
+                let mut c = Command::new("node");
+                c.arg(root.join("benches/sockjs-node/server.js"));
+                c
+            }
+        };
+        let mut child = cmd
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.name()));
+        let mut line = String::new();
+        io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("a listening line");
+        Self { child, port }
+    }
+
     fn cpu(&self) -> f64 {
-        proc_cpu(&format!("/proc/{}/stat", self.server.child.id()))
+        proc_cpu(&format!("/proc/{}/stat", self.child.id()))
     }
 
     fn rss(&self) -> usize {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.server.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -72,6 +115,14 @@ impl Server {
     }
 }
 
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of a process, in seconds.
 fn proc_cpu(path: &str) -> f64 {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
@@ -82,154 +133,643 @@ fn proc_cpu(path: &str) -> f64 {
     ticks / 100.0
 }
 
-fn connect(target: Target, port: u16) -> WsClient {
-    match target {
-        Target::Floor => WsClient::connect(port, "/echo/websocket"),
-        Target::SockJs => {
-            let mut ws = WsClient::connect(port, &format!("/echo/000/{}/websocket", session()));
-            assert_eq!(ws.recv_text(), "o");
-            ws
+/// One client connection: HTTP/1.1 keep-alive or a WebSocket.
+struct Conn {
+    io: BufReader<TcpStream>,
+}
+
+fn id() -> String {
+    thread_local!(static N: Cell<u64> = const { Cell::new(0) });
+    N.with(|n| {
+        n.set(n.get() + 1);
+        format!("b{}x{}", std::process::id(), n.get())
+    })
+}
+
+fn broken(what: impl Into<String>) -> io::Error {
+    io::Error::other(what.into())
+}
+
+struct Head {
+    status: u16,
+    chunked: bool,
+    length: Option<usize>,
+}
+
+impl Conn {
+    async fn open(port: u16, source: Option<Ipv4Addr>) -> io::Result<Self> {
+        let socket = TcpSocket::new_v4()?;
+        if let Some(ip) = source {
+            socket.bind(SocketAddr::from((ip, 0)))?;
+        }
+        let stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { io: BufReader::new(stream) })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.get_mut().write_all(bytes).await
+    }
+
+    async fn line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        if self.io.read_line(&mut line).await? == 0 {
+            return Err(broken("connection closed"));
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+
+    async fn send(&mut self, method: &str, path: &str, extra: &str, body: &[u8]) -> io::Result<()> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}");
+        if method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.write(&bytes).await
+    }
+
+    async fn head(&mut self) -> io::Result<Head> {
+        let status_line = self.line().await?;
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| broken(status_line.clone()))?;
+        let (mut chunked, mut length) = (false, None);
+        loop {
+            let line = self.line().await?;
+            if line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once(':').ok_or_else(|| broken(line.clone()))?;
+            if k.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.trim().eq_ignore_ascii_case("chunked");
+            } else if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok();
+            }
+        }
+        Ok(Head { status, chunked, length })
+    }
+
+    /// The next chunk of a chunked body; `None` at its end.
+    async fn chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let size_line = self.line().await?;
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| broken(size_line.clone()))?;
+        let mut data = vec![0; size];
+        self.io.read_exact(&mut data).await?;
+        self.line().await?;
+        Ok((size > 0).then_some(data))
+    }
+
+    async fn body(&mut self, head: &Head) -> io::Result<Vec<u8>> {
+        if head.chunked {
+            let mut body = Vec::new();
+            while let Some(c) = self.chunk().await? {
+                body.extend_from_slice(&c);
+            }
+            return Ok(body);
+        }
+        let mut body = vec![0; head.length.unwrap_or(0)];
+        self.io.read_exact(&mut body).await?;
+        Ok(body)
+    }
+
+    async fn post(&mut self, path: &str, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
+        self.send("POST", path, "Content-Type: text/plain\r\n", body).await?;
+        let head = self.head().await?;
+        let body = if head.status == 204 { Vec::new() } else { self.body(&head).await? };
+        Ok((head.status, body))
+    }
+
+    /// A WebSocket on `path`.
+    async fn websocket(port: u16, path: &str, source: Option<Ipv4Addr>) -> io::Result<Self> {
+        let mut conn = Self::open(port, source).await?;
+        let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                       Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\n";
+        conn.send("GET", path, upgrade, b"").await?;
+        let head = conn.head().await?;
+        if head.status != 101 {
+            return Err(broken(format!("upgrade answered {}", head.status)));
+        }
+        Ok(conn)
+    }
+
+    async fn ws_send(&mut self, text: &str) -> io::Result<()> {
+        self.write(&ws_frame(text)).await
+    }
+
+    /// The next text message; pings are answered.
+    async fn ws_recv(&mut self) -> io::Result<String> {
+        loop {
+            let mut h = [0u8; 2];
+            self.io.read_exact(&mut h).await?;
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                len = u64::from(self.io.read_u16().await?);
+            } else if len == 127 {
+                len = self.io.read_u64().await?;
+            }
+            let mut payload = vec![0; len as usize];
+            self.io.read_exact(&mut payload).await?;
+            match h[0] & 0x0f {
+                0x1 => return String::from_utf8(payload).map_err(|_| broken("not utf-8")),
+                0x8 => return Err(broken("closed by the server")),
+                0x9 => {
+                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(&payload);
+                    self.write(&pong).await?;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next SockJS frame on a WebSocket, heartbeats skipped.
+    async fn sockjs_frame(&mut self) -> io::Result<String> {
+        loop {
+            let frame = self.ws_recv().await?;
+            if frame != "h" {
+                return Ok(frame);
+            }
         }
     }
 }
 
-struct EchoResult {
-    round_trips: usize,
+/// A masked client text frame.
+fn ws_frame(text: &str) -> Vec<u8> {
+    let len = text.len();
+    let mut frame = Vec::with_capacity(len + 14);
+    frame.push(0x81);
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len < 65536 {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    // A zero mask leaves the payload as it is.
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// A session on a WebSocket: SockJS-framed for the SockJS servers.
+async fn open_ws(server: Server, port: u16, prefix: &str, source: Option<Ipv4Addr>) -> io::Result<Conn> {
+    if !server.sockjs() {
+        return Conn::websocket(port, &format!("{prefix}/websocket"), source).await;
+    }
+    let mut conn = Conn::websocket(port, &format!("{prefix}/000/{}/websocket", id()), source).await?;
+    match conn.sockjs_frame().await?.as_str() {
+        "o" => Ok(conn),
+        other => Err(broken(format!("expected o, got {other:?}"))),
+    }
+}
+
+/// What one measuring window saw.
+#[derive(Default)]
+struct Sample {
+    ops: usize,
     seconds: f64,
     server_cpu: f64,
     client_cpu: f64,
-    p50: Duration,
-    p99: Duration,
+    /// Latencies in microseconds.
+    lat: Vec<u32>,
 }
 
-fn echo(target: Target, sessions: usize, seconds: f64) -> EchoResult {
-    let server = Server::start(target);
-    let clients: Vec<WsClient> = (0..sessions).map(|_| connect(target, server.port)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (send, expect) = match target {
-        Target::Floor => {
-            ("hello, world: 0123456789abcdef".to_owned(), "hello, world: 0123456789abcdef".to_owned())
-        }
-        Target::SockJs => (
-            r#"["hello, world: 0123456789abcdef"]"#.to_owned(),
-            r#"a["hello, world: 0123456789abcdef"]"#.to_owned(),
-        ),
-    };
-    let cpu0 = (server.cpu(), proc_cpu("/proc/self/stat"));
-    let start = Instant::now();
-    let workers: Vec<_> = clients
-        .into_iter()
-        .map(|mut ws| {
-            let (stop, send, expect) = (stop.clone(), send.clone(), expect.clone());
-            thread::spawn(move || {
-                let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    ws.send_text(&send);
-                    assert_eq!(ws.recv_text(), expect);
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
-        })
-        .collect();
-    thread::sleep(Duration::from_secs_f64(seconds)); // the measuring window
-    stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<Duration> = workers.into_iter().flat_map(|w| w.join().expect("client")).collect();
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu1 = (server.cpu(), proc_cpu("/proc/self/stat"));
-    lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    EchoResult {
-        round_trips: lat.len(),
-        seconds: elapsed,
-        server_cpu: cpu1.0 - cpu0.0,
-        client_cpu: cpu1.1 - cpu0.1,
-        p50: pct(0.5),
-        p99: pct(0.99),
+impl Sample {
+    fn percentile(&mut self, p: f64) -> u32 {
+        self.lat.sort_unstable();
+        let at = ((self.lat.len() as f64 * p) as usize).min(self.lat.len().saturating_sub(1));
+        self.lat.get(at).copied().unwrap_or(0)
+    }
+
+    fn server_us(&self) -> f64 {
+        self.server_cpu * 1e6 / self.ops.max(1) as f64
+    }
+
+    fn client_us(&self) -> f64 {
+        self.client_cpu * 1e6 / self.ops.max(1) as f64
     }
 }
 
-fn idle(target: Target, sessions: usize) -> f64 {
-    let server = Server::start(target);
-    // Warm the server up so the baseline includes its workers' buffers.
-    drop((0..20).map(|_| connect(target, server.port)).collect::<Vec<_>>());
-    let before = server.rss();
-    let clients: Vec<WsClient> = (0..sessions).map(|_| connect(target, server.port)).collect();
-    let after = server.rss();
-    drop(clients);
-    (after.saturating_sub(before)) as f64 / sessions as f64
+/// Measures CPU and time around `work`, which returns (operations, latencies).
+async fn measure<F>(proc: &Proc, work: F) -> Sample
+where
+    F: std::future::Future<Output = (usize, Vec<u32>)>,
+{
+    let cpu0 = (proc.cpu(), proc_cpu("/proc/self/stat"));
+    let start = Instant::now();
+    let (ops, lat) = work.await;
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu1 = (proc.cpu(), proc_cpu("/proc/self/stat"));
+    Sample { ops, seconds, server_cpu: cpu1.0 - cpu0.0, client_cpu: cpu1.1 - cpu0.1, lat }
+}
+
+fn micros(since: Instant) -> u32 {
+    since.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+async fn ws_echo(server: Server, proc: &Proc, sessions: usize, window: Duration) -> io::Result<Sample> {
+    let mut conns = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        conns.push(open_ws(server, proc.port, "/echo", None).await?);
+    }
+    let (send, expect) = if server.sockjs() {
+        (format!("[\"{MESSAGE}\"]"), format!("a[\"{MESSAGE}\"]"))
+    } else {
+        (MESSAGE.to_owned(), MESSAGE.to_owned())
+    };
+    let deadline = Instant::now() + window;
+    let work = join_all(conns.into_iter().map(|mut conn| {
+        let (send, expect) = (send.clone(), expect.clone());
+        async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                conn.ws_send(&send).await?;
+                let got = if server.sockjs() { conn.sockjs_frame().await? } else { conn.ws_recv().await? };
+                if got != expect {
+                    return Err(broken(format!("echo answered {got:?}")));
+                }
+                lat.push(micros(t));
+            }
+            Ok::<_, io::Error>(lat)
+        }
+    }));
+    let sample = measure(proc, async {
+        let lat: Vec<u32> = work.await.into_iter().filter_map(Result::ok).flatten().collect();
+        (lat.len(), lat)
+    })
+    .await;
+    Ok(sample)
+}
+
+async fn xhr_echo(_: Server, proc: &Proc, sessions: usize, window: Duration) -> io::Result<Sample> {
+    let mut clients = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        let mut conn = Conn::open(proc.port, None).await?;
+        let url = format!("/echo/000/{}", id());
+        let (_, body) = conn.post(&format!("{url}/xhr"), b"").await?;
+        if body != b"o\n" {
+            return Err(broken(format!("xhr open answered {:?}", String::from_utf8_lossy(&body))));
+        }
+        clients.push((conn, url));
+    }
+    let send = format!("[\"{MESSAGE}\"]");
+    let expect = format!("a[\"{MESSAGE}\"]\n");
+    let deadline = Instant::now() + window;
+    let work = join_all(clients.into_iter().map(|(mut conn, url)| {
+        let (send, expect) = (send.as_bytes(), expect.as_bytes());
+        let (send_url, poll_url) = (format!("{url}/xhr_send"), format!("{url}/xhr"));
+        async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let (status, _) = conn.post(&send_url, send).await?;
+                if status != 204 {
+                    return Err(broken(format!("xhr_send answered {status}")));
+                }
+                let (_, body) = conn.post(&poll_url, b"").await?;
+                if body != expect {
+                    return Err(broken(format!("poll answered {:?}", String::from_utf8_lossy(&body))));
+                }
+                lat.push(micros(t));
+            }
+            Ok::<_, io::Error>(lat)
+        }
+    }));
+    Ok(measure(proc, async {
+        let lat: Vec<u32> = work.await.into_iter().filter_map(Result::ok).flatten().collect();
+        (lat.len(), lat)
+    })
+    .await)
+}
+
+/// How many broadcasts may be on their way at once.
+const WINDOW: usize = 8;
+
+/// Broadcast bookkeeping shared by the broadcaster and the receivers.
+struct FanOut {
+    receivers: usize,
+    start: Instant,
+    /// Receivers that got broadcast `i`.
+    got: RefCell<Vec<usize>>,
+    /// When broadcast `i` was sent, in µs since `start`.
+    sent: RefCell<Vec<u32>>,
+    lat: RefCell<Vec<u32>>,
+    complete: Notify,
+}
+
+impl FanOut {
+    fn delivered(&self, text: &str) {
+        let Some(seq) = text.split(':').next().and_then(|s| s.parse::<usize>().ok()) else { return };
+        let now = micros(self.start);
+        if let Some(sent) = self.sent.borrow().get(seq) {
+            self.lat.borrow_mut().push(now.saturating_sub(*sent));
+        }
+        let mut got = self.got.borrow_mut();
+        if let Some(n) = got.get_mut(seq) {
+            *n += 1;
+            if *n == self.receivers {
+                self.complete.notify_one();
+            }
+        }
+    }
+}
+
+/// A receiver of broadcasts: xhr_streaming (SockJS servers) or a WebSocket.
+async fn receive(server: Server, mut conn: Conn, url: String, fan: Rc<FanOut>) -> io::Result<()> {
+    if !server.sockjs() {
+        loop {
+            let text = conn.ws_recv().await?;
+            fan.delivered(&text);
+        }
+    }
+    let mut line = Vec::new();
+    loop {
+        // A stream ends at the response limit; the session goes on in a new request.
+        while let Some(chunk) = conn.chunk().await? {
+            for &b in &chunk {
+                if b != b'\n' {
+                    line.push(b);
+                    continue;
+                }
+                if let Some(msgs) = line.strip_prefix(b"a[").and_then(|l| l.strip_suffix(b"]")) {
+                    for msg in String::from_utf8_lossy(msgs).split(',') {
+                        fan.delivered(msg.trim_matches('"'));
+                    }
+                }
+                line.clear();
+            }
+        }
+        conn.send("POST", &url, "", b"").await?;
+        conn.head().await?;
+    }
+}
+
+async fn fan_out(server: Server, proc: &Proc, receivers: usize, window: Duration) -> io::Result<Sample> {
+    let fan = Rc::new(FanOut {
+        receivers,
+        start: Instant::now(),
+        got: RefCell::new(Vec::new()),
+        sent: RefCell::new(Vec::new()),
+        lat: RefCell::new(Vec::new()),
+        complete: Notify::new(),
+    });
+    let mut tasks = Vec::with_capacity(receivers);
+    for i in 0..receivers {
+        let source = Some(source_address(i));
+        let (conn, url) = if server.sockjs() {
+            let mut conn = Conn::open(proc.port, source).await?;
+            let url = format!("/broadcast/000/{}/xhr_streaming", id());
+            conn.send("POST", &url, "", b"").await?;
+            conn.head().await?;
+            // The prelude, then `o`.
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"o\n") {
+                seen.extend(conn.chunk().await?.ok_or_else(|| broken("stream ended before o"))?);
+            }
+            (conn, url)
+        } else {
+            (Conn::websocket(proc.port, "/broadcast/websocket", source).await?, String::new())
+        };
+        tasks.push(receive(server, conn, url, fan.clone()));
+    }
+    // The broadcaster is a session too and gets every broadcast: a reader
+    // drains its socket so that it never holds the server back.
+    let sender = open_ws(server, proc.port, "/broadcast", None).await?;
+    let (mut sender_rd, mut sender_wr) = sender.io.into_inner().into_split();
+    let drain = async move {
+        let mut buf = vec![0; 64 * 1024];
+        while matches!(sender_rd.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let receivers_done = join_all(tasks);
+    let broadcaster = async {
+        let deadline = Instant::now() + window;
+        let mut seq = 0;
+        while Instant::now() < deadline {
+            while seq >= WINDOW && fan.got.borrow()[seq - WINDOW] < receivers {
+                fan.complete.notified().await;
+            }
+            fan.got.borrow_mut().push(0);
+            fan.sent.borrow_mut().push(micros(fan.start));
+            let text = format!("{seq}:x");
+            let text = if server.sockjs() { format!("[\"{text}\"]") } else { text };
+            sender_wr.write_all(&ws_frame(&text)).await?;
+            seq += 1;
+        }
+        // Let the last ones arrive (bounded).
+        let last = Instant::now() + Duration::from_secs(10);
+        while (seq.saturating_sub(WINDOW)..seq).any(|i| fan.got.borrow()[i] < receivers)
+            && Instant::now() < last
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(50), fan.complete.notified()).await;
+        }
+        Ok::<_, io::Error>(())
+    };
+    let sample = measure(proc, async {
+        let rest = futures_util::future::join(receivers_done, drain);
+        if let Either::Left((Err(e), _)) = select(pin!(broadcaster), pin!(rest)).await {
+            println!("broadcaster failed: {e}");
+        }
+        let lat = std::mem::take(&mut *fan.lat.borrow_mut());
+        (lat.len(), lat)
+    })
+    .await;
+    Ok(sample)
+}
+
+/// Spreads connections over 127.0.0.2 .. 127.0.0.255, past the ephemeral
+/// port range of one source address.
+fn source_address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 2 + (i / 20_000 % 250) as u8)
+}
+
+async fn idle(server: Server, proc: &Proc, sessions: usize) -> io::Result<f64> {
+    let mut warm = Vec::new();
+    for _ in 0..20 {
+        warm.push(open_ws(server, proc.port, "/echo", None).await?);
+    }
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = proc.rss();
+    let mut conns = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        conns.push(open_ws(server, proc.port, "/echo", Some(source_address(i))).await?);
+    }
+    let after = proc.rss();
+    drop(conns);
+    Ok(after.saturating_sub(before) as f64 / sessions as f64)
+}
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn main() {
+fn descriptor_limit() -> String {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_owned())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn prepare() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
-        .args(["build", "--release", "--example", "test_server", "--example", "ws_floor"])
+        .args(["build", "--release", "--example", "sockjs_bench", "--example", "ws_floor"])
         .status()
         .expect("cargo build");
-    assert!(built.success(), "building the servers failed");
+    assert!(built.success(), "building our servers failed");
+    let node_dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sockjs-node");
+    if !node_dir.join("node_modules/sockjs").exists() {
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&node_dir)
+            .status()
+            .expect("npm (Node.js) is needed for the sockjs-node server");
+        assert!(npm.success(), "npm ci in benches/sockjs-node failed");
+    }
+}
 
-    let seconds: f64 = env("LOAD_SECONDS", 5.0);
+struct Row {
+    scenario: String,
+    server: Server,
+    sample: Sample,
+}
+
+fn print_row(row: &mut Row) {
+    let s = &mut row.sample;
+    let (p50, p99) = (s.percentile(0.5), s.percentile(0.99));
+    println!(
+        "{:<28} {:<22} {:>10.0} {:>9} {:>9} {:>12.2} {:>12.2}",
+        row.scenario,
+        row.server.name(),
+        s.ops as f64 / s.seconds,
+        p50,
+        p99,
+        s.server_us(),
+        s.client_us()
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    prepare();
+    let window = Duration::from_secs_f64(env("LOAD_SECONDS", 5.0));
     let rounds: usize = env("LOAD_ROUNDS", 2);
-    let idle_sessions: usize = env("LOAD_IDLE", 1000);
-    let sessions: Vec<usize> = std::env::var("LOAD_SESSIONS")
-        .unwrap_or_else(|_| "50,500".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
+    let wanted = std::env::var("LOAD_SERVERS").unwrap_or_else(|_| "ours,node,floor".into());
+    let servers: Vec<Server> = [Server::Ours, Server::Node, Server::Floor]
+        .into_iter()
+        .filter(|s| wanted.contains(s.key()))
         .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
     println!(
-        "# WebSocket echo, {seconds} s per run, {rounds} interleaved rounds, {} cores",
-        thread::available_parallelism().map_or(0, |n| n.get())
+        "# {} cores, descriptor limit {}, {} s windows, {rounds} interleaved rounds; µs are medians of the rounds' figures",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        descriptor_limit(),
+        window.as_secs_f64()
     );
     println!(
-        "{:<26} {:>8} {:>10} {:>9} {:>9} {:>14} {:>14}",
-        "server", "sessions", "rt/s", "p50 µs", "p99 µs", "server µs/rt", "client µs/rt"
+        "{:<28} {:<22} {:>10} {:>9} {:>9} {:>12} {:>12}",
+        "scenario", "server", "ops/s", "p50 µs", "p99 µs", "server µs/op", "client µs/op"
     );
-    for &n in &sessions {
-        let mut per_rt = [Vec::new(), Vec::new()];
+    type Scenario<'a> = (String, Vec<Server>, Box<dyn Fn(Server, &Proc) -> io::Result<Sample> + 'a>);
+    let mut scenarios: Vec<Scenario<'_>> = Vec::new();
+    let rt = &runtime;
+    for n in env_list("LOAD_SESSIONS", "50,500") {
+        scenarios.push((
+            format!("websocket echo, {n}"),
+            servers.clone(),
+            Box::new(move |s, p| rt.block_on(ws_echo(s, p, n, window))),
+        ));
+    }
+    for n in env_list("LOAD_POLL_SESSIONS", "50") {
+        scenarios.push((
+            format!("xhr-polling echo, {n}"),
+            servers.iter().copied().filter(|s| s.sockjs()).collect(),
+            Box::new(move |s, p| rt.block_on(xhr_echo(s, p, n, window))),
+        ));
+    }
+    for n in env_list("LOAD_FANOUT", "100,10000") {
+        scenarios.push((
+            format!("fan-out to {n} (deliveries)"),
+            servers.clone(),
+            Box::new(move |s, p| rt.block_on(fan_out(s, p, n, window))),
+        ));
+    }
+    let mut summary = Vec::new();
+    for (name, targets, run) in &scenarios {
+        let mut per_op: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
         for _ in 0..rounds {
-            for (i, target) in [Target::Floor, Target::SockJs].into_iter().enumerate() {
-                let r = echo(target, n, seconds);
-                let srv = r.server_cpu * 1e6 / r.round_trips.max(1) as f64;
-                per_rt[i].push(srv);
-                println!(
-                    "{:<26} {:>8} {:>10.0} {:>9} {:>9} {:>14.2} {:>14.2}",
-                    target.name(),
-                    n,
-                    r.round_trips as f64 / r.seconds,
-                    r.p50.as_micros(),
-                    r.p99.as_micros(),
-                    srv,
-                    r.client_cpu * 1e6 / r.round_trips.max(1) as f64
-                );
+            for (i, &server) in targets.iter().enumerate() {
+                let proc = Proc::start(server);
+                match run(server, &proc) {
+                    Ok(sample) => {
+                        per_op[i].push(sample.server_us());
+                        print_row(&mut Row { scenario: name.clone(), server, sample });
+                    }
+                    Err(e) => println!("{name:<28} {:<22} failed: {e}", server.name()),
+                }
             }
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
-        let (floor, ours) = (median(&mut per_rt[0]), median(&mut per_rt[1]));
-        println!(
-            "ratio, {n} sessions: server CPU per round trip {:.2}x the floor ({ours:.2} vs {floor:.2} µs)",
-            ours / floor
-        );
+        let figures: Vec<(Server, f64)> =
+            targets.iter().copied().zip(per_op.into_iter().map(median)).collect();
+        summary.push((name.clone(), figures));
     }
 
-    println!("# idle WebSocket sessions: {idle_sessions}");
-    for target in [Target::Floor, Target::SockJs] {
-        println!(
-            "{:<26} {:>10.1} KB server RSS per idle session",
-            target.name(),
-            idle(target, idle_sessions) / 1024.0
-        );
+    println!("# idle WebSocket sessions: server RSS per session");
+    for n in env_list("LOAD_IDLE", "1000,10000") {
+        let mut figures = Vec::new();
+        for &server in &servers {
+            let proc = Proc::start(server);
+            match runtime.block_on(idle(server, &proc, n)) {
+                Ok(bytes) => {
+                    println!(
+                        "{:<28} {:<22} {:>10.1} KB",
+                        format!("idle, {n}"),
+                        server.name(),
+                        bytes / 1024.0
+                    );
+                    figures.push((server, bytes / 1024.0));
+                }
+                Err(e) => println!("{:<28} {:<22} failed: {e}", format!("idle, {n}"), server.name()),
+            }
+        }
+        summary.push((format!("idle {n} (KB/session)"), figures));
+    }
+
+    println!("# summary: medians; ratios are actix-sockjs over the other server");
+    for (name, figures) in summary {
+        let ours = figures.iter().find(|(s, _)| *s == Server::Ours).map(|f| f.1);
+        let mut line = format!("{name:<32}");
+        for (server, v) in &figures {
+            line.push_str(&format!(" {}: {v:.2}", server.key()));
+        }
+        for (server, v) in &figures {
+            if let (Some(ours), true) = (ours, *server != Server::Ours) {
+                line.push_str(&format!(" | ours/{}: {:.2}x", server.key(), ours / v));
+            }
+        }
+        println!("{line}");
     }
 }

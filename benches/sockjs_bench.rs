@@ -1,0 +1,62 @@
+//! Our side of the load comparison: an actix-sockjs server with `/echo`
+//! (every message back to its sender) and `/broadcast` (every message to
+//! every session), default options (128 KiB response limit, unlike
+//! `test_server`'s 4 KiB, which the protocol suite asks for).
+//!
+//! It does not install `actix_sockjs::on_connect`: that keeps a duplicate
+//! descriptor per connection, which would halve the sessions the bench can
+//! open under this machine's descriptor limit. It only matters for noticing
+//! aborted long-polls, which the bench does not do.
+//!
+//! Run: `cargo run --release --example sockjs_bench -- --port 0` (prints
+//! `listening on http://127.0.0.1:PORT` first).
+
+use actix::prelude::*;
+use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager, SockJs};
+use actix_web::{App, HttpServer};
+
+struct Echo;
+
+impl Actor for Echo {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Echo {
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        ctx.send(msg);
+    }
+}
+
+struct Member {
+    room: Addr<SessionManager<Member>>,
+}
+
+impl Actor for Member {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Member {
+    fn on_message(&mut self, msg: String, _ctx: &mut SessionContext<Self>) {
+        self.room.do_send(Broadcast::text(msg));
+    }
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip_while(|a| a != "--port").skip(1);
+    let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(8083);
+    let echo = SessionManager::new(|| Echo).start();
+    let room = SessionManager::start_with(|room| move || Member { room: room.clone() });
+    let server = HttpServer::new(move || {
+        App::new()
+            .service(SockJs::new("/echo", echo.clone()))
+            .service(SockJs::new("/broadcast", room.clone()))
+    })
+    .backlog(4096)
+    .max_connections(100_000)
+    .bind(("127.0.0.1", port))?;
+    for addr in server.addrs() {
+        println!("listening on http://{addr}");
+    }
+    server.run().await
+}

@@ -129,7 +129,9 @@ where
     close_unsent: bool,
     /// Something was written since the last heartbeat tick.
     wrote: bool,
-    expiry: u64,
+    /// The disconnect-delay timer, while one runs (one at a time: timers
+    /// left behind pile up in the actor, which polls each on every turn).
+    expiry: Option<SpawnHandle>,
     /// An `on_close` to run at the actor's next turn.
     deferred_close: Option<CloseReason>,
     /// Stop the actor at its next turn.
@@ -377,7 +379,9 @@ where
             let every = self.setup.config.heartbeat;
             self.run_interval(every, |_, ctx| ctx.heartbeat_tick())
         });
-        self.expiry += 1;
+        if let Some(expiry) = self.expiry.take() {
+            self.parts.cancel_future(expiry);
+        }
         self.wrote = false;
         self.receiver = Some(Attached { receiver, token, watch, heartbeat, dead: false });
     }
@@ -398,10 +402,12 @@ where
 
     fn schedule_expiry(&mut self) {
         self.needs_poll = true;
-        self.expiry += 1;
-        let generation = self.expiry;
-        self.run_later(self.setup.config.disconnect_delay, move |act, ctx| {
-            if ctx.expiry != generation || ctx.receiver.is_some() {
+        if let Some(previous) = self.expiry.take() {
+            self.parts.cancel_future(previous);
+        }
+        let timer = self.run_later(self.setup.config.disconnect_delay, move |act, ctx| {
+            ctx.expiry = None;
+            if ctx.receiver.is_some() {
                 return;
             }
             if ctx.state == State::Open {
@@ -411,6 +417,7 @@ where
             }
             ctx.parts.stop();
         });
+        self.expiry = Some(timer);
     }
 
     fn receiver_gone(&mut self, act: &mut A, token: u64) {
@@ -687,7 +694,7 @@ pub(crate) fn start_session<A: Session>(
         next_token: 0,
         close_unsent: false,
         wrote: false,
-        expiry: 0,
+        expiry: None,
         deferred_close: None,
         finish_requested: false,
         finisher_spawned: false,

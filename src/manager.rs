@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, PoisonError, RwLock,
     },
     time::Instant,
 };
@@ -24,6 +24,28 @@ use crate::{
 
 /// Builds a session actor for each new session.
 pub(crate) type Factory<A> = Arc<dyn Fn() -> A + Send + Sync>;
+
+/// The command channels of an endpoint's HTTP sessions by id, shared with
+/// the workers: a request for an existing session finds it here without a
+/// round trip to the manager actor. Only the manager writes it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Directory(Arc<RwLock<HashMap<Arc<str>, UnboundedSender<Command>>>>);
+
+impl Directory {
+    /// The live session with this id, if any.
+    pub(crate) fn find(&self, id: &str) -> Option<UnboundedSender<Command>> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(id).filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    fn insert(&self, id: Arc<str>, tx: UnboundedSender<Command>) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).remove(id);
+    }
+}
 
 /// A unique number for every session of the process.
 pub(crate) fn next_serial() -> u64 {
@@ -69,6 +91,8 @@ pub struct SessionManager<A: Session> {
     sessions: HashMap<u64, Entry<A>>,
     /// HTTP sessions by id.
     by_id: HashMap<Arc<str>, u64>,
+    /// The same sessions' channels, for the workers.
+    directory: Directory,
     /// SockJS WebSocket sessions by id (the newest, should a client reuse one).
     sockets_by_id: HashMap<Arc<str>, u64>,
     per_client: HashMap<IpAddr, usize>,
@@ -113,6 +137,7 @@ impl<A: Session> SessionManager<A> {
             factory: Arc::new(factory),
             sessions: HashMap::new(),
             by_id: HashMap::new(),
+            directory: Directory::default(),
             sockets_by_id: HashMap::new(),
             per_client: HashMap::new(),
             shutting_down: false,
@@ -137,6 +162,9 @@ impl<A: Session> SessionManager<A> {
                 let index = if entry.socket { &mut self.sockets_by_id } else { &mut self.by_id };
                 if index.get(&id) == Some(&serial) {
                     index.remove(&id);
+                    if !entry.socket {
+                        self.directory.remove(&id);
+                    }
                 }
             }
             if let Some(ip) = entry.client {
@@ -168,6 +196,9 @@ impl<A: Session> SessionManager<A> {
         if let Some(id) = &entry.id {
             let index = if entry.socket { &mut self.sockets_by_id } else { &mut self.by_id };
             index.insert(id.clone(), serial);
+            if !entry.socket {
+                self.directory.insert(id.clone(), entry.tx.clone());
+            }
         }
         self.sessions.insert(serial, entry);
         Ok(())
@@ -434,6 +465,19 @@ impl<A: Session> Handler<GetSession<A>> for SessionManager<A> {
     fn handle(&mut self, msg: GetSession<A>, _: &mut Context<Self>) -> Option<Addr<A>> {
         let serial = self.by_id.get(msg.id.as_str())?;
         self.sessions.get(serial)?.addr.clone()
+    }
+}
+
+/// Asks for the manager's [`Directory`].
+#[derive(Debug, Message)]
+#[rtype(result = "Directory")]
+pub(crate) struct GetDirectory;
+
+impl<A: Session> Handler<GetDirectory> for SessionManager<A> {
+    type Result = MessageResult<GetDirectory>;
+
+    fn handle(&mut self, _: GetDirectory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.directory.clone())
     }
 }
 

@@ -21,7 +21,7 @@ use actix_web::{
 use crate::{
     admission::{client_ip, origin_allowed},
     config::{Config, Transport},
-    manager::{Opening, SessionManager},
+    manager::{Directory, Opening, SessionManager},
     metrics::EndpointMetrics,
     protocol::{self, GREETING},
     session::Session,
@@ -141,6 +141,8 @@ pub(crate) struct Endpoint<A: Session> {
     pub(crate) config: Arc<Config>,
     pub(crate) manager: Addr<SessionManager<A>>,
     pub(crate) metrics: Arc<EndpointMetrics>,
+    /// The manager's session directory, fetched at this worker's first request.
+    pub(crate) directory: std::cell::OnceCell<Directory>,
     iframe: (String, String),
     authorize: Option<Authorize>,
 }
@@ -190,6 +192,7 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
             config: Arc::new(cfg.clone()),
             manager: self.manager,
             metrics: Arc::new(EndpointMetrics::new(&self.prefix)),
+            directory: std::cell::OnceCell::new(),
             iframe,
             authorize: self.authorize,
         });

@@ -16,7 +16,7 @@ use tokio::sync::mpsc::{error::SendError, unbounded_channel, UnboundedReceiver};
 use super::{body_stream, Backlog, Framing, PeerSocket, Receiver};
 use crate::{
     admission::Refusal,
-    manager::{Acquire, Acquired, Factory, Started},
+    manager::{Acquire, Acquired, Factory, GetDirectory, Started},
     protocol::{htmlfile_prelude, parse_messages, validate_callback, CallbackError},
     service::{cors, never_cache, session_cookie, Endpoint, JAVASCRIPT, TEXT},
     session::{start_session, Command, Mode, RequestInfo, Session, SessionSetup},
@@ -51,6 +51,13 @@ impl<A: Session> Endpoint<A> {
     /// (if the authorisation hook and the caps allow it) if there is none.
     async fn attach(&self, req: &HttpRequest, id: Arc<str>, receiver: Receiver) -> Result<(), ReachError> {
         let mut receiver = Box::new(receiver);
+        if let Some(tx) = self.find(&id).await {
+            match tx.send(Command::Attach(receiver)) {
+                Ok(()) => return Ok(()),
+                Err(SendError(Command::Attach(r))) => receiver = r,
+                Err(_) => return Err(ReachError::Manager),
+            }
+        }
         let mut opening = None;
         // A session can end between the manager's answer and our command;
         // the manager then forgets it and the next round opens a new one.
@@ -76,10 +83,25 @@ impl<A: Session> Endpoint<A> {
 
     /// Hands client messages to the existing session `id`.
     async fn deliver(&self, id: Arc<str>, messages: Vec<String>) -> Result<(), ReachError> {
-        match self.manager.send(Acquire::new(id, None)).await.map_err(|_| ReachError::Manager)? {
-            Acquired::Found(tx) => tx.send(Command::Messages(messages)).map_err(|_| ReachError::Missing),
-            _ => Err(ReachError::Missing),
+        let tx = match self.find(&id).await {
+            Some(tx) => tx,
+            None => match self.manager.send(Acquire::new(id, None)).await.map_err(|_| ReachError::Manager)? {
+                Acquired::Found(tx) => tx,
+                _ => return Err(ReachError::Missing),
+            },
+        };
+        tx.send(Command::Messages(messages)).map_err(|_| ReachError::Missing)
+    }
+
+    /// The live HTTP session `id` from the manager's directory, without a
+    /// round trip to the manager (but the first, which fetches the
+    /// directory for this worker).
+    async fn find(&self, id: &str) -> Option<tokio::sync::mpsc::UnboundedSender<Command>> {
+        if self.directory.get().is_none() {
+            let directory = self.manager.send(GetDirectory).await.ok()?;
+            let _ = self.directory.set(directory);
         }
+        self.directory.get()?.find(id)
     }
 
     /// Starts a session actor on this worker.

@@ -1,6 +1,6 @@
 //! Small parsing helpers: percent-decoding, query strings, cookies, forms.
 
-use actix_web::http::header::{HeaderMap, COOKIE};
+use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE};
 
 /// Decodes `%XX` escapes (and `+` as space when `plus` is set). Invalid
 /// escapes are kept as they are; invalid UTF-8 becomes U+FFFD.
@@ -45,8 +45,16 @@ pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
 
 /// The value of one cookie in the request's `Cookie` headers.
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
+    cookie_in(headers.get_all(COOKIE), name)
+}
+
+/// The value of one cookie in these `Cookie` header values.
+pub(crate) fn cookie_in<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+    name: &str,
+) -> Option<&'a str> {
+    values
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
@@ -56,7 +64,6 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::HeaderValue;
 
     use super::*;
 

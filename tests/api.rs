@@ -57,7 +57,12 @@ impl Session for Probe {
             id: ctx.session_id().to_owned(),
             token: req.query("token"),
             cookie: req.cookie("auth").map(str::to_owned),
-            header: req.headers().get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned),
+            // The header list and the map built from it agree; names are case-insensitive.
+            header: req
+                .header("X-USER")
+                .filter(|v| req.headers().get("x-user") == Some(*v))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             local_peer: req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
         });
     }

@@ -18,8 +18,35 @@ pub(crate) enum Escape {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The bytes that may need an escape in each mode: control characters,
+/// `"`, `\`, and `<` (script) or the lead bytes of the SockJS ranges.
+const fn flagged(script: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    if script {
+        table[b'<' as usize] = true;
+    } else {
+        table[0xe2] = true;
+        table[0xef] = true;
+    }
+    table
+}
+
+static FLAGGED_SOCKJS: [bool; 256] = flagged(false);
+static FLAGGED_SCRIPT: [bool; 256] = flagged(true);
+
 /// Appends `s` as a quoted JSON string literal to `out`.
 pub(crate) fn push_json_string(out: &mut String, s: &str, escape: Escape) {
+    let flagged = match escape {
+        Escape::SockJs => &FLAGGED_SOCKJS,
+        Escape::Script => &FLAGGED_SCRIPT,
+    };
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
@@ -27,34 +54,29 @@ pub(crate) fn push_json_string(out: &mut String, s: &str, escape: Escape) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        let (skip, esc) = match b {
-            b'"' => (1, Some(Esc::Short('"'))),
-            b'\\' => (1, Some(Esc::Short('\\'))),
-            b'\n' => (1, Some(Esc::Short('n'))),
-            b'\r' => (1, Some(Esc::Short('r'))),
-            b'\t' => (1, Some(Esc::Short('t'))),
-            0x08 => (1, Some(Esc::Short('b'))),
-            0x0c => (1, Some(Esc::Short('f'))),
-            0x00..=0x1f => (1, Some(Esc::Unicode(u32::from(b)))),
-            b'<' if escape == Escape::Script => (1, Some(Esc::Unicode(0x3c))),
-            0xe2 | 0xef if escape == Escape::SockJs => match sockjs_special(&bytes[i..]) {
-                Some(cp) => (3, Some(Esc::Unicode(cp))),
-                None => (1, None),
-            },
-            _ => (1, None),
-        };
-        if let Some(esc) = esc {
-            out.push_str(&s[start..i]);
-            match esc {
-                Esc::Short(c) => {
-                    out.push('\\');
-                    out.push(c);
-                }
-                Esc::Unicode(cp) => push_unicode_escape(out, cp),
-            }
-            start = i + skip;
+        // Most bytes need nothing: one table lookup each.
+        if !flagged[usize::from(b)] {
+            i += 1;
+            continue;
         }
-        i += skip;
+        if b < 0x80 {
+            out.push_str(&s[start..i]);
+            out.push_str(ascii_escape(b));
+            i += 1;
+            start = i;
+            continue;
+        }
+        // 0xe2 or 0xef (SockJS mode only): a three-byte sequence that may be
+        // in one of the escaped ranges.
+        match sockjs_special(&bytes[i..]) {
+            Some(cp) => {
+                out.push_str(&s[start..i]);
+                push_unicode_escape(out, cp);
+                i += 3;
+                start = i;
+            }
+            None => i += 1,
+        }
     }
     out.push_str(&s[start..]);
     out.push('"');
@@ -67,9 +89,20 @@ pub(crate) fn json_string(s: &str, escape: Escape) -> String {
     out
 }
 
-enum Esc {
-    Short(char),
-    Unicode(u32),
+/// The escape of a flagged ASCII byte: a control character, `"`, `\\` or `<`.
+fn ascii_escape(b: u8) -> &'static str {
+    const CONTROL: [&str; 32] = [
+        "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007", "\\b", "\\t",
+        "\\n", "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f", "\\u0010", "\\u0011", "\\u0012", "\\u0013",
+        "\\u0014", "\\u0015", "\\u0016", "\\u0017", "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c",
+        "\\u001d", "\\u001e", "\\u001f",
+    ];
+    match b {
+        b'"' => "\\\"",
+        b'\\' => "\\\\",
+        b'<' => "\\u003c",
+        _ => CONTROL[usize::from(b & 0x1f)],
+    }
 }
 
 fn push_unicode_escape(out: &mut String, cp: u32) {
@@ -143,8 +176,15 @@ mod tests {
 
     #[test]
     fn every_output_decodes_back() {
-        let samples =
-            ["plain", "\u{0}\u{1}\u{7f}\u{9f}\u{ad}", "\u{d7ff}\u{e000}\u{fffe}", "</script>", "😀\u{2029}x"];
+        let bmp: String = (0..=0xffff).filter_map(char::from_u32).collect();
+        let samples = [
+            "plain",
+            "\u{0}\u{1}\u{7f}\u{9f}\u{ad}",
+            "\u{d7ff}\u{e000}\u{fffe}",
+            "</script>",
+            "😀\u{2029}x",
+            &bmp,
+        ];
         for s in samples {
             for esc in [Escape::SockJs, Escape::Script] {
                 let back: String = serde_json::from_str(&json_string(s, esc)).unwrap();

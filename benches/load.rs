@@ -669,7 +669,11 @@ fn print_row(row: &mut Row) {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 0 => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        n => v[n / 2],
+    }
 }
 
 fn main() {
@@ -684,7 +688,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
     println!(
-        "# {} cores, descriptor limit {}, {} s windows, {rounds} interleaved rounds; µs are medians of the rounds' figures",
+        "# {} cores, descriptor limit {}, {} s windows, {rounds} interleaved rounds",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         descriptor_limit(),
         window.as_secs_f64()

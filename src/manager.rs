@@ -410,6 +410,20 @@ impl<A: Session> Handler<SetRelay> for SessionManager<A> {
 /// [`CloseReason::Shutdown`](crate::CloseReason::Shutdown). The answer comes
 /// once every session has been told. [`shutdown_signal`](crate::shutdown_signal)
 /// sends it when the process is asked to stop.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// // Before a deploy: tell every client, then stop accepting sessions.
+/// manager.send(actix_sockjs::Shutdown).await.ok();
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -430,6 +444,20 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
 
 /// Asks for the number of sessions the manager tracks (open, opening, and
 /// closed ones still within their disconnect delay).
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// let sessions = manager.send(actix_sockjs::SessionCount).await.unwrap_or(0);
+/// log::info!("{sessions} sessions");
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "usize")]
 pub struct SessionCount;
@@ -445,6 +473,23 @@ impl<A: Session> Handler<SessionCount> for SessionManager<A> {
 /// Looks up an HTTP-transport session by its id; answers the session
 /// actor's address. WebSocket sessions are not looked up by id (two
 /// WebSockets may use the same id), so they are not found.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// use actix_sockjs::GetSession;
+/// if let Ok(Some(session)) = manager.send(GetSession::new("a1b2c3")).await {
+///     // Any message the session actor handles, from outside.
+///     # let _ = session;
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Option<Addr<A>>")]
 pub struct GetSession<A: Session> {

@@ -49,6 +49,23 @@ where
 /// Like [`shutdown_signal`], with your own trigger instead of the process
 /// signals: when `trigger` completes, the managers close their sessions,
 /// then the returned future completes.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # fn f(manager: Addr<SessionManager<Echo>>) {
+/// // Stop when an admin endpoint fires the channel.
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let signal = actix_sockjs::shutdown_on(async move { stopped.await.ok(); }, [manager.recipient()]);
+/// // HttpServer::new(..).shutdown_signal(signal) ...; later: stop.send(()).ok();
+/// # drop((stop, signal));
+/// # }
+/// ```
 pub fn shutdown_on<F, I>(trigger: F, managers: I) -> impl Future<Output = ()> + Send + 'static
 where
     F: Future<Output = ()> + Send + 'static,

@@ -67,6 +67,30 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 }
 
 /// Why a session ended, as given to [`Session::on_close`].
+///
+/// # Examples
+///
+/// ```
+/// use actix::Actor;
+/// use actix_sockjs::{CloseReason, Session, SessionContext};
+///
+/// struct Player;
+/// impl Actor for Player {
+///     type Context = SessionContext<Self>;
+/// }
+/// impl Session for Player {
+///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+///
+///     fn on_close(&mut self, reason: CloseReason, _: &mut SessionContext<Self>) {
+///         match reason {
+///             // Worth a reconnect grace period: the network dropped.
+///             CloseReason::Interrupted | CloseReason::Timeout => log::info!("player lost: {reason}"),
+///             // The player left or was kicked: free the seat now.
+///             _ => log::info!("player gone: {reason}"),
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {

@@ -13,13 +13,13 @@ use std::{
 };
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::{
     admission::{Caps, Refusal},
     metrics::broadcast_fanout,
     protocol::{json_string, Escape},
-    session::{Command, Session, Shared},
+    session::{command_channel, Command, CommandRx, CommandTx, Session, Shared},
 };
 
 /// Builds a session actor for each new session.
@@ -29,16 +29,16 @@ pub(crate) type Factory<A> = Arc<dyn Fn() -> A + Send + Sync>;
 /// the workers: a request for an existing session finds it here without a
 /// round trip to the manager actor. Only the manager writes it.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Directory(Arc<RwLock<HashMap<Arc<str>, UnboundedSender<Command>>>>);
+pub(crate) struct Directory(Arc<RwLock<HashMap<Arc<str>, CommandTx>>>);
 
 impl Directory {
     /// The live session with this id, if any.
-    pub(crate) fn find(&self, id: &str) -> Option<UnboundedSender<Command>> {
+    pub(crate) fn find(&self, id: &str) -> Option<CommandTx> {
         let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
         map.get(id).filter(|tx| !tx.is_closed()).cloned()
     }
 
-    fn insert(&self, id: Arc<str>, tx: UnboundedSender<Command>) {
+    fn insert(&self, id: Arc<str>, tx: CommandTx) {
         self.0.write().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
     }
 
@@ -102,7 +102,7 @@ pub struct SessionManager<A: Session> {
 }
 
 struct Entry<A: Session> {
-    tx: UnboundedSender<Command>,
+    tx: CommandTx,
     addr: Option<Addr<A>>,
     id: Option<Arc<str>>,
     /// Whether `id` is in `sockets_by_id` rather than `by_id`.
@@ -529,9 +529,9 @@ impl<A: Session> Handler<GetDirectory> for SessionManager<A> {
 /// The answer to [`Acquire`].
 pub(crate) enum Acquired<A: Session> {
     /// The session exists.
-    Found(UnboundedSender<Command>),
+    Found(CommandTx),
     /// It did not; the caller must start it with this channel and factory.
-    Created { serial: u64, tx: UnboundedSender<Command>, rx: UnboundedReceiver<Command>, factory: Factory<A> },
+    Created { serial: u64, tx: CommandTx, rx: CommandRx, factory: Factory<A> },
     /// It does not exist and was not to be created.
     Missing,
     /// It does not exist and the caps forbid creating it.
@@ -573,7 +573,7 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
             return MessageResult(Acquired::Missing);
         };
         let serial = next_serial();
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = command_channel();
         let entry = Entry { tx: tx.clone(), addr: None, id: Some(id), socket: false, client: open.client };
         if let Err(refusal) = self.admit(serial, entry, open.caps) {
             return MessageResult(Acquired::Refused(refusal));
@@ -586,7 +586,7 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
 pub(crate) struct RegisterSocket<A: Session> {
     serial: u64,
     id: Option<Arc<str>>,
-    tx: UnboundedSender<Command>,
+    tx: CommandTx,
     open: Opening,
     _actor: std::marker::PhantomData<fn() -> A>,
 }
@@ -594,12 +594,7 @@ pub(crate) struct RegisterSocket<A: Session> {
 impl<A: Session> RegisterSocket<A> {
     /// `id` is the session id to find the socket by for [`SendTo`] (none
     /// for raw WebSockets).
-    pub(crate) fn new(
-        serial: u64,
-        id: Option<Arc<str>>,
-        tx: UnboundedSender<Command>,
-        open: Opening,
-    ) -> Self {
+    pub(crate) fn new(serial: u64, id: Option<Arc<str>>, tx: CommandTx, open: Opening) -> Self {
         Self { serial, id, tx, open, _actor: std::marker::PhantomData }
     }
 }

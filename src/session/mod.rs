@@ -16,7 +16,9 @@ use actix_web::{
 mod context;
 
 pub use context::SessionContext;
-pub(crate) use context::{start_session, Command, Mode, SessionSetup, Shared};
+pub(crate) use context::{
+    command_channel, start_session, Command, CommandRx, CommandTx, Mode, SessionSetup, Shared,
+};
 
 /// A SockJS session's application logic.
 ///

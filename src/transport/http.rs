@@ -11,7 +11,7 @@ use actix_web::{
     HttpRequest, HttpResponse, HttpResponseBuilder,
 };
 use futures_util::{stream, StreamExt as _};
-use tokio::sync::mpsc::{error::SendError, unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::unbounded_channel;
 
 use super::{body_stream, Backlog, Framing, PeerSocket, Receiver};
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
     manager::{Acquire, Acquired, Factory, GetDirectory, Started},
     protocol::{htmlfile_prelude, parse_messages, validate_callback, CallbackError},
     service::{cors, never_cache, session_cookie, Endpoint, JAVASCRIPT, TEXT},
-    session::{start_session, Command, Mode, RequestInfo, Session, SessionSetup},
+    session::{start_session, Command, CommandRx, CommandTx, Mode, RequestInfo, Session, SessionSetup},
     util,
 };
 
@@ -54,7 +54,7 @@ impl<A: Session> Endpoint<A> {
         if let Some(tx) = self.find(&id).await {
             match tx.send(Command::Attach(receiver)) {
                 Ok(()) => return Ok(()),
-                Err(SendError(Command::Attach(r))) => receiver = r,
+                Err(Command::Attach(r)) => receiver = r,
                 Err(_) => return Err(ReachError::Manager),
             }
         }
@@ -66,7 +66,7 @@ impl<A: Session> Endpoint<A> {
             match self.manager.send(acquire).await.map_err(|_| ReachError::Manager)? {
                 Acquired::Found(tx) => match tx.send(Command::Attach(receiver)) {
                     Ok(()) => return Ok(()),
-                    Err(SendError(Command::Attach(r))) => receiver = r,
+                    Err(Command::Attach(r)) => receiver = r,
                     Err(_) => return Err(ReachError::Manager),
                 },
                 Acquired::Created { serial, tx, rx, factory } => {
@@ -96,7 +96,7 @@ impl<A: Session> Endpoint<A> {
     /// The live HTTP session `id` from the manager's directory, without a
     /// round trip to the manager (but the first, which fetches the
     /// directory for this worker).
-    async fn find(&self, id: &str) -> Option<tokio::sync::mpsc::UnboundedSender<Command>> {
+    async fn find(&self, id: &str) -> Option<CommandTx> {
         if self.directory.get().is_none() {
             let directory = self.manager.send(GetDirectory).await.ok()?;
             let _ = self.directory.set(directory);
@@ -112,7 +112,7 @@ impl<A: Session> Endpoint<A> {
         id: Arc<str>,
         mode: Mode,
         req: &HttpRequest,
-        rx: UnboundedReceiver<Command>,
+        rx: CommandRx,
     ) {
         let setup = SessionSetup {
             id,

@@ -106,9 +106,11 @@ impl Framing {
 #[derive(Debug)]
 pub(crate) enum WsOut {
     /// One text message.
-    Text(String),
+    Text(Box<str>),
     /// A close frame with a code and reason, then the end of the socket.
-    Close(u16, String),
+    /// (Boxed, like the text: the channel's slots are as large as the
+    /// largest item, and every socket's channel starts with 32 of them.)
+    Close(Box<(u16, String)>),
 }
 
 /// The wire-level end of a receiver.
@@ -208,7 +210,7 @@ impl Receiver {
             }
             Sink::Ws(tx) => {
                 self.backlog.add(frame.len());
-                tx.send(WsOut::Text(frame.into_owned())).map_err(|_| Gone)?;
+                tx.send(WsOut::Text(frame.into_owned().into_boxed_str())).map_err(|_| Gone)?;
             }
         }
         Ok(self.framing.polling() || self.written >= self.limit)
@@ -218,7 +220,7 @@ impl Receiver {
     /// receiver is dropped.
     pub(crate) fn close_socket(&self, code: u16, reason: &str) {
         if let Sink::Ws(tx) = &self.sink {
-            let _ = tx.send(WsOut::Close(code, reason.to_owned()));
+            let _ = tx.send(WsOut::Close(Box::new((code, reason.to_owned()))));
         }
     }
 

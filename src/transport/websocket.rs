@@ -1,25 +1,32 @@
 //! The WebSocket transports: SockJS-framed (`/<server>/<session>/websocket`),
 //! raw (`/websocket`), and the legacy hixie-76 handshake on the framed URL.
 //!
-//! A WebSocket is served by a small actix-web-actors actor that attaches to
-//! its session as the session's only receiver and forwards client messages.
+//! A WebSocket is served by its response body, [`WsStream`], which attaches
+//! to its session as the session's only receiver and forwards client
+//! messages.
 
 use std::{
     convert::Infallible,
+    future::Future,
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use actix::{Actor, ActorContext, AsyncContext, StreamHandler};
-use actix_http::ws::Codec;
+use actix_http::ws::{Codec, Frame, Item};
 use actix_web::{
     http::{header, StatusCode},
     web::{self, Bytes, BytesMut},
     HttpRequest, HttpResponse,
 };
-use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError, WebsocketContext};
-use futures_util::{stream, StreamExt as _};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError};
+use futures_util::{Stream, StreamExt as _};
+use tokio::{
+    sync::mpsc::{unbounded_channel, UnboundedReceiver},
+    time,
+};
+use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use super::{
     body_stream,
@@ -28,9 +35,9 @@ use super::{
 };
 use crate::{
     manager::{next_serial, Opening, RegisterSocket},
-    protocol::{hixie76_digest, parse_messages},
+    protocol::{hixie76_digest, parse_messages, HEARTBEAT_FRAME},
     service::Endpoint,
-    session::{Command, Mode, Session},
+    session::{command_channel, Command, CommandTx, Mode, Session},
 };
 
 /// GET `/<server>/<session>/websocket`.
@@ -94,19 +101,32 @@ async fn open<A: Session>(
         Ok(tx) => tx,
         Err(e) => return e.error_response(),
     };
-    let transport = WsTransport {
+    let heartbeat = ep.config.heartbeat;
+    let socket = WsStream {
+        payload,
+        codec: Codec::new().max_size(ep.config.max_message_bytes),
+        read: BytesMut::new(),
+        write: BytesMut::new(),
+        out: out_rx,
         session: cmd_tx,
-        out: Some(out_rx),
         backlog,
         raw,
-        heartbeat: ep.config.heartbeat,
-        ping_timeout: ep.config.ping_timeout,
-        last_seen: Instant::now(),
         max: ep.config.max_message_bytes,
         partial: None,
+        ping: {
+            let mut every = time::interval_at(time::Instant::now() + heartbeat, heartbeat);
+            every.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
+            every
+        },
+        ping_timeout: ep.config.ping_timeout,
+        pong_deadline: Box::pin(time::sleep(heartbeat)),
+        ping_sent: None,
+        last_seen: Instant::now(),
+        wrote: false,
+        closing: false,
+        done: false,
     };
-    let codec = Codec::new().max_size(ep.config.max_message_bytes);
-    handshake.streaming(WebsocketContext::with_codec(transport, payload, codec))
+    handshake.streaming(socket)
 }
 
 /// Registers a WebSocket session with the manager and starts it with its
@@ -119,8 +139,8 @@ async fn open_session<A: Session>(
     mode: Mode,
     receiver: Receiver,
     opening: Opening,
-) -> Result<UnboundedSender<Command>, actix_web::Error> {
-    let (cmd_tx, cmd_rx) = unbounded_channel();
+) -> Result<CommandTx, actix_web::Error> {
+    let (cmd_tx, cmd_rx) = command_channel();
     let lookup = (mode == Mode::WebSocket).then(|| id.clone());
     let factory = match ep.manager.send(RegisterSocket::new(serial, lookup, cmd_tx.clone(), opening)).await {
         Ok(Ok(f)) => f,
@@ -135,47 +155,69 @@ async fn open_session<A: Session>(
     Ok(cmd_tx)
 }
 
-/// The actor serving one WebSocket connection.
-struct WsTransport {
-    session: UnboundedSender<Command>,
-    out: Option<UnboundedReceiver<WsOut>>,
+/// The body of a WebSocket response, and the transport itself: it decodes
+/// what the client sends (handing messages to the session), encodes what
+/// the session writes, pings, and sends the SockJS heartbeat `h` on a
+/// silent socket (so the session needs no timer of its own). It is polled by actix-web's dispatcher
+/// like any response body, so a socket costs no actor, mailbox or task of
+/// its own (actix-web-actors' `WebsocketContext` would add all three).
+///
+/// While the client does not read, the dispatcher stops polling it; what
+/// the session writes then stays in the channel, counted in the backlog,
+/// and the session closes with `Overflow` past its limit.
+struct WsStream {
+    payload: web::Payload,
+    codec: Codec,
+    /// Received bytes not yet decoded.
+    read: BytesMut,
+    /// Encoded frames not yet handed to the dispatcher.
+    write: BytesMut,
+    out: UnboundedReceiver<WsOut>,
+    session: CommandTx,
     backlog: Backlog,
     raw: bool,
-    heartbeat: Duration,
-    ping_timeout: Duration,
-    /// When the client last sent anything.
-    last_seen: Instant,
     max: usize,
     /// A fragmented text message being reassembled.
     partial: Option<BytesMut>,
+    /// Dead peers: a ping every heartbeat; silence for `ping_timeout` after
+    /// a ping ends the socket.
+    ping: time::Interval,
+    ping_timeout: Duration,
+    pong_deadline: Pin<Box<time::Sleep>>,
+    /// The ping whose answer is awaited.
+    ping_sent: Option<Instant>,
+    /// When the client last sent anything.
+    last_seen: Instant,
+    /// A text frame went out since the last ping (SockJS heartbeats are
+    /// only sent on a silent socket).
+    wrote: bool,
+    /// A close frame is written: end once it is handed over.
+    closing: bool,
+    done: bool,
 }
 
-impl Actor for WsTransport {
-    type Context = WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(mut rx) = self.out.take() {
-            ctx.add_stream(stream::poll_fn(move |cx| rx.poll_recv(cx)));
+impl WsStream {
+    fn encode(&mut self, msg: Message) {
+        if let Err(e) = self.codec.encode(msg, &mut self.write) {
+            log::debug!("sockjs: websocket frame not encoded: {e}");
         }
-        // Dead peers: ping every heartbeat; silence for ping_timeout after a
-        // ping ends the socket.
-        let timeout = self.ping_timeout;
-        ctx.run_interval(self.heartbeat, move |_, ctx| {
-            ctx.ping(b"");
-            let sent = Instant::now();
-            ctx.run_later(timeout, move |act, ctx| {
-                if act.last_seen < sent {
-                    log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
-                    let _ = act.session.send(Command::TransportFailed(crate::CloseReason::Interrupted));
-                    ctx.stop();
-                }
-            });
-        });
     }
-}
 
-impl WsTransport {
-    fn deliver(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
+    /// Ends the socket with a close frame.
+    fn close(&mut self, reason: Option<CloseReason>) {
+        if !self.closing {
+            self.encode(Message::Close(reason));
+            self.closing = true;
+        }
+    }
+
+    /// Closes the socket after a client error and tells the session why.
+    fn fail(&mut self, code: CloseCode, reason: Option<&str>) {
+        let _ = self.session.send(Command::TransportFailed(crate::CloseReason::ProtocolError));
+        self.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
+    }
+
+    fn deliver(&mut self, text: &str) {
         if self.raw {
             let _ = self.session.send(Command::Messages(vec![text.to_owned()]));
             return;
@@ -190,73 +232,38 @@ impl WsTransport {
             }
             Err(e) => {
                 log::debug!("sockjs: websocket frame refused: {e}");
-                self.fail(ctx, CloseCode::Other(3000), Some("Broken framing."));
+                self.fail(CloseCode::Other(3000), Some("Broken framing."));
             }
         }
     }
-}
 
-impl WsTransport {
-    /// Closes the socket after a client error and tells the session why.
-    fn fail(&mut self, ctx: &mut WebsocketContext<Self>, code: CloseCode, reason: Option<&str>) {
-        let _ = self.session.send(Command::TransportFailed(crate::CloseReason::ProtocolError));
-        ctx.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
-        ctx.stop();
-    }
-}
-
-impl StreamHandler<WsOut> for WsTransport {
-    fn handle(&mut self, item: WsOut, ctx: &mut Self::Context) {
-        match item {
-            WsOut::Text(text) => {
-                self.backlog.take(text.len());
-                ctx.text(text);
-            }
-            WsOut::Close(code, reason) => {
-                ctx.close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason) }));
-                ctx.stop();
-            }
+    fn text(&mut self, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.deliver(text),
+            Err(_) => self.fail(CloseCode::Invalid, None),
         }
     }
-}
 
-impl StreamHandler<Result<Message, ProtocolError>> for WsTransport {
-    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
-        self.last_seen = Instant::now();
-        let msg = match item {
-            Ok(msg) => msg,
-            Err(e) => {
-                log::debug!("sockjs: websocket protocol error: {e}");
-                let code =
-                    if matches!(e, ProtocolError::Overflow) { CloseCode::Size } else { CloseCode::Protocol };
-                self.fail(ctx, code, None);
-                return;
-            }
-        };
-        match msg {
-            Message::Text(text) => self.deliver(&text, ctx),
-            Message::Binary(_) => log::debug!("sockjs: binary websocket message ignored"),
-            Message::Continuation(item) => self.continuation(item, ctx),
-            Message::Ping(p) => ctx.pong(&p),
-            Message::Pong(_) | Message::Nop => {}
-            Message::Close(reason) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
+    fn frame(&mut self, frame: Frame) {
+        match frame {
+            Frame::Text(bytes) => self.text(&bytes),
+            Frame::Binary(_) => log::debug!("sockjs: binary websocket message ignored"),
+            Frame::Continuation(item) => self.continuation(item),
+            Frame::Ping(p) => self.encode(Message::Pong(p)),
+            Frame::Pong(_) => {}
+            Frame::Close(reason) => self.close(reason),
         }
     }
-}
 
-impl WsTransport {
-    fn continuation(&mut self, item: actix_http::ws::Item, ctx: &mut WebsocketContext<Self>) {
+    fn continuation(&mut self, item: Item) {
         let (first, last, bytes) = match item {
-            actix_http::ws::Item::FirstText(b) => (true, false, b),
-            actix_http::ws::Item::FirstBinary(_) => {
+            Item::FirstText(b) => (true, false, b),
+            Item::FirstBinary(_) => {
                 log::debug!("sockjs: fragmented binary websocket message ignored");
                 return;
             }
-            actix_http::ws::Item::Continue(b) => (false, false, b),
-            actix_http::ws::Item::Last(b) => (false, true, b),
+            Item::Continue(b) => (false, false, b),
+            Item::Last(b) => (false, true, b),
         };
         if first {
             self.partial = Some(BytesMut::new());
@@ -264,17 +271,128 @@ impl WsTransport {
         let Some(buf) = self.partial.as_mut() else { return };
         if buf.len() + bytes.len() > self.max {
             log::info!("sockjs: websocket message over {} bytes refused", self.max);
-            self.fail(ctx, CloseCode::Size, None);
+            self.fail(CloseCode::Size, None);
             return;
         }
         buf.extend_from_slice(&bytes);
         if last {
-            let Some(buf) = self.partial.take() else { return };
-            match std::str::from_utf8(&buf) {
-                Ok(text) => self.deliver(text, ctx),
-                Err(_) => self.fail(ctx, CloseCode::Invalid, None),
+            if let Some(buf) = self.partial.take() {
+                self.text(&buf);
             }
         }
+    }
+
+    /// Reads and decodes what the client sent; `false` once the client has
+    /// gone (end of stream or a read error).
+    fn receive(&mut self, cx: &mut Context<'_>) -> bool {
+        while !self.closing {
+            match Pin::new(&mut self.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.last_seen = Instant::now();
+                    self.read.extend_from_slice(&chunk);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    log::debug!("sockjs: websocket read failed: {e}");
+                    return false;
+                }
+                Poll::Ready(None) => return false,
+                Poll::Pending => return true,
+            }
+            while !self.closing {
+                match self.codec.decode(&mut self.read) {
+                    Ok(Some(frame)) => self.frame(frame),
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::debug!("sockjs: websocket protocol error: {e}");
+                        let size = matches!(e, ProtocolError::Overflow);
+                        self.fail(if size { CloseCode::Size } else { CloseCode::Protocol }, None);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Pings, and gives up on a peer silent since the last ping; `false`
+    /// once it has.
+    fn keep_alive(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.ping.poll_tick(cx).is_ready() {
+            if !self.raw && !std::mem::take(&mut self.wrote) {
+                self.encode(Message::Text(HEARTBEAT_FRAME.into()));
+            }
+            self.encode(Message::Ping(Bytes::new()));
+            // The oldest unanswered ping is the one that counts.
+            if self.ping_sent.is_none() {
+                let now = Instant::now();
+                self.ping_sent = Some(now);
+                self.pong_deadline.as_mut().reset(time::Instant::from_std(now + self.ping_timeout));
+            }
+        }
+        if let Some(sent) = self.ping_sent {
+            if self.pong_deadline.as_mut().poll(cx).is_ready() {
+                self.ping_sent = None;
+                if self.last_seen < sent {
+                    log::info!(
+                        "sockjs: websocket peer silent for {:?} after a ping, closing",
+                        self.ping_timeout
+                    );
+                    let _ = self.session.send(Command::TransportFailed(crate::CloseReason::Interrupted));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Encodes what the session wrote.
+    fn send(&mut self, cx: &mut Context<'_>) {
+        while !self.closing && self.write.len() < 64 * 1024 {
+            match self.out.poll_recv(cx) {
+                Poll::Ready(Some(WsOut::Text(text))) => {
+                    self.backlog.take(text.len());
+                    self.wrote = true;
+                    self.encode(Message::Text(text.into()));
+                }
+                Poll::Ready(Some(WsOut::Close(close))) => {
+                    let (code, reason) = *close;
+                    self.close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason) }));
+                }
+                // The session let go of the socket without a close frame.
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+        // More is waiting: come back once this chunk is taken.
+        if !self.closing {
+            cx.waker().wake_by_ref();
+        }
+    }
+}
+
+impl Stream for WsStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.receive(cx) || !this.keep_alive(cx) {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        this.send(cx);
+        if !this.write.is_empty() {
+            return Poll::Ready(Some(Ok(this.write.split().freeze())));
+        }
+        if this.closing || this.done {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 

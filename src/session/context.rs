@@ -58,35 +58,52 @@ pub(crate) struct Shared {
 }
 
 /// What transports and the manager tell a session.
+///
+/// Kept to 16 bytes: a channel allocates its first block of 32 slots when
+/// it is made, so every idle session pays 32 times the largest command.
+/// The rare or already-allocating variants are boxed; a broadcast (`Push`,
+/// one per receiving session) is not, so that it costs no allocation.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// A receiving request wants to be the session's receiver. Boxed: the
-    /// channel's blocks are sized by the largest command, and every session
-    /// holds one.
+    /// A receiving request wants to be the session's receiver.
     Attach(Box<Receiver>),
-    /// Messages from the client, in order.
-    Messages(Vec<String>),
+    /// Messages from the client, in order. Boxed on purpose, to keep the
+    /// command small (see above).
+    #[allow(clippy::box_collection)]
+    Messages(Box<Vec<String>>),
     /// A broadcast message.
     Push(Arc<Shared>),
-    /// The WebSocket transport closed the socket: the client broke the
-    /// protocol (undecodable data, a message over the size limit), or
-    /// stopped answering pings.
-    TransportFailed(CloseReason),
+    /// The WebSocket transport closed the socket.
+    TransportFailed(Failure),
     /// The server is shutting down.
     Shutdown,
 }
 
-/// The sending end of a session's command channel. Commands travel boxed:
-/// a channel allocates its first block of 32 slots when it is made, and a
-/// slot holding a box takes 8 bytes instead of a command's 32 (about 750
-/// bytes less per idle session).
+/// Why a WebSocket transport closed its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The client broke the protocol (undecodable data, a message over the
+    /// size limit).
+    Protocol,
+    /// The client stopped answering pings.
+    Silent,
+}
+
+impl Command {
+    /// Messages from the client.
+    pub(crate) fn messages(messages: Vec<String>) -> Self {
+        Self::Messages(Box::new(messages))
+    }
+}
+
+/// The sending end of a session's command channel.
 #[derive(Debug, Clone)]
-pub(crate) struct CommandTx(UnboundedSender<Box<Command>>);
+pub(crate) struct CommandTx(UnboundedSender<Command>);
 
 impl CommandTx {
     /// Sends a command; gives it back if the session is gone.
     pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
-        self.0.send(Box::new(command)).map_err(|e| *e.0)
+        self.0.send(command).map_err(|e| e.0)
     }
 
     /// Whether the session is gone.
@@ -97,7 +114,7 @@ impl CommandTx {
 
 /// The receiving end of a session's command channel.
 #[derive(Debug)]
-pub(crate) struct CommandRx(UnboundedReceiver<Box<Command>>);
+pub(crate) struct CommandRx(UnboundedReceiver<Command>);
 
 /// A new command channel.
 pub(crate) fn command_channel() -> (CommandTx, CommandRx) {
@@ -339,6 +356,7 @@ where
         match command {
             Command::Attach(receiver) => self.attach(act, *receiver),
             Command::Messages(messages) => {
+                let messages = *messages;
                 self.setup.metrics.received(&messages);
                 for msg in messages {
                     if self.state != State::Open {
@@ -354,7 +372,11 @@ where
                     self.notify_close(act, CloseReason::Shutdown);
                 }
             }
-            Command::TransportFailed(cause) => {
+            Command::TransportFailed(failure) => {
+                let cause = match failure {
+                    Failure::Protocol => CloseReason::ProtocolError,
+                    Failure::Silent => CloseReason::Interrupted,
+                };
                 self.detach();
                 if self.set_closed(NORMAL_CLOSE.0, NORMAL_CLOSE.1.to_owned()) {
                     self.close_unsent = false;
@@ -678,7 +700,7 @@ impl<A: Session> ActorFuture<A> for Pump {
         // Bounded per turn, so that one busy session cannot hog its worker.
         for _ in 0..64 {
             match this.rx.0.poll_recv(task) {
-                Poll::Ready(Some(command)) => ctx.handle(act, *command),
+                Poll::Ready(Some(command)) => ctx.handle(act, command),
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }

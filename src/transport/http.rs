@@ -90,7 +90,7 @@ impl<A: Session> Endpoint<A> {
                 _ => return Err(ReachError::Missing),
             },
         };
-        tx.send(Command::Messages(messages)).map_err(|_| ReachError::Missing)
+        tx.send(Command::messages(messages)).map_err(|_| ReachError::Missing)
     }
 
     /// The live HTTP session `id` from the manager's directory, without a

@@ -22,22 +22,19 @@ use actix_web::{
 };
 use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError};
 use futures_util::{Stream, StreamExt as _};
-use tokio::{
-    sync::mpsc::{unbounded_channel, UnboundedReceiver},
-    time,
-};
+use tokio::{sync::mpsc::unbounded_channel, time};
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use super::{
     body_stream,
     http::{error, refusal_error},
-    Backlog, Framing, PeerSocket, Receiver, WsOut,
+    ws_pipe, Backlog, Framing, PeerSocket, Receiver, WsOut, WsReader,
 };
 use crate::{
     manager::{next_serial, Opening, RegisterSocket},
     protocol::{hixie76_digest, parse_messages, HEARTBEAT_FRAME},
     service::Endpoint,
-    session::{command_channel, Command, CommandTx, Mode, Session},
+    session::{command_channel, Command, CommandTx, Failure, Mode, Session},
 };
 
 /// GET `/<server>/<session>/websocket`.
@@ -90,7 +87,7 @@ async fn open<A: Session>(
     let id = if raw { Arc::from(format!("raw-{serial}")) } else { id };
     let (framing, mode) =
         if raw { (Framing::RawWebSocket, Mode::Raw) } else { (Framing::WebSocket, Mode::WebSocket) };
-    let (out_tx, out_rx) = unbounded_channel();
+    let (out_tx, out_rx) = ws_pipe();
     let backlog = Backlog::default();
     let receiver = Receiver::ws(framing, out_tx, backlog.clone());
     let opening = match ep.admit(&req) {
@@ -172,7 +169,7 @@ struct WsStream {
     read: BytesMut,
     /// Encoded frames not yet handed to the dispatcher.
     write: BytesMut,
-    out: UnboundedReceiver<WsOut>,
+    out: WsReader,
     session: CommandTx,
     backlog: Backlog,
     raw: bool,
@@ -213,13 +210,13 @@ impl WsStream {
 
     /// Closes the socket after a client error and tells the session why.
     fn fail(&mut self, code: CloseCode, reason: Option<&str>) {
-        let _ = self.session.send(Command::TransportFailed(crate::CloseReason::ProtocolError));
+        let _ = self.session.send(Command::TransportFailed(Failure::Protocol));
         self.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
     }
 
     fn deliver(&mut self, text: &str) {
         if self.raw {
-            let _ = self.session.send(Command::Messages(vec![text.to_owned()]));
+            let _ = self.session.send(Command::messages(vec![text.to_owned()]));
             return;
         }
         if text.is_empty() {
@@ -228,7 +225,7 @@ impl WsStream {
         match parse_messages(text.as_bytes(), true) {
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {
-                let _ = self.session.send(Command::Messages(messages));
+                let _ = self.session.send(Command::messages(messages));
             }
             Err(e) => {
                 log::debug!("sockjs: websocket frame refused: {e}");
@@ -336,7 +333,7 @@ impl WsStream {
                         "sockjs: websocket peer silent for {:?} after a ping, closing",
                         self.ping_timeout
                     );
-                    let _ = self.session.send(Command::TransportFailed(crate::CloseReason::Interrupted));
+                    let _ = self.session.send(Command::TransportFailed(Failure::Silent));
                     return false;
                 }
             }
@@ -456,7 +453,7 @@ async fn hixie76<A: Session>(
                 let text = String::from_utf8_lossy(&frame[start + 1..start + 1 + len]).into_owned();
                 match parse_messages(text.as_bytes(), true) {
                     Ok(m) if !m.is_empty() => {
-                        let _ = session.send(Command::Messages(m));
+                        let _ = session.send(Command::messages(m));
                     }
                     Ok(_) => {}
                     Err(_) => return,

@@ -522,8 +522,8 @@ async fn fan_out(server: Server, proc: &Proc, receivers: usize, window: Duration
         complete: Notify::new(),
     });
     let mut tasks = Vec::with_capacity(receivers);
-    for i in 0..receivers {
-        let source = Some(source_address(i));
+    for _ in 0..receivers {
+        let source = Some(source_address());
         let (conn, url) = if server.sockjs() {
             let mut conn = Conn::open(proc.port, source).await?;
             let url = format!("/broadcast/000/{}/xhr_streaming", id());
@@ -584,10 +584,16 @@ async fn fan_out(server: Server, proc: &Proc, receivers: usize, window: Duration
     Ok(sample)
 }
 
-/// Spreads connections over 127.0.0.2 .. 127.0.0.255, past the ephemeral
-/// port range of one source address.
-fn source_address(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 2 + (i / 20_000 % 250) as u8)
+/// Spreads connections over 127.0.0.2 .. 127.0.0.251 in turn: one source
+/// address has ~28,000 ephemeral ports, and closed connections hold theirs
+/// in TIME_WAIT for a minute, across runs.
+fn source_address() -> Ipv4Addr {
+    thread_local!(static NEXT: Cell<u32> = const { Cell::new(0) });
+    let n = NEXT.with(|c| {
+        c.set(c.get().wrapping_add(1));
+        c.get()
+    });
+    Ipv4Addr::new(127, 0, 0, 2 + (n % 250) as u8)
 }
 
 async fn idle(server: Server, proc: &Proc, sessions: usize) -> io::Result<f64> {
@@ -599,8 +605,8 @@ async fn idle(server: Server, proc: &Proc, sessions: usize) -> io::Result<f64> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = proc.rss();
     let mut conns = Vec::with_capacity(sessions);
-    for i in 0..sessions {
-        conns.push(open_ws(server, proc.port, "/echo", Some(source_address(i))).await?);
+    for _ in 0..sessions {
+        conns.push(open_ws(server, proc.port, "/echo", Some(source_address())).await?);
     }
     let after = proc.rss();
     drop(conns);

@@ -4,7 +4,7 @@
 //! [`Framing`]: the framing says how a frame is wrapped on the wire, whether
 //! the response streams or polls, and what prelude it starts with. The
 //! [`Sink`] is the one type that knows the wire: a channel feeding an HTTP
-//! response body, or one feeding a WebSocket actor.
+//! response body, or a queue feeding a WebSocket response body.
 
 use std::{
     any::Any,

@@ -282,7 +282,12 @@ impl WsStream {
     /// Reads and decodes what the client sent; `false` once the client has
     /// gone (end of stream or a read error).
     fn receive(&mut self, cx: &mut Context<'_>) -> bool {
-        while !self.closing {
+        // Bounded per turn: a client that never stops sending must not keep
+        // its worker (and its own session, on the same worker) from running.
+        for _ in 0..16 {
+            if self.closing {
+                return true;
+            }
             match Pin::new(&mut self.payload).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.last_seen = Instant::now();
@@ -307,6 +312,8 @@ impl WsStream {
                 }
             }
         }
+        // More may be waiting: come back after the others had their turn.
+        cx.waker().wake_by_ref();
         true
     }
 

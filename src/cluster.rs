@@ -16,7 +16,7 @@
 //!
 //! While Redis is unreachable a node keeps serving its own sessions, local
 //! broadcasts included; what it could not publish is dropped (counted in
-//! [`REDIS_DROPPED`](crate::metrics::REDIS_DROPPED) and logged), and both
+//! [`REDIS_DROPPED`] and logged), and both
 //! connections are retried with exponential backoff. Requests of one session
 //! must all reach the same node: see the README's "Running more than one
 //! node" for a load balancer configuration.

@@ -1,4 +1,4 @@
-//! What the server reports through the [`metrics`](::metrics) facade: the
+//! What the server reports through the [`metrics`] facade: the
 //! names of its metrics.
 //!
 //! The names, kinds and labels are listed in the README ("Metrics"). Handles

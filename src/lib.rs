@@ -7,6 +7,7 @@ mod config;
 mod manager;
 pub mod metrics;
 mod protocol;
+mod queue;
 mod service;
 mod session;
 mod shutdown;

@@ -24,7 +24,6 @@ use actix::{
     fut::{wrap_future, ActorFuture, ActorFutureExt},
     Actor, ActorContext, ActorState, Addr, AsyncContext, Handler, Message, Recipient, SpawnHandle,
 };
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::{
     CloseReason, RequestInfo, Session, CONFLICT_CLOSE, INTERRUPTED_CLOSE, NORMAL_CLOSE, OVERFLOW_CLOSE,
@@ -35,6 +34,7 @@ use crate::{
     manager::SessionEnded,
     metrics::{transport_label, EndpointMetrics},
     protocol::{close_frame, push_json_string, Escape, HEARTBEAT_FRAME, OPEN_FRAME},
+    queue,
     transport::{Framing, Receiver},
 };
 
@@ -59,10 +59,9 @@ pub(crate) struct Shared {
 
 /// What transports and the manager tell a session.
 ///
-/// Kept to 16 bytes: a channel allocates its first block of 32 slots when
-/// it is made, so every idle session pays 32 times the largest command.
-/// The rare or already-allocating variants are boxed; a broadcast (`Push`,
-/// one per receiving session) is not, so that it costs no allocation.
+/// Kept to 16 bytes, as queued commands are: the rare or already-allocating
+/// variants are boxed; a broadcast (`Push`, one per receiving session) is
+/// not, so that it costs no allocation.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// A receiving request wants to be the session's receiver.
@@ -98,12 +97,12 @@ impl Command {
 
 /// The sending end of a session's command channel.
 #[derive(Debug, Clone)]
-pub(crate) struct CommandTx(UnboundedSender<Command>);
+pub(crate) struct CommandTx(queue::Tx<Command>);
 
 impl CommandTx {
     /// Sends a command; gives it back if the session is gone.
     pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
-        self.0.send(command).map_err(|e| e.0)
+        self.0.send(command)
     }
 
     /// Whether the session is gone.
@@ -114,11 +113,11 @@ impl CommandTx {
 
 /// The receiving end of a session's command channel.
 #[derive(Debug)]
-pub(crate) struct CommandRx(UnboundedReceiver<Command>);
+pub(crate) struct CommandRx(queue::Rx<Command>);
 
 /// A new command channel.
 pub(crate) fn command_channel() -> (CommandTx, CommandRx) {
-    let (tx, rx) = unbounded_channel();
+    let (tx, rx) = queue::queue();
     (CommandTx(tx), CommandRx(rx))
 }
 

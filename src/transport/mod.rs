@@ -9,14 +9,12 @@
 use std::{
     any::Any,
     borrow::Cow,
-    collections::VecDeque,
     io,
     mem::MaybeUninit,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex,
     },
-    task::{Context, Poll, Waker},
 };
 
 use actix_web::{dev::Extensions, rt::net::TcpStream, web::Bytes};
@@ -110,8 +108,7 @@ pub(crate) enum WsOut {
     /// One text message.
     Text(Box<str>),
     /// A close frame with a code and reason, then the end of the socket.
-    /// (Boxed, like the text: the channel's slots are as large as the
-    /// largest item, and every socket's channel starts with 32 of them.)
+    /// (Boxed, and the text a `Box<str>`, so that a queued item takes 16 bytes.)
     Close(Box<(u16, String)>),
 }
 
@@ -124,126 +121,14 @@ pub(crate) enum Sink {
     Ws(WsWriter),
 }
 
-/// What a session writes to its WebSocket transport: a queue and the wakers
-/// of both ends, each of which sees the other leave. Lighter than a channel
-/// (a tokio channel allocates a block of 32 slots up front: with the
-/// channel's own state, ~900 bytes per idle socket).
-#[derive(Debug, Default)]
-struct Pipe {
-    state: Mutex<PipeState>,
-}
+/// The session's end of its WebSocket transport's queue.
+pub(crate) type WsWriter = crate::queue::Tx<WsOut>;
+/// The transport's end.
+pub(crate) type WsReader = crate::queue::Rx<WsOut>;
 
-#[derive(Debug, Default)]
-struct PipeState {
-    queue: VecDeque<WsOut>,
-    /// Wakes the transport when something is queued or the writer leaves.
-    reader: Option<Waker>,
-    /// Wakes the session's watcher when the transport leaves.
-    watcher: Option<Waker>,
-    reader_gone: bool,
-    writer_gone: bool,
-}
-
-impl Pipe {
-    fn lock(&self) -> MutexGuard<'_, PipeState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A new pipe from a session to a WebSocket transport.
+/// A new queue from a session to a WebSocket transport.
 pub(crate) fn ws_pipe() -> (WsWriter, WsReader) {
-    let pipe = Arc::new(Pipe::default());
-    (WsWriter(pipe.clone()), WsReader(pipe))
-}
-
-/// The session's end of a [`ws_pipe`].
-#[derive(Debug)]
-pub(crate) struct WsWriter(Arc<Pipe>);
-
-impl WsWriter {
-    fn send(&self, out: WsOut) -> Result<(), Gone> {
-        let waker = {
-            let mut state = self.0.lock();
-            if state.reader_gone {
-                return Err(Gone);
-            }
-            state.queue.push_back(out);
-            state.reader.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
-    }
-
-    fn is_closed(&self) -> bool {
-        self.0.lock().reader_gone
-    }
-
-    /// Completes when the transport has dropped its end.
-    fn gone(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let pipe = self.0.clone();
-        std::future::poll_fn(move |cx| {
-            let mut state = pipe.lock();
-            if state.reader_gone {
-                return Poll::Ready(());
-            }
-            state.watcher = Some(cx.waker().clone());
-            Poll::Pending
-        })
-    }
-}
-
-impl Drop for WsWriter {
-    fn drop(&mut self) {
-        let waker = {
-            let mut state = self.0.lock();
-            state.writer_gone = true;
-            state.reader.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// The transport's end of a [`ws_pipe`].
-#[derive(Debug)]
-pub(crate) struct WsReader(Arc<Pipe>);
-
-impl WsReader {
-    /// The next message; `None` once the session has let go and all is read.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<WsOut>> {
-        let mut state = self.0.lock();
-        if let Some(out) = state.queue.pop_front() {
-            if state.queue.is_empty() && state.queue.capacity() > 64 {
-                // A burst is over: give its memory back.
-                state.queue.shrink_to(4);
-            }
-            return Poll::Ready(Some(out));
-        }
-        if state.writer_gone {
-            return Poll::Ready(None);
-        }
-        if !state.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            state.reader = Some(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for WsReader {
-    fn drop(&mut self) {
-        let waker = {
-            let mut state = self.0.lock();
-            state.reader_gone = true;
-            state.queue.clear();
-            state.watcher.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
+    crate::queue::queue()
 }
 
 /// Bytes handed to a transport that it has not taken yet.
@@ -334,7 +219,7 @@ impl Receiver {
             }
             Sink::Ws(tx) => {
                 self.backlog.add(frame.len());
-                tx.send(WsOut::Text(frame.into_owned().into_boxed_str()))?;
+                tx.send(WsOut::Text(frame.into_owned().into_boxed_str())).map_err(|_| Gone)?;
             }
         }
         Ok(self.framing.polling() || self.written >= self.limit)

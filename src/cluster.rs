@@ -23,6 +23,7 @@
 
 use std::{
     fmt,
+    future::Future,
     hash::{BuildHasher, Hasher},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -246,6 +247,14 @@ fn decode(payload: &[u8]) -> Option<(u64, ClusterMessage)> {
     Some((node, msg))
 }
 
+/// A connection attempt within [`CONNECT_TIMEOUT`]; the error as text.
+async fn connecting<T>(attempt: impl Future<Output = ::redis::RedisResult<T>>) -> Result<T, String> {
+    match time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
 /// Publishes what the manager hands over, pipelined, in order.
 async fn publish(shared: Arc<Shared>, mut rx: UnboundedReceiver<ClusterMessage>) {
     let (published, dropped) = (shared.counter(REDIS_PUBLISHED), shared.counter(REDIS_DROPPED));
@@ -269,17 +278,13 @@ async fn publish(shared: Arc<Shared>, mut rx: UnboundedReceiver<ClusterMessage>)
         let mut sent = false;
         for _ in 0..2 {
             if conn.is_none() && Instant::now() >= retry_at {
-                match time::timeout(CONNECT_TIMEOUT, shared.client.get_multiplexed_async_connection()).await {
-                    Ok(Ok(c)) => {
+                match connecting(shared.client.get_multiplexed_async_connection()).await {
+                    Ok(c) => {
                         log::debug!("sockjs: redis publisher connected");
                         delay = shared.backoff.0;
                         conn = Some(c);
                     }
-                    failed => {
-                        let why = failed.map_or_else(
-                            |_| "timed out".to_owned(),
-                            |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
-                        );
+                    Err(why) => {
                         log::debug!("sockjs: redis publisher cannot connect ({why}); next try in {delay:?}");
                         retry_at = Instant::now() + delay;
                         delay = shared.next_backoff(delay);
@@ -324,8 +329,8 @@ async fn subscribe(shared: Arc<Shared>, manager: Recipient<Relayed>) {
             pubsub.subscribe(&shared.channel).await?;
             Ok::<_, ::redis::RedisError>(pubsub)
         };
-        match time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok(pubsub)) => {
+        match connecting(attempt).await {
+            Ok(pubsub) => {
                 log::info!("sockjs: redis bridge subscribed to {:?}", shared.channel);
                 connects.increment(1);
                 shared.set_up(true);
@@ -354,11 +359,7 @@ async fn subscribe(shared: Arc<Shared>, manager: Recipient<Relayed>) {
                     shared.channel
                 );
             }
-            failed => {
-                let why = failed.map_or_else(
-                    |_| "timed out".to_owned(),
-                    |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
-                );
+            Err(why) => {
                 if !warned {
                     log::warn!("sockjs: cannot subscribe to redis ({why}); retrying with backoff");
                     warned = true;

@@ -141,11 +141,8 @@ impl EndpointMetrics {
     pub(crate) fn new(endpoint: &str) -> Self {
         describe();
         let endpoint = if endpoint.is_empty() { "/".to_owned() } else { endpoint.to_owned() };
-        let by_transport = |name: &'static str| {
-            TRANSPORTS.map(|t| gauge!(name, "endpoint" => endpoint.clone(), "transport" => t))
-        };
         Self {
-            open: by_transport(SESSIONS_OPEN),
+            open: TRANSPORTS.map(|t| gauge!(SESSIONS_OPEN, "endpoint" => endpoint.clone(), "transport" => t)),
             opened: TRANSPORTS
                 .map(|t| counter!(SESSIONS_OPENED, "endpoint" => endpoint.clone(), "transport" => t)),
             closed: CAUSES.map(|c| counter!(SESSIONS_CLOSED, "endpoint" => endpoint.clone(), "cause" => c)),

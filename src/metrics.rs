@@ -6,6 +6,16 @@
 //! so the per-message cost is an atomic add (nothing at all when no recorder
 //! is installed). Install a recorder before building the `HttpServer`:
 //! handles taken earlier stay no-ops.
+//!
+//! # Examples
+//!
+//! ```ignore
+//! // With metrics-exporter-prometheus, as examples/chat.rs does:
+//! let prometheus = PrometheusBuilder::new().install_recorder()?;
+//! // ... build the HttpServer, then answer GET /metrics with:
+//! let text = prometheus.render();
+//! assert!(text.contains(actix_sockjs::metrics::SESSIONS_OPEN));
+//! ```
 
 use std::{
     collections::HashMap,

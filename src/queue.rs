@@ -4,8 +4,10 @@
 //! Every session holds one for its commands and every WebSocket one for its
 //! frames, mostly idle. A tokio channel allocates a block of 32 slots and
 //! its cache-padded state up front (~500 bytes and more); this costs one
-//! small allocation until something is queued, and gives its memory back
-//! after a burst.
+//! small allocation. One item waits in place: the `VecDeque` only
+//! allocates when two or more are queued at once (an idle session's queues
+//! then hold no buffer, and a message passed on at once costs no
+//! allocation), and it gives its memory back after a burst.
 
 use std::{
     collections::VecDeque,
@@ -20,7 +22,10 @@ struct Shared<T> {
 }
 
 struct State<T> {
-    items: VecDeque<T>,
+    /// The oldest item, when `rest` is empty or it was queued before them.
+    first: Option<T>,
+    /// Further items, in order, all queued after `first`.
+    rest: VecDeque<T>,
     /// Live senders; the receiver sees the end when none is left.
     senders: usize,
     receiver_gone: bool,
@@ -28,6 +33,32 @@ struct State<T> {
     receiver: Option<Waker>,
     /// Wakes the one task waiting in [`Tx::gone`].
     watcher: Option<Waker>,
+}
+
+impl<T> State<T> {
+    fn push(&mut self, item: T) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        if let Some(item) = self.first.take() {
+            return Some(item);
+        }
+        let item = self.rest.pop_front()?;
+        if self.rest.is_empty() && self.rest.capacity() > 64 {
+            // A burst is over: give its memory back.
+            self.rest.shrink_to(4);
+        }
+        Some(item)
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
 }
 
 impl<T> Shared<T> {
@@ -40,7 +71,8 @@ impl<T> Shared<T> {
 pub(crate) fn queue<T>() -> (Tx<T>, Rx<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            items: VecDeque::new(),
+            first: None,
+            rest: VecDeque::new(),
             senders: 1,
             receiver_gone: false,
             receiver: None,
@@ -61,7 +93,7 @@ impl<T> Tx<T> {
             if state.receiver_gone {
                 return Err(item);
             }
-            state.items.push_back(item);
+            state.push(item);
             state.receiver.take()
         };
         if let Some(waker) = waker {
@@ -128,11 +160,7 @@ impl<T> Rx<T> {
     /// The next item; `None` once every sender is gone and all is taken.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = self.0.lock();
-        if let Some(item) = state.items.pop_front() {
-            if state.items.is_empty() && state.items.capacity() > 64 {
-                // A burst is over: give its memory back.
-                state.items.shrink_to(4);
-            }
+        if let Some(item) = state.pop() {
             return Poll::Ready(Some(item));
         }
         if state.senders == 0 {
@@ -150,7 +178,7 @@ impl<T> Drop for Rx<T> {
         let (items, waker) = {
             let mut state = self.0.lock();
             state.receiver_gone = true;
-            (std::mem::take(&mut state.items), state.watcher.take())
+            ((state.first.take(), std::mem::take(&mut state.rest)), state.watcher.take())
         };
         // Dropped outside the lock: an item may own another queue's end.
         drop(items);
@@ -162,7 +190,7 @@ impl<T> Drop for Rx<T> {
 
 impl<T> fmt::Debug for Rx<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rx").field("queued", &self.0.lock().items.len()).finish()
+        f.debug_struct("Rx").field("queued", &self.0.lock().len()).finish()
     }
 }
 
@@ -185,6 +213,40 @@ mod tests {
         assert_eq!(rx.poll_recv(&mut cx), Poll::Pending, "one sender is left");
         drop(tx2);
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn order_holds_across_the_inline_slot_and_one_item_needs_no_buffer() {
+        let (tx, mut rx) = queue();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut expected = Vec::new();
+        let mut got = Vec::new();
+        // Pushes and pops interleaved so that items go through the slot and
+        // the deque in every order.
+        let mut n = 0;
+        for round in 0..20 {
+            for _ in 0..(round % 4) {
+                n += 1;
+                tx.send(n).unwrap();
+                expected.push(n);
+            }
+            for _ in 0..(round % 3) {
+                if let Poll::Ready(Some(v)) = rx.poll_recv(&mut cx) {
+                    got.push(v);
+                }
+            }
+        }
+        while let Poll::Ready(Some(v)) = rx.poll_recv(&mut cx) {
+            got.push(v);
+        }
+        assert_eq!(got, expected);
+
+        let (tx, mut rx) = queue();
+        for i in 0..100 {
+            tx.send(i).unwrap();
+            assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(i)));
+        }
+        assert_eq!(rx.0.lock().rest.capacity(), 0, "one item at a time never allocates");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use actix_http::ws::{Codec, Frame, Item};
@@ -22,7 +22,10 @@ use actix_web::{
 };
 use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError};
 use futures_util::{Stream, StreamExt as _};
-use tokio::{sync::mpsc::unbounded_channel, time};
+use tokio::{
+    sync::mpsc::unbounded_channel,
+    time::{self, Instant},
+};
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use super::{
@@ -110,13 +113,10 @@ async fn open<A: Session>(
         raw,
         max: ep.config.max_message_bytes,
         partial: None,
-        ping: {
-            let mut every = time::interval_at(time::Instant::now() + heartbeat, heartbeat);
-            every.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
-            every
-        },
+        timer: Box::pin(time::sleep(heartbeat)),
+        heartbeat,
         ping_timeout: ep.config.ping_timeout,
-        pong_deadline: Box::pin(time::sleep(heartbeat)),
+        next_ping: Instant::now() + heartbeat,
         ping_sent: None,
         last_seen: Instant::now(),
         wrote: false,
@@ -176,11 +176,13 @@ struct WsStream {
     max: usize,
     /// A fragmented text message being reassembled.
     partial: Option<BytesMut>,
-    /// Dead peers: a ping every heartbeat; silence for `ping_timeout` after
-    /// a ping ends the socket.
-    ping: time::Interval,
+    /// Dead peers: a ping every `heartbeat`; silence for `ping_timeout`
+    /// after a ping ends the socket. One timer serves both, set to whichever
+    /// comes first (a timer is ~100 bytes of every idle socket).
+    timer: Pin<Box<time::Sleep>>,
+    heartbeat: Duration,
     ping_timeout: Duration,
-    pong_deadline: Pin<Box<time::Sleep>>,
+    next_ping: Instant,
     /// The ping whose answer is awaited.
     ping_sent: Option<Instant>,
     /// When the client last sent anything.
@@ -320,20 +322,18 @@ impl WsStream {
     /// Pings, and gives up on a peer silent since the last ping; `false`
     /// once it has.
     fn keep_alive(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.ping.poll_tick(cx).is_ready() {
-            if !self.raw && !std::mem::take(&mut self.wrote) {
-                self.encode(Message::Text(HEARTBEAT_FRAME.into()));
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if now >= self.next_ping {
+                if !self.raw && !std::mem::take(&mut self.wrote) {
+                    self.encode(Message::Text(HEARTBEAT_FRAME.into()));
+                }
+                self.encode(Message::Ping(Bytes::new()));
+                self.next_ping = now + self.heartbeat;
+                // The oldest unanswered ping is the one that counts.
+                self.ping_sent.get_or_insert(now);
             }
-            self.encode(Message::Ping(Bytes::new()));
-            // The oldest unanswered ping is the one that counts.
-            if self.ping_sent.is_none() {
-                let now = Instant::now();
-                self.ping_sent = Some(now);
-                self.pong_deadline.as_mut().reset(time::Instant::from_std(now + self.ping_timeout));
-            }
-        }
-        if let Some(sent) = self.ping_sent {
-            if self.pong_deadline.as_mut().poll(cx).is_ready() {
+            if let Some(sent) = self.ping_sent.filter(|sent| now >= *sent + self.ping_timeout) {
                 self.ping_sent = None;
                 if self.last_seen < sent {
                     log::info!(
@@ -344,6 +344,11 @@ impl WsStream {
                     return false;
                 }
             }
+            let next = match self.ping_sent {
+                Some(sent) => self.next_ping.min(sent + self.ping_timeout),
+                None => self.next_ping,
+            };
+            self.timer.as_mut().reset(next);
         }
         true
     }

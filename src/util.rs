@@ -1,6 +1,6 @@
 //! Small parsing helpers: percent-decoding, query strings, cookies, forms.
 
-use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE};
+use actix_web::http::header::{HeaderMap, COOKIE};
 
 /// Decodes `%XX` escapes (and `+` as space when `plus` is set). Invalid
 /// escapes are kept as they are; invalid UTF-8 becomes U+FFFD.
@@ -45,17 +45,13 @@ pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
 
 /// The value of one cookie in the request's `Cookie` headers.
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookie_in(headers.get_all(COOKIE), name)
+    cookie_in(headers.get_all(COOKIE).filter_map(|v| v.to_str().ok()), name)
 }
 
 /// The value of one cookie in these `Cookie` header values.
-pub(crate) fn cookie_in<'a>(
-    values: impl IntoIterator<Item = &'a HeaderValue>,
-    name: &str,
-) -> Option<&'a str> {
+pub(crate) fn cookie_in<'a>(values: impl IntoIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
     values
         .into_iter()
-        .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == name)
@@ -64,6 +60,7 @@ pub(crate) fn cookie_in<'a>(
 
 #[cfg(test)]
 mod tests {
+    use actix_web::http::header::HeaderValue;
 
     use super::*;
 

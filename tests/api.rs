@@ -60,8 +60,7 @@ impl Session for Probe {
             // The header list and the map built from it agree; names are case-insensitive.
             header: req
                 .header("X-USER")
-                .filter(|v| req.headers().get("x-user") == Some(*v))
-                .and_then(|v| v.to_str().ok())
+                .filter(|v| req.headers().get("x-user").and_then(|h| h.to_str().ok()) == Some(*v))
                 .map(str::to_owned),
             local_peer: req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
         });

@@ -4,6 +4,7 @@
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
+    str::FromStr,
     sync::OnceLock,
 };
 
@@ -154,11 +155,13 @@ pub const NORMAL_CLOSE: (u16, &str) = (1000, "Normal closure");
 /// token in [`Session::on_open`] and [`SessionContext::close`] the session
 /// if it is not allowed.
 ///
-/// The headers are kept as a plain list; [`header`](Self::header) and
+/// The path, query and headers are copied into one compact buffer (every
+/// idle session keeps it, so it is kept small: ~170 bytes for a WebSocket
+/// upgrade with five headers); [`header`](Self::header) and
 /// [`cookie`](Self::cookie) read it directly, and [`headers`](Self::headers)
-/// builds a `HeaderMap` from it at its first call. (A `HeaderMap` keeps the
-/// capacity actix-web reserves for parsing: cloned, it cost 6.7 KB per
-/// session, for a WebSocket upgrade with five headers.)
+/// builds a `HeaderMap` from it at its first call. Nothing of the request
+/// itself is kept: holding actix-web's header values would keep the
+/// connection's 8 KiB read buffer from being reused.
 ///
 /// # Examples
 ///
@@ -174,7 +177,7 @@ pub const NORMAL_CLOSE: (u16, &str) = (1000, "Normal closure");
 ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
 ///         let req = ctx.request();
 ///         let token = req.query("token").or_else(|| req.cookie("token").map(str::to_owned));
-///         let agent = req.header("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("?");
+///         let agent = req.header("user-agent").unwrap_or("?");
 ///         log::info!("session from {agent} at {:?}", req.client_ip());
 ///         if token.as_deref() != Some("let-me-in") {
 ///             ctx.close(4001, "Unauthorized");
@@ -183,42 +186,78 @@ pub const NORMAL_CLOSE: (u16, &str) = (1000, "Normal closure");
 ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
 /// }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RequestInfo {
-    headers: Box<[(HeaderName, HeaderValue)]>,
-    map: OnceLock<HeaderMap>,
+    /// The path, then the query, then one `name:value\n` record per header
+    /// (names are tokens, without `:`; values cannot hold a line feed).
+    data: Box<[u8]>,
+    path_len: u32,
+    query_len: u32,
+    map: OnceLock<Box<HeaderMap>>,
     peer_addr: Option<SocketAddr>,
     client_ip: Option<IpAddr>,
-    path: String,
-    query: String,
 }
 
 impl RequestInfo {
     pub(crate) fn from_request(req: &HttpRequest, client_ip: Option<IpAddr>) -> Self {
+        let (path, query) = (req.path(), req.query_string());
+        let size = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 2).sum::<usize>();
+        let mut data = Vec::with_capacity(path.len() + query.len() + size);
+        data.extend_from_slice(path.as_bytes());
+        data.extend_from_slice(query.as_bytes());
+        for (name, value) in req.headers() {
+            data.extend_from_slice(name.as_str().as_bytes());
+            data.push(b':');
+            data.extend_from_slice(value.as_bytes());
+            data.push(b'\n');
+        }
+        // A request head is far below 4 GiB (actix-web refuses heads over 96 KiB).
+        let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX);
         Self {
-            headers: req.headers().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            data: data.into_boxed_slice(),
+            path_len: len(path),
+            query_len: len(query),
             map: OnceLock::new(),
             peer_addr: req.peer_addr(),
             client_ip,
-            path: req.path().to_owned(),
-            query: req.query_string().to_owned(),
         }
+    }
+
+    fn text(&self, from: usize, len: u32) -> &str {
+        let bytes = self.data.get(from..from + len as usize).unwrap_or_default();
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    /// Every header as (lower-case name, raw value), in request order.
+    fn header_records(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let start = (self.path_len as usize + self.query_len as usize).min(self.data.len());
+        self.data[start..].split(|b| *b == b'\n').filter_map(|record| {
+            let colon = record.iter().position(|b| *b == b':')?;
+            let name = std::str::from_utf8(&record[..colon]).ok()?;
+            Some((name, &record[colon + 1..]))
+        })
     }
 
     /// The request headers, as a `HeaderMap` (built at the first call).
     pub fn headers(&self) -> &HeaderMap {
         self.map.get_or_init(|| {
-            let mut map = HeaderMap::with_capacity(self.headers.len());
-            for (name, value) in self.headers.iter() {
-                map.append(name.clone(), value.clone());
+            let mut map = HeaderMap::new();
+            for (name, value) in self.header_records() {
+                if let (Ok(name), Ok(value)) = (HeaderName::from_str(name), HeaderValue::from_bytes(value)) {
+                    map.append(name, value);
+                }
             }
-            map
+            Box::new(map)
         })
     }
 
-    /// The first value of one request header (names are case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
-        self.headers.iter().find(|(k, _)| k.as_str().eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    /// The first value of one request header (names are case-insensitive),
+    /// if it is UTF-8 text; [`headers`](Self::headers) has every value as
+    /// sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_records()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     /// The address of the connected peer (a proxy's address behind a proxy).
@@ -234,22 +273,82 @@ impl RequestInfo {
 
     /// The request path, as sent (not percent-decoded).
     pub fn path(&self) -> &str {
-        &self.path
+        self.text(0, self.path_len)
     }
 
     /// The raw query string, without `?`.
     pub fn query_string(&self) -> &str {
-        &self.query
+        self.text(self.path_len as usize, self.query_len)
     }
 
     /// The value of one query parameter, percent-decoded.
     pub fn query(&self, name: &str) -> Option<String> {
-        crate::util::query_param(&self.query, name)
+        crate::util::query_param(self.query_string(), name)
     }
 
     /// The value of one cookie of the request's `Cookie` headers.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        let values = self.headers.iter().filter(|(k, _)| *k == COOKIE).map(|(_, v)| v);
+        let values = self
+            .header_records()
+            .filter(|(k, _)| *k == COOKIE.as_str())
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok());
         crate::util::cookie_in(values, name)
+    }
+}
+
+impl fmt::Debug for RequestInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<_> = self.header_records().map(|(k, v)| (k, String::from_utf8_lossy(v))).collect();
+        f.debug_struct("RequestInfo")
+            .field("path", &self.path())
+            .field("query", &self.query_string())
+            .field("headers", &headers)
+            .field("peer_addr", &self.peer_addr)
+            .field("client_ip", &self.client_ip)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn request_facts_survive_the_compact_copy() {
+        let req = TestRequest::get()
+            .uri("/chat/000/abc/websocket?token=a%20b&x=1")
+            .insert_header(("Cookie", "a=1; auth=xyz"))
+            .append_header(("Cookie", "theme=dark"))
+            .insert_header(("X-User", "ann"))
+            .insert_header(("X-Raw", HeaderValue::from_bytes(b"caf\xe9").unwrap()))
+            .insert_header(("X-Empty", ""))
+            .peer_addr("10.1.2.3:4567".parse().unwrap())
+            .to_http_request();
+        let info = RequestInfo::from_request(&req, Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(info.path(), "/chat/000/abc/websocket");
+        assert_eq!(info.query_string(), "token=a%20b&x=1");
+        assert_eq!(info.query("token").as_deref(), Some("a b"));
+        assert_eq!(info.header("x-user"), Some("ann"));
+        assert_eq!(info.header("X-USER"), Some("ann"));
+        assert_eq!(info.header("x-empty"), Some(""));
+        assert_eq!(info.header("x-raw"), None, "not UTF-8");
+        assert_eq!(info.headers().get("x-raw").map(|v| v.as_bytes()), Some(&b"caf\xe9"[..]));
+        assert_eq!(info.header("missing"), None);
+        assert_eq!(info.cookie("auth"), Some("xyz"));
+        assert_eq!(info.cookie("theme"), Some("dark"), "a second Cookie header");
+        assert_eq!(info.cookie("nope"), None);
+        assert_eq!(info.headers().get_all("cookie").count(), 2);
+        assert_eq!(info.headers().len(), req.headers().len());
+        assert_eq!(info.peer_addr(), Some("10.1.2.3:4567".parse().unwrap()));
+        assert_eq!(info.client_ip(), Some("1.2.3.4".parse().unwrap()));
+        let copy = info.clone();
+        assert_eq!(format!("{copy:?}"), format!("{info:?}"));
+        assert!(format!("{info:?}").contains("x-user"));
+
+        let bare = RequestInfo::from_request(&TestRequest::get().uri("/").to_http_request(), None);
+        assert_eq!((bare.path(), bare.query_string(), bare.header("host")), ("/", "", None));
+        assert!(bare.headers().is_empty());
     }
 }

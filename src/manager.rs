@@ -12,18 +12,41 @@ use std::{
     time::Instant,
 };
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{
+    Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult, ResponseFuture, StreamHandler,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::{
     admission::{Caps, Refusal},
     metrics::broadcast_fanout,
     protocol::{json_string, Escape},
-    session::{command_channel, Command, CommandRx, CommandTx, Session, Shared},
+    queue,
+    session::{command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, Shared},
 };
 
 /// Builds a session actor for each new session.
 pub(crate) type Factory<A> = Arc<dyn Fn() -> A + Send + Sync>;
+
+/// What a worker needs to start a session the manager admitted: the
+/// factory, and where the session reports its end.
+pub(crate) struct Starter<A: Session> {
+    pub(crate) factory: Factory<A>,
+    pub(crate) on_end: EndedTx,
+}
+
+/// Where sessions report that they ended, by serial: one queue per
+/// manager, a clone of its sender per session (no allocation; an actix
+/// `Recipient` per session cost ~100 bytes of every idle session).
+#[derive(Debug, Clone)]
+pub(crate) struct EndedTx(queue::Tx<u64>);
+
+impl EndedTx {
+    /// Reports that the session `serial` ended (ignored once the manager is gone).
+    pub(crate) fn ended(&self, serial: u64) {
+        let _ = self.0.send(serial);
+    }
+}
 
 /// The command channels of an endpoint's HTTP sessions by id, shared with
 /// the workers: a request for an existing session finds it here without a
@@ -88,7 +111,7 @@ pub(crate) fn next_serial() -> u64 {
 /// ```
 pub struct SessionManager<A: Session> {
     factory: Factory<A>,
-    sessions: HashMap<u64, Entry<A>>,
+    sessions: HashMap<u64, Entry>,
     /// HTTP sessions by id.
     by_id: HashMap<Arc<str>, u64>,
     /// The same sessions' channels, for the workers.
@@ -99,11 +122,13 @@ pub struct SessionManager<A: Session> {
     shutting_down: bool,
     /// Where broadcasts also go, to reach other nodes.
     relay: Option<UnboundedSender<ClusterMessage>>,
+    ended: EndedTx,
+    /// Taken when the actor starts, which drains it.
+    ended_rx: Option<queue::Rx<u64>>,
 }
 
-struct Entry<A: Session> {
+struct Entry {
     tx: CommandTx,
-    addr: Option<Addr<A>>,
     id: Option<Arc<str>>,
     /// Whether `id` is in `sockets_by_id` rather than `by_id`.
     socket: bool,
@@ -133,6 +158,7 @@ impl<A: Session> SessionManager<A> {
     where
         F: Fn() -> A + Send + Sync + 'static,
     {
+        let (ended, ended_rx) = queue::queue();
         Self {
             factory: Arc::new(factory),
             sessions: HashMap::new(),
@@ -142,7 +168,13 @@ impl<A: Session> SessionManager<A> {
             per_client: HashMap::new(),
             shutting_down: false,
             relay: None,
+            ended: EndedTx(ended),
+            ended_rx: Some(ended_rx),
         }
+    }
+
+    fn starter(&self) -> Starter<A> {
+        Starter { factory: self.factory.clone(), on_end: self.ended.clone() }
     }
 
     /// Starts a manager whose factory needs the manager's own address (a
@@ -179,7 +211,7 @@ impl<A: Session> SessionManager<A> {
     }
 
     /// Adds a session if the caps allow it.
-    fn admit(&mut self, serial: u64, entry: Entry<A>, caps: Caps) -> Result<(), Refusal> {
+    fn admit(&mut self, serial: u64, entry: Entry, caps: Caps) -> Result<(), Refusal> {
         if self.shutting_down {
             return Err(Refusal::ShuttingDown);
         }
@@ -249,6 +281,22 @@ impl<A: Session> SessionManager<A> {
 
 impl<A: Session> Actor for SessionManager<A> {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(mut ended) = self.ended_rx.take() {
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| ended.poll_recv(cx)));
+        }
+    }
+}
+
+/// A session actor has stopped (its serial, from the [`EndedTx`] queue).
+impl<A: Session> StreamHandler<u64> for SessionManager<A> {
+    fn handle(&mut self, serial: u64, _: &mut Context<Self>) {
+        self.remove(serial);
+    }
+
+    // The manager holds a sender itself: the stream does not end.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 /// Sends one message to every open session of the endpoint.
@@ -505,11 +553,24 @@ impl<A: Session> GetSession<A> {
 }
 
 impl<A: Session> Handler<GetSession<A>> for SessionManager<A> {
-    type Result = Option<Addr<A>>;
+    type Result = ResponseFuture<Option<Addr<A>>>;
 
-    fn handle(&mut self, msg: GetSession<A>, _: &mut Context<Self>) -> Option<Addr<A>> {
-        let serial = self.by_id.get(msg.id.as_str())?;
-        self.sessions.get(serial)?.addr.clone()
+    fn handle(&mut self, msg: GetSession<A>, _: &mut Context<Self>) -> Self::Result {
+        // The manager keeps no `Addr` per session (an actix address costs a
+        // shared allocation of its own); the session answers with one.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ask = AddressRequest::new(move |addr| {
+            let _ = reply.send(addr.downcast::<Addr<A>>().ok().map(|addr| *addr));
+        });
+        let tx = self.by_id.get(msg.id.as_str()).and_then(|serial| self.sessions.get(serial));
+        let asked = tx.is_some_and(|entry| entry.tx.send(Command::Address(Box::new(ask))).is_ok());
+        Box::pin(async move {
+            if asked {
+                answer.await.ok().flatten()
+            } else {
+                None
+            }
+        })
     }
 }
 
@@ -530,8 +591,8 @@ impl<A: Session> Handler<GetDirectory> for SessionManager<A> {
 pub(crate) enum Acquired<A: Session> {
     /// The session exists.
     Found(CommandTx),
-    /// It did not; the caller must start it with this channel and factory.
-    Created { serial: u64, tx: CommandTx, rx: CommandRx, factory: Factory<A> },
+    /// It did not; the caller must start it with this channel and starter.
+    Created { serial: u64, tx: CommandTx, rx: CommandRx, starter: Starter<A> },
     /// It does not exist and was not to be created.
     Missing,
     /// It does not exist and the caps forbid creating it.
@@ -574,15 +635,15 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
         };
         let serial = next_serial();
         let (tx, rx) = command_channel();
-        let entry = Entry { tx: tx.clone(), addr: None, id: Some(id), socket: false, client: open.client };
+        let entry = Entry { tx: tx.clone(), id: Some(id), socket: false, client: open.client };
         if let Err(refusal) = self.admit(serial, entry, open.caps) {
             return MessageResult(Acquired::Refused(refusal));
         }
-        MessageResult(Acquired::Created { serial, tx, rx, factory: self.factory.clone() })
+        MessageResult(Acquired::Created { serial, tx, rx, starter: self.starter() })
     }
 }
 
-/// Registers a WebSocket session (not looked up by id); answers the factory.
+/// Registers a WebSocket session (not looked up by id); answers the starter.
 pub(crate) struct RegisterSocket<A: Session> {
     serial: u64,
     id: Option<Arc<str>>,
@@ -600,49 +661,14 @@ impl<A: Session> RegisterSocket<A> {
 }
 
 impl<A: Session> Message for RegisterSocket<A> {
-    type Result = Result<Factory<A>, Refusal>;
+    type Result = Result<Starter<A>, Refusal>;
 }
 
 impl<A: Session> Handler<RegisterSocket<A>> for SessionManager<A> {
     type Result = MessageResult<RegisterSocket<A>>;
 
     fn handle(&mut self, msg: RegisterSocket<A>, _: &mut Context<Self>) -> Self::Result {
-        let entry = Entry { tx: msg.tx, addr: None, id: msg.id, socket: true, client: msg.open.client };
-        MessageResult(self.admit(msg.serial, entry, msg.open.caps).map(|()| self.factory.clone()))
-    }
-}
-
-/// A session actor has started: its address, for [`GetSession`].
-pub(crate) struct Started<A: Session> {
-    pub(crate) serial: u64,
-    pub(crate) addr: Addr<A>,
-}
-
-impl<A: Session> Message for Started<A> {
-    type Result = ();
-}
-
-impl<A: Session> Handler<Started<A>> for SessionManager<A> {
-    type Result = ();
-
-    fn handle(&mut self, msg: Started<A>, _: &mut Context<Self>) {
-        if let Some(entry) = self.sessions.get_mut(&msg.serial) {
-            entry.addr = Some(msg.addr);
-        }
-    }
-}
-
-/// A session actor has stopped.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct SessionEnded {
-    pub(crate) serial: u64,
-}
-
-impl<A: Session> Handler<SessionEnded> for SessionManager<A> {
-    type Result = ();
-
-    fn handle(&mut self, msg: SessionEnded, _: &mut Context<Self>) {
-        self.remove(msg.serial);
+        let entry = Entry { tx: msg.tx, id: msg.id, socket: true, client: msg.open.client };
+        MessageResult(self.admit(msg.serial, entry, msg.open.caps).map(|()| self.starter()))
     }
 }

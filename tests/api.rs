@@ -195,6 +195,7 @@ fn open_sees_the_request_and_the_factory_state() {
     );
     assert_eq!(p.ask(SessionCount), 1);
     // Reach the session actor by id and send it our own message.
+    assert!(p.ask(GetSession::new("no-such-session")).is_none());
     let addr = p.ask(GetSession::new(id.clone())).expect("session found by id");
     addr.do_send(Say("from outside".into()));
     assert_eq!(post(p.port, &format!("/probe/000/{id}/xhr"), "").body, "a[\"from outside\"]\n");

@@ -10,6 +10,7 @@
 //! turn of the actor is flushed to the receiver as one `a[...]` frame.
 
 use std::{
+    any::Any,
     borrow::Cow,
     collections::VecDeque,
     fmt,
@@ -22,7 +23,7 @@ use std::{
 use actix::{
     dev::{AsyncContextParts, ContextFut, ContextParts, Envelope, Mailbox, ToEnvelope},
     fut::{wrap_future, ActorFuture, ActorFutureExt},
-    Actor, ActorContext, ActorState, Addr, AsyncContext, Handler, Message, Recipient, SpawnHandle,
+    Actor, ActorContext, ActorState, Addr, AsyncContext, Handler, Message, SpawnHandle,
 };
 
 use super::{
@@ -31,7 +32,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    manager::SessionEnded,
+    manager::EndedTx,
     metrics::{transport_label, EndpointMetrics},
     protocol::{close_frame, push_json_string, Escape, HEARTBEAT_FRAME, OPEN_FRAME},
     queue,
@@ -76,6 +77,24 @@ pub(crate) enum Command {
     TransportFailed(Failure),
     /// The server is shutting down.
     Shutdown,
+    /// Someone wants the session actor's address ([`GetSession`](crate::GetSession)).
+    Address(Box<AddressRequest>),
+}
+
+/// Takes a session's `Addr<A>`, boxed as `Any` (commands are not generic
+/// over the session type).
+pub(crate) struct AddressRequest(Box<dyn FnOnce(Box<dyn Any + Send>) + Send>);
+
+impl AddressRequest {
+    pub(crate) fn new(reply: impl FnOnce(Box<dyn Any + Send>) + Send + 'static) -> Self {
+        Self(Box::new(reply))
+    }
+}
+
+impl fmt::Debug for AddressRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AddressRequest")
+    }
 }
 
 /// Why a WebSocket transport closed its socket.
@@ -129,7 +148,7 @@ pub(crate) struct SessionSetup {
     pub(crate) mode: Mode,
     pub(crate) config: Arc<Config>,
     pub(crate) request: RequestInfo,
-    pub(crate) on_end: Recipient<SessionEnded>,
+    pub(crate) on_end: EndedTx,
     pub(crate) metrics: Arc<EndpointMetrics>,
 }
 
@@ -366,6 +385,7 @@ where
                 }
             }
             Command::Push(shared) => self.push_shared(&shared),
+            Command::Address(request) => (request.0)(Box::new(self.parts.address())),
             Command::Shutdown => {
                 if self.set_closed(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned()) {
                     self.notify_close(act, CloseReason::Shutdown);
@@ -585,7 +605,7 @@ where
             }
             receiver.close_socket(code, reason);
         }
-        self.setup.on_end.do_send(SessionEnded { serial: self.setup.serial });
+        self.setup.on_end.ended(self.setup.serial);
         log::trace!("sockjs {}: session ended", self.setup.id);
     }
 }
@@ -727,8 +747,8 @@ impl<A: Session> Future for SessionFut<A> {
     }
 }
 
-/// Starts a session actor on the current arbiter and returns its address.
-pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: CommandRx) -> Addr<A> {
+/// Starts a session actor on the current arbiter.
+pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: CommandRx) {
     let mailbox = Mailbox::default();
     let http = setup.mode == Mode::Http;
     let mut ctx = SessionContext {
@@ -754,8 +774,5 @@ pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: Command
         // A session whose first receiver never arrives still expires.
         ctx.schedule_expiry();
     }
-    let fut = ContextFut::new(ctx, act, mailbox);
-    let addr = fut.address();
-    actix::spawn(SessionFut { fut });
-    addr
+    actix::spawn(SessionFut { fut: ContextFut::new(ctx, act, mailbox) });
 }

@@ -18,7 +18,8 @@ mod context;
 
 pub use context::SessionContext;
 pub(crate) use context::{
-    command_channel, start_session, Command, CommandRx, CommandTx, Failure, Mode, SessionSetup, Shared,
+    command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Mode,
+    SessionSetup, Shared,
 };
 
 /// A SockJS session's application logic.

@@ -16,7 +16,7 @@ use tokio::sync::mpsc::unbounded_channel;
 use super::{body_stream, Backlog, Framing, PeerSocket, Receiver};
 use crate::{
     admission::Refusal,
-    manager::{Acquire, Acquired, Factory, GetDirectory, Started},
+    manager::{Acquire, Acquired, GetDirectory, Starter},
     protocol::{htmlfile_prelude, parse_messages, validate_callback, CallbackError},
     service::{cors, never_cache, session_cookie, Endpoint, JAVASCRIPT, TEXT},
     session::{start_session, Command, CommandRx, CommandTx, Mode, RequestInfo, Session, SessionSetup},
@@ -69,9 +69,9 @@ impl<A: Session> Endpoint<A> {
                     Err(Command::Attach(r)) => receiver = r,
                     Err(_) => return Err(ReachError::Manager),
                 },
-                Acquired::Created { serial, tx, rx, factory } => {
+                Acquired::Created { serial, tx, rx, starter } => {
                     let _ = tx.send(Command::Attach(receiver));
-                    self.start(factory, serial, id, Mode::Http, req, rx);
+                    self.start(starter, serial, id, Mode::Http, req, rx);
                     return Ok(());
                 }
                 Acquired::Missing => opening = Some(self.admit(req).map_err(ReachError::Denied)?),
@@ -107,7 +107,7 @@ impl<A: Session> Endpoint<A> {
     /// Starts a session actor on this worker.
     pub(crate) fn start(
         &self,
-        factory: Factory<A>,
+        starter: Starter<A>,
         serial: u64,
         id: Arc<str>,
         mode: Mode,
@@ -120,11 +120,10 @@ impl<A: Session> Endpoint<A> {
             mode,
             config: self.config.clone(),
             request: RequestInfo::from_request(req, self.client_ip(req)),
-            on_end: self.manager.clone().recipient(),
+            on_end: starter.on_end,
             metrics: self.metrics.clone(),
         };
-        let addr = start_session(factory(), setup, rx);
-        self.manager.do_send(Started { serial, addr });
+        start_session((starter.factory)(), setup, rx);
     }
 }
 

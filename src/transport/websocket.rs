@@ -139,7 +139,7 @@ async fn open_session<A: Session>(
 ) -> Result<CommandTx, actix_web::Error> {
     let (cmd_tx, cmd_rx) = command_channel();
     let lookup = (mode == Mode::WebSocket).then(|| id.clone());
-    let factory = match ep.manager.send(RegisterSocket::new(serial, lookup, cmd_tx.clone(), opening)).await {
+    let starter = match ep.manager.send(RegisterSocket::new(serial, lookup, cmd_tx.clone(), opening)).await {
         Ok(Ok(f)) => f,
         Ok(Err(refusal)) => return Err(refusal_error(refusal)),
         Err(e) => {
@@ -148,7 +148,7 @@ async fn open_session<A: Session>(
         }
     };
     let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
-    ep.start(factory, serial, id, mode, req, cmd_rx);
+    ep.start(starter, serial, id, mode, req, cmd_rx);
     Ok(cmd_tx)
 }
 

@@ -1,5 +1,5 @@
 //! A small unbounded queue between tasks: a `Mutex`'d `VecDeque` and the
-//! wakers of both ends.
+//! receiver's waker.
 //!
 //! Every session holds one for its commands and every WebSocket one for its
 //! frames, mostly idle. A tokio channel allocates a block of 32 slots and
@@ -12,7 +12,6 @@
 use std::{
     collections::VecDeque,
     fmt,
-    future::Future,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context, Poll, Waker},
 };
@@ -31,8 +30,6 @@ struct State<T> {
     receiver_gone: bool,
     /// Wakes the receiver when something is queued or the last sender leaves.
     receiver: Option<Waker>,
-    /// Wakes the one task waiting in [`Tx::gone`].
-    watcher: Option<Waker>,
 }
 
 impl<T> State<T> {
@@ -76,7 +73,6 @@ pub(crate) fn queue<T>() -> (Tx<T>, Rx<T>) {
             senders: 1,
             receiver_gone: false,
             receiver: None,
-            watcher: None,
         }),
     });
     (Tx(shared.clone()), Rx(shared))
@@ -105,22 +101,6 @@ impl<T> Tx<T> {
     /// Whether the receiver is gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.0.lock().receiver_gone
-    }
-
-    /// Completes when the receiver is gone. One task at a time may wait.
-    pub(crate) fn gone(&self) -> impl Future<Output = ()> + Send + 'static
-    where
-        T: Send + 'static,
-    {
-        let shared = self.0.clone();
-        std::future::poll_fn(move |cx| {
-            let mut state = shared.lock();
-            if state.receiver_gone {
-                return Poll::Ready(());
-            }
-            state.watcher = Some(cx.waker().clone());
-            Poll::Pending
-        })
     }
 }
 
@@ -175,16 +155,13 @@ impl<T> Rx<T> {
 
 impl<T> Drop for Rx<T> {
     fn drop(&mut self) {
-        let (items, waker) = {
+        let items = {
             let mut state = self.0.lock();
             state.receiver_gone = true;
-            ((state.first.take(), std::mem::take(&mut state.rest)), state.watcher.take())
+            (state.first.take(), std::mem::take(&mut state.rest))
         };
         // Dropped outside the lock: an item may own another queue's end.
         drop(items);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
     }
 }
 
@@ -252,13 +229,9 @@ mod tests {
     #[test]
     fn senders_see_the_receiver_go() {
         let (tx, rx) = queue::<u8>();
-        let mut gone = Box::pin(tx.gone());
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(gone.as_mut().poll(&mut cx).is_pending());
         assert!(!tx.is_closed());
         drop(rx);
         assert!(tx.is_closed());
         assert_eq!(tx.send(7), Err(7));
-        assert!(gone.as_mut().poll(&mut cx).is_ready());
     }
 }

@@ -77,6 +77,9 @@ pub(crate) enum Command {
     TransportFailed(Failure),
     /// The server is shutting down.
     Shutdown,
+    /// The WebSocket transport attached to the session has ended (its
+    /// socket closed or failed).
+    ReceiverGone,
     /// Someone wants the session actor's address ([`GetSession`](crate::GetSession)).
     Address(Box<AddressRequest>),
 }
@@ -163,7 +166,8 @@ enum State {
 struct Attached {
     receiver: Receiver,
     token: u64,
-    watch: SpawnHandle,
+    /// Watches an HTTP receiver's end (a WebSocket reports its own).
+    watch: Option<SpawnHandle>,
     heartbeat: Option<SpawnHandle>,
     dead: bool,
 }
@@ -385,6 +389,11 @@ where
                 }
             }
             Command::Push(shared) => self.push_shared(&shared),
+            Command::ReceiverGone => {
+                if let Some(token) = self.receiver.as_ref().map(|a| a.token) {
+                    self.receiver_gone(act, token);
+                }
+            }
             Command::Address(request) => (request.0)(Box::new(self.parts.address())),
             Command::Shutdown => {
                 if self.set_closed(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned()) {
@@ -442,9 +451,10 @@ where
     fn install(&mut self, receiver: Receiver) {
         self.next_token += 1;
         let token = self.next_token;
-        let gone =
-            wrap_future::<_, A>(receiver.gone()).map(move |(), act, ctx| ctx.receiver_gone(act, token));
-        let watch = self.parts.spawn(gone);
+        let watch = receiver.gone().map(|gone| {
+            let gone = wrap_future::<_, A>(gone).map(move |(), act, ctx| ctx.receiver_gone(act, token));
+            self.parts.spawn(gone)
+        });
         // A WebSocket transport sends its own heartbeats with its pings.
         let own_heartbeat = self.setup.mode != Mode::Raw && receiver.framing != Framing::WebSocket;
         let heartbeat = own_heartbeat.then(|| {
@@ -462,9 +472,8 @@ where
     /// HTTP sessions, starts the disconnect delay.
     fn detach(&mut self) {
         if let Some(att) = self.receiver.take() {
-            self.parts.cancel_future(att.watch);
-            if let Some(h) = att.heartbeat {
-                self.parts.cancel_future(h);
+            for handle in att.watch.into_iter().chain(att.heartbeat) {
+                self.parts.cancel_future(handle);
             }
         }
         if self.setup.mode == Mode::Http {
@@ -535,7 +544,8 @@ where
                     self.overflow();
                 }
             }
-            // The receiver's watcher reports it and closes the session.
+            // The receiver's end is reported (by its watcher or its
+            // transport) and closes the session.
             Err(_) => att.dead = true,
         }
     }

@@ -246,17 +246,17 @@ impl Receiver {
         open && self.peer.as_ref().is_none_or(PeerSocket::alive)
     }
 
-    /// A future that completes when the transport drops its end.
-    pub(crate) fn gone(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let sink = match &self.sink {
-            Sink::Http(tx) => Err(tx.clone()),
-            Sink::Ws(tx) => Ok(tx.gone()),
-        };
-        async move {
-            match sink {
-                Err(tx) => tx.closed().await,
-                Ok(gone) => gone.await,
+    /// A future that completes when the transport drops its end; `None`
+    /// for a WebSocket, whose transport reports its end with
+    /// [`Command::ReceiverGone`](crate::session::Command::ReceiverGone)
+    /// instead (a watcher costs a boxed future in every idle session).
+    pub(crate) fn gone(&self) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        match &self.sink {
+            Sink::Http(tx) => {
+                let tx = tx.clone();
+                Some(async move { tx.closed().await })
             }
+            Sink::Ws(_) => None,
         }
     }
 }

@@ -381,6 +381,14 @@ impl WsStream {
     }
 }
 
+impl Drop for WsStream {
+    /// The socket is done (closed, failed, or the client went away): the
+    /// session hears of it through its command queue.
+    fn drop(&mut self) {
+        let _ = self.session.send(Command::ReceiverGone);
+    }
+}
+
 impl Stream for WsStream {
     type Item = Result<Bytes, Infallible>;
 

@@ -23,10 +23,12 @@ struct Shared<T> {
 struct State<T> {
     /// The oldest item, when `rest` is empty or it was queued before them.
     first: Option<T>,
-    /// Further items, in order, all queued after `first`.
-    rest: VecDeque<T>,
+    /// Further items, in order, all queued after `first`; boxed, as most
+    /// queues never need it (8 bytes in place of 32).
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<T>>>,
     /// Live senders; the receiver sees the end when none is left.
-    senders: usize,
+    senders: u32,
     receiver_gone: bool,
     /// Wakes the receiver when something is queued or the last sender leaves.
     receiver: Option<Waker>,
@@ -34,10 +36,10 @@ struct State<T> {
 
 impl<T> State<T> {
     fn push(&mut self, item: T) {
-        if self.first.is_none() && self.rest.is_empty() {
-            self.first = Some(item);
-        } else {
-            self.rest.push_back(item);
+        match &mut self.rest {
+            Some(rest) if !rest.is_empty() => rest.push_back(item),
+            _ if self.first.is_none() => self.first = Some(item),
+            rest => rest.get_or_insert_default().push_back(item),
         }
     }
 
@@ -45,16 +47,17 @@ impl<T> State<T> {
         if let Some(item) = self.first.take() {
             return Some(item);
         }
-        let item = self.rest.pop_front()?;
-        if self.rest.is_empty() && self.rest.capacity() > 64 {
+        let rest = self.rest.as_mut()?;
+        let item = rest.pop_front()?;
+        if rest.is_empty() && rest.capacity() > 64 {
             // A burst is over: give its memory back.
-            self.rest.shrink_to(4);
+            self.rest = None;
         }
         Some(item)
     }
 
     fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
 }
 
@@ -69,7 +72,7 @@ pub(crate) fn queue<T>() -> (Tx<T>, Rx<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             first: None,
-            rest: VecDeque::new(),
+            rest: None,
             senders: 1,
             receiver_gone: false,
             receiver: None,
@@ -158,7 +161,7 @@ impl<T> Drop for Rx<T> {
         let items = {
             let mut state = self.0.lock();
             state.receiver_gone = true;
-            (state.first.take(), std::mem::take(&mut state.rest))
+            (state.first.take(), state.rest.take())
         };
         // Dropped outside the lock: an item may own another queue's end.
         drop(items);
@@ -223,7 +226,7 @@ mod tests {
             tx.send(i).unwrap();
             assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(i)));
         }
-        assert_eq!(rx.0.lock().rest.capacity(), 0, "one item at a time never allocates");
+        assert!(rx.0.lock().rest.is_none(), "one item at a time never allocates");
     }
 
     #[test]

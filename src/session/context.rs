@@ -155,6 +155,14 @@ pub(crate) struct SessionSetup {
     pub(crate) metrics: Arc<EndpointMetrics>,
 }
 
+/// Messages waiting for a raw WebSocket's receiver, boxed: only raw
+/// sessions that send faster than their socket takes need it.
+#[derive(Debug, Default)]
+struct RawOutbox {
+    messages: VecDeque<String>,
+    bytes: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     New,
@@ -189,8 +197,7 @@ where
     /// Encoded messages joined by commas, waiting for a receiver (framed modes).
     pending: String,
     /// Messages waiting for the receiver (raw mode).
-    raw_pending: VecDeque<String>,
-    raw_pending_bytes: usize,
+    raw_pending: Option<Box<RawOutbox>>,
     receiver: Option<Attached>,
     next_token: u64,
     /// The close frame still has to be written to the attached receiver.
@@ -201,7 +208,7 @@ where
     /// left behind pile up in the actor, which polls each on every turn).
     expiry: Option<SpawnHandle>,
     /// An `on_close` to run at the actor's next turn.
-    deferred_close: Option<CloseReason>,
+    deferred_close: Option<Box<CloseReason>>,
     /// Stop the actor at its next turn.
     finish_requested: bool,
     finisher_spawned: bool,
@@ -247,9 +254,10 @@ where
         }
         self.setup.metrics.sent(msg.len());
         let queued = if self.setup.mode == Mode::Raw {
-            self.raw_pending_bytes += msg.len();
-            self.raw_pending.push_back(msg.to_owned());
-            self.raw_pending_bytes
+            let outbox = self.raw_pending.get_or_insert_default();
+            outbox.bytes += msg.len();
+            outbox.messages.push_back(msg.to_owned());
+            outbox.bytes
         } else {
             if !self.pending.is_empty() {
                 self.pending.push(',');
@@ -319,8 +327,7 @@ where
             self.setup.config.max_queue_bytes
         );
         self.pending.clear();
-        self.raw_pending.clear();
-        self.raw_pending_bytes = 0;
+        self.raw_pending = None;
         if self.set_closed(OVERFLOW_CLOSE.0, OVERFLOW_CLOSE.1.to_owned()) {
             self.defer_on_close(CloseReason::Overflow);
         }
@@ -343,7 +350,7 @@ where
     /// context is at hand.
     fn defer_on_close(&mut self, cause: CloseReason) {
         self.record_close(Some(&cause));
-        self.deferred_close = Some(cause);
+        self.deferred_close = Some(Box::new(cause));
         self.spawn_finisher();
     }
 
@@ -555,14 +562,18 @@ where
     /// timer was started or the actor stopped outside its own poll).
     fn flush(&mut self) -> bool {
         let before = (self.receiver.is_some(), self.parts.state());
-        let queued = self.pending.len() + self.raw_pending_bytes;
+        let queued = self.pending.len() + self.raw_pending.as_ref().map_or(0, |o| o.bytes);
         let backlog = self.receiver.as_ref().map_or(0, |a| a.receiver.backlog());
         self.setup.metrics.queue_depth(queued + backlog);
         if self.receiver.is_some() {
             if self.setup.mode == Mode::Raw {
                 while self.receiver.is_some() {
-                    let Some(msg) = self.raw_pending.pop_front() else { break };
-                    self.raw_pending_bytes -= msg.len();
+                    let Some(outbox) = self.raw_pending.as_mut() else { break };
+                    let Some(msg) = outbox.messages.pop_front() else {
+                        self.raw_pending = None;
+                        break;
+                    };
+                    outbox.bytes -= msg.len();
                     self.write_frame(msg);
                 }
             } else if !self.pending.is_empty() {
@@ -702,7 +713,7 @@ impl<A: Session> ActorFuture<A> for Finisher {
     fn poll(self: Pin<&mut Self>, act: &mut A, ctx: &mut SessionContext<A>, _: &mut Context<'_>) -> Poll<()> {
         ctx.finisher_spawned = false;
         if let Some(cause) = ctx.deferred_close.take() {
-            act.on_close(cause, ctx);
+            act.on_close(*cause, ctx);
         }
         if ctx.finish_requested && ctx.parts.state() == ActorState::Running {
             ctx.parts.stop();
@@ -766,8 +777,7 @@ pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: Command
         setup,
         state: State::New,
         pending: String::new(),
-        raw_pending: VecDeque::new(),
-        raw_pending_bytes: 0,
+        raw_pending: None,
         receiver: None,
         next_token: 0,
         close_unsent: false,

@@ -11,7 +11,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use actix_http::ws::{Codec, Frame, Item};
@@ -34,6 +33,7 @@ use super::{
     ws_pipe, Backlog, Framing, PeerSocket, Receiver, WsOut, WsReader,
 };
 use crate::{
+    config::Config,
     manager::{next_serial, Opening, RegisterSocket},
     protocol::{hixie76_digest, parse_messages, HEARTBEAT_FRAME},
     service::Endpoint,
@@ -111,11 +111,9 @@ async fn open<A: Session>(
         session: cmd_tx,
         backlog,
         raw,
-        max: ep.config.max_message_bytes,
         partial: None,
         timer: Box::pin(time::sleep(heartbeat)),
-        heartbeat,
-        ping_timeout: ep.config.ping_timeout,
+        config: ep.config.clone(),
         next_ping: Instant::now() + heartbeat,
         ping_sent: None,
         last_seen: Instant::now(),
@@ -173,15 +171,15 @@ struct WsStream {
     session: CommandTx,
     backlog: Backlog,
     raw: bool,
-    max: usize,
     /// A fragmented text message being reassembled.
-    partial: Option<BytesMut>,
-    /// Dead peers: a ping every `heartbeat`; silence for `ping_timeout`
+    partial: Option<Box<BytesMut>>,
+    /// Dead peers: a ping every heartbeat; silence for the ping timeout
     /// after a ping ends the socket. One timer serves both, set to whichever
     /// comes first (a timer is ~100 bytes of every idle socket).
     timer: Pin<Box<time::Sleep>>,
-    heartbeat: Duration,
-    ping_timeout: Duration,
+    /// The endpoint's options (the heartbeat, the ping timeout, the message
+    /// size limit): one pointer rather than copies in every socket.
+    config: Arc<Config>,
     next_ping: Instant,
     /// The ping whose answer is awaited.
     ping_sent: Option<Instant>,
@@ -265,11 +263,12 @@ impl WsStream {
             Item::Last(b) => (false, true, b),
         };
         if first {
-            self.partial = Some(BytesMut::new());
+            self.partial = Some(Box::default());
         }
         let Some(buf) = self.partial.as_mut() else { return };
-        if buf.len() + bytes.len() > self.max {
-            log::info!("sockjs: websocket message over {} bytes refused", self.max);
+        let max = self.config.max_message_bytes;
+        if buf.len() + bytes.len() > max {
+            log::info!("sockjs: websocket message over {max} bytes refused");
             self.fail(CloseCode::Size, None);
             return;
         }
@@ -329,23 +328,21 @@ impl WsStream {
                     self.encode(Message::Text(HEARTBEAT_FRAME.into()));
                 }
                 self.encode(Message::Ping(Bytes::new()));
-                self.next_ping = now + self.heartbeat;
+                self.next_ping = now + self.config.heartbeat;
                 // The oldest unanswered ping is the one that counts.
                 self.ping_sent.get_or_insert(now);
             }
-            if let Some(sent) = self.ping_sent.filter(|sent| now >= *sent + self.ping_timeout) {
+            let timeout = self.config.ping_timeout;
+            if let Some(sent) = self.ping_sent.filter(|sent| now >= *sent + timeout) {
                 self.ping_sent = None;
                 if self.last_seen < sent {
-                    log::info!(
-                        "sockjs: websocket peer silent for {:?} after a ping, closing",
-                        self.ping_timeout
-                    );
+                    log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
                     let _ = self.session.send(Command::TransportFailed(Failure::Silent));
                     return false;
                 }
             }
             let next = match self.ping_sent {
-                Some(sent) => self.next_ping.min(sent + self.ping_timeout),
+                Some(sent) => self.next_ping.min(sent + timeout),
                 None => self.next_ping,
             };
             self.timer.as_mut().reset(next);
@@ -403,7 +400,9 @@ impl Stream for WsStream {
         }
         this.send(cx);
         if !this.write.is_empty() {
-            return Poll::Ready(Some(Ok(this.write.split().freeze())));
+            // Taken whole, not split: a split would keep the buffer (and a
+            // shared header) alive in every idle socket.
+            return Poll::Ready(Some(Ok(std::mem::take(&mut this.write).freeze())));
         }
         if this.closing || this.done {
             this.done = true;

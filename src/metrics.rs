@@ -96,7 +96,7 @@ fn describe() {
 }
 
 /// The label value for the transport a receiver speaks.
-pub(crate) fn transport_label(framing: &Framing) -> usize {
+pub(crate) fn transport_label(framing: &Framing) -> u8 {
     match framing {
         Framing::WebSocket | Framing::Hixie76 => 0,
         Framing::RawWebSocket => 1,
@@ -165,13 +165,13 @@ impl EndpointMetrics {
         }
     }
 
-    pub(crate) fn session_opened(&self, transport: usize) {
-        self.opened[transport].increment(1);
-        self.open[transport].increment(1.0);
+    pub(crate) fn session_opened(&self, transport: u8) {
+        self.opened[usize::from(transport)].increment(1);
+        self.open[usize::from(transport)].increment(1.0);
     }
 
-    pub(crate) fn session_closed(&self, transport: usize, cause: Option<&CloseReason>) {
-        self.open[transport].decrement(1.0);
+    pub(crate) fn session_closed(&self, transport: u8, cause: Option<&CloseReason>) {
+        self.open[usize::from(transport)].decrement(1.0);
         self.closed[cause_label(cause)].increment(1);
     }
 

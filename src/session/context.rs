@@ -167,13 +167,13 @@ struct RawOutbox {
 enum State {
     New,
     Open,
-    Closed { code: u16, reason: String },
+    Closed { code: u16, reason: Box<str> },
 }
 
 #[derive(Debug)]
 struct Attached {
     receiver: Receiver,
-    token: u64,
+    token: u32,
     /// Watches an HTTP receiver's end (a WebSocket reports its own).
     watch: Option<SpawnHandle>,
     heartbeat: Option<SpawnHandle>,
@@ -199,7 +199,7 @@ where
     /// Messages waiting for the receiver (raw mode).
     raw_pending: Option<Box<RawOutbox>>,
     receiver: Option<Attached>,
-    next_token: u64,
+    next_token: u32,
     /// The close frame still has to be written to the attached receiver.
     close_unsent: bool,
     /// Something was written since the last heartbeat tick.
@@ -217,7 +217,7 @@ where
     needs_poll: bool,
     /// The metrics label of the transport that opened the session, while
     /// the session counts as open in the metrics.
-    counted_open: Option<usize>,
+    counted_open: Option<u8>,
 }
 
 impl<A> fmt::Debug for SessionContext<A>
@@ -338,7 +338,7 @@ where
         if self.state != State::Open {
             return false;
         }
-        self.state = State::Closed { code, reason };
+        self.state = State::Closed { code, reason: reason.into_boxed_str() };
         self.close_unsent = self.receiver.is_some();
         if self.receiver.is_none() {
             self.schedule_expiry();
@@ -500,7 +500,7 @@ where
             }
             if ctx.state == State::Open {
                 log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.setup.id);
-                ctx.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.to_owned() };
+                ctx.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.into() };
                 ctx.notify_close(act, CloseReason::Timeout);
             }
             ctx.parts.stop();
@@ -508,7 +508,7 @@ where
         self.expiry = Some(timer);
     }
 
-    fn receiver_gone(&mut self, act: &mut A, token: u64) {
+    fn receiver_gone(&mut self, act: &mut A, token: u32) {
         if self.receiver.as_ref().map(|a| a.token) != Some(token) {
             return;
         }
@@ -520,7 +520,7 @@ where
             }
         } else {
             if self.state == State::Open {
-                self.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.to_owned() };
+                self.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.into() };
                 self.notify_close(act, CloseReason::ClientClosed);
             }
             self.finish();
@@ -594,7 +594,7 @@ where
                 }
                 if let Some(att) = &self.receiver {
                     let (code, reason) =
-                        if self.setup.mode == Mode::Raw { (code, reason.as_str()) } else { NORMAL_CLOSE };
+                        if self.setup.mode == Mode::Raw { (code, &*reason) } else { NORMAL_CLOSE };
                     att.receiver.close_socket(code, reason);
                 }
                 self.detach();
@@ -617,7 +617,7 @@ where
         }
         if let Some(att) = self.receiver.take() {
             let (code, reason) = match &self.state {
-                State::Closed { code, reason } => (*code, reason.as_str()),
+                State::Closed { code, reason } => (*code, &**reason),
                 _ => NORMAL_CLOSE,
             };
             let mut receiver = att.receiver;

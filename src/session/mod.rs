@@ -189,39 +189,50 @@ pub const NORMAL_CLOSE: (u16, &str) = (1000, "Normal closure");
 /// ```
 #[derive(Clone)]
 pub struct RequestInfo {
-    /// The path, then the query, then one `name:value\n` record per header
-    /// (names are tokens, without `:`; values cannot hold a line feed).
+    /// The path, the query, the peer's and the client's addresses as text,
+    /// then one `name:value\n` record per header (names are tokens, without
+    /// `:`; values cannot hold a line feed).
     data: Box<[u8]>,
     path_len: u32,
     query_len: u32,
+    peer_len: u8,
+    client_len: u8,
     map: OnceLock<Box<HeaderMap>>,
-    peer_addr: Option<SocketAddr>,
-    client_ip: Option<IpAddr>,
 }
 
 impl RequestInfo {
     pub(crate) fn from_request(req: &HttpRequest, client_ip: Option<IpAddr>) -> Self {
         let (path, query) = (req.path(), req.query_string());
+        let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let client = client_ip.map(|a| a.to_string()).unwrap_or_default();
         let size = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 2).sum::<usize>();
-        let mut data = Vec::with_capacity(path.len() + query.len() + size);
-        data.extend_from_slice(path.as_bytes());
-        data.extend_from_slice(query.as_bytes());
+        let mut data = Vec::with_capacity(path.len() + query.len() + peer.len() + client.len() + size);
+        for part in [path, query, &peer, &client] {
+            data.extend_from_slice(part.as_bytes());
+        }
         for (name, value) in req.headers() {
             data.extend_from_slice(name.as_str().as_bytes());
             data.push(b':');
             data.extend_from_slice(value.as_bytes());
             data.push(b'\n');
         }
-        // A request head is far below 4 GiB (actix-web refuses heads over 96 KiB).
+        // A request head is far below 4 GiB (actix-web refuses heads over
+        // 96 KiB), and an address's text below 256 bytes.
         let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX);
+        let short = |s: &str| u8::try_from(s.len()).unwrap_or(u8::MAX);
         Self {
             data: data.into_boxed_slice(),
             path_len: len(path),
             query_len: len(query),
+            peer_len: short(&peer),
+            client_len: short(&client),
             map: OnceLock::new(),
-            peer_addr: req.peer_addr(),
-            client_ip,
         }
+    }
+
+    /// Where the address texts start.
+    fn addresses_at(&self) -> usize {
+        self.path_len as usize + self.query_len as usize
     }
 
     fn text(&self, from: usize, len: u32) -> &str {
@@ -231,7 +242,8 @@ impl RequestInfo {
 
     /// Every header as (lower-case name, raw value), in request order.
     fn header_records(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        let start = (self.path_len as usize + self.query_len as usize).min(self.data.len());
+        let start = self.addresses_at() + usize::from(self.peer_len) + usize::from(self.client_len);
+        let start = start.min(self.data.len());
         self.data[start..].split(|b| *b == b'\n').filter_map(|record| {
             let colon = record.iter().position(|b| *b == b':')?;
             let name = std::str::from_utf8(&record[..colon]).ok()?;
@@ -263,13 +275,14 @@ impl RequestInfo {
 
     /// The address of the connected peer (a proxy's address behind a proxy).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer_addr
+        self.text(self.addresses_at(), self.peer_len.into()).parse().ok()
     }
 
     /// The client's address: the peer's, or the one a trusted proxy reported
     /// (see [`Config::trusted_proxies`](crate::Config::trusted_proxies)).
     pub fn client_ip(&self) -> Option<IpAddr> {
-        self.client_ip
+        let at = self.addresses_at() + usize::from(self.peer_len);
+        self.text(at, self.client_len.into()).parse().ok()
     }
 
     /// The request path, as sent (not percent-decoded).
@@ -304,8 +317,8 @@ impl fmt::Debug for RequestInfo {
             .field("path", &self.path())
             .field("query", &self.query_string())
             .field("headers", &headers)
-            .field("peer_addr", &self.peer_addr)
-            .field("client_ip", &self.client_ip)
+            .field("peer_addr", &self.peer_addr())
+            .field("client_ip", &self.client_ip())
             .finish()
     }
 }

@@ -157,8 +157,9 @@ pub const NORMAL_CLOSE: (u16, &str) = (1000, "Normal closure");
 /// if it is not allowed.
 ///
 /// The path, query and headers are copied into one compact buffer (every
-/// idle session keeps it, so it is kept small: ~170 bytes for a WebSocket
-/// upgrade with five headers); [`header`](Self::header) and
+/// idle session keeps it, so it is kept small); the WebSocket handshake's
+/// own headers (`Connection`, `Upgrade`, `Sec-WebSocket-Key`,
+/// `-Version`, `-Extensions`) are left out. [`header`](Self::header) and
 /// [`cookie`](Self::cookie) read it directly, and [`headers`](Self::headers)
 /// builds a `HeaderMap` from it at its first call. Nothing of the request
 /// itself is kept: holding actix-web's header values would keep the
@@ -205,12 +206,13 @@ impl RequestInfo {
         let (path, query) = (req.path(), req.query_string());
         let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let client = client_ip.map(|a| a.to_string()).unwrap_or_default();
-        let size = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 2).sum::<usize>();
+        let kept = || req.headers().iter().filter(|(name, _)| !is_handshake_header(name));
+        let size = kept().map(|(k, v)| k.as_str().len() + v.len() + 2).sum::<usize>();
         let mut data = Vec::with_capacity(path.len() + query.len() + peer.len() + client.len() + size);
         for part in [path, query, &peer, &client] {
             data.extend_from_slice(part.as_bytes());
         }
-        for (name, value) in req.headers() {
+        for (name, value) in kept() {
             data.extend_from_slice(name.as_str().as_bytes());
             data.push(b':');
             data.extend_from_slice(value.as_bytes());
@@ -310,6 +312,16 @@ impl RequestInfo {
     }
 }
 
+/// The WebSocket handshake's own headers, which mean nothing once the
+/// socket is open: not kept (a browser's come to ~150 bytes per session).
+/// `Sec-WebSocket-Protocol` is kept.
+fn is_handshake_header(name: &HeaderName) -> bool {
+    use actix_web::http::header::{
+        CONNECTION, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+    };
+    [CONNECTION, UPGRADE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, SEC_WEBSOCKET_EXTENSIONS].contains(name)
+}
+
 impl fmt::Debug for RequestInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let headers: Vec<_> = self.header_records().map(|(k, v)| (k, String::from_utf8_lossy(v))).collect();
@@ -355,6 +367,22 @@ mod tests {
         assert_eq!(info.cookie("nope"), None);
         assert_eq!(info.headers().get_all("cookie").count(), 2);
         assert_eq!(info.headers().len(), req.headers().len());
+
+        let upgrade = TestRequest::get()
+            .insert_header(("Upgrade", "websocket"))
+            .insert_header(("Connection", "Upgrade"))
+            .insert_header(("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw=="))
+            .insert_header(("Sec-WebSocket-Version", "13"))
+            .insert_header(("Sec-WebSocket-Extensions", "permessage-deflate"))
+            .insert_header(("Sec-WebSocket-Protocol", "chat"))
+            .insert_header(("Origin", "https://app.example.com"))
+            .to_http_request();
+        let ws = RequestInfo::from_request(&upgrade, None);
+        assert_eq!(ws.header("upgrade"), None, "handshake headers are not kept");
+        assert_eq!(ws.header("sec-websocket-key"), None);
+        assert_eq!(ws.header("sec-websocket-protocol"), Some("chat"));
+        assert_eq!(ws.header("origin"), Some("https://app.example.com"));
+        assert_eq!(ws.headers().len(), 2);
         assert_eq!(info.peer_addr(), Some("10.1.2.3:4567".parse().unwrap()));
         assert_eq!(info.client_ip(), Some("1.2.3.4".parse().unwrap()));
         let copy = info.clone();

@@ -27,14 +27,29 @@ struct State<T> {
     /// queues never need it (8 bytes in place of 32).
     #[allow(clippy::box_collection)]
     rest: Option<Box<VecDeque<T>>>,
-    /// Live senders; the receiver sees the end when none is left.
-    senders: u32,
-    receiver_gone: bool,
+    /// Live senders (the receiver sees the end when none is left), and
+    /// [`RECEIVER_GONE`]; one word, so that the state keeps its size with
+    /// `load` beside it.
+    ends: u32,
+    /// What the queued items weigh, as the sender declared
+    /// ([`Tx::send_weighed`]; saturates at `u32::MAX`).
+    load: u32,
     /// Wakes the receiver when something is queued or the last sender leaves.
     receiver: Option<Waker>,
 }
 
+/// The receiver is gone (a bit of [`State::ends`]).
+const RECEIVER_GONE: u32 = 1 << 31;
+
 impl<T> State<T> {
+    fn senders(&self) -> u32 {
+        self.ends & !RECEIVER_GONE
+    }
+
+    fn receiver_gone(&self) -> bool {
+        self.ends & RECEIVER_GONE != 0
+    }
+
     fn push(&mut self, item: T) {
         match &mut self.rest {
             Some(rest) if !rest.is_empty() => rest.push_back(item),
@@ -70,13 +85,7 @@ impl<T> Shared<T> {
 /// A new queue.
 pub(crate) fn queue<T>() -> (Tx<T>, Rx<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            first: None,
-            rest: None,
-            senders: 1,
-            receiver_gone: false,
-            receiver: None,
-        }),
+        state: Mutex::new(State { first: None, rest: None, ends: 1, load: 0, receiver: None }),
     });
     (Tx(shared.clone()), Rx(shared))
 }
@@ -87,12 +96,19 @@ pub(crate) struct Tx<T>(Arc<Shared<T>>);
 impl<T> Tx<T> {
     /// Queues an item; gives it back if the receiver is gone.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
+        self.send_weighed(item, 0)
+    }
+
+    /// Queues an item that adds `weight` to the queue's [`load`](Self::load)
+    /// until the receiver takes it; gives it back if the receiver is gone.
+    pub(crate) fn send_weighed(&self, item: T, weight: usize) -> Result<(), T> {
         let waker = {
             let mut state = self.0.lock();
-            if state.receiver_gone {
+            if state.receiver_gone() {
                 return Err(item);
             }
             state.push(item);
+            state.load = state.load.saturating_add(u32::try_from(weight).unwrap_or(u32::MAX));
             state.receiver.take()
         };
         if let Some(waker) = waker {
@@ -103,13 +119,21 @@ impl<T> Tx<T> {
 
     /// Whether the receiver is gone.
     pub(crate) fn is_closed(&self) -> bool {
-        self.0.lock().receiver_gone
+        self.0.lock().receiver_gone()
+    }
+
+    /// What the queued items weigh (`usize::MAX` past `u32::MAX`).
+    pub(crate) fn load(&self) -> usize {
+        match self.0.lock().load {
+            u32::MAX => usize::MAX,
+            load => load as usize,
+        }
     }
 }
 
 impl<T> Clone for Tx<T> {
     fn clone(&self) -> Self {
-        self.0.lock().senders += 1;
+        self.0.lock().ends += 1;
         Self(self.0.clone())
     }
 }
@@ -118,8 +142,8 @@ impl<T> Drop for Tx<T> {
     fn drop(&mut self) {
         let waker = {
             let mut state = self.0.lock();
-            state.senders -= 1;
-            if state.senders > 0 {
+            state.ends -= 1;
+            if state.senders() > 0 {
                 return;
             }
             state.receiver.take()
@@ -142,11 +166,24 @@ pub(crate) struct Rx<T>(Arc<Shared<T>>);
 impl<T> Rx<T> {
     /// The next item; `None` once every sender is gone and all is taken.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.poll_recv_weighed(cx, |_| 0)
+    }
+
+    /// The next item, taking `weight(item)` off the queue's load (the
+    /// weight it was sent with).
+    pub(crate) fn poll_recv_weighed(
+        &mut self,
+        cx: &mut Context<'_>,
+        weight: impl FnOnce(&T) -> usize,
+    ) -> Poll<Option<T>> {
         let mut state = self.0.lock();
         if let Some(item) = state.pop() {
+            if state.load != u32::MAX {
+                state.load = state.load.saturating_sub(u32::try_from(weight(&item)).unwrap_or(u32::MAX));
+            }
             return Poll::Ready(Some(item));
         }
-        if state.senders == 0 {
+        if state.senders() == 0 {
             return Poll::Ready(None);
         }
         if !state.receiver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -160,7 +197,7 @@ impl<T> Drop for Rx<T> {
     fn drop(&mut self) {
         let items = {
             let mut state = self.0.lock();
-            state.receiver_gone = true;
+            state.ends |= RECEIVER_GONE;
             (state.first.take(), state.rest.take())
         };
         // Dropped outside the lock: an item may own another queue's end.
@@ -227,6 +264,30 @@ mod tests {
             assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(i)));
         }
         assert!(rx.0.lock().rest.is_none(), "one item at a time never allocates");
+    }
+
+    #[test]
+    fn the_load_is_what_is_queued_and_not_yet_taken() {
+        let (tx, mut rx) = queue::<&str>();
+        let mut cx = Context::from_waker(Waker::noop());
+        for text in ["abc", "de", "f"] {
+            tx.send_weighed(text, text.len()).unwrap();
+        }
+        tx.send("unweighed").unwrap();
+        assert_eq!(tx.load(), 6);
+        assert_eq!(rx.poll_recv_weighed(&mut cx, |t| t.len()), Poll::Ready(Some("abc")));
+        assert_eq!(tx.load(), 3);
+        assert_eq!(rx.poll_recv_weighed(&mut cx, |t| t.len()), Poll::Ready(Some("de")));
+        assert_eq!(rx.poll_recv_weighed(&mut cx, |t| t.len()), Poll::Ready(Some("f")));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some("unweighed")));
+        assert_eq!(tx.load(), 0);
+        tx.send_weighed("huge", usize::MAX).unwrap();
+        assert_eq!(tx.load(), usize::MAX, "saturates");
+        let tx2 = tx.clone();
+        drop(tx);
+        assert!(!tx2.is_closed(), "a clone keeps the queue open");
+        drop(rx);
+        assert!(tx2.is_closed());
     }
 
     #[test]

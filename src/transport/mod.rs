@@ -102,7 +102,9 @@ impl Framing {
     }
 }
 
-/// What a session writes to a WebSocket transport.
+/// What a session writes to a WebSocket transport. A text's length is its
+/// weight in the queue: the session's view of what the client has not
+/// taken yet.
 #[derive(Debug)]
 pub(crate) enum WsOut {
     /// One text message.
@@ -110,6 +112,16 @@ pub(crate) enum WsOut {
     /// A close frame with a code and reason, then the end of the socket.
     /// (Boxed, and the text a `Box<str>`, so that a queued item takes 16 bytes.)
     Close(Box<(u16, String)>),
+}
+
+impl WsOut {
+    /// What the item weighs in the queue.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Close(_) => 0,
+        }
+    }
 }
 
 /// The wire-level end of a receiver.
@@ -176,7 +188,9 @@ pub(crate) struct Receiver {
     written: usize,
     limit: usize,
     peer: Option<PeerSocket>,
-    backlog: Backlog,
+    /// What the HTTP transport has not taken yet (a WebSocket's queue
+    /// counts its own).
+    backlog: Option<Backlog>,
 }
 
 impl Receiver {
@@ -189,17 +203,20 @@ impl Receiver {
         peer: Option<PeerSocket>,
     ) -> Self {
         let limit = if framing.limited() { limit } else { usize::MAX };
-        Self { framing, sink: Sink::Http(tx), written: 0, limit, peer, backlog }
+        Self { framing, sink: Sink::Http(tx), written: 0, limit, peer, backlog: Some(backlog) }
     }
 
     /// A receiver for a WebSocket transport.
-    pub(crate) fn ws(framing: Framing, tx: WsWriter, backlog: Backlog) -> Self {
-        Self { framing, sink: Sink::Ws(tx), written: 0, limit: usize::MAX, peer: None, backlog }
+    pub(crate) fn ws(framing: Framing, tx: WsWriter) -> Self {
+        Self { framing, sink: Sink::Ws(tx), written: 0, limit: usize::MAX, peer: None, backlog: None }
     }
 
     /// Bytes written to this receiver that its transport has not taken yet.
     pub(crate) fn backlog(&self) -> usize {
-        self.backlog.get()
+        match (&self.sink, &self.backlog) {
+            (Sink::Ws(tx), _) => tx.load(),
+            (Sink::Http(_), backlog) => backlog.as_ref().map_or(0, Backlog::get),
+        }
     }
 
     /// Writes one frame (or, on a raw WebSocket, one message). Returns
@@ -214,12 +231,14 @@ impl Receiver {
                 let chunk = self.framing.wrap(&frame);
                 let len = chunk.len();
                 self.written += len;
-                self.backlog.add(len);
+                if let Some(backlog) = &self.backlog {
+                    backlog.add(len);
+                }
                 tx.send(chunk).map_err(|_| Gone)?;
             }
             Sink::Ws(tx) => {
-                self.backlog.add(frame.len());
-                tx.send(WsOut::Text(frame.into_owned().into_boxed_str())).map_err(|_| Gone)?;
+                let len = frame.len();
+                tx.send_weighed(WsOut::Text(frame.into_owned().into_boxed_str()), len).map_err(|_| Gone)?;
             }
         }
         Ok(self.framing.polling() || self.written >= self.limit)

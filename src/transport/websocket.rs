@@ -91,8 +91,7 @@ async fn open<A: Session>(
     let (framing, mode) =
         if raw { (Framing::RawWebSocket, Mode::Raw) } else { (Framing::WebSocket, Mode::WebSocket) };
     let (out_tx, out_rx) = ws_pipe();
-    let backlog = Backlog::default();
-    let receiver = Receiver::ws(framing, out_tx, backlog.clone());
+    let receiver = Receiver::ws(framing, out_tx);
     let opening = match ep.admit(&req) {
         Ok(o) => o,
         Err(e) => return e.error_response(),
@@ -109,7 +108,6 @@ async fn open<A: Session>(
         write: BytesMut::new(),
         out: out_rx,
         session: cmd_tx,
-        backlog,
         raw,
         partial: None,
         timer: Box::pin(time::sleep(heartbeat)),
@@ -169,7 +167,6 @@ struct WsStream {
     write: BytesMut,
     out: WsReader,
     session: CommandTx,
-    backlog: Backlog,
     raw: bool,
     /// A fragmented text message being reassembled.
     partial: Option<Box<BytesMut>>,
@@ -353,9 +350,8 @@ impl WsStream {
     /// Encodes what the session wrote.
     fn send(&mut self, cx: &mut Context<'_>) {
         while !self.closing && self.write.len() < 64 * 1024 {
-            match self.out.poll_recv(cx) {
+            match self.out.poll_recv_weighed(cx, WsOut::weight) {
                 Poll::Ready(Some(WsOut::Text(text))) => {
-                    self.backlog.take(text.len());
                     self.wrote = true;
                     self.encode(Message::Text(text.into()));
                 }

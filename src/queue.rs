@@ -12,7 +12,7 @@
 use std::{
     collections::VecDeque,
     fmt,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     task::{Context, Poll, Waker},
 };
 
@@ -190,6 +190,33 @@ impl<T> Rx<T> {
             state.receiver = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+impl<T> Rx<T> {
+    /// A handle that wakes this receiver without keeping the queue open.
+    pub(crate) fn nudger(&self) -> Nudger<T> {
+        Nudger(Arc::downgrade(&self.0))
+    }
+}
+
+/// Wakes a queue's receiver (as if an item had come) while the queue
+/// lives; holds no sender, so the receiver still sees the senders go.
+pub(crate) struct Nudger<T>(Weak<Shared<T>>);
+
+impl<T> Nudger<T> {
+    /// Wakes the receiver, if it waits.
+    pub(crate) fn nudge(&self) {
+        let waker = self.0.upgrade().and_then(|shared| shared.lock().receiver.take());
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Nudger<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Nudger")
     }
 }
 

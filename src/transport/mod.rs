@@ -23,6 +23,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::protocol::{json_string, Escape};
 
+mod deadlines;
 pub(crate) mod http;
 pub(crate) mod websocket;
 

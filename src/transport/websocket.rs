@@ -7,7 +7,6 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -21,14 +20,11 @@ use actix_web::{
 };
 use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError};
 use futures_util::{Stream, StreamExt as _};
-use tokio::{
-    sync::mpsc::unbounded_channel,
-    time::{self, Instant},
-};
+use tokio::{sync::mpsc::unbounded_channel, time::Instant};
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use super::{
-    body_stream,
+    body_stream, deadlines,
     http::{error, refusal_error},
     ws_pipe, Backlog, Framing, PeerSocket, Receiver, WsOut, WsReader,
 };
@@ -110,9 +106,9 @@ async fn open<A: Session>(
         session: cmd_tx,
         raw,
         partial: None,
-        timer: Box::pin(time::sleep(heartbeat)),
         config: ep.config.clone(),
         next_ping: Instant::now() + heartbeat,
+        armed: None,
         ping_sent: None,
         last_seen: Instant::now(),
         wrote: false,
@@ -171,13 +167,15 @@ struct WsStream {
     /// A fragmented text message being reassembled.
     partial: Option<Box<BytesMut>>,
     /// Dead peers: a ping every heartbeat; silence for the ping timeout
-    /// after a ping ends the socket. One timer serves both, set to whichever
-    /// comes first (a timer is ~100 bytes of every idle socket).
-    timer: Pin<Box<time::Sleep>>,
+    /// after a ping ends the socket. The worker's [`deadlines`] wake the
+    /// socket at whichever comes first (a tokio timer would be ~110 bytes
+    /// of every idle socket).
     /// The endpoint's options (the heartbeat, the ping timeout, the message
     /// size limit): one pointer rather than copies in every socket.
     config: Arc<Config>,
     next_ping: Instant,
+    /// The deadline the socket is to be woken at.
+    armed: Option<Instant>,
     /// The ping whose answer is awaited.
     ping_sent: Option<Instant>,
     /// When the client last sent anything.
@@ -317,32 +315,33 @@ impl WsStream {
 
     /// Pings, and gives up on a peer silent since the last ping; `false`
     /// once it has.
-    fn keep_alive(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.timer.as_mut().poll(cx).is_ready() {
-            let now = Instant::now();
-            if now >= self.next_ping {
-                if !self.raw && !std::mem::take(&mut self.wrote) {
-                    self.encode(Message::Text(HEARTBEAT_FRAME.into()));
-                }
-                self.encode(Message::Ping(Bytes::new()));
-                self.next_ping = now + self.config.heartbeat;
-                // The oldest unanswered ping is the one that counts.
-                self.ping_sent.get_or_insert(now);
+    fn keep_alive(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.next_ping {
+            if !self.raw && !std::mem::take(&mut self.wrote) {
+                self.encode(Message::Text(HEARTBEAT_FRAME.into()));
             }
-            let timeout = self.config.ping_timeout;
-            if let Some(sent) = self.ping_sent.filter(|sent| now >= *sent + timeout) {
-                self.ping_sent = None;
-                if self.last_seen < sent {
-                    log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
-                    let _ = self.session.send(Command::TransportFailed(Failure::Silent));
-                    return false;
-                }
+            self.encode(Message::Ping(Bytes::new()));
+            self.next_ping = now + self.config.heartbeat;
+            // The oldest unanswered ping is the one that counts.
+            self.ping_sent.get_or_insert(now);
+        }
+        let timeout = self.config.ping_timeout;
+        if let Some(sent) = self.ping_sent.filter(|sent| now >= *sent + timeout) {
+            self.ping_sent = None;
+            if self.last_seen < sent {
+                log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
+                let _ = self.session.send(Command::TransportFailed(Failure::Silent));
+                return false;
             }
-            let next = match self.ping_sent {
-                Some(sent) => self.next_ping.min(sent + timeout),
-                None => self.next_ping,
-            };
-            self.timer.as_mut().reset(next);
+        }
+        let next = match self.ping_sent {
+            Some(sent) => self.next_ping.min(sent + timeout),
+            None => self.next_ping,
+        };
+        if self.armed != Some(next) {
+            self.armed = Some(next);
+            deadlines::wake_at(next, self.out.nudger());
         }
         true
     }
@@ -390,7 +389,7 @@ impl Stream for WsStream {
         if this.done {
             return Poll::Ready(None);
         }
-        if !this.receive(cx) || !this.keep_alive(cx) {
+        if !this.receive(cx) || !this.keep_alive() {
             this.done = true;
             return Poll::Ready(None);
         }

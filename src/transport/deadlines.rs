@@ -1,0 +1,196 @@
+//! Wake-ups for WebSockets at their ping and pong deadlines, without a
+//! tokio timer per socket.
+//!
+//! A tokio `Sleep` is ~110 bytes of every idle socket. Here each worker
+//! thread keeps one heap of deadlines (16 bytes each, one per socket) and
+//! one task that sleeps until the earliest; when a deadline passes it wakes
+//! the socket through its frame queue ([`Nudger`]), and the socket checks
+//! its clocks itself. An entry does not keep its socket open; a closed
+//! socket's entry is dropped when its time comes.
+
+use std::{
+    cell::RefCell,
+    cmp::Reverse,
+    collections::BinaryHeap,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
+
+use tokio::time::{self, Instant};
+
+use super::WsOut;
+use crate::queue::Nudger;
+
+/// One socket's next deadline: milliseconds since the thread's epoch.
+struct Due {
+    at: u64,
+    socket: Nudger<WsOut>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+/// This worker thread's deadlines.
+struct Deadlines {
+    epoch: Instant,
+    due: BinaryHeap<Reverse<Due>>,
+    /// The task that sleeps until the earliest deadline, while it runs.
+    running: bool,
+    /// Wakes that task, and when it means to wake up, while it sleeps.
+    sleeper: Option<(Waker, u64)>,
+}
+
+impl Deadlines {
+    /// Milliseconds since the epoch, rounded up (a wake-up is never early).
+    fn ms(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch);
+        let ms = since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000));
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+}
+
+thread_local! {
+    static DEADLINES: RefCell<Deadlines> = RefCell::new(Deadlines {
+        epoch: Instant::now(),
+        due: BinaryHeap::new(),
+        running: false,
+        sleeper: None,
+    });
+}
+
+/// Wakes `socket`'s receiver at `at` (or soon after). Must run on an actix
+/// (tokio local) worker thread, as WebSocket bodies do.
+pub(crate) fn wake_at(at: Instant, socket: Nudger<WsOut>) {
+    let (start, wake) = DEADLINES.with(|d| {
+        let mut d = d.borrow_mut();
+        let at = d.ms(at);
+        d.due.push(Reverse(Due { at, socket }));
+        if !d.running {
+            d.running = true;
+            return (true, None);
+        }
+        // The sleeping task must wake up earlier for this one.
+        let earlier = d.sleeper.as_ref().is_some_and(|(_, when)| at < *when);
+        (false, if earlier { d.sleeper.take().map(|(waker, _)| waker) } else { None })
+    });
+    if start {
+        actix_web::rt::spawn(Sleeper { sleep: Box::pin(time::sleep_until(at)) });
+    }
+    if let Some(waker) = wake {
+        waker.wake();
+    }
+}
+
+/// The worker's one timer: wakes the sockets whose deadline passed, then
+/// sleeps until the next; ends when no deadline is left.
+struct Sleeper {
+    sleep: Pin<Box<time::Sleep>>,
+}
+
+impl Future for Sleeper {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let (passed, next) = DEADLINES.with(|d| {
+                let mut d = d.borrow_mut();
+                let now = d.ms(Instant::now());
+                let mut passed = Vec::new();
+                while d.due.peek().is_some_and(|Reverse(due)| due.at <= now) {
+                    if let Some(Reverse(due)) = d.due.pop() {
+                        passed.push(due.socket);
+                    }
+                }
+                let next = d.due.peek().map(|Reverse(due)| (due.at, d.epoch));
+                match next {
+                    Some((at, _)) => d.sleeper = Some((cx.waker().clone(), at)),
+                    None => {
+                        d.running = false;
+                        d.sleeper = None;
+                    }
+                }
+                (passed, next)
+            });
+            // Woken outside the borrow: a wake-up may run code that sets a
+            // new deadline.
+            for socket in passed {
+                socket.nudge();
+            }
+            let Some((at, epoch)) = next else {
+                return Poll::Ready(());
+            };
+            self.sleep.as_mut().reset(epoch + time::Duration::from_millis(at));
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::queue;
+
+    /// Wakes the test when the queue wakes its receiver.
+    struct Woken(tokio::sync::Notify);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.notify_one();
+        }
+    }
+
+    /// Waits until the queue's receiver is woken (it is never sent anything).
+    async fn woken(rx: &mut queue::Rx<WsOut>) {
+        let flag = std::sync::Arc::new(Woken(tokio::sync::Notify::new()));
+        let waker = Waker::from(flag.clone());
+        assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+        flag.0.notified().await;
+    }
+
+    #[test]
+    fn sockets_are_woken_at_their_deadlines_never_before() {
+        actix::System::new().block_on(async {
+            let (_tx_a, mut a) = queue::queue::<WsOut>();
+            let (_tx_b, mut b) = queue::queue::<WsOut>();
+            let (_tx_c, c) = queue::queue::<WsOut>();
+            let start = Instant::now();
+            // A far deadline first: the sleeper must wake up earlier for
+            // the near ones registered after it.
+            wake_at(start + Duration::from_secs(600), c.nudger());
+            wake_at(start + Duration::from_millis(80), b.nudger());
+            wake_at(start + Duration::from_millis(30), a.nudger());
+            let limit = Duration::from_secs(10);
+            time::timeout(limit, woken(&mut a)).await.expect("a woken");
+            assert!(start.elapsed() >= Duration::from_millis(30), "not before its deadline");
+            time::timeout(limit, woken(&mut b)).await.expect("b woken");
+            assert!(start.elapsed() >= Duration::from_millis(80));
+            // A socket that is gone is skipped when its time comes.
+            drop((_tx_c, c));
+            let (_tx_d, mut d) = queue::queue::<WsOut>();
+            wake_at(Instant::now() + Duration::from_millis(10), d.nudger());
+            time::timeout(limit, woken(&mut d)).await.expect("d woken");
+        });
+    }
+}

@@ -205,7 +205,11 @@ impl RequestInfo {
     pub(crate) fn from_request(req: &HttpRequest, client_ip: Option<IpAddr>) -> Self {
         let (path, query) = (req.path(), req.query_string());
         let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let client = client_ip.map(|a| a.to_string()).unwrap_or_default();
+        // Kept only when a proxy reported another address than the peer's.
+        let client = client_ip
+            .filter(|ip| Some(*ip) != req.peer_addr().map(|a| a.ip()))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let kept = || req.headers().iter().filter(|(name, _)| !is_handshake_header(name));
         let size = kept().map(|(k, v)| k.as_str().len() + v.len() + 2).sum::<usize>();
         let mut data = Vec::with_capacity(path.len() + query.len() + peer.len() + client.len() + size);
@@ -283,6 +287,9 @@ impl RequestInfo {
     /// The client's address: the peer's, or the one a trusted proxy reported
     /// (see [`Config::trusted_proxies`](crate::Config::trusted_proxies)).
     pub fn client_ip(&self) -> Option<IpAddr> {
+        if self.client_len == 0 {
+            return self.peer_addr().map(|a| a.ip());
+        }
         let at = self.addresses_at() + usize::from(self.peer_len);
         self.text(at, self.client_len.into()).parse().ok()
     }
@@ -389,8 +396,13 @@ mod tests {
         assert_eq!(format!("{copy:?}"), format!("{info:?}"));
         assert!(format!("{info:?}").contains("x-user"));
 
+        let direct = TestRequest::get().peer_addr("10.1.2.3:4567".parse().unwrap()).to_http_request();
+        let info = RequestInfo::from_request(&direct, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(info.client_ip(), Some("10.1.2.3".parse().unwrap()), "the peer's own address");
+
         let bare = RequestInfo::from_request(&TestRequest::get().uri("/").to_http_request(), None);
         assert_eq!((bare.path(), bare.query_string(), bare.header("host")), ("/", "", None));
+        assert_eq!((bare.peer_addr(), bare.client_ip()), (None, None));
         assert!(bare.headers().is_empty());
     }
 }

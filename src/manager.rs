@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, PoisonError, RwLock,
+        Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     time::Instant,
 };
@@ -48,25 +48,49 @@ impl EndedTx {
     }
 }
 
-/// The command channels of an endpoint's HTTP sessions by id, shared with
-/// the workers: a request for an existing session finds it here without a
-/// round trip to the manager actor. Only the manager writes it.
+/// An endpoint's HTTP sessions by id (their serial and command channel),
+/// shared with the workers: a request for an existing session finds it
+/// here without a round trip to the manager actor. Only the manager writes
+/// it, and it is the manager's own index of HTTP sessions by id too.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Directory(Arc<RwLock<HashMap<Arc<str>, CommandTx>>>);
+pub(crate) struct Directory(Arc<RwLock<Listing>>);
+
+/// Id -> (serial, command channel).
+type Listing = HashMap<Arc<str>, (u64, CommandTx)>;
 
 impl Directory {
+    fn read(&self) -> RwLockReadGuard<'_, Listing> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Listing> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The live session with this id, if any.
     pub(crate) fn find(&self, id: &str) -> Option<CommandTx> {
-        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        map.get(id).filter(|tx| !tx.is_closed()).cloned()
+        self.read().get(id).map(|(_, tx)| tx).filter(|tx| !tx.is_closed()).cloned()
     }
 
-    fn insert(&self, id: Arc<str>, tx: CommandTx) {
-        self.0.write().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
+    /// The serial of the session listed under this id.
+    fn serial(&self, id: &str) -> Option<u64> {
+        self.read().get(id).map(|(serial, _)| *serial)
     }
 
-    fn remove(&self, id: &str) {
-        self.0.write().unwrap_or_else(PoisonError::into_inner).remove(id);
+    fn insert(&self, id: Arc<str>, serial: u64, tx: CommandTx) {
+        self.write().insert(id, (serial, tx));
+    }
+
+    /// Unlists `id` if it still lists the session `serial`.
+    fn remove(&self, id: &str, serial: u64) {
+        let mut map = self.write();
+        if map.get(id).is_some_and(|(listed, _)| *listed == serial) {
+            map.remove(id);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.read().len()
     }
 }
 
@@ -112,9 +136,7 @@ pub(crate) fn next_serial() -> u64 {
 pub struct SessionManager<A: Session> {
     factory: Factory<A>,
     sessions: HashMap<u64, Entry>,
-    /// HTTP sessions by id.
-    by_id: HashMap<Arc<str>, u64>,
-    /// The same sessions' channels, for the workers.
+    /// HTTP sessions by id, shared with the workers.
     directory: Directory,
     /// SockJS WebSocket sessions by id (the newest, should a client reuse one).
     sockets_by_id: HashMap<Arc<str>, u64>,
@@ -130,7 +152,7 @@ pub struct SessionManager<A: Session> {
 struct Entry {
     tx: CommandTx,
     id: Option<Arc<str>>,
-    /// Whether `id` is in `sockets_by_id` rather than `by_id`.
+    /// Whether `id` is in `sockets_by_id` rather than the directory.
     socket: bool,
     client: Option<IpAddr>,
 }
@@ -146,7 +168,7 @@ impl<A: Session> fmt::Debug for SessionManager<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionManager")
             .field("sessions", &self.sessions.len())
-            .field("http_sessions", &self.by_id.len())
+            .field("http_sessions", &self.directory.len())
             .finish()
     }
 }
@@ -162,7 +184,6 @@ impl<A: Session> SessionManager<A> {
         Self {
             factory: Arc::new(factory),
             sessions: HashMap::new(),
-            by_id: HashMap::new(),
             directory: Directory::default(),
             sockets_by_id: HashMap::new(),
             per_client: HashMap::new(),
@@ -190,14 +211,12 @@ impl<A: Session> SessionManager<A> {
 
     fn remove(&mut self, serial: u64) {
         if let Some(entry) = self.sessions.remove(&serial) {
-            if let Some(id) = entry.id {
-                let index = if entry.socket { &mut self.sockets_by_id } else { &mut self.by_id };
-                if index.get(&id) == Some(&serial) {
-                    index.remove(&id);
-                    if !entry.socket {
-                        self.directory.remove(&id);
-                    }
+            match entry.id {
+                Some(id) if entry.socket && self.sockets_by_id.get(&id) == Some(&serial) => {
+                    self.sockets_by_id.remove(&id);
                 }
+                Some(id) if !entry.socket => self.directory.remove(&id, serial),
+                _ => {}
             }
             if let Some(ip) = entry.client {
                 if let Some(n) = self.per_client.get_mut(&ip) {
@@ -225,12 +244,12 @@ impl<A: Session> SessionManager<A> {
             }
             self.per_client.insert(ip, n + 1);
         }
-        if let Some(id) = &entry.id {
-            let index = if entry.socket { &mut self.sockets_by_id } else { &mut self.by_id };
-            index.insert(id.clone(), serial);
-            if !entry.socket {
-                self.directory.insert(id.clone(), entry.tx.clone());
+        match &entry.id {
+            Some(id) if entry.socket => {
+                self.sockets_by_id.insert(id.clone(), serial);
             }
+            Some(id) => self.directory.insert(id.clone(), serial, entry.tx.clone()),
+            None => {}
         }
         self.sessions.insert(serial, entry);
         Ok(())
@@ -255,7 +274,7 @@ impl<A: Session> SessionManager<A> {
     /// if there are none.
     fn deliver_to(&mut self, id: &str, payload: &Arc<Shared>) -> bool {
         let mut found = false;
-        let serials = [self.by_id.get(id).copied(), self.sockets_by_id.get(id).copied()];
+        let serials = [self.directory.serial(id), self.sockets_by_id.get(id).copied()];
         for serial in serials.into_iter().flatten() {
             let sent =
                 self.sessions.get(&serial).is_some_and(|e| e.tx.send(Command::Push(payload.clone())).is_ok());
@@ -562,7 +581,7 @@ impl<A: Session> Handler<GetSession<A>> for SessionManager<A> {
         let ask = AddressRequest::new(move |addr| {
             let _ = reply.send(addr.downcast::<Addr<A>>().ok().map(|addr| *addr));
         });
-        let tx = self.by_id.get(msg.id.as_str()).and_then(|serial| self.sessions.get(serial));
+        let tx = self.directory.serial(&msg.id).and_then(|serial| self.sessions.get(&serial));
         let asked = tx.is_some_and(|entry| entry.tx.send(Command::Address(Box::new(ask))).is_ok());
         Box::pin(async move {
             if asked {
@@ -622,7 +641,7 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
 
     fn handle(&mut self, msg: Acquire<A>, _: &mut Context<Self>) -> Self::Result {
         let Acquire { id, open, .. } = msg;
-        if let Some(serial) = self.by_id.get(&id).copied() {
+        if let Some(serial) = self.directory.serial(&id) {
             match self.sessions.get(&serial) {
                 Some(entry) if !entry.tx.is_closed() => {
                     return MessageResult(Acquired::Found(entry.tx.clone()))

@@ -10,8 +10,11 @@
 //! - fan-out from one broadcaster to `LOAD_FANOUT` receivers (default
 //!   100,10000): xhr_streaming receivers for the SockJS servers, WebSockets
 //!   for the floor;
-//! - idle WebSocket sessions, `LOAD_IDLE` (default 1000,10000), from several
-//!   127.0.0.x source addresses.
+//! - idle WebSocket sessions, `LOAD_IDLE` (default 1000,10000,100000), from
+//!   several 127.0.0.x source addresses. The bench raises its descriptor
+//!   limit to the hard limit (the servers inherit it) and skips a count
+//!   that does not fit: the server and the generator each hold one
+//!   descriptor per session.
 //!
 //! `LOAD_SECONDS` (default 5) is the length of a measuring window,
 //! `LOAD_ROUNDS` (default 2) the number of interleaved rounds, `LOAD_SERVERS`
@@ -625,13 +628,31 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn descriptor_limit() -> String {
-    std::fs::read_to_string("/proc/self/limits")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_owned())
-        .unwrap_or_else(|| "?".into())
+/// This process's descriptor limits, (soft, hard).
+fn descriptor_limits() -> (u64, u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+    let mut fields = line.split_whitespace().skip(3);
+    let mut next = || match fields.next() {
+        Some("unlimited") => u64::MAX,
+        Some(n) => n.parse().unwrap_or(0),
+        None => 0,
+    };
+    (next(), next())
+}
+
+/// Raises the soft descriptor limit to the hard one (allowed without
+/// privileges; std has no setrlimit, util-linux's prlimit does it), so that
+/// the servers started after this inherit it. Returns the soft limit.
+fn raise_descriptor_limit() -> u64 {
+    let (soft, hard) = descriptor_limits();
+    if soft < hard {
+        let hard_text = if hard == u64::MAX { "unlimited".to_owned() } else { hard.to_string() };
+        let _ = Command::new("prlimit")
+            .args(["--pid", &std::process::id().to_string(), &format!("--nofile={hard_text}:{hard_text}")])
+            .status();
+    }
+    descriptor_limits().0
 }
 
 fn prepare() {
@@ -684,6 +705,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     prepare();
+    let descriptors = raise_descriptor_limit();
     let window = Duration::from_secs_f64(env("LOAD_SECONDS", 5.0));
     let rounds: usize = env("LOAD_ROUNDS", 2);
     let wanted = std::env::var("LOAD_SERVERS").unwrap_or_else(|_| "ours,node,floor".into());
@@ -696,7 +718,7 @@ fn main() {
     println!(
         "# {} cores, descriptor limit {}, {} s windows, {rounds} interleaved rounds",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        descriptor_limit(),
+        descriptors,
         window.as_secs_f64()
     );
     println!(
@@ -748,7 +770,18 @@ fn main() {
     }
 
     println!("# idle WebSocket sessions: server RSS per session");
-    for n in env_list("LOAD_IDLE", "1000,10000") {
+    for n in env_list("LOAD_IDLE", "1000,10000,100000") {
+        // Each side holds a descriptor per session, plus a few hundred of
+        // its own (listeners, the runtime, the warm-up sockets).
+        let needed = n as u64 + 500;
+        if needed > descriptors {
+            println!(
+                "{:<28} skipped: needs a descriptor limit of {needed} (the hard limit here is {})",
+                format!("idle, {n}"),
+                descriptor_limits().1
+            );
+            continue;
+        }
         let mut figures = Vec::new();
         for &server in &servers {
             let proc = Proc::start(server);

@@ -17,12 +17,12 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use tokio::time::{self, Instant};
+use tokio::time::{self, Duration, Instant};
 
 use super::WsOut;
 use crate::queue::Nudger;
 
-/// One socket's next deadline: milliseconds since the thread's epoch.
+/// One socket's next deadline, in [`now`]'s milliseconds.
 struct Due {
     at: u64,
     socket: Nudger<WsOut>,
@@ -50,7 +50,6 @@ impl Ord for Due {
 
 /// This worker thread's deadlines.
 struct Deadlines {
-    epoch: Instant,
     due: BinaryHeap<Reverse<Due>>,
     /// The task that sleeps until the earliest deadline, while it runs.
     running: bool,
@@ -58,30 +57,30 @@ struct Deadlines {
     sleeper: Option<(Waker, u64)>,
 }
 
-impl Deadlines {
-    /// Milliseconds since the epoch, rounded up (a wake-up is never early).
-    fn ms(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.epoch);
-        let ms = since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000));
-        u64::try_from(ms).unwrap_or(u64::MAX)
-    }
-}
-
 thread_local! {
-    static DEADLINES: RefCell<Deadlines> = RefCell::new(Deadlines {
-        epoch: Instant::now(),
-        due: BinaryHeap::new(),
-        running: false,
-        sleeper: None,
-    });
+    /// Where this thread's milliseconds count from.
+    static EPOCH: Instant = Instant::now();
+    static DEADLINES: RefCell<Deadlines> = const {
+        RefCell::new(Deadlines { due: BinaryHeap::new(), running: false, sleeper: None })
+    };
 }
 
-/// Wakes `socket`'s receiver at `at` (or soon after). Must run on an actix
-/// (tokio local) worker thread, as WebSocket bodies do.
-pub(crate) fn wake_at(at: Instant, socket: Nudger<WsOut>) {
+/// Milliseconds since this worker thread's epoch, rounded down: 8 bytes
+/// where an `Instant` takes 16, for the clocks every socket keeps.
+pub(crate) fn now() -> u64 {
+    EPOCH.with(|epoch| millis(epoch.elapsed()))
+}
+
+/// A duration in whole milliseconds.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Wakes `socket`'s receiver once [`now`] reaches `at`. Must run on an
+/// actix (tokio local) worker thread, as WebSocket bodies do.
+pub(crate) fn wake_at(at: u64, socket: Nudger<WsOut>) {
     let (start, wake) = DEADLINES.with(|d| {
         let mut d = d.borrow_mut();
-        let at = d.ms(at);
         d.due.push(Reverse(Due { at, socket }));
         if !d.running {
             d.running = true;
@@ -92,11 +91,16 @@ pub(crate) fn wake_at(at: Instant, socket: Nudger<WsOut>) {
         (false, if earlier { d.sleeper.take().map(|(waker, _)| waker) } else { None })
     });
     if start {
-        actix_web::rt::spawn(Sleeper { sleep: Box::pin(time::sleep_until(at)) });
+        actix_web::rt::spawn(Sleeper { sleep: Box::pin(time::sleep_until(instant(at))) });
     }
     if let Some(waker) = wake {
         waker.wake();
     }
+}
+
+/// The instant [`now`] reaches `at` on this thread.
+fn instant(at: u64) -> Instant {
+    EPOCH.with(|epoch| *epoch + Duration::from_millis(at))
 }
 
 /// The worker's one timer: wakes the sockets whose deadline passed, then
@@ -110,18 +114,18 @@ impl Future for Sleeper {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
+            let now = now();
             let (passed, next) = DEADLINES.with(|d| {
                 let mut d = d.borrow_mut();
-                let now = d.ms(Instant::now());
                 let mut passed = Vec::new();
                 while d.due.peek().is_some_and(|Reverse(due)| due.at <= now) {
                     if let Some(Reverse(due)) = d.due.pop() {
                         passed.push(due.socket);
                     }
                 }
-                let next = d.due.peek().map(|Reverse(due)| (due.at, d.epoch));
+                let next = d.due.peek().map(|Reverse(due)| due.at);
                 match next {
-                    Some((at, _)) => d.sleeper = Some((cx.waker().clone(), at)),
+                    Some(at) => d.sleeper = Some((cx.waker().clone(), at)),
                     None => {
                         d.running = false;
                         d.sleeper = None;
@@ -134,10 +138,10 @@ impl Future for Sleeper {
             for socket in passed {
                 socket.nudge();
             }
-            let Some((at, epoch)) = next else {
+            let Some(at) = next else {
                 return Poll::Ready(());
             };
-            self.sleep.as_mut().reset(epoch + time::Duration::from_millis(at));
+            self.sleep.as_mut().reset(instant(at));
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
@@ -147,8 +151,6 @@ impl Future for Sleeper {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::queue;
 
@@ -176,20 +178,22 @@ mod tests {
             let (_tx_b, mut b) = queue::queue::<WsOut>();
             let (_tx_c, c) = queue::queue::<WsOut>();
             let start = Instant::now();
+            let base = now();
             // A far deadline first: the sleeper must wake up earlier for
             // the near ones registered after it.
-            wake_at(start + Duration::from_secs(600), c.nudger());
-            wake_at(start + Duration::from_millis(80), b.nudger());
-            wake_at(start + Duration::from_millis(30), a.nudger());
+            wake_at(base + 600_000, c.nudger());
+            wake_at(base + 80, b.nudger());
+            wake_at(base + 30, a.nudger());
             let limit = Duration::from_secs(10);
             time::timeout(limit, woken(&mut a)).await.expect("a woken");
-            assert!(start.elapsed() >= Duration::from_millis(30), "not before its deadline");
+            assert!(now() >= base + 30, "not before its deadline");
             time::timeout(limit, woken(&mut b)).await.expect("b woken");
-            assert!(start.elapsed() >= Duration::from_millis(80));
+            assert!(now() >= base + 80);
+            assert!(start.elapsed() >= Duration::from_millis(79));
             // A socket that is gone is skipped when its time comes.
             drop((_tx_c, c));
             let (_tx_d, mut d) = queue::queue::<WsOut>();
-            wake_at(Instant::now() + Duration::from_millis(10), d.nudger());
+            wake_at(now() + 10, d.nudger());
             time::timeout(limit, woken(&mut d)).await.expect("d woken");
         });
     }

@@ -20,7 +20,7 @@ use actix_web::{
 };
 use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError};
 use futures_util::{Stream, StreamExt as _};
-use tokio::{sync::mpsc::unbounded_channel, time::Instant};
+use tokio::sync::mpsc::unbounded_channel;
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use super::{
@@ -35,6 +35,9 @@ use crate::{
     service::Endpoint,
     session::{command_channel, Command, CommandTx, Failure, Mode, Session},
 };
+
+/// "Not set", for a socket's millisecond clocks.
+const NEVER: u64 = u64::MAX;
 
 /// GET `/<server>/<session>/websocket`.
 pub(crate) async fn framed<A: Session>(
@@ -107,10 +110,10 @@ async fn open<A: Session>(
         raw,
         partial: None,
         config: ep.config.clone(),
-        next_ping: Instant::now() + heartbeat,
-        armed: None,
-        ping_sent: None,
-        last_seen: Instant::now(),
+        next_ping: deadlines::now() + deadlines::millis(heartbeat).max(1),
+        armed: NEVER,
+        ping_sent: NEVER,
+        last_seen: deadlines::now(),
         wrote: false,
         closing: false,
         done: false,
@@ -166,20 +169,21 @@ struct WsStream {
     raw: bool,
     /// A fragmented text message being reassembled.
     partial: Option<Box<BytesMut>>,
-    /// Dead peers: a ping every heartbeat; silence for the ping timeout
-    /// after a ping ends the socket. The worker's [`deadlines`] wake the
-    /// socket at whichever comes first (a tokio timer would be ~110 bytes
-    /// of every idle socket).
     /// The endpoint's options (the heartbeat, the ping timeout, the message
     /// size limit): one pointer rather than copies in every socket.
     config: Arc<Config>,
-    next_ping: Instant,
+    /// Dead peers: a ping every heartbeat; silence for the ping timeout
+    /// after a ping ends the socket. The worker's [`deadlines`] wake the
+    /// socket at whichever comes first (a tokio timer would be ~110 bytes
+    /// of every idle socket). The clocks are [`deadlines::now`]
+    /// milliseconds ([`NEVER`] when unset): 8 bytes each, not 16.
+    next_ping: u64,
     /// The deadline the socket is to be woken at.
-    armed: Option<Instant>,
+    armed: u64,
     /// The ping whose answer is awaited.
-    ping_sent: Option<Instant>,
+    ping_sent: u64,
     /// When the client last sent anything.
-    last_seen: Instant,
+    last_seen: u64,
     /// A text frame went out since the last ping (SockJS heartbeats are
     /// only sent on a silent socket).
     wrote: bool,
@@ -286,7 +290,7 @@ impl WsStream {
             }
             match Pin::new(&mut self.payload).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    self.last_seen = Instant::now();
+                    self.last_seen = deadlines::now();
                     self.read.extend_from_slice(&chunk);
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -316,31 +320,31 @@ impl WsStream {
     /// Pings, and gives up on a peer silent since the last ping; `false`
     /// once it has.
     fn keep_alive(&mut self) -> bool {
-        let now = Instant::now();
+        let now = deadlines::now();
         if now >= self.next_ping {
             if !self.raw && !std::mem::take(&mut self.wrote) {
                 self.encode(Message::Text(HEARTBEAT_FRAME.into()));
             }
             self.encode(Message::Ping(Bytes::new()));
-            self.next_ping = now + self.config.heartbeat;
+            self.next_ping = now + deadlines::millis(self.config.heartbeat).max(1);
             // The oldest unanswered ping is the one that counts.
-            self.ping_sent.get_or_insert(now);
+            if self.ping_sent == NEVER {
+                self.ping_sent = now;
+            }
         }
         let timeout = self.config.ping_timeout;
-        if let Some(sent) = self.ping_sent.filter(|sent| now >= *sent + timeout) {
-            self.ping_sent = None;
+        let answer_by = self.ping_sent.saturating_add(deadlines::millis(timeout));
+        if self.ping_sent != NEVER && now >= answer_by {
+            let sent = std::mem::replace(&mut self.ping_sent, NEVER);
             if self.last_seen < sent {
                 log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
                 let _ = self.session.send(Command::TransportFailed(Failure::Silent));
                 return false;
             }
         }
-        let next = match self.ping_sent {
-            Some(sent) => self.next_ping.min(sent + timeout),
-            None => self.next_ping,
-        };
-        if self.armed != Some(next) {
-            self.armed = Some(next);
+        let next = self.next_ping.min(self.ping_sent.saturating_add(deadlines::millis(timeout)));
+        if self.armed != next {
+            self.armed = next;
             deadlines::wake_at(next, self.out.nudger());
         }
         true

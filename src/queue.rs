@@ -205,6 +205,11 @@ impl<T> Rx<T> {
 pub(crate) struct Nudger<T>(Weak<Shared<T>>);
 
 impl<T> Nudger<T> {
+    /// Whether the queue still lives (some end of it is held).
+    pub(crate) fn alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+
     /// Wakes the receiver, if it waits.
     pub(crate) fn nudge(&self) {
         let waker = self.0.upgrade().and_then(|shared| shared.lock().receiver.take());

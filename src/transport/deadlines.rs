@@ -6,7 +6,9 @@
 //! one task that sleeps until the earliest; when a deadline passes it wakes
 //! the socket through its frame queue ([`Nudger`]), and the socket checks
 //! its clocks itself. An entry does not keep its socket open; a closed
-//! socket's entry is dropped when its time comes.
+//! socket's entry is dropped when its time comes, or earlier when the heap
+//! has doubled since it was last swept (so that churn cannot fill it with
+//! entries of closed sockets for a heartbeat's time).
 
 use std::{
     cell::RefCell,
@@ -51,6 +53,8 @@ impl Ord for Due {
 /// This worker thread's deadlines.
 struct Deadlines {
     due: BinaryHeap<Reverse<Due>>,
+    /// Sweep out closed sockets' entries once the heap is this long.
+    sweep_at: usize,
     /// The task that sleeps until the earliest deadline, while it runs.
     running: bool,
     /// Wakes that task, and when it means to wake up, while it sleeps.
@@ -61,7 +65,7 @@ thread_local! {
     /// Where this thread's milliseconds count from.
     static EPOCH: Instant = Instant::now();
     static DEADLINES: RefCell<Deadlines> = const {
-        RefCell::new(Deadlines { due: BinaryHeap::new(), running: false, sleeper: None })
+        RefCell::new(Deadlines { due: BinaryHeap::new(), sweep_at: 64, running: false, sleeper: None })
     };
 }
 
@@ -81,6 +85,10 @@ pub(crate) fn millis(d: Duration) -> u64 {
 pub(crate) fn wake_at(at: u64, socket: Nudger<WsOut>) {
     let (start, wake) = DEADLINES.with(|d| {
         let mut d = d.borrow_mut();
+        if d.due.len() >= d.sweep_at {
+            d.due.retain(|Reverse(due)| due.socket.alive());
+            d.sweep_at = (d.due.len() * 2).max(64);
+        }
         d.due.push(Reverse(Due { at, socket }));
         if !d.running {
             d.running = true;
@@ -195,6 +203,23 @@ mod tests {
             let (_tx_d, mut d) = queue::queue::<WsOut>();
             wake_at(now() + 10, d.nudger());
             time::timeout(limit, woken(&mut d)).await.expect("d woken");
+        });
+    }
+
+    #[test]
+    fn closed_sockets_entries_are_swept_out_as_the_heap_grows() {
+        actix::System::new().block_on(async {
+            let far = now() + 600_000;
+            let (_tx, live) = queue::queue::<WsOut>();
+            wake_at(far, live.nudger());
+            for _ in 0..1000 {
+                let (tx, rx) = queue::queue::<WsOut>();
+                wake_at(far, rx.nudger());
+                drop((tx, rx));
+            }
+            let len = DEADLINES.with(|d| d.borrow().due.len());
+            assert!(len < 200, "{len} entries kept for 1 live socket");
+            assert!(DEADLINES.with(|d| d.borrow().due.iter().any(|Reverse(due)| due.socket.alive())));
         });
     }
 }

@@ -308,7 +308,7 @@ impl<A: Session> Actor for SessionManager<A> {
     }
 }
 
-/// A session actor has stopped (its serial, from the [`EndedTx`] queue).
+/// A session actor has stopped (its serial, from the queue of ended sessions).
 impl<A: Session> StreamHandler<u64> for SessionManager<A> {
     fn handle(&mut self, serial: u64, _: &mut Context<Self>) {
         self.remove(serial);

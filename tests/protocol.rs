@@ -636,6 +636,13 @@ fn raw_websocket() {
     let mut ws = WsClient::connect(s.port, "/echo/websocket");
     ws.send_text("Hello world!\u{ffff}");
     assert_eq!(ws.recv_text(), "Hello world!\u{ffff}");
+    // Messages sent together come back whole and in order.
+    for i in 0..20 {
+        ws.send_text(&format!("m{i}"));
+    }
+    for i in 0..20 {
+        assert_eq!(ws.recv_text(), format!("m{i}"));
+    }
     let mut ws = WsClient::connect(s.port, "/close/websocket");
     assert_eq!(ws.recv(), Ws::Close(Some(3000), "Go away!".into()));
 }

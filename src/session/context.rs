@@ -155,29 +155,51 @@ pub(crate) struct SessionSetup {
     pub(crate) metrics: Arc<EndpointMetrics>,
 }
 
-/// Messages waiting for a raw WebSocket's receiver, boxed: only raw
-/// sessions that send faster than their socket takes need it.
+/// Session state that most sessions never need, boxed and created on
+/// first use: every idle session carries its context, and tokio sizes the
+/// session's task in 128-byte steps.
 #[derive(Debug, Default)]
-struct RawOutbox {
-    messages: VecDeque<String>,
-    bytes: usize,
+struct Cold {
+    /// Messages waiting for a raw WebSocket's receiver, and their bytes.
+    raw: VecDeque<String>,
+    raw_bytes: usize,
+    /// The disconnect-delay timer of an HTTP session, while one runs (one
+    /// at a time: timers left behind pile up in the actor, which polls each
+    /// on every turn).
+    expiry: Option<SpawnHandle>,
+    /// An `on_close` to run at the actor's next turn.
+    deferred_close: Option<CloseReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     New,
     Open,
-    Closed { code: u16, reason: Box<str> },
+    /// The reason is boxed twice over so that the state takes 16 bytes.
+    #[allow(clippy::box_collection)]
+    Closed {
+        code: u16,
+        reason: Box<String>,
+    },
 }
 
 #[derive(Debug)]
 struct Attached {
     receiver: Receiver,
     token: u32,
-    /// Watches an HTTP receiver's end (a WebSocket reports its own).
+    dead: bool,
+    /// An HTTP receiver's timers (a WebSocket has none: it reports its own
+    /// end and sends its own heartbeats); boxed, as every idle WebSocket
+    /// session holds an `Attached`.
+    timers: Option<Box<Timers>>,
+}
+
+/// The futures the session runs for an HTTP receiver.
+#[derive(Debug)]
+struct Timers {
+    /// Watches the receiver's end.
     watch: Option<SpawnHandle>,
     heartbeat: Option<SpawnHandle>,
-    dead: bool,
 }
 
 /// The actor context of a SockJS session.
@@ -196,19 +218,14 @@ where
     state: State,
     /// Encoded messages joined by commas, waiting for a receiver (framed modes).
     pending: String,
-    /// Messages waiting for the receiver (raw mode).
-    raw_pending: Option<Box<RawOutbox>>,
+    /// See [`Cold`].
+    cold: Option<Box<Cold>>,
     receiver: Option<Attached>,
     next_token: u32,
     /// The close frame still has to be written to the attached receiver.
     close_unsent: bool,
     /// Something was written since the last heartbeat tick.
     wrote: bool,
-    /// The disconnect-delay timer, while one runs (one at a time: timers
-    /// left behind pile up in the actor, which polls each on every turn).
-    expiry: Option<SpawnHandle>,
-    /// An `on_close` to run at the actor's next turn.
-    deferred_close: Option<Box<CloseReason>>,
     /// Stop the actor at its next turn.
     finish_requested: bool,
     finisher_spawned: bool,
@@ -254,10 +271,10 @@ where
         }
         self.setup.metrics.sent(msg.len());
         let queued = if self.setup.mode == Mode::Raw {
-            let outbox = self.raw_pending.get_or_insert_default();
-            outbox.bytes += msg.len();
-            outbox.messages.push_back(msg.to_owned());
-            outbox.bytes
+            let cold = self.cold();
+            cold.raw_bytes += msg.len();
+            cold.raw.push_back(msg.to_owned());
+            cold.raw_bytes
         } else {
             if !self.pending.is_empty() {
                 self.pending.push(',');
@@ -320,6 +337,10 @@ where
         self.state == State::Open
     }
 
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_default()
+    }
+
     fn overflow(&mut self) {
         log::warn!(
             "sockjs {}: outgoing queue over {} bytes, closing the session",
@@ -327,7 +348,9 @@ where
             self.setup.config.max_queue_bytes
         );
         self.pending.clear();
-        self.raw_pending = None;
+        if let Some(cold) = &mut self.cold {
+            (cold.raw, cold.raw_bytes) = (VecDeque::new(), 0);
+        }
         if self.set_closed(OVERFLOW_CLOSE.0, OVERFLOW_CLOSE.1.to_owned()) {
             self.defer_on_close(CloseReason::Overflow);
         }
@@ -338,7 +361,7 @@ where
         if self.state != State::Open {
             return false;
         }
-        self.state = State::Closed { code, reason: reason.into_boxed_str() };
+        self.state = State::Closed { code, reason: Box::new(reason) };
         self.close_unsent = self.receiver.is_some();
         if self.receiver.is_none() {
             self.schedule_expiry();
@@ -350,7 +373,7 @@ where
     /// context is at hand.
     fn defer_on_close(&mut self, cause: CloseReason) {
         self.record_close(Some(&cause));
-        self.deferred_close = Some(Box::new(cause));
+        self.cold().deferred_close = Some(cause);
         self.spawn_finisher();
     }
 
@@ -424,7 +447,7 @@ where
     fn attach(&mut self, act: &mut A, mut receiver: Receiver) {
         match &self.state {
             State::New => {
-                let transport = transport_label(&receiver.framing);
+                let transport = transport_label(receiver.framing());
                 self.counted_open = Some(transport);
                 self.setup.metrics.session_opened(transport);
                 self.install(receiver);
@@ -463,23 +486,24 @@ where
             self.parts.spawn(gone)
         });
         // A WebSocket transport sends its own heartbeats with its pings.
-        let own_heartbeat = self.setup.mode != Mode::Raw && receiver.framing != Framing::WebSocket;
+        let own_heartbeat = self.setup.mode != Mode::Raw && *receiver.framing() != Framing::WebSocket;
         let heartbeat = own_heartbeat.then(|| {
             let every = self.setup.config.heartbeat;
             self.run_interval(every, |_, ctx| ctx.heartbeat_tick())
         });
-        if let Some(expiry) = self.expiry.take() {
+        if let Some(expiry) = self.cold.as_mut().and_then(|cold| cold.expiry.take()) {
             self.parts.cancel_future(expiry);
         }
         self.wrote = false;
-        self.receiver = Some(Attached { receiver, token, watch, heartbeat, dead: false });
+        let timers = (watch.is_some() || heartbeat.is_some()).then(|| Box::new(Timers { watch, heartbeat }));
+        self.receiver = Some(Attached { receiver, token, dead: false, timers });
     }
 
     /// Drops the attached receiver (which ends an HTTP response) and, for
     /// HTTP sessions, starts the disconnect delay.
     fn detach(&mut self) {
-        if let Some(att) = self.receiver.take() {
-            for handle in att.watch.into_iter().chain(att.heartbeat) {
+        if let Some(timers) = self.receiver.take().and_then(|att| att.timers) {
+            for handle in timers.watch.into_iter().chain(timers.heartbeat) {
                 self.parts.cancel_future(handle);
             }
         }
@@ -490,22 +514,25 @@ where
 
     fn schedule_expiry(&mut self) {
         self.needs_poll = true;
-        if let Some(previous) = self.expiry.take() {
+        if let Some(previous) = self.cold.as_mut().and_then(|cold| cold.expiry.take()) {
             self.parts.cancel_future(previous);
         }
         let timer = self.run_later(self.setup.config.disconnect_delay, move |act, ctx| {
-            ctx.expiry = None;
+            if let Some(cold) = &mut ctx.cold {
+                cold.expiry = None;
+            }
             if ctx.receiver.is_some() {
                 return;
             }
             if ctx.state == State::Open {
                 log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.setup.id);
-                ctx.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.into() };
+                ctx.state =
+                    State::Closed { code: NORMAL_CLOSE.0, reason: Box::new(NORMAL_CLOSE.1.to_owned()) };
                 ctx.notify_close(act, CloseReason::Timeout);
             }
             ctx.parts.stop();
         });
-        self.expiry = Some(timer);
+        self.cold().expiry = Some(timer);
     }
 
     fn receiver_gone(&mut self, act: &mut A, token: u32) {
@@ -520,7 +547,8 @@ where
             }
         } else {
             if self.state == State::Open {
-                self.state = State::Closed { code: NORMAL_CLOSE.0, reason: NORMAL_CLOSE.1.into() };
+                self.state =
+                    State::Closed { code: NORMAL_CLOSE.0, reason: Box::new(NORMAL_CLOSE.1.to_owned()) };
                 self.notify_close(act, CloseReason::ClientClosed);
             }
             self.finish();
@@ -562,18 +590,19 @@ where
     /// timer was started or the actor stopped outside its own poll).
     fn flush(&mut self) -> bool {
         let before = (self.receiver.is_some(), self.parts.state());
-        let queued = self.pending.len() + self.raw_pending.as_ref().map_or(0, |o| o.bytes);
+        let queued = self.pending.len() + self.cold.as_ref().map_or(0, |cold| cold.raw_bytes);
         let backlog = self.receiver.as_ref().map_or(0, |a| a.receiver.backlog());
         self.setup.metrics.queue_depth(queued + backlog);
         if self.receiver.is_some() {
             if self.setup.mode == Mode::Raw {
                 while self.receiver.is_some() {
-                    let Some(outbox) = self.raw_pending.as_mut() else { break };
-                    let Some(msg) = outbox.messages.pop_front() else {
-                        self.raw_pending = None;
+                    let Some(cold) = self.cold.as_mut() else { break };
+                    let Some(msg) = cold.raw.pop_front() else {
+                        // Drained: give the buffer back.
+                        cold.raw = VecDeque::new();
                         break;
                     };
-                    outbox.bytes -= msg.len();
+                    cold.raw_bytes -= msg.len();
                     self.write_frame(msg);
                 }
             } else if !self.pending.is_empty() {
@@ -594,7 +623,7 @@ where
                 }
                 if let Some(att) = &self.receiver {
                     let (code, reason) =
-                        if self.setup.mode == Mode::Raw { (code, &*reason) } else { NORMAL_CLOSE };
+                        if self.setup.mode == Mode::Raw { (code, reason.as_str()) } else { NORMAL_CLOSE };
                     att.receiver.close_socket(code, reason);
                 }
                 self.detach();
@@ -617,7 +646,7 @@ where
         }
         if let Some(att) = self.receiver.take() {
             let (code, reason) = match &self.state {
-                State::Closed { code, reason } => (*code, &**reason),
+                State::Closed { code, reason } => (*code, reason.as_str()),
                 _ => NORMAL_CLOSE,
             };
             let mut receiver = att.receiver;
@@ -712,8 +741,8 @@ impl<A: Session> ActorFuture<A> for Finisher {
 
     fn poll(self: Pin<&mut Self>, act: &mut A, ctx: &mut SessionContext<A>, _: &mut Context<'_>) -> Poll<()> {
         ctx.finisher_spawned = false;
-        if let Some(cause) = ctx.deferred_close.take() {
-            act.on_close(*cause, ctx);
+        if let Some(cause) = ctx.cold.as_mut().and_then(|cold| cold.deferred_close.take()) {
+            act.on_close(cause, ctx);
         }
         if ctx.finish_requested && ctx.parts.state() == ActorState::Running {
             ctx.parts.stop();
@@ -777,13 +806,11 @@ pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: Command
         setup,
         state: State::New,
         pending: String::new(),
-        raw_pending: None,
+        cold: None,
         receiver: None,
         next_token: 0,
         close_unsent: false,
         wrote: false,
-        expiry: None,
-        deferred_close: None,
         finish_requested: false,
         finisher_spawned: false,
         needs_poll: false,

@@ -2,9 +2,9 @@
 //!
 //! Every receiving transport is one [`Receiver`] with a different
 //! [`Framing`]: the framing says how a frame is wrapped on the wire, whether
-//! the response streams or polls, and what prelude it starts with. The
-//! [`Sink`] is the one type that knows the wire: a channel feeding an HTTP
-//! response body, or a queue feeding a WebSocket response body.
+//! the response streams or polls, and what prelude it starts with. A
+//! receiver is either a channel feeding an HTTP response body or a queue
+//! feeding a WebSocket response body.
 
 use std::{
     any::Any,
@@ -125,15 +125,6 @@ impl WsOut {
     }
 }
 
-/// The wire-level end of a receiver.
-#[derive(Debug)]
-pub(crate) enum Sink {
-    /// Chunks of an HTTP response body, one chunk per item.
-    Http(UnboundedSender<Bytes>),
-    /// Messages for a WebSocket transport.
-    Ws(WsWriter),
-}
-
 /// The session's end of its WebSocket transport's queue.
 pub(crate) type WsWriter = crate::queue::Tx<WsOut>;
 /// The transport's end.
@@ -181,18 +172,31 @@ pub(crate) fn body_stream(mut rx: UnboundedReceiver<Bytes>, backlog: Backlog) ->
 #[derive(Debug)]
 pub(crate) struct Gone;
 
-/// A receiving connection attached to a session.
+/// A receiving connection attached to a session: 16 bytes in the session,
+/// as every idle session holds one; an HTTP receiver's state is boxed.
 #[derive(Debug)]
-pub(crate) struct Receiver {
-    pub(crate) framing: Framing,
-    sink: Sink,
+pub(crate) enum Receiver {
+    /// A WebSocket transport's queue; `raw`: without SockJS framing.
+    Ws { tx: WsWriter, raw: bool },
+    /// An HTTP response body.
+    Http(Box<HttpReceiver>),
+}
+
+/// What an HTTP receiver keeps.
+#[derive(Debug)]
+pub(crate) struct HttpReceiver {
+    framing: Framing,
+    tx: UnboundedSender<Bytes>,
     written: usize,
     limit: usize,
     peer: Option<PeerSocket>,
-    /// What the HTTP transport has not taken yet (a WebSocket's queue
-    /// counts its own).
-    backlog: Option<Backlog>,
+    /// What the transport has not taken yet.
+    backlog: Backlog,
 }
+
+/// The framings of WebSocket receivers, for [`Receiver::framing`].
+static WEBSOCKET: Framing = Framing::WebSocket;
+static RAW_WEBSOCKET: Framing = Framing::RawWebSocket;
 
 impl Receiver {
     /// A receiver for an HTTP response body.
@@ -204,19 +208,28 @@ impl Receiver {
         peer: Option<PeerSocket>,
     ) -> Self {
         let limit = if framing.limited() { limit } else { usize::MAX };
-        Self { framing, sink: Sink::Http(tx), written: 0, limit, peer, backlog: Some(backlog) }
+        Self::Http(Box::new(HttpReceiver { framing, tx, written: 0, limit, peer, backlog }))
     }
 
     /// A receiver for a WebSocket transport.
     pub(crate) fn ws(framing: Framing, tx: WsWriter) -> Self {
-        Self { framing, sink: Sink::Ws(tx), written: 0, limit: usize::MAX, peer: None, backlog: None }
+        Self::Ws { tx, raw: framing == Framing::RawWebSocket }
+    }
+
+    /// How frames are written to this receiver.
+    pub(crate) fn framing(&self) -> &Framing {
+        match self {
+            Self::Ws { raw: false, .. } => &WEBSOCKET,
+            Self::Ws { raw: true, .. } => &RAW_WEBSOCKET,
+            Self::Http(http) => &http.framing,
+        }
     }
 
     /// Bytes written to this receiver that its transport has not taken yet.
     pub(crate) fn backlog(&self) -> usize {
-        match (&self.sink, &self.backlog) {
-            (Sink::Ws(tx), _) => tx.load(),
-            (Sink::Http(_), backlog) => backlog.as_ref().map_or(0, Backlog::get),
+        match self {
+            Self::Ws { tx, .. } => tx.load(),
+            Self::Http(http) => http.backlog.get(),
         }
     }
 
@@ -227,28 +240,27 @@ impl Receiver {
     /// An owned frame goes to a WebSocket without a copy.
     pub(crate) fn write<'a>(&mut self, frame: impl Into<Cow<'a, str>>) -> Result<bool, Gone> {
         let frame = frame.into();
-        match &self.sink {
-            Sink::Http(tx) => {
-                let chunk = self.framing.wrap(&frame);
+        match self {
+            Self::Http(http) => {
+                let chunk = http.framing.wrap(&frame);
                 let len = chunk.len();
-                self.written += len;
-                if let Some(backlog) = &self.backlog {
-                    backlog.add(len);
-                }
-                tx.send(chunk).map_err(|_| Gone)?;
+                http.written += len;
+                http.backlog.add(len);
+                http.tx.send(chunk).map_err(|_| Gone)?;
+                Ok(http.framing.polling() || http.written >= http.limit)
             }
-            Sink::Ws(tx) => {
+            Self::Ws { tx, .. } => {
                 let len = frame.len();
                 tx.send_weighed(WsOut::Text(frame.into_owned().into_boxed_str()), len).map_err(|_| Gone)?;
+                Ok(false)
             }
         }
-        Ok(self.framing.polling() || self.written >= self.limit)
     }
 
     /// Ends a WebSocket with a close frame; HTTP responses end when the
     /// receiver is dropped.
     pub(crate) fn close_socket(&self, code: u16, reason: &str) {
-        if let Sink::Ws(tx) = &self.sink {
+        if let Self::Ws { tx, .. } = self {
             let _ = tx.send(WsOut::Close(Box::new((code, reason.to_owned()))));
         }
     }
@@ -259,11 +271,10 @@ impl Receiver {
     /// socket, which sees a client abort at once; without it only a dropped
     /// response (noticed by actix-web at the next write) counts.
     pub(crate) fn alive(&self) -> bool {
-        let open = match &self.sink {
-            Sink::Http(tx) => !tx.is_closed(),
-            Sink::Ws(tx) => !tx.is_closed(),
-        };
-        open && self.peer.as_ref().is_none_or(PeerSocket::alive)
+        match self {
+            Self::Ws { tx, .. } => !tx.is_closed(),
+            Self::Http(http) => !http.tx.is_closed() && http.peer.as_ref().is_none_or(PeerSocket::alive),
+        }
     }
 
     /// A future that completes when the transport drops its end; `None`
@@ -271,12 +282,12 @@ impl Receiver {
     /// [`Command::ReceiverGone`](crate::session::Command::ReceiverGone)
     /// instead (a watcher costs a boxed future in every idle session).
     pub(crate) fn gone(&self) -> Option<impl std::future::Future<Output = ()> + 'static> {
-        match &self.sink {
-            Sink::Http(tx) => {
-                let tx = tx.clone();
+        match self {
+            Self::Http(http) => {
+                let tx = http.tx.clone();
                 Some(async move { tx.closed().await })
             }
-            Sink::Ws(_) => None,
+            Self::Ws { .. } => None,
         }
     }
 }

@@ -305,6 +305,21 @@ fn a_websocket_peer_that_stops_answering_is_closed() {
 }
 
 #[test]
+fn a_websocket_peer_that_answers_pings_outlives_many_ping_deadlines() {
+    let p = probed(
+        Config::default().heartbeat(Duration::from_millis(100)).ping_timeout(Duration::from_millis(150)),
+    );
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // recv_text answers every ping, as a browser does: six heartbeats
+    // span several ping deadlines, and each pong must count.
+    for _ in 0..6 {
+        assert_eq!(ws.recv_text(), "h");
+    }
+}
+
+#[test]
 fn queue_overflow_closes_the_session() {
     let p = probed(Config::default().max_queue_bytes(2000));
     let url = format!("/probe/000/{}", session());

@@ -11,7 +11,7 @@
 //! entries of closed sockets for a heartbeat's time).
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     cmp::Reverse,
     collections::BinaryHeap,
     future::Future,
@@ -64,6 +64,9 @@ struct Deadlines {
 thread_local! {
     /// Where this thread's milliseconds count from.
     static EPOCH: Instant = Instant::now();
+    /// The latest time the sleeper woke sockets at: a socket whose deadline
+    /// is later has nothing due, and need not read the clock.
+    static FIRED: Cell<u64> = const { Cell::new(0) };
     static DEADLINES: RefCell<Deadlines> = const {
         RefCell::new(Deadlines { due: BinaryHeap::new(), sweep_at: 64, running: false, sleeper: None })
     };
@@ -73,6 +76,12 @@ thread_local! {
 /// where an `Instant` takes 16, for the clocks every socket keeps.
 pub(crate) fn now() -> u64 {
     EPOCH.with(|epoch| millis(epoch.elapsed()))
+}
+
+/// Whether a deadline `at` may have passed: the sleeper has woken sockets
+/// at `at` or later. Cheaper than reading the clock on every poll.
+pub(crate) fn may_have_passed(at: u64) -> bool {
+    FIRED.with(Cell::get) >= at
 }
 
 /// A duration in whole milliseconds.
@@ -123,6 +132,7 @@ impl Future for Sleeper {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let now = now();
+            FIRED.with(|fired| fired.set(now));
             let (passed, next) = DEADLINES.with(|d| {
                 let mut d = d.borrow_mut();
                 let mut passed = Vec::new();

@@ -113,7 +113,7 @@ async fn open<A: Session>(
         next_ping: deadlines::now() + deadlines::millis(heartbeat).max(1),
         armed: NEVER,
         ping_sent: NEVER,
-        last_seen: deadlines::now(),
+        heard: false,
         wrote: false,
         closing: false,
         done: false,
@@ -176,14 +176,15 @@ struct WsStream {
     /// after a ping ends the socket. The worker's [`deadlines`] wake the
     /// socket at whichever comes first (a tokio timer would be ~110 bytes
     /// of every idle socket). The clocks are [`deadlines::now`]
-    /// milliseconds ([`NEVER`] when unset): 8 bytes each, not 16.
+    /// milliseconds ([`NEVER`] when unset): 8 bytes each, not 16; they are
+    /// only read when a deadline may have passed.
     next_ping: u64,
     /// The deadline the socket is to be woken at.
     armed: u64,
     /// The ping whose answer is awaited.
     ping_sent: u64,
-    /// When the client last sent anything.
-    last_seen: u64,
+    /// The client sent something since `ping_sent`.
+    heard: bool,
     /// A text frame went out since the last ping (SockJS heartbeats are
     /// only sent on a silent socket).
     wrote: bool,
@@ -290,7 +291,7 @@ impl WsStream {
             }
             match Pin::new(&mut self.payload).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    self.last_seen = deadlines::now();
+                    self.heard = true;
                     self.read.extend_from_slice(&chunk);
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -320,6 +321,9 @@ impl WsStream {
     /// Pings, and gives up on a peer silent since the last ping; `false`
     /// once it has.
     fn keep_alive(&mut self) -> bool {
+        if self.armed != NEVER && !deadlines::may_have_passed(self.armed) {
+            return true;
+        }
         let now = deadlines::now();
         if now >= self.next_ping {
             if !self.raw && !std::mem::take(&mut self.wrote) {
@@ -330,13 +334,14 @@ impl WsStream {
             // The oldest unanswered ping is the one that counts.
             if self.ping_sent == NEVER {
                 self.ping_sent = now;
+                self.heard = false;
             }
         }
         let timeout = self.config.ping_timeout;
         let answer_by = self.ping_sent.saturating_add(deadlines::millis(timeout));
         if self.ping_sent != NEVER && now >= answer_by {
-            let sent = std::mem::replace(&mut self.ping_sent, NEVER);
-            if self.last_seen < sent {
+            self.ping_sent = NEVER;
+            if !self.heard {
                 log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
                 let _ = self.session.send(Command::TransportFailed(Failure::Silent));
                 return false;

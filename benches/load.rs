@@ -17,7 +17,7 @@
 //!   descriptor per session.
 //!
 //! `LOAD_SECONDS` (default 5) is the length of a measuring window,
-//! `LOAD_ROUNDS` (default 2) the number of interleaved rounds, `LOAD_SERVERS`
+//! `LOAD_ROUNDS` (default 3) the number of interleaved rounds, `LOAD_SERVERS`
 //! a comma list to run a subset (ours,node,floor). The headline figure is
 //! server CPU time per operation (utime + stime from /proc); the generator
 //! is one thread and reports its own CPU per operation beside it.
@@ -707,7 +707,7 @@ fn main() {
     prepare();
     let descriptors = raise_descriptor_limit();
     let window = Duration::from_secs_f64(env("LOAD_SECONDS", 5.0));
-    let rounds: usize = env("LOAD_ROUNDS", 2);
+    let rounds: usize = env("LOAD_ROUNDS", 3);
     let wanted = std::env::var("LOAD_SERVERS").unwrap_or_else(|_| "ours,node,floor".into());
     let servers: Vec<Server> = [Server::Ours, Server::Node, Server::Floor]
         .into_iter()

@@ -18,7 +18,10 @@
 //!
 //! `LOAD_SECONDS` (default 5) is the length of a measuring window,
 //! `LOAD_ROUNDS` (default 3) the number of interleaved rounds, `LOAD_SERVERS`
-//! a comma list to run a subset (ours,node,floor). The headline figure is
+//! a comma list to run a subset (ours,node,floor), `LOAD_OURS` the example
+//! that plays our server (default `sockjs_bench`; `test_server` measures
+//! the server the independent checks use, with `on_connect` installed and
+//! a 4,096-byte response limit). The headline figure is
 //! server CPU time per operation (utime + stime from /proc); the generator
 //! is one thread and reports its own CPU per operation beside it.
 
@@ -83,7 +86,7 @@ impl Proc {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let release = root.join("target/release/examples");
         let mut cmd = match server {
-            Server::Ours => Command::new(release.join("sockjs_bench")),
+            Server::Ours => Command::new(release.join(ours_example())),
             Server::Floor => Command::new(release.join("ws_floor")),
             Server::Node => {
                 let mut c = Command::new("node");
@@ -655,10 +658,15 @@ fn raise_descriptor_limit() -> u64 {
     descriptor_limits().0
 }
 
+/// The example that plays our server: `LOAD_OURS`, default `sockjs_bench`.
+fn ours_example() -> String {
+    std::env::var("LOAD_OURS").unwrap_or_else(|_| "sockjs_bench".into())
+}
+
 fn prepare() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
-        .args(["build", "--release", "--example", "sockjs_bench", "--example", "ws_floor"])
+        .args(["build", "--release", "--example", &ours_example(), "--example", "ws_floor"])
         .status()
         .expect("cargo build");
     assert!(built.success(), "building our servers failed");
@@ -716,10 +724,11 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
     println!(
-        "# {} cores, descriptor limit {}, {} s windows, {rounds} interleaved rounds",
+        "# {} cores, descriptor limit {}, {} s windows, {rounds} interleaved rounds, actix-sockjs is examples/{}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         descriptors,
-        window.as_secs_f64()
+        window.as_secs_f64(),
+        ours_example()
     );
     println!(
         "{:<28} {:<22} {:>10} {:>9} {:>9} {:>12} {:>12}",

@@ -3,10 +3,9 @@
 //! every session), default options (128 KiB response limit, unlike
 //! `test_server`'s 4 KiB, which the protocol suite asks for).
 //!
-//! It does not install `actix_sockjs::on_connect`: that keeps a duplicate
-//! descriptor per connection, which would halve the sessions the bench can
-//! open under this machine's descriptor limit. It only matters for noticing
-//! aborted long-polls, which the bench does not do.
+//! Like the examples it notices aborted long-polls with
+//! `h1_allow_half_closed(false)`, not `actix_sockjs::on_connect`, which
+//! keeps a duplicate descriptor per HTTP connection.
 //!
 //! Run: `cargo run --release --example sockjs_bench -- --port 0` (prints
 //! `listening on http://127.0.0.1:PORT` first).
@@ -52,6 +51,7 @@ async fn main() -> std::io::Result<()> {
             .service(SockJs::new("/echo", echo.clone()))
             .service(SockJs::new("/broadcast", room.clone()))
     })
+    .h1_allow_half_closed(false)
     .backlog(4096)
     .max_connections(100_000)
     .bind(("127.0.0.1", port))?;

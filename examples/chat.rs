@@ -110,7 +110,7 @@ async fn main() -> std::io::Result<()> {
             .route("/metrics", web::get().to(metrics))
             .service(SockJs::new("/chat", room.clone()).config(config.clone()))
     })
-    .on_connect(actix_sockjs::on_connect)
+    .h1_allow_half_closed(false)
     .shutdown_signal(signal)
     .bind(("127.0.0.1", port))?;
     for addr in server.addrs() {

@@ -37,7 +37,7 @@ async fn main() -> std::io::Result<()> {
     log::info!("SockJS echo on http://127.0.0.1:8080/echo");
     let signal = actix_sockjs::shutdown_signal([manager.clone().recipient()]);
     HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
-        .on_connect(actix_sockjs::on_connect)
+        .h1_allow_half_closed(false)
         .shutdown_signal(signal)
         .bind(("127.0.0.1", 8080))?
         .run()

@@ -183,7 +183,13 @@ async fn main() -> std::io::Result<()> {
             .app_data(web::Data::new(static_dir.clone()))
             .route("/static/{file}", web::get().to(static_file))
     })
-    .on_connect(actix_sockjs::on_connect)
+    // Aborted long-polls end at the client's EOF (no duplicate descriptor
+    // per connection, as `actix_sockjs::on_connect` would keep).
+    .h1_allow_half_closed(false)
+    // actix-web's default is 25,000 connections per worker; idle-session
+    // loads go past that.
+    .max_connections(100_000)
+    .backlog(4096)
     .shutdown_signal(signal)
     .bind((opts.host.as_str(), opts.port))?;
     for addr in server.addrs() {

@@ -62,7 +62,8 @@ use crate::{
 ///             SockJs::new("/echo", manager.clone()).config(Config::default().response_limit(4096)),
 ///         )
 ///     })
-///     .on_connect(actix_sockjs::on_connect)
+///     // End a response when its client closes the socket (aborted long-polls).
+///     .h1_allow_half_closed(false)
 ///     .bind(("127.0.0.1", 8080))?
 ///     .run()
 ///     .await

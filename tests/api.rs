@@ -696,27 +696,33 @@ fn metrics_count_sessions_messages_and_causes() {
 }
 
 #[test]
-fn a_websocket_holds_one_server_descriptor() {
-    // test_server installs on_connect, which duplicates every connection's
-    // socket to watch HTTP receivers; an upgrade must give the duplicate back.
+fn test_server_holds_one_descriptor_per_connection() {
+    // test_server notices aborted receivers through actix-web's
+    // half-close handling, not `on_connect`'s duplicate descriptors: each
+    // client, HTTP or WebSocket, costs the server one descriptor.
     let s = TestServer::start();
     let fds = || std::fs::read_dir(format!("/proc/{}/fd", s.child.id())).map_or(0, |d| d.count());
-    let open = |n: usize| -> Vec<WsClient> {
-        (0..n)
-            .map(|_| {
-                let mut ws = WsClient::connect(s.port, &format!("/echo/000/{}/websocket", session()));
-                assert_eq!(ws.recv_text(), "o");
-                ws
-            })
-            .collect()
+    let websocket = || {
+        let mut ws = WsClient::connect(s.port, &format!("/echo/000/{}/websocket", session()));
+        assert_eq!(ws.recv_text(), "o");
+        ws
+    };
+    let stream = || {
+        let mut conn = Conn::open(s.port);
+        conn.send("POST", &format!("/echo/000/{}/xhr_streaming", session()), &[], Some(b""));
+        assert_eq!(conn.head().status, 200);
+        assert_eq!(conn.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
+        assert_eq!(conn.chunk().unwrap(), "o\n");
+        conn
     };
     // The first connections also make the workers open what they keep.
-    let warm = open(10);
+    let warm: Vec<_> = (0..10).map(|_| websocket()).collect();
+    let warm_streams: Vec<_> = (0..10).map(|_| stream()).collect();
     let before = fds();
-    let sockets = open(100);
+    let sockets: Vec<_> = (0..100).map(|_| websocket()).collect();
+    let streams: Vec<_> = (0..100).map(|_| stream()).collect();
     let added = fds().saturating_sub(before);
-    // One descriptor per socket, a few of the runtime's; a duplicate each would be 200.
-    assert!((100..150).contains(&added), "100 WebSockets took {added} server descriptors");
-    drop(warm);
-    drop(sockets);
+    // One per socket and a few of the runtime's; a duplicate each would be 400.
+    assert!((200..250).contains(&added), "200 clients took {added} server descriptors");
+    drop((warm, warm_streams, sockets, streams));
 }

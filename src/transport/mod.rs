@@ -269,7 +269,8 @@ impl Receiver {
     ///
     /// With [`on_connect`](crate::on_connect) installed this peeks at the
     /// socket, which sees a client abort at once; without it only a dropped
-    /// response (noticed by actix-web at the next write) counts.
+    /// response counts (actix-web drops it at the client's EOF when
+    /// half-closed connections are not allowed, else at the next write).
     pub(crate) fn alive(&self) -> bool {
         match self {
             Self::Ws { tx, .. } => !tx.is_closed(),
@@ -319,16 +320,26 @@ impl PeerSocket {
     }
 }
 
-/// Lets the server notice clients that abort an idle long-poll or stream.
+/// Lets the server notice clients that abort an idle long-poll or stream,
+/// by checking their sockets.
 ///
-/// actix-web does not report that a client closed the socket of a response
-/// that has nothing to write (PROTOCOL.md §10.1). Pass this function to
+/// By default actix-web does not report that a client closed the socket of
+/// a response that has nothing to write: the abort is only noticed at the
+/// next write (at the latest the next heartbeat), and the client's next
+/// request gets `c[2010,...]` until then. The cheaper remedy is
+/// [`HttpServer::h1_allow_half_closed(false)`](actix_web::HttpServer::h1_allow_half_closed),
+/// which makes actix-web end the connection, and with it the receiver, as
+/// soon as it reads the client's EOF.
+///
+/// This function is the other remedy. Pass it to
 /// [`HttpServer::on_connect`](actix_web::HttpServer::on_connect): it keeps a
 /// duplicate handle of each TCP socket so that, when a second receiving
-/// request arrives for a session, the server can check whether the first
-/// one's client is still there. Without it everything works, but an aborted
-/// receiver is only noticed at its next write (at the latest the next
-/// heartbeat), and the client gets `c[2010,...]` until then.
+/// request arrives for a session, the server can peek at the first one's
+/// socket. That sees an abort even while the worker serving the aborted
+/// request is busy, but costs a second descriptor for every HTTP connection
+/// (a WebSocket upgrade gives it back) and ~0.2 KB: count two descriptors
+/// per HTTP client when you set the descriptor limit. The two can be used
+/// together.
 ///
 /// # Examples
 ///

@@ -12,6 +12,19 @@ use std::{
     time::Duration,
 };
 
+/// A session that sends every message back, for in-process servers.
+pub struct Echo;
+
+impl actix::Actor for Echo {
+    type Context = actix_sockjs::SessionContext<Self>;
+}
+
+impl actix_sockjs::Session for Echo {
+    fn on_message(&mut self, msg: String, ctx: &mut actix_sockjs::SessionContext<Self>) {
+        ctx.send(msg);
+    }
+}
+
 /// How long any single read may block before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -726,3 +726,26 @@ fn test_server_holds_one_descriptor_per_connection() {
     assert!((200..250).contains(&added), "200 clients took {added} server descriptors");
     drop((warm, warm_streams, sockets, streams));
 }
+
+#[test]
+fn test_server_broadcast_streams_past_four_kilobytes() {
+    // `/broadcast` keeps the default response limit, unlike `/echo`: a load
+    // run fanning out on xhr_streaming must not reconnect every 4 KB.
+    let s = TestServer::start();
+    let mut receiver = Conn::open(s.port);
+    receiver.send("POST", &format!("/broadcast/000/{}/xhr_streaming", session()), &[], Some(b""));
+    assert_eq!(receiver.head().status, 200);
+    assert_eq!(receiver.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
+    assert_eq!(receiver.chunk().unwrap(), "o\n");
+    let mut sender = WsClient::connect(s.port, &format!("/broadcast/000/{}/websocket", session()));
+    assert_eq!(sender.recv_text(), "o");
+    let message = "x".repeat(128);
+    let mut streamed = 2;
+    for _ in 0..40 {
+        sender.send_text(&format!("[\"{message}\"]"));
+        let frame = receiver.chunk().expect("the stream is still open");
+        assert_eq!(frame, format!("a[\"{message}\"]\n"));
+        streamed += frame.len();
+    }
+    assert!(streamed > 4096, "{streamed} bytes on one response");
+}

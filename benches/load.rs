@@ -20,8 +20,8 @@
 //! `LOAD_ROUNDS` (default 3) the number of interleaved rounds, `LOAD_SERVERS`
 //! a comma list to run a subset (ours,node,floor), `LOAD_OURS` the example
 //! that plays our server (default `sockjs_bench`; `test_server` measures
-//! the server the independent checks use, with `on_connect` installed and
-//! a 4,096-byte response limit). The headline figure is
+//! the server the independent checks use, whose `/echo` has a 4,096-byte
+//! response limit). The headline figure is
 //! server CPU time per operation (utime + stime from /proc); the generator
 //! is one thread and reports its own CPU per operation beside it.
 

@@ -702,19 +702,8 @@ fn test_server_holds_one_descriptor_per_connection() {
     // client, HTTP or WebSocket, costs the server one descriptor.
     let s = TestServer::start();
     let fds = || std::fs::read_dir(format!("/proc/{}/fd", s.child.id())).map_or(0, |d| d.count());
-    let websocket = || {
-        let mut ws = WsClient::connect(s.port, &format!("/echo/000/{}/websocket", session()));
-        assert_eq!(ws.recv_text(), "o");
-        ws
-    };
-    let stream = || {
-        let mut conn = Conn::open(s.port);
-        conn.send("POST", &format!("/echo/000/{}/xhr_streaming", session()), &[], Some(b""));
-        assert_eq!(conn.head().status, 200);
-        assert_eq!(conn.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
-        assert_eq!(conn.chunk().unwrap(), "o\n");
-        conn
-    };
+    let websocket = || open_websocket(s.port, "/echo");
+    let stream = || open_xhr_stream(s.port, "/echo");
     // The first connections also make the workers open what they keep.
     let warm: Vec<_> = (0..10).map(|_| websocket()).collect();
     let warm_streams: Vec<_> = (0..10).map(|_| stream()).collect();
@@ -732,13 +721,8 @@ fn test_server_broadcast_streams_past_four_kilobytes() {
     // `/broadcast` keeps the default response limit, unlike `/echo`: a load
     // run fanning out on xhr_streaming must not reconnect every 4 KB.
     let s = TestServer::start();
-    let mut receiver = Conn::open(s.port);
-    receiver.send("POST", &format!("/broadcast/000/{}/xhr_streaming", session()), &[], Some(b""));
-    assert_eq!(receiver.head().status, 200);
-    assert_eq!(receiver.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
-    assert_eq!(receiver.chunk().unwrap(), "o\n");
-    let mut sender = WsClient::connect(s.port, &format!("/broadcast/000/{}/websocket", session()));
-    assert_eq!(sender.recv_text(), "o");
+    let mut receiver = open_xhr_stream(s.port, "/broadcast");
+    let mut sender = open_websocket(s.port, "/broadcast");
     let message = "x".repeat(128);
     let mut streamed = 2;
     for _ in 0..40 {

@@ -32,19 +32,8 @@ fn a_websocket_gives_back_on_connects_duplicate() {
         });
     });
     let port = ready.recv_timeout(READ_TIMEOUT).expect("server started");
-    let websocket = || {
-        let mut ws = WsClient::connect(port, &format!("/echo/000/{}/websocket", session()));
-        assert_eq!(ws.recv_text(), "o");
-        ws
-    };
-    let stream = || {
-        let mut conn = Conn::open(port);
-        conn.send("POST", &format!("/echo/000/{}/xhr_streaming", session()), &[], Some(b""));
-        assert_eq!(conn.head().status, 200);
-        assert_eq!(conn.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
-        assert_eq!(conn.chunk().unwrap(), "o\n");
-        conn
-    };
+    let websocket = || open_websocket(port, "/echo");
+    let stream = || open_xhr_stream(port, "/echo");
     // The first connections also make the workers open what they keep.
     let warm: Vec<_> = (0..10).map(|_| (websocket(), stream())).collect();
 

@@ -107,6 +107,23 @@ pub fn session() -> String {
     format!("s{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A new session on `prefix` over WebSocket, past its `o` frame.
+pub fn open_websocket(port: u16, prefix: &str) -> WsClient {
+    let mut ws = WsClient::connect(port, &format!("{prefix}/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    ws
+}
+
+/// A new session on `prefix` over xhr_streaming, past its prelude and `o`.
+pub fn open_xhr_stream(port: u16, prefix: &str) -> Conn {
+    let mut conn = Conn::open(port);
+    conn.send("POST", &format!("{prefix}/000/{}/xhr_streaming", session()), &[], Some(b""));
+    assert_eq!(conn.head().status, 200);
+    assert_eq!(conn.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
+    assert_eq!(conn.chunk().unwrap(), "o\n");
+    conn
+}
+
 /// A response head: status line and headers (names lower-cased).
 #[derive(Debug, Clone)]
 pub struct Head {

@@ -631,31 +631,14 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// This process's descriptor limits, (soft, hard).
-fn descriptor_limits() -> (u64, u64) {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
-    let mut fields = line.split_whitespace().skip(3);
-    let mut next = || match fields.next() {
-        Some("unlimited") => u64::MAX,
-        Some(n) => n.parse().unwrap_or(0),
-        None => 0,
-    };
-    (next(), next())
-}
-
-/// Raises the soft descriptor limit to the hard one (allowed without
-/// privileges; std has no setrlimit, util-linux's prlimit does it), so that
-/// the servers started after this inherit it. Returns the soft limit.
-fn raise_descriptor_limit() -> u64 {
-    let (soft, hard) = descriptor_limits();
-    if soft < hard {
-        let hard_text = if hard == u64::MAX { "unlimited".to_owned() } else { hard.to_string() };
-        let _ = Command::new("prlimit")
-            .args(["--pid", &std::process::id().to_string(), &format!("--nofile={hard_text}:{hard_text}")])
-            .status();
+/// Raises this process's soft descriptor limit to the hard one, so that the
+/// servers started after this inherit it. Returns (soft, hard) as they are
+/// then.
+fn raise_descriptor_limit() -> (u64, u64) {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        println!("# cannot raise the descriptor limit: {e}");
     }
-    descriptor_limits().0
+    rlimit::Resource::NOFILE.get().unwrap_or((1024, 1024))
 }
 
 /// The example that plays our server: `LOAD_OURS`, default `sockjs_bench`.
@@ -713,7 +696,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     prepare();
-    let descriptors = raise_descriptor_limit();
+    let (descriptors, hard_limit) = raise_descriptor_limit();
     let window = Duration::from_secs_f64(env("LOAD_SECONDS", 5.0));
     let rounds: usize = env("LOAD_ROUNDS", 3);
     let wanted = std::env::var("LOAD_SERVERS").unwrap_or_else(|_| "ours,node,floor".into());
@@ -787,7 +770,7 @@ fn main() {
             println!(
                 "{:<28} skipped: needs a descriptor limit of {needed} (the hard limit here is {})",
                 format!("idle, {n}"),
-                descriptor_limits().1
+                hard_limit
             );
             continue;
         }

@@ -7,7 +7,9 @@
 //! (default 127.0.0.1), `--sockjs-url URL` (the client script the iframe
 //! page loads), `--static DIR` (serve the files of DIR under `/static/`, for
 //! pages that load a local sockjs-client build; off by default). The first
-//! line printed is `listening on http://HOST:PORT`.
+//! line printed is `listening on http://HOST:PORT`. It raises its soft
+//! descriptor limit to the hard one, so that a shell's default of 1,024
+//! does not cap the clients it serves.
 //!
 //! Endpoints: `/echo`, `/close`, `/disabled_websocket_echo`,
 //! `/cookie_needed_echo`, `/ticker`, `/amplify`, `/broadcast`. Every one
@@ -165,6 +167,14 @@ async fn main() -> std::io::Result<()> {
         amplify.clone().recipient(),
         broadcast.clone().recipient(),
     ]);
+
+    // Every client holds a descriptor. Take the hard limit rather than the
+    // soft one, often 1,024 (Node.js does the same for sockjs-node), so that
+    // idle-session loads meet the machine's limit, not a shell default.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::info!("descriptor limit: {limit}"),
+        Err(e) => log::warn!("cannot raise the descriptor limit: {e}"),
+    }
 
     let static_dir = opts.static_dir.clone();
     let base = Config::default().response_limit(4096).sockjs_url(opts.sockjs_url.clone());

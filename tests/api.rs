@@ -733,3 +733,16 @@ fn test_server_broadcast_streams_past_four_kilobytes() {
     }
     assert!(streamed > 4096, "{streamed} bytes on one response");
 }
+
+#[test]
+fn test_server_serves_past_the_soft_descriptor_limit_it_started_with() {
+    // A harness that starts test_server from a shell whose soft limit is
+    // small must still be able to open more sessions than that limit.
+    let soft = 64;
+    let s = TestServer::start_with_soft_descriptor_limit(soft);
+    let sockets: Vec<_> = (0..2 * soft).map(|_| open_websocket(s.port, "/echo")).collect();
+    for mut socket in sockets {
+        socket.send_text("[\"still here\"]");
+        assert_eq!(socket.recv_text(), "a[\"still here\"]");
+    }
+}

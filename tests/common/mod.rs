@@ -49,13 +49,27 @@ impl TestServer {
     /// Like `start_example`, for an example that needs cargo features.
     pub fn start_example_with(name: &str, features: &[&str], args: &[&str]) -> Self {
         let exe = example_binary(name, features);
-        let mut child = Command::new(&exe)
-            .args(["--port", "0"])
-            .args(args)
+        let mut command = Command::new(&exe);
+        command.args(["--port", "0"]).args(args);
+        Self::spawn(command)
+    }
+
+    /// test_server started by a shell that first lowered its soft descriptor
+    /// limit to `soft`, as a harness with a small default limit would.
+    pub fn start_with_soft_descriptor_limit(soft: u64) -> Self {
+        let exe = example_binary("test_server", &[]);
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!("ulimit -Sn {soft} && exec \"$0\" \"$@\"")).arg(exe);
+        command.args(["--port", "0", "--sockjs-url", "/static/sockjs.js"]);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
         let port =

@@ -3,7 +3,8 @@
 //! One pass over the bytes: the standard JSON escapes (`\"`, `\\`, short
 //! escapes for control characters where JSON has one, `\u00xx` otherwise)
 //! plus the code points SockJS clients need escaped, written as lower-case
-//! `\uXXXX`. Runs of bytes that need nothing are copied as slices.
+//! `\uXXXX`. Runs of bytes that need nothing are found eight bytes at a
+//! time and copied as slices.
 
 /// Which extra characters an encoding must escape besides standard JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,43 @@ const fn flagged(script: bool) -> [bool; 256] {
 static FLAGGED_SOCKJS: [bool; 256] = flagged(false);
 static FLAGGED_SCRIPT: [bool; 256] = flagged(true);
 
+/// The flagged bytes among the eight of `word` (little-endian: byte 0 is
+/// the first), tested all at once: `v - 0x0101..` borrows into a byte's top
+/// bit where that byte was zero (or below `n` when `n` is subtracted). The
+/// lowest set bit marks the first flagged byte exactly; bits above it may
+/// be borrows, which is why only the lowest is used.
+fn flag_mask(word: u64, escape: Escape) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const TOPS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zeros = |v: u64| v.wrapping_sub(ONES) & !v & TOPS;
+    let equal = |b: u8| zeros(word ^ (ONES * u64::from(b)));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & TOPS;
+    let extra = match escape {
+        Escape::SockJs => equal(0xe2) | equal(0xef),
+        Escape::Script => equal(b'<'),
+    };
+    control | equal(b'"') | equal(b'\\') | extra
+}
+
+/// Where a skip over clean bytes, eight at a time, stopped.
+enum Skip {
+    /// At this flagged byte.
+    Flagged(usize),
+    /// Here, with fewer than eight bytes left.
+    Tail(usize),
+}
+
+/// Skips clean bytes from `i` on, eight at a time while eight remain.
+fn skip_clean_words(bytes: &[u8], mut i: usize, escape: Escape) -> Skip {
+    while let Some(word) = bytes.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        match flag_mask(u64::from_le_bytes(word), escape) {
+            0 => i += 8,
+            mask => return Skip::Flagged(i + (mask.trailing_zeros() / 8) as usize),
+        }
+    }
+    Skip::Tail(i)
+}
+
 /// Appends `s` as a quoted JSON string literal to `out`.
 pub(crate) fn push_json_string(out: &mut String, s: &str, escape: Escape) {
     let flagged = match escape {
@@ -53,15 +91,31 @@ pub(crate) fn push_json_string(out: &mut String, s: &str, escape: Escape) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        // Most bytes need nothing: one table lookup each.
+        let mut b = bytes[i];
         if !flagged[usize::from(b)] {
-            i += 1;
-            continue;
+            // The table comes first because escapes tend to come in runs;
+            // past a clean byte, skip eight at a time while eight remain.
+            match skip_clean_words(bytes, i, escape) {
+                Skip::Flagged(at) => {
+                    i = at;
+                    b = bytes[i];
+                }
+                Skip::Tail(at) => {
+                    i = at.max(i + 1);
+                    continue;
+                }
+            }
         }
         if b < 0x80 {
             out.push_str(&s[start..i]);
-            out.push_str(ascii_escape(b));
+            if b == b'"' || b == b'\\' {
+                // The common escapes (JSON text in a message) as two pushes
+                // of a char, cheaper than copying a two-byte str.
+                out.push('\\');
+                out.push(char::from(b));
+            } else {
+                out.push_str(ascii_escape(b));
+            }
             i += 1;
             start = i;
             continue;
@@ -172,6 +226,84 @@ mod tests {
         assert!(!out.contains('<'));
         // U+2028 is left to the inner (SockJS) encoding in script frames.
         assert_eq!(json_string("\u{2028}", Escape::Script), "\"\u{2028}\"");
+    }
+
+    /// The first flagged byte of `word` by table, if any.
+    fn first_flagged(word: [u8; 8], escape: Escape) -> Option<usize> {
+        let table = if escape == Escape::SockJs { &FLAGGED_SOCKJS } else { &FLAGGED_SCRIPT };
+        word.iter().position(|&b| table[usize::from(b)])
+    }
+
+    fn first_by_mask(word: [u8; 8], escape: Escape) -> Option<usize> {
+        let mask = flag_mask(u64::from_le_bytes(word), escape);
+        (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize)
+    }
+
+    #[test]
+    fn word_scan_finds_the_first_flagged_byte_as_the_table_does() {
+        for escape in [Escape::SockJs, Escape::Script] {
+            // Every pair of byte values, the second at every position.
+            for fill in 0..=255u8 {
+                for b in 0..=255u8 {
+                    for at in 0..8 {
+                        let mut word = [fill; 8];
+                        word[at] = b;
+                        assert_eq!(first_by_mask(word, escape), first_flagged(word, escape), "{word:?}");
+                    }
+                }
+            }
+            // And pseudo-random words, dense in flagged bytes and borrows.
+            let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+            for _ in 0..200_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let word = x.to_le_bytes().map(|b| if b & 0x40 == 0 { b & 0x27 } else { b });
+                assert_eq!(first_by_mask(word, escape), first_flagged(word, escape), "{word:?}");
+            }
+        }
+    }
+
+    /// The encoding written out character by character, for comparison.
+    fn reference(s: &str, escape: Escape) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            let cp = u32::from(c);
+            let sockjs = matches!(cp, 0x200c..=0x200f | 0x2028..=0x202f | 0x2060..=0x206f | 0xfff0..=0xffff);
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '<' if escape == Escape::Script => out.push_str("\\u003c"),
+                _ if cp < 0x20 || (sockjs && escape == Escape::SockJs) => {
+                    out.push_str(&format!("\\u{cp:04x}"))
+                }
+                _ => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_offset_of_a_word() {
+        let specials = ["\"", "\\", "\u{0}", "\u{1f}", "<", "\u{2028}", "\u{ffff}", "\u{2027}", "é", "😀"];
+        for escape in [Escape::SockJs, Escape::Script] {
+            for before in 0..20 {
+                for after in 0..12 {
+                    for special in specials {
+                        for second in ["", "\"", "\u{206f}"] {
+                            let s = format!("{}{special}{second}{}", "a".repeat(before), "b".repeat(after));
+                            assert_eq!(json_string(&s, escape), reference(&s, escape), "{s:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -746,3 +746,41 @@ fn test_server_serves_past_the_soft_descriptor_limit_it_started_with() {
         assert_eq!(socket.recv_text(), "a[\"still here\"]");
     }
 }
+
+#[test]
+fn websocket_frames_are_refused_by_their_announced_length() {
+    // A header announcing more than `max_message_bytes` (1 MiB on
+    // test_server) is refused before any of its payload arrives: the server
+    // must not buffer a frame it will refuse, for as long as a client sends.
+    let s = TestServer::start();
+    let header = |first: u8, length: u64| {
+        let mut frame = vec![first, 0x80 | 127];
+        frame.extend_from_slice(&length.to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame
+    };
+    for (what, frame, code) in [
+        ("a text frame of 2^40 bytes", header(0x81, 1 << 40), 1009),
+        ("a text frame of 1 MiB + 1", header(0x81, (1 << 20) + 1), 1009),
+        ("a first fragment of 2 MiB", header(0x01, 2 << 20), 1009),
+        ("a ping of 126 bytes", header(0x89, 126), 1002),
+    ] {
+        for prefix in ["/echo", "/echo/websocket"] {
+            let mut ws = if prefix == "/echo" {
+                open_websocket(s.port, prefix)
+            } else {
+                WsClient::connect(s.port, prefix)
+            };
+            ws.send_raw(&frame);
+            match ws.recv() {
+                Ws::Close(Some(c), _) => assert_eq!(c, code, "{what} on {prefix}"),
+                other => panic!("{what} on {prefix}: expected a close frame, got {other:?}"),
+            }
+        }
+    }
+    // A message at the limit still passes.
+    let mut ws = open_websocket(s.port, "/echo");
+    let message = "y".repeat((1 << 20) - 4);
+    ws.send_text(&format!("[\"{message}\"]"));
+    assert_eq!(ws.recv_text(), format!("a[\"{message}\"]"));
+}

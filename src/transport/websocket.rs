@@ -302,6 +302,12 @@ impl WsStream {
                 Poll::Pending => return true,
             }
             while !self.closing {
+                if let Some(code) = refused_by_header(&self.read, self.config.max_message_bytes) {
+                    log::info!("sockjs: websocket frame refused by its announced length");
+                    self.read = BytesMut::new();
+                    self.fail(code, None);
+                    break;
+                }
                 match self.codec.decode(&mut self.read) {
                     Ok(Some(frame)) => self.frame(frame),
                     Ok(None) => break,
@@ -495,4 +501,26 @@ async fn hixie76<A: Session>(
         res.insert_header(("Sec-WebSocket-Origin", origin));
     }
     res.streaming(body)
+}
+/// Refuses the frame at the head of `buf` by the payload length its header
+/// announces, before the payload arrives: a data frame longer than `max`
+/// (close 1009) or a control frame longer than 125 bytes (close 1002).
+/// actix-http's codec checks lengths only once the whole payload is
+/// buffered, so a client announcing a frame of 2^40 bytes could otherwise
+/// grow the server's buffer for as long as it kept sending.
+fn refused_by_header(buf: &[u8], max: usize) -> Option<CloseCode> {
+    let (&first, &second) = (buf.first()?, buf.get(1)?);
+    let length = match second & 0x7f {
+        126 => u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+        127 => u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?),
+        short => u64::from(short),
+    };
+    let control = first & 0x08 != 0;
+    if control && length > 125 {
+        Some(CloseCode::Protocol)
+    } else if length > u64::try_from(max).unwrap_or(u64::MAX) {
+        Some(CloseCode::Size)
+    } else {
+        None
+    }
 }

@@ -384,6 +384,11 @@ impl WsClient {
         self.conn.write(&frame);
     }
 
+    /// Writes bytes as they are: for frames no client should send.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.conn.write(bytes);
+    }
+
     pub fn send_text(&mut self, text: &str) {
         self.send_frame(0x1, true, text.as_bytes());
     }

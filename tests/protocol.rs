@@ -295,14 +295,12 @@ fn websocket_sessions_are_not_shared() {
     assert_eq!(c.recv_text(), r#"a["c"]"#);
 }
 
-#[test]
-fn websocket_hixie76_handshake() {
-    let s = TestServer::start();
-    let mut conn = Conn::open(s.port);
-    let path = format!("/echo/000/{}/websocket", session());
+/// Sends a hixie-76 upgrade request for `path` and reads the head.
+fn hixie76_request(port: u16, path: &str) -> (Conn, Head) {
+    let mut conn = Conn::open(port);
     conn.send(
         "GET",
-        &path,
+        path,
         &[
             ("Connection", "Upgrade"),
             ("Upgrade", "WebSocket"),
@@ -313,6 +311,14 @@ fn websocket_hixie76_handshake() {
         None,
     );
     let head = conn.head();
+    (conn, head)
+}
+
+#[test]
+fn websocket_hixie76_handshake() {
+    let s = TestServer::start();
+    let path = format!("/echo/000/{}/websocket", session());
+    let (mut conn, head) = hixie76_request(s.port, &path);
     assert_eq!(head.status, 101);
     assert_eq!(head.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("upgrade"));
     assert_eq!(head.header("upgrade").map(str::to_ascii_lowercase).as_deref(), Some("websocket"));
@@ -325,6 +331,24 @@ fn websocket_hixie76_handshake() {
     assert_eq!(conn.read_exact(3), b"\x00o\xff");
     conn.write(b"\x00[\"hi\"]\xff");
     assert_eq!(conn.read_exact(9), b"\x00a[\"hi\"]\xff");
+}
+
+#[test]
+fn websocket_hixie76_bad_frames_end_the_connection() {
+    // Broken JSON, and a frame never ended with 0xFF past the message size
+    // limit (1 MiB), close the session and its connection; the server keeps
+    // no more than one message's worth of an unfinished frame.
+    let s = TestServer::start();
+    let endless = [&b"\x00[\""[..], &vec![b'x'; 2 << 20]].concat();
+    for (what, sent) in [("broken JSON", b"\x00[\"hi\xff".to_vec()), ("an endless frame", endless)] {
+        let (mut conn, head) = hixie76_request(s.port, &format!("/echo/000/{}/websocket", session()));
+        assert_eq!(head.status, 101);
+        conn.write(b"aaaaaaaa");
+        conn.read_exact(16 + 3);
+        // The server may close while this is still being written.
+        let _ = conn.try_write(&sent);
+        assert!(conn.wait_closed(), "{what}: the connection stays open");
+    }
 }
 
 // XhrPolling

@@ -475,6 +475,7 @@ async fn hixie76<A: Session>(
             return;
         };
         // Client frames: 0x00, UTF-8 text, 0xFF.
+        let max = ep.config.max_message_bytes;
         loop {
             while let Some(start) = buf.iter().position(|&b| b == 0) {
                 let Some(len) = buf[start + 1..].iter().position(|&b| b == 0xff) else { break };
@@ -485,10 +486,22 @@ async fn hixie76<A: Session>(
                         let _ = session.send(Command::messages(m));
                     }
                     Ok(_) => {}
-                    Err(_) => return,
+                    Err(e) => {
+                        log::debug!("sockjs: hixie-76 frame refused: {e}");
+                        let _ = session.send(Command::TransportFailed(Failure::Protocol));
+                        return;
+                    }
                 }
             }
             match payload.next().await {
+                // What is left in `buf` is one unfinished frame: bounded
+                // like any message, so that a frame never ended with 0xFF
+                // cannot grow the buffer for as long as the client sends.
+                Some(Ok(chunk)) if buf.len() + chunk.len() > max + 2 => {
+                    log::info!("sockjs: hixie-76 frame over {max} bytes refused");
+                    let _ = session.send(Command::TransportFailed(Failure::Protocol));
+                    return;
+                }
                 Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                 _ => return,
             }

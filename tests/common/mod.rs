@@ -198,6 +198,11 @@ impl Conn {
         self.reader.get_mut().write_all(bytes).expect("write");
     }
 
+    /// Writes bytes; an error (the server closed first) is the caller's.
+    pub fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
     /// Sends an HTTP/1.1 request; a body gets a `Content-Length`.
     pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) {
         self.send_version(method, path, "HTTP/1.1", headers, body);
@@ -276,6 +281,21 @@ impl Conn {
         let mut data = Vec::new();
         self.reader.read_to_end(&mut data).expect("read to end");
         data
+    }
+
+    /// Reads and drops what the server sends until it ends the connection:
+    /// `true` at its end (EOF, or a reset when it closed with our bytes
+    /// unread), `false` if it is still open after `READ_TIMEOUT`.
+    pub fn wait_closed(&mut self) -> bool {
+        let mut buf = [0; 4096];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
     }
 
     /// Reads a whole response after its head.

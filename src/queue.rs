@@ -36,6 +36,9 @@ struct State<T> {
     load: u32,
     /// Wakes the receiver when something is queued or the last sender leaves.
     receiver: Option<Waker>,
+    /// A sender waiting for room ([`Tx::poll_room`]): woken when the queue
+    /// is empty again or the receiver is gone. One slot: one sender waits.
+    sender: Option<Waker>,
 }
 
 /// The receiver is gone (a bit of [`State::ends`]).
@@ -85,7 +88,7 @@ impl<T> Shared<T> {
 /// A new queue.
 pub(crate) fn queue<T>() -> (Tx<T>, Rx<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { first: None, rest: None, ends: 1, load: 0, receiver: None }),
+        state: Mutex::new(State { first: None, rest: None, ends: 1, load: 0, receiver: None, sender: None }),
     });
     (Tx(shared.clone()), Rx(shared))
 }
@@ -120,6 +123,22 @@ impl<T> Tx<T> {
     /// Whether the receiver is gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.0.lock().receiver_gone()
+    }
+
+    /// Ready while the queued items weigh at most `limit` (or the receiver
+    /// is gone); otherwise pending until the receiver has taken every item.
+    /// For the one sender that should wait rather than pile items up; a
+    /// second sender waiting at the same time would take the first one's
+    /// place, so only one may use it.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>, limit: usize) -> Poll<()> {
+        let mut state = self.0.lock();
+        if state.receiver_gone() || state.load as usize <= limit {
+            return Poll::Ready(());
+        }
+        if !state.sender.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            state.sender = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// What the queued items weigh (`usize::MAX` past `u32::MAX`).
@@ -181,6 +200,17 @@ impl<T> Rx<T> {
             if state.load != u32::MAX {
                 state.load = state.load.saturating_sub(u32::try_from(weight(&item)).unwrap_or(u32::MAX));
             }
+            let waiting = if state.len() == 0 {
+                // Nothing queued weighs nothing, whatever the weights said.
+                state.load = 0;
+                state.sender.take()
+            } else {
+                None
+            };
+            drop(state);
+            if let Some(sender) = waiting {
+                sender.wake();
+            }
             return Poll::Ready(Some(item));
         }
         if state.senders() == 0 {
@@ -227,13 +257,16 @@ impl<T> fmt::Debug for Nudger<T> {
 
 impl<T> Drop for Rx<T> {
     fn drop(&mut self) {
-        let items = {
+        let (items, sender) = {
             let mut state = self.0.lock();
             state.ends |= RECEIVER_GONE;
-            (state.first.take(), state.rest.take())
+            ((state.first.take(), state.rest.take()), state.sender.take())
         };
         // Dropped outside the lock: an item may own another queue's end.
         drop(items);
+        if let Some(sender) = sender {
+            sender.wake();
+        }
     }
 }
 
@@ -320,6 +353,43 @@ mod tests {
         assert!(!tx2.is_closed(), "a clone keeps the queue open");
         drop(rx);
         assert!(tx2.is_closed());
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_sender_waits_for_room_until_the_queue_is_drained() {
+        let (tx, mut rx) = queue();
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(tx.send_weighed("a", 60).is_ok() && tx.send_weighed("b", 60).is_ok());
+        assert_eq!(tx.poll_room(&mut cx, 200), Poll::Ready(()), "120 is within 200");
+        assert_eq!(tx.poll_room(&mut cx, 100), Poll::Pending);
+        let weight = |item: &&str| if item.is_empty() { 0 } else { 60 };
+        assert_eq!(rx.poll_recv_weighed(&mut cx, weight), Poll::Ready(Some("a")));
+        assert_eq!(wakes(), 0, "not woken while an item waits");
+        assert_eq!(rx.poll_recv_weighed(&mut cx, weight), Poll::Ready(Some("b")));
+        assert_eq!(wakes(), 1, "woken once the queue is empty");
+        assert_eq!(tx.poll_room(&mut cx, 100), Poll::Ready(()));
+        // Weights that do not add up cannot leave a sender waiting forever.
+        assert!(tx.send_weighed("c", 500).is_ok());
+        assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 0), Poll::Ready(Some("c")));
+        assert_eq!(tx.load(), 0);
+        // A receiver that goes wakes the waiting sender, which then has room.
+        assert!(tx.send_weighed("d", 500).is_ok());
+        assert_eq!(tx.poll_room(&mut cx, 100), Poll::Pending);
+        drop(rx);
+        assert_eq!(wakes(), 2);
+        assert_eq!(tx.poll_room(&mut cx, 100), Poll::Ready(()));
     }
 
     #[test]

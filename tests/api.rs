@@ -784,3 +784,39 @@ fn websocket_frames_are_refused_by_their_announced_length() {
     ws.send_text(&format!("[\"{message}\"]"));
     assert_eq!(ws.recv_text(), format!("a[\"{message}\"]"));
 }
+
+#[test]
+fn a_websocket_client_that_floods_cannot_grow_server_memory() {
+    // A client that sends small frames as fast as it can (and reads the
+    // echoes) must be held back by TCP, not queued for its session: the
+    // WebSocket stops reading while the session has 64 KiB of its messages
+    // to handle. Unbounded, these frames grew test_server by over 200 MiB.
+    let s = TestServer::start();
+    let server_rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).expect("status");
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS line");
+        kb.trim().trim_end_matches("kB").trim().parse::<usize>().expect("VmRSS number") / 1024
+    };
+    let mut ws = open_websocket(s.port, "/echo");
+    let mut reader = ws.split_reader();
+    let echoes = thread::spawn(move || {
+        let mut frames = 0;
+        while frames < 2_000_000 {
+            match reader.recv_any() {
+                Ws::Text(t) => frames += t.matches('x').count(),
+                Ws::Ping(_) | Ws::Pong(_) => {}
+                other => panic!("expected echoes, got {other:?}"),
+            }
+        }
+    });
+    let before = server_rss();
+    let frame = [0x81, 0x85, 0, 0, 0, 0, b'[', b'"', b'x', b'"', b']'];
+    let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 10_000).collect();
+    let mut grown = 0;
+    for _ in 0..200 {
+        ws.send_raw(&batch);
+        grown = grown.max(server_rss().saturating_sub(before));
+    }
+    echoes.join().expect("every message echoed");
+    assert!(grown < 64, "test_server grew by {grown} MiB for 2,000,000 frames of 5 bytes");
+}

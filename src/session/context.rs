@@ -115,7 +115,23 @@ impl Command {
     pub(crate) fn messages(messages: Vec<String>) -> Self {
         Self::Messages(Box::new(messages))
     }
+
+    /// What a command weighs in the session's queue: client messages their
+    /// bytes and a round 64 for the allocations each one costs; the rest
+    /// nothing.
+    fn weight(&self) -> usize {
+        match self {
+            Self::Messages(messages) => messages.iter().map(|m| m.len() + 64).sum(),
+            _ => 0,
+        }
+    }
 }
+
+/// How much of the client's messages a session may have waiting before
+/// its WebSocket stops reading from the socket until the session has
+/// handled them: the client is then held back by TCP instead of growing
+/// the queue. A larger message still goes in alone.
+pub(crate) const INBOUND_ROOM: usize = 64 * 1024;
 
 /// The sending end of a session's command channel.
 #[derive(Debug, Clone)]
@@ -124,7 +140,15 @@ pub(crate) struct CommandTx(queue::Tx<Command>);
 impl CommandTx {
     /// Sends a command; gives it back if the session is gone.
     pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
-        self.0.send(command)
+        let weight = command.weight();
+        self.0.send_weighed(command, weight)
+    }
+
+    /// Ready while the client's messages waiting for the session weigh at
+    /// most [`INBOUND_ROOM`] (or the session is gone); otherwise pending
+    /// until it has taken them all. For the session's one WebSocket.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_room(cx, INBOUND_ROOM)
     }
 
     /// Whether the session is gone.
@@ -768,7 +792,7 @@ impl<A: Session> ActorFuture<A> for Pump {
         let this = self.get_mut();
         // Bounded per turn, so that one busy session cannot hog its worker.
         for _ in 0..64 {
-            match this.rx.0.poll_recv(task) {
+            match this.rx.0.poll_recv_weighed(task, Command::weight) {
                 Poll::Ready(Some(command)) => ctx.handle(act, command),
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,

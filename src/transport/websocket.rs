@@ -289,6 +289,12 @@ impl WsStream {
             if self.closing {
                 return true;
             }
+            // Read no more while the session has a backlog of this
+            // client's messages: the session wakes this body once it has
+            // handled them, and until then TCP holds the client back.
+            if self.session.poll_room(cx).is_pending() {
+                return true;
+            }
             match Pin::new(&mut self.payload).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.heard = true;
@@ -493,6 +499,9 @@ async fn hixie76<A: Session>(
                     }
                 }
             }
+            // Held back, like an RFC 6455 client, while the session has a
+            // backlog of this client's messages.
+            futures_util::future::poll_fn(|cx| session.poll_room(cx)).await;
             match payload.next().await {
                 // What is left in `buf` is one unfinished frame: bounded
                 // like any message, so that a frame never ended with 0xFF

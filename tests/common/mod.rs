@@ -404,6 +404,13 @@ impl WsClient {
         self.conn.write(&frame);
     }
 
+    /// A second client on the same socket, for reading on another thread
+    /// while this one writes (it must not answer pings: use `recv_any`).
+    pub fn split_reader(&self) -> WsClient {
+        let stream = self.conn.reader.get_ref().try_clone().expect("clone the socket");
+        WsClient { conn: Conn { reader: BufReader::new(stream) }, head: self.head.clone() }
+    }
+
     /// Writes bytes as they are: for frames no client should send.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.conn.write(bytes);

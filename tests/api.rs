@@ -28,6 +28,9 @@ enum Event {
     Closed(CloseReason),
 }
 
+/// Opens the session that was told to `hold`.
+static HOLD: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>> = std::sync::Mutex::new(None);
+
 /// A session that reports everything and obeys a few commands.
 struct Probe {
     events: mpsc::Sender<Event>,
@@ -86,6 +89,14 @@ impl Session for Probe {
                         ctx.send(&chunk);
                     }
                 });
+            }
+            "hold" => {
+                // Handles nothing more until the test opens `HOLD`.
+                let (open, opened) = tokio::sync::oneshot::channel::<()>();
+                *HOLD.lock().unwrap_or_else(|e| e.into_inner()) = Some(open);
+                ctx.wait(actix::fut::wrap_future(async move {
+                    let _ = opened.await;
+                }));
             }
             "three" => {
                 ctx.send("1");
@@ -819,4 +830,29 @@ fn a_websocket_client_that_floods_cannot_grow_server_memory() {
     }
     echoes.join().expect("every message echoed");
     assert!(grown < 64, "test_server grew by {grown} MiB for 2,000,000 frames of 5 bytes");
+}
+
+#[test]
+fn a_send_is_answered_once_its_session_has_room() {
+    // A session that has more than 64 KiB of a client's messages to handle
+    // holds back the answer to the send that brought them: a client sending
+    // faster than its session handles waits instead of queueing.
+    let p = probed(Config::default());
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["hold"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("hold".into()));
+    let big = "b".repeat(100_000);
+    let (answered_tx, answered) = mpsc::channel();
+    let (port, send_url, body) = (p.port, format!("{url}/xhr_send"), format!("[\"{big}\"]"));
+    thread::spawn(move || answered_tx.send(post(port, &send_url, &body).status()));
+    // While the session holds, the send stays unanswered. (An absence: a
+    // bounded wait is the only way to see it; an answer would come within
+    // a millisecond.)
+    assert!(answered.recv_timeout(Duration::from_millis(300)).is_err(), "answered while the session holds");
+    let open = HOLD.lock().unwrap_or_else(|e| e.into_inner()).take().expect("the session holds");
+    open.send(()).expect("the session waits");
+    assert_eq!(p.next(), Event::Message(big));
+    assert_eq!(answered.recv_timeout(READ_TIMEOUT), Ok(204));
 }

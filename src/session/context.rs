@@ -128,9 +128,10 @@ impl Command {
 }
 
 /// How much of the client's messages a session may have waiting before
-/// its WebSocket stops reading from the socket until the session has
-/// handled them: the client is then held back by TCP instead of growing
-/// the queue. A larger message still goes in alone.
+/// its WebSocket stops reading from the socket, and a send request waits
+/// to be answered, until the session has handled them: the client is then
+/// held back instead of growing the queue. A larger message still goes in
+/// alone.
 pub(crate) const INBOUND_ROOM: usize = 64 * 1024;
 
 /// The sending end of a session's command channel.
@@ -146,7 +147,7 @@ impl CommandTx {
 
     /// Ready while the client's messages waiting for the session weigh at
     /// most [`INBOUND_ROOM`] (or the session is gone); otherwise pending
-    /// until it has taken them all. For the session's one WebSocket.
+    /// until it has taken them all.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.0.poll_room(cx, INBOUND_ROOM)
     }

@@ -90,7 +90,11 @@ impl<A: Session> Endpoint<A> {
                 _ => return Err(ReachError::Missing),
             },
         };
-        tx.send(Command::messages(messages)).map_err(|_| ReachError::Missing)
+        tx.send(Command::messages(messages)).map_err(|_| ReachError::Missing)?;
+        // Answered once the session has room again: a client that sends
+        // faster than its session handles waits for its answers.
+        futures_util::future::poll_fn(|cx| tx.poll_room(cx)).await;
+        Ok(())
     }
 
     /// The live HTTP session `id` from the manager's directory, without a

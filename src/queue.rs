@@ -8,6 +8,10 @@
 //! allocates when two or more are queued at once (an idle session's queues
 //! then hold no buffer, and a message passed on at once costs no
 //! allocation), and it gives its memory back after a burst.
+//!
+//! Sending never blocks; items can carry a weight, and a sender that must
+//! not pile items up waits for the queue to drain (`Tx::poll_room`): a
+//! session's client messages are held back that way.
 
 use std::{
     collections::VecDeque,

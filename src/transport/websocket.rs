@@ -524,6 +524,7 @@ async fn hixie76<A: Session>(
     }
     res.streaming(body)
 }
+
 /// Refuses the frame at the head of `buf` by the payload length its header
 /// announces, before the payload arrives: a data frame longer than `max`
 /// (close 1009) or a control frame longer than 125 bytes (close 1002).

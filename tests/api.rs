@@ -342,18 +342,12 @@ fn queue_overflow_closes_the_session() {
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "c[3008,\"Outgoing queue overflow\"]\n");
 }
 
-/// Resident memory of this process (server and test client), in bytes.
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS line");
-    kb.trim().trim_end_matches("kB").trim().parse::<usize>().expect("VmRSS number") * 1024
-}
-
 #[test]
 fn a_client_that_does_not_read_cannot_grow_server_memory() {
     let config = Config::default().max_queue_bytes(4 * 1024 * 1024).response_limit(1 << 30);
     let p = probed(config);
-    let before = rss();
+    // This process holds the server and the test client.
+    let before = resident_bytes("self");
 
     // A WebSocket that never reads.
     let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
@@ -372,7 +366,7 @@ fn a_client_that_does_not_read_cannot_grow_server_memory() {
     assert_eq!(p.next(), Event::Message("blast".into()));
     assert_eq!(p.next(), Event::Closed(CloseReason::Overflow));
 
-    let grown = rss().saturating_sub(before);
+    let grown = resident_bytes("self").saturating_sub(before);
     assert!(grown < 100 * 1024 * 1024, "memory grew by {} MiB for 400 MiB offered", grown >> 20);
     drop((ws, stream));
 }
@@ -712,7 +706,7 @@ fn test_server_holds_one_descriptor_per_connection() {
     // half-close handling, not `on_connect`'s duplicate descriptors: each
     // client, HTTP or WebSocket, costs the server one descriptor.
     let s = TestServer::start();
-    let fds = || std::fs::read_dir(format!("/proc/{}/fd", s.child.id())).map_or(0, |d| d.count());
+    let fds = || open_descriptors(s.child.id());
     let websocket = || open_websocket(s.port, "/echo");
     let stream = || open_xhr_stream(s.port, "/echo");
     // The first connections also make the workers open what they keep.
@@ -803,11 +797,7 @@ fn a_websocket_client_that_floods_cannot_grow_server_memory() {
     // WebSocket stops reading while the session has 64 KiB of its messages
     // to handle. Unbounded, these frames grew test_server by over 200 MiB.
     let s = TestServer::start();
-    let server_rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).expect("status");
-        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS line");
-        kb.trim().trim_end_matches("kB").trim().parse::<usize>().expect("VmRSS number") / 1024
-    };
+    let server_rss = || resident_bytes(s.child.id()) >> 20;
     let mut ws = open_websocket(s.port, "/echo");
     let mut reader = ws.split_reader();
     let echoes = thread::spawn(move || {

@@ -11,10 +11,6 @@ use actix_sockjs::{SessionManager, SockJs};
 use actix_web::{App, HttpServer};
 use common::*;
 
-fn own_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
 #[test]
 fn a_websocket_gives_back_on_connects_duplicate() {
     let (ready_tx, ready) = mpsc::channel();
@@ -37,16 +33,16 @@ fn a_websocket_gives_back_on_connects_duplicate() {
     // The first connections also make the workers open what they keep.
     let warm: Vec<_> = (0..10).map(|_| (websocket(), stream())).collect();
 
-    let before = own_descriptors();
+    let before = open_descriptors("self");
     let sockets: Vec<_> = (0..100).map(|_| websocket()).collect();
-    let added = own_descriptors().saturating_sub(before);
+    let added = open_descriptors("self").saturating_sub(before);
     // The client's and the server's socket each; with the duplicate kept, 300.
     assert!((200..250).contains(&added), "100 WebSockets took {added} descriptors");
 
     // An HTTP receiver keeps its duplicate: that is what on_connect is for.
-    let before = own_descriptors();
+    let before = open_descriptors("self");
     let streams: Vec<_> = (0..100).map(|_| stream()).collect();
-    let added = own_descriptors().saturating_sub(before);
+    let added = open_descriptors("self").saturating_sub(before);
     assert!((300..350).contains(&added), "100 streams took {added} descriptors");
     drop((warm, sockets, streams));
 }

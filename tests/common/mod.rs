@@ -115,6 +115,18 @@ fn example_binary(name: &str, features: &[&str]) -> PathBuf {
     exe
 }
 
+/// Resident memory of a process (`"self"` or a pid), in bytes.
+pub fn resident_bytes(process: impl std::fmt::Display) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).expect("/proc/<pid>/status");
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS line");
+    kb.trim().trim_end_matches("kB").trim().parse::<usize>().expect("VmRSS number") * 1024
+}
+
+/// Open descriptors of a process (`"self"` or a pid).
+pub fn open_descriptors(process: impl std::fmt::Display) -> usize {
+    std::fs::read_dir(format!("/proc/{process}/fd")).map_or(0, |d| d.count())
+}
+
 /// A fresh session id for each call.
 pub fn session() -> String {
     static N: AtomicU64 = AtomicU64::new(0);

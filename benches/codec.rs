@@ -24,7 +24,7 @@ fn encode(c: &mut Criterion) {
     for (name, msg) in messages() {
         group.throughput(Throughput::Bytes(msg.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(name), &msg, |b, msg| {
-            b.iter(|| encode_message(black_box(msg)))
+            b.iter(|| encode_message(black_box(msg)));
         });
     }
     group.finish();
@@ -44,7 +44,7 @@ fn parse(c: &mut Criterion) {
     for (name, body) in payloads {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
-            b.iter(|| parse_messages(black_box(body.as_bytes()), false))
+            b.iter(|| parse_messages(black_box(body.as_bytes()), false));
         });
     }
     group.finish();

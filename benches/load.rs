@@ -708,7 +708,7 @@ fn main() {
 
     println!(
         "# {} cores, descriptor limit {}, {} s windows, {rounds} interleaved rounds, actix-sockjs is examples/{}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         descriptors,
         window.as_secs_f64(),
         ours_example()

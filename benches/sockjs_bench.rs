@@ -52,6 +52,7 @@ async fn main() -> std::io::Result<()> {
             .service(SockJs::new("/broadcast", room.clone()))
     })
     .h1_allow_half_closed(false)
+    .client_disconnect_timeout(std::time::Duration::ZERO)
     .backlog(4096)
     .max_connections(100_000)
     .bind(("127.0.0.1", port))?;

@@ -19,7 +19,7 @@ use std::{
 
 use actix::prelude::*;
 use actix_sockjs::{
-    cluster::RedisBridge, Broadcast, CloseReason, Config, SendTo, Session, SessionContext, SessionManager,
+    cluster::RedisBridge, Broadcast, CloseCause, Config, SendTo, Session, SessionContext, SessionManager,
     SockJs,
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -51,7 +51,7 @@ impl Session for Member {
         }
     }
 
-    fn on_close(&mut self, _reason: CloseReason, _ctx: &mut SessionContext<Self>) {
+    fn on_close(&mut self, _reason: CloseCause, _ctx: &mut SessionContext<Self>) {
         self.room.do_send(Broadcast::text(format!("{} left", self.name)));
     }
 }
@@ -111,6 +111,8 @@ async fn main() -> std::io::Result<()> {
             .service(SockJs::new("/chat", room.clone()).config(config.clone()))
     })
     .h1_allow_half_closed(false)
+    // Close a WebSocket's connection once its closing handshake is done.
+    .client_disconnect_timeout(std::time::Duration::ZERO)
     .shutdown_signal(signal)
     .bind(("127.0.0.1", port))?;
     for addr in server.addrs() {

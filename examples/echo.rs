@@ -7,7 +7,7 @@
 //! or open `http://127.0.0.1:8080/echo/info` to see the endpoint answer.
 
 use actix::prelude::*;
-use actix_sockjs::{CloseReason, Session, SessionContext, SessionManager, SockJs};
+use actix_sockjs::{CloseCause, Session, SessionContext, SessionManager, SockJs};
 use actix_web::{App, HttpServer};
 
 struct Echo;
@@ -25,7 +25,7 @@ impl Session for Echo {
         ctx.send(msg);
     }
 
-    fn on_close(&mut self, reason: CloseReason, ctx: &mut SessionContext<Self>) {
+    fn on_close(&mut self, reason: CloseCause, ctx: &mut SessionContext<Self>) {
         log::info!("session {} closed: {reason}", ctx.session_id());
     }
 }
@@ -38,6 +38,8 @@ async fn main() -> std::io::Result<()> {
     let signal = actix_sockjs::shutdown_signal([manager.clone().recipient()]);
     HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
         .h1_allow_half_closed(false)
+        // Close a WebSocket's connection once its closing handshake is done.
+        .client_disconnect_timeout(std::time::Duration::ZERO)
         .shutdown_signal(signal)
         .bind(("127.0.0.1", 8080))?
         .run()

@@ -125,7 +125,27 @@ struct Options {
     static_dir: Option<PathBuf>,
 }
 
-fn options() -> Result<Options, String> {
+/// What `--help` prints.
+const USAGE: &str = "\
+Usage: test_server [OPTIONS]
+
+The server the SockJS protocol suite and sockjs-client's tests expect.
+
+Options:
+  --port N            port to listen on (or the PORT variable; default 8081, 0 picks a free port)
+  --host ADDR         address to listen on (default 127.0.0.1)
+  --sockjs-url URL    the client script the iframe page loads
+  --static DIR        serve the files of DIR under /static/ (off by default)
+  -h, --help          print this and exit
+
+Endpoints: /echo, /close, /disabled_websocket_echo, /cookie_needed_echo,
+/ticker, /amplify (4,096-byte response limit), /broadcast (default limit).
+The first line printed is `listening on http://HOST:PORT`.
+";
+
+/// The command line: the options to run with, or `None` when the usage was
+/// asked for.
+fn options() -> Result<Option<Options>, String> {
     let mut opts = Options {
         host: "127.0.0.1".to_owned(),
         port: std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8081),
@@ -140,16 +160,20 @@ fn options() -> Result<Options, String> {
             "--host" => opts.host = value()?,
             "--sockjs-url" => opts.sockjs_url = value()?,
             "--static" => opts.static_dir = Some(PathBuf::from(value()?)),
-            other => return Err(format!("unknown option {other}")),
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown option {other} (--help lists them)")),
         }
     }
-    Ok(opts)
+    Ok(Some(opts))
 }
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let opts = options().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let Some(opts) = options().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))? else {
+        print!("{USAGE}");
+        return Ok(());
+    };
 
     let echo = SessionManager::new(|| Echo).start();
     let close = SessionManager::new(|| Close).start();
@@ -202,6 +226,10 @@ async fn main() -> std::io::Result<()> {
     // Aborted long-polls end at the client's EOF (no duplicate descriptor
     // per connection, as `actix_sockjs::on_connect` would keep).
     .h1_allow_half_closed(false)
+    // Close a connection as soon as its response is done, WebSockets
+    // included: actix-web otherwise waits up to this long for the client to
+    // close first after a WebSocket's closing handshake (see SockJs's docs).
+    .client_disconnect_timeout(Duration::ZERO)
     // actix-web's default is 25,000 connections per worker; idle-session
     // loads go past that.
     .max_connections(100_000)

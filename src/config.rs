@@ -2,23 +2,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-/// A SockJS transport that can be switched off with [`Config::disable`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Transport {
-    /// The SockJS-framed WebSocket (`/<server>/<session>/websocket`).
-    WebSocket,
-    /// XHR long-polling (`xhr` and `xhr_send`).
-    XhrPolling,
-    /// XHR streaming (`xhr_streaming`).
-    XhrStreaming,
-    /// EventSource (`eventsource`).
-    EventSource,
-    /// The htmlfile iframe transport (`htmlfile`).
-    HtmlFile,
-    /// JSONP polling (`jsonp` and `jsonp_send`).
-    JsonpPolling,
-}
+use crate::protocol::Transport;
 
 /// The options of one SockJS endpoint.
 ///
@@ -43,8 +27,6 @@ pub struct Config {
     pub(crate) heartbeat: Duration,
     pub(crate) disconnect_delay: Duration,
     pub(crate) response_limit: usize,
-    pub(crate) websocket: bool,
-    pub(crate) raw_websocket: bool,
     pub(crate) disabled: Vec<Transport>,
     pub(crate) sockjs_url: String,
     pub(crate) cookie_needed: bool,
@@ -66,8 +48,6 @@ impl Default for Config {
             heartbeat: Duration::from_secs(25),
             disconnect_delay: Duration::from_secs(5),
             response_limit: 128 * 1024,
-            websocket: true,
-            raw_websocket: true,
             disabled: Vec::new(),
             sockjs_url: DEFAULT_SOCKJS_URL.to_owned(),
             cookie_needed: false,
@@ -107,28 +87,47 @@ impl Config {
 
     /// Whether the WebSocket transports (`websocket` and the raw
     /// `/websocket`) are offered; `/info` reports it. Default: on.
-    pub fn websocket(mut self, enabled: bool) -> Self {
-        self.websocket = enabled;
-        self
+    pub fn websocket(self, enabled: bool) -> Self {
+        self.switch(Transport::WebSocket, enabled)
     }
 
     /// Whether the raw WebSocket endpoint `<prefix>/websocket` (no SockJS
     /// framing) is offered. Has no effect while [`Config::websocket`] is off.
     /// Default: on.
-    pub fn raw_websocket(mut self, enabled: bool) -> Self {
-        self.raw_websocket = enabled;
-        self
+    pub fn raw_websocket(self, enabled: bool) -> Self {
+        self.switch(Transport::RawWebSocket, enabled)
     }
 
-    /// Switches one transport off: its URLs answer 404. Default: all on.
-    pub fn disable(mut self, transport: Transport) -> Self {
-        if transport == Transport::WebSocket {
-            self.websocket = false;
-        }
-        if !self.disabled.contains(&transport) {
+    /// Switches one transport off: its URLs answer 404. Switching
+    /// [`Transport::WebSocket`] off switches the raw WebSocket off too.
+    /// Default: all on.
+    pub fn disable(self, transport: Transport) -> Self {
+        self.switch(transport, false)
+    }
+
+    fn switch(mut self, transport: Transport, enabled: bool) -> Self {
+        self.disabled.retain(|t| *t != transport);
+        if !enabled {
             self.disabled.push(transport);
         }
         self
+    }
+
+    /// Whether a transport is offered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::{Config, Transport};
+    ///
+    /// let config = Config::default().websocket(false);
+    /// assert!(!config.is_enabled(Transport::RawWebSocket), "goes with the framed one");
+    /// assert!(config.is_enabled(Transport::XhrStreaming));
+    /// ```
+    pub fn is_enabled(&self, transport: Transport) -> bool {
+        let off = |t| self.disabled.contains(&t);
+        let raw_without_websocket = transport == Transport::RawWebSocket && off(Transport::WebSocket);
+        !off(transport) && !raw_without_websocket
     }
 
     /// The sockjs-client script the iframe page loads (iframe transports).
@@ -149,7 +148,7 @@ impl Config {
     /// session's outgoing queue while no receiver is attached, and in the
     /// attached transport while the client does not read (a WebSocket or a
     /// stream whose socket is full). A session that would exceed it is
-    /// closed with [`CloseReason::Overflow`](crate::CloseReason::Overflow)
+    /// closed with [`CloseCause::Overflow`](crate::CloseCause::Overflow)
     /// and `c[3008,"Outgoing queue overflow"]`, so memory per session stays
     /// bounded. Default: 1 MiB.
     pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
@@ -212,7 +211,7 @@ impl Config {
     /// WebSocket transports ping the client every [heartbeat](Config::heartbeat);
     /// a client that sends nothing (not even the pong) within this time
     /// after a ping is taken for gone and its session closes with
-    /// [`CloseReason::Interrupted`](crate::CloseReason::Interrupted).
+    /// [`CloseCause::Interrupted`](crate::CloseCause::Interrupted).
     /// Default: 10 seconds.
     pub fn ping_timeout(mut self, timeout: Duration) -> Self {
         self.ping_timeout = timeout;
@@ -226,9 +225,5 @@ impl Config {
 
     pub(crate) fn caps(&self) -> crate::admission::Caps {
         crate::admission::Caps { max_sessions: self.max_sessions, max_per_ip: self.max_sessions_per_ip }
-    }
-
-    pub(crate) fn enabled(&self, transport: Transport) -> bool {
-        !self.disabled.contains(&transport) && (transport != Transport::WebSocket || self.websocket)
     }
 }

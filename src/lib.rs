@@ -1,28 +1,40 @@
 #![doc = include_str!("../README.md")]
 
+// Layers, bottom up; each module uses only those above it in this list
+// (`../shared/tools/modgraph.py --modules` shows the graph):
+// util, admission, protocol, close_code, cause, config, metrics
 mod admission;
-#[cfg(feature = "redis")]
-pub mod cluster;
+mod cause;
+pub mod close_code;
 mod config;
-mod manager;
 pub mod metrics;
 mod protocol;
-mod queue;
-mod service;
-mod session;
-mod shutdown;
-mod transport;
 mod util;
+// receiver: the session <-> transport contract (framing, queue, backlog)
+mod receiver;
+// session: the Session trait, its state machine and context
+mod session;
+// manager: the sessions of an endpoint, broadcast, the relay to other nodes
+mod manager;
+mod shutdown;
+// endpoint: what every answer shares; transport: the transport table and
+// its handlers; service: SockJs, which mounts them
+mod endpoint;
+mod transport;
+// (the last of the layers)
+mod service;
+// cluster: the Redis relay
+#[cfg(feature = "redis")]
+pub mod cluster;
 
-pub use config::{Config, Transport, DEFAULT_SOCKJS_URL};
+pub use cause::CloseCause;
+pub use config::{Config, DEFAULT_SOCKJS_URL};
 pub use manager::{Broadcast, GetSession, SendTo, SessionCount, SessionManager, Shutdown};
+pub use protocol::Transport;
+pub use receiver::on_connect;
 pub use service::SockJs;
-pub use session::{
-    CloseReason, RequestInfo, Session, SessionContext, CONFLICT_CLOSE, INTERRUPTED_CLOSE, NORMAL_CLOSE,
-    OVERFLOW_CLOSE, SHUTDOWN_CLOSE,
-};
+pub use session::{RequestInfo, Session, SessionContext};
 pub use shutdown::{shutdown_on, shutdown_signal};
-pub use transport::on_connect;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[cfg(feature = "fuzzing")]

@@ -21,8 +21,8 @@ use crate::{
     admission::{Caps, Refusal},
     metrics::broadcast_fanout,
     protocol::{json_string, Escape},
-    queue,
-    session::{command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, Shared},
+    receiver::queue,
+    session::{command_channel, AddressRequest, Command, CommandRx, CommandTx, EndedTx, Session, Shared},
 };
 
 /// Builds a session actor for each new session.
@@ -33,19 +33,6 @@ pub(crate) type Factory<A> = Arc<dyn Fn() -> A + Send + Sync>;
 pub(crate) struct Starter<A: Session> {
     pub(crate) factory: Factory<A>,
     pub(crate) on_end: EndedTx,
-}
-
-/// Where sessions report that they ended, by serial: one queue per
-/// manager, a clone of its sender per session (no allocation; an actix
-/// `Recipient` per session cost ~100 bytes of every idle session).
-#[derive(Debug, Clone)]
-pub(crate) struct EndedTx(queue::Tx<u64>);
-
-impl EndedTx {
-    /// Reports that the session `serial` ended (ignored once the manager is gone).
-    pub(crate) fn ended(&self, serial: u64) {
-        let _ = self.0.send(serial);
-    }
 }
 
 /// An endpoint's HTTP sessions by id (their serial and command channel),
@@ -180,7 +167,7 @@ impl<A: Session> SessionManager<A> {
     where
         F: Fn() -> A + Send + Sync + 'static,
     {
-        let (ended, ended_rx) = queue::queue();
+        let (ended, ended_rx) = EndedTx::queue();
         Self {
             factory: Arc::new(factory),
             sessions: HashMap::new(),
@@ -189,7 +176,7 @@ impl<A: Session> SessionManager<A> {
             per_client: HashMap::new(),
             shutting_down: false,
             relay: None,
-            ended: EndedTx(ended),
+            ended,
             ended_rx: Some(ended_rx),
         }
     }
@@ -418,7 +405,10 @@ pub(crate) enum ClusterMessage {
 }
 
 // Used by the relays, which are behind features.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "used by the relays, which are behind features")
+)]
 impl ClusterMessage {
     /// A message to relay: a broadcast when `to` is `None`.
     pub(crate) fn new(to: Option<&str>, text: String) -> Self {
@@ -474,7 +464,7 @@ impl<A: Session> Handler<SetRelay> for SessionManager<A> {
 ///
 /// Each open session's client gets `c[1001,"Server shutting down"]` and
 /// [`Session::on_close`] runs with
-/// [`CloseReason::Shutdown`](crate::CloseReason::Shutdown). The answer comes
+/// [`CloseCause::Shutdown`](crate::CloseCause::Shutdown). The answer comes
 /// once every session has been told. [`shutdown_signal`](crate::shutdown_signal)
 /// sends it when the process is asked to stop.
 ///

@@ -28,7 +28,7 @@ use std::{
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 
-use crate::{session::CloseReason, transport::Framing};
+use crate::{cause::CloseCause, protocol::Transport};
 
 /// Sessions open now, by endpoint and the transport that opened them (gauge).
 pub const SESSIONS_OPEN: &str = "sockjs_sessions_open";
@@ -63,19 +63,6 @@ pub const REDIS_DROPPED: &str = "sockjs_redis_dropped_total";
 /// Messages a Redis bridge received from other nodes, by channel (counter).
 pub const REDIS_RECEIVED: &str = "sockjs_redis_received_total";
 
-const TRANSPORTS: [&str; 7] =
-    ["websocket", "raw_websocket", "xhr", "xhr_streaming", "eventsource", "htmlfile", "jsonp"];
-const CAUSES: [&str; 8] = [
-    "application",
-    "client_closed",
-    "interrupted",
-    "timeout",
-    "overflow",
-    "protocol_error",
-    "shutdown",
-    "stopped",
-];
-
 /// Registers the descriptions of every metric with the installed recorder.
 fn describe() {
     describe_gauge!(SESSIONS_OPEN, "SockJS sessions open now, by the transport that opened them");
@@ -93,34 +80,6 @@ fn describe() {
     describe_counter!(REDIS_PUBLISHED, "Messages published to Redis");
     describe_counter!(REDIS_DROPPED, "Messages not published because Redis was unreachable");
     describe_counter!(REDIS_RECEIVED, "Messages received from other nodes through Redis");
-}
-
-/// The label value for the transport a receiver speaks.
-pub(crate) fn transport_label(framing: &Framing) -> u8 {
-    match framing {
-        Framing::WebSocket | Framing::Hixie76 => 0,
-        Framing::RawWebSocket => 1,
-        Framing::Xhr => 2,
-        Framing::XhrStreaming => 3,
-        Framing::EventSource => 4,
-        Framing::HtmlFile => 5,
-        Framing::Jsonp(_) => 6,
-    }
-}
-
-/// The label value for a close cause; `None` is a session stopped by its
-/// actor without [`close`](crate::SessionContext::close).
-fn cause_label(cause: Option<&CloseReason>) -> usize {
-    match cause {
-        Some(CloseReason::Application { .. }) => 0,
-        Some(CloseReason::ClientClosed) => 1,
-        Some(CloseReason::Interrupted) => 2,
-        Some(CloseReason::Timeout) => 3,
-        Some(CloseReason::Overflow) => 4,
-        Some(CloseReason::ProtocolError) => 5,
-        Some(CloseReason::Shutdown) => 6,
-        None => 7,
-    }
 }
 
 /// The metric handles of one endpoint.
@@ -141,7 +100,8 @@ pub(crate) struct EndpointMetrics {
 /// The high-water mark of an endpoint, the same for every worker's handles.
 fn high_water_of(endpoint: &str) -> Arc<AtomicUsize> {
     static MARKS: OnceLock<Mutex<HashMap<String, Arc<AtomicUsize>>>> = OnceLock::new();
-    let mut marks = MARKS.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut marks =
+        MARKS.get_or_init(Mutex::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     marks.entry(endpoint.to_owned()).or_default().clone()
 }
 
@@ -152,10 +112,12 @@ impl EndpointMetrics {
         describe();
         let endpoint = if endpoint.is_empty() { "/".to_owned() } else { endpoint.to_owned() };
         Self {
-            open: TRANSPORTS.map(|t| gauge!(SESSIONS_OPEN, "endpoint" => endpoint.clone(), "transport" => t)),
-            opened: TRANSPORTS
-                .map(|t| counter!(SESSIONS_OPENED, "endpoint" => endpoint.clone(), "transport" => t)),
-            closed: CAUSES.map(|c| counter!(SESSIONS_CLOSED, "endpoint" => endpoint.clone(), "cause" => c)),
+            open: Transport::ALL
+                .map(|t| gauge!(SESSIONS_OPEN, "endpoint" => endpoint.clone(), "transport" => t.name())),
+            opened: Transport::ALL
+                .map(|t| counter!(SESSIONS_OPENED, "endpoint" => endpoint.clone(), "transport" => t.name())),
+            closed: CloseCause::LABELS
+                .map(|c| counter!(SESSIONS_CLOSED, "endpoint" => endpoint.clone(), "cause" => c)),
             messages_in: counter!(MESSAGES_IN, "endpoint" => endpoint.clone()),
             messages_out: counter!(MESSAGES_OUT, "endpoint" => endpoint.clone()),
             bytes_in: counter!(BYTES_IN, "endpoint" => endpoint.clone()),
@@ -165,14 +127,15 @@ impl EndpointMetrics {
         }
     }
 
-    pub(crate) fn session_opened(&self, transport: u8) {
-        self.opened[usize::from(transport)].increment(1);
-        self.open[usize::from(transport)].increment(1.0);
+    pub(crate) fn session_opened(&self, transport: Transport) {
+        self.opened[transport.index()].increment(1);
+        self.open[transport.index()].increment(1.0);
     }
 
-    pub(crate) fn session_closed(&self, transport: u8, cause: Option<&CloseReason>) {
-        self.open[usize::from(transport)].decrement(1.0);
-        self.closed[cause_label(cause)].increment(1);
+    /// `cause` is `None` for a session actor stopped without `close`.
+    pub(crate) fn session_closed(&self, transport: Transport, cause: Option<&CloseCause>) {
+        self.open[transport.index()].decrement(1.0);
+        self.closed[CloseCause::label(cause).0].increment(1);
     }
 
     pub(crate) fn received(&self, messages: &[String]) {

@@ -8,8 +8,8 @@ use std::{sync::mpsc, thread, time::Duration};
 
 use actix::prelude::*;
 use actix_sockjs::{
-    Broadcast, CloseReason, Config, GetSession, SendTo, Session, SessionContext, SessionCount,
-    SessionManager, SockJs,
+    Broadcast, CloseCause, Config, GetSession, SendTo, Session, SessionContext, SessionCount, SessionManager,
+    SockJs,
 };
 use actix_web::{App, HttpServer};
 use common::*;
@@ -25,7 +25,7 @@ enum Event {
         local_peer: bool,
     },
     Message(String),
-    Closed(CloseReason),
+    Closed(CloseCause),
 }
 
 /// Opens the session that was told to `hold`.
@@ -93,7 +93,7 @@ impl Session for Probe {
             "hold" => {
                 // Handles nothing more until the test opens `HOLD`.
                 let (open, opened) = tokio::sync::oneshot::channel::<()>();
-                *HOLD.lock().unwrap_or_else(|e| e.into_inner()) = Some(open);
+                *HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(open);
                 ctx.wait(actix::fut::wrap_future(async move {
                     let _ = opened.await;
                 }));
@@ -107,7 +107,7 @@ impl Session for Probe {
         }
     }
 
-    fn on_close(&mut self, reason: CloseReason, _ctx: &mut SessionContext<Self>) {
+    fn on_close(&mut self, reason: CloseCause, _ctx: &mut SessionContext<Self>) {
         let _ = self.events.send(Event::Closed(reason));
     }
 }
@@ -232,7 +232,7 @@ fn close_causes() {
     assert!(matches!(p.next(), Event::Open { .. }));
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["close"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("close".into()));
-    assert_eq!(p.next(), Event::Closed(CloseReason::Application { code: 3001, reason: "bye".into() }));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Application { code: 3001, reason: "bye".into() }));
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "c[3001,\"bye\"]\n");
 
     // The client closes its WebSocket.
@@ -240,13 +240,13 @@ fn close_causes() {
     assert_eq!(ws.recv_text(), "o");
     assert!(matches!(p.next(), Event::Open { .. }));
     ws.send_close(1000);
-    assert_eq!(p.next(), Event::Closed(CloseReason::ClientClosed));
+    assert_eq!(p.next(), Event::Closed(CloseCause::ClientClosed));
 
     // No receiver within the disconnect delay: the session times out and is gone.
     let url = format!("/probe/000/{}", session());
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
-    assert_eq!(p.next(), Event::Closed(CloseReason::Timeout));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Timeout));
     // Once the actor has stopped the manager forgets it; a send is then a 404.
     let gone = (0..50).any(|_| {
         let r = post(p.port, &format!("{url}/xhr_send"), r#"["x"]"#);
@@ -276,7 +276,7 @@ fn aborted_receiver_is_interrupted() {
     again.head();
     again.chunk();
     assert_eq!(again.chunk().unwrap(), "c[1002,\"Connection interrupted\"]\n");
-    assert_eq!(p.next(), Event::Closed(CloseReason::Interrupted));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Interrupted));
 }
 
 #[test]
@@ -312,7 +312,7 @@ fn a_websocket_peer_that_stops_answering_is_closed() {
     assert!(matches!(p.next(), Event::Open { .. }));
     // Read pings without answering them, as a vanished peer would.
     assert_eq!(ws.recv_any(), Ws::Ping(Vec::new()));
-    assert_eq!(p.next(), Event::Closed(CloseReason::Interrupted));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Interrupted));
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn queue_overflow_closes_the_session() {
     assert!(matches!(p.next(), Event::Open { .. }));
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["flood"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("flood".into()));
-    assert_eq!(p.next(), Event::Closed(CloseReason::Overflow));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Overflow));
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "c[3008,\"Outgoing queue overflow\"]\n");
 }
 
@@ -355,7 +355,7 @@ fn a_client_that_does_not_read_cannot_grow_server_memory() {
     assert!(matches!(p.next(), Event::Open { .. }));
     ws.send_text(r#"["blast"]"#);
     assert_eq!(p.next(), Event::Message("blast".into()));
-    assert_eq!(p.next(), Event::Closed(CloseReason::Overflow));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Overflow));
 
     // An xhr_streaming response whose socket is never read.
     let url = format!("/probe/000/{}", session());
@@ -364,7 +364,7 @@ fn a_client_that_does_not_read_cannot_grow_server_memory() {
     assert!(matches!(p.next(), Event::Open { .. }));
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["blast"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("blast".into()));
-    assert_eq!(p.next(), Event::Closed(CloseReason::Overflow));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Overflow));
 
     let grown = resident_bytes("self").saturating_sub(before);
     assert!(grown < 100 * 1024 * 1024, "memory grew by {} MiB for 400 MiB offered", grown >> 20);
@@ -404,14 +404,14 @@ fn large_messages_on_every_sending_path() {
     assert!(matches!(p.next(), Event::Open { .. }));
     ws.send_text(&payload);
     assert_eq!(ws.recv(), Ws::Close(Some(1009), String::new()));
-    assert_eq!(p.next(), Event::Closed(CloseReason::ProtocolError));
+    assert_eq!(p.next(), Event::Closed(CloseCause::ProtocolError));
     // The raw WebSocket too, with the message split into fragments.
     let mut raw = WsClient::connect(p.port, "/probe/websocket");
     assert!(matches!(p.next(), Event::Open { .. }));
     raw.send_frame(0x1, false, &[b'a'; 600]);
     raw.send_frame(0x0, true, &[b'b'; 600]);
     assert_eq!(raw.recv(), Ws::Close(Some(1009), String::new()));
-    assert_eq!(p.next(), Event::Closed(CloseReason::ProtocolError));
+    assert_eq!(p.next(), Event::Closed(CloseCause::ProtocolError));
 }
 
 #[test]
@@ -594,8 +594,8 @@ fn shutdown_closes_every_session_and_opens_no_new_one() {
     ws.expect_end();
     assert_eq!(stream.chunk().unwrap(), "c[1001,\"Server shutting down\"]\n");
     assert_eq!(stream.chunk(), None);
-    assert_eq!(next(), Event::Closed(CloseReason::Shutdown));
-    assert_eq!(next(), Event::Closed(CloseReason::Shutdown));
+    assert_eq!(next(), Event::Closed(CloseCause::Shutdown));
+    assert_eq!(next(), Event::Closed(CloseCause::Shutdown));
     // The streams ended, so the graceful stop does not wait for them.
     server_thread.join().expect("server thread");
 }
@@ -678,9 +678,9 @@ fn metrics_count_sessions_messages_and_causes() {
     assert_eq!(ws.recv_text(), r#"a["to all"]"#);
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["close"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("close".into()));
-    assert!(matches!(p.next(), Event::Closed(CloseReason::Application { .. })));
+    assert!(matches!(p.next(), Event::Closed(CloseCause::Application { .. })));
     ws.send_close(1000);
-    assert_eq!(p.next(), Event::Closed(CloseReason::ClientClosed));
+    assert_eq!(p.next(), Event::Closed(CloseCause::ClientClosed));
 
     let text = handle.render();
     let series = |name: &str| format!("{name}{{endpoint=\"/metered\"}}");
@@ -841,7 +841,8 @@ fn a_send_is_answered_once_its_session_has_room() {
     // bounded wait is the only way to see it; an answer would come within
     // a millisecond.)
     assert!(answered.recv_timeout(Duration::from_millis(300)).is_err(), "answered while the session holds");
-    let open = HOLD.lock().unwrap_or_else(|e| e.into_inner()).take().expect("the session holds");
+    let open =
+        HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().expect("the session holds");
     open.send(()).expect("the session waits");
     assert_eq!(p.next(), Event::Message(big));
     assert_eq!(answered.recv_timeout(READ_TIMEOUT), Ok(204));

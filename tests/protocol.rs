@@ -1,4 +1,4 @@
-//! The SockJS protocol, group by group as PROTOCOL.md §9 lists it, checked
+//! The SockJS protocol, group by group as docs/protocol.md §9 lists it, checked
 //! on the wire against `examples/test_server`.
 
 mod common;
@@ -274,6 +274,42 @@ fn websocket_close_and_broken_json() {
 }
 
 #[test]
+fn a_closed_websocket_ends_its_connection_at_once() {
+    // After the closing handshake the server closes the TCP connection
+    // itself, as sockjs-node does, without waiting for the client (which
+    // waits for the server). actix-web would otherwise hold it for its
+    // client disconnect timeout, 0.5 to 1 s; the bound here is under that
+    // floor and far above what closing takes.
+    let s = TestServer::start();
+    let limit = std::time::Duration::from_millis(400);
+    // The client closes.
+    let mut ws = WsClient::connect(s.port, &format!("/echo/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    ws.send_close(1000);
+    assert!(matches!(ws.recv(), Ws::Close(Some(1000), _)));
+    assert!(ws.ends_within(limit), "the connection outlived the closing handshake initiated by the client");
+    // The session closes.
+    let mut ws = WsClient::connect(s.port, &format!("/close/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(ws.recv_text(), r#"c[3000,"Go away!"]"#);
+    assert!(matches!(ws.recv(), Ws::Close(..)));
+    ws.send_close(1000);
+    assert!(ws.ends_within(limit), "the connection outlived the closing handshake initiated by the server");
+}
+
+#[test]
+fn test_server_prints_its_usage() {
+    let exe = example_binary("test_server", &[]);
+    let out = std::process::Command::new(&exe).arg("--help").output().expect("run test_server --help");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "--help failed: {out:?}");
+    assert!(text.starts_with("Usage: test_server") && text.contains("--port"), "{text}");
+    let out = std::process::Command::new(&exe).arg("--bogus").output().expect("run test_server --bogus");
+    assert!(!out.status.success(), "an unknown option is an error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--help lists them"));
+}
+
+#[test]
 fn websocket_sessions_are_not_shared() {
     let s = TestServer::start();
     let url = format!("/echo/000/{}/websocket", session());
@@ -331,6 +367,25 @@ fn websocket_hixie76_handshake() {
     assert_eq!(conn.read_exact(3), b"\x00o\xff");
     conn.write(b"\x00[\"hi\"]\xff");
     assert_eq!(conn.read_exact(9), b"\x00a[\"hi\"]\xff");
+}
+
+#[test]
+fn websocket_hixie76_echoes_many_frames() {
+    // The handshake's 16-byte answer once made the session's count of
+    // unread bytes wrap below zero, so that the first message after `o`
+    // closed the session with c[3008,"Outgoing queue overflow"].
+    let s = TestServer::start();
+    let (mut conn, head) = hixie76_request(s.port, &format!("/echo/000/{}/websocket", session()));
+    assert_eq!(head.status, 101);
+    conn.write(b"aaaaaaaa");
+    conn.read_exact(16);
+    assert_eq!(conn.read_exact(3), b"\x00o\xff");
+    for i in 0..20 {
+        let frame = |text: String| [&[0u8][..], text.as_bytes(), &[0xff]].concat();
+        conn.write(&frame(format!("[\"m{i:02}\"]")));
+        let echo = frame(format!("a[\"m{i:02}\"]"));
+        assert_eq!(conn.read_exact(echo.len()), echo, "message {i}");
+    }
 }
 
 #[test]

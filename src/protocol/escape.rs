@@ -1,4 +1,4 @@
-//! JSON string encoding with the SockJS escape pass (PROTOCOL.md §5.2).
+//! JSON string encoding with the SockJS escape pass (docs/protocol.md §5.2).
 //!
 //! One pass over the bytes: the standard JSON escapes (`\"`, `\\`, short
 //! escapes for control characters where JSON has one, `\u00xx` otherwise)
@@ -280,7 +280,7 @@ mod tests {
                 '\u{c}' => out.push_str("\\f"),
                 '<' if escape == Escape::Script => out.push_str("\\u003c"),
                 _ if cp < 0x20 || (sockjs && escape == Escape::SockJs) => {
-                    out.push_str(&format!("\\u{cp:04x}"))
+                    out.push_str(&format!("\\u{cp:04x}"));
                 }
                 _ => out.push(c),
             }

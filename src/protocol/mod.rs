@@ -5,12 +5,14 @@
 mod escape;
 mod pages;
 mod payload;
+mod transport;
 
 pub(crate) use escape::{json_string, push_json_string, Escape};
 pub(crate) use pages::{
-    hixie76_digest, htmlfile_prelude, iframe_page, info_body, validate_callback, CallbackError, GREETING,
+    hixie76_digest, htmlfile_prelude, iframe_page, info_body, validate_callback, GREETING,
 };
 pub(crate) use payload::parse_messages;
+pub use transport::Transport;
 
 /// The open frame, sent once at the start of every session.
 pub(crate) const OPEN_FRAME: &str = "o";

@@ -10,10 +10,10 @@ use std::{
 
 use md5::{Digest, Md5};
 
-/// The greeting body (PROTOCOL.md §6.1).
+/// The greeting body (docs/protocol.md §6.1).
 pub(crate) const GREETING: &str = "Welcome to SockJS!\n";
 
-/// The `/info` body with fresh entropy (PROTOCOL.md §6.3).
+/// The `/info` body with fresh entropy (docs/protocol.md §6.3).
 pub(crate) fn info_body(websocket: bool, cookie_needed: bool) -> String {
     format!(
         r#"{{"websocket":{websocket},"cookie_needed":{cookie_needed},"origins":["*:*"],"entropy":{}}}"#,
@@ -31,7 +31,7 @@ fn entropy() -> u32 {
     (v ^ (v >> 32)) as u32
 }
 
-/// The iframe page for `client_url` and its ETag (PROTOCOL.md §6.2).
+/// The iframe page for `client_url` and its ETag (docs/protocol.md §6.2).
 pub(crate) fn iframe_page(client_url: &str) -> (String, String) {
     let body = format!(
         r#"<!DOCTYPE html>
@@ -67,7 +67,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The htmlfile prelude for a (validated) callback: the page head padded
-/// past 1024 bytes so that browsers start rendering (PROTOCOL.md §6.8).
+/// past 1024 bytes so that browsers start rendering (docs/protocol.md §6.8).
 pub(crate) fn htmlfile_prelude(callback: &str) -> String {
     const HEAD: &str = r#"<!doctype html>
 <html><head>
@@ -126,7 +126,7 @@ pub(crate) fn validate_callback(callback: Option<&str>) -> Result<&str, Callback
     }
 }
 
-/// The 16-byte answer of the hixie-76 handshake (PROTOCOL.md §6.11b), or
+/// The 16-byte answer of the hixie-76 handshake (docs/protocol.md §6.11b), or
 /// `None` when a key has no spaces or its number overflows.
 pub(crate) fn hixie76_digest(key1: &str, key2: &str, key3: &[u8]) -> Option<[u8; 16]> {
     fn part(key: &str) -> Option<u32> {

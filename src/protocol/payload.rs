@@ -1,4 +1,4 @@
-//! Parsing what clients send: a JSON array of strings (PROTOCOL.md §5.3).
+//! Parsing what clients send: a JSON array of strings (docs/protocol.md §5.3).
 
 use std::fmt;
 

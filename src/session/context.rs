@@ -1,18 +1,16 @@
-//! [`SessionContext`]: the actor context of a session, and the session's
-//! state machine (PROTOCOL.md §7).
+//! [`SessionContext`]: the actor context of a session, which drives the
+//! session's state [`Machine`] (docs/protocol.md §7).
 //!
 //! Built on `actix::dev` the way `actix_web_actors::ws::WebsocketContext`
 //! is: [`ContextParts`] for the actor runtime, a [`ContextFut`] driving it,
 //! and the session's own state beside them. Transports talk to the session
-//! through a channel of [`Command`]s that a future spawned in the context
+//! through a queue of [`Command`]s that a future spawned in the context
 //! drains, so the user's type needs no trait impls of ours beyond
 //! [`Session`]. Outgoing messages are batched: everything sent during one
 //! turn of the actor is flushed to the receiver as one `a[...]` frame.
 
 use std::{
     any::Any,
-    borrow::Cow,
-    collections::VecDeque,
     fmt,
     future::Future,
     pin::Pin,
@@ -27,35 +25,34 @@ use actix::{
 };
 
 use super::{
-    CloseReason, RequestInfo, Session, CONFLICT_CLOSE, INTERRUPTED_CLOSE, NORMAL_CLOSE, OVERFLOW_CLOSE,
-    SHUTDOWN_CLOSE,
+    machine::{Attach, Machine, Shared, State, Written},
+    RequestInfo, Session,
 };
 use crate::{
+    cause::CloseCause,
     config::Config,
-    manager::EndedTx,
-    metrics::{transport_label, EndpointMetrics},
-    protocol::{close_frame, push_json_string, Escape, HEARTBEAT_FRAME, OPEN_FRAME},
-    queue,
-    transport::{Framing, Receiver},
+    metrics::EndpointMetrics,
+    protocol::Transport,
+    receiver::{queue, Receiver},
 };
 
-/// What a session is attached to, which decides its framing and lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// HTTP transports: receivers come and go; the session lives on for the
-    /// disconnect delay without one.
-    Http,
-    /// A SockJS-framed WebSocket: one receiver for the whole session.
-    WebSocket,
-    /// A raw WebSocket: no SockJS frames, messages verbatim.
-    Raw,
-}
+/// Where sessions report that they ended, by serial: one queue per
+/// manager, a clone of its sender per session (no allocation; an actix
+/// `Recipient` per session cost ~100 bytes of every idle session).
+#[derive(Debug, Clone)]
+pub(crate) struct EndedTx(queue::Tx<u64>);
 
-/// A broadcast payload, encoded once for every receiving session.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) text: Box<str>,
-    pub(crate) json: Box<str>,
+impl EndedTx {
+    /// A new queue of ended sessions' serials.
+    pub(crate) fn queue() -> (Self, queue::Rx<u64>) {
+        let (tx, rx) = queue::queue();
+        (Self(tx), rx)
+    }
+
+    /// Reports that the session `serial` ended (ignored once the manager is gone).
+    pub(crate) fn ended(&self, serial: u64) {
+        let _ = self.0.send(serial);
+    }
 }
 
 /// What transports and the manager tell a session.
@@ -67,9 +64,8 @@ pub(crate) struct Shared {
 pub(crate) enum Command {
     /// A receiving request wants to be the session's receiver.
     Attach(Box<Receiver>),
-    /// Messages from the client, in order. Boxed on purpose, to keep the
-    /// command small (see above).
-    #[allow(clippy::box_collection)]
+    /// Messages from the client, in order.
+    #[expect(clippy::box_collection, reason = "boxed to keep a command at 16 bytes, see above")]
     Messages(Box<Vec<String>>),
     /// A broadcast message.
     Push(Arc<Shared>),
@@ -83,6 +79,8 @@ pub(crate) enum Command {
     /// Someone wants the session actor's address ([`GetSession`](crate::GetSession)).
     Address(Box<AddressRequest>),
 }
+
+const _: () = assert!(std::mem::size_of::<Command>() == 16);
 
 /// Takes a session's `Addr<A>`, boxed as `Any` (commands are not generic
 /// over the session type).
@@ -173,7 +171,8 @@ pub(crate) fn command_channel() -> (CommandTx, CommandRx) {
 pub(crate) struct SessionSetup {
     pub(crate) id: Arc<str>,
     pub(crate) serial: u64,
-    pub(crate) mode: Mode,
+    /// The transport that opened the session.
+    pub(crate) transport: Transport,
     pub(crate) config: Arc<Config>,
     pub(crate) request: RequestInfo,
     pub(crate) on_end: EndedTx,
@@ -185,43 +184,21 @@ pub(crate) struct SessionSetup {
 /// session's task in 128-byte steps.
 #[derive(Debug, Default)]
 struct Cold {
-    /// Messages waiting for a raw WebSocket's receiver, and their bytes.
-    raw: VecDeque<String>,
-    raw_bytes: usize,
     /// The disconnect-delay timer of an HTTP session, while one runs (one
     /// at a time: timers left behind pile up in the actor, which polls each
     /// on every turn).
     expiry: Option<SpawnHandle>,
     /// An `on_close` to run at the actor's next turn.
-    deferred_close: Option<CloseReason>,
+    deferred_close: Option<CloseCause>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum State {
-    New,
-    Open,
-    /// The reason is boxed twice over so that the state takes 16 bytes.
-    #[allow(clippy::box_collection)]
-    Closed {
-        code: u16,
-        reason: Box<String>,
-    },
-}
-
-#[derive(Debug)]
-struct Attached {
-    receiver: Receiver,
-    token: u32,
-    dead: bool,
-    /// An HTTP receiver's timers (a WebSocket has none: it reports its own
-    /// end and sends its own heartbeats); boxed, as every idle WebSocket
-    /// session holds an `Attached`.
-    timers: Option<Box<Timers>>,
-}
-
-/// The futures the session runs for an HTTP receiver.
+/// The futures the session runs for its attached HTTP receiver (a
+/// WebSocket has none: it reports its own end and sends its own
+/// heartbeats).
 #[derive(Debug)]
 struct Timers {
+    /// The receiver they belong to.
+    token: u32,
     /// Watches the receiver's end.
     watch: Option<SpawnHandle>,
     heartbeat: Option<SpawnHandle>,
@@ -234,32 +211,69 @@ struct Timers {
 /// spawning futures, [`address`](AsyncContext::address), handling your own
 /// messages) it offers [`send`](Self::send), [`close`](Self::close), the
 /// session id and the opening request.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use actix::prelude::*;
+/// use actix_sockjs::{Session, SessionContext};
+///
+/// /// A message of the application's own, sent to the session's address.
+/// #[derive(Message)]
+/// #[rtype(result = "()")]
+/// struct Notice(String);
+///
+/// struct Clock;
+///
+/// impl Actor for Clock {
+///     type Context = SessionContext<Self>;
+/// }
+///
+/// impl Session for Clock {
+///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+///         // A timer: the time every second while the session lives.
+///         ctx.run_interval(Duration::from_secs(1), |_, ctx| ctx.send(format!("{:?}", std::time::SystemTime::now())));
+///         // The session's own address, for other actors to reach it.
+///         let me: Addr<Clock> = ctx.address();
+///         me.do_send(Notice(format!("welcome, {}", ctx.session_id())));
+///     }
+///
+///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+///         if msg == "bye" {
+///             ctx.close(3000, "Bye");
+///         }
+///     }
+/// }
+///
+/// impl Handler<Notice> for Clock {
+///     type Result = ();
+///
+///     fn handle(&mut self, Notice(text): Notice, ctx: &mut SessionContext<Self>) {
+///         ctx.send(text);
+///     }
+/// }
+/// ```
 pub struct SessionContext<A>
 where
     A: Actor<Context = SessionContext<A>>,
 {
     parts: ContextParts<A>,
     setup: SessionSetup,
-    state: State,
-    /// Encoded messages joined by commas, waiting for a receiver (framed modes).
-    pending: String,
+    machine: Machine,
     /// See [`Cold`].
     cold: Option<Box<Cold>>,
-    receiver: Option<Attached>,
-    next_token: u32,
-    /// The close frame still has to be written to the attached receiver.
-    close_unsent: bool,
-    /// Something was written since the last heartbeat tick.
-    wrote: bool,
+    /// See [`Timers`]; boxed, as every idle WebSocket session has none.
+    timers: Option<Box<Timers>>,
     /// Stop the actor at its next turn.
     finish_requested: bool,
     finisher_spawned: bool,
     /// The actor runtime must run again before it waits (something was
     /// spawned outside its own poll).
     needs_poll: bool,
-    /// The metrics label of the transport that opened the session, while
-    /// the session counts as open in the metrics.
-    counted_open: Option<u8>,
+    /// The session counts as open in the metrics.
+    counted_open: bool,
 }
 
 impl<A> fmt::Debug for SessionContext<A>
@@ -267,13 +281,7 @@ where
     A: Actor<Context = SessionContext<A>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionContext")
-            .field("id", &self.setup.id)
-            .field("mode", &self.setup.mode)
-            .field("state", &self.state)
-            .field("pending_bytes", &self.pending.len())
-            .field("attached", &self.receiver.is_some())
-            .finish()
+        f.debug_struct("SessionContext").field("id", &self.setup.id).field("machine", &self.machine).finish()
     }
 }
 
@@ -286,47 +294,41 @@ where
     /// Messages sent during one turn of the actor reach the client together
     /// in one frame. While no receiver is attached they wait in the
     /// session's queue; past [`Config::max_queue_bytes`] the session is
-    /// closed with [`CloseReason::Overflow`]. Sending on a session that is
+    /// closed with [`CloseCause::Overflow`]. Sending on a session that is
     /// not open does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// impl Session for Echo {
+    ///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+    ///         ctx.send(format!("you said: {msg}"));
+    ///     }
+    /// }
+    /// ```
     pub fn send(&mut self, msg: impl AsRef<str>) {
         let msg = msg.as_ref();
-        if self.state != State::Open {
+        if !self.machine.is_open() {
             log::trace!("sockjs {}: send on a session that is not open ignored", self.setup.id);
             return;
         }
         self.setup.metrics.sent(msg.len());
-        let queued = if self.setup.mode == Mode::Raw {
-            let cold = self.cold();
-            cold.raw_bytes += msg.len();
-            cold.raw.push_back(msg.to_owned());
-            cold.raw_bytes
-        } else {
-            if !self.pending.is_empty() {
-                self.pending.push(',');
-            }
-            push_json_string(&mut self.pending, msg, Escape::SockJs);
-            self.pending.len()
-        };
-        if queued > self.setup.config.max_queue_bytes {
-            self.overflow();
+        if self.machine.send(msg).is_err() {
+            self.overflowed();
         }
     }
 
-    fn push_shared(&mut self, shared: &Shared) {
-        if self.state != State::Open {
-            return;
-        }
-        if self.setup.mode == Mode::Raw {
-            self.send(&shared.text);
+    fn push(&mut self, shared: &Shared) {
+        if !self.machine.is_open() {
             return;
         }
         self.setup.metrics.sent(shared.text.len());
-        if !self.pending.is_empty() {
-            self.pending.push(',');
-        }
-        self.pending.push_str(&shared.json);
-        if self.pending.len() > self.setup.config.max_queue_bytes {
-            self.overflow();
+        if self.machine.push(shared).is_err() {
+            self.overflowed();
         }
     }
 
@@ -334,84 +336,128 @@ where
     ///
     /// The client gets `c[code,"reason"]` (on a raw WebSocket, a close frame
     /// with that code and reason) after the messages already sent, and
-    /// [`Session::on_close`] runs with [`CloseReason::Application`]. Codes
+    /// [`Session::on_close`] runs with [`CloseCause::Application`]. Codes
     /// 3000–4999 are for applications. Closing a session that is not open
     /// does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Guarded;
+    /// # impl Actor for Guarded { type Context = SessionContext<Self>; }
+    /// impl Session for Guarded {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         if ctx.request().query("token").as_deref() != Some("let-me-in") {
+    ///             ctx.close(4001, "Unauthorized");
+    ///         }
+    ///     }
+    ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn close(&mut self, code: u16, reason: impl Into<String>) {
         let reason = reason.into();
-        let cause = CloseReason::Application { code, reason: reason.clone() };
-        if self.set_closed(code, reason) {
-            self.defer_on_close(cause);
+        if self.machine.close(code, &reason) {
+            self.defer_on_close(CloseCause::Application { code, reason });
         }
     }
 
     /// The session id from the URL. For raw WebSocket sessions, which have
-    /// none, a unique generated one.
+    /// none, a unique generated one (`raw-` and a number).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// impl Session for Echo {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         log::info!("session {} opened", ctx.session_id());
+    ///     }
+    ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn session_id(&self) -> &str {
         &self.setup.id
     }
 
     /// What the request that opened the session carried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// impl Session for Echo {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         let agent = ctx.request().header("user-agent").unwrap_or("?").to_owned();
+    ///         ctx.send(format!("hello, {agent}"));
+    ///     }
+    ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn request(&self) -> &RequestInfo {
         &self.setup.request
     }
 
     /// Whether the session is open: it has sent its open frame and is not
     /// closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// impl Session for Echo {
+    ///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+    ///         ctx.close(3000, "one message only");
+    ///         assert!(!ctx.is_open());
+    ///         ctx.send(msg); // ignored: the session is closed
+    ///     }
+    /// }
+    /// ```
     pub fn is_open(&self) -> bool {
-        self.state == State::Open
+        self.machine.is_open()
     }
 
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_default()
     }
 
-    fn overflow(&mut self) {
+    fn overflowed(&mut self) {
         log::warn!(
             "sockjs {}: outgoing queue over {} bytes, closing the session",
             self.setup.id,
             self.setup.config.max_queue_bytes
         );
-        self.pending.clear();
-        if let Some(cold) = &mut self.cold {
-            (cold.raw, cold.raw_bytes) = (VecDeque::new(), 0);
-        }
-        if self.set_closed(OVERFLOW_CLOSE.0, OVERFLOW_CLOSE.1.to_owned()) {
-            self.defer_on_close(CloseReason::Overflow);
-        }
-    }
-
-    /// Moves an open session to the closed state; `false` if it was not open.
-    fn set_closed(&mut self, code: u16, reason: String) -> bool {
-        if self.state != State::Open {
-            return false;
-        }
-        self.state = State::Closed { code, reason: Box::new(reason) };
-        self.close_unsent = self.receiver.is_some();
-        if self.receiver.is_none() {
-            self.schedule_expiry();
-        }
-        true
+        self.defer_on_close(CloseCause::Overflow);
     }
 
     /// Runs `on_close` on the actor at its next turn; used where only the
     /// context is at hand.
-    fn defer_on_close(&mut self, cause: CloseReason) {
+    fn defer_on_close(&mut self, cause: CloseCause) {
         self.record_close(Some(&cause));
         self.cold().deferred_close = Some(cause);
         self.spawn_finisher();
     }
 
     /// Runs `on_close` now.
-    fn notify_close(&mut self, act: &mut A, cause: CloseReason) {
+    fn notify_close(&mut self, act: &mut A, cause: CloseCause) {
         self.record_close(Some(&cause));
         act.on_close(cause, self);
     }
 
     /// Counts the session as closed in the metrics, once.
-    fn record_close(&mut self, cause: Option<&CloseReason>) {
-        if let Some(transport) = self.counted_open.take() {
-            self.setup.metrics.session_closed(transport, cause);
+    fn record_close(&mut self, cause: Option<&CloseCause>) {
+        if std::mem::take(&mut self.counted_open) {
+            self.setup.metrics.session_closed(self.machine.transport(), cause);
         }
     }
 
@@ -436,228 +482,169 @@ where
                 let messages = *messages;
                 self.setup.metrics.received(&messages);
                 for msg in messages {
-                    if self.state != State::Open {
+                    if !self.machine.is_open() {
                         log::debug!("sockjs {}: message after close dropped", self.setup.id);
                         break;
                     }
                     act.on_message(msg, self);
                 }
             }
-            Command::Push(shared) => self.push_shared(&shared),
+            Command::Push(shared) => self.push(&shared),
             Command::ReceiverGone => {
-                if let Some(token) = self.receiver.as_ref().map(|a| a.token) {
+                if let Some(token) = self.machine.token() {
                     self.receiver_gone(act, token);
                 }
             }
             Command::Address(request) => (request.0)(Box::new(self.parts.address())),
             Command::Shutdown => {
-                if self.set_closed(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned()) {
-                    self.notify_close(act, CloseReason::Shutdown);
+                let (code, reason) = crate::close_code::with_reason(crate::close_code::SHUTDOWN);
+                if self.machine.close(code, reason) {
+                    self.notify_close(act, CloseCause::Shutdown);
                 }
             }
             Command::TransportFailed(failure) => {
-                let cause = match failure {
-                    Failure::Protocol => CloseReason::ProtocolError,
-                    Failure::Silent => CloseReason::Interrupted,
-                };
-                self.detach();
-                if self.set_closed(NORMAL_CLOSE.0, NORMAL_CLOSE.1.to_owned()) {
-                    self.close_unsent = false;
+                self.cancel_timers(self.machine.token());
+                if self.machine.fail() {
+                    let cause = match failure {
+                        Failure::Protocol => CloseCause::ProtocolError,
+                        Failure::Silent => CloseCause::Interrupted,
+                    };
                     self.notify_close(act, cause);
                 }
             }
         }
     }
 
-    fn attach(&mut self, act: &mut A, mut receiver: Receiver) {
-        match &self.state {
-            State::New => {
-                let transport = transport_label(receiver.framing());
-                self.counted_open = Some(transport);
-                self.setup.metrics.session_opened(transport);
-                self.install(receiver);
-                if self.setup.mode != Mode::Raw {
-                    self.write_frame(OPEN_FRAME);
-                }
-                self.state = State::Open;
+    fn attach(&mut self, act: &mut A, receiver: Receiver) {
+        match self.machine.attach(receiver) {
+            Attach::Opened { token } => {
+                self.counted_open = true;
+                self.setup.metrics.session_opened(self.machine.transport());
+                self.installed(token);
                 act.on_open(self);
             }
-            State::Open => match self.receiver.as_ref().map(|c| !c.dead && c.receiver.alive()) {
-                Some(true) => {
-                    log::debug!("sockjs {}: second receiver refused", self.setup.id);
-                    let _ = receiver.write(close_frame(CONFLICT_CLOSE.0, CONFLICT_CLOSE.1));
-                }
-                Some(false) => {
-                    log::debug!("sockjs {}: previous receiver was aborted", self.setup.id);
-                    self.detach();
-                    self.set_closed(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1.to_owned());
-                    self.notify_close(act, CloseReason::Interrupted);
-                    let _ = receiver.write(close_frame(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1));
-                }
-                None => self.install(receiver),
-            },
-            State::Closed { code, reason } => {
-                let _ = receiver.write(close_frame(*code, reason));
-                receiver.close_socket(*code, reason);
+            Attach::Attached { token } => self.installed(token),
+            Attach::Refused => log::debug!("sockjs {}: second receiver refused", self.setup.id),
+            Attach::Interrupted { old } => {
+                log::debug!("sockjs {}: previous receiver was aborted", self.setup.id);
+                self.cancel_timers(Some(old));
+                self.notify_close(act, CloseCause::Interrupted);
             }
+            Attach::Closed => {}
         }
     }
 
-    fn install(&mut self, receiver: Receiver) {
-        self.next_token += 1;
-        let token = self.next_token;
-        let watch = receiver.gone().map(|gone| {
-            let gone = wrap_future::<_, A>(gone).map(move |(), act, ctx| ctx.receiver_gone(act, token));
-            self.parts.spawn(gone)
-        });
-        // A WebSocket transport sends its own heartbeats with its pings.
-        let own_heartbeat = self.setup.mode != Mode::Raw && *receiver.framing() != Framing::WebSocket;
-        let heartbeat = own_heartbeat.then(|| {
-            let every = self.setup.config.heartbeat;
-            self.run_interval(every, |_, ctx| ctx.heartbeat_tick())
-        });
+    /// Starts what an attached receiver needs: a watch on its end and
+    /// heartbeats, unless its transport does both itself.
+    fn installed(&mut self, token: u32) {
         if let Some(expiry) = self.cold.as_mut().and_then(|cold| cold.expiry.take()) {
             self.parts.cancel_future(expiry);
         }
-        self.wrote = false;
-        let timers = (watch.is_some() || heartbeat.is_some()).then(|| Box::new(Timers { watch, heartbeat }));
-        self.receiver = Some(Attached { receiver, token, dead: false, timers });
+        let Some(receiver) = self.machine.receiver() else { return };
+        let gone = receiver.gone();
+        let beats = receiver.needs_heartbeat();
+        let watch = gone.map(|gone| {
+            let gone = wrap_future::<_, A>(gone).map(move |(), act, ctx| ctx.receiver_gone(act, token));
+            self.parts.spawn(gone)
+        });
+        let heartbeat = beats.then(|| {
+            let every = self.setup.config.heartbeat;
+            self.run_interval(every, |_, ctx| {
+                let written = ctx.machine.heartbeat();
+                ctx.written(written);
+            })
+        });
+        if watch.is_some() || heartbeat.is_some() {
+            self.timers = Some(Box::new(Timers { token, watch, heartbeat }));
+        }
     }
 
-    /// Drops the attached receiver (which ends an HTTP response) and, for
-    /// HTTP sessions, starts the disconnect delay.
-    fn detach(&mut self) {
-        if let Some(timers) = self.receiver.take().and_then(|att| att.timers) {
-            for handle in timers.watch.into_iter().chain(timers.heartbeat) {
-                self.parts.cancel_future(handle);
+    /// Stops the timers of the receiver `token` (of whichever is running
+    /// when `None`).
+    fn cancel_timers(&mut self, token: Option<u32>) {
+        if self.timers.as_ref().is_some_and(|t| token.is_none_or(|token| t.token == token)) {
+            if let Some(timers) = self.timers.take() {
+                for handle in timers.watch.into_iter().chain(timers.heartbeat) {
+                    self.parts.cancel_future(handle);
+                }
             }
         }
-        if self.setup.mode == Mode::Http {
-            self.schedule_expiry();
+    }
+
+    /// Acts on what a write did: a detached receiver's timers stop, an
+    /// overflow runs `on_close`.
+    fn written(&mut self, written: Written) {
+        if let Some(token) = written.detached {
+            self.cancel_timers(Some(token));
+        }
+        if written.overflow {
+            self.overflowed();
         }
     }
 
+    /// The receiver `token` ended: an HTTP session is interrupted, a
+    /// WebSocket session ends.
+    fn receiver_gone(&mut self, act: &mut A, token: u32) {
+        if !self.machine.receiver_gone(token) {
+            return;
+        }
+        self.cancel_timers(Some(token));
+        let websocket = self.machine.transport().is_websocket();
+        if self.machine.close_ended() {
+            if websocket {
+                self.notify_close(act, CloseCause::ClientClosed);
+            } else {
+                log::debug!("sockjs {}: client aborted its receiving request", self.setup.id);
+                self.notify_close(act, CloseCause::Interrupted);
+            }
+        }
+        if websocket {
+            self.finish();
+        }
+    }
+
+    /// Starts the disconnect delay of an HTTP session without a receiver
+    /// (docs/protocol.md §7.7): when it passes with no receiver attached,
+    /// the session ends.
     fn schedule_expiry(&mut self) {
         self.needs_poll = true;
-        if let Some(previous) = self.cold.as_mut().and_then(|cold| cold.expiry.take()) {
-            self.parts.cancel_future(previous);
-        }
         let timer = self.run_later(self.setup.config.disconnect_delay, move |act, ctx| {
             if let Some(cold) = &mut ctx.cold {
                 cold.expiry = None;
             }
-            if ctx.receiver.is_some() {
-                return;
-            }
-            if ctx.state == State::Open {
-                log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.setup.id);
-                ctx.state =
-                    State::Closed { code: NORMAL_CLOSE.0, reason: Box::new(NORMAL_CLOSE.1.to_owned()) };
-                ctx.notify_close(act, CloseReason::Timeout);
+            match ctx.machine.expire() {
+                None => return,
+                Some(true) => {
+                    log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.setup.id);
+                    ctx.notify_close(act, CloseCause::Timeout);
+                }
+                Some(false) => {}
             }
             ctx.parts.stop();
         });
         self.cold().expiry = Some(timer);
     }
 
-    fn receiver_gone(&mut self, act: &mut A, token: u32) {
-        if self.receiver.as_ref().map(|a| a.token) != Some(token) {
-            return;
-        }
-        self.detach();
-        if self.setup.mode == Mode::Http {
-            if self.set_closed(INTERRUPTED_CLOSE.0, INTERRUPTED_CLOSE.1.to_owned()) {
-                log::debug!("sockjs {}: client aborted its receiving request", self.setup.id);
-                self.notify_close(act, CloseReason::Interrupted);
-            }
-        } else {
-            if self.state == State::Open {
-                self.state =
-                    State::Closed { code: NORMAL_CLOSE.0, reason: Box::new(NORMAL_CLOSE.1.to_owned()) };
-                self.notify_close(act, CloseReason::ClientClosed);
-            }
-            self.finish();
-        }
-    }
-
-    fn heartbeat_tick(&mut self) {
-        if !self.wrote {
-            self.write_frame(HEARTBEAT_FRAME);
-        }
-        self.wrote = false;
-    }
-
-    /// Writes one frame to the attached receiver, detaching it when it is done.
-    fn write_frame<'a>(&mut self, frame: impl Into<Cow<'a, str>>) {
-        let Some(att) = self.receiver.as_mut().filter(|a| !a.dead) else {
-            return;
-        };
-        match att.receiver.write(frame) {
-            Ok(done) => {
-                self.wrote = true;
-                let backlog = att.receiver.backlog();
-                if done {
-                    self.detach();
-                } else if backlog > self.setup.config.max_queue_bytes {
-                    // The client stopped reading: its transport must not hoard memory.
-                    log::warn!("sockjs {}: client is not reading ({backlog} bytes waiting)", self.setup.id);
-                    self.overflow();
-                }
-            }
-            // The receiver's end is reported (by its watcher or its
-            // transport) and closes the session.
-            Err(_) => att.dead = true,
-        }
-    }
-
     /// Hands what is queued to the attached receiver; runs after every turn
     /// of the actor. Returns whether the actor runtime must run again (a
     /// timer was started or the actor stopped outside its own poll).
     fn flush(&mut self) -> bool {
-        let before = (self.receiver.is_some(), self.parts.state());
-        let queued = self.pending.len() + self.cold.as_ref().map_or(0, |cold| cold.raw_bytes);
-        let backlog = self.receiver.as_ref().map_or(0, |a| a.receiver.backlog());
-        self.setup.metrics.queue_depth(queued + backlog);
-        if self.receiver.is_some() {
-            if self.setup.mode == Mode::Raw {
-                while self.receiver.is_some() {
-                    let Some(cold) = self.cold.as_mut() else { break };
-                    let Some(msg) = cold.raw.pop_front() else {
-                        // Drained: give the buffer back.
-                        cold.raw = VecDeque::new();
-                        break;
-                    };
-                    cold.raw_bytes -= msg.len();
-                    self.write_frame(msg);
+        let before = (self.machine.attached(), self.parts.state());
+        self.setup.metrics.queue_depth(self.machine.queued());
+        let written = self.machine.flush();
+        self.written(written);
+        if !self.machine.attached() {
+            if self.machine.transport().is_websocket() {
+                if *self.machine.state() != State::New {
+                    self.finish();
                 }
-            } else if !self.pending.is_empty() {
-                let mut frame = String::with_capacity(self.pending.len() + 3);
-                frame.push_str("a[");
-                frame.push_str(&self.pending);
-                frame.push(']');
-                self.pending.clear();
-                self.write_frame(frame);
+            } else if self.cold.as_ref().is_none_or(|cold| cold.expiry.is_none())
+                && self.parts.state() == ActorState::Running
+            {
+                self.schedule_expiry();
             }
         }
-        if self.close_unsent {
-            if let State::Closed { code, reason } = &self.state {
-                let (code, reason) = (*code, reason.clone());
-                self.close_unsent = false;
-                if self.setup.mode != Mode::Raw {
-                    self.write_frame(close_frame(code, &reason));
-                }
-                if let Some(att) = &self.receiver {
-                    let (code, reason) =
-                        if self.setup.mode == Mode::Raw { (code, reason.as_str()) } else { NORMAL_CLOSE };
-                    att.receiver.close_socket(code, reason);
-                }
-                self.detach();
-            }
-        }
-        if self.setup.mode != Mode::Http && self.state != State::New && self.receiver.is_none() {
-            self.finish();
-        }
-        std::mem::take(&mut self.needs_poll) || before != (self.receiver.is_some(), self.parts.state())
+        std::mem::take(&mut self.needs_poll) || before != (self.machine.attached(), self.parts.state())
     }
 }
 
@@ -666,20 +653,10 @@ where
     A: Actor<Context = SessionContext<A>>,
 {
     fn drop(&mut self) {
-        if let Some(transport) = self.counted_open.take() {
-            self.setup.metrics.session_closed(transport, None);
+        if std::mem::take(&mut self.counted_open) {
+            self.setup.metrics.session_closed(self.machine.transport(), None);
         }
-        if let Some(att) = self.receiver.take() {
-            let (code, reason) = match &self.state {
-                State::Closed { code, reason } => (*code, reason.as_str()),
-                _ => NORMAL_CLOSE,
-            };
-            let mut receiver = att.receiver;
-            if self.setup.mode != Mode::Raw && (self.state == State::Open || self.close_unsent) {
-                let _ = receiver.write(close_frame(code, reason));
-            }
-            receiver.close_socket(code, reason);
-        }
+        self.machine.end();
         self.setup.on_end.ended(self.setup.serial);
         log::trace!("sockjs {}: session ended", self.setup.id);
     }
@@ -776,7 +753,7 @@ impl<A: Session> ActorFuture<A> for Finisher {
     }
 }
 
-/// Drains the session's command channel inside its context.
+/// Drains the session's command queue inside its context.
 struct Pump {
     rx: CommandRx,
 }
@@ -825,26 +802,18 @@ impl<A: Session> Future for SessionFut<A> {
 /// Starts a session actor on the current arbiter.
 pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: CommandRx) {
     let mailbox = Mailbox::default();
-    let http = setup.mode == Mode::Http;
+    let machine = Machine::new(setup.transport, setup.config.max_queue_bytes);
     let mut ctx = SessionContext {
         parts: ContextParts::new(mailbox.sender_producer()),
         setup,
-        state: State::New,
-        pending: String::new(),
+        machine,
         cold: None,
-        receiver: None,
-        next_token: 0,
-        close_unsent: false,
-        wrote: false,
+        timers: None,
         finish_requested: false,
         finisher_spawned: false,
         needs_poll: false,
-        counted_open: None,
+        counted_open: false,
     };
     ctx.parts.spawn(Pump { rx });
-    if http {
-        // A session whose first receiver never arrives still expires.
-        ctx.schedule_expiry();
-    }
     actix::spawn(SessionFut { fut: ContextFut::new(ctx, act, mailbox) });
 }

@@ -1,5 +1,6 @@
-//! The user's side of a session: the [`Session`] trait, why a session closed,
-//! and what the opening request carried.
+//! Sessions: the [`Session`] trait the user implements, the context that
+//! runs it ([`SessionContext`], driving the state [`machine`]), and what the
+//! opening request carried ([`RequestInfo`]).
 
 use std::{
     fmt,
@@ -15,12 +16,16 @@ use actix_web::{
 };
 
 mod context;
+mod machine;
 
 pub use context::SessionContext;
 pub(crate) use context::{
-    command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Mode,
-    SessionSetup, Shared,
+    command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, EndedTx, Failure,
+    SessionSetup,
 };
+pub(crate) use machine::Shared;
+
+use crate::cause::CloseCause;
 
 /// A SockJS session's application logic.
 ///
@@ -33,7 +38,7 @@ pub(crate) use context::{
 ///
 /// ```
 /// use actix::Actor;
-/// use actix_sockjs::{CloseReason, Session, SessionContext};
+/// use actix_sockjs::{CloseCause, Session, SessionContext};
 ///
 /// struct Echo;
 ///
@@ -46,8 +51,8 @@ pub(crate) use context::{
 ///         ctx.send(msg);
 ///     }
 ///
-///     fn on_close(&mut self, reason: CloseReason, _ctx: &mut SessionContext<Self>) {
-///         log::info!("session closed: {reason}");
+///     fn on_close(&mut self, cause: CloseCause, _ctx: &mut SessionContext<Self>) {
+///         log::info!("session closed: {cause}");
 ///     }
 /// }
 /// ```
@@ -65,90 +70,10 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
     /// Called once when an open session ends, with the cause. The actor stops
     /// after it (for HTTP sessions, once the disconnect delay has passed, so
     /// that late requests still get the close frame). Default: does nothing.
-    fn on_close(&mut self, reason: CloseReason, ctx: &mut SessionContext<Self>) {
-        let _ = (reason, ctx);
+    fn on_close(&mut self, cause: CloseCause, ctx: &mut SessionContext<Self>) {
+        let _ = (cause, ctx);
     }
 }
-
-/// Why a session ended, as given to [`Session::on_close`].
-///
-/// # Examples
-///
-/// ```
-/// use actix::Actor;
-/// use actix_sockjs::{CloseReason, Session, SessionContext};
-///
-/// struct Player;
-/// impl Actor for Player {
-///     type Context = SessionContext<Self>;
-/// }
-/// impl Session for Player {
-///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
-///
-///     fn on_close(&mut self, reason: CloseReason, _: &mut SessionContext<Self>) {
-///         match reason {
-///             // Worth a reconnect grace period: the network dropped.
-///             CloseReason::Interrupted | CloseReason::Timeout => log::info!("player lost: {reason}"),
-///             // The player left or was kicked: free the seat now.
-///             _ => log::info!("player gone: {reason}"),
-///         }
-///     }
-/// }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The application called [`SessionContext::close`] with this code and reason.
-    Application {
-        /// The close code sent to the client.
-        code: u16,
-        /// The close reason sent to the client.
-        reason: String,
-    },
-    /// The client closed its WebSocket.
-    ClientClosed,
-    /// The client went away: it aborted a long-poll or a stream (later
-    /// requests get `c[1002,"Connection interrupted"]`), or its WebSocket
-    /// stopped answering pings.
-    Interrupted,
-    /// No receiving request came within the disconnect delay.
-    Timeout,
-    /// The outgoing queue exceeded [`Config::max_queue_bytes`](crate::Config::max_queue_bytes);
-    /// the client got `c[3008,"Outgoing queue overflow"]`.
-    Overflow,
-    /// The client broke the protocol (undecodable WebSocket data, a message
-    /// over the size limit).
-    ProtocolError,
-    /// The server is shutting down (see [`Shutdown`](crate::Shutdown)); the
-    /// client got `c[1001,"Server shutting down"]`.
-    Shutdown,
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Application { code, reason } => write!(f, "closed by the application ({code}, {reason:?})"),
-            Self::ClientClosed => f.write_str("closed by the client"),
-            Self::Interrupted => f.write_str("client connection interrupted"),
-            Self::Timeout => f.write_str("no receiver within the disconnect delay"),
-            Self::Overflow => f.write_str("outgoing queue overflow"),
-            Self::ProtocolError => f.write_str("protocol error from the client"),
-            Self::Shutdown => f.write_str("server shutting down"),
-        }
-    }
-}
-
-/// The code and reason sent when the outgoing queue overflows.
-pub const OVERFLOW_CLOSE: (u16, &str) = (3008, "Outgoing queue overflow");
-/// The code and reason sent after a receiving connection was aborted.
-pub const INTERRUPTED_CLOSE: (u16, &str) = (1002, "Connection interrupted");
-/// The code and reason sent when the server shuts down.
-pub const SHUTDOWN_CLOSE: (u16, &str) = (1001, "Server shutting down");
-/// The code and reason sent to a second concurrent receiver.
-pub const CONFLICT_CLOSE: (u16, &str) = (2010, "Another connection still open");
-/// The code and reason used when the session actor is stopped without
-/// [`SessionContext::close`].
-pub const NORMAL_CLOSE: (u16, &str) = (1000, "Normal closure");
 
 /// What the request that opened a session carried, captured at open.
 ///
@@ -367,7 +292,7 @@ mod tests {
         assert_eq!(info.header("X-USER"), Some("ann"));
         assert_eq!(info.header("x-empty"), Some(""));
         assert_eq!(info.header("x-raw"), None, "not UTF-8");
-        assert_eq!(info.headers().get("x-raw").map(|v| v.as_bytes()), Some(&b"caf\xe9"[..]));
+        assert_eq!(info.headers().get("x-raw").map(HeaderValue::as_bytes), Some(&b"caf\xe9"[..]));
         assert_eq!(info.header("missing"), None);
         assert_eq!(info.cookie("auth"), Some("xyz"));
         assert_eq!(info.cookie("theme"), Some("dark"), "a second Cookie header");

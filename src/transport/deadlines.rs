@@ -21,13 +21,12 @@ use std::{
 
 use tokio::time::{self, Duration, Instant};
 
-use super::WsOut;
-use crate::queue::Nudger;
+use crate::receiver::{queue::Nudger, Out};
 
 /// One socket's next deadline, in [`now`]'s milliseconds.
 struct Due {
     at: u64,
-    socket: Nudger<WsOut>,
+    socket: Nudger<Out>,
 }
 
 impl PartialEq for Due {
@@ -91,7 +90,7 @@ pub(crate) fn millis(d: Duration) -> u64 {
 
 /// Wakes `socket`'s receiver once [`now`] reaches `at`. Must run on an
 /// actix (tokio local) worker thread, as WebSocket bodies do.
-pub(crate) fn wake_at(at: u64, socket: Nudger<WsOut>) {
+pub(crate) fn wake_at(at: u64, socket: Nudger<Out>) {
     let (start, wake) = DEADLINES.with(|d| {
         let mut d = d.borrow_mut();
         if d.due.len() >= d.sweep_at {
@@ -170,7 +169,7 @@ impl Future for Sleeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue;
+    use crate::receiver::queue;
 
     /// Wakes the test when the queue wakes its receiver.
     struct Woken(tokio::sync::Notify);
@@ -182,7 +181,7 @@ mod tests {
     }
 
     /// Waits until the queue's receiver is woken (it is never sent anything).
-    async fn woken(rx: &mut queue::Rx<WsOut>) {
+    async fn woken(rx: &mut queue::Rx<Out>) {
         let flag = std::sync::Arc::new(Woken(tokio::sync::Notify::new()));
         let waker = Waker::from(flag.clone());
         assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
@@ -192,9 +191,9 @@ mod tests {
     #[test]
     fn sockets_are_woken_at_their_deadlines_never_before() {
         actix::System::new().block_on(async {
-            let (_tx_a, mut a) = queue::queue::<WsOut>();
-            let (_tx_b, mut b) = queue::queue::<WsOut>();
-            let (_tx_c, c) = queue::queue::<WsOut>();
+            let (_tx_a, mut a) = queue::queue::<Out>();
+            let (_tx_b, mut b) = queue::queue::<Out>();
+            let (_tx_c, c) = queue::queue::<Out>();
             let start = Instant::now();
             let base = now();
             // A far deadline first: the sleeper must wake up earlier for
@@ -210,7 +209,7 @@ mod tests {
             assert!(start.elapsed() >= Duration::from_millis(79));
             // A socket that is gone is skipped when its time comes.
             drop((_tx_c, c));
-            let (_tx_d, mut d) = queue::queue::<WsOut>();
+            let (_tx_d, mut d) = queue::queue::<Out>();
             wake_at(now() + 10, d.nudger());
             time::timeout(limit, woken(&mut d)).await.expect("d woken");
         });
@@ -220,10 +219,10 @@ mod tests {
     fn closed_sockets_entries_are_swept_out_as_the_heap_grows() {
         actix::System::new().block_on(async {
             let far = now() + 600_000;
-            let (_tx, live) = queue::queue::<WsOut>();
+            let (_tx, live) = queue::queue::<Out>();
             wake_at(far, live.nudger());
             for _ in 0..1000 {
-                let (tx, rx) = queue::queue::<WsOut>();
+                let (tx, rx) = queue::queue::<Out>();
                 wake_at(far, rx.nudger());
                 drop((tx, rx));
             }

@@ -1,5 +1,6 @@
-//! The WebSocket transports: SockJS-framed (`/<server>/<session>/websocket`),
-//! raw (`/websocket`), and the legacy hixie-76 handshake on the framed URL.
+//! The WebSocket transports: SockJS-framed (`/<server>/<session>/websocket`,
+//! docs/protocol.md §6.11) and raw (`/websocket`, §6.12). The legacy
+//! hixie-76 handshake on the framed URL is in [`super::hixie76`].
 //!
 //! A WebSocket is served by its response body, [`WsStream`], which attaches
 //! to its session as the session's only receiver and forwards client
@@ -19,27 +20,22 @@ use actix_web::{
     HttpRequest, HttpResponse,
 };
 use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError};
-use futures_util::{Stream, StreamExt as _};
-use tokio::sync::mpsc::unbounded_channel;
+use futures_util::Stream;
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
-use super::{
-    body_stream, deadlines,
-    http::{error, refusal_error},
-    ws_pipe, Backlog, Framing, PeerSocket, Receiver, WsOut, WsReader,
-};
+use super::deadlines;
 use crate::{
     config::Config,
-    manager::{next_serial, Opening, RegisterSocket},
-    protocol::{hixie76_digest, parse_messages, HEARTBEAT_FRAME},
-    service::Endpoint,
-    session::{command_channel, Command, CommandTx, Failure, Mode, Session},
+    endpoint::{error, session_id, Endpoint},
+    protocol::{parse_messages, Transport, HEARTBEAT_FRAME},
+    receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
+    session::{Command, CommandTx, Failure, Session},
 };
 
 /// "Not set", for a socket's millisecond clocks.
 const NEVER: u64 = u64::MAX;
 
-/// GET `/<server>/<session>/websocket`.
+/// GET `/<server>/<session>/websocket` (and hixie-76 on the same URL).
 pub(crate) async fn framed<A: Session>(
     req: HttpRequest,
     payload: web::Payload,
@@ -48,10 +44,9 @@ pub(crate) async fn framed<A: Session>(
     let legacy = req.headers().contains_key("sec-websocket-key1")
         && !req.headers().contains_key(header::SEC_WEBSOCKET_KEY);
     if legacy {
-        return hixie76(req, payload, ep).await;
+        return super::hixie76::open(req, payload, ep).await;
     }
-    let id = Arc::from(req.match_info().get("session").unwrap_or_default());
-    open(req, payload, &ep, id, false).await
+    open(req, payload, &ep, Transport::WebSocket).await
 }
 
 /// GET `/websocket`: a WebSocket without SockJS framing.
@@ -60,15 +55,14 @@ pub(crate) async fn raw<A: Session>(
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
-    open(req, payload, &ep, Arc::from(""), true).await
+    open(req, payload, &ep, Transport::RawWebSocket).await
 }
 
 async fn open<A: Session>(
     req: HttpRequest,
     payload: web::Payload,
     ep: &Endpoint<A>,
-    id: Arc<str>,
-    raw: bool,
+    transport: Transport,
 ) -> HttpResponse {
     if let Err(e) = ep.check_origin(&req) {
         return e.error_response();
@@ -85,17 +79,14 @@ async fn open<A: Session>(
             return error(StatusCode::BAD_REQUEST, format!("Not a valid websocket request: {e}"));
         }
     };
-    let serial = next_serial();
-    let id = if raw { Arc::from(format!("raw-{serial}")) } else { id };
-    let (framing, mode) =
-        if raw { (Framing::RawWebSocket, Mode::Raw) } else { (Framing::WebSocket, Mode::WebSocket) };
-    let (out_tx, out_rx) = ws_pipe();
-    let receiver = Receiver::ws(framing, out_tx);
+    let raw = transport == Transport::RawWebSocket;
+    let (out_tx, out_rx) = out_queue();
     let opening = match ep.admit(&req) {
         Ok(o) => o,
         Err(e) => return e.error_response(),
     };
-    let cmd_tx = match open_session(&req, ep, id, serial, mode, receiver, opening).await {
+    let id = (!raw).then(|| session_id(&req));
+    let session = match ep.open_socket(&req, id, Receiver::socket(transport, out_tx, true), opening).await {
         Ok(tx) => tx,
         Err(e) => return e.error_response(),
     };
@@ -106,7 +97,7 @@ async fn open<A: Session>(
         read: BytesMut::new(),
         write: BytesMut::new(),
         out: out_rx,
-        session: cmd_tx,
+        session,
         raw,
         partial: None,
         config: ep.config.clone(),
@@ -119,32 +110,6 @@ async fn open<A: Session>(
         done: false,
     };
     handshake.streaming(socket)
-}
-
-/// Registers a WebSocket session with the manager and starts it with its
-/// receiver attached; returns the session's command channel.
-async fn open_session<A: Session>(
-    req: &HttpRequest,
-    ep: &Endpoint<A>,
-    id: Arc<str>,
-    serial: u64,
-    mode: Mode,
-    receiver: Receiver,
-    opening: Opening,
-) -> Result<CommandTx, actix_web::Error> {
-    let (cmd_tx, cmd_rx) = command_channel();
-    let lookup = (mode == Mode::WebSocket).then(|| id.clone());
-    let starter = match ep.manager.send(RegisterSocket::new(serial, lookup, cmd_tx.clone(), opening)).await {
-        Ok(Ok(f)) => f,
-        Ok(Err(refusal)) => return Err(refusal_error(refusal)),
-        Err(e) => {
-            log::error!("sockjs: session manager unavailable: {e}");
-            return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
-        }
-    };
-    let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
-    ep.start(starter, serial, id, mode, req, cmd_rx);
-    Ok(cmd_tx)
 }
 
 /// The body of a WebSocket response, and the transport itself: it decodes
@@ -164,7 +129,7 @@ struct WsStream {
     read: BytesMut,
     /// Encoded frames not yet handed to the dispatcher.
     write: BytesMut,
-    out: WsReader,
+    out: OutRx,
     session: CommandTx,
     raw: bool,
     /// A fragmented text message being reassembled.
@@ -370,12 +335,12 @@ impl WsStream {
     /// Encodes what the session wrote.
     fn send(&mut self, cx: &mut Context<'_>) {
         while !self.closing && self.write.len() < 64 * 1024 {
-            match self.out.poll_recv_weighed(cx, WsOut::weight) {
-                Poll::Ready(Some(WsOut::Text(text))) => {
+            match self.out.poll_recv_weighed(cx, Out::weight) {
+                Poll::Ready(Some(Out::Text(text))) => {
                     self.wrote = true;
                     self.encode(Message::Text(text.into()));
                 }
-                Poll::Ready(Some(WsOut::Close(close))) => {
+                Poll::Ready(Some(Out::Close(close))) => {
                     let (code, reason) = *close;
                     self.close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason) }));
                 }
@@ -426,103 +391,6 @@ impl Stream for WsStream {
         }
         Poll::Pending
     }
-}
-
-/// The hixie-76 handshake (PROTOCOL.md §6.11b): the head goes out before the
-/// 8-byte key is read, then the digest, then hixie-framed SockJS frames.
-async fn hixie76<A: Session>(
-    req: HttpRequest,
-    mut payload: web::Payload,
-    ep: web::Data<Endpoint<A>>,
-) -> HttpResponse {
-    if let Err(e) = ep.check_origin(&req) {
-        return e.error_response();
-    }
-    let headers = req.headers();
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let (key1, key2) = (text("sec-websocket-key1"), text("sec-websocket-key2"));
-    let upgrade = text("upgrade").eq_ignore_ascii_case("websocket");
-    if !upgrade || !text("connection").to_ascii_lowercase().contains("upgrade") {
-        return error(StatusCode::BAD_REQUEST, "Not a valid websocket request.");
-    }
-    let opening = match ep.admit(&req) {
-        Ok(o) => o,
-        Err(e) => return e.error_response(),
-    };
-    let location = format!("ws://{}{}", text("host"), req.uri());
-    let origin = text("origin");
-
-    let (out_tx, out_rx) = unbounded_channel::<Bytes>();
-    let backlog = Backlog::default();
-    let body = body_stream(out_rx, backlog.clone()).map(Ok::<_, Infallible>);
-    let ep = ep.into_inner();
-    let req2 = req.clone();
-    actix_web::rt::spawn(async move {
-        let mut buf = BytesMut::new();
-        while buf.len() < 8 {
-            match payload.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                _ => return,
-            }
-        }
-        let key3 = buf.split_to(8);
-        let Some(digest) = hixie76_digest(&key1, &key2, &key3) else {
-            log::debug!("sockjs: bad hixie-76 keys");
-            return;
-        };
-        if out_tx.send(Bytes::copy_from_slice(&digest)).is_err() {
-            return;
-        }
-        let id = Arc::from(req2.match_info().get("session").unwrap_or_default());
-        let receiver = Receiver::http(Framing::Hixie76, out_tx, backlog, usize::MAX, None);
-        let Ok(session) =
-            open_session(&req2, &ep, id, next_serial(), Mode::WebSocket, receiver, opening).await
-        else {
-            return;
-        };
-        // Client frames: 0x00, UTF-8 text, 0xFF.
-        let max = ep.config.max_message_bytes;
-        loop {
-            while let Some(start) = buf.iter().position(|&b| b == 0) {
-                let Some(len) = buf[start + 1..].iter().position(|&b| b == 0xff) else { break };
-                let frame = buf.split_to(start + 1 + len + 1);
-                let text = String::from_utf8_lossy(&frame[start + 1..start + 1 + len]).into_owned();
-                match parse_messages(text.as_bytes(), true) {
-                    Ok(m) if !m.is_empty() => {
-                        let _ = session.send(Command::messages(m));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        log::debug!("sockjs: hixie-76 frame refused: {e}");
-                        let _ = session.send(Command::TransportFailed(Failure::Protocol));
-                        return;
-                    }
-                }
-            }
-            // Held back, like an RFC 6455 client, while the session has a
-            // backlog of this client's messages.
-            futures_util::future::poll_fn(|cx| session.poll_room(cx)).await;
-            match payload.next().await {
-                // What is left in `buf` is one unfinished frame: bounded
-                // like any message, so that a frame never ended with 0xFF
-                // cannot grow the buffer for as long as the client sends.
-                Some(Ok(chunk)) if buf.len() + chunk.len() > max + 2 => {
-                    log::info!("sockjs: hixie-76 frame over {max} bytes refused");
-                    let _ = session.send(Command::TransportFailed(Failure::Protocol));
-                    return;
-                }
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                _ => return,
-            }
-        }
-    });
-    let mut res = HttpResponse::SwitchingProtocols();
-    res.upgrade("WebSocket");
-    res.insert_header(("Sec-WebSocket-Location", location));
-    if !origin.is_empty() {
-        res.insert_header(("Sec-WebSocket-Origin", origin));
-    }
-    res.streaming(body)
 }
 
 /// Refuses the frame at the head of `buf` by the payload length its header

@@ -1,7 +1,7 @@
 //! Test clients that speak HTTP/1.x and WebSocket on raw TCP sockets, so
 //! that tests see the wire exactly (chunk boundaries, framing, headers), and
 //! a handle on `examples/test_server` running on a free loopback port.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, reason = "each test binary uses its own part of the helpers")]
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -89,7 +89,7 @@ impl Drop for TestServer {
 /// test process, in the profile the tests were built with: `cargo test
 /// --test x` alone does not rebuild examples, and a stale one would test old
 /// code.
-fn example_binary(name: &str, features: &[&str]) -> PathBuf {
+pub fn example_binary(name: &str, features: &[&str]) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut dir = std::env::current_exe().expect("test exe");
     dir.pop();
@@ -97,7 +97,7 @@ fn example_binary(name: &str, features: &[&str]) -> PathBuf {
         dir.pop();
     }
     let exe = dir.join("examples").join(name);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
@@ -124,7 +124,7 @@ pub fn resident_bytes(process: impl std::fmt::Display) -> usize {
 
 /// Open descriptors of a process (`"self"` or a pid).
 pub fn open_descriptors(process: impl std::fmt::Display) -> usize {
-    std::fs::read_dir(format!("/proc/{process}/fd")).map_or(0, |d| d.count())
+    std::fs::read_dir(format!("/proc/{process}/fd")).map_or(0, Iterator::count)
 }
 
 /// A fresh session id for each call.
@@ -495,6 +495,28 @@ impl WsClient {
             Ws::Text(t) => t,
             other => panic!("expected a text frame, got {other:?}"),
         }
+    }
+
+    /// Whether the server ends the connection (EOF or reset) within
+    /// `limit`, while this client keeps its own side open.
+    pub fn ends_within(&mut self, limit: Duration) -> bool {
+        let socket = self.conn.reader.get_ref();
+        socket.set_read_timeout(Some(limit)).expect("timeout");
+        let mut byte = [0u8; 1];
+        let ended = loop {
+            match self.conn.reader.read(&mut byte) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    break false
+                }
+                Err(_) => break true,
+            }
+        };
+        self.conn.reader.get_ref().set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+        ended
     }
 
     /// After a close frame (or without one) the server must end the

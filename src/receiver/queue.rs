@@ -29,7 +29,7 @@ struct State<T> {
     first: Option<T>,
     /// Further items, in order, all queued after `first`; boxed, as most
     /// queues never need it (8 bytes in place of 32).
-    #[allow(clippy::box_collection)]
+    #[expect(clippy::box_collection, reason = "boxed to keep idle queues small, see above")]
     rest: Option<Box<VecDeque<T>>>,
     /// Live senders (the receiver sees the end when none is left), and
     /// [`RECEIVER_GONE`]; one word, so that the state keeps its size with
@@ -40,11 +40,19 @@ struct State<T> {
     load: u32,
     /// Wakes the receiver when something is queued or the last sender leaves.
     receiver: Option<Waker>,
-    /// Senders waiting for room ([`Tx::poll_room`]): woken when the queue
-    /// is empty again or the receiver is gone. Boxed: most queues never
-    /// have one (8 bytes in place of 24).
-    #[allow(clippy::box_collection)]
-    waiting: Option<Box<Vec<Waker>>>,
+    /// Senders waiting for room or for the receiver's end. Boxed: most
+    /// queues never have one (8 bytes in place of 40).
+    waiting: Option<Box<Waiting>>,
+}
+
+/// Senders waiting on a queue.
+#[derive(Default)]
+struct Waiting {
+    /// Waiting for room ([`Tx::poll_room`]): woken when the queue is empty
+    /// again or the receiver is gone.
+    room: Vec<Waker>,
+    /// Waiting for the receiver to go ([`Tx::poll_closed`]).
+    closed: Option<Waker>,
 }
 
 /// The receiver is gone (a bit of [`State::ends`]).
@@ -139,9 +147,23 @@ impl<T> Tx<T> {
         if state.receiver_gone() || state.load as usize <= limit {
             return Poll::Ready(());
         }
-        let waiting = state.waiting.get_or_insert_default();
-        if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
-            waiting.push(cx.waker().clone());
+        let room = &mut state.waiting.get_or_insert_default().room;
+        if !room.iter().any(|w| w.will_wake(cx.waker())) {
+            room.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Ready once the receiver is gone. One task at a time may wait: the
+    /// last to poll is the one woken.
+    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.0.lock();
+        if state.receiver_gone() {
+            return Poll::Ready(());
+        }
+        let closed = &mut state.waiting.get_or_insert_default().closed;
+        if !closed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *closed = Some(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -203,17 +225,19 @@ impl<T> Rx<T> {
         let mut state = self.0.lock();
         if let Some(item) = state.pop() {
             if state.load != u32::MAX {
-                state.load = state.load.saturating_sub(u32::try_from(weight(&item)).unwrap_or(u32::MAX));
+                let weight = u32::try_from(weight(&item)).unwrap_or(u32::MAX);
+                debug_assert!(weight <= state.load, "an item weighs more than the queue's load");
+                state.load = state.load.saturating_sub(weight);
             }
             let waiting = if state.len() == 0 {
                 // Nothing queued weighs nothing, whatever the weights said.
                 state.load = 0;
-                state.waiting.take()
+                state.waiting.as_mut().map(|w| std::mem::take(&mut w.room))
             } else {
                 None
             };
             drop(state);
-            waiting.into_iter().flat_map(|w| *w).for_each(Waker::wake);
+            waiting.into_iter().flatten().for_each(Waker::wake);
             return Poll::Ready(Some(item));
         }
         if state.senders() == 0 {
@@ -267,7 +291,10 @@ impl<T> Drop for Rx<T> {
         };
         // Dropped outside the lock: an item may own another queue's end.
         drop(items);
-        waiting.into_iter().flat_map(|w| *w).for_each(Waker::wake);
+        if let Some(waiting) = waiting {
+            let Waiting { room, closed } = *waiting;
+            room.into_iter().chain(closed).for_each(Waker::wake);
+        }
     }
 }
 
@@ -405,5 +432,21 @@ mod tests {
         drop(rx);
         assert!(tx.is_closed());
         assert_eq!(tx.send(7), Err(7));
+    }
+
+    #[test]
+    fn a_closed_watcher_is_woken_by_the_receivers_end_only() {
+        let (tx, mut rx) = queue::<u8>();
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(tx.poll_closed(&mut cx), Poll::Pending);
+        tx.send_weighed(1, 10).unwrap();
+        assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 10), Poll::Ready(Some(1)));
+        assert_eq!(wakes(), 0, "draining the queue is not the receiver's end");
+        drop(rx);
+        assert_eq!(wakes(), 1);
+        assert_eq!(tx.poll_closed(&mut cx), Poll::Ready(()));
     }
 }

@@ -21,7 +21,7 @@ pub(crate) struct PeerSocket(Arc<Mutex<Option<socket2::Socket>>>);
 impl PeerSocket {
     /// `false` once the peer has closed its end (EOF or reset).
     pub(super) fn alive(&self) -> bool {
-        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(socket) = guard.as_ref() else { return true };
         let mut buf = [MaybeUninit::<u8>::uninit(); 1];
         match socket.peek(&mut buf) {
@@ -34,7 +34,7 @@ impl PeerSocket {
 
     /// Closes the duplicate descriptor.
     pub(crate) fn release(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 }
 

@@ -1,0 +1,52 @@
+//! The close codes the server puts in close frames (`c[code,"reason"]`),
+//! with their reasons (docs/protocol.md §5.4).
+//!
+//! Codes 3000–4999 are the application's, for
+//! [`SessionContext::close`](crate::SessionContext::close); the ones below
+//! are the server's own.
+//!
+//! # Examples
+//!
+//! ```
+//! use actix_sockjs::close_code;
+//!
+//! assert_eq!(close_code::OVERFLOW, 3008);
+//! assert_eq!(close_code::reason(close_code::OVERFLOW), Some("Outgoing queue overflow"));
+//! assert_eq!(close_code::reason(4001), None);
+//! ```
+
+/// A session ended by its actor without [`close`](crate::SessionContext::close):
+/// "Normal closure".
+pub const NORMAL: u16 = 1000;
+/// The server is shutting down: "Server shutting down".
+pub const SHUTDOWN: u16 = 1001;
+/// A receiving connection was aborted by its client: "Connection interrupted".
+pub const INTERRUPTED: u16 = 1002;
+/// A second receiver while one is attached: "Another connection still open".
+pub const ANOTHER_CONNECTION: u16 = 2010;
+/// The outgoing queue overflowed: "Outgoing queue overflow".
+pub const OVERFLOW: u16 = 3008;
+
+/// The reason the server sends with one of its own codes; `None` for
+/// other codes.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(actix_sockjs::close_code::reason(1001), Some("Server shutting down"));
+/// ```
+pub fn reason(code: u16) -> Option<&'static str> {
+    Some(match code {
+        NORMAL => "Normal closure",
+        SHUTDOWN => "Server shutting down",
+        INTERRUPTED => "Connection interrupted",
+        ANOTHER_CONNECTION => "Another connection still open",
+        OVERFLOW => "Outgoing queue overflow",
+        _ => return None,
+    })
+}
+
+/// A code and its reason, for the server's own codes.
+pub(crate) fn with_reason(code: u16) -> (u16, &'static str) {
+    (code, reason(code).unwrap_or_default())
+}

@@ -1,0 +1,330 @@
+//! What every transport's answer shares: the [`Endpoint`] (options,
+//! manager, metrics, the authorisation hook), reaching a session from a
+//! request, and the headers and error answers of docs/protocol.md §4.
+
+use std::{
+    cell::OnceCell,
+    fmt,
+    net::IpAddr,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use actix::Addr;
+use actix_web::{
+    http::{
+        header::{self, HeaderValue},
+        StatusCode,
+    },
+    HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError,
+};
+
+use crate::{
+    admission::{client_ip, origin_allowed, Refusal},
+    config::Config,
+    manager::{
+        next_serial, Acquire, Acquired, Directory, GetDirectory, Opening, RegisterSocket, SessionManager,
+        Starter,
+    },
+    metrics::EndpointMetrics,
+    protocol::{self, Transport},
+    receiver::Receiver,
+    session::{
+        command_channel, start_session, Command, CommandRx, CommandTx, RequestInfo, Session, SessionSetup,
+    },
+    util,
+};
+
+/// `text/plain`, for errors and plain answers.
+pub(crate) const TEXT: &str = "text/plain; charset=UTF-8";
+/// The content type of xhr and JSONP answers.
+pub(crate) const JAVASCRIPT: &str = "application/javascript; charset=UTF-8";
+/// A year, for what may be cached.
+pub(crate) const LONG_CACHE_SECS: u64 = 31_536_000;
+
+/// The authorisation hook: sees the opening request, may refuse it.
+pub(crate) type Authorize = Rc<dyn Fn(&HttpRequest) -> Result<(), actix_web::Error>>;
+
+/// What the handlers of one endpoint share (one per worker).
+pub(crate) struct Endpoint<A: Session> {
+    pub(crate) config: Arc<Config>,
+    pub(crate) manager: Addr<SessionManager<A>>,
+    pub(crate) metrics: Arc<EndpointMetrics>,
+    /// The manager's session directory, fetched at this worker's first request.
+    directory: OnceCell<Directory>,
+    /// The iframe page and its ETag.
+    pub(crate) iframe: (String, String),
+    authorize: Option<Authorize>,
+}
+
+impl<A: Session> fmt::Debug for Endpoint<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint").field("config", &self.config).finish()
+    }
+}
+
+/// Why a request could not reach its session.
+#[derive(Debug)]
+pub(crate) enum ReachError {
+    /// No session with that id.
+    Missing,
+    /// The manager actor is gone.
+    Manager,
+    /// The authorisation hook or a cap refused to open the session.
+    Denied(actix_web::Error),
+}
+
+impl<A: Session> Endpoint<A> {
+    pub(crate) fn new(
+        prefix: &str,
+        manager: Addr<SessionManager<A>>,
+        config: Config,
+        authorize: Option<Authorize>,
+    ) -> Self {
+        Self {
+            iframe: protocol::iframe_page(&config.sockjs_url),
+            config: Arc::new(config),
+            manager,
+            metrics: Arc::new(EndpointMetrics::new(prefix)),
+            directory: OnceCell::new(),
+            authorize,
+        }
+    }
+
+    /// 403 for a browser origin outside the allow-list.
+    pub(crate) fn check_origin(&self, req: &HttpRequest) -> Result<(), actix_web::Error> {
+        if origin_allowed(req, &self.config.allowed_origins) {
+            return Ok(());
+        }
+        log::info!(
+            "sockjs: {} {}: origin {:?} not allowed",
+            req.method(),
+            req.path(),
+            req.headers().get(header::ORIGIN)
+        );
+        Err(actix_web::error::ErrorForbidden("Origin not allowed."))
+    }
+
+    /// Runs the authorisation hook for a request that would open a session.
+    pub(crate) fn admit(&self, req: &HttpRequest) -> Result<Opening, actix_web::Error> {
+        if let Some(hook) = &self.authorize {
+            if let Err(e) = hook(req) {
+                log::info!(
+                    "sockjs: {} {}: session refused by the authorisation hook: {e}",
+                    req.method(),
+                    req.path()
+                );
+                return Err(e);
+            }
+        }
+        Ok(Opening { client: self.client_ip(req), caps: self.config.caps() })
+    }
+
+    fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        client_ip(req, &self.config.trusted_proxies)
+    }
+
+    /// Attaches a receiver to the HTTP session `id`, opening the session
+    /// first (if the authorisation hook and the caps allow it) if there is
+    /// none.
+    pub(crate) async fn attach(
+        &self,
+        req: &HttpRequest,
+        id: Arc<str>,
+        receiver: Receiver,
+    ) -> Result<(), ReachError> {
+        let mut receiver = Box::new(receiver);
+        if let Some(tx) = self.find(&id).await {
+            match tx.send(Command::Attach(receiver)) {
+                Ok(()) => return Ok(()),
+                Err(Command::Attach(r)) => receiver = r,
+                Err(_) => return Err(ReachError::Manager),
+            }
+        }
+        let mut opening = None;
+        // A session can end between the manager's answer and our command;
+        // the manager then forgets it and the next round opens a new one.
+        for _ in 0..3 {
+            let acquire = Acquire::new(id.clone(), opening);
+            match self.manager.send(acquire).await.map_err(|_| ReachError::Manager)? {
+                Acquired::Found(tx) => match tx.send(Command::Attach(receiver)) {
+                    Ok(()) => return Ok(()),
+                    Err(Command::Attach(r)) => receiver = r,
+                    Err(_) => return Err(ReachError::Manager),
+                },
+                Acquired::Created { serial, tx, rx, starter } => {
+                    let transport = receiver.transport();
+                    let _ = tx.send(Command::Attach(receiver));
+                    self.start(starter, serial, id, transport, req, rx);
+                    return Ok(());
+                }
+                Acquired::Missing => opening = Some(self.admit(req).map_err(ReachError::Denied)?),
+                Acquired::Refused(refusal) => return Err(ReachError::Denied(refusal.into())),
+            }
+        }
+        Err(ReachError::Manager)
+    }
+
+    /// Registers a WebSocket session (already admitted) with the manager
+    /// and starts it with its receiver attached; returns the session's
+    /// command channel.
+    pub(crate) async fn open_socket(
+        &self,
+        req: &HttpRequest,
+        id: Option<Arc<str>>,
+        receiver: Receiver,
+        opening: Opening,
+    ) -> Result<CommandTx, actix_web::Error> {
+        let serial = next_serial();
+        let transport = receiver.transport();
+        let (cmd_tx, cmd_rx) = command_channel();
+        let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
+        let starter = match self.manager.send(register).await {
+            Ok(Ok(starter)) => starter,
+            Ok(Err(refusal)) => return Err(refusal.into()),
+            Err(e) => {
+                log::error!("sockjs: session manager unavailable: {e}");
+                return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
+            }
+        };
+        let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
+        // A raw WebSocket has no id of the client's: it gets a unique one.
+        let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
+        self.start(starter, serial, id, transport, req, cmd_rx);
+        Ok(cmd_tx)
+    }
+
+    /// Hands client messages to the existing session `id`.
+    pub(crate) async fn deliver(&self, id: Arc<str>, messages: Vec<String>) -> Result<(), ReachError> {
+        let tx = match self.find(&id).await {
+            Some(tx) => tx,
+            None => match self.manager.send(Acquire::new(id, None)).await.map_err(|_| ReachError::Manager)? {
+                Acquired::Found(tx) => tx,
+                _ => return Err(ReachError::Missing),
+            },
+        };
+        tx.send(Command::messages(messages)).map_err(|_| ReachError::Missing)?;
+        // Answered once the session has room again: a client that sends
+        // faster than its session handles waits for its answers.
+        futures_util::future::poll_fn(|cx| tx.poll_room(cx)).await;
+        Ok(())
+    }
+
+    /// The live HTTP session `id` from the manager's directory, without a
+    /// round trip to the manager (but the first, which fetches the
+    /// directory for this worker).
+    async fn find(&self, id: &str) -> Option<CommandTx> {
+        if self.directory.get().is_none() {
+            let directory = self.manager.send(GetDirectory).await.ok()?;
+            let _ = self.directory.set(directory);
+        }
+        self.directory.get()?.find(id)
+    }
+
+    /// Starts a session actor on this worker.
+    fn start(
+        &self,
+        starter: Starter<A>,
+        serial: u64,
+        id: Arc<str>,
+        transport: Transport,
+        req: &HttpRequest,
+        rx: CommandRx,
+    ) {
+        let setup = SessionSetup {
+            id,
+            serial,
+            transport,
+            config: self.config.clone(),
+            request: RequestInfo::from_request(req, self.client_ip(req)),
+            on_end: starter.on_end,
+            metrics: self.metrics.clone(),
+        };
+        start_session((starter.factory)(), setup, rx);
+    }
+}
+
+/// The session id of a session URL.
+pub(crate) fn session_id(req: &HttpRequest) -> Arc<str> {
+    Arc::from(req.match_info().get("session").unwrap_or_default())
+}
+
+/// The answer to a session the caps refused: 503 when the endpoint is full
+/// or shutting down, 429 when the client holds too many sessions.
+impl ResponseError for Refusal {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Full | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyFromClient => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        log::info!("sockjs: session refused: {self:?}");
+        error(self.status_code(), self.to_string())
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full => "Too many sessions.",
+            Self::ShuttingDown => "Server shutting down.",
+            Self::TooManyFromClient => "Too many sessions from this client.",
+        })
+    }
+}
+
+/// A plain-text answer (docs/protocol.md §4.6).
+pub(crate) fn error(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+    HttpResponseBuilder::new(status).content_type(TEXT).body(body.into())
+}
+
+/// `Cache-Control` and friends that forbid caching (docs/protocol.md §4.2).
+pub(crate) fn never_cache(res: &mut HttpResponseBuilder) {
+    res.insert_header((
+        header::CACHE_CONTROL,
+        "no-store, no-cache, no-transform, must-revalidate, max-age=0",
+    ));
+}
+
+/// Headers that let a response be cached for a year (docs/protocol.md §4.2).
+pub(crate) fn long_cache(res: &mut HttpResponseBuilder) {
+    let expires = SystemTime::now() + Duration::from_secs(LONG_CACHE_SECS);
+    res.insert_header((header::CACHE_CONTROL, format!("public, max-age={LONG_CACHE_SECS}")));
+    res.insert_header((header::EXPIRES, header::HttpDate::from(expires).to_string()));
+}
+
+/// CORS headers: the request's origin echoed with credentials, or `*`
+/// (docs/protocol.md §4.3).
+pub(crate) fn cors(res: &mut HttpResponseBuilder, req: &HttpRequest) {
+    match req.headers().get(header::ORIGIN) {
+        Some(origin) => {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+        }
+        None => {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+        }
+    }
+    res.insert_header((header::VARY, "Origin"));
+    if let Some(h) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).filter(|h| !h.is_empty()) {
+        res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone()));
+    }
+}
+
+/// The `JSESSIONID` cookie, when the endpoint wants one (docs/protocol.md §4.4).
+pub(crate) fn session_cookie(res: &mut HttpResponseBuilder, req: &HttpRequest, config: &Config) {
+    if !config.cookie_needed {
+        return;
+    }
+    let value = util::cookie(req.headers(), "JSESSIONID").filter(|v| is_cookie_value(v)).unwrap_or("dummy");
+    if let Ok(v) = HeaderValue::from_str(&format!("JSESSIONID={value}; path=/")) {
+        res.insert_header((header::SET_COOKIE, v));
+    }
+}
+
+fn is_cookie_value(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
+}

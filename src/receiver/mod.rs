@@ -1,0 +1,340 @@
+//! The contract between a session and whatever carries its frames: the
+//! [`Receiver`] a transport attaches to its session, how a frame is put on
+//! the wire ([`Framing`]), and the one queue ([`Out`]) from session to
+//! transport whose load is the receiver's backlog (docs/protocol.md §7.2).
+//!
+//! Every receiving transport is one `Receiver`. The session writes frames
+//! into the receiver's queue; the transport's response body takes them out
+//! as the client reads. What is written and not yet taken is the backlog,
+//! which the session bounds: a client that stops reading shows as a growing
+//! backlog.
+
+use std::{borrow::Cow, future::Future, task::Poll};
+
+use actix_web::web::Bytes;
+use futures_util::Stream;
+
+use crate::protocol::{json_string, Escape, Transport};
+
+pub use aborts::on_connect;
+pub(crate) use aborts::PeerSocket;
+
+mod aborts;
+pub(crate) mod queue;
+
+/// How an HTTP receiver puts a frame on the wire (docs/protocol.md §6.0); a
+/// WebSocket's frames go as they are, and its socket does the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// xhr and xhr_streaming: frame + `\n`.
+    Xhr,
+    /// EventSource: `data: ` + frame + `\r\n\r\n`.
+    EventSource,
+    /// htmlfile: a `<script>` block calling `p(...)`.
+    HtmlFile,
+    /// JSONP polling: `/**/cb(...);\r\n`, with the request's callback.
+    Jsonp,
+}
+
+impl Framing {
+    /// Wraps one frame for the wire; `callback` is the request's, for JSONP.
+    pub(crate) fn wrap<'a>(&self, frame: Cow<'a, str>, callback: &str) -> Cow<'a, str> {
+        let mut out = String::with_capacity(frame.len() + 16);
+        match self {
+            Self::Xhr => {
+                out.push_str(&frame);
+                out.push('\n');
+            }
+            Self::EventSource => {
+                out.push_str("data: ");
+                // The browser client URI-decodes every EventSource message.
+                for (i, part) in frame.split('%').enumerate() {
+                    if i > 0 {
+                        out.push_str("%25");
+                    }
+                    out.push_str(part);
+                }
+                out.push_str("\r\n\r\n");
+            }
+            Self::HtmlFile => {
+                out.push_str("<script>\np(");
+                out.push_str(&json_string(&frame, Escape::Script));
+                out.push_str(");\n</script>\r\n");
+            }
+            Self::Jsonp => {
+                out.push_str("/**/");
+                out.push_str(callback);
+                out.push('(');
+                out.push_str(&json_string(&frame, Escape::Script));
+                out.push_str(");\r\n");
+            }
+        }
+        Cow::Owned(out)
+    }
+}
+
+/// What a session writes to its receiver's queue. A text's length is its
+/// weight in the queue: the session's view of what the client has not
+/// taken yet.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// One wrapped frame (on a raw WebSocket, one message).
+    Text(Box<str>),
+    /// A WebSocket's close frame with a code and reason, then the end of
+    /// the socket; an HTTP body ignores it. (Boxed, so that a queued item
+    /// takes 16 bytes: see the assertion below.)
+    Close(Box<(u16, String)>),
+}
+
+const _: () = assert!(std::mem::size_of::<Out>() == 16);
+
+impl Out {
+    /// What the item weighs in the queue.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Close(_) => 0,
+        }
+    }
+}
+
+/// The session's end of a receiver's queue.
+pub(crate) type OutTx = queue::Tx<Out>;
+/// The transport's end.
+pub(crate) type OutRx = queue::Rx<Out>;
+
+/// A new queue from a session to a transport.
+pub(crate) fn out_queue() -> (OutTx, OutRx) {
+    queue::queue()
+}
+
+/// Takes the next text from a receiver's queue, with its weight; `None`
+/// once the session has let go of it. An HTTP body ignores close items.
+pub(crate) fn poll_text(rx: &mut OutRx, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
+    loop {
+        return match rx.poll_recv_weighed(cx, Out::weight) {
+            Poll::Ready(Some(Out::Text(text))) => Poll::Ready(Some(Bytes::from(text.into_boxed_bytes()))),
+            Poll::Ready(Some(Out::Close(_))) => continue,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
+    }
+}
+
+/// An HTTP response body made of what the session writes, one chunk per
+/// frame.
+pub(crate) fn body_stream(mut rx: OutRx) -> impl Stream<Item = Bytes> {
+    futures_util::stream::poll_fn(move |cx| poll_text(&mut rx, cx))
+}
+
+/// The receiver went away before the frame could be handed over.
+#[derive(Debug)]
+pub(crate) struct Gone;
+
+/// A receiving connection attached to a session: 16 bytes in the session,
+/// as every idle WebSocket session holds one; an HTTP receiver's state is
+/// boxed.
+#[derive(Debug)]
+pub(crate) enum Receiver {
+    /// A WebSocket transport: frames as they are, for the whole session.
+    /// `pings`: the transport pings the client and writes SockJS
+    /// heartbeats itself (hixie-76 does not: the session times them).
+    Socket { out: OutTx, transport: Transport, pings: bool },
+    /// An HTTP response body.
+    Http(Box<HttpReceiver>),
+}
+
+const _: () = assert!(std::mem::size_of::<Receiver>() == 16);
+
+/// What an HTTP receiver keeps.
+#[derive(Debug)]
+pub(crate) struct HttpReceiver {
+    out: OutTx,
+    transport: Transport,
+    framing: Framing,
+    /// The JSONP callback; empty for the others.
+    callback: Box<str>,
+    /// Bytes written so far (saturating), for the response limit.
+    written: usize,
+    /// Where the response ends: after `limit` bytes (streaming), or after
+    /// its first frame (polling, whose limit is 0).
+    limit: usize,
+    peer: Option<PeerSocket>,
+}
+
+impl Receiver {
+    /// A receiver for an HTTP response body; `limit` is the response limit
+    /// of a streaming transport (polling transports end after one frame).
+    pub(crate) fn http(transport: Transport, framing: Framing, out: OutTx, limit: usize) -> Self {
+        let (callback, peer) = (Box::default(), None);
+        Self::Http(Box::new(HttpReceiver { out, transport, framing, callback, written: 0, limit, peer }))
+    }
+
+    /// The JSONP callback of an HTTP receiver.
+    pub(crate) fn with_callback(mut self, callback: &str) -> Self {
+        if let Self::Http(http) = &mut self {
+            http.callback = callback.into();
+        }
+        self
+    }
+
+    /// The duplicate socket [`on_connect`] keeps, to see a client's abort.
+    pub(crate) fn with_peer(mut self, peer: Option<PeerSocket>) -> Self {
+        if let Self::Http(http) = &mut self {
+            http.peer = peer;
+        }
+        self
+    }
+
+    /// A receiver for a WebSocket transport; `pings`: see [`Receiver::Socket`].
+    pub(crate) fn socket(transport: Transport, out: OutTx, pings: bool) -> Self {
+        Self::Socket { out, transport, pings }
+    }
+
+    /// Whether the session must time this receiver's heartbeats.
+    pub(crate) fn needs_heartbeat(&self) -> bool {
+        match self {
+            Self::Socket { pings, transport, .. } => !pings && *transport != Transport::RawWebSocket,
+            Self::Http(_) => true,
+        }
+    }
+
+    /// The transport this receiver speaks.
+    pub(crate) fn transport(&self) -> Transport {
+        match self {
+            Self::Socket { transport, .. } => *transport,
+            Self::Http(http) => http.transport,
+        }
+    }
+
+    fn out(&self) -> &OutTx {
+        match self {
+            Self::Socket { out, .. } => out,
+            Self::Http(http) => &http.out,
+        }
+    }
+
+    /// Bytes written to this receiver that its transport has not taken yet.
+    pub(crate) fn backlog(&self) -> usize {
+        self.out().load()
+    }
+
+    /// Writes one frame (on a raw WebSocket, one message). Returns whether
+    /// the receiver is done after it: a polling response, or a streaming
+    /// one that reached the response limit.
+    ///
+    /// An owned frame goes to a WebSocket without a copy.
+    pub(crate) fn write<'a>(&mut self, frame: impl Into<Cow<'a, str>>) -> Result<bool, Gone> {
+        let frame = frame.into();
+        let (out, wrapped, done) = match self {
+            Self::Socket { out, .. } => (&*out, frame, false),
+            Self::Http(http) => {
+                let wrapped = http.framing.wrap(frame, &http.callback);
+                http.written = http.written.saturating_add(wrapped.len());
+                (&http.out, wrapped, http.written >= http.limit)
+            }
+        };
+        let len = wrapped.len();
+        out.send_weighed(Out::Text(wrapped.into_owned().into_boxed_str()), len).map_err(|_| Gone)?;
+        Ok(done)
+    }
+
+    /// Ends a WebSocket with a close frame; HTTP responses end when the
+    /// receiver is dropped.
+    pub(crate) fn close_socket(&self, code: u16, reason: &str) {
+        if let Self::Socket { out, .. } = self {
+            let _ = out.send(Out::Close(Box::new((code, reason.to_owned()))));
+        }
+    }
+
+    /// Whether the client is still connected, as far as can be told now.
+    ///
+    /// With [`on_connect`] installed this peeks at the socket, which sees a
+    /// client abort at once; without it only a dropped response counts
+    /// (actix-web drops it at the client's EOF when half-closed connections
+    /// are not allowed, else at the next write).
+    pub(crate) fn alive(&self) -> bool {
+        match self {
+            Self::Socket { out, .. } => !out.is_closed(),
+            Self::Http(http) => !http.out.is_closed() && http.peer.as_ref().is_none_or(PeerSocket::alive),
+        }
+    }
+
+    /// A future that completes when the transport drops its end; `None`
+    /// for a WebSocket, whose transport reports its end itself (a watcher
+    /// costs a boxed future in every idle session).
+    pub(crate) fn gone(&self) -> Option<impl Future<Output = ()> + 'static> {
+        match self {
+            Self::Http(http) => {
+                let out = http.out.clone();
+                Some(futures_util::future::poll_fn(move |cx| out.poll_closed(cx)))
+            }
+            Self::Socket { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Waker};
+
+    use super::*;
+
+    fn wrap(framing: Framing, frame: &str) -> String {
+        framing.wrap(Cow::Borrowed(frame), "cb").into_owned()
+    }
+
+    #[test]
+    fn wrapping() {
+        assert_eq!(wrap(Framing::Xhr, "o"), "o\n");
+        assert_eq!(wrap(Framing::EventSource, "a[\"100%\"]"), "data: a[\"100%25\"]\r\n\r\n");
+        assert_eq!(wrap(Framing::HtmlFile, "a[\"x\"]"), "<script>\np(\"a[\\\"x\\\"]\");\n</script>\r\n");
+        assert_eq!(wrap(Framing::Jsonp, "o"), "/**/cb(\"o\");\r\n");
+        assert_eq!(wrap(Framing::Jsonp, "a[\"</script>\"]"), "/**/cb(\"a[\\\"\\u003c/script>\\\"]\");\r\n");
+    }
+
+    #[test]
+    fn response_limit_counts_wrapped_frames() {
+        let (tx, _rx) = out_queue();
+        let mut r = Receiver::http(Transport::XhrStreaming, Framing::Xhr, tx, 4096);
+        assert!(!r.write("o").unwrap());
+        let msg = format!("a[\"{}\"]", "x".repeat(128));
+        for _ in 0..29 {
+            assert!(!r.write(msg.as_str()).unwrap());
+        }
+        assert!(!r.write(msg.as_str()).unwrap(), "4022 bytes stay under the limit");
+        assert!(r.write(msg.as_str()).unwrap(), "4156 bytes reach it");
+    }
+
+    #[test]
+    fn polling_ends_after_one_frame_and_gone_is_reported() {
+        let (tx, rx) = out_queue();
+        let mut r = Receiver::http(Transport::XhrPolling, Framing::Xhr, tx, 0);
+        assert!(r.write("o").unwrap());
+        drop(rx);
+        assert!(r.write("h").is_err());
+        assert!(!r.alive());
+    }
+
+    #[test]
+    fn the_backlog_is_what_the_transport_has_not_taken() {
+        let (tx, mut rx) = out_queue();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut r = Receiver::http(Transport::EventSource, Framing::EventSource, tx, usize::MAX);
+        r.write("o").unwrap();
+        r.write("a[\"x\"]").unwrap();
+        assert_eq!(r.backlog(), "data: o\r\n\r\n".len() + "data: a[\"x\"]\r\n\r\n".len());
+        assert_eq!(poll_text(&mut rx, &mut cx), Poll::Ready(Some(Bytes::from_static(b"data: o\r\n\r\n"))));
+        assert_eq!(r.backlog(), "data: a[\"x\"]\r\n\r\n".len());
+        let _ = poll_text(&mut rx, &mut cx);
+        assert_eq!(r.backlog(), 0);
+
+        let (tx, mut rx) = out_queue();
+        let mut ws = Receiver::socket(Transport::WebSocket, tx, true);
+        ws.write("o").unwrap();
+        ws.close_socket(1000, "Normal closure");
+        assert_eq!(ws.backlog(), 1);
+        assert_eq!(poll_text(&mut rx, &mut cx), Poll::Ready(Some(Bytes::from_static(b"o"))));
+        assert_eq!(ws.backlog(), 0, "a close item weighs nothing");
+    }
+}

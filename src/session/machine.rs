@@ -1,0 +1,626 @@
+//! The session's state machine as a plain type (docs/protocol.md §7): its
+//! state (new, open, closing, closed), the frames waiting for a receiver,
+//! and the receiver attached now. No actor and no timer here:
+//! [`SessionContext`](super::SessionContext) feeds it events, runs the
+//! user's hooks and the timers by what it answers.
+
+use std::{borrow::Cow, collections::VecDeque};
+
+use crate::{
+    close_code::{self, with_reason},
+    protocol::{close_frame, push_json_string, Escape, Transport, HEARTBEAT_FRAME, OPEN_FRAME},
+    receiver::Receiver,
+};
+
+/// A broadcast payload, encoded once for every receiving session.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) text: Box<str>,
+    pub(crate) json: Box<str>,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum State {
+    /// No receiver has come yet: the open frame is not sent.
+    New,
+    Open,
+    /// Closed, and the close frame is still to be written to the attached
+    /// receiver at the next flush.
+    Closing(Box<(u16, String)>),
+    /// Closed: every later receiver gets the close frame.
+    Closed(Box<(u16, String)>),
+}
+
+const _: () = assert!(std::mem::size_of::<State>() == 16);
+
+/// The attached receiver and the number that tells it from earlier ones.
+#[derive(Debug)]
+struct Attached {
+    receiver: Receiver,
+    token: u32,
+    /// A write failed: its end is reported soon and closes the session.
+    dead: bool,
+}
+
+/// Raw messages waiting for a raw WebSocket's receiver, and their bytes.
+#[derive(Debug, Default)]
+struct RawQueue {
+    messages: VecDeque<String>,
+    bytes: usize,
+}
+
+/// What [`Machine::attach`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Attach {
+    /// The first receiver: the open frame is written and the session is
+    /// open. Run `on_open`; start the receiver's timers.
+    Opened { token: u32 },
+    /// Attached to an open session; start its timers.
+    Attached { token: u32 },
+    /// Another receiver is attached and alive: this one got
+    /// `c[2010,"Another connection still open"]` and is gone.
+    Refused,
+    /// The attached receiver had been aborted by its client: it is
+    /// detached, the session is closed, and this receiver got
+    /// `c[1002,"Connection interrupted"]`. Run `on_close(Interrupted)`.
+    Interrupted { old: u32 },
+    /// The session is closed: this receiver got its close frame.
+    Closed,
+}
+
+/// What a write or a flush did to the attached receiver.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// The receiver with this token was detached (a polling response got
+    /// its frame, a stream reached its limit, or the close frame went out).
+    pub(crate) detached: Option<u32>,
+    /// The client stopped reading past the queue limit: the session is
+    /// closed with 3008. Run `on_close(Overflow)`.
+    pub(crate) overflow: bool,
+}
+
+/// The queue grew past its limit: the session is closed with 3008.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Overflow;
+
+/// A session's state, its outgoing queue and its receiver.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    state: State,
+    /// Encoded messages joined by commas, waiting for a flush (framed
+    /// transports).
+    pending: String,
+    /// Raw WebSocket sessions only; boxed, as other sessions never need it.
+    raw: Option<Box<RawQueue>>,
+    attached: Option<Attached>,
+    next_token: u32,
+    /// Something was written since the last heartbeat tick.
+    wrote: bool,
+    /// The transport that opened the session.
+    transport: Transport,
+    max_queue: usize,
+}
+
+impl Machine {
+    /// A new session opened by `transport`, whose queue (and receiver's
+    /// backlog) may hold `max_queue` bytes.
+    pub(crate) fn new(transport: Transport, max_queue: usize) -> Self {
+        Self {
+            state: State::New,
+            pending: String::new(),
+            raw: None,
+            attached: None,
+            next_token: 0,
+            wrote: false,
+            transport,
+            max_queue,
+        }
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    fn is_raw(&self) -> bool {
+        self.transport == Transport::RawWebSocket
+    }
+
+    /// Whether a receiver is attached.
+    pub(crate) fn attached(&self) -> bool {
+        self.attached.is_some()
+    }
+
+    /// The token of the attached receiver.
+    pub(crate) fn token(&self) -> Option<u32> {
+        self.attached.as_ref().map(|a| a.token)
+    }
+
+    /// The attached receiver, to watch it or to time its heartbeats.
+    pub(crate) fn receiver(&self) -> Option<&Receiver> {
+        self.attached.as_ref().map(|a| &a.receiver)
+    }
+
+    /// Bytes waiting: queued here and held by the receiver unread.
+    pub(crate) fn queued(&self) -> usize {
+        let here = self.pending.len() + self.raw.as_ref().map_or(0, |raw| raw.bytes);
+        here.saturating_add(self.attached.as_ref().map_or(0, |a| a.receiver.backlog()))
+    }
+
+    /// A receiver arrives (docs/protocol.md §7.3).
+    pub(crate) fn attach(&mut self, mut receiver: Receiver) -> Attach {
+        match &self.state {
+            State::New => {
+                let token = self.install(receiver);
+                if !self.is_raw() {
+                    self.write(OPEN_FRAME);
+                }
+                self.state = State::Open;
+                Attach::Opened { token }
+            }
+            State::Open => match self.attached.as_ref().map(|a| (a.token, !a.dead && a.receiver.alive())) {
+                Some((_, true)) => {
+                    let (code, reason) = with_reason(close_code::ANOTHER_CONNECTION);
+                    let _ = receiver.write(close_frame(code, reason));
+                    Attach::Refused
+                }
+                Some((old, false)) => {
+                    self.attached = None;
+                    self.set_closed(close_code::INTERRUPTED, None);
+                    let (code, reason) = with_reason(close_code::INTERRUPTED);
+                    let _ = receiver.write(close_frame(code, reason));
+                    Attach::Interrupted { old }
+                }
+                None => Attach::Attached { token: self.install(receiver) },
+            },
+            State::Closing(close) | State::Closed(close) => {
+                let (code, reason) = (close.0, close.1.as_str());
+                let _ = receiver.write(close_frame(code, reason));
+                receiver.close_socket(code, reason);
+                Attach::Closed
+            }
+        }
+    }
+
+    fn install(&mut self, receiver: Receiver) -> u32 {
+        self.next_token = self.next_token.wrapping_add(1);
+        self.wrote = false;
+        self.attached = Some(Attached { receiver, token: self.next_token, dead: false });
+        self.next_token
+    }
+
+    /// Queues one message; ignored unless the session is open.
+    pub(crate) fn send(&mut self, msg: &str) -> Result<(), Overflow> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        let queued = if self.is_raw() {
+            let raw = self.raw.get_or_insert_default();
+            raw.bytes = raw.bytes.saturating_add(msg.len());
+            raw.messages.push_back(msg.to_owned());
+            raw.bytes
+        } else {
+            if !self.pending.is_empty() {
+                self.pending.push(',');
+            }
+            push_json_string(&mut self.pending, msg, Escape::SockJs);
+            self.pending.len()
+        };
+        self.check_queue(queued)
+    }
+
+    /// Queues a broadcast, encoded once for all sessions.
+    pub(crate) fn push(&mut self, shared: &Shared) -> Result<(), Overflow> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        if self.is_raw() {
+            return self.send(&shared.text);
+        }
+        if !self.pending.is_empty() {
+            self.pending.push(',');
+        }
+        self.pending.push_str(&shared.json);
+        self.check_queue(self.pending.len())
+    }
+
+    fn check_queue(&mut self, queued: usize) -> Result<(), Overflow> {
+        if queued <= self.max_queue {
+            return Ok(());
+        }
+        self.overflow();
+        Err(Overflow)
+    }
+
+    /// Drops what waits and closes the session with 3008.
+    fn overflow(&mut self) {
+        self.pending = String::new();
+        self.raw = None;
+        self.set_closed(close_code::OVERFLOW, None);
+    }
+
+    /// Closes an open session; `false` if it was not open. The close frame
+    /// goes to the attached receiver at the next flush, or to the next
+    /// receiver that comes.
+    pub(crate) fn close(&mut self, code: u16, reason: &str) -> bool {
+        if self.state != State::Open {
+            return false;
+        }
+        self.set_closed(code, Some(reason));
+        true
+    }
+
+    /// Closes the session: `Closing` while a receiver is attached, else
+    /// `Closed`. `reason` defaults to the code's own.
+    fn set_closed(&mut self, code: u16, reason: Option<&str>) {
+        let reason = reason.or(close_code::reason(code)).unwrap_or_default().to_owned();
+        let close = Box::new((code, reason));
+        self.state = if self.attached.is_some() { State::Closing(close) } else { State::Closed(close) };
+    }
+
+    /// The transport reported that its socket failed: the session closes
+    /// without a close frame (the socket already sent its own). `false`
+    /// if it was not open.
+    pub(crate) fn fail(&mut self) -> bool {
+        self.attached = None;
+        if self.state != State::Open {
+            return false;
+        }
+        self.state = State::Closed(Box::new((close_code::NORMAL, "Normal closure".to_owned())));
+        true
+    }
+
+    /// The receiver `token` is gone; `true` if it was the attached one,
+    /// which is then detached. An HTTP session is then closed as
+    /// interrupted (docs/protocol.md §7.5), a WebSocket one as ended.
+    pub(crate) fn receiver_gone(&mut self, token: u32) -> bool {
+        if self.token() != Some(token) {
+            return false;
+        }
+        self.attached = None;
+        true
+    }
+
+    /// Closes an open session whose receiver ended: with 1002 for HTTP
+    /// sessions (later requests get `c[1002,"Connection interrupted"]`),
+    /// 1000 for WebSockets. `false` if it was not open.
+    pub(crate) fn close_ended(&mut self) -> bool {
+        if self.state != State::Open {
+            return false;
+        }
+        let code = if self.transport.is_websocket() { close_code::NORMAL } else { close_code::INTERRUPTED };
+        self.set_closed(code, None);
+        true
+    }
+
+    /// Detaches the receiver (an HTTP response ends when it is dropped).
+    pub(crate) fn detach(&mut self) -> Option<u32> {
+        self.attached.take().map(|a| a.token)
+    }
+
+    /// A heartbeat tick: writes `h` if nothing was written since the last.
+    pub(crate) fn heartbeat(&mut self) -> Written {
+        let written = if self.wrote { Written::default() } else { self.write(HEARTBEAT_FRAME) };
+        self.wrote = false;
+        written
+    }
+
+    /// The disconnect delay passed: `Some(was_open)` if the session is to
+    /// end (no receiver came), `None` if one is attached.
+    pub(crate) fn expire(&mut self) -> Option<bool> {
+        if self.attached.is_some() {
+            return None;
+        }
+        let was_open = self.state == State::Open;
+        if was_open {
+            self.set_closed(close_code::NORMAL, None);
+        }
+        Some(was_open)
+    }
+
+    /// Hands what waits to the attached receiver: the queued messages as
+    /// one frame (on a raw WebSocket, one by one), then the close frame of
+    /// a closing session, which detaches the receiver.
+    pub(crate) fn flush(&mut self) -> Written {
+        let mut written = Written::default();
+        if self.attached.is_some() {
+            if self.is_raw() {
+                while self.attached.is_some() {
+                    let Some(raw) = self.raw.as_mut() else { break };
+                    let Some(msg) = raw.messages.pop_front() else {
+                        // Drained: give the buffer back.
+                        self.raw = None;
+                        break;
+                    };
+                    raw.bytes = raw.bytes.saturating_sub(msg.len());
+                    written.merge(self.write(msg));
+                }
+            } else if !self.pending.is_empty() {
+                let mut frame = String::with_capacity(self.pending.len() + 3);
+                frame.push_str("a[");
+                frame.push_str(&self.pending);
+                frame.push(']');
+                self.pending.clear();
+                written.merge(self.write(frame));
+            }
+        }
+        if let State::Closing(close) = &self.state {
+            let close = close.clone();
+            self.state = State::Closed(close.clone());
+            let (code, reason) = *close;
+            if !self.is_raw() {
+                written.merge(self.write(close_frame(code, &reason)));
+            }
+            if let Some(att) = &self.attached {
+                let (code, reason) =
+                    if self.is_raw() { (code, reason.as_str()) } else { with_reason(close_code::NORMAL) };
+                att.receiver.close_socket(code, reason);
+            }
+            if let Some(token) = self.detach() {
+                written.detached = Some(token);
+            }
+        }
+        written
+    }
+
+    /// Writes one frame to the attached receiver, detaching it when it is
+    /// done, and closing the session if the client stopped reading.
+    fn write<'a>(&mut self, frame: impl Into<Cow<'a, str>>) -> Written {
+        let mut written = Written::default();
+        let Some(att) = self.attached.as_mut().filter(|a| !a.dead) else {
+            return written;
+        };
+        match att.receiver.write(frame) {
+            Ok(done) => {
+                self.wrote = true;
+                let backlog = att.receiver.backlog();
+                if done {
+                    written.detached = self.detach();
+                } else if backlog > self.max_queue && self.state == State::Open {
+                    // The client stopped reading: its transport must not hoard memory.
+                    log::warn!("sockjs: client is not reading ({backlog} bytes waiting)");
+                    self.overflow();
+                    written.overflow = true;
+                }
+            }
+            // The receiver's end is reported (by its watcher or its
+            // transport) and closes the session.
+            Err(_) => att.dead = true,
+        }
+        written
+    }
+
+    /// The session is dropped: what its attached receiver still needs to
+    /// hear (the close frame of an open or closing session), and the code
+    /// and reason for a WebSocket's close frame.
+    pub(crate) fn end(&mut self) {
+        let Some(att) = self.attached.take() else { return };
+        let (code, reason) = match &self.state {
+            State::Closing(close) | State::Closed(close) => (close.0, close.1.clone()),
+            _ => (close_code::NORMAL, "Normal closure".to_owned()),
+        };
+        let mut receiver = att.receiver;
+        let unsent = matches!(self.state, State::Open | State::Closing(_));
+        if !self.is_raw() && unsent {
+            let _ = receiver.write(close_frame(code, &reason));
+        }
+        receiver.close_socket(code, &reason);
+    }
+}
+
+impl Written {
+    fn merge(&mut self, other: Self) {
+        self.detached = self.detached.or(other.detached);
+        self.overflow |= other.overflow;
+    }
+}
+
+/// A [`Shared`] for tests and for one-off pushes.
+#[cfg(test)]
+pub(crate) fn shared(text: &str) -> std::sync::Arc<Shared> {
+    let json = crate::protocol::json_string(text, Escape::SockJs).into_boxed_str();
+    std::sync::Arc::new(Shared { text: text.into(), json })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::receiver::{out_queue, poll_text, Framing, OutRx};
+
+    fn read(rx: &mut OutRx) -> Vec<String> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut got = Vec::new();
+        while let Poll::Ready(Some(bytes)) = poll_text(rx, &mut cx) {
+            got.push(String::from_utf8(bytes.to_vec()).unwrap());
+        }
+        got
+    }
+
+    fn poll_receiver() -> (Receiver, OutRx) {
+        let (tx, rx) = out_queue();
+        (Receiver::http(Transport::XhrPolling, Framing::Xhr, tx, 0), rx)
+    }
+
+    fn stream_receiver(limit: usize) -> (Receiver, OutRx) {
+        let (tx, rx) = out_queue();
+        (Receiver::http(Transport::XhrStreaming, Framing::Xhr, tx, limit), rx)
+    }
+
+    fn socket(transport: Transport) -> (Receiver, OutRx) {
+        let (tx, rx) = out_queue();
+        (Receiver::socket(transport, tx, true), rx)
+    }
+
+    #[test]
+    fn a_poll_opens_the_session_and_the_next_gets_what_was_sent_between() {
+        let mut m = Machine::new(Transport::XhrPolling, 1024);
+        assert_eq!(m.state(), &State::New);
+        let (r, mut rx) = poll_receiver();
+        assert_eq!(m.attach(r), Attach::Opened { token: 1 });
+        assert!(m.is_open());
+        assert!(!m.attached(), "a poll is done after the open frame");
+        assert_eq!(read(&mut rx), ["o\n"]);
+        m.send("a").unwrap();
+        m.push(&shared("b\"")).unwrap();
+        assert_eq!(m.flush(), Written::default(), "no receiver: the messages wait");
+        assert_eq!(m.queued(), r#""a","b\"""#.len());
+        let (r, mut rx) = poll_receiver();
+        assert_eq!(m.attach(r), Attach::Attached { token: 2 });
+        assert_eq!(m.flush(), Written { detached: Some(2), overflow: false });
+        assert_eq!(read(&mut rx), ["a[\"a\",\"b\\\"\"]\n"]);
+        assert_eq!(m.queued(), 0);
+    }
+
+    #[test]
+    fn a_second_live_receiver_is_refused_and_an_aborted_one_interrupts() {
+        let mut m = Machine::new(Transport::XhrStreaming, 1024);
+        let (first, mut first_rx) = stream_receiver(4096);
+        assert_eq!(m.attach(first), Attach::Opened { token: 1 });
+        let (second, mut second_rx) = poll_receiver();
+        assert_eq!(m.attach(second), Attach::Refused);
+        assert_eq!(read(&mut second_rx), ["c[2010,\"Another connection still open\"]\n"]);
+        assert_eq!(read(&mut first_rx), ["o\n"], "the first keeps working");
+        assert!(m.is_open());
+
+        drop(first_rx);
+        let (third, mut third_rx) = poll_receiver();
+        assert_eq!(m.attach(third), Attach::Interrupted { old: 1 });
+        assert_eq!(read(&mut third_rx), ["c[1002,\"Connection interrupted\"]\n"]);
+        assert_eq!(m.state(), &State::Closed(Box::new((1002, "Connection interrupted".into()))));
+        let (late, mut late_rx) = poll_receiver();
+        assert_eq!(m.attach(late), Attach::Closed);
+        assert_eq!(read(&mut late_rx), ["c[1002,\"Connection interrupted\"]\n"]);
+    }
+
+    #[test]
+    fn close_goes_out_after_the_queued_messages_then_the_state_is_closed() {
+        let mut m = Machine::new(Transport::EventSource, 1024);
+        let (r, mut rx) = stream_receiver(usize::MAX);
+        m.attach(r);
+        m.send("bye").unwrap();
+        assert!(m.close(3000, "Go away!"));
+        assert!(!m.close(3001, "again"), "only an open session closes");
+        assert!(matches!(m.state(), State::Closing(_)));
+        m.send("dropped").unwrap();
+        assert_eq!(m.flush().detached, Some(1));
+        assert_eq!(read(&mut rx), ["o\n", "a[\"bye\"]\n", "c[3000,\"Go away!\"]\n"]);
+        assert!(matches!(m.state(), State::Closed(_)));
+        assert!(!m.attached());
+
+        let mut idle = Machine::new(Transport::XhrPolling, 1024);
+        let (r, _rx) = poll_receiver();
+        idle.attach(r);
+        assert!(idle.close(3000, "x"));
+        assert!(matches!(idle.state(), State::Closed(_)), "no receiver: closed at once");
+    }
+
+    #[test]
+    fn the_queue_limit_closes_with_3008_and_drops_what_waits() {
+        let mut m = Machine::new(Transport::XhrPolling, 10);
+        let (r, _rx) = poll_receiver();
+        m.attach(r);
+        m.send("12345").unwrap();
+        assert_eq!(m.send("67890"), Err(Overflow));
+        assert_eq!(m.queued(), 0);
+        assert_eq!(m.state(), &State::Closed(Box::new((3008, "Outgoing queue overflow".into()))));
+        assert_eq!(m.send("more"), Ok(()), "ignored once closed");
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_overflows_its_receivers_backlog() {
+        let mut m = Machine::new(Transport::WebSocket, 100);
+        let (r, mut rx) = socket(Transport::WebSocket);
+        m.attach(r);
+        let big = "x".repeat(60);
+        m.send(&big).unwrap();
+        assert_eq!(m.flush(), Written::default());
+        m.send(&big).unwrap();
+        // The close frame still goes out, in the same flush.
+        assert_eq!(m.flush(), Written { detached: Some(1), overflow: true });
+        assert!(matches!(m.state(), State::Closed(_)));
+        let got = read(&mut rx);
+        assert_eq!(got.last().map(String::as_str), Some("c[3008,\"Outgoing queue overflow\"]"));
+    }
+
+    #[test]
+    fn heartbeats_only_on_a_silent_receiver() {
+        let mut m = Machine::new(Transport::XhrStreaming, 1024);
+        let (r, mut rx) = stream_receiver(usize::MAX);
+        m.attach(r);
+        assert_eq!(m.heartbeat(), Written::default());
+        assert_eq!(read(&mut rx), ["o\n"], "the open frame counts as a write");
+        m.heartbeat();
+        assert_eq!(read(&mut rx), ["h\n"]);
+    }
+
+    #[test]
+    fn a_streaming_receiver_is_detached_at_its_limit() {
+        let mut m = Machine::new(Transport::XhrStreaming, 1 << 20);
+        let (r, _rx) = stream_receiver(10);
+        m.attach(r);
+        m.send("0123456789").unwrap();
+        assert_eq!(m.flush().detached, Some(1));
+        assert!(m.is_open(), "the session lives on for the next request");
+    }
+
+    #[test]
+    fn raw_websocket_messages_go_one_by_one_without_frames() {
+        let mut m = Machine::new(Transport::RawWebSocket, 1024);
+        let (r, mut rx) = socket(Transport::RawWebSocket);
+        assert_eq!(m.attach(r), Attach::Opened { token: 1 });
+        m.send("one").unwrap();
+        m.push(&shared("two")).unwrap();
+        m.flush();
+        assert_eq!(read(&mut rx), ["one", "two"]);
+        assert!(m.close(4000, "done"));
+        assert_eq!(m.flush().detached, Some(1));
+        assert_eq!(read(&mut rx), Vec::<String>::new(), "the close is a socket close, not a frame");
+    }
+
+    #[test]
+    fn ended_receivers_and_expiry() {
+        let mut m = Machine::new(Transport::WebSocket, 1024);
+        let (r, _rx) = socket(Transport::WebSocket);
+        m.attach(r);
+        assert!(!m.receiver_gone(7), "not the attached one");
+        assert!(m.receiver_gone(1));
+        assert!(m.close_ended());
+        assert_eq!(m.state(), &State::Closed(Box::new((1000, "Normal closure".into()))));
+
+        let mut m = Machine::new(Transport::XhrStreaming, 1024);
+        let (r, _rx) = stream_receiver(usize::MAX);
+        m.attach(r);
+        assert_eq!(m.expire(), None, "a receiver is attached");
+        assert!(m.receiver_gone(1) && m.close_ended());
+        assert_eq!(m.state(), &State::Closed(Box::new((1002, "Connection interrupted".into()))));
+        assert_eq!(m.expire(), Some(false));
+
+        let mut m = Machine::new(Transport::XhrPolling, 1024);
+        assert_eq!(m.expire(), Some(false), "a session whose first receiver never came");
+        let (r, _rx) = poll_receiver();
+        let mut m2 = Machine::new(Transport::XhrPolling, 1024);
+        m2.attach(r);
+        assert_eq!(m2.expire(), Some(true));
+        assert!(!m.is_open() && !m2.is_open());
+    }
+
+    #[test]
+    fn a_dropped_session_tells_its_receiver() {
+        let mut m = Machine::new(Transport::WebSocket, 1024);
+        let (r, mut rx) = socket(Transport::WebSocket);
+        m.attach(r);
+        m.end();
+        assert_eq!(read(&mut rx), ["o", "c[1000,\"Normal closure\"]"]);
+        assert!(!m.attached());
+    }
+}

@@ -1,0 +1,156 @@
+//! The legacy hixie-76 WebSocket handshake on the SockJS WebSocket URL
+//! (docs/protocol.md §6.11b): the head goes out before the client's 8-byte
+//! key is read, then the digest, then SockJS frames as `\x00` + frame +
+//! `\xff`. Its receiver is an ordinary WebSocket receiver; only the wire
+//! differs.
+
+use std::{future::Future, pin::Pin, task::Poll};
+
+use actix_web::{
+    http::StatusCode,
+    web::{self, Bytes, BytesMut},
+    HttpRequest, HttpResponse,
+};
+use futures_util::StreamExt as _;
+
+use crate::{
+    endpoint::{error, session_id, Endpoint},
+    protocol::{hixie76_digest, parse_messages, Transport},
+    receiver::{out_queue, Out, OutRx, Receiver},
+    session::{Command, CommandTx, Failure, Session},
+};
+
+/// Answers a hixie-76 handshake and runs its socket.
+pub(crate) async fn open<A: Session>(
+    req: HttpRequest,
+    payload: web::Payload,
+    ep: web::Data<Endpoint<A>>,
+) -> HttpResponse {
+    if let Err(e) = ep.check_origin(&req) {
+        return e.error_response();
+    }
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let (key1, key2) = (text("sec-websocket-key1"), text("sec-websocket-key2"));
+    let upgrade = text("upgrade").eq_ignore_ascii_case("websocket");
+    if !upgrade || !text("connection").to_ascii_lowercase().contains("upgrade") {
+        return error(StatusCode::BAD_REQUEST, "Not a valid websocket request.");
+    }
+    let opening = match ep.admit(&req) {
+        Ok(o) => o,
+        Err(e) => return e.error_response(),
+    };
+    let location = format!("ws://{}{}", text("host"), req.uri());
+    let origin = text("origin");
+
+    let (digest_tx, digest_rx) = tokio::sync::oneshot::channel();
+    let (out_tx, out_rx) = out_queue();
+    let ep = ep.into_inner();
+    let request = req.clone();
+    actix_web::rt::spawn(async move {
+        let mut payload = payload;
+        let mut buf = BytesMut::new();
+        while buf.len() < 8 {
+            match payload.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                _ => return,
+            }
+        }
+        let key3 = buf.split_to(8);
+        let Some(digest) = hixie76_digest(&key1, &key2, &key3) else {
+            log::debug!("sockjs: bad hixie-76 keys");
+            return;
+        };
+        if digest_tx.send(Bytes::copy_from_slice(&digest)).is_err() {
+            return;
+        }
+        let receiver = Receiver::socket(Transport::WebSocket, out_tx, false);
+        let Ok(session) = ep.open_socket(&request, Some(session_id(&request)), receiver, opening).await
+        else {
+            return;
+        };
+        let max = ep.config.max_message_bytes;
+        read_frames(&session, payload, buf, max).await;
+        // The socket is done, whichever way: the session hears of it.
+        let _ = session.send(Command::ReceiverGone);
+    });
+
+    let mut digest = Some(digest_rx);
+    let mut out = out_rx;
+    let body = futures_util::stream::poll_fn(move |cx| poll_body(&mut digest, &mut out, cx));
+    let mut res = HttpResponse::SwitchingProtocols();
+    res.upgrade("WebSocket");
+    res.insert_header(("Sec-WebSocket-Location", location));
+    if !origin.is_empty() {
+        res.insert_header(("Sec-WebSocket-Origin", origin));
+    }
+    res.streaming(body)
+}
+
+/// The socket's output: the digest, then each frame the session writes as
+/// `\x00` + frame + `\xff`, until the session closes the socket.
+fn poll_body(
+    digest: &mut Option<tokio::sync::oneshot::Receiver<Bytes>>,
+    out: &mut OutRx,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<Result<Bytes, std::convert::Infallible>>> {
+    if let Some(rx) = digest {
+        return match Pin::new(rx).poll(cx) {
+            Poll::Ready(Ok(bytes)) => {
+                *digest = None;
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
+    }
+    match out.poll_recv_weighed(cx, Out::weight) {
+        Poll::Ready(Some(Out::Text(frame))) => {
+            let mut bytes = Vec::with_capacity(frame.len() + 2);
+            bytes.push(0);
+            bytes.extend_from_slice(frame.as_bytes());
+            bytes.push(0xff);
+            Poll::Ready(Some(Ok(Bytes::from(bytes))))
+        }
+        Poll::Ready(Some(Out::Close(_)) | None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Hands the client's frames (`\x00`, UTF-8 text, `\xff`) to the session
+/// until the client goes or breaks the protocol.
+async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: BytesMut, max: usize) {
+    loop {
+        while let Some(start) = buf.iter().position(|&b| b == 0) {
+            let Some(len) = buf[start + 1..].iter().position(|&b| b == 0xff) else { break };
+            let frame = buf.split_to(start + 1 + len + 1);
+            let text = String::from_utf8_lossy(&frame[start + 1..start + 1 + len]).into_owned();
+            match parse_messages(text.as_bytes(), true) {
+                Ok(m) if !m.is_empty() => {
+                    let _ = session.send(Command::messages(m));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("sockjs: hixie-76 frame refused: {e}");
+                    let _ = session.send(Command::TransportFailed(Failure::Protocol));
+                    return;
+                }
+            }
+        }
+        // Held back, like an RFC 6455 client, while the session has a
+        // backlog of this client's messages.
+        futures_util::future::poll_fn(|cx| session.poll_room(cx)).await;
+        match payload.next().await {
+            // What is left in `buf` is one unfinished frame: bounded like
+            // any message, so that a frame never ended with 0xFF cannot
+            // grow the buffer for as long as the client sends.
+            Some(Ok(chunk)) if buf.len() + chunk.len() > max + 2 => {
+                log::info!("sockjs: hixie-76 frame over {max} bytes refused");
+                let _ = session.send(Command::TransportFailed(Failure::Protocol));
+                return;
+            }
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            _ => return,
+        }
+    }
+}

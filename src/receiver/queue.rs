@@ -45,6 +45,10 @@ struct State<T> {
     waiting: Option<Box<Waiting>>,
 }
 
+const _: () = assert!(std::mem::size_of::<VecDeque<u64>>() == 32);
+const _: () = assert!(std::mem::size_of::<Option<Box<VecDeque<u64>>>>() == 8);
+const _: () = assert!(std::mem::size_of::<Waiting>() == 40);
+
 /// Senders waiting on a queue.
 #[derive(Default)]
 struct Waiting {

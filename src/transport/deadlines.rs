@@ -29,6 +29,9 @@ struct Due {
     socket: Nudger<Out>,
 }
 
+const _: () = assert!(std::mem::size_of::<Due>() == 16);
+const _: () = assert!(std::mem::size_of::<std::time::Instant>() == 16);
+
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
         self.at == other.at

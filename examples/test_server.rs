@@ -12,14 +12,17 @@
 //! does not cap the clients it serves.
 //!
 //! Endpoints: `/echo`, `/close`, `/disabled_websocket_echo`,
-//! `/cookie_needed_echo`, `/ticker`, `/amplify`, `/broadcast`. Every one
-//! but `/broadcast` has a 4,096-byte response limit, as the protocol suite
-//! expects of `/echo`; `/broadcast` keeps the default (128 KiB).
+//! `/cookie_needed_echo`, `/ticker`, `/amplify`, `/broadcast`, `/groups`.
+//! Every one but `/broadcast` and `/groups` has a 4,096-byte response
+//! limit, as the protocol suite expects of `/echo`; those two keep the
+//! default options (128 KiB). `/groups` takes commands (see [`Grouper`]):
+//! `id`, `join:G`, `leave:G`, `to:G:TEXT`, `except:G:TEXT`, `list:G`,
+//! `ids:ID1,ID2:TEXT`; anything else is echoed.
 
 use std::{path::PathBuf, time::Duration};
 
 use actix::prelude::*;
-use actix_sockjs::{Broadcast, Config, Session, SessionContext, SessionManager, SockJs};
+use actix_sockjs::{Broadcast, Config, GroupMembers, Session, SessionContext, SessionManager, SockJs};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 /// Sends every message back.
@@ -100,6 +103,70 @@ impl Session for Broadcaster {
     }
 }
 
+/// Drives groups from the client: each message is a command.
+///
+/// - `id`: answers the session's own id;
+/// - `join:G`, `leave:G`: joins or leaves group `G`, then answers `ok`;
+/// - `to:G:TEXT`: every member of `G` (on this node) gets `TEXT`;
+/// - `except:G:TEXT`: every member of `G` but the sender gets `TEXT`;
+/// - `list:G`: answers the sorted member ids of `G` as one JSON array;
+/// - `ids:ID1,ID2:TEXT`: each listed session gets `TEXT`;
+/// - anything else is echoed back.
+struct Grouper {
+    manager: Addr<SessionManager<Grouper>>,
+}
+
+impl Actor for Grouper {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Grouper {
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        let (command, rest) = msg.split_once(':').unwrap_or((msg.as_str(), ""));
+        let group_and_text = || rest.split_once(':').unwrap_or((rest, ""));
+        match command {
+            "id" if rest.is_empty() && !msg.contains(':') => {
+                let id = ctx.session_id().to_owned();
+                ctx.send(id);
+            }
+            "join" => {
+                ctx.join(rest);
+                ctx.send("ok");
+            }
+            "leave" => {
+                ctx.leave(rest);
+                ctx.send("ok");
+            }
+            "to" => {
+                let (group, text) = group_and_text();
+                self.manager.do_send(Broadcast::text(text).group(group));
+            }
+            "except" => {
+                let (group, text) = group_and_text();
+                self.manager.do_send(Broadcast::text(text).group(group).except([ctx.session_id()]));
+            }
+            "ids" => {
+                let (ids, text) = group_and_text();
+                self.manager.do_send(Broadcast::text(text).ids(ids.split(',')));
+            }
+            "list" => {
+                let ask = self.manager.send(GroupMembers::new(rest));
+                ctx.wait(actix::fut::wrap_future(ask).map(
+                    |members, _: &mut Self, ctx: &mut SessionContext<Self>| match members {
+                        Ok(members) => {
+                            if let Err(e) = ctx.send_json(&members) {
+                                log::warn!("list not sent: {e}");
+                            }
+                        }
+                        Err(e) => log::warn!("the manager did not answer: {e}"),
+                    },
+                ));
+            }
+            _ => ctx.send(msg),
+        }
+    }
+}
+
 /// Serves one file of the `--static` directory (no subdirectories).
 async fn static_file(req: HttpRequest, dir: web::Data<Option<PathBuf>>) -> HttpResponse {
     let name = req.match_info().get("file").unwrap_or_default();
@@ -139,7 +206,9 @@ Options:
   -h, --help          print this and exit
 
 Endpoints: /echo, /close, /disabled_websocket_echo, /cookie_needed_echo,
-/ticker, /amplify (4,096-byte response limit), /broadcast (default limit).
+/ticker, /amplify (4,096-byte response limit), /broadcast and /groups
+(default options). /groups takes commands: id, join:G, leave:G, to:G:TEXT,
+except:G:TEXT, list:G, ids:ID1,ID2:TEXT; anything else is echoed.
 The first line printed is `listening on http://HOST:PORT`.
 ";
 
@@ -182,6 +251,7 @@ async fn main() -> std::io::Result<()> {
     let ticker = SessionManager::new(|| Ticker).start();
     let amplify = SessionManager::new(|| Amplify).start();
     let broadcast = SessionManager::start_with(|room| move || Broadcaster { room: room.clone() });
+    let groups = SessionManager::start_with(|manager| move || Grouper { manager: manager.clone() });
     let signal = actix_sockjs::shutdown_signal([
         echo.clone().recipient(),
         close.clone().recipient(),
@@ -190,6 +260,7 @@ async fn main() -> std::io::Result<()> {
         ticker.clone().recipient(),
         amplify.clone().recipient(),
         broadcast.clone().recipient(),
+        groups.clone().recipient(),
     ]);
 
     // Every client holds a descriptor. Take the hard limit rather than the
@@ -220,6 +291,7 @@ async fn main() -> std::io::Result<()> {
             .service(SockJs::new("/ticker", ticker.clone()).config(base.clone()))
             .service(SockJs::new("/amplify", amplify.clone()).config(base.clone()))
             .service(SockJs::new("/broadcast", broadcast.clone()).config(fan_out.clone()))
+            .service(SockJs::new("/groups", groups.clone()).config(fan_out.clone()))
             .app_data(web::Data::new(static_dir.clone()))
             .route("/static/{file}", web::get().to(static_file))
     })

@@ -55,12 +55,15 @@ pub enum CloseCause {
     /// The server is shutting down (see [`Shutdown`](crate::Shutdown)); the
     /// client got `c[1001,"Server shutting down"]`.
     Shutdown,
+    /// The session actor stopped itself (`ctx.stop()`); the client got
+    /// `c[1000,"Normal closure"]`.
+    Stopped,
 }
 
 impl CloseCause {
     /// The `cause` label of [`SESSIONS_CLOSED`](crate::metrics::SESSIONS_CLOSED),
     /// and its index in [`LABELS`](Self::LABELS); `None` stands for a session
-    /// actor stopped without [`close`](crate::SessionContext::close).
+    /// session actor that ended without closing (its arbiter stopped).
     pub(crate) fn label(cause: Option<&Self>) -> (usize, &'static str) {
         let index = match cause {
             Some(Self::Application { .. }) => 0,
@@ -70,7 +73,7 @@ impl CloseCause {
             Some(Self::Overflow) => 4,
             Some(Self::ProtocolError) => 5,
             Some(Self::Shutdown) => 6,
-            None => 7,
+            Some(Self::Stopped) | None => 7,
         };
         (index, Self::LABELS[index])
     }
@@ -98,6 +101,7 @@ impl fmt::Display for CloseCause {
             Self::Overflow => f.write_str("outgoing queue overflow"),
             Self::ProtocolError => f.write_str("protocol error from the client"),
             Self::Shutdown => f.write_str("server shutting down"),
+            Self::Stopped => f.write_str("the session actor stopped"),
         }
     }
 }

@@ -118,7 +118,11 @@ impl<A: Session> Endpoint<A> {
                 return Err(e);
             }
         }
-        Ok(Opening { client: self.client_ip(req), caps: self.config.caps() })
+        Ok(Opening {
+            client: self.client_ip(req),
+            caps: self.config.caps(),
+            transport: Transport::XhrPolling,
+        })
     }
 
     fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
@@ -159,7 +163,10 @@ impl<A: Session> Endpoint<A> {
                     self.start(starter, serial, id, transport, req, rx);
                     return Ok(());
                 }
-                Acquired::Missing => opening = Some(self.admit(req).map_err(ReachError::Denied)?),
+                Acquired::Missing => {
+                    let admitted = self.admit(req).map_err(ReachError::Denied)?;
+                    opening = Some(Opening { transport: receiver.transport(), ..admitted });
+                }
                 Acquired::Refused(refusal) => return Err(ReachError::Denied(refusal.into())),
             }
         }
@@ -178,7 +185,10 @@ impl<A: Session> Endpoint<A> {
     ) -> Result<CommandTx, actix_web::Error> {
         let serial = next_serial();
         let transport = receiver.transport();
+        // A raw WebSocket has no id of the client's: it gets a unique one.
+        let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
         let (cmd_tx, cmd_rx) = command_channel();
+        let opening = Opening { transport, ..opening };
         let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
         let starter = match self.manager.send(register).await {
             Ok(Ok(starter)) => starter,
@@ -189,8 +199,6 @@ impl<A: Session> Endpoint<A> {
             }
         };
         let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
-        // A raw WebSocket has no id of the client's: it gets a unique one.
-        let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
         self.start(starter, serial, id, transport, req, cmd_rx);
         Ok(cmd_tx)
     }
@@ -232,16 +240,18 @@ impl<A: Session> Endpoint<A> {
         req: &HttpRequest,
         rx: CommandRx,
     ) {
+        let request = RequestInfo::from_request(req, self.client_ip(req));
+        let session = (starter.factory)(&request);
         let setup = SessionSetup {
             id,
             serial,
             transport,
             config: self.config.clone(),
-            request: RequestInfo::from_request(req, self.client_ip(req)),
-            on_end: starter.on_end,
+            request,
+            notes: starter.notes,
             metrics: self.metrics.clone(),
         };
-        start_session((starter.factory)(), setup, rx);
+        start_session(session, setup, rx);
     }
 }
 

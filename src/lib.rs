@@ -29,11 +29,14 @@ pub mod cluster;
 
 pub use cause::CloseCause;
 pub use config::{Config, DEFAULT_SOCKJS_URL};
-pub use manager::{Broadcast, GetSession, SendTo, SessionCount, SessionManager, Shutdown};
+pub use manager::{
+    Broadcast, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave, ListSessions, SendTo,
+    SessionCount, SessionCounts, SessionInfo, SessionManager, Shutdown,
+};
 pub use protocol::Transport;
 pub use receiver::on_connect;
 pub use service::SockJs;
-pub use session::{RequestInfo, Session, SessionContext};
+pub use session::{RequestInfo, Session, SessionContext, SessionState};
 pub use shutdown::{shutdown_on, shutdown_signal};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.

@@ -204,7 +204,7 @@ fn open_sees_the_request_and_the_factory_state() {
             local_peer: true
         }
     );
-    assert_eq!(p.ask(SessionCount), 1);
+    assert_eq!(p.ask(SessionCount).total(), 1);
     // Reach the session actor by id and send it our own message.
     assert!(p.ask(GetSession::new("no-such-session")).is_none());
     let addr = p.ask(GetSession::new(id.clone())).expect("session found by id");
@@ -484,7 +484,7 @@ fn authorisation_runs_before_any_session_exists() {
         WsClient::connect_with(p.port, &format!("/probe/000/{}/websocket", session()), &[]).err().unwrap();
     assert_eq!(r.status(), 403);
     assert!(WsClient::connect_with(p.port, "/probe/websocket", &[]).is_err());
-    assert_eq!(p.ask(SessionCount), 0, "no session opened for refused requests");
+    assert_eq!(p.ask(SessionCount).total(), 0, "no session opened for refused requests");
 
     let url = format!("/probe/000/{}", session());
     assert_eq!(request(p.port, "POST", &format!("{url}/xhr"), &key, Some(b"")).body, "o\n");

@@ -219,6 +219,18 @@ impl<T> Rx<T> {
         self.poll_recv_weighed(cx, |_| 0)
     }
 
+    /// The next unweighed item if one is queued now. Leaves the waker of
+    /// the last `poll_recv` in place, so that a task polling this queue is
+    /// still woken by what comes later.
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
+        let mut state = self.0.lock();
+        let item = state.pop()?;
+        if state.len() == 0 {
+            state.load = 0;
+        }
+        Some(item)
+    }
+
     /// The next item, taking `weight(item)` off the queue's load (the
     /// weight it was sent with).
     pub(crate) fn poll_recv_weighed(

@@ -26,32 +26,54 @@ use actix::{
 
 use super::{
     machine::{Attach, Machine, Shared, State, Written},
-    RequestInfo, Session,
+    RequestInfo, Session, SessionState,
 };
 use crate::{
     cause::CloseCause,
+    close_code,
     config::Config,
     metrics::EndpointMetrics,
     protocol::Transport,
     receiver::{queue, Receiver},
 };
 
-/// Where sessions report that they ended, by serial: one queue per
-/// manager, a clone of its sender per session (no allocation; an actix
-/// `Recipient` per session cost ~100 bytes of every idle session).
-#[derive(Debug, Clone)]
-pub(crate) struct EndedTx(queue::Tx<u64>);
+/// What a session tells its manager, in order: one queue per manager, a
+/// clone of its sender per session (no allocation; an actix `Recipient`
+/// per session cost ~100 bytes of every idle session). The manager reads
+/// what is queued before it handles any message, so that a session that
+/// joined a group before it answered its client is a member for whatever
+/// that client makes happen next.
+#[derive(Debug)]
+pub(crate) enum Note {
+    /// The session sent its open frame.
+    Opened,
+    /// The session closed (its client got, or will get, a close frame).
+    Closed,
+    /// The session actor is gone.
+    Ended,
+    /// The session joins a group.
+    Join(Arc<str>),
+    /// The session leaves a group.
+    Leave(Arc<str>),
+}
 
-impl EndedTx {
-    /// A new queue of ended sessions' serials.
-    pub(crate) fn queue() -> (Self, queue::Rx<u64>) {
+/// The sending end of a manager's notes; each note carries the session's serial.
+#[derive(Debug, Clone)]
+pub(crate) struct NotesTx(queue::Tx<(u64, Note)>);
+
+/// The manager's end.
+pub(crate) type NotesRx = queue::Rx<(u64, Note)>;
+
+impl NotesTx {
+    /// A new queue of notes.
+    pub(crate) fn queue() -> (Self, NotesRx) {
         let (tx, rx) = queue::queue();
         (Self(tx), rx)
     }
 
-    /// Reports that the session `serial` ended (ignored once the manager is gone).
-    pub(crate) fn ended(&self, serial: u64) {
-        let _ = self.0.send(serial);
+    /// Tells the manager (ignored once it is gone).
+    pub(crate) fn note(&self, serial: u64, note: Note) {
+        let _ = self.0.send((serial, note));
     }
 }
 
@@ -175,7 +197,8 @@ pub(crate) struct SessionSetup {
     pub(crate) transport: Transport,
     pub(crate) config: Arc<Config>,
     pub(crate) request: RequestInfo,
-    pub(crate) on_end: EndedTx,
+    /// Where the session tells its manager of its life and its groups.
+    pub(crate) notes: NotesTx,
     pub(crate) metrics: Arc<EndpointMetrics>,
 }
 
@@ -272,8 +295,10 @@ where
     /// The actor runtime must run again before it waits (something was
     /// spawned outside its own poll).
     needs_poll: bool,
-    /// The session counts as open in the metrics.
+    /// The session counts as open in the metrics and with its manager.
     counted_open: bool,
+    /// `stop()` closed the session: run `on_close(Stopped)`, then stop.
+    stop_requested: bool,
 }
 
 impl<A> fmt::Debug for SessionContext<A>
@@ -282,6 +307,19 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionContext").field("id", &self.setup.id).field("machine", &self.machine).finish()
+    }
+}
+
+impl<A> SessionContext<A>
+where
+    A: Actor<Context = SessionContext<A>>,
+{
+    /// Counts the session as closed in the metrics and with its manager, once.
+    fn record_close(&mut self, cause: Option<&CloseCause>) {
+        if std::mem::take(&mut self.counted_open) {
+            self.setup.metrics.session_closed(self.machine.transport(), cause);
+            self.setup.notes.note(self.setup.serial, Note::Closed);
+        }
     }
 }
 
@@ -427,6 +465,135 @@ where
         self.machine.is_open()
     }
 
+    /// The transport that opened the session. An HTTP session's later
+    /// requests may use others (a page that fell back from one streaming
+    /// transport to another keeps its session only if it keeps its id).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext, Transport};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// impl Session for Echo {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         if ctx.transport() == Transport::XhrPolling {
+    ///             log::info!("{} polls: expect latency", ctx.session_id());
+    ///         }
+    ///     }
+    ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
+    pub fn transport(&self) -> Transport {
+        self.machine.transport()
+    }
+
+    /// Where the session is in its life.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext, SessionState};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// impl Session for Echo {
+    ///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+    ///         assert_eq!(ctx.state(), SessionState::Open);
+    ///         ctx.close(3000, "enough");
+    ///         assert_ne!(ctx.state(), SessionState::Open);
+    ///     }
+    /// }
+    /// ```
+    pub fn state(&self) -> SessionState {
+        match self.machine.state() {
+            State::New => SessionState::New,
+            State::Open => SessionState::Open,
+            State::Closing(_) => SessionState::Closing,
+            State::Closed(_) => SessionState::Closed,
+        }
+    }
+
+    /// Joins the group `group` of this endpoint: broadcasts to the group
+    /// (see [`Broadcast::group`](crate::Broadcast::group)) reach the session
+    /// from then on, until it leaves or ends. Joining twice is joining once.
+    ///
+    /// The manager learns of it before it handles any message sent after
+    /// this call, so whatever the client does once it sees an answer sent
+    /// after `join` finds the session in the group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Chat;
+    /// # impl Actor for Chat { type Context = SessionContext<Self>; }
+    /// impl Session for Chat {
+    ///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+    ///         if let Some(room) = msg.strip_prefix("/join ") {
+    ///             ctx.join(room);
+    ///             ctx.send(format!("joined {room}"));
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn join(&mut self, group: &str) {
+        self.setup.notes.note(self.setup.serial, Note::Join(Arc::from(group)));
+    }
+
+    /// Leaves the group `group` (nothing happens if the session is not in
+    /// it). A session leaves all its groups when it ends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Chat;
+    /// # impl Actor for Chat { type Context = SessionContext<Self>; }
+    /// impl Session for Chat {
+    ///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+    ///         if let Some(room) = msg.strip_prefix("/leave ") {
+    ///             ctx.leave(room);
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn leave(&mut self, group: &str) {
+        self.setup.notes.note(self.setup.serial, Note::Leave(Arc::from(group)));
+    }
+
+    /// Sends a value as one JSON message (`serde_json`'s encoding of it).
+    ///
+    /// # Errors
+    ///
+    /// The value's `Serialize` implementation failed (a map with non-string
+    /// keys, say); nothing is sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Scores;
+    /// # impl Actor for Scores { type Context = SessionContext<Self>; }
+    /// impl Session for Scores {
+    ///     fn on_message(&mut self, _: String, ctx: &mut SessionContext<Self>) {
+    ///         let score = serde_json::json!({ "player": "ann", "points": 3 });
+    ///         if let Err(e) = ctx.send_json(&score) {
+    ///             log::warn!("score not sent: {e}");
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn send_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), serde_json::Error> {
+        let text = serde_json::to_string(value)?;
+        self.send(text);
+        Ok(())
+    }
+
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_default()
     }
@@ -452,13 +619,6 @@ where
     fn notify_close(&mut self, act: &mut A, cause: CloseCause) {
         self.record_close(Some(&cause));
         act.on_close(cause, self);
-    }
-
-    /// Counts the session as closed in the metrics, once.
-    fn record_close(&mut self, cause: Option<&CloseCause>) {
-        if std::mem::take(&mut self.counted_open) {
-            self.setup.metrics.session_closed(self.machine.transport(), cause);
-        }
     }
 
     /// Stops the actor at its next turn, after any deferred `on_close`.
@@ -520,6 +680,7 @@ where
             Attach::Opened { token } => {
                 self.counted_open = true;
                 self.setup.metrics.session_opened(self.machine.transport());
+                self.setup.notes.note(self.setup.serial, Note::Opened);
                 self.installed(token);
                 act.on_open(self);
             }
@@ -629,6 +790,10 @@ where
     /// of the actor. Returns whether the actor runtime must run again (a
     /// timer was started or the actor stopped outside its own poll).
     fn flush(&mut self) -> bool {
+        if std::mem::take(&mut self.stop_requested) {
+            self.defer_on_close(CloseCause::Stopped);
+            self.finish();
+        }
         let before = (self.machine.attached(), self.parts.state());
         self.setup.metrics.queue_depth(self.machine.queued());
         let written = self.machine.flush();
@@ -653,11 +818,9 @@ where
     A: Actor<Context = SessionContext<A>>,
 {
     fn drop(&mut self) {
-        if std::mem::take(&mut self.counted_open) {
-            self.setup.metrics.session_closed(self.machine.transport(), None);
-        }
+        self.record_close(None);
         self.machine.end();
-        self.setup.on_end.ended(self.setup.serial);
+        self.setup.notes.note(self.setup.serial, Note::Ended);
         log::trace!("sockjs {}: session ended", self.setup.id);
     }
 }
@@ -666,11 +829,17 @@ impl<A> ActorContext for SessionContext<A>
 where
     A: Actor<Context = Self>,
 {
-    /// Stops the session actor. An open session's client gets
-    /// `c[1000,"Normal closure"]`; [`Session::on_close`] is not called (use
-    /// [`SessionContext::close`] for that).
+    /// Stops the session actor. An open session is closed first: its
+    /// client gets `c[1000,"Normal closure"]` and [`Session::on_close`]
+    /// runs with [`CloseCause::Stopped`], then the actor stops.
     fn stop(&mut self) {
-        self.parts.stop();
+        let (code, reason) = close_code::with_reason(close_code::NORMAL);
+        if self.machine.close(code, reason) {
+            self.stop_requested = true;
+            self.needs_poll = true;
+        } else {
+            self.parts.stop();
+        }
     }
 
     fn terminate(&mut self) {
@@ -813,6 +982,7 @@ pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: Command
         finisher_spawned: false,
         needs_poll: false,
         counted_open: false,
+        stop_requested: false,
     };
     ctx.parts.spawn(Pump { rx });
     actix::spawn(SessionFut { fut: ContextFut::new(ctx, act, mailbox) });

@@ -19,9 +19,34 @@ mod context;
 mod machine;
 
 pub use context::SessionContext;
+
+/// Where a session is in its life, as [`SessionContext::state`] and the
+/// manager's listings tell it.
+///
+/// # Examples
+///
+/// ```
+/// use actix_sockjs::SessionState;
+///
+/// assert_ne!(SessionState::Closing, SessionState::Closed);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// Created; its first receiver has not been answered yet.
+    New,
+    /// The client got its open frame and the session is not closed.
+    Open,
+    /// Closed; the close frame is still to be written to the attached
+    /// receiver.
+    Closing,
+    /// Closed. An HTTP session stays for the disconnect delay, answering
+    /// late requests with its close frame, then ends.
+    Closed,
+}
 pub(crate) use context::{
-    command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, EndedTx, Failure,
-    SessionSetup,
+    command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Note, NotesRx,
+    NotesTx, SessionSetup,
 };
 pub(crate) use machine::Shared;
 

@@ -533,3 +533,94 @@ impl WsClient {
         }
     }
 }
+
+/// A SockJS client on one of three transports, reading messages one at a
+/// time (frames may carry several; heartbeats are skipped).
+pub struct Client {
+    port: u16,
+    /// `<prefix>/000/<id>`.
+    url: String,
+    link: Link,
+    inbox: std::collections::VecDeque<String>,
+}
+
+enum Link {
+    Ws(WsClient),
+    Stream(Conn),
+    Poll,
+}
+
+/// The messages of a frame; `None` for the open and heartbeat frames.
+fn frame_messages(frame: &str) -> Option<Vec<String>> {
+    let frame = frame.trim_end_matches('\n');
+    match frame.as_bytes().first() {
+        Some(b'a') => Some(serde_json::from_str(&frame[1..]).expect("a JSON array of strings")),
+        Some(b'o' | b'h') => None,
+        _ => panic!("unexpected frame {frame:?}"),
+    }
+}
+
+impl Client {
+    /// A session over the SockJS WebSocket, past its `o`.
+    pub fn websocket(port: u16, prefix: &str) -> Self {
+        let id = session();
+        let url = format!("{prefix}/000/{id}");
+        let mut ws = WsClient::connect(port, &format!("{url}/websocket"));
+        assert_eq!(ws.recv_text(), "o");
+        Self { port, url, link: Link::Ws(ws), inbox: Default::default() }
+    }
+
+    /// A session over xhr_streaming, past its prelude and `o`.
+    pub fn stream(port: u16, prefix: &str) -> Self {
+        let url = format!("{prefix}/000/{}", session());
+        let mut conn = Conn::open(port);
+        conn.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
+        assert_eq!(conn.head().status, 200);
+        assert_eq!(conn.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
+        assert_eq!(conn.chunk().unwrap(), "o\n");
+        Self { port, url, link: Link::Stream(conn), inbox: Default::default() }
+    }
+
+    /// A session over xhr polling, past its `o`.
+    pub fn poll(port: u16, prefix: &str) -> Self {
+        let url = format!("{prefix}/000/{}", session());
+        assert_eq!(post(port, &format!("{url}/xhr"), "").body, "o\n");
+        Self { port, url, link: Link::Poll, inbox: Default::default() }
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &str) {
+        let payload = serde_json::to_string(&[msg]).expect("json");
+        match &mut self.link {
+            Link::Ws(ws) => ws.send_text(&payload),
+            _ => assert_eq!(post(self.port, &format!("{}/xhr_send", self.url), &payload).status(), 204),
+        }
+    }
+
+    /// The next message.
+    pub fn recv(&mut self) -> String {
+        while self.inbox.is_empty() {
+            let frame = match &mut self.link {
+                Link::Ws(ws) => ws.recv_text(),
+                Link::Stream(conn) => conn.chunk().expect("the stream goes on"),
+                Link::Poll => post(self.port, &format!("{}/xhr", self.url), "").body,
+            };
+            self.inbox.extend(frame_messages(&frame).unwrap_or_default());
+        }
+        self.inbox.pop_front().expect("a message")
+    }
+
+    /// Sends `msg` and returns the next message.
+    pub fn ask(&mut self, msg: &str) -> String {
+        self.send(msg);
+        self.recv()
+    }
+
+    /// The WebSocket of a WebSocket client.
+    pub fn ws(&mut self) -> &mut WsClient {
+        match &mut self.link {
+            Link::Ws(ws) => ws,
+            _ => panic!("not a WebSocket client"),
+        }
+    }
+}

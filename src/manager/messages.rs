@@ -1,0 +1,915 @@
+//! The messages a [`SessionManager`] answers: the public ones (broadcasts,
+//! delivery by id, groups, listings, counts, shutdown) and the crate's own
+//! (opening sessions, the workers' directory, the cluster relay).
+
+use std::{net::IpAddr, sync::Arc, time::SystemTime};
+
+use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{next_serial, Directory, Opening, SessionManager, Starter, Target};
+use crate::{
+    admission::Refusal,
+    protocol::{json_string, Escape, Transport},
+    session::{
+        command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared,
+    },
+};
+
+/// Sends one message to every open session of the endpoint, or to a group,
+/// or to a list of sessions, optionally leaving some out.
+///
+/// The message is encoded once, when the `Broadcast` is built, and shared by
+/// all recipients; each session puts it in its own queue, so a broadcast
+/// keeps its order with the session's other messages and a slow client
+/// delays nobody else. A broadcast to a group or a list costs per
+/// recipient, whatever the endpoint's number of sessions.
+///
+/// Across nodes (the `redis` feature), a broadcast to everyone (without
+/// `except`) reaches every node; a group, list or `except` broadcast
+/// reaches this node's sessions only.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # fn f(manager: Addr<SessionManager<Echo>>, sender_id: &str) {
+/// manager.do_send(Broadcast::text("server restarting in 5 minutes"));
+/// // Everyone in the room but the one who spoke:
+/// manager.do_send(Broadcast::text("ann: hello").group("lobby").except([sender_id]));
+/// // A chosen list of sessions (sockjs-tornado's broadcast(clients, msg)):
+/// manager.do_send(Broadcast::text("you two").ids(["a1b2", "c3d4"]));
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Broadcast {
+    payload: Arc<Shared>,
+    target: Target,
+    except: Box<[Arc<str>]>,
+}
+
+/// A payload from a text, encoded once.
+fn shared(text: String) -> Arc<Shared> {
+    let json = json_string(&text, Escape::SockJs).into_boxed_str();
+    Arc::new(Shared { text: text.into_boxed_str(), json })
+}
+
+fn ids<I, S>(ids: I) -> Box<[Arc<str>]>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    ids.into_iter().map(|id| Arc::from(id.as_ref())).collect()
+}
+
+impl Broadcast {
+    /// A broadcast of one text message to every session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let notice = actix_sockjs::Broadcast::text("maintenance at noon");
+    /// ```
+    pub fn text(msg: impl Into<String>) -> Self {
+        Self { payload: shared(msg.into()), target: Target::All, except: Box::default() }
+    }
+
+    /// A broadcast of one value as JSON (`serde_json`'s encoding).
+    ///
+    /// # Errors
+    ///
+    /// The value's `Serialize` implementation failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let scores = actix_sockjs::Broadcast::json(&serde_json::json!({ "ann": 3 })).unwrap();
+    /// ```
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Self::text(serde_json::to_string(value)?))
+    }
+
+    /// Only to the members of `group` (see [`SessionContext::join`](crate::SessionContext::join)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let news = actix_sockjs::Broadcast::text("goal!").group("match-42");
+    /// ```
+    #[must_use]
+    pub fn group(mut self, group: impl AsRef<str>) -> Self {
+        self.target = Target::Group(Arc::from(group.as_ref()));
+        self
+    }
+
+    /// Only to the sessions with these ids.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pair = actix_sockjs::Broadcast::text("your turn").ids(["a1", "b2"]);
+    /// ```
+    #[must_use]
+    pub fn ids<I, S>(mut self, list: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.target = Target::Ids(ids(list));
+        self
+    }
+
+    /// Not to the sessions with these ids (the sender, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let others = actix_sockjs::Broadcast::text("bob joined").group("lobby").except(["bob-session"]);
+    /// ```
+    #[must_use]
+    pub fn except<I, S>(mut self, list: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.except = ids(list);
+        self
+    }
+}
+
+impl<A: Session> Handler<Broadcast> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+        self.read_notes();
+        self.fan_out(&msg.payload, &msg.target, &msg.except);
+        if matches!(msg.target, Target::All) && msg.except.is_empty() {
+            self.relay(ClusterMessage::Broadcast(msg.payload));
+        }
+    }
+}
+
+/// Whether a message sent to one session by id reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// A session of this node has it in its queue.
+    Delivered,
+    /// No session of this node has the id; the message went to the other
+    /// nodes (the `redis` feature), and the one holding the session, if any,
+    /// delivers it.
+    Forwarded,
+    /// No session has the id (none on this node, and no other node to ask).
+    Unknown,
+}
+
+/// Sends one message to the session with this id, wherever it is; answers
+/// a [`Delivery`].
+///
+/// On this node the message goes to the HTTP session with that id and to
+/// the newest WebSocket session that used it (a raw WebSocket's id is the
+/// one [`SessionContext::session_id`](crate::SessionContext::session_id)
+/// gives, `raw-` and a number). When no session here has the id and the
+/// manager is bridged to other nodes, the message goes to them.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Delivery, SendTo, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// match manager.send(SendTo::text("a1b2c3", "only for you")).await {
+///     Ok(Delivery::Unknown) => log::info!("no such session"),
+///     Ok(_) => {}
+///     Err(e) => log::warn!("manager gone: {e}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Delivery")]
+pub struct SendTo {
+    id: Arc<str>,
+    payload: Arc<Shared>,
+}
+
+impl SendTo {
+    /// A text message for the session `id`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let private = actix_sockjs::SendTo::text("a1b2c3", "psst");
+    /// ```
+    pub fn text(id: impl AsRef<str>, msg: impl Into<String>) -> Self {
+        Self { id: Arc::from(id.as_ref()), payload: shared(msg.into()) }
+    }
+
+    /// A value as JSON for the session `id`.
+    ///
+    /// # Errors
+    ///
+    /// The value's `Serialize` implementation failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hint = actix_sockjs::SendTo::json("a1b2c3", &serde_json::json!({ "hint": 1 })).unwrap();
+    /// ```
+    pub fn json<T: serde::Serialize + ?Sized>(
+        id: impl AsRef<str>,
+        value: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::text(id, serde_json::to_string(value)?))
+    }
+}
+
+impl<A: Session> Handler<SendTo> for SessionManager<A> {
+    type Result = MessageResult<SendTo>;
+
+    fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        if self.deliver_to(&msg.id, &msg.payload) {
+            return MessageResult(Delivery::Delivered);
+        }
+        if self.relay(ClusterMessage::SendTo(msg.id.clone(), msg.payload)) {
+            return MessageResult(Delivery::Forwarded);
+        }
+        log::debug!("sockjs: message for unknown session {}", msg.id);
+        MessageResult(Delivery::Unknown)
+    }
+}
+
+/// Hands one of the application's own messages to the session actor with
+/// this id, whatever its transport; answers whether a session of this node
+/// took it ([`Delivery::Delivered`]) or none has the id
+/// ([`Delivery::Unknown`]; typed messages do not cross nodes).
+///
+/// # Examples
+///
+/// ```no_run
+/// use actix::prelude::*;
+/// use actix_sockjs::{Deliver, Delivery, Session, SessionContext, SessionManager};
+///
+/// #[derive(Message)]
+/// #[rtype(result = "()")]
+/// struct Kick(String);
+///
+/// struct Player;
+/// impl Actor for Player {
+///     type Context = SessionContext<Self>;
+/// }
+/// impl Session for Player {
+///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+/// }
+/// impl Handler<Kick> for Player {
+///     type Result = ();
+///     fn handle(&mut self, Kick(why): Kick, ctx: &mut SessionContext<Self>) {
+///         ctx.close(4000, why);
+///     }
+/// }
+///
+/// # async fn f(manager: Addr<SessionManager<Player>>) {
+/// let kicked = manager.send(Deliver::new("a1b2c3", Kick("cheating".into()))).await;
+/// assert!(matches!(kicked, Ok(Delivery::Delivered | Delivery::Unknown)));
+/// # }
+/// ```
+pub struct Deliver<M> {
+    id: Arc<str>,
+    msg: M,
+}
+
+impl<M> std::fmt::Debug for Deliver<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliver").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl<M> Deliver<M> {
+    /// `msg` for the session `id`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(actix::Message)] #[rtype(result = "()")] struct Ping;
+    /// let ping = actix_sockjs::Deliver::new("a1b2c3", Ping);
+    /// ```
+    pub fn new(id: impl AsRef<str>, msg: M) -> Self {
+        Self { id: Arc::from(id.as_ref()), msg }
+    }
+}
+
+impl<M> Message for Deliver<M> {
+    type Result = Delivery;
+}
+
+impl<A, M> Handler<Deliver<M>> for SessionManager<A>
+where
+    A: Session + Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    type Result = MessageResult<Deliver<M>>;
+
+    fn handle(&mut self, Deliver { id, msg }: Deliver<M>, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        let Some(entry) = self.serials_of(&id).find_map(|serial| self.sessions.get(&serial)) else {
+            return MessageResult(Delivery::Unknown);
+        };
+        // The manager keeps no `Addr` per session (an actix address costs a
+        // shared allocation of its own); the session hands the message to
+        // its own address.
+        let hand_over = AddressRequest::new(move |addr| {
+            if let Ok(addr) = addr.downcast::<Addr<A>>() {
+                addr.do_send(msg);
+            }
+        });
+        match entry.tx.send(Command::Address(Box::new(hand_over))) {
+            Ok(()) => MessageResult(Delivery::Delivered),
+            Err(_) => MessageResult(Delivery::Unknown),
+        }
+    }
+}
+
+/// Puts the session with this id in a group, from outside the session;
+/// answers `false` if no session of this node has the id.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Join, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// let joined = manager.send(Join::new("a1b2c3", "admins")).await.unwrap_or(false);
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+pub struct Join {
+    id: Arc<str>,
+    group: Arc<str>,
+}
+
+impl Join {
+    /// The session `id` joins `group`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let join = actix_sockjs::Join::new("a1b2c3", "admins");
+    /// ```
+    pub fn new(id: impl AsRef<str>, group: impl AsRef<str>) -> Self {
+        Self { id: Arc::from(id.as_ref()), group: Arc::from(group.as_ref()) }
+    }
+}
+
+impl<A: Session> Handler<Join> for SessionManager<A> {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> bool {
+        self.read_notes();
+        let serials: Vec<u64> = self.serials_of(&msg.id).collect();
+        // Every session with the id (an HTTP one and a WebSocket one may share it).
+        let mut found = false;
+        for serial in serials {
+            found |= self.join(serial, msg.group.clone());
+        }
+        found
+    }
+}
+
+/// Takes the session with this id out of a group, from outside the
+/// session; answers `false` if no session of this node has the id.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Leave, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # fn f(manager: Addr<SessionManager<Echo>>) {
+/// manager.do_send(Leave::new("a1b2c3", "admins"));
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+pub struct Leave {
+    id: Arc<str>,
+    group: Arc<str>,
+}
+
+impl Leave {
+    /// The session `id` leaves `group`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let leave = actix_sockjs::Leave::new("a1b2c3", "admins");
+    /// ```
+    pub fn new(id: impl AsRef<str>, group: impl AsRef<str>) -> Self {
+        Self { id: Arc::from(id.as_ref()), group: Arc::from(group.as_ref()) }
+    }
+}
+
+impl<A: Session> Handler<Leave> for SessionManager<A> {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) -> bool {
+        self.read_notes();
+        let serials: Vec<u64> = self.serials_of(&msg.id).collect();
+        let mut found = false;
+        for serial in serials {
+            found |= self.leave(serial, &msg.group);
+        }
+        found
+    }
+}
+
+/// One session as [`ListSessions`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: String,
+    /// The transport that opened it.
+    pub transport: Transport,
+    /// Where it is in its life.
+    pub state: SessionState,
+    /// When the manager admitted it.
+    pub opened_at: SystemTime,
+    /// The client's address (the peer's, or a trusted proxy's report).
+    pub client_ip: Option<IpAddr>,
+    /// Its groups, in the order it joined them.
+    pub groups: Vec<String>,
+}
+
+/// Lists the sessions of this node, ordered by id.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{ListSessions, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// for s in manager.send(ListSessions).await.unwrap_or_default() {
+///     println!("{} {} {:?} since {:?} from {:?} in {:?}", s.id, s.transport, s.state, s.opened_at, s.client_ip, s.groups);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<SessionInfo>")]
+pub struct ListSessions;
+
+impl<A: Session> Handler<ListSessions> for SessionManager<A> {
+    type Result = MessageResult<ListSessions>;
+
+    fn handle(&mut self, _: ListSessions, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        let mut list: Vec<SessionInfo> = self
+            .sessions
+            .values()
+            .map(|e| SessionInfo {
+                id: e.id.to_string(),
+                transport: e.transport,
+                state: e.phase,
+                opened_at: e.opened_at,
+                client_ip: e.client,
+                groups: e.groups.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        MessageResult(list)
+    }
+}
+
+/// The ids of a group's members on this node, sorted.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{GroupMembers, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// let who = manager.send(GroupMembers::new("lobby")).await.unwrap_or_default();
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<String>")]
+pub struct GroupMembers {
+    group: Arc<str>,
+}
+
+impl GroupMembers {
+    /// The members of `group`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ask = actix_sockjs::GroupMembers::new("lobby");
+    /// ```
+    pub fn new(group: impl AsRef<str>) -> Self {
+        Self { group: Arc::from(group.as_ref()) }
+    }
+}
+
+impl<A: Session> Handler<GroupMembers> for SessionManager<A> {
+    type Result = MessageResult<GroupMembers>;
+
+    fn handle(&mut self, msg: GroupMembers, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        let mut ids: Vec<String> = self
+            .groups
+            .get(&msg.group)
+            .into_iter()
+            .flatten()
+            .filter_map(|serial| self.sessions.get(serial))
+            .map(|e| e.id.to_string())
+            .collect();
+        ids.sort_unstable();
+        MessageResult(ids)
+    }
+}
+
+/// Every group of this node with its number of members, sorted by name.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{GroupSizes, Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// for (group, members) in manager.send(GroupSizes).await.unwrap_or_default() {
+///     println!("{group}: {members}");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<(String, usize)>")]
+pub struct GroupSizes;
+
+impl<A: Session> Handler<GroupSizes> for SessionManager<A> {
+    type Result = MessageResult<GroupSizes>;
+
+    fn handle(&mut self, _: GroupSizes, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        let mut sizes: Vec<(String, usize)> =
+            self.groups.iter().map(|(g, m)| (g.to_string(), m.len())).collect();
+        sizes.sort_unstable();
+        MessageResult(sizes)
+    }
+}
+
+/// Closes every session of the endpoint because the server is stopping,
+/// and refuses new ones (503) from then on.
+///
+/// Each open session's client gets `c[1001,"Server shutting down"]` and
+/// [`Session::on_close`] runs with
+/// [`CloseCause::Shutdown`](crate::CloseCause::Shutdown). The answer comes
+/// once every session has been told. [`shutdown_signal`](crate::shutdown_signal)
+/// sends it when the process is asked to stop.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// // Before a deploy: tell every client, then stop accepting sessions.
+/// manager.send(actix_sockjs::Shutdown).await.ok();
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl<A: Session> Handler<Shutdown> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
+        if !self.shutting_down {
+            log::info!("sockjs: closing {} sessions for shutdown", self.sessions.len());
+        }
+        self.shutting_down = true;
+        for entry in self.sessions.values() {
+            let _ = entry.tx.send(Command::Shutdown);
+        }
+    }
+}
+
+/// The sessions the manager tracks, by phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionCounts {
+    /// Admitted, not yet answered with their open frame.
+    pub opening: usize,
+    /// Open.
+    pub open: usize,
+    /// Closed, and still answering late requests with their close frame
+    /// (an HTTP session, for the disconnect delay).
+    pub closing: usize,
+}
+
+impl SessionCounts {
+    /// Every session the manager tracks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(actix_sockjs::SessionCounts::default().total(), 0);
+    /// ```
+    pub fn total(&self) -> usize {
+        self.opening + self.open + self.closing
+    }
+}
+
+/// Asks for the number of sessions the manager tracks, by phase.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// if let Ok(counts) = manager.send(actix_sockjs::SessionCount).await {
+///     log::info!("{} open, {} closing", counts.open, counts.closing);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "SessionCounts")]
+pub struct SessionCount;
+
+impl<A: Session> Handler<SessionCount> for SessionManager<A> {
+    type Result = MessageResult<SessionCount>;
+
+    fn handle(&mut self, _: SessionCount, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        let mut counts = SessionCounts::default();
+        for entry in self.sessions.values() {
+            match entry.phase {
+                SessionState::Open => counts.open += 1,
+                SessionState::New => counts.opening += 1,
+                _ => counts.closing += 1,
+            }
+        }
+        MessageResult(counts)
+    }
+}
+
+/// Looks up a session by its id, whatever its transport; answers the
+/// session actor's address.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # async fn f(manager: Addr<SessionManager<Echo>>) {
+/// use actix_sockjs::GetSession;
+/// if let Ok(Some(session)) = manager.send(GetSession::new("a1b2c3")).await {
+///     // Any message the session actor handles, from outside.
+///     # let _ = session;
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Option<Addr<A>>")]
+pub struct GetSession<A: Session> {
+    id: String,
+    _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: Session> GetSession<A> {
+    /// A lookup of the session with this id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// let lookup = actix_sockjs::GetSession::<Echo>::new("a1b2c3");
+    /// ```
+    pub fn new(id: impl Into<String>) -> Self {
+        Self { id: id.into(), _actor: std::marker::PhantomData }
+    }
+}
+
+impl<A: Session> Handler<GetSession<A>> for SessionManager<A> {
+    type Result = ResponseFuture<Option<Addr<A>>>;
+
+    fn handle(&mut self, msg: GetSession<A>, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ask = AddressRequest::new(move |addr| {
+            let _ = reply.send(addr.downcast::<Addr<A>>().ok().map(|addr| *addr));
+        });
+        let entry = self.serials_of(&msg.id).find_map(|serial| self.sessions.get(&serial));
+        let asked = entry.is_some_and(|entry| entry.tx.send(Command::Address(Box::new(ask))).is_ok());
+        Box::pin(async move {
+            if asked {
+                answer.await.ok().flatten()
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// A message that crosses nodes: what a manager hands its relay, and what
+/// a relay hands the manager from other nodes.
+#[derive(Debug, Clone)]
+pub(crate) enum ClusterMessage {
+    /// To every session.
+    Broadcast(Arc<Shared>),
+    /// To the session with this id.
+    SendTo(Arc<str>, Arc<Shared>),
+}
+
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "used by the relays, which are behind features")
+)]
+impl ClusterMessage {
+    /// A message to relay: a broadcast when `to` is `None`.
+    pub(crate) fn new(to: Option<&str>, text: String) -> Self {
+        let payload = shared(text);
+        match to {
+            Some(id) => Self::SendTo(Arc::from(id), payload),
+            None => Self::Broadcast(payload),
+        }
+    }
+
+    /// The session it is for (`None`: everyone) and the message text.
+    pub(crate) fn parts(&self) -> (Option<&str>, &str) {
+        match self {
+            Self::Broadcast(p) => (None, &p.text),
+            Self::SendTo(id, p) => (Some(id), &p.text),
+        }
+    }
+}
+
+/// A message from another node, for this node's sessions only.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Relayed(pub(crate) ClusterMessage);
+
+impl<A: Session> Handler<Relayed> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, Relayed(msg): Relayed, _: &mut Context<Self>) {
+        self.read_notes();
+        match msg {
+            ClusterMessage::Broadcast(payload) => {
+                self.fan_out(&payload, &Target::All, &[]);
+            }
+            ClusterMessage::SendTo(id, payload) => {
+                self.deliver_to(&id, &payload);
+            }
+        }
+    }
+}
+
+/// Gives the manager a relay to other nodes (or takes it away).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetRelay(pub(crate) Option<UnboundedSender<ClusterMessage>>);
+
+impl<A: Session> Handler<SetRelay> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, SetRelay(relay): SetRelay, _: &mut Context<Self>) {
+        self.relay = relay;
+    }
+}
+
+/// Asks for the manager's [`Directory`] and its identity: a worker checks
+/// that every worker of an endpoint was given the same manager.
+#[derive(Debug, Message)]
+#[rtype(result = "Directory")]
+pub(crate) struct GetDirectory;
+
+impl<A: Session> Handler<GetDirectory> for SessionManager<A> {
+    type Result = MessageResult<GetDirectory>;
+
+    fn handle(&mut self, _: GetDirectory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.directory.clone())
+    }
+}
+
+/// The answer to [`Acquire`].
+pub(crate) enum Acquired<A: Session> {
+    /// The session exists.
+    Found(CommandTx),
+    /// It did not; the caller must start it with this channel and starter.
+    Created { serial: u64, tx: CommandTx, rx: CommandRx, starter: Starter<A> },
+    /// It does not exist and was not to be created.
+    Missing,
+    /// It does not exist and the caps forbid creating it.
+    Refused(Refusal),
+}
+
+/// Finds the HTTP session with an id, creating an entry for it if `open`
+/// says who opens it.
+pub(crate) struct Acquire<A: Session> {
+    id: Arc<str>,
+    open: Option<Opening>,
+    _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: Session> Acquire<A> {
+    pub(crate) fn new(id: Arc<str>, open: Option<Opening>) -> Self {
+        Self { id, open, _actor: std::marker::PhantomData }
+    }
+}
+
+impl<A: Session> Message for Acquire<A> {
+    type Result = Acquired<A>;
+}
+
+impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
+    type Result = MessageResult<Acquire<A>>;
+
+    fn handle(&mut self, msg: Acquire<A>, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        let Acquire { id, open, .. } = msg;
+        if let Some(serial) = self.directory.serial(&id) {
+            match self.sessions.get(&serial) {
+                Some(entry) if !entry.tx.is_closed() => {
+                    return MessageResult(Acquired::Found(entry.tx.clone()))
+                }
+                _ => self.remove(serial),
+            }
+        }
+        let Some(open) = open else {
+            return MessageResult(Acquired::Missing);
+        };
+        let serial = next_serial();
+        let (tx, rx) = command_channel();
+        if let Err(refusal) = self.admit(serial, id, tx.clone(), false, open) {
+            return MessageResult(Acquired::Refused(refusal));
+        }
+        MessageResult(Acquired::Created { serial, tx, rx, starter: self.starter() })
+    }
+}
+
+/// Registers a WebSocket session; answers the starter.
+pub(crate) struct RegisterSocket<A: Session> {
+    serial: u64,
+    id: Arc<str>,
+    tx: CommandTx,
+    open: Opening,
+    _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: Session> RegisterSocket<A> {
+    pub(crate) fn new(serial: u64, id: Arc<str>, tx: CommandTx, open: Opening) -> Self {
+        Self { serial, id, tx, open, _actor: std::marker::PhantomData }
+    }
+}
+
+impl<A: Session> Message for RegisterSocket<A> {
+    type Result = Result<Starter<A>, Refusal>;
+}
+
+impl<A: Session> Handler<RegisterSocket<A>> for SessionManager<A> {
+    type Result = MessageResult<RegisterSocket<A>>;
+
+    fn handle(&mut self, msg: RegisterSocket<A>, _: &mut Context<Self>) -> Self::Result {
+        self.read_notes();
+        let admitted = self.admit(msg.serial, msg.id, msg.tx, true, msg.open);
+        MessageResult(admitted.map(|()| self.starter()))
+    }
+}

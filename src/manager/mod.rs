@@ -1,0 +1,530 @@
+//! [`SessionManager`]: the sessions of one endpoint, their creation, their
+//! groups, and delivering to them (docs/protocol.md knows nothing of this:
+//! it is the application model on top).
+//!
+//! The manager keeps, per session, its command queue, id, transport, phase
+//! and groups; group -> members and member -> groups are both kept, so a
+//! group broadcast costs per member and a session's end releases its
+//! groups. Sessions tell it of their life and their groups through one
+//! ordered queue of notes ([`Note`]), read before every message.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::IpAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    },
+    task::{Context as TaskContext, Poll},
+    time::{Instant, SystemTime},
+};
+
+use actix::{fut::ActorFuture, Actor, Addr, AsyncContext, Context};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::{
+    admission::{Caps, Refusal},
+    metrics::broadcast_fanout,
+    protocol::Transport,
+    session::{Command, CommandTx, Note, NotesRx, NotesTx, RequestInfo, Session, SessionState, Shared},
+};
+
+mod messages;
+
+pub(crate) use messages::{Acquire, Acquired, ClusterMessage, GetDirectory, RegisterSocket};
+pub use messages::{
+    Broadcast, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave, ListSessions, SendTo,
+    SessionCount, SessionCounts, SessionInfo, Shutdown,
+};
+#[cfg(feature = "redis")]
+pub(crate) use messages::{Relayed, SetRelay};
+
+/// Builds a session actor for each new session, from its opening request.
+pub(crate) type Factory<A> = Arc<dyn Fn(&RequestInfo) -> A + Send + Sync>;
+
+/// What a worker needs to start a session the manager admitted: the
+/// factory, and where the session tells the manager of its life.
+pub(crate) struct Starter<A: Session> {
+    pub(crate) factory: Factory<A>,
+    pub(crate) notes: NotesTx,
+}
+
+/// An endpoint's HTTP sessions by id (their serial and command channel),
+/// shared with the workers: a request for an existing session finds it
+/// here without a round trip to the manager actor. Only the manager writes
+/// it, and it is the manager's own index of HTTP sessions by id too.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Directory(Arc<RwLock<Listing>>);
+
+/// Id -> (serial, command channel).
+type Listing = HashMap<Arc<str>, (u64, CommandTx)>;
+
+impl Directory {
+    fn read(&self) -> RwLockReadGuard<'_, Listing> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Listing> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live session with this id, if any.
+    pub(crate) fn find(&self, id: &str) -> Option<CommandTx> {
+        self.read().get(id).map(|(_, tx)| tx).filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// The serial of the session listed under this id.
+    fn serial(&self, id: &str) -> Option<u64> {
+        self.read().get(id).map(|(serial, _)| *serial)
+    }
+
+    fn insert(&self, id: Arc<str>, serial: u64, tx: CommandTx) {
+        self.write().insert(id, (serial, tx));
+    }
+
+    /// Unlists `id` if it still lists the session `serial`.
+    fn remove(&self, id: &str, serial: u64) {
+        let mut map = self.write();
+        if map.get(id).is_some_and(|(listed, _)| *listed == serial) {
+            map.remove(id);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.read().len()
+    }
+}
+
+/// A unique number for every session of the process.
+pub(crate) fn next_serial() -> u64 {
+    static SERIAL: AtomicU64 = AtomicU64::new(1);
+    SERIAL.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The actor that tracks the sessions of one SockJS endpoint.
+///
+/// Start one per endpoint, outside the `HttpServer::new` closure, and give
+/// its address to [`SockJs::new`](crate::SockJs::new) in every worker: the
+/// session table must be shared by all workers (an endpoint whose workers
+/// were given different managers is reported at its first requests, see
+/// [`SockJs::new`](crate::SockJs::new)). Sessions themselves run on the
+/// worker threads; the manager only keeps their handles, so that requests
+/// find their session by id, [`Broadcast`] reaches all of them or a group,
+/// and [`Deliver`] hands one of them a typed message.
+///
+/// # Examples
+///
+/// ```
+/// use actix::prelude::*;
+/// use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager};
+///
+/// struct Chat {
+///     room: Addr<SessionManager<Chat>>,
+/// }
+///
+/// impl Actor for Chat {
+///     type Context = SessionContext<Self>;
+/// }
+///
+/// impl Session for Chat {
+///     fn on_message(&mut self, msg: String, _ctx: &mut SessionContext<Self>) {
+///         self.room.do_send(Broadcast::text(msg));
+///     }
+/// }
+///
+/// # actix::System::new().block_on(async {
+/// let manager = SessionManager::start_with(|room| move || Chat { room: room.clone() });
+/// let counts = manager.send(actix_sockjs::SessionCount).await.unwrap();
+/// assert_eq!(counts.total(), 0);
+/// # });
+/// ```
+pub struct SessionManager<A: Session> {
+    factory: Factory<A>,
+    sessions: HashMap<u64, Entry>,
+    /// HTTP sessions by id, shared with the workers.
+    directory: Directory,
+    /// WebSocket sessions by id (the newest, should a client reuse one),
+    /// raw ones under their generated id.
+    sockets: HashMap<Arc<str>, u64>,
+    /// Group -> members.
+    groups: HashMap<Arc<str>, HashSet<u64>>,
+    per_client: HashMap<IpAddr, usize>,
+    shutting_down: bool,
+    /// Where broadcasts also go, to reach other nodes.
+    relay: Option<UnboundedSender<ClusterMessage>>,
+    notes: NotesTx,
+    notes_rx: NotesRx,
+}
+
+/// One session, as the manager knows it.
+struct Entry {
+    tx: CommandTx,
+    id: Arc<str>,
+    /// Whether `id` is in `sockets` rather than the directory.
+    socket: bool,
+    transport: Transport,
+    phase: SessionState,
+    opened_at: SystemTime,
+    client: Option<IpAddr>,
+    /// The groups it is in (member -> groups).
+    groups: Vec<Arc<str>>,
+}
+
+/// Who is opening a session, for the caps and the listing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Opening {
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) caps: Caps,
+    pub(crate) transport: Transport,
+}
+
+impl<A: Session> fmt::Debug for SessionManager<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("sessions", &self.sessions.len())
+            .field("http_sessions", &self.directory.len())
+            .field("groups", &self.groups.len())
+            .finish()
+    }
+}
+
+impl<A: Session> SessionManager<A> {
+    /// A manager whose sessions are built by `factory`, called once per new
+    /// session on the worker thread that opens it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Session, SessionContext, SessionManager};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// # actix::System::new().block_on(async {
+    /// let manager = SessionManager::new(|| Echo).start();
+    /// # });
+    /// ```
+    pub fn new<F>(factory: F) -> Self
+    where
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        Self::from_request(move |_: &RequestInfo| factory())
+    }
+
+    /// A manager whose factory sees each session's opening request: its
+    /// headers, addresses, and what [`SockJs::authorize`](crate::SockJs::authorize)
+    /// produced ([`RequestInfo::get`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// use actix_sockjs::{RequestInfo, Session, SessionContext, SessionManager};
+    ///
+    /// struct Member {
+    ///     name: String,
+    /// }
+    /// # impl Actor for Member { type Context = SessionContext<Self>; }
+    /// # impl Session for Member { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    ///
+    /// # actix::System::new().block_on(async {
+    /// let manager = SessionManager::from_request(|req: &RequestInfo| Member {
+    ///     name: req.query("name").unwrap_or_else(|| "anonymous".to_owned()),
+    /// })
+    /// .start();
+    /// # });
+    /// ```
+    pub fn from_request<F>(factory: F) -> Self
+    where
+        F: Fn(&RequestInfo) -> A + Send + Sync + 'static,
+    {
+        let (notes, notes_rx) = NotesTx::queue();
+        Self {
+            factory: Arc::new(factory),
+            sessions: HashMap::new(),
+            directory: Directory::default(),
+            sockets: HashMap::new(),
+            groups: HashMap::new(),
+            per_client: HashMap::new(),
+            shutting_down: false,
+            relay: None,
+            notes,
+            notes_rx,
+        }
+    }
+
+    /// Starts a manager whose factory needs the manager's own address (a
+    /// chat room whose sessions broadcast, say). `make` gets the address and
+    /// returns the factory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager};
+    /// struct Chat {
+    ///     room: Addr<SessionManager<Chat>>,
+    /// }
+    /// # impl Actor for Chat { type Context = SessionContext<Self>; }
+    /// # impl Session for Chat { fn on_message(&mut self, m: String, _: &mut SessionContext<Self>) { self.room.do_send(Broadcast::text(m)); } }
+    /// # actix::System::new().block_on(async {
+    /// let room = SessionManager::start_with(|room| move || Chat { room: room.clone() });
+    /// # });
+    /// ```
+    pub fn start_with<M, F>(make: M) -> Addr<Self>
+    where
+        M: FnOnce(Addr<Self>) -> F,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        Self::create(|ctx| Self::new(make(ctx.address())))
+    }
+
+    fn starter(&self) -> Starter<A> {
+        Starter { factory: self.factory.clone(), notes: self.notes.clone() }
+    }
+
+    /// Reads the notes sessions have queued; runs before every message, so
+    /// that what a session told before it answered its client is known.
+    fn read_notes(&mut self) {
+        while let Some((serial, note)) = self.notes_rx.try_recv() {
+            self.note(serial, note);
+        }
+    }
+
+    fn note(&mut self, serial: u64, note: Note) {
+        match note {
+            Note::Opened => self.set_phase(serial, SessionState::Open),
+            Note::Closed => self.set_phase(serial, SessionState::Closed),
+            Note::Ended => self.remove(serial),
+            Note::Join(group) => {
+                self.join(serial, group);
+            }
+            Note::Leave(group) => {
+                self.leave(serial, &group);
+            }
+        }
+    }
+
+    fn set_phase(&mut self, serial: u64, phase: SessionState) {
+        if let Some(entry) = self.sessions.get_mut(&serial) {
+            entry.phase = phase;
+        }
+    }
+
+    /// Puts the session `serial` in `group`; `false` if there is no such session.
+    fn join(&mut self, serial: u64, group: Arc<str>) -> bool {
+        let Some(entry) = self.sessions.get_mut(&serial) else { return false };
+        if !entry.groups.contains(&group) {
+            entry.groups.push(group.clone());
+            self.groups.entry(group).or_default().insert(serial);
+        }
+        true
+    }
+
+    /// Takes the session `serial` out of `group`; `false` if there is no such session.
+    fn leave(&mut self, serial: u64, group: &str) -> bool {
+        let Some(entry) = self.sessions.get_mut(&serial) else { return false };
+        entry.groups.retain(|g| &**g != group);
+        self.unlist(serial, group);
+        true
+    }
+
+    /// Removes `serial` from the members of `group`, and the group once empty.
+    fn unlist(&mut self, serial: u64, group: &str) {
+        if let Some(members) = self.groups.get_mut(group) {
+            members.remove(&serial);
+            if members.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    fn remove(&mut self, serial: u64) {
+        let Some(entry) = self.sessions.remove(&serial) else { return };
+        if entry.socket {
+            if self.sockets.get(&entry.id) == Some(&serial) {
+                self.sockets.remove(&entry.id);
+            }
+        } else {
+            self.directory.remove(&entry.id, serial);
+        }
+        for group in &entry.groups {
+            self.unlist(serial, group);
+        }
+        if let Some(ip) = entry.client {
+            if let Some(n) = self.per_client.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_client.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Adds a session if the caps allow it.
+    fn admit(
+        &mut self,
+        serial: u64,
+        id: Arc<str>,
+        tx: CommandTx,
+        socket: bool,
+        open: Opening,
+    ) -> Result<(), Refusal> {
+        let caps = open.caps;
+        if self.shutting_down {
+            return Err(Refusal::ShuttingDown);
+        }
+        if caps.max_sessions.is_some_and(|max| self.sessions.len() >= max) {
+            return Err(Refusal::Full);
+        }
+        if let Some(ip) = open.client {
+            let n = self.per_client.get(&ip).copied().unwrap_or(0);
+            if caps.max_per_ip.is_some_and(|max| n >= max) {
+                return Err(Refusal::TooManyFromClient);
+            }
+            self.per_client.insert(ip, n + 1);
+        }
+        if socket {
+            self.sockets.insert(id.clone(), serial);
+        } else {
+            self.directory.insert(id.clone(), serial, tx.clone());
+        }
+        let entry = Entry {
+            tx,
+            id,
+            socket,
+            transport: open.transport,
+            phase: SessionState::New,
+            opened_at: SystemTime::now(),
+            client: open.client,
+            groups: Vec::new(),
+        };
+        self.sessions.insert(serial, entry);
+        Ok(())
+    }
+
+    /// The serials of the sessions of this node with this id: the HTTP one
+    /// and the newest WebSocket one.
+    fn serials_of(&self, id: &str) -> impl Iterator<Item = u64> {
+        [self.directory.serial(id), self.sockets.get(id).copied()].into_iter().flatten()
+    }
+
+    /// Hands a broadcast to its recipients on this node; answers how many
+    /// got it.
+    fn fan_out(&mut self, payload: &Arc<Shared>, target: &Target, except: &[Arc<str>]) -> usize {
+        let start = Instant::now();
+        let skip: HashSet<u64> = except.iter().flat_map(|id| self.serials_of(id)).collect();
+        let mut recipients: Vec<u64> = Vec::new();
+        let mut dead = Vec::new();
+        let mut sent = 0;
+        let mut push = |serial: u64, entry: &Entry| {
+            if skip.contains(&serial) {
+                return;
+            }
+            if entry.tx.send(Command::Push(payload.clone())).is_ok() {
+                sent += 1;
+            } else {
+                dead.push(serial);
+            }
+        };
+        match target {
+            Target::All => self.sessions.iter().for_each(|(serial, entry)| push(*serial, entry)),
+            Target::Group(group) => {
+                for serial in self.groups.get(group).into_iter().flatten() {
+                    if let Some(entry) = self.sessions.get(serial) {
+                        push(*serial, entry);
+                    }
+                }
+            }
+            Target::Ids(ids) => {
+                recipients.extend(ids.iter().flat_map(|id| self.serials_of(id)));
+                recipients.sort_unstable();
+                recipients.dedup();
+                for serial in &recipients {
+                    if let Some(entry) = self.sessions.get(serial) {
+                        push(*serial, entry);
+                    }
+                }
+            }
+        }
+        broadcast_fanout(start.elapsed(), sent);
+        for serial in dead {
+            self.remove(serial);
+        }
+        sent
+    }
+
+    /// Hands a message to the sessions of this node with this id; `false`
+    /// if there are none.
+    fn deliver_to(&mut self, id: &str, payload: &Arc<Shared>) -> bool {
+        let mut found = false;
+        for serial in self.serials_of(id).collect::<Vec<_>>() {
+            let sent =
+                self.sessions.get(&serial).is_some_and(|e| e.tx.send(Command::Push(payload.clone())).is_ok());
+            if sent {
+                found = true;
+            } else {
+                self.remove(serial);
+            }
+        }
+        found
+    }
+
+    /// Passes a message to the relay; `false` if there is none running.
+    fn relay(&mut self, msg: ClusterMessage) -> bool {
+        let Some(relay) = &self.relay else { return false };
+        if relay.send(msg).is_err() {
+            log::warn!("sockjs: cluster relay stopped; broadcasts stay on this node");
+            self.relay = None;
+            return false;
+        }
+        true
+    }
+}
+
+/// Who a broadcast is for.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// Every session of the endpoint.
+    All,
+    /// The members of a group.
+    Group(Arc<str>),
+    /// The sessions with these ids.
+    Ids(Box<[Arc<str>]>),
+}
+
+impl<A: Session> Actor for SessionManager<A> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(NotesPump);
+    }
+}
+
+/// Reads the notes queue whenever something is queued (between messages;
+/// handlers read it too, first thing).
+struct NotesPump;
+
+impl<A: Session> ActorFuture<SessionManager<A>> for NotesPump {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut SessionManager<A>,
+        _: &mut Context<SessionManager<A>>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        // Bounded per turn, so that messages get their turn during churn.
+        for _ in 0..1024 {
+            match act.notes_rx.poll_recv(task) {
+                Poll::Ready(Some((serial, note))) => act.note(serial, note),
+                // The manager holds a sender itself: the queue does not end.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

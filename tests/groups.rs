@@ -1,0 +1,366 @@
+//! Groups, delivery by id, listings and the session lifecycle, through real
+//! clients: test_server's `/groups` endpoint over every kind of transport,
+//! and an in-process server that ends sessions in every way there is.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use actix_sockjs::{
+    Broadcast, CloseCause, Config, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave,
+    ListSessions, SendTo, Session, SessionContext, SessionCount, SessionManager, SessionState, Shutdown,
+    SockJs, Transport,
+};
+use actix_web::{App, HttpServer};
+use common::*;
+
+/// Asks until `check` holds, for states only the manager's next notes
+/// settle (a session that ended is forgotten once its note is read).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {READ_TIMEOUT:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn test_server_groups_over_websocket_streaming_and_polling() {
+    let s = TestServer::start();
+    let mut a = Client::websocket(s.port, "/groups");
+    let mut b = Client::stream(s.port, "/groups");
+    let mut c = Client::poll(s.port, "/groups");
+    let (ida, idb, idc) = (a.ask("id"), b.ask("id"), c.ask("id"));
+    assert!(ida != idb && idb != idc);
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(client.ask("join:g"), "ok");
+    }
+    assert_eq!(a.ask("anything else"), "anything else", "echo");
+
+    a.send("to:g:hello: world");
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(client.recv(), "hello: world");
+    }
+
+    // Everyone in the group but the sender. Once a and c have it, a copy
+    // for b would already be in b's queue, ahead of b's next answer.
+    b.send("except:g:not for b");
+    assert_eq!(a.recv(), "not for b");
+    assert_eq!(c.recv(), "not for b");
+    assert_eq!(b.ask("ping"), "ping");
+
+    let mut members = vec![ida.clone(), idb.clone(), idc.clone()];
+    members.sort();
+    assert_eq!(c.ask("list:g"), serde_json::to_string(&members).unwrap());
+    assert_eq!(c.ask("list:nobody"), "[]");
+
+    a.send(&format!("ids:{ida},{idc},no-such-id:two of you"));
+    assert_eq!(a.recv(), "two of you");
+    assert_eq!(c.recv(), "two of you");
+    assert_eq!(b.ask("ping"), "ping");
+
+    assert_eq!(a.ask("leave:g"), "ok");
+    b.send("to:g:after a left");
+    assert_eq!(b.recv(), "after a left");
+    assert_eq!(c.recv(), "after a left");
+    assert_eq!(a.ask("ping"), "ping");
+
+    // A raw WebSocket's id works like any other.
+    let mut raw = WsClient::connect(s.port, "/groups/websocket");
+    raw.send_text("id");
+    let idr = raw.recv_text();
+    assert!(idr.starts_with("raw-"), "{idr}");
+    raw.send_text("join:g");
+    assert_eq!(raw.recv_text(), "ok");
+    c.send(&format!("ids:{idr}:raw too"));
+    assert_eq!(raw.recv_text(), "raw too");
+
+    // A session that ends leaves its groups.
+    b.send("join:h");
+    assert_eq!(b.recv(), "ok");
+    drop(b);
+    raw.send_close(1000);
+    raw.expect_end();
+    let expected = serde_json::to_string(&[&idc]).unwrap();
+    eventually("b's stream aborted and the raw socket closed leave g", || c.ask("list:g") == expected);
+    eventually("b leaves h", || c.ask("list:h") == "[]");
+}
+
+/// What the in-process sessions report.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Opened(String),
+    Closed(String, CloseCause),
+}
+
+/// Joins `all` at open and reports its life; obeys a few commands.
+struct Member {
+    events: mpsc::Sender<Event>,
+}
+
+impl Actor for Member {
+    type Context = SessionContext<Self>;
+}
+
+/// The application's own message, delivered by id.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Whisper(String);
+
+impl Handler<Whisper> for Member {
+    type Result = ();
+
+    fn handle(&mut self, Whisper(text): Whisper, ctx: &mut SessionContext<Self>) {
+        ctx.send(format!("whisper: {text}"));
+    }
+}
+
+impl Session for Member {
+    fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        ctx.join("all");
+        let _ = self.events.send(Event::Opened(ctx.session_id().to_owned()));
+    }
+
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        match msg.as_str() {
+            "close" => ctx.close(3001, "bye"),
+            "stop" => ctx.stop(),
+            "flood" => {
+                for _ in 0..100 {
+                    ctx.send("y".repeat(100));
+                }
+            }
+            "state" => {
+                let text = format!("{:?} {}", ctx.state(), ctx.transport());
+                ctx.send(text);
+            }
+            "json" => ctx.send_json(&serde_json::json!({ "id": ctx.session_id(), "n": 1 })).expect("json"),
+            _ => ctx.send(msg),
+        }
+    }
+
+    fn on_close(&mut self, cause: CloseCause, ctx: &mut SessionContext<Self>) {
+        let _ = self.events.send(Event::Closed(ctx.session_id().to_owned(), cause));
+    }
+}
+
+struct Server {
+    port: u16,
+    events: mpsc::Receiver<Event>,
+    manager: Addr<SessionManager<Member>>,
+    system: actix::System,
+}
+
+impl Server {
+    /// A server whose HTTP sessions end `disconnect_delay` after their last
+    /// request.
+    fn start(disconnect_delay: Duration) -> Self {
+        let (events_tx, events) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
+        thread::spawn(move || {
+            actix::System::new().block_on(async move {
+                let manager = SessionManager::new(move || Member { events: events_tx.clone() }).start();
+                let m = manager.clone();
+                let config = Config::default()
+                    .disconnect_delay(disconnect_delay)
+                    .heartbeat(Duration::from_millis(300))
+                    .max_queue_bytes(4096);
+                let server = HttpServer::new(move || {
+                    App::new().service(SockJs::new("/m", m.clone()).config(config.clone()))
+                })
+                .workers(2)
+                .h1_allow_half_closed(false)
+                .client_disconnect_timeout(Duration::ZERO)
+                .bind(("127.0.0.1", 0))
+                .expect("bind");
+                ready_tx.send((server.addrs()[0].port(), manager, actix::System::current())).expect("ready");
+                let _ = server.run().await;
+            });
+        });
+        let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+        Self { port, events, manager, system }
+    }
+
+    fn next(&self) -> Event {
+        self.events.recv_timeout(READ_TIMEOUT).expect("an event from a session")
+    }
+
+    fn opened(&self) -> String {
+        match self.next() {
+            Event::Opened(id) => id,
+            other => panic!("expected an open, got {other:?}"),
+        }
+    }
+
+    fn ask<M>(&self, msg: M) -> M::Result
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        SessionManager<Member>: Handler<M>,
+    {
+        let (tx, rx) = mpsc::channel();
+        let manager = self.manager.clone();
+        self.system.arbiter().spawn(async move {
+            let _ = tx.send(manager.send(msg).await.expect("manager answers"));
+        });
+        rx.recv_timeout(READ_TIMEOUT).expect("manager answer")
+    }
+
+    fn members(&self) -> Vec<String> {
+        self.ask(GroupMembers::new("all"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.system.stop();
+    }
+}
+
+#[test]
+fn every_end_runs_on_close_once_and_leaves_the_groups() {
+    let s = Server::start(Duration::from_millis(300));
+    let mut closed: HashMap<String, CloseCause> = HashMap::new();
+    let mut expect_close = |s: &Server, id: &str, cause: CloseCause| match s.next() {
+        Event::Closed(who, got) => {
+            assert_eq!((who.as_str(), &got), (id, &cause));
+            assert!(closed.insert(who, got).is_none(), "on_close ran twice for {id}");
+        }
+        other => panic!("expected {id} to close with {cause:?}, got {other:?}"),
+    };
+
+    // The application closes it.
+    let mut c = Client::websocket(s.port, "/m");
+    let id = s.opened();
+    c.send("close");
+    expect_close(&s, &id, CloseCause::Application { code: 3001, reason: "bye".into() });
+
+    // The actor stops itself: on_close runs too, and the client gets 1000.
+    let mut c = Client::websocket(s.port, "/m");
+    let id = s.opened();
+    c.send("stop");
+    assert_eq!(c.ws().recv_text(), r#"c[1000,"Normal closure"]"#);
+    expect_close(&s, &id, CloseCause::Stopped);
+
+    // The client closes its WebSocket.
+    let mut c = Client::websocket(s.port, "/m");
+    let id = s.opened();
+    c.ws().send_close(1000);
+    expect_close(&s, &id, CloseCause::ClientClosed);
+
+    // The client breaks the protocol.
+    let mut c = Client::websocket(s.port, "/m");
+    let id = s.opened();
+    c.ws().send_text("[\"broken");
+    expect_close(&s, &id, CloseCause::ProtocolError);
+
+    // The client aborts a stream.
+    let c = Client::stream(s.port, "/m");
+    let id = s.opened();
+    drop(c);
+    expect_close(&s, &id, CloseCause::Interrupted);
+
+    // No receiver within the disconnect delay.
+    let _c = Client::poll(s.port, "/m");
+    let id = s.opened();
+    expect_close(&s, &id, CloseCause::Timeout);
+
+    // The queue overflows (4 KiB here).
+    let mut c = Client::poll(s.port, "/m");
+    let id = s.opened();
+    c.send("flood");
+    expect_close(&s, &id, CloseCause::Overflow);
+
+    // The server shuts down.
+    let _c = Client::websocket(s.port, "/m");
+    let id = s.opened();
+    s.ask(Shutdown);
+    expect_close(&s, &id, CloseCause::Shutdown);
+
+    eventually("every session leaves `all`", || s.members().is_empty());
+    assert!(s.ask(GroupSizes).is_empty(), "an empty group is forgotten");
+    eventually("the manager forgets them all", || s.ask(SessionCount).total() == 0);
+    assert!(s.events.recv_timeout(Duration::from_millis(300)).is_err(), "no further on_close");
+}
+
+#[test]
+fn delivery_by_id_listings_and_counts() {
+    // The default delay: a closed polling session stays (closing) for 5 s.
+    let s = Server::start(Duration::from_secs(5));
+    let mut ws = Client::websocket(s.port, "/m");
+    let ws_id = s.opened();
+    let mut raw = WsClient::connect(s.port, "/m/websocket");
+    raw.send_text("state");
+    assert_eq!(raw.recv_text(), "Open raw_websocket");
+    let raw_id = s.opened();
+    let mut poll = Client::poll(s.port, "/m");
+    let poll_id = s.opened();
+    assert_eq!(poll.ask("state"), "Open xhr");
+    assert_eq!(ws.ask("state"), "Open websocket");
+
+    // Typed messages reach every transport's sessions by id.
+    assert_eq!(s.ask(Deliver::new(&ws_id, Whisper("a".into()))), Delivery::Delivered);
+    assert_eq!(ws.recv(), "whisper: a");
+    assert_eq!(s.ask(Deliver::new(&raw_id, Whisper("b".into()))), Delivery::Delivered);
+    assert_eq!(raw.recv_text(), "whisper: b");
+    assert_eq!(s.ask(Deliver::new(&poll_id, Whisper("c".into()))), Delivery::Delivered);
+    assert_eq!(poll.recv(), "whisper: c");
+    assert_eq!(s.ask(Deliver::new("nobody", Whisper("d".into()))), Delivery::Unknown);
+    assert!(s.ask(GetSession::new(ws_id.clone())).is_some(), "WebSocket sessions are found by id");
+
+    // Text by id, with an answer.
+    assert_eq!(s.ask(SendTo::text(&raw_id, "to raw")), Delivery::Delivered);
+    assert_eq!(raw.recv_text(), "to raw");
+    assert_eq!(s.ask(SendTo::text("nobody", "x")), Delivery::Unknown);
+    assert_eq!(s.ask(SendTo::json(&ws_id, &[1, 2]).unwrap()), Delivery::Delivered);
+    assert_eq!(ws.recv(), "[1,2]");
+    let json: serde_json::Value = serde_json::from_str(&ws.ask("json")).unwrap();
+    assert_eq!(json, serde_json::json!({ "id": ws_id, "n": 1 }));
+
+    // Groups from outside, and broadcasts to a group, a list and all but some.
+    assert!(s.ask(Join::new(&ws_id, "vip")));
+    assert!(!s.ask(Join::new("nobody", "vip")));
+    assert!(s.ask(Join::new(&poll_id, "vip")));
+    s.manager.do_send(Broadcast::text("vip only").group("vip").except([&poll_id]));
+    assert_eq!(ws.recv(), "vip only");
+    assert_eq!(poll.ask("ping"), "ping");
+    s.manager.do_send(Broadcast::json(&"quoted").unwrap().ids([&raw_id, &poll_id]));
+    assert_eq!(raw.recv_text(), "\"quoted\"");
+    assert_eq!(poll.recv(), "\"quoted\"");
+    assert!(s.ask(Leave::new(&ws_id, "vip")));
+    assert_eq!(s.ask(GroupMembers::new("vip")), vec![poll_id.clone()]);
+    assert_eq!(s.ask(GroupSizes), vec![("all".to_owned(), 3), ("vip".to_owned(), 1)]);
+    s.manager.do_send(Broadcast::text("everyone but ws").except([&ws_id]));
+    assert_eq!(raw.recv_text(), "everyone but ws");
+    assert_eq!(poll.recv(), "everyone but ws");
+    assert_eq!(ws.ask("ping"), "ping");
+
+    // The listing.
+    let list = s.ask(ListSessions);
+    let mut ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected = vec![ws_id.as_str(), raw_id.as_str(), poll_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    let poll_info = list.iter().find(|i| i.id == poll_id).unwrap();
+    assert_eq!(poll_info.transport, Transport::XhrPolling);
+    assert_eq!(poll_info.state, SessionState::Open);
+    assert_eq!(poll_info.groups, ["all", "vip"]);
+    assert!(poll_info.client_ip.is_some_and(|ip| ip.is_loopback()));
+    assert!(poll_info.opened_at <= std::time::SystemTime::now());
+    let counts = s.ask(SessionCount);
+    assert_eq!((counts.opening, counts.open, counts.closing), (0, 3, 0));
+
+    // A closed polling session is closing until its disconnect delay ends.
+    poll.send("close");
+    assert!(matches!(s.next(), Event::Closed(..)));
+    let counts = s.ask(SessionCount);
+    assert_eq!((counts.open, counts.closing), (2, 1));
+    eventually("the closed session ends", || s.ask(SessionCount).closing == 0);
+}

@@ -212,7 +212,26 @@ fn node_id() -> u64 {
     h.finish()
 }
 
-/// `sockjs1 <node> b <text>` or `sockjs1 <node> t <session id> <text>`.
+/// A session id as it goes on the wire: `%`, spaces and control
+/// characters percent-escaped, so that no id (a URL may carry `a%20b`)
+/// can break the format.
+fn wire_id(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for c in id.chars() {
+        if c == '%' || c == ' ' || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `sockjs1 <node> b <text>` or `sockjs1 <node> t <session id> <text>`,
+/// the id as [`wire_id`] writes it.
 fn encode(node: u64, msg: &ClusterMessage) -> Vec<u8> {
     let (to, text) = msg.parts();
     let mut out = String::with_capacity(text.len() + 48);
@@ -222,7 +241,7 @@ fn encode(node: u64, msg: &ClusterMessage) -> Vec<u8> {
         None => out.push_str("b "),
         Some(id) => {
             out.push_str("t ");
-            out.push_str(id);
+            out.push_str(&wire_id(id));
             out.push(' ');
         }
     }
@@ -240,7 +259,8 @@ fn decode(payload: &[u8]) -> Option<(u64, ClusterMessage)> {
         ("b", text) => ClusterMessage::new(None, text.to_owned()),
         ("t", rest) => {
             let (id, text) = rest.split_once(' ')?;
-            ClusterMessage::new(Some(id).filter(|id| !id.is_empty())?.into(), text.to_owned())
+            let id = crate::util::percent_decode(Some(id).filter(|id| !id.is_empty())?, false);
+            ClusterMessage::new(Some(id.as_str()), text.to_owned())
         }
         _ => return None,
     };
@@ -386,6 +406,11 @@ mod tests {
         let t = ClusterMessage::new(Some("abc"), "for abc only".to_owned());
         let (_, back) = decode(&encode(u64::MAX, &t)).unwrap();
         assert_eq!(back.parts(), (Some("abc"), "for abc only"));
+        for id in ["a b", "a%20b", "tab\there", "\u{85}x", "caf\u{e9}"] {
+            let odd = ClusterMessage::new(Some(id), "odd id".to_owned());
+            let (_, back) = decode(&encode(1, &odd)).unwrap();
+            assert_eq!(back.parts(), (Some(id), "odd id"), "{id:?}");
+        }
         let empty = ClusterMessage::new(None, String::new());
         assert_eq!(decode(&encode(1, &empty)).unwrap().1.parts(), (None, ""));
     }

@@ -3,6 +3,7 @@
 //! request, and the headers and error answers of docs/protocol.md §4.
 
 use std::{
+    any::{Any, TypeId},
     cell::OnceCell,
     fmt,
     net::IpAddr,
@@ -19,6 +20,7 @@ use actix_web::{
     },
     HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError,
 };
+use futures_util::future::LocalBoxFuture;
 
 use crate::{
     admission::{client_ip, origin_allowed, Refusal},
@@ -32,6 +34,7 @@ use crate::{
     receiver::Receiver,
     session::{
         command_channel, start_session, Command, CommandRx, CommandTx, RequestInfo, Session, SessionSetup,
+        Values,
     },
     util,
 };
@@ -43,8 +46,113 @@ pub(crate) const JAVASCRIPT: &str = "application/javascript; charset=UTF-8";
 /// A year, for what may be cached.
 pub(crate) const LONG_CACHE_SECS: u64 = 31_536_000;
 
-/// The authorisation hook: sees the opening request, may refuse it.
-pub(crate) type Authorize = Rc<dyn Fn(&HttpRequest) -> Result<(), actix_web::Error>>;
+/// The authorisation hook: sees the opening request, may refuse it, and
+/// produces values for the session's [`RequestInfo`].
+pub(crate) type Authorize = Rc<dyn Fn(&HttpRequest) -> LocalBoxFuture<'static, Result<Values, Refuse>>>;
+
+/// Copies one request extension (by type) into a session's [`RequestInfo`].
+pub(crate) type Carry = Rc<dyn Fn(&HttpRequest) -> Option<(TypeId, Arc<dyn Any + Send + Sync>)>>;
+
+/// How a request that may not open a session is answered; what
+/// [`SockJs::authorize`](crate::SockJs::authorize) returns to refuse one.
+///
+/// - [`Refuse::http`]: an HTTP error (its status and body, as actix-web
+///   answers it). A browser's sockjs-client then tries its other
+///   transports and reports `2000 "All transports failed"`.
+/// - [`Refuse::close`]: the transport's ordinary answer carrying only the
+///   close frame `c[code,"reason"]` (on a raw WebSocket, a close frame with
+///   that code and reason): sockjs-client hands the code and reason to
+///   `onclose`, on every transport.
+///
+/// An `actix_web::Error` converts into `Refuse::http`, so `?` works in hooks.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+/// use actix_sockjs::Refuse;
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # fn f(manager: Addr<SessionManager<Echo>>) -> SockJs<Echo> {
+/// SockJs::new("/chat", manager).authorize(|req| match req.headers().get("x-token") {
+///     Some(_) => Ok(()),
+///     None => Err(Refuse::close(4401, "Unauthorized")),
+/// })
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Refuse(RefuseWith);
+
+#[derive(Debug)]
+enum RefuseWith {
+    Http(actix_web::Error),
+    Close(u16, String),
+}
+
+impl Refuse {
+    /// Refuses with an HTTP error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let no = actix_sockjs::Refuse::http(actix_web::error::ErrorForbidden("log in first"));
+    /// ```
+    pub fn http(error: impl Into<actix_web::Error>) -> Self {
+        Self(RefuseWith::Http(error.into()))
+    }
+
+    /// Refuses with a SockJS close frame, `c[code,"reason"]`; codes
+    /// 4000–4999 are the application's (4401 for "Unauthorized" is usual).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let no = actix_sockjs::Refuse::close(4401, "Unauthorized");
+    /// ```
+    pub fn close(code: u16, reason: impl Into<String>) -> Self {
+        Self(RefuseWith::Close(code, reason.into()))
+    }
+
+    /// The close code and reason of a [`Refuse::close`].
+    pub(crate) fn close_frame(&self) -> Option<(u16, &str)> {
+        match &self.0 {
+            RefuseWith::Close(code, reason) => Some((*code, reason)),
+            RefuseWith::Http(_) => None,
+        }
+    }
+
+    /// The HTTP answer of a [`Refuse::http`] (a 403 for a close refusal,
+    /// where a transport cannot carry a frame).
+    pub(crate) fn error_response(&self) -> HttpResponse {
+        match &self.0 {
+            RefuseWith::Http(e) => e.error_response(),
+            RefuseWith::Close(code, reason) => error(StatusCode::FORBIDDEN, format!("{code} {reason}")),
+        }
+    }
+}
+
+impl From<actix_web::Error> for Refuse {
+    fn from(error: actix_web::Error) -> Self {
+        Self::http(error)
+    }
+}
+
+impl From<Refusal> for Refuse {
+    fn from(refusal: Refusal) -> Self {
+        Self::http(refusal)
+    }
+}
+
+impl fmt::Display for Refuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            RefuseWith::Http(e) => write!(f, "{e}"),
+            RefuseWith::Close(code, reason) => write!(f, "close {code} {reason:?}"),
+        }
+    }
+}
 
 /// What the handlers of one endpoint share (one per worker).
 pub(crate) struct Endpoint<A: Session> {
@@ -56,12 +164,20 @@ pub(crate) struct Endpoint<A: Session> {
     /// The iframe page and its ETag.
     pub(crate) iframe: (String, String),
     authorize: Option<Authorize>,
+    carry: Vec<Carry>,
 }
 
 impl<A: Session> fmt::Debug for Endpoint<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Endpoint").field("config", &self.config).finish()
     }
+}
+
+/// A request the authorisation hook let open a session.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub(crate) opening: Opening,
+    pub(crate) values: Values,
 }
 
 /// Why a request could not reach its session.
@@ -72,7 +188,7 @@ pub(crate) enum ReachError {
     /// The manager actor is gone.
     Manager,
     /// The authorisation hook or a cap refused to open the session.
-    Denied(actix_web::Error),
+    Denied(Refuse),
 }
 
 impl<A: Session> Endpoint<A> {
@@ -81,6 +197,7 @@ impl<A: Session> Endpoint<A> {
         manager: Addr<SessionManager<A>>,
         config: Config,
         authorize: Option<Authorize>,
+        carry: Vec<Carry>,
     ) -> Self {
         Self {
             iframe: protocol::iframe_page(&config.sockjs_url),
@@ -89,6 +206,7 @@ impl<A: Session> Endpoint<A> {
             metrics: Arc::new(EndpointMetrics::new(prefix)),
             directory: OnceCell::new(),
             authorize,
+            carry,
         }
     }
 
@@ -106,23 +224,26 @@ impl<A: Session> Endpoint<A> {
         Err(actix_web::error::ErrorForbidden("Origin not allowed."))
     }
 
-    /// Runs the authorisation hook for a request that would open a session.
-    pub(crate) fn admit(&self, req: &HttpRequest) -> Result<Opening, actix_web::Error> {
+    /// Runs the authorisation hook for a request that would open a session
+    /// over `transport`; answers who opens it and the values for its
+    /// [`RequestInfo`].
+    pub(crate) async fn admit(&self, req: &HttpRequest, transport: Transport) -> Result<Admitted, Refuse> {
+        let mut values: Values = self.carry.iter().filter_map(|carry| carry(req)).collect();
         if let Some(hook) = &self.authorize {
-            if let Err(e) = hook(req) {
-                log::info!(
-                    "sockjs: {} {}: session refused by the authorisation hook: {e}",
-                    req.method(),
-                    req.path()
-                );
-                return Err(e);
+            match hook(req).await {
+                Ok(produced) => values.extend(produced),
+                Err(refuse) => {
+                    log::info!(
+                        "sockjs: {} {}: session refused by the authorisation hook: {refuse}",
+                        req.method(),
+                        req.path()
+                    );
+                    return Err(refuse);
+                }
             }
         }
-        Ok(Opening {
-            client: self.client_ip(req),
-            caps: self.config.caps(),
-            transport: Transport::XhrPolling,
-        })
+        let opening = Opening { client: self.client_ip(req), caps: self.config.caps(), transport };
+        Ok(Admitted { opening, values })
     }
 
     fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
@@ -146,6 +267,7 @@ impl<A: Session> Endpoint<A> {
                 Err(_) => return Err(ReachError::Manager),
             }
         }
+        let mut values = Values::new();
         let mut opening = None;
         // A session can end between the manager's answer and our command;
         // the manager then forgets it and the next round opens a new one.
@@ -160,12 +282,13 @@ impl<A: Session> Endpoint<A> {
                 Acquired::Created { serial, tx, rx, starter } => {
                     let transport = receiver.transport();
                     let _ = tx.send(Command::Attach(receiver));
-                    self.start(starter, serial, id, transport, req, rx);
+                    self.start(starter, serial, id, transport, req, rx, std::mem::take(&mut values));
                     return Ok(());
                 }
                 Acquired::Missing => {
-                    let admitted = self.admit(req).map_err(ReachError::Denied)?;
-                    opening = Some(Opening { transport: receiver.transport(), ..admitted });
+                    let admitted = self.admit(req, receiver.transport()).await.map_err(ReachError::Denied)?;
+                    opening = Some(admitted.opening);
+                    values = admitted.values;
                 }
                 Acquired::Refused(refusal) => return Err(ReachError::Denied(refusal.into())),
             }
@@ -181,14 +304,14 @@ impl<A: Session> Endpoint<A> {
         req: &HttpRequest,
         id: Option<Arc<str>>,
         receiver: Receiver,
-        opening: Opening,
+        admitted: Admitted,
     ) -> Result<CommandTx, actix_web::Error> {
         let serial = next_serial();
         let transport = receiver.transport();
         // A raw WebSocket has no id of the client's: it gets a unique one.
         let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
         let (cmd_tx, cmd_rx) = command_channel();
-        let opening = Opening { transport, ..opening };
+        let Admitted { opening, values } = admitted;
         let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
         let starter = match self.manager.send(register).await {
             Ok(Ok(starter)) => starter,
@@ -199,7 +322,7 @@ impl<A: Session> Endpoint<A> {
             }
         };
         let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
-        self.start(starter, serial, id, transport, req, cmd_rx);
+        self.start(starter, serial, id, transport, req, cmd_rx, values);
         Ok(cmd_tx)
     }
 
@@ -231,6 +354,7 @@ impl<A: Session> Endpoint<A> {
     }
 
     /// Starts a session actor on this worker.
+    #[expect(clippy::too_many_arguments, reason = "one private call site per kind of session")]
     fn start(
         &self,
         starter: Starter<A>,
@@ -239,8 +363,9 @@ impl<A: Session> Endpoint<A> {
         transport: Transport,
         req: &HttpRequest,
         rx: CommandRx,
+        values: Values,
     ) {
-        let request = RequestInfo::from_request(req, self.client_ip(req));
+        let request = RequestInfo::from_request(req, self.client_ip(req)).with_values(values);
         let session = (starter.factory)(&request);
         let setup = SessionSetup {
             id,

@@ -29,6 +29,7 @@ pub mod cluster;
 
 pub use cause::CloseCause;
 pub use config::{Config, DEFAULT_SOCKJS_URL};
+pub use endpoint::Refuse;
 pub use manager::{
     Broadcast, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave, ListSessions, SendTo,
     SessionCount, SessionCounts, SessionInfo, SessionManager, Shutdown,

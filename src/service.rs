@@ -2,18 +2,24 @@
 //! endpoint's own URLs and a route for every row of the transport table
 //! (docs/protocol.md §3.2).
 
-use std::{fmt, rc::Rc};
+use std::{
+    any::{Any, TypeId},
+    fmt,
+    future::Future,
+    rc::Rc,
+    sync::Arc,
+};
 
 use actix::Addr;
 use actix_web::{
     dev::{AppService, HttpServiceFactory},
     http::Method,
-    web, HttpRequest,
+    web, HttpMessage as _, HttpRequest,
 };
 
 use crate::{
     config::Config,
-    endpoint::{Authorize, Endpoint},
+    endpoint::{Authorize, Carry, Endpoint, Refuse},
     manager::SessionManager,
     session::Session,
     transport::{http, meta, websocket, Role, Row, TABLE},
@@ -67,6 +73,7 @@ pub struct SockJs<A: Session> {
     manager: Addr<SessionManager<A>>,
     config: Config,
     authorize: Option<Authorize>,
+    carry: Vec<Carry>,
 }
 
 impl<A: Session> fmt::Debug for SockJs<A> {
@@ -80,19 +87,23 @@ impl<A: Session> SockJs<A> {
     /// sessions are tracked by `manager`, with the default [`Config`].
     pub fn new(prefix: impl Into<String>, manager: Addr<SessionManager<A>>) -> Self {
         let prefix = prefix.into().trim_end_matches('/').to_owned();
-        Self { prefix, manager, config: Config::default(), authorize: None }
+        Self { prefix, manager, config: Config::default(), authorize: None, carry: Vec::new() }
     }
 
     /// Decides whether a request may open a session, before any session
-    /// actor exists.
+    /// actor exists, and says who opens it.
     ///
     /// The hook runs on the request that would open a session: the first
     /// receiving request for an unknown session id, and every WebSocket
     /// upgrade. It sees the whole request (headers, cookies, query, peer
-    /// address, extensions set by middleware); an `Err` is answered as
-    /// actix-web answers that error (its status and body) and no session
-    /// opens. Requests on a session that is already open are not asked
-    /// again.
+    /// address, extensions set by middleware). `Ok(value)` opens the
+    /// session with `value` in its request facts, where the session factory
+    /// ([`SessionManager::from_request`]) and the session
+    /// ([`RequestInfo::get`](crate::RequestInfo::get)) find it by its type:
+    /// the user the hook identified is not looked up twice. `Err` refuses:
+    /// with an HTTP error, or with a close frame the browser's `onclose`
+    /// sees (see [`Refuse`]). Requests on a session that is already open
+    /// are not asked again.
     ///
     /// # Examples
     ///
@@ -111,11 +122,94 @@ impl<A: Session> SockJs<A> {
     /// })
     /// # }
     /// ```
-    pub fn authorize<F>(mut self, hook: F) -> Self
+    pub fn authorize<F, T, E>(self, hook: F) -> Self
     where
-        F: Fn(&HttpRequest) -> Result<(), actix_web::Error> + 'static,
+        F: Fn(&HttpRequest) -> Result<T, E> + 'static,
+        T: Send + Sync + 'static,
+        E: Into<Refuse> + 'static,
     {
-        self.authorize = Some(Rc::new(hook));
+        self.authorize_async(move |req| std::future::ready(hook(req)))
+    }
+
+    /// [`authorize`](Self::authorize) with a hook that answers later (a
+    /// database or an identity provider, say). The future must own what it
+    /// needs of the request: take the header or cookie out before the
+    /// `async` block.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// use actix_sockjs::Refuse;
+    ///
+    /// struct User {
+    ///     name: String,
+    /// }
+    ///
+    /// async fn look_up(token: &str) -> Option<User> {
+    ///     (token == "t0k3n").then(|| User { name: "ann".into() })
+    /// }
+    ///
+    /// # fn f(manager: Addr<SessionManager<Echo>>) -> SockJs<Echo> {
+    /// SockJs::new("/chat", manager).authorize_async(|req| {
+    ///     let token = req.headers().get("x-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    ///     async move {
+    ///         match token {
+    ///             Some(token) => look_up(&token).await.ok_or(Refuse::close(4401, "Unauthorized")),
+    ///             None => Err(Refuse::close(4401, "Unauthorized")),
+    ///         }
+    ///     }
+    /// })
+    /// # }
+    /// ```
+    pub fn authorize_async<F, Fut, T, E>(mut self, hook: F) -> Self
+    where
+        F: Fn(&HttpRequest) -> Fut + 'static,
+        Fut: Future<Output = Result<T, E>> + 'static,
+        T: Send + Sync + 'static,
+        E: Into<Refuse> + 'static,
+    {
+        self.authorize = Some(Rc::new(move |req| {
+            let answer = hook(req);
+            Box::pin(async move {
+                let value = answer.await.map_err(Into::into)?;
+                let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+                Ok(vec![(TypeId::of::<T>(), value)])
+            })
+        }));
+        self
+    }
+
+    /// Copies the request extension of type `T` (one that middleware set)
+    /// into the facts of each session this endpoint opens, where
+    /// [`RequestInfo::get`](crate::RequestInfo::get) finds it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// /// What an authentication middleware put in the request's extensions.
+    /// #[derive(Clone)]
+    /// struct Account(u64);
+    ///
+    /// # fn f(manager: Addr<SessionManager<Echo>>) -> SockJs<Echo> {
+    /// SockJs::new("/chat", manager).carry::<Account>()
+    /// # }
+    /// ```
+    pub fn carry<T: Clone + Send + Sync + 'static>(mut self) -> Self {
+        self.carry.push(Rc::new(|req: &HttpRequest| {
+            let value = req.extensions().get::<T>()?.clone();
+            let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+            Some((TypeId::of::<T>(), value))
+        }));
         self
     }
 
@@ -126,9 +220,38 @@ impl<A: Session> SockJs<A> {
     }
 }
 
+/// Says so, loudly, when the workers of one server mount an endpoint with
+/// different managers (a manager created inside the `HttpServer::new`
+/// closure): each worker would then know only its own sessions, so
+/// broadcasts would reach some clients and polling clients would lose
+/// their sessions. Endpoints are told apart by their actix system and
+/// prefix.
+fn check_one_manager<A: Session>(prefix: &str, manager: &Addr<SessionManager<A>>) {
+    type Seen = Vec<(Option<usize>, String, Box<dyn Any + Send>, bool)>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
+    let system = actix::System::try_current().map(|s| s.id());
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some((_, _, first, reported)) = seen.iter_mut().find(|(s, p, _, _)| *s == system && p == prefix)
+    else {
+        seen.push((system, prefix.to_owned(), Box::new(manager.clone()), false));
+        return;
+    };
+    let same = first.downcast_ref::<Addr<SessionManager<A>>>().is_some_and(|first| first == manager);
+    if !same && !*reported {
+        *reported = true;
+        log::error!(
+            "sockjs: the endpoint {prefix:?} is mounted with a different SessionManager in another worker. \
+             Start one manager per endpoint outside the HttpServer::new closure and clone its address \
+             into the closure; with one manager per worker, broadcasts reach only some clients and \
+             polling clients lose their sessions."
+        );
+    }
+}
+
 impl<A: Session> HttpServiceFactory for SockJs<A> {
     fn register(self, config: &mut AppService) {
-        let endpoint = Endpoint::new(&self.prefix, self.manager, self.config, self.authorize);
+        check_one_manager(&self.prefix, &self.manager);
+        let endpoint = Endpoint::new(&self.prefix, self.manager, self.config, self.authorize, self.carry);
         let rows: Vec<&'static Row> =
             TABLE.iter().filter(|row| endpoint.config.is_enabled(row.transport)).collect();
         let mut scope = web::scope(&self.prefix)

@@ -3,10 +3,11 @@
 //! opening request carried ([`RequestInfo`]).
 
 use std::{
+    any::{Any, TypeId},
     fmt,
     net::{IpAddr, SocketAddr},
     str::FromStr,
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
 };
 
 use actix::Actor;
@@ -149,7 +150,13 @@ pub struct RequestInfo {
     peer_len: u8,
     client_len: u8,
     map: OnceLock<Box<HeaderMap>>,
+    /// Values by type: what the authorisation hook produced and the request
+    /// extensions the endpoint carries (see [`RequestInfo::get`]).
+    values: Option<Box<Values>>,
 }
+
+/// Values of any type, one per type.
+pub(crate) type Values = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
 
 impl RequestInfo {
     pub(crate) fn from_request(req: &HttpRequest, client_ip: Option<IpAddr>) -> Self {
@@ -183,7 +190,53 @@ impl RequestInfo {
             peer_len: short(&peer),
             client_len: short(&client),
             map: OnceLock::new(),
+            values: None,
         }
+    }
+
+    /// Adds values by type (a later value of a type replaces an earlier one).
+    pub(crate) fn with_values(mut self, values: Values) -> Self {
+        if !values.is_empty() {
+            let kept = self.values.get_or_insert_default();
+            for (type_id, value) in values {
+                kept.retain(|(t, _)| *t != type_id);
+                kept.push((type_id, value));
+            }
+        }
+        self
+    }
+
+    /// The value of type `T` the endpoint attached to the session: what
+    /// [`SockJs::authorize`](crate::SockJs::authorize) (or
+    /// [`authorize_async`](crate::SockJs::authorize_async)) produced, or a
+    /// request extension that [`SockJs::carry`](crate::SockJs::carry)
+    /// copied (one set by middleware, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix::Actor;
+    /// use actix_sockjs::{Session, SessionContext};
+    ///
+    /// /// Who the authorisation hook found.
+    /// struct User(String);
+    ///
+    /// struct Chat;
+    /// impl Actor for Chat {
+    ///     type Context = SessionContext<Self>;
+    /// }
+    /// impl Session for Chat {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         let name = ctx.request().get::<User>().map_or("anonymous", |u| u.0.as_str()).to_owned();
+    ///         ctx.send(format!("welcome, {name}"));
+    ///     }
+    ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        let values = self.values.as_deref()?;
+        let (_, value) = values.iter().find(|(t, _)| *t == TypeId::of::<T>())?;
+        value.downcast_ref::<T>()
     }
 
     /// Where the address texts start.

@@ -15,7 +15,7 @@ use futures_util::StreamExt as _;
 
 use crate::{
     endpoint::{error, session_id, Endpoint},
-    protocol::{hixie76_digest, parse_messages, Transport},
+    protocol::{close_frame, hixie76_digest, parse_messages, Transport},
     receiver::{out_queue, Out, OutRx, Receiver},
     session::{Command, CommandTx, Failure, Session},
 };
@@ -36,9 +36,12 @@ pub(crate) async fn open<A: Session>(
     if !upgrade || !text("connection").to_ascii_lowercase().contains("upgrade") {
         return error(StatusCode::BAD_REQUEST, "Not a valid websocket request.");
     }
-    let opening = match ep.admit(&req) {
-        Ok(o) => o,
-        Err(e) => return e.error_response(),
+    let admitted = match ep.admit(&req, Transport::WebSocket).await {
+        Ok(admitted) => Ok(admitted),
+        Err(refuse) => match refuse.close_frame() {
+            Some((code, reason)) => Err(close_frame(code, reason)),
+            None => return refuse.error_response(),
+        },
     };
     let location = format!("ws://{}{}", text("host"), req.uri());
     let origin = text("origin");
@@ -64,8 +67,16 @@ pub(crate) async fn open<A: Session>(
         if digest_tx.send(Bytes::copy_from_slice(&digest)).is_err() {
             return;
         }
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            // Refused with a close frame: that frame, then the end.
+            Err(frame) => {
+                let _ = out_tx.send(Out::Text(frame.into_boxed_str()));
+                return;
+            }
+        };
         let receiver = Receiver::socket(Transport::WebSocket, out_tx, false);
-        let Ok(session) = ep.open_socket(&request, Some(session_id(&request)), receiver, opening).await
+        let Ok(session) = ep.open_socket(&request, Some(session_id(&request)), receiver, admitted).await
         else {
             return;
         };

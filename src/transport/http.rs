@@ -18,7 +18,7 @@ use crate::{
     endpoint::{
         cors, error, never_cache, session_cookie, session_id, Endpoint, ReachError, JAVASCRIPT, TEXT,
     },
-    protocol::{htmlfile_prelude, parse_messages, validate_callback},
+    protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
     receiver::{body_stream, out_queue, poll_text, PeerSocket, Receiver},
     session::Session,
     util,
@@ -67,14 +67,27 @@ pub(crate) async fn receive<A: Session>(
         Prelude::HtmlFile => Some(Bytes::from(htmlfile_prelude(&callback))),
     };
 
-    let (tx, mut rx) = out_queue();
     let limit = if how.streaming { ep.config.response_limit } else { 0 };
-    let receiver = Receiver::http(row.transport, how.framing.clone(), tx, limit)
-        .with_callback(&callback)
-        .with_peer(req.conn_data::<PeerSocket>().cloned());
-    match ep.attach(&req, session_id(&req), receiver).await {
+    let receiver = || {
+        let (tx, rx) = out_queue();
+        let receiver = Receiver::http(row.transport, how.framing.clone(), tx, limit)
+            .with_callback(&callback)
+            .with_peer(req.conn_data::<PeerSocket>().cloned());
+        (receiver, rx)
+    };
+    let (attached, mut rx) = receiver();
+    match ep.attach(&req, session_id(&req), attached).await {
         Ok(()) => {}
-        Err(ReachError::Denied(e)) => return e.error_response(),
+        Err(ReachError::Denied(refuse)) => match refuse.close_frame() {
+            // Refused with a close frame: the transport's ordinary answer,
+            // carrying that frame alone.
+            Some((code, reason)) => {
+                let (mut refused, refused_rx) = receiver();
+                let _ = refused.write(close_frame(code, reason));
+                rx = refused_rx;
+            }
+            None => return refuse.error_response(),
+        },
         Err(e) => {
             log::error!("sockjs: cannot open a receiver: {e:?}");
             return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");

@@ -27,7 +27,7 @@ use super::deadlines;
 use crate::{
     config::Config,
     endpoint::{error, session_id, Endpoint},
-    protocol::{parse_messages, Transport, HEARTBEAT_FRAME},
+    protocol::{close_frame, parse_messages, Transport, HEARTBEAT_FRAME},
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
     session::{Command, CommandTx, Failure, Session},
 };
@@ -81,12 +81,17 @@ async fn open<A: Session>(
     };
     let raw = transport == Transport::RawWebSocket;
     let (out_tx, out_rx) = out_queue();
-    let opening = match ep.admit(&req) {
-        Ok(o) => o,
-        Err(e) => return e.error_response(),
+    let admitted = match ep.admit(&req, transport).await {
+        Ok(admitted) => admitted,
+        Err(refuse) => {
+            return match refuse.close_frame() {
+                Some((code, reason)) => handshake.body(refused(raw, code, reason)),
+                None => refuse.error_response(),
+            }
+        }
     };
     let id = (!raw).then(|| session_id(&req));
-    let session = match ep.open_socket(&req, id, Receiver::socket(transport, out_tx, true), opening).await {
+    let session = match ep.open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted).await {
         Ok(tx) => tx,
         Err(e) => return e.error_response(),
     };
@@ -110,6 +115,23 @@ async fn open<A: Session>(
         done: false,
     };
     handshake.streaming(socket)
+}
+
+/// What a socket refused with a close frame gets: `c[code,"reason"]` and a
+/// close frame (1000), or on a raw WebSocket a close frame with the code
+/// and reason.
+fn refused(raw: bool, code: u16, reason: &str) -> Bytes {
+    let mut codec = Codec::new();
+    let mut out = BytesMut::new();
+    let (close_code, description) = if raw {
+        (code, reason.to_owned())
+    } else {
+        let _ = codec.encode(Message::Text(close_frame(code, reason).into()), &mut out);
+        (1000, "Normal closure".to_owned())
+    };
+    let close = CloseReason { code: CloseCode::from(close_code), description: Some(description) };
+    let _ = codec.encode(Message::Close(Some(close)), &mut out);
+    out.freeze()
 }
 
 /// The body of a WebSocket response, and the transport itself: it decodes

@@ -1,0 +1,224 @@
+//! Identity flows in: what the authorisation hook produced and what
+//! middleware put in the request reach the session factory and the
+//! session; a refusal with a close frame reaches the client on every
+//! transport; an endpoint whose workers have different managers is
+//! reported.
+
+mod common;
+
+use std::{
+    sync::{mpsc, Mutex},
+    thread,
+    time::Duration,
+};
+
+use actix::prelude::*;
+use actix_sockjs::{Refuse, RequestInfo, Session, SessionContext, SessionManager, SockJs};
+use actix_web::{dev::Service as _, App, HttpMessage as _, HttpServer};
+use common::*;
+
+/// Who the hook found.
+#[derive(Debug, Clone, PartialEq)]
+struct User(String);
+
+/// What a middleware put in the request's extensions.
+#[derive(Debug, Clone, PartialEq)]
+struct Account(u64);
+
+/// Greets with what it was built with and what its request carries.
+struct Greeter {
+    built_for: Option<String>,
+}
+
+impl Actor for Greeter {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Greeter {
+    fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        let user = ctx.request().get::<User>().map(|u| u.0.clone());
+        let account = ctx.request().get::<Account>().map(|a| a.0);
+        let greeting = format!("built for {:?}, user {user:?}, account {account:?}", self.built_for);
+        ctx.send(greeting);
+    }
+
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        ctx.send(msg);
+    }
+}
+
+/// Starts a server whose app is made by `app` (called once per worker)
+/// and answers its port.
+fn serve<F>(workers: usize, app: F) -> u16
+where
+    F: Fn(Addr<SessionManager<Greeter>>) -> SockJs<Greeter> + Send + Clone + 'static,
+{
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = SessionManager::from_request(|req: &RequestInfo| Greeter {
+                built_for: req.get::<User>().map(|u| u.0.clone()),
+            })
+            .start();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .wrap_fn(|req, srv| {
+                        if let Some(n) = req.headers().get("x-account").and_then(|v| v.to_str().ok()) {
+                            if let Ok(n) = n.parse() {
+                                req.extensions_mut().insert(Account(n));
+                            }
+                        }
+                        srv.call(req)
+                    })
+                    .service(app(manager.clone()))
+            })
+            .workers(workers)
+            .client_disconnect_timeout(Duration::ZERO)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send(server.addrs()[0].port()).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    ready.recv_timeout(READ_TIMEOUT).expect("server started")
+}
+
+/// The user named by the `x-user` header; no header, no session.
+fn by_header(req: &actix_web::HttpRequest) -> Result<User, Refuse> {
+    match req.headers().get("x-user").and_then(|v| v.to_str().ok()) {
+        Some(name) => Ok(User(name.to_owned())),
+        None => Err(Refuse::close(4401, "Unauthorized")),
+    }
+}
+
+#[test]
+fn the_hooks_value_and_carried_extensions_reach_the_factory_and_the_session() {
+    let port = serve(2, |m| SockJs::new("/id", m).authorize(by_header).carry::<Account>());
+    let expected = r#"a["built for Some(\"ann\"), user Some(\"ann\"), account Some(7)"]"#;
+    let headers = [("X-User", "ann"), ("X-Account", "7")];
+    let mut ws = WsClient::connect_with(port, &format!("/id/000/{}/websocket", session()), &headers)
+        .unwrap_or_else(|r| panic!("refused: {r:?}"));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(ws.recv_text(), expected);
+    let url = format!("/id/000/{}", session());
+    let r = request(port, "POST", &format!("{url}/xhr"), &headers, Some(b""));
+    assert_eq!(r.body, "o\n");
+    assert_eq!(post(port, &format!("{url}/xhr"), "").body, format!("{expected}\n"));
+    // Without the middleware's value the session still opens.
+    let r = request(port, "POST", &format!("/id/000/{}/xhr", session()), &[("X-User", "bob")], Some(b""));
+    assert_eq!(r.body, "o\n");
+}
+
+#[test]
+fn an_async_hook_decides_later() {
+    let port = serve(1, |m| {
+        SockJs::new("/slow", m).authorize_async(|req| {
+            let user = by_header(req);
+            async move {
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                user
+            }
+        })
+    });
+    let mut ws =
+        WsClient::connect_with(port, &format!("/slow/000/{}/websocket", session()), &[("X-User", "cy")])
+            .unwrap_or_else(|r| panic!("refused: {r:?}"));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(ws.recv_text(), r#"a["built for Some(\"cy\"), user Some(\"cy\"), account None"]"#);
+    let r = post(port, &format!("/slow/000/{}/xhr", session()), "");
+    assert_eq!(r.body, "c[4401,\"Unauthorized\"]\n");
+}
+
+#[test]
+fn a_close_refusal_reaches_the_client_on_every_transport() {
+    let port = serve(1, |m| SockJs::new("/locked", m).authorize(by_header));
+    let url = || format!("/locked/000/{}", session());
+    let frame = r#"c[4401,"Unauthorized"]"#;
+
+    let r = post(port, &format!("{}/xhr", url()), "");
+    assert_eq!((r.status(), r.body.as_str()), (200, format!("{frame}\n").as_str()));
+    let r = post(port, &format!("{}/xhr_streaming", url()), "");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.body, format!("{}\n{frame}\n", "h".repeat(2048)), "prelude, the frame, the end");
+    let r = get(port, &format!("{}/eventsource", url()));
+    assert_eq!(r.body, format!("\r\ndata: {frame}\r\n\r\n"));
+    let r = get(port, &format!("{}/htmlfile?c=cb", url()));
+    assert!(r.body.ends_with("<script>\np(\"c[4401,\\\"Unauthorized\\\"]\");\n</script>\r\n"), "{}", r.body);
+    let r = get(port, &format!("{}/jsonp?c=cb", url()));
+    assert_eq!(r.body, "/**/cb(\"c[4401,\\\"Unauthorized\\\"]\");\r\n");
+
+    let mut ws = WsClient::connect(port, &format!("{}/websocket", url()));
+    assert_eq!(ws.recv_text(), frame);
+    assert_eq!(ws.recv(), Ws::Close(Some(1000), "Normal closure".into()));
+    let mut raw = WsClient::connect(port, "/locked/websocket");
+    assert_eq!(raw.recv(), Ws::Close(Some(4401), "Unauthorized".into()));
+
+    // No session was opened, and an allowed client still gets one.
+    let id = session();
+    let r = request(port, "POST", &format!("/locked/000/{id}/xhr"), &[("X-User", "ann")], Some(b""));
+    assert_eq!(r.body, "o\n");
+}
+
+#[test]
+fn an_http_refusal_answers_its_status() {
+    let port = serve(1, |m| {
+        SockJs::new("/forbidden", m)
+            .authorize(|_| Err::<(), _>(actix_web::error::ErrorForbidden("log in first")))
+    });
+    let r = post(port, &format!("/forbidden/000/{}/xhr", session()), "");
+    assert_eq!((r.status(), r.body.as_str()), (403, "log in first"));
+    let refused = WsClient::connect_with(port, &format!("/forbidden/000/{}/websocket", session()), &[]);
+    assert_eq!(refused.err().map(|r| r.status()), Some(403));
+}
+
+/// Keeps what the crate logs, to read it back.
+struct Captured;
+
+static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl log::Log for Captured {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Error
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[test]
+fn one_manager_per_worker_is_reported_at_start() {
+    let _ = log::set_boxed_logger(Box::new(Captured));
+    log::set_max_level(log::LevelFilter::Error);
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            // The mistake: a manager per worker, made inside the closure.
+            let server = HttpServer::new(|| {
+                let manager = SessionManager::new(|| Greeter { built_for: None }).start();
+                App::new().service(SockJs::new("/per_worker", manager))
+            })
+            .workers(2)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            let server = server.run();
+            ready_tx.send(()).expect("ready");
+            let _ = server.await;
+        });
+    });
+    ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    let reported = || {
+        LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|line| {
+            line.contains("\"/per_worker\"") && line.contains("different SessionManager in another worker")
+        })
+    };
+    while !reported() {
+        assert!(std::time::Instant::now() < deadline, "no error logged for per-worker managers");
+        thread::sleep(Duration::from_millis(20));
+    }
+}

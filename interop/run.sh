@@ -5,9 +5,10 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
-cargo build --example test_server
+cargo build --example test_server --example chat
 cd "$here"
 if [ ! -d node_modules/sockjs-client ] || [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
 node run.js "$@"
+node chat.js

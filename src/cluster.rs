@@ -14,6 +14,12 @@
 //! One publishing connection per node, pipelined, keeps each node's
 //! broadcasts in the order it sent them.
 //!
+//! Groups: a broadcast to a group goes to the group's own channel,
+//! `<channel>:g:<group>`, which a node subscribes to only while it has
+//! members in the group, so a node receives a group's traffic only while
+//! it needs it. A list broadcast goes to the other nodes with the ids that
+//! have no session here; an `except` list travels with its broadcast.
+//!
 //! While Redis is unreachable a node keeps serving its own sessions, local
 //! broadcasts included; what it could not publish is dropped (counted in
 //! [`REDIS_DROPPED`] and logged), and both
@@ -22,6 +28,7 @@
 //! node" for a load balancer configuration.
 
 use std::{
+    collections::HashSet,
     fmt,
     future::Future,
     hash::{BuildHasher, Hasher},
@@ -36,10 +43,10 @@ use ::metrics::{counter, gauge, Counter};
 use actix::{Addr, Recipient};
 use actix_web::rt::{task::JoinHandle, time};
 use futures_util::StreamExt;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::{
-    manager::{ClusterMessage, Relayed, SessionManager, SetRelay},
+    manager::{shared_text, ClusterMessage, Relayed, SessionManager, SetRelay, Target},
     metrics::{REDIS_CONNECTS, REDIS_DROPPED, REDIS_PUBLISHED, REDIS_RECEIVED, REDIS_UP},
     session::Session,
 };
@@ -135,8 +142,10 @@ impl RedisBridge {
             up: up.clone(),
         });
         log::info!("sockjs: redis bridge for channel {:?} starting (node {node:016x})", shared.channel);
-        let publisher = actix_web::rt::spawn(publish(shared.clone(), rx));
-        let subscriber = actix_web::rt::spawn(subscribe(shared.clone(), manager.clone().recipient()));
+        let (watch_tx, watch_rx) = unbounded_channel();
+        let publisher = actix_web::rt::spawn(publish(shared.clone(), rx, watch_tx));
+        let subscriber =
+            actix_web::rt::spawn(subscribe(shared.clone(), manager.clone().recipient(), watch_rx));
         BridgeHandle {
             up,
             channel: shared.channel.clone(),
@@ -212,13 +221,13 @@ fn node_id() -> u64 {
     h.finish()
 }
 
-/// A session id as it goes on the wire: `%`, spaces and control
-/// characters percent-escaped, so that no id (a URL may carry `a%20b`)
-/// can break the format.
+/// A session id or group name as it goes on the wire: `%`, `,`, spaces
+/// and control characters percent-escaped, so that no id (a URL may carry
+/// `a%20b`) can break the format.
 fn wire_id(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for c in id.chars() {
-        if c == '%' || c == ' ' || c.is_control() {
+        if matches!(c, '%' | ',' | ' ') || c.is_control() {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("%{b:02X}"));
@@ -230,23 +239,57 @@ fn wire_id(id: &str) -> String {
     out
 }
 
-/// `sockjs1 <node> b <text>` or `sockjs1 <node> t <session id> <text>`,
-/// the id as [`wire_id`] writes it.
-fn encode(node: u64, msg: &ClusterMessage) -> Vec<u8> {
-    let (to, text) = msg.parts();
-    let mut out = String::with_capacity(text.len() + 48);
-    out.push_str(MAGIC);
-    out.push_str(&format!(" {node:016x} "));
-    match to {
-        None => out.push_str("b "),
-        Some(id) => {
-            out.push_str("t ");
-            out.push_str(&wire_id(id));
-            out.push(' ');
+/// A list of ids on the wire: [`wire_id`]s joined by commas.
+fn wire_list(ids: &[Arc<str>]) -> String {
+    ids.iter().map(|id| wire_id(id)).collect::<Vec<_>>().join(",")
+}
+
+fn read_id(wire: &str) -> Arc<str> {
+    Arc::from(crate::util::percent_decode(wire, false))
+}
+
+fn read_list(wire: &str) -> Box<[Arc<str>]> {
+    wire.split(',').filter(|id| !id.is_empty()).map(read_id).collect()
+}
+
+/// The channel of a group's traffic.
+fn group_channel(channel: &str, group: &str) -> String {
+    format!("{channel}:g:{}", wire_id(group))
+}
+
+/// One message on the wire, after `sockjs1 <node> `:
+///
+/// - `b <text>`: to everyone;
+/// - `x <except ids> <text>`: to everyone but these;
+/// - `t <id> <text>`: to one session;
+/// - `l <ids> <text>`: to these sessions;
+/// - `g <group> <except ids> <text>`: to a group's members but these (on
+///   the group's channel).
+///
+/// Ids and names are [`wire_id`]s, lists comma-separated; `None` for what
+/// is not published (the relay's own instructions).
+fn encode(node: u64, msg: &ClusterMessage) -> Option<Vec<u8>> {
+    let mut out = format!("{MAGIC} {node:016x} ");
+    let payload = match msg {
+        ClusterMessage::Deliver { to, except, payload } => {
+            match (to, except.is_empty()) {
+                (Target::All, true) => out.push_str("b "),
+                (Target::All, false) => out.push_str(&format!("x {} ", wire_list(except))),
+                (Target::Ids(ids), _) => out.push_str(&format!("l {} ", wire_list(ids))),
+                (Target::Group(group), _) => {
+                    out.push_str(&format!("g {} {} ", wire_id(group), wire_list(except)));
+                }
+            }
+            payload
         }
-    }
-    out.push_str(text);
-    out.into_bytes()
+        ClusterMessage::SendTo(id, payload) => {
+            out.push_str(&format!("t {} ", wire_id(id)));
+            payload
+        }
+        ClusterMessage::Watch(_) | ClusterMessage::Unwatch(_) => return None,
+    };
+    out.push_str(&payload.text);
+    Some(out.into_bytes())
 }
 
 /// The sending node and the message; `None` for anything else on the channel.
@@ -255,12 +298,30 @@ fn decode(payload: &[u8]) -> Option<(u64, ClusterMessage)> {
     let rest = payload.strip_prefix(MAGIC)?.strip_prefix(' ')?;
     let (node, rest) = rest.split_once(' ')?;
     let node = u64::from_str_radix(node, 16).ok()?;
+    let deliver = |to, except, text: &str| ClusterMessage::Deliver {
+        to,
+        except,
+        payload: shared_text(text.to_owned()),
+    };
     let msg = match rest.split_once(' ')? {
-        ("b", text) => ClusterMessage::new(None, text.to_owned()),
+        ("b", text) => deliver(Target::All, Box::default(), text),
+        ("x", rest) => {
+            let (except, text) = rest.split_once(' ')?;
+            deliver(Target::All, read_list(except), text)
+        }
+        ("l", rest) => {
+            let (ids, text) = rest.split_once(' ')?;
+            deliver(Target::Ids(read_list(ids)), Box::default(), text)
+        }
+        ("g", rest) => {
+            let (group, rest) = rest.split_once(' ')?;
+            let (except, text) = rest.split_once(' ')?;
+            deliver(Target::Group(read_id(group)), read_list(except), text)
+        }
         ("t", rest) => {
             let (id, text) = rest.split_once(' ')?;
-            let id = crate::util::percent_decode(Some(id).filter(|id| !id.is_empty())?, false);
-            ClusterMessage::new(Some(id.as_str()), text.to_owned())
+            let id = Some(id).filter(|id| !id.is_empty())?;
+            ClusterMessage::SendTo(read_id(id), shared_text(text.to_owned()))
         }
         _ => return None,
     };
@@ -275,24 +336,55 @@ async fn connecting<T>(attempt: impl Future<Output = ::redis::RedisResult<T>>) -
     }
 }
 
-/// Publishes what the manager hands over, pipelined, in order.
-async fn publish(shared: Arc<Shared>, mut rx: UnboundedReceiver<ClusterMessage>) {
+/// The channel a message is published on.
+fn channel_of(shared: &Shared, msg: &ClusterMessage) -> String {
+    match msg {
+        ClusterMessage::Deliver { to: Target::Group(group), .. } => group_channel(&shared.channel, group),
+        _ => shared.channel.clone(),
+    }
+}
+
+/// Publishes what the manager hands over, pipelined, in order; passes the
+/// groups to watch on to the subscriber.
+async fn publish(
+    shared: Arc<Shared>,
+    mut rx: UnboundedReceiver<ClusterMessage>,
+    watch: UnboundedSender<(bool, Arc<str>)>,
+) {
     let (published, dropped) = (shared.counter(REDIS_PUBLISHED), shared.counter(REDIS_DROPPED));
     let mut conn: Option<::redis::aio::MultiplexedConnection> = None;
     let mut delay = shared.backoff.0;
     let mut retry_at = Instant::now();
     let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(encode(shared.node, &first));
+    let mut next = rx.recv().await;
+    while let Some(first) = next.take() {
+        let take = |batch: &mut Vec<(String, Vec<u8>)>, msg: ClusterMessage| match msg {
+            ClusterMessage::Watch(group) => {
+                let _ = watch.send((true, group));
+            }
+            ClusterMessage::Unwatch(group) => {
+                let _ = watch.send((false, group));
+            }
+            msg => {
+                if let Some(frame) = encode(shared.node, &msg) {
+                    batch.push((channel_of(&shared, &msg), frame));
+                }
+            }
+        };
+        take(&mut batch, first);
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(msg) => batch.push(encode(shared.node, &msg)),
+                Ok(msg) => take(&mut batch, msg),
                 Err(_) => break,
             }
         }
+        if batch.is_empty() {
+            next = rx.recv().await;
+            continue;
+        }
         let mut pipe = ::redis::pipe();
-        for frame in &batch {
-            pipe.cmd("PUBLISH").arg(&shared.channel).arg(frame).ignore();
+        for (channel, frame) in &batch {
+            pipe.cmd("PUBLISH").arg(channel).arg(frame).ignore();
         }
         // Two tries: a connection idle since its last use may have died.
         let mut sent = false;
@@ -333,44 +425,105 @@ async fn publish(shared: Arc<Shared>, mut rx: UnboundedReceiver<ClusterMessage>)
             dropped.increment(batch.len() as u64);
         }
         batch.clear();
+        next = rx.recv().await;
     }
     log::debug!("sockjs: redis publisher stopped (manager gone)");
 }
 
-/// Subscribes to the channel and hands other nodes' messages to the
-/// manager; reconnects with backoff whenever the subscription is lost.
-async fn subscribe(shared: Arc<Shared>, manager: Recipient<Relayed>) {
+/// What the subscriber waits for.
+enum Event {
+    /// A group to watch (`true`) or to stop watching; `None`: the bridge is done.
+    Watch(Option<(bool, Arc<str>)>),
+    /// A message on a subscribed channel; `None`: the subscription is lost.
+    Message(Option<::redis::Msg>),
+}
+
+/// Subscribes to the channel, and to the channels of the groups this node
+/// has members in, and hands other nodes' messages to the manager;
+/// reconnects with backoff whenever the subscription is lost.
+async fn subscribe(
+    shared: Arc<Shared>,
+    manager: Recipient<Relayed>,
+    mut watch: UnboundedReceiver<(bool, Arc<str>)>,
+) {
     let (connects, received) = (shared.counter(REDIS_CONNECTS), shared.counter(REDIS_RECEIVED));
     let mut delay = shared.backoff.0;
     let mut warned = false;
+    let mut watched: HashSet<Arc<str>> = HashSet::new();
+    let note = |watched: &mut HashSet<Arc<str>>, (on, group): (bool, Arc<str>)| {
+        if on {
+            watched.insert(group)
+        } else {
+            watched.remove(&group)
+        }
+    };
     loop {
+        while let Ok(change) = watch.try_recv() {
+            note(&mut watched, change);
+        }
+        let channels: Vec<String> = std::iter::once(shared.channel.clone())
+            .chain(watched.iter().map(|group| group_channel(&shared.channel, group)))
+            .collect();
         let attempt = async {
             let mut pubsub = shared.client.get_async_pubsub().await?;
-            pubsub.subscribe(&shared.channel).await?;
+            pubsub.subscribe(&channels).await?;
             Ok::<_, ::redis::RedisError>(pubsub)
         };
         match connecting(attempt).await {
             Ok(pubsub) => {
-                log::info!("sockjs: redis bridge subscribed to {:?}", shared.channel);
+                log::info!(
+                    "sockjs: redis bridge subscribed to {:?} and {} group(s)",
+                    shared.channel,
+                    watched.len()
+                );
                 connects.increment(1);
                 shared.set_up(true);
                 delay = shared.backoff.0;
                 warned = false;
-                let mut stream = pubsub.into_on_message();
-                while let Some(msg) = stream.next().await {
-                    match decode(msg.get_payload_bytes()) {
-                        Some((node, _)) if node == shared.node => {}
-                        Some((_, msg)) => {
-                            received.increment(1);
-                            // Not try_send: a busy manager's mailbox is full, not gone.
-                            if !manager.connected() {
-                                log::debug!("sockjs: redis subscriber stopped (manager gone)");
-                                shared.set_up(false);
-                                return;
-                            }
-                            manager.do_send(Relayed(msg));
+                let (mut sink, mut stream) = pubsub.split();
+                loop {
+                    let event = futures_util::future::poll_fn(|cx| {
+                        if let std::task::Poll::Ready(change) = watch.poll_recv(cx) {
+                            return std::task::Poll::Ready(Event::Watch(change));
                         }
-                        None => log::debug!("sockjs: ignored a foreign message on {:?}", shared.channel),
+                        stream.poll_next_unpin(cx).map(Event::Message)
+                    })
+                    .await;
+                    match event {
+                        Event::Watch(None) => {
+                            shared.set_up(false);
+                            return;
+                        }
+                        Event::Watch(Some((on, group))) => {
+                            if !note(&mut watched, (on, group.clone())) {
+                                continue;
+                            }
+                            let channel = group_channel(&shared.channel, &group);
+                            let done = if on {
+                                sink.subscribe(&channel).await
+                            } else {
+                                sink.unsubscribe(&channel).await
+                            };
+                            if let Err(e) = done {
+                                log::debug!("sockjs: redis (un)subscribe of {channel:?} failed: {e}");
+                                break;
+                            }
+                        }
+                        Event::Message(None) => break,
+                        Event::Message(Some(msg)) => match decode(msg.get_payload_bytes()) {
+                            Some((node, _)) if node == shared.node => {}
+                            Some((_, msg)) => {
+                                received.increment(1);
+                                // Not try_send: a busy manager's mailbox is full, not gone.
+                                if !manager.connected() {
+                                    log::debug!("sockjs: redis subscriber stopped (manager gone)");
+                                    shared.set_up(false);
+                                    return;
+                                }
+                                manager.do_send(Relayed(msg));
+                            }
+                            None => log::debug!("sockjs: ignored a foreign message on {:?}", shared.channel),
+                        },
                     }
                 }
                 shared.set_up(false);
@@ -399,33 +552,45 @@ mod tests {
 
     #[test]
     fn wire_format_round_trips() {
-        let b = ClusterMessage::new(None, "hi there \u{2028} x".to_owned());
-        let (node, back) = decode(&encode(7, &b)).unwrap();
-        assert_eq!(node, 7);
-        assert_eq!(back.parts(), (None, "hi there \u{2028} x"));
-        let t = ClusterMessage::new(Some("abc"), "for abc only".to_owned());
-        let (_, back) = decode(&encode(u64::MAX, &t)).unwrap();
-        assert_eq!(back.parts(), (Some("abc"), "for abc only"));
-        for id in ["a b", "a%20b", "tab\there", "\u{85}x", "caf\u{e9}"] {
-            let odd = ClusterMessage::new(Some(id), "odd id".to_owned());
-            let (_, back) = decode(&encode(1, &odd)).unwrap();
-            assert_eq!(back.parts(), (Some(id), "odd id"), "{id:?}");
+        let text = |msg: &ClusterMessage| match msg {
+            ClusterMessage::Deliver { payload, .. } | ClusterMessage::SendTo(_, payload) => {
+                payload.text.to_string()
+            }
+            _ => String::new(),
+        };
+        let ids = |list: &[&str]| list.iter().map(|id| Arc::from(*id)).collect::<Box<[Arc<str>]>>();
+        let odd = ["a b", "a%20b", "x,y", "tab\there", "\u{85}x", "caf\u{e9}", ""];
+        let cases = [
+            ClusterMessage::Deliver {
+                to: Target::All,
+                except: ids(&[]),
+                payload: shared_text("hi \u{2028} x".into()),
+            },
+            ClusterMessage::Deliver {
+                to: Target::All,
+                except: ids(&odd[..6]),
+                payload: shared_text("but".into()),
+            },
+            ClusterMessage::Deliver {
+                to: Target::Ids(ids(&odd[..6])),
+                except: ids(&[]),
+                payload: shared_text(String::new()),
+            },
+            ClusterMessage::Deliver {
+                to: Target::Group(Arc::from("room one,2")),
+                except: ids(&["me"]),
+                payload: shared_text("to the room".into()),
+            },
+            ClusterMessage::SendTo(Arc::from("a b"), shared_text("for a b only".into())),
+        ];
+        for msg in &cases {
+            let (node, back) = decode(&encode(7, msg).unwrap()).unwrap();
+            assert_eq!(node, 7);
+            assert_eq!(format!("{back:?}"), format!("{msg:?}"));
+            assert_eq!(text(&back), text(msg));
         }
-        let empty = ClusterMessage::new(None, String::new());
-        assert_eq!(decode(&encode(1, &empty)).unwrap().1.parts(), (None, ""));
-    }
-
-    #[test]
-    fn foreign_messages_are_ignored() {
-        for bad in [
-            &b"hello"[..],
-            b"sockjs1 zz b x",
-            b"sockjs1 01 q x",
-            b"sockjs1 01 t  x",
-            b"\xff\xfe",
-            b"sockjs1 01 t id",
-        ] {
-            assert!(decode(bad).is_none(), "{bad:?}");
-        }
+        assert!(encode(1, &ClusterMessage::Watch(Arc::from("g"))).is_none(), "not published");
+        assert!(decode(b"something else").is_none());
+        assert_eq!(group_channel("chat", "a b"), "chat:g:a%20b");
     }
 }

@@ -74,6 +74,17 @@ fn metric(port: u16, name: &str) -> f64 {
         .sum()
 }
 
+/// How many subscribers Redis counts on a channel (a node subscribes to a
+/// group's channel while it has members in the group).
+fn subscribers(redis_port: u16, channel: &str) -> u64 {
+    let out = Command::new(program("redis-cli"))
+        .args(["-p", &redis_port.to_string(), "PUBSUB", "NUMSUB", channel])
+        .output()
+        .expect("run redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(u64::MAX)
+}
+
 fn haproxy(lb: u16, cookie_lb: u16, node1: u16, node2: u16) -> Proc {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster/haproxy.cfg");
     let child = Command::new(program("haproxy"))
@@ -115,7 +126,9 @@ struct Client {
     id: String,
     lb: u16,
     wire: Wire,
-    /// The node that holds the session, from the welcome message.
+    /// The user name and the node that holds the session, from the
+    /// welcome message.
+    name: String,
     node: String,
     /// Every message received, in order.
     got: Vec<String>,
@@ -141,10 +154,12 @@ impl Client {
             }
             Kind::XhrPolling => Wire::Poll,
         };
-        let mut client = Self { kind, id, lb, wire, node: String::new(), got: Vec::new() };
+        let mut client =
+            Self { kind, id, lb, wire, name: String::new(), node: String::new(), got: Vec::new() };
         assert_eq!(client.frame(), "o", "{kind:?} open frame");
         let welcome = client.messages().remove(0);
         let name = welcome.strip_prefix("welcome, you are ").expect("welcome message");
+        client.name = name.split(' ').next().unwrap_or_default().to_owned();
         client.node = name.split('-').next().unwrap_or_default().to_owned();
         client
     }
@@ -207,6 +222,11 @@ impl Client {
             self.got.extend(msgs.iter().cloned());
             return msgs;
         }
+    }
+
+    /// Whether a message ending with `marker` arrived.
+    fn has(&self, marker: &str) -> bool {
+        self.got.iter().any(|m| m.ends_with(marker))
     }
 
     /// Reads until a message ending with `marker` arrived.
@@ -308,6 +328,9 @@ fn cluster_broadcast_through_haproxy_and_redis() {
         "sessions opened on both nodes (the clients, 8 cookie sessions)"
     );
 
+    // Everyone starts in the lobby, a group: both nodes take its traffic.
+    wait_for("both nodes to subscribe to the lobby", || subscribers(redis_port, "chat:g:lobby") == 2);
+
     // One sender on each node; every client gets both streams exactly once,
     // each in its sender's order.
     let a = clients.iter().position(|c| c.node == "n1").expect("a client on n1");
@@ -333,14 +356,57 @@ fn cluster_broadcast_through_haproxy_and_redis() {
         assert_eq!(c.tagged("C-"), expected("C-", 300), "{:?} on {}", c.kind, c.node);
     }
 
-    // To one session on the other node, by id.
-    let target = clients[b].id.clone();
+    // To one user on the other node, by name.
+    let target = clients[b].name.clone();
     clients[a].send(&format!("/to {target} secret-0"));
     clients[a].send("mark-0");
     for c in &mut clients {
         c.read_until(": mark-0");
         let private = c.got.iter().filter(|m| m.ends_with("(private): secret-0")).count();
-        assert_eq!(private, usize::from(c.id == target), "{} got the private message {private} times", c.id);
+        assert_eq!(
+            private,
+            usize::from(c.name == target),
+            "{} got the private message {private} times",
+            c.name
+        );
+    }
+
+    // A room across nodes: its messages reach its members on both nodes
+    // exactly once, nobody else; a node takes the room's traffic only while
+    // it has members in it.
+    let z = (0..clients.len())
+        .find(|&i| i != a && i != b && clients[i].node == "n2")
+        .expect("a third client on n2");
+    for i in [a, b] {
+        clients[i].send("/join blue");
+        clients[i].read_until("you are in blue");
+    }
+    wait_for("both nodes to subscribe to blue", || subscribers(redis_port, "chat:g:blue") == 2);
+    for i in 0..5 {
+        clients[a].send(&format!("blue-{i}"));
+    }
+    // After the room's messages, from the same node: a private message to
+    // z. Redis keeps one publisher's order across channels, so z would
+    // have any blue message before this one.
+    let z_name = clients[z].name.clone();
+    clients[a].send(&format!("/to {z_name} after-blue"));
+    for i in [a, b] {
+        clients[i].read_until(": blue-4");
+        assert_eq!(clients[i].tagged("blue-"), expected("blue-", 5), "{} in blue", clients[i].name);
+    }
+    clients[z].read_until("(private): after-blue");
+    assert!(!clients[z].has(": blue-0"), "{} is not in blue", clients[z].name);
+    clients[b].send("/leave");
+    clients[b].read_until("you left blue");
+    wait_for("node 2, without members in blue, to unsubscribe", || {
+        subscribers(redis_port, "chat:g:blue") == 1
+    });
+    clients[a].send("/leave");
+    clients[a].read_until("you left blue");
+    wait_for("node 1 to unsubscribe too", || subscribers(redis_port, "chat:g:blue") == 0);
+    for i in [a, b] {
+        clients[i].send("/join lobby");
+        clients[i].read_until("you are in lobby");
     }
 
     // Redis goes away: each node keeps broadcasting to its own sessions.

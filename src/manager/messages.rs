@@ -54,7 +54,7 @@ pub struct Broadcast {
 }
 
 /// A payload from a text, encoded once.
-fn shared(text: String) -> Arc<Shared> {
+pub(crate) fn shared(text: String) -> Arc<Shared> {
     let json = json_string(&text, Escape::SockJs).into_boxed_str();
     Arc::new(Shared { text: text.into_boxed_str(), json })
 }
@@ -147,10 +147,25 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
         self.read_notes();
-        self.fan_out(&msg.payload, &msg.target, &msg.except);
-        if matches!(msg.target, Target::All) && msg.except.is_empty() {
-            self.relay(ClusterMessage::Broadcast(msg.payload));
+        let Broadcast { payload, target, except } = msg;
+        self.fan_out(&payload, &target, &except);
+        if self.relay.is_none() {
+            return;
         }
+        // Other nodes get what this one could not deliver: a list's ids
+        // that have no session here; everything else as it is.
+        let target = match target {
+            Target::Ids(ids) => {
+                let elsewhere: Box<[Arc<str>]> =
+                    ids.iter().filter(|id| self.serials_of(id).next().is_none()).cloned().collect();
+                if elsewhere.is_empty() {
+                    return;
+                }
+                Target::Ids(elsewhere)
+            }
+            target => target,
+        };
+        self.relay(ClusterMessage::Deliver { to: target, except, payload });
     }
 }
 
@@ -748,37 +763,22 @@ impl<A: Session> Handler<GetSession<A>> for SessionManager<A> {
     }
 }
 
-/// A message that crosses nodes: what a manager hands its relay, and what
-/// a relay hands the manager from other nodes.
+/// What a manager hands its relay, and what a relay hands the manager from
+/// other nodes.
 #[derive(Debug, Clone)]
 pub(crate) enum ClusterMessage {
-    /// To every session.
-    Broadcast(Arc<Shared>),
+    /// A broadcast: to everyone, a group or a list, but the `except` ids.
+    Deliver { to: Target, except: Box<[Arc<str>]>, payload: Arc<Shared> },
     /// To the session with this id.
     SendTo(Arc<str>, Arc<Shared>),
-}
-
-#[cfg_attr(
-    not(feature = "redis"),
-    expect(dead_code, reason = "used by the relays, which are behind features")
-)]
-impl ClusterMessage {
-    /// A message to relay: a broadcast when `to` is `None`.
-    pub(crate) fn new(to: Option<&str>, text: String) -> Self {
-        let payload = shared(text);
-        match to {
-            Some(id) => Self::SendTo(Arc::from(id), payload),
-            None => Self::Broadcast(payload),
-        }
-    }
-
-    /// The session it is for (`None`: everyone) and the message text.
-    pub(crate) fn parts(&self) -> (Option<&str>, &str) {
-        match self {
-            Self::Broadcast(p) => (None, &p.text),
-            Self::SendTo(id, p) => (Some(id), &p.text),
-        }
-    }
+    /// This node has members in the group now: take the group's traffic.
+    Watch(
+        #[cfg_attr(not(feature = "redis"), expect(dead_code, reason = "read by the Redis relay"))] Arc<str>,
+    ),
+    /// This node has no members in the group any more.
+    Unwatch(
+        #[cfg_attr(not(feature = "redis"), expect(dead_code, reason = "read by the Redis relay"))] Arc<str>,
+    ),
 }
 
 /// A message from another node, for this node's sessions only.
@@ -792,12 +792,13 @@ impl<A: Session> Handler<Relayed> for SessionManager<A> {
     fn handle(&mut self, Relayed(msg): Relayed, _: &mut Context<Self>) {
         self.read_notes();
         match msg {
-            ClusterMessage::Broadcast(payload) => {
-                self.fan_out(&payload, &Target::All, &[]);
+            ClusterMessage::Deliver { to, except, payload } => {
+                self.fan_out(&payload, &to, &except);
             }
             ClusterMessage::SendTo(id, payload) => {
                 self.deliver_to(&id, &payload);
             }
+            ClusterMessage::Watch(_) | ClusterMessage::Unwatch(_) => {}
         }
     }
 }
@@ -811,7 +812,13 @@ impl<A: Session> Handler<SetRelay> for SessionManager<A> {
     type Result = ();
 
     fn handle(&mut self, SetRelay(relay): SetRelay, _: &mut Context<Self>) {
+        self.read_notes();
         self.relay = relay;
+        // A new relay takes the traffic of the groups that have members here.
+        let groups: Vec<Arc<str>> = self.groups.keys().cloned().collect();
+        for group in groups {
+            self.relay(ClusterMessage::Watch(group));
+        }
     }
 }
 

@@ -33,13 +33,13 @@ use crate::{
 
 mod messages;
 
+#[cfg(feature = "redis")]
+pub(crate) use messages::{shared as shared_text, Relayed, SetRelay};
 pub(crate) use messages::{Acquire, Acquired, ClusterMessage, GetDirectory, RegisterSocket};
 pub use messages::{
     Broadcast, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave, ListSessions, SendTo,
     SessionCount, SessionCounts, SessionInfo, Shutdown,
 };
-#[cfg(feature = "redis")]
-pub(crate) use messages::{Relayed, SetRelay};
 
 /// Builds a session actor for each new session, from its opening request.
 pub(crate) type Factory<A> = Arc<dyn Fn(&RequestInfo) -> A + Send + Sync>;
@@ -318,7 +318,11 @@ impl<A: Session> SessionManager<A> {
         let Some(entry) = self.sessions.get_mut(&serial) else { return false };
         if !entry.groups.contains(&group) {
             entry.groups.push(group.clone());
-            self.groups.entry(group).or_default().insert(serial);
+            let members = self.groups.entry(group.clone()).or_default();
+            members.insert(serial);
+            if members.len() == 1 {
+                self.relay(ClusterMessage::Watch(group));
+            }
         }
         true
     }
@@ -336,7 +340,9 @@ impl<A: Session> SessionManager<A> {
         if let Some(members) = self.groups.get_mut(group) {
             members.remove(&serial);
             if members.is_empty() {
-                self.groups.remove(group);
+                if let Some((group, _)) = self.groups.remove_entry(group) {
+                    self.relay(ClusterMessage::Unwatch(group));
+                }
             }
         }
     }

@@ -10,6 +10,10 @@
 //! - fan-out from one broadcaster to `LOAD_FANOUT` receivers (default
 //!   100,10000): xhr_streaming receivers for the SockJS servers, WebSockets
 //!   for the floor;
+//! - a broadcast to a group among many sessions, `LOAD_GROUP` (`N:TOTAL`,
+//!   default `100:10000`: 100 xhr_streaming members among 10,000 open
+//!   sessions, the rest idle WebSockets), ours only, compared with the
+//!   fan-out to N alone;
 //! - idle WebSocket sessions, `LOAD_IDLE` (default 1000,10000,100000), from
 //!   several 127.0.0.x source addresses. The bench raises its descriptor
 //!   limit to the hard limit (the servers inherit it) and skips a count
@@ -518,7 +522,35 @@ async fn receive(server: Server, mut conn: Conn, url: String, fan: Rc<FanOut>) -
     }
 }
 
+/// Where a fan-out's sessions live: everyone at `/broadcast`, or a group
+/// at `/groups` among `bystanders` idle sessions that are not in it.
+#[derive(Debug, Clone, Copy)]
+enum Audience {
+    All,
+    Group { bystanders: usize },
+}
+
 async fn fan_out(server: Server, proc: &Proc, receivers: usize, window: Duration) -> io::Result<Sample> {
+    fan_out_to(server, proc, receivers, Audience::All, window).await
+}
+
+async fn fan_out_to(
+    server: Server,
+    proc: &Proc,
+    receivers: usize,
+    audience: Audience,
+    window: Duration,
+) -> io::Result<Sample> {
+    let (prefix, member) = match audience {
+        Audience::All => ("/broadcast", ""),
+        Audience::Group { .. } => ("/groups", "?member=1"),
+    };
+    let mut bystanders = Vec::new();
+    if let Audience::Group { bystanders: n } = audience {
+        for _ in 0..n {
+            bystanders.push(open_ws(server, proc.port, prefix, Some(source_address())).await?);
+        }
+    }
     let fan = Rc::new(FanOut {
         receivers,
         start: Instant::now(),
@@ -532,7 +564,7 @@ async fn fan_out(server: Server, proc: &Proc, receivers: usize, window: Duration
         let source = Some(source_address());
         let (conn, url) = if server.sockjs() {
             let mut conn = Conn::open(proc.port, source).await?;
-            let url = format!("/broadcast/000/{}/xhr_streaming", id());
+            let url = format!("{prefix}/000/{}/xhr_streaming{member}", id());
             conn.send("POST", &url, "", b"").await?;
             conn.head().await?;
             // The prelude, then `o`.
@@ -548,7 +580,7 @@ async fn fan_out(server: Server, proc: &Proc, receivers: usize, window: Duration
     }
     // The broadcaster is a session too and gets every broadcast: a reader
     // drains its socket so that it never holds the server back.
-    let sender = open_ws(server, proc.port, "/broadcast", None).await?;
+    let sender = open_ws(server, proc.port, prefix, None).await?;
     let (mut sender_rd, mut sender_wr) = sender.io.into_inner().into_split();
     let drain = async move {
         let mut buf = vec![0; 64 * 1024];
@@ -587,6 +619,7 @@ async fn fan_out(server: Server, proc: &Proc, receivers: usize, window: Duration
         (lat.len(), lat)
     })
     .await;
+    drop(bystanders);
     Ok(sample)
 }
 
@@ -741,6 +774,22 @@ fn main() {
             Box::new(move |s, p| rt.block_on(fan_out(s, p, n, window))),
         ));
     }
+    // A group among many sessions (ours: the floor has no groups), beside
+    // a fan-out to as many receivers alone (LOAD_FANOUT's first count).
+    for spec in std::env::var("LOAD_GROUP").unwrap_or_else(|_| "100:10000".into()).split(',') {
+        let Some((n, among)) = spec
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+        else {
+            continue;
+        };
+        let audience = Audience::Group { bystanders: among.saturating_sub(n) };
+        scenarios.push((
+            format!("group of {n} among {among}"),
+            servers.iter().copied().filter(|s| *s == Server::Ours).collect(),
+            Box::new(move |s, p| rt.block_on(fan_out_to(s, p, n, audience, window))),
+        ));
+    }
     let mut summary = Vec::new();
     for (name, targets, run) in &scenarios {
         let mut per_op: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
@@ -793,7 +842,24 @@ fn main() {
         summary.push((format!("idle {n} (KB/session)"), figures));
     }
 
+    // A group's broadcast against a broadcast to as many sessions alone.
+    let ours_of = |name: &str| {
+        summary.iter().find(|(n, _)| n == name)?.1.iter().find(|(s, _)| *s == Server::Ours).map(|f| f.1)
+    };
+    let mut group_lines = Vec::new();
+    for (name, _) in &summary {
+        let Some(rest) = name.strip_prefix("group of ") else { continue };
+        let n = rest.split(' ').next().unwrap_or_default();
+        if let (Some(group), Some(alone)) = (ours_of(name), ours_of(&format!("fan-out to {n} (deliveries)")))
+        {
+            group_lines
+                .push(format!("{name} / fan-out to {n}: {:.2}x (server CPU per delivery)", group / alone));
+        }
+    }
     println!("# summary: medians; ratios are actix-sockjs over the other server");
+    for line in group_lines {
+        println!("{line}");
+    }
     for (name, figures) in summary {
         let ours = figures.iter().find(|(s, _)| *s == Server::Ours).map(|f| f.1);
         let mut line = format!("{name:<32}");

@@ -1,6 +1,7 @@
 //! Our side of the load comparison: an actix-sockjs server with `/echo`
-//! (every message back to its sender) and `/broadcast` (every message to
-//! every session), default options (128 KiB response limit, unlike
+//! (every message back to its sender), `/broadcast` (every message to
+//! every session) and `/groups` (every message to the group `g`, which a
+//! session opened with `?member=1` joins), default options (128 KiB response limit, unlike
 //! `test_server`'s 4 KiB, which the protocol suite asks for).
 //!
 //! Like the examples it notices aborted long-polls with
@@ -40,16 +41,39 @@ impl Session for Member {
     }
 }
 
+/// Sends every message to the group `g`; joins it when opened with `?member=1`.
+struct Grouped {
+    room: Addr<SessionManager<Grouped>>,
+}
+
+impl Actor for Grouped {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Grouped {
+    fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        if ctx.request().query("member").is_some() {
+            ctx.join("g");
+        }
+    }
+
+    fn on_message(&mut self, msg: String, _ctx: &mut SessionContext<Self>) {
+        self.room.do_send(Broadcast::text(msg).group("g"));
+    }
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip_while(|a| a != "--port").skip(1);
     let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(8083);
     let echo = SessionManager::new(|| Echo).start();
     let room = SessionManager::start_with(|room| move || Member { room: room.clone() });
+    let groups = SessionManager::start_with(|room| move || Grouped { room: room.clone() });
     let server = HttpServer::new(move || {
         App::new()
             .service(SockJs::new("/echo", echo.clone()))
             .service(SockJs::new("/broadcast", room.clone()))
+            .service(SockJs::new("/groups", groups.clone()))
     })
     .h1_allow_half_closed(false)
     .client_disconnect_timeout(std::time::Duration::ZERO)

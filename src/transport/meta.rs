@@ -4,9 +4,10 @@
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 
+use super::{Role, TABLE};
 use crate::{
     endpoint::{cors, long_cache, never_cache, Endpoint, LONG_CACHE_SECS, TEXT},
-    protocol::{self, Transport, GREETING},
+    protocol::{self, GREETING},
     session::Session,
 };
 
@@ -21,11 +22,15 @@ pub(crate) async fn info<A: Session>(req: HttpRequest, ep: web::Data<Endpoint<A>
         return e.error_response();
     }
     let cfg = &ep.config;
+    // What the transport table offers: `websocket` is whether its SockJS
+    // WebSocket row is mounted.
+    let websocket =
+        TABLE.iter().any(|row| matches!(row.role, Role::WebSocket) && cfg.is_enabled(row.transport));
     let mut res = HttpResponse::Ok();
     res.content_type("application/json; charset=UTF-8");
     never_cache(&mut res);
     cors(&mut res, &req);
-    res.body(protocol::info_body(cfg.is_enabled(Transport::WebSocket), cfg.cookie_needed))
+    res.body(protocol::info_body(websocket, cfg.cookie_needed))
 }
 
 /// `GET <prefix>/iframe*.html`: the page the iframe transports load.

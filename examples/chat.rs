@@ -236,14 +236,20 @@ async fn main() -> std::io::Result<()> {
         return Err(std::io::Error::other("--redis needs the example built with --features redis"));
     }
 
+    let script_path =
+        std::path::PathBuf::from(arg("--client-script").unwrap_or_else(|| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/static/sockjs.min.js").to_owned()
+        }));
     // Behind a balancer that routes by the JSESSIONID cookie.
-    let config = Config::default().cookie_needed(std::env::args().any(|a| a == "--jsessionid"));
+    let mut config = Config::default().cookie_needed(std::env::args().any(|a| a == "--jsessionid"));
+    if script_path.is_file() {
+        // The iframe transports' page loads the local client too: no internet needed.
+        config = config.sockjs_url("/sockjs.min.js");
+    }
     let signal = actix_sockjs::shutdown_signal([manager.clone().recipient()]);
     let prometheus = web::Data::new(prometheus);
     let secret = web::Data::new(secret);
-    let script = web::Data::new(std::path::PathBuf::from(arg("--client-script").unwrap_or_else(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/static/sockjs.min.js").to_owned()
-    })));
+    let script = web::Data::new(script_path);
     let server = HttpServer::new(move || {
         let (key, node) = (secret.clone(), node.clone());
         // The user the token names, or a guest without one; a bad token is

@@ -5,6 +5,9 @@
 //! page that loads sockjs-client: `s = new SockJS("http://127.0.0.1:8080/echo");
 //! s.onmessage = e => console.log(e.data); s.onopen = () => s.send("hi")`),
 //! or open `http://127.0.0.1:8080/echo/info` to see the endpoint answer.
+//!
+//! Options: `--port N` (or the `PORT` variable; default 8080, 0 picks a free
+//! port). The first line on stdout is `listening on http://HOST:PORT`.
 
 use actix::prelude::*;
 use actix_sockjs::{CloseCause, Session, SessionContext, SessionManager, SockJs};
@@ -33,15 +36,19 @@ impl Session for Echo {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let port = std::env::args().skip_while(|a| a != "--port").nth(1).or_else(|| std::env::var("PORT").ok());
+    let port: u16 = port.map_or(Ok(8080), |p| p.parse()).map_err(std::io::Error::other)?;
     let manager = SessionManager::new(|| Echo).start();
-    log::info!("SockJS echo on http://127.0.0.1:8080/echo");
     let signal = actix_sockjs::shutdown_signal([manager.clone().recipient()]);
-    HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
+    let server = HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
         .h1_allow_half_closed(false)
         // Close a WebSocket's connection once its closing handshake is done.
         .client_disconnect_timeout(std::time::Duration::ZERO)
         .shutdown_signal(signal)
-        .bind(("127.0.0.1", 8080))?
-        .run()
-        .await
+        .bind(("127.0.0.1", port))?;
+    for addr in server.addrs() {
+        println!("listening on http://{addr}");
+        log::info!("SockJS echo on http://{addr}/echo");
+    }
+    server.run().await
 }

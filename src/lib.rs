@@ -1,4 +1,96 @@
-#![doc = include_str!("../README.md")]
+//! A [SockJS](https://github.com/sockjs/sockjs-client) server for
+//! [actix-web](https://actix.rs) 4.
+//!
+//! Browsers running `sockjs-client` get a WebSocket-like object that falls
+//! back to HTTP transports (xhr-streaming, EventSource, htmlfile, polling,
+//! JSONP) where a WebSocket cannot pass. This crate is the server side of
+//! protocol 0.3.x, every transport included: each session is an actix actor
+//! of yours, an endpoint is one `App::service` call, and a manager actor per
+//! endpoint broadcasts to all sessions, to groups, or to one session by id.
+//!
+//! # Installation
+//!
+//! Until the first release on crates.io, depend on a checkout (by `path`, or
+//! by `git` with the URL you cloned it from); from the 0.1 release on:
+//!
+//! ```toml
+//! [dependencies]
+//! actix-sockjs = "0.1"
+//! actix = "0.13"
+//! actix-web = "4"
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `redis` | off | `cluster::RedisBridge`: broadcasts, groups and [`SendTo`] across nodes over Redis pub/sub |
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use actix::prelude::*;
+//! use actix_sockjs::{CloseCause, Session, SessionContext, SessionManager, SockJs};
+//! use actix_web::{App, HttpServer};
+//!
+//! /// One actor per session: it echoes every message.
+//! struct Echo;
+//!
+//! impl Actor for Echo {
+//!     type Context = SessionContext<Self>;
+//! }
+//!
+//! impl Session for Echo {
+//!     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+//!         ctx.send(msg);
+//!     }
+//!
+//!     fn on_close(&mut self, cause: CloseCause, ctx: &mut SessionContext<Self>) {
+//!         log::info!("session {} closed: {cause}", ctx.session_id());
+//!     }
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+//!     // One manager per endpoint, started outside the closure and shared by every worker.
+//!     let manager = SessionManager::new(|| Echo).start();
+//!     let signal = actix_sockjs::shutdown_signal([manager.clone().recipient()]);
+//!     HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
+//!         .h1_allow_half_closed(false)
+//!         .client_disconnect_timeout(std::time::Duration::ZERO)
+//!         .shutdown_signal(signal)
+//!         .bind(("127.0.0.1", 8080))?
+//!         .run()
+//!         .await
+//! }
+//! ```
+//!
+//! Point `new SockJS("http://127.0.0.1:8080/echo")` at it.
+//!
+//! # The main types
+//!
+//! | type | what it is |
+//! |---|---|
+//! | [`SockJs`] | the endpoint: mount it with `App::service`; [`Config`] sets its options, `authorize` decides who may open a session |
+//! | [`Session`] | the trait your session actor implements: `on_open`, `on_message`, `on_close` |
+//! | [`SessionContext`] | your actor's context: `send`, `close`, `join`/`leave` groups, the opening [`RequestInfo`], timers and your own messages |
+//! | [`SessionManager`] | one actor per endpoint: [`Broadcast`] (all, a group, a list), [`SendTo`] and [`Deliver`] by id, [`ListSessions`], [`Shutdown`] |
+//! | [`CloseCause`], [`close_code`] | why a session ended, and the codes on the wire |
+//! | [`Transport`] | the transports, to switch off or to tell apart |
+//! | [`metrics`] | the names of the metrics reported through the `metrics` facade |
+//! | `cluster` | the Redis bridge between nodes (feature `redis`) |
+//!
+//! # Where to go next
+//!
+//! The repository's README covers the options with their defaults, the
+//! behaviour worth knowing (client aborts, closing WebSockets, slow
+//! clients, shutdown), running several nodes behind a balancer, and the
+//! metrics; `examples/` has an echo server, a rooms chat and the server the
+//! protocol suites use; `docs/protocol.md` is the protocol, endpoint by
+//! endpoint.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Layers, bottom up; each module uses only those above it in this list
 // (`../shared/tools/modgraph.py --modules` shows the graph):
@@ -25,6 +117,7 @@ mod transport;
 mod service;
 // cluster: the Redis relay
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod cluster;
 
 pub use cause::CloseCause;

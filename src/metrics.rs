@@ -9,6 +9,16 @@
 //!
 //! # Examples
 //!
+//! The names, for dashboards and alerts:
+//!
+//! ```
+//! use actix_sockjs::metrics;
+//!
+//! assert_eq!(metrics::SESSIONS_OPEN, "sockjs_sessions_open");
+//! assert_eq!(metrics::SESSIONS_CLOSED, "sockjs_sessions_closed_total");
+//! assert_eq!(metrics::BROADCAST_FANOUT, "sockjs_broadcast_fanout_seconds");
+//! ```
+//!
 //! ```ignore
 //! // With metrics-exporter-prometheus, as examples/chat.rs does:
 //! let prometheus = PrometheusBuilder::new().install_recorder()?;

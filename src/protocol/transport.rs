@@ -40,7 +40,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Every transport, in the order of [`index`](Self::index).
+    /// Every transport, in declaration order.
     pub const ALL: [Self; 7] = [
         Self::WebSocket,
         Self::RawWebSocket,

@@ -196,6 +196,7 @@ fn arg(name: &str) -> Option<String> {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    actix_sockjs::log_panics();
     // Installed before the server starts, so that every handle is live.
     let prometheus = PrometheusBuilder::new().install_recorder().map_err(std::io::Error::other)?;
     let upkeep = prometheus.clone();

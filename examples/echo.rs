@@ -36,6 +36,7 @@ impl Session for Echo {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    actix_sockjs::log_panics();
     let port = std::env::args().skip_while(|a| a != "--port").nth(1).or_else(|| std::env::var("PORT").ok());
     let port: u16 = port.map_or(Ok(8080), |p| p.parse()).map_err(std::io::Error::other)?;
     let manager = SessionManager::new(|| Echo).start();

@@ -239,6 +239,9 @@ fn options() -> Result<Option<Options>, String> {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // A panic (actix-http's, on a header name of 64 KiB or more) costs one
+    // log line, not a backtrace.
+    actix_sockjs::log_panics();
     let Some(opts) = options().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))? else {
         print!("{USAGE}");
         return Ok(());

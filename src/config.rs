@@ -37,6 +37,7 @@ pub struct Config {
     pub(crate) max_sessions_per_ip: Option<usize>,
     pub(crate) trusted_proxies: Vec<IpAddr>,
     pub(crate) ping_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 /// The client script the iframe page loads unless told otherwise.
@@ -58,6 +59,7 @@ impl Default for Config {
             max_sessions_per_ip: None,
             trusted_proxies: Vec::new(),
             ping_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -215,6 +217,23 @@ impl Config {
     /// Default: 10 seconds.
     pub fn ping_timeout(mut self, timeout: Duration) -> Self {
         self.ping_timeout = timeout;
+        self
+    }
+
+    /// How long the body of an `xhr_send` or `jsonp_send` request may take
+    /// to arrive. A client that sends it slower (one byte a second, say)
+    /// gets 408 and its connection is closed, so a slow body holds a
+    /// connection for this long at most. Default: 30 seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = actix_sockjs::Config::default().request_timeout(Duration::from_secs(10));
+    /// ```
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 

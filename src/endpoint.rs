@@ -431,10 +431,18 @@ pub(crate) fn long_cache(res: &mut HttpResponseBuilder) {
     res.insert_header((header::EXPIRES, header::HttpDate::from(expires).to_string()));
 }
 
+/// The longest `Origin` or `Access-Control-Request-Headers` value that is
+/// echoed back: longer ones are not reflected (a proxy may refuse a
+/// response with a 64 KB header line).
+pub(crate) const MAX_REFLECTED: usize = 4096;
+
 /// CORS headers: the request's origin echoed with credentials, or `*`
-/// (docs/protocol.md §4.3).
+/// (docs/protocol.md §4.3). Values over [`MAX_REFLECTED`] bytes are not
+/// echoed: such an origin is answered as no origin, such request headers
+/// are not allowed.
 pub(crate) fn cors(res: &mut HttpResponseBuilder, req: &HttpRequest) {
-    match req.headers().get(header::ORIGIN) {
+    let short = |v: &&HeaderValue| v.len() <= MAX_REFLECTED;
+    match req.headers().get(header::ORIGIN).filter(short) {
         Some(origin) => {
             res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
             res.insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
@@ -444,7 +452,9 @@ pub(crate) fn cors(res: &mut HttpResponseBuilder, req: &HttpRequest) {
         }
     }
     res.insert_header((header::VARY, "Origin"));
-    if let Some(h) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).filter(|h| !h.is_empty()) {
+    if let Some(h) =
+        req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).filter(|h| !h.is_empty()).filter(short)
+    {
         res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone()));
     }
 }

@@ -1,4 +1,5 @@
-//! Closing sessions when the server stops.
+//! Closing sessions when the server stops, and keeping panics to one log
+//! line.
 
 use std::future::Future;
 
@@ -100,4 +101,41 @@ async fn stop_requested() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Logs a panic as one `log::error!` line (thread, place, message) instead
+/// of the standard report, which prints a backtrace to stderr whenever
+/// `RUST_BACKTRACE` is set. Call it once at start, before the server runs.
+///
+/// Why a SockJS server wants it: actix-http 3.20 (the latest release as of
+/// this writing) panics in its HTTP/1 decoder on a request whose header
+/// name is 64 KiB or longer. The panic ends that connection's task only, and
+/// the server goes on serving, but every such request would print a
+/// backtrace: a cheap way for a client to flood the log. With this hook
+/// each one costs a line.
+///
+/// It replaces the process's panic hook: skip it if your application
+/// installs its own.
+///
+/// # Examples
+///
+/// ```no_run
+/// fn main() {
+///     env_logger::init();
+///     actix_sockjs::log_panics();
+///     // ... build and run the HttpServer ...
+/// }
+/// ```
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let place = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        log::error!("panic in thread {:?} at {place}: {message}", thread.name().unwrap_or("?"));
+    }));
 }

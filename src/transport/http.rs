@@ -152,9 +152,17 @@ pub(crate) async fn send<A: Session>(
     if let Err(e) = ep.check_origin(&req) {
         return e.error_response();
     }
-    let body = match read_body(body, ep.config.max_message_bytes).await {
-        Ok(b) => b,
-        Err((status, text)) => return error(status, text),
+    let timeout = ep.config.request_timeout;
+    let body = match actix_web::rt::time::timeout(timeout, read_body(body, ep.config.max_message_bytes)).await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err((status, text))) => return error(status, text),
+        Err(_) => {
+            log::info!("sockjs: {} {}: body not in within {timeout:?}", req.method(), req.path());
+            let mut res = error(StatusCode::REQUEST_TIMEOUT, "Request timeout.");
+            res.head_mut().set_connection_type(ConnectionType::Close);
+            return res;
+        }
     };
     let payload = if how == Sending::Jsonp { jsonp_payload(&req, body) } else { body };
     let messages = match parse_messages(&payload, false) {

@@ -1,0 +1,156 @@
+//! Slow and oversized requests: a body that trickles in gets 408 and its
+//! connection closed, a thousand of them do not hold the server back, and
+//! overlong CORS headers are not reflected.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use actix::prelude::*;
+use actix_sockjs::{Config, SessionManager, SockJs};
+use actix_web::{App, HttpServer};
+use common::*;
+
+/// An in-process echo server whose request bodies must arrive within `timeout`.
+fn server(timeout: Duration) -> u16 {
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = SessionManager::new(|| Echo).start();
+            let config = Config::default().request_timeout(timeout);
+            let server = HttpServer::new(move || {
+                App::new().service(SockJs::new("/echo", manager.clone()).config(config.clone()))
+            })
+            .workers(2)
+            .max_connections(10_000)
+            .client_disconnect_timeout(Duration::ZERO)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send(server.addrs()[0].port()).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    ready.recv_timeout(READ_TIMEOUT).expect("server started")
+}
+
+/// Starts an `xhr_send` whose body announces 100,000 bytes and sends one.
+fn slow_send(port: u16, id: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+    let head = format!(
+        "POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n["
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    s
+}
+
+/// What the server answered before it closed the connection.
+fn answer_then_close(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_body_that_trickles_in_gets_408_and_the_connection_closes() {
+    let port = server(Duration::from_millis(500));
+    let id = session();
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    let mut slow = slow_send(port, &id);
+    let answer = answer_then_close(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.ends_with("Request timeout."), "{answer}");
+    // The session is still there for a client that sends in time.
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr_send"), r#"["x"]"#).status(), 204);
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "a[\"x\"]\n");
+}
+
+#[test]
+fn a_thousand_slow_bodies_do_not_hold_others_back() {
+    // Two descriptors per slow client in this process (client and server ends).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let port = server(Duration::from_secs(2));
+    let before = resident_bytes("self");
+    let mut slow: Vec<TcpStream> = (0..1000).map(|_| slow_send(port, &session())).collect();
+    // Meanwhile a client that sends in time is served.
+    let id = session();
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr_send"), r#"["meanwhile"]"#).status(), 204);
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "a[\"meanwhile\"]\n");
+    let grown = resident_bytes("self").saturating_sub(before);
+    assert!(grown < 64 << 20, "1,000 slow requests grew the process by {grown} bytes");
+    for (i, s) in slow.iter_mut().enumerate() {
+        let answer = answer_then_close(s);
+        assert!(answer.starts_with("HTTP/1.1 408"), "slow client {i}: {answer:?}");
+    }
+}
+
+#[test]
+fn overlong_cors_headers_are_not_reflected() {
+    let port = server(Duration::from_secs(30));
+    let long = format!("http://{}.example", "a".repeat(5000));
+    let r = request(
+        port,
+        "OPTIONS",
+        "/echo/info",
+        &[("Origin", long.as_str()), ("Access-Control-Request-Headers", long.as_str())],
+        None,
+    );
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("access-control-allow-headers"), None);
+    assert!(r.head.headers.iter().all(|(_, v)| v.len() < 4096), "a long header went back");
+    // Ordinary values still are.
+    let r = request(
+        port,
+        "OPTIONS",
+        "/echo/info",
+        &[("Origin", "https://a.example"), ("Access-Control-Request-Headers", "x-a")],
+        None,
+    );
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://a.example"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("x-a"));
+}
+
+#[test]
+fn a_huge_header_name_costs_a_log_line_not_a_backtrace() {
+    // actix-http 3.20 panics on a header name of 64 KiB or more; test_server
+    // installs `log_panics`, so each such request logs one line.
+    let log = std::env::temp_dir().join(format!("sockjs-panics-{}.log", std::process::id()));
+    let mut child = std::process::Command::new(example_binary("test_server", &[]))
+        .args(["--port", "0"])
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start test_server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("first line");
+    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+    let name = "a".repeat(65_536);
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+        let _ = s.write_all(format!("GET /echo/info HTTP/1.1\r\nHost: x\r\n{name}: v\r\n\r\n").as_bytes());
+        let _ = answer_then_close(&mut s);
+    }
+    assert_eq!(get(port, "/echo").body, "Welcome to SockJS!\n", "the server goes on serving");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(!text.contains("stack backtrace"), "a backtrace was printed:\n{}", &text[..text.len().min(2000)]);
+    let lines = text.lines().count();
+    assert!((1..=20).contains(&lines), "{lines} log lines for 20 panics:\n{}", &text[..text.len().min(2000)]);
+}

@@ -120,11 +120,9 @@ async fn stop_requested() {
 /// # Examples
 ///
 /// ```no_run
-/// fn main() {
-///     env_logger::init();
-///     actix_sockjs::log_panics();
-///     // ... build and run the HttpServer ...
-/// }
+/// env_logger::init();
+/// actix_sockjs::log_panics();
+/// // ... then build and run the HttpServer.
 /// ```
 pub fn log_panics() {
     std::panic::set_hook(Box::new(|info| {

@@ -38,6 +38,40 @@ pub struct Config {
     pub(crate) trusted_proxies: Vec<IpAddr>,
     pub(crate) ping_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) bind: Option<BindTo>,
+}
+
+/// What [`Config::bind_sessions`] binds an HTTP session to.
+///
+/// # Examples
+///
+/// ```
+/// use actix_sockjs::{BindTo, Config};
+///
+/// let config = Config::default().bind_sessions(BindTo::Cookie);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BindTo {
+    /// The client address that opened the session (the peer's, or what a
+    /// [trusted proxy](Config::trusted_proxies) reports).
+    Address,
+    /// A cookie (`sockjs_bind`, `HttpOnly`) the server sets on the response
+    /// that opens the session; a browser that has one keeps it for its
+    /// later sessions.
+    Cookie,
+    /// Both.
+    AddressAndCookie,
+}
+
+impl BindTo {
+    pub(crate) fn address(self) -> bool {
+        matches!(self, Self::Address | Self::AddressAndCookie)
+    }
+
+    pub(crate) fn cookie(self) -> bool {
+        matches!(self, Self::Cookie | Self::AddressAndCookie)
+    }
 }
 
 /// The client script the iframe page loads unless told otherwise.
@@ -60,6 +94,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             ping_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            bind: None,
         }
     }
 }
@@ -234,6 +269,33 @@ impl Config {
     /// ```
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Binds each HTTP session to the client that opened it: a request for
+    /// the session from another address, or without the session's cookie,
+    /// gets 404 as if the session did not exist. Anyone who learns a session
+    /// id (from a log, a proxy, a shared link) can otherwise poll its
+    /// messages and send into it; no other SockJS server guards this.
+    ///
+    /// Trade-offs: a mobile client that changes networks changes address
+    /// and loses its session (it reconnects with a new one); behind a
+    /// proxy, list it in [`trusted_proxies`](Config::trusted_proxies) or
+    /// every client has the proxy's address; the cookie is only sent where
+    /// the browser sends cookies (same site, or cross-site XHR with
+    /// credentials, which sockjs-client uses, when third-party cookies are
+    /// allowed). WebSocket sessions are one connection and need no binding.
+    /// Default: not bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::{BindTo, Config};
+    ///
+    /// let config = Config::default().bind_sessions(BindTo::AddressAndCookie);
+    /// ```
+    pub fn bind_sessions(mut self, to: BindTo) -> Self {
+        self.bind = Some(to);
         self
     }
 

@@ -26,8 +26,8 @@ use crate::{
     admission::{client_ip, origin_allowed, Refusal},
     config::Config,
     manager::{
-        next_serial, Acquire, Acquired, Directory, GetDirectory, Opening, RegisterSocket, SessionManager,
-        Starter,
+        next_serial, Acquire, Acquired, Bound, Directory, GetDirectory, Opening, RegisterSocket,
+        SessionManager, Starter,
     },
     metrics::EndpointMetrics,
     protocol::{self, Transport},
@@ -178,7 +178,12 @@ impl<A: Session> fmt::Debug for Endpoint<A> {
 pub(crate) struct Admitted {
     pub(crate) opening: Opening,
     pub(crate) values: Values,
+    /// A binding cookie to set on the response (see [`BIND_COOKIE`]).
+    pub(crate) new_cookie: Option<String>,
 }
+
+/// The cookie an HTTP session is bound to, with `Config::bind_sessions`.
+pub(crate) const BIND_COOKIE: &str = "sockjs_bind";
 
 /// Why a request could not reach its session.
 #[derive(Debug)]
@@ -242,8 +247,53 @@ impl<A: Session> Endpoint<A> {
                 }
             }
         }
-        let opening = Opening { client: self.client_ip(req), caps: self.config.caps(), transport };
-        Ok(Admitted { opening, values })
+        let client = self.client_ip(req);
+        let (bound, new_cookie) = self.binding(req, client, transport);
+        let opening = Opening { client, caps: self.config.caps(), transport, bound };
+        Ok(Admitted { opening, values, new_cookie })
+    }
+
+    /// What a new HTTP session is bound to, and the cookie value to set
+    /// when the client has none yet.
+    fn binding(
+        &self,
+        req: &HttpRequest,
+        client: Option<IpAddr>,
+        transport: Transport,
+    ) -> (Option<Arc<Bound>>, Option<String>) {
+        let Some(to) = self.config.bind.filter(|_| !transport.is_websocket()) else {
+            return (None, None);
+        };
+        let ip = to.address().then_some(client).flatten();
+        let (cookie, new_cookie) = if to.cookie() {
+            match util::cookie(req.headers(), BIND_COOKIE).filter(|v| is_cookie_value(v)) {
+                Some(value) => (Some(Box::from(value)), None),
+                None => {
+                    let value = util::random_token();
+                    (Some(Box::from(value.as_str())), Some(value))
+                }
+            }
+        } else {
+            (None, None)
+        };
+        (Some(Arc::new(Bound { ip, cookie })), new_cookie)
+    }
+
+    /// Whether a request may reach a session bound to `bound`.
+    fn may_reach(&self, bound: Option<&Bound>, req: &HttpRequest) -> bool {
+        let Some(bound) = bound else { return true };
+        let ip_ok = bound.ip.is_none_or(|ip| self.client_ip(req) == Some(ip));
+        let cookie_ok =
+            bound.cookie.as_deref().is_none_or(|c| util::cookie(req.headers(), BIND_COOKIE) == Some(c));
+        if !(ip_ok && cookie_ok) {
+            log::info!(
+                "sockjs: {} {}: the session is bound to another client ({})",
+                req.method(),
+                req.path(),
+                if ip_ok { "cookie" } else { "address" }
+            );
+        }
+        ip_ok && cookie_ok
     }
 
     fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
@@ -258,37 +308,47 @@ impl<A: Session> Endpoint<A> {
         req: &HttpRequest,
         id: Arc<str>,
         receiver: Receiver,
-    ) -> Result<(), ReachError> {
+    ) -> Result<Option<String>, ReachError> {
         let mut receiver = Box::new(receiver);
-        if let Some(tx) = self.find(&id).await {
+        if let Some((tx, bound)) = self.find(&id).await {
+            if !self.may_reach(bound.as_deref(), req) {
+                return Err(ReachError::Missing);
+            }
             match tx.send(Command::Attach(receiver)) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(None),
                 Err(Command::Attach(r)) => receiver = r,
                 Err(_) => return Err(ReachError::Manager),
             }
         }
         let mut values = Values::new();
-        let mut opening = None;
+        let mut new_cookie = None;
+        let mut opening: Option<Opening> = None;
         // A session can end between the manager's answer and our command;
         // the manager then forgets it and the next round opens a new one.
         for _ in 0..3 {
-            let acquire = Acquire::new(id.clone(), opening);
+            let acquire = Acquire::new(id.clone(), opening.clone());
             match self.manager.send(acquire).await.map_err(|_| ReachError::Manager)? {
-                Acquired::Found(tx) => match tx.send(Command::Attach(receiver)) {
-                    Ok(()) => return Ok(()),
-                    Err(Command::Attach(r)) => receiver = r,
-                    Err(_) => return Err(ReachError::Manager),
-                },
+                Acquired::Found(tx, bound) => {
+                    if !self.may_reach(bound.as_deref(), req) {
+                        return Err(ReachError::Missing);
+                    }
+                    match tx.send(Command::Attach(receiver)) {
+                        Ok(()) => return Ok(None),
+                        Err(Command::Attach(r)) => receiver = r,
+                        Err(_) => return Err(ReachError::Manager),
+                    }
+                }
                 Acquired::Created { serial, tx, rx, starter } => {
                     let transport = receiver.transport();
                     let _ = tx.send(Command::Attach(receiver));
                     self.start(starter, serial, id, transport, req, rx, std::mem::take(&mut values));
-                    return Ok(());
+                    return Ok(new_cookie);
                 }
                 Acquired::Missing => {
                     let admitted = self.admit(req, receiver.transport()).await.map_err(ReachError::Denied)?;
                     opening = Some(admitted.opening);
                     values = admitted.values;
+                    new_cookie = admitted.new_cookie;
                 }
                 Acquired::Refused(refusal) => return Err(ReachError::Denied(refusal.into())),
             }
@@ -311,7 +371,7 @@ impl<A: Session> Endpoint<A> {
         // A raw WebSocket has no id of the client's: it gets a unique one.
         let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
         let (cmd_tx, cmd_rx) = command_channel();
-        let Admitted { opening, values } = admitted;
+        let Admitted { opening, values, .. } = admitted;
         let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
         let starter = match self.manager.send(register).await {
             Ok(Ok(starter)) => starter,
@@ -327,14 +387,22 @@ impl<A: Session> Endpoint<A> {
     }
 
     /// Hands client messages to the existing session `id`.
-    pub(crate) async fn deliver(&self, id: Arc<str>, messages: Vec<String>) -> Result<(), ReachError> {
-        let tx = match self.find(&id).await {
-            Some(tx) => tx,
+    pub(crate) async fn deliver(
+        &self,
+        req: &HttpRequest,
+        id: Arc<str>,
+        messages: Vec<String>,
+    ) -> Result<(), ReachError> {
+        let (tx, bound) = match self.find(&id).await {
+            Some(found) => found,
             None => match self.manager.send(Acquire::new(id, None)).await.map_err(|_| ReachError::Manager)? {
-                Acquired::Found(tx) => tx,
+                Acquired::Found(tx, bound) => (tx, bound),
                 _ => return Err(ReachError::Missing),
             },
         };
+        if !self.may_reach(bound.as_deref(), req) {
+            return Err(ReachError::Missing);
+        }
         tx.send(Command::messages(messages)).map_err(|_| ReachError::Missing)?;
         // Answered once the session has room again: a client that sends
         // faster than its session handles waits for its answers.
@@ -345,7 +413,7 @@ impl<A: Session> Endpoint<A> {
     /// The live HTTP session `id` from the manager's directory, without a
     /// round trip to the manager (but the first, which fetches the
     /// directory for this worker).
-    async fn find(&self, id: &str) -> Option<CommandTx> {
+    async fn find(&self, id: &str) -> Option<(CommandTx, Option<Arc<Bound>>)> {
         if self.directory.get().is_none() {
             let directory = self.manager.send(GetDirectory).await.ok()?;
             let _ = self.directory.set(directory);

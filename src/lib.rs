@@ -121,7 +121,7 @@ mod service;
 pub mod cluster;
 
 pub use cause::CloseCause;
-pub use config::{Config, DEFAULT_SOCKJS_URL};
+pub use config::{BindTo, Config, DEFAULT_SOCKJS_URL};
 pub use endpoint::Refuse;
 pub use manager::{
     Broadcast, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave, ListSessions, SendTo,

@@ -43,6 +43,27 @@ pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     form_pairs(query).find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
+/// A fresh unguessable token of 32 hex digits: SipHash with the process's
+/// random keys over a counter and the time (no random-number crate needed
+/// for it).
+pub(crate) fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static STATE: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let state = STATE.get_or_init(std::collections::hash_map::RandomState::new);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let half = |salt: u64| {
+        let mut h = state.build_hasher();
+        h.write_u64(salt);
+        h.write_u64(n);
+        h.write_u128(now);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
 /// The value of one cookie in the request's `Cookie` headers.
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     cookie_in(headers.get_all(COOKIE).filter_map(|v| v.to_str().ok()), name)

@@ -838,8 +838,8 @@ impl<A: Session> Handler<GetDirectory> for SessionManager<A> {
 
 /// The answer to [`Acquire`].
 pub(crate) enum Acquired<A: Session> {
-    /// The session exists.
-    Found(CommandTx),
+    /// The session exists (and is bound to this, if anything).
+    Found(CommandTx, Option<Arc<super::Bound>>),
     /// It did not; the caller must start it with this channel and starter.
     Created { serial: u64, tx: CommandTx, rx: CommandRx, starter: Starter<A> },
     /// It does not exist and was not to be created.
@@ -873,11 +873,9 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
         self.read_notes();
         let Acquire { id, open, .. } = msg;
         if let Some(serial) = self.directory.serial(&id) {
-            match self.sessions.get(&serial) {
-                Some(entry) if !entry.tx.is_closed() => {
-                    return MessageResult(Acquired::Found(entry.tx.clone()))
-                }
-                _ => self.remove(serial),
+            match self.directory.find(&id) {
+                Some((tx, bound)) => return MessageResult(Acquired::Found(tx, bound)),
+                None => self.remove(serial),
             }
         }
         let Some(open) = open else {

@@ -58,8 +58,16 @@ pub(crate) struct Starter<A: Session> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Directory(Arc<RwLock<Listing>>);
 
-/// Id -> (serial, command channel).
-type Listing = HashMap<Arc<str>, (u64, CommandTx)>;
+/// Id -> (serial, command channel, what the session is bound to).
+type Listing = HashMap<Arc<str>, (u64, CommandTx, Option<Arc<Bound>>)>;
+
+/// What an HTTP session is bound to (see `Config::bind_sessions`): the
+/// address and the cookie value of the client that opened it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bound {
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) cookie: Option<Box<str>>,
+}
 
 impl Directory {
     fn read(&self) -> RwLockReadGuard<'_, Listing> {
@@ -70,24 +78,26 @@ impl Directory {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The live session with this id, if any.
-    pub(crate) fn find(&self, id: &str) -> Option<CommandTx> {
-        self.read().get(id).map(|(_, tx)| tx).filter(|tx| !tx.is_closed()).cloned()
+    /// The live session with this id, if any, and what it is bound to.
+    pub(crate) fn find(&self, id: &str) -> Option<(CommandTx, Option<Arc<Bound>>)> {
+        let map = self.read();
+        let (_, tx, bound) = map.get(id).filter(|(_, tx, _)| !tx.is_closed())?;
+        Some((tx.clone(), bound.clone()))
     }
 
     /// The serial of the session listed under this id.
     fn serial(&self, id: &str) -> Option<u64> {
-        self.read().get(id).map(|(serial, _)| *serial)
+        self.read().get(id).map(|(serial, _, _)| *serial)
     }
 
-    fn insert(&self, id: Arc<str>, serial: u64, tx: CommandTx) {
-        self.write().insert(id, (serial, tx));
+    fn insert(&self, id: Arc<str>, serial: u64, tx: CommandTx, bound: Option<Arc<Bound>>) {
+        self.write().insert(id, (serial, tx, bound));
     }
 
     /// Unlists `id` if it still lists the session `serial`.
     fn remove(&self, id: &str, serial: u64) {
         let mut map = self.write();
-        if map.get(id).is_some_and(|(listed, _)| *listed == serial) {
+        if map.get(id).is_some_and(|(listed, _, _)| *listed == serial) {
             map.remove(id);
         }
     }
@@ -173,11 +183,13 @@ struct Entry {
 }
 
 /// Who is opening a session, for the caps and the listing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Opening {
     pub(crate) client: Option<IpAddr>,
     pub(crate) caps: Caps,
     pub(crate) transport: Transport,
+    /// What an HTTP session is bound to, when the endpoint binds them.
+    pub(crate) bound: Option<Arc<Bound>>,
 }
 
 impl<A: Session> fmt::Debug for SessionManager<A> {
@@ -395,7 +407,7 @@ impl<A: Session> SessionManager<A> {
         if socket {
             self.sockets.insert(id.clone(), serial);
         } else {
-            self.directory.insert(id.clone(), serial, tx.clone());
+            self.directory.insert(id.clone(), serial, tx.clone(), open.bound.clone());
         }
         let entry = Entry {
             tx,

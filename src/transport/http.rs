@@ -16,7 +16,8 @@ use futures_util::{stream, StreamExt as _};
 use super::{Prelude, Receiving, Row, Sending};
 use crate::{
     endpoint::{
-        cors, error, never_cache, session_cookie, session_id, Endpoint, ReachError, JAVASCRIPT, TEXT,
+        cors, error, never_cache, session_cookie, session_id, Endpoint, ReachError, BIND_COOKIE, JAVASCRIPT,
+        TEXT,
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
     receiver::{body_stream, out_queue, poll_text, PeerSocket, Receiver},
@@ -76,8 +77,13 @@ pub(crate) async fn receive<A: Session>(
         (receiver, rx)
     };
     let (attached, mut rx) = receiver();
+    let mut bind_cookie = None;
     match ep.attach(&req, session_id(&req), attached).await {
-        Ok(()) => {}
+        Ok(cookie) => bind_cookie = cookie,
+        Err(ReachError::Missing) => {
+            log::debug!("sockjs: {} {}: no such session for this client", req.method(), req.path());
+            return error(StatusCode::NOT_FOUND, "Session not found.");
+        }
         Err(ReachError::Denied(refuse)) => match refuse.close_frame() {
             // Refused with a close frame: the transport's ordinary answer,
             // carrying that frame alone.
@@ -104,6 +110,11 @@ pub(crate) async fn receive<A: Session>(
         cors(&mut res, &req);
     }
     session_cookie(&mut res, &req, &ep.config);
+    if let Some(value) = bind_cookie {
+        if let Ok(v) = header::HeaderValue::from_str(&format!("{BIND_COOKIE}={value}; Path=/; HttpOnly")) {
+            res.append_header((header::SET_COOKIE, v));
+        }
+    }
     if !how.streaming {
         // A polling response carries one frame: answer once it is there,
         // head and body in one write, instead of a head now and a chunk
@@ -173,7 +184,7 @@ pub(crate) async fn send<A: Session>(
         }
     };
     let id = session_id(&req);
-    match ep.deliver(id.clone(), messages).await {
+    match ep.deliver(&req, id.clone(), messages).await {
         Ok(()) => {}
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} to unknown session {id}", req.path());

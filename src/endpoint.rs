@@ -311,13 +311,9 @@ impl<A: Session> Endpoint<A> {
     ) -> Result<Option<String>, ReachError> {
         let mut receiver = Box::new(receiver);
         if let Some((tx, bound)) = self.find(&id).await {
-            if !self.may_reach(bound.as_deref(), req) {
-                return Err(ReachError::Missing);
-            }
-            match tx.send(Command::Attach(receiver)) {
-                Ok(()) => return Ok(None),
-                Err(Command::Attach(r)) => receiver = r,
-                Err(_) => return Err(ReachError::Manager),
+            match self.hand_over(req, &tx, bound.as_deref(), receiver)? {
+                None => return Ok(None),
+                Some(back) => receiver = back,
             }
         }
         let mut values = Values::new();
@@ -328,16 +324,10 @@ impl<A: Session> Endpoint<A> {
         for _ in 0..3 {
             let acquire = Acquire::new(id.clone(), opening.clone());
             match self.manager.send(acquire).await.map_err(|_| ReachError::Manager)? {
-                Acquired::Found(tx, bound) => {
-                    if !self.may_reach(bound.as_deref(), req) {
-                        return Err(ReachError::Missing);
-                    }
-                    match tx.send(Command::Attach(receiver)) {
-                        Ok(()) => return Ok(None),
-                        Err(Command::Attach(r)) => receiver = r,
-                        Err(_) => return Err(ReachError::Manager),
-                    }
-                }
+                Acquired::Found(tx, bound) => match self.hand_over(req, &tx, bound.as_deref(), receiver)? {
+                    None => return Ok(None),
+                    Some(back) => receiver = back,
+                },
                 Acquired::Created { serial, tx, rx, starter } => {
                     let transport = receiver.transport();
                     let _ = tx.send(Command::Attach(receiver));
@@ -354,6 +344,25 @@ impl<A: Session> Endpoint<A> {
             }
         }
         Err(ReachError::Manager)
+    }
+
+    /// Gives a receiver to the session behind `tx` if the request may reach
+    /// it; the receiver comes back if the session has just ended.
+    fn hand_over(
+        &self,
+        req: &HttpRequest,
+        tx: &CommandTx,
+        bound: Option<&Bound>,
+        receiver: Box<Receiver>,
+    ) -> Result<Option<Box<Receiver>>, ReachError> {
+        if !self.may_reach(bound, req) {
+            return Err(ReachError::Missing);
+        }
+        match tx.send(Command::Attach(receiver)) {
+            Ok(()) => Ok(None),
+            Err(Command::Attach(back)) => Ok(Some(back)),
+            Err(_) => Err(ReachError::Manager),
+        }
     }
 
     /// Registers a WebSocket session (already admitted) with the manager

@@ -152,6 +152,15 @@ fn a_close_refusal_reaches_the_client_on_every_transport() {
     assert_eq!(ws.recv(), Ws::Close(Some(1000), "Normal closure".into()));
     let mut raw = WsClient::connect(port, "/locked/websocket");
     assert_eq!(raw.recv(), Ws::Close(Some(4401), "Unauthorized".into()));
+    // hixie-76: the handshake's answer, the frame, then the end.
+    let mut conn = Conn::open(port);
+    let keys = [("Sec-WebSocket-Key1", "4 @1  46546xW%0l 1 5"), ("Sec-WebSocket-Key2", "12998 5 Y3 1  .P00")];
+    let headers = [("Connection", "Upgrade"), ("Upgrade", "WebSocket"), keys[0], keys[1]];
+    conn.send("GET", &format!("{}/websocket", url()), &headers, None);
+    assert_eq!(conn.head().status, 101);
+    conn.write(b"aaaaaaaa");
+    conn.read_exact(16);
+    assert_eq!(conn.read_to_end(), [&[0u8][..], frame.as_bytes(), &[0xff]].concat());
 
     // No session was opened, and an allowed client still gets one.
     let id = session();

@@ -108,6 +108,14 @@ pub(crate) fn out_queue() -> (OutTx, OutRx) {
     queue::queue()
 }
 
+/// Queues an item with its own [`weight`](Out::weight), the one the
+/// transport takes off when it reads it; gives it back if the transport
+/// is gone.
+pub(crate) fn push(out: &OutTx, item: Out) -> Result<(), Out> {
+    let weight = item.weight();
+    out.send_weighed(item, weight)
+}
+
 /// Takes the next text from a receiver's queue, with its weight; `None`
 /// once the session has let go of it. An HTTP body ignores close items.
 pub(crate) fn poll_text(rx: &mut OutRx, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
@@ -234,8 +242,7 @@ impl Receiver {
                 (&http.out, wrapped, http.written >= http.limit)
             }
         };
-        let len = wrapped.len();
-        out.send_weighed(Out::Text(wrapped.into_owned().into_boxed_str()), len).map_err(|_| Gone)?;
+        push(out, Out::Text(wrapped.into_owned().into_boxed_str())).map_err(|_| Gone)?;
         Ok(done)
     }
 
@@ -243,7 +250,7 @@ impl Receiver {
     /// receiver is dropped.
     pub(crate) fn close_socket(&self, code: u16, reason: &str) {
         if let Self::Socket { out, .. } = self {
-            let _ = out.send(Out::Close(Box::new((code, reason.to_owned()))));
+            let _ = push(out, Out::Close(Box::new((code, reason.to_owned()))));
         }
     }
 

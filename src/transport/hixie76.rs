@@ -16,7 +16,7 @@ use futures_util::StreamExt as _;
 use crate::{
     endpoint::{error, session_id, Endpoint},
     protocol::{close_frame, hixie76_digest, parse_messages, Transport},
-    receiver::{out_queue, Out, OutRx, Receiver},
+    receiver::{out_queue, push, Out, OutRx, Receiver},
     session::{Command, CommandTx, Failure, Session},
 };
 
@@ -71,7 +71,7 @@ pub(crate) async fn open<A: Session>(
             Ok(admitted) => admitted,
             // Refused with a close frame: that frame, then the end.
             Err(frame) => {
-                let _ = out_tx.send(Out::Text(frame.into_boxed_str()));
+                let _ = push(&out_tx, Out::Text(frame.into_boxed_str()));
                 return;
             }
         };

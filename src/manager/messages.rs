@@ -88,7 +88,8 @@ impl Broadcast {
     /// # Examples
     ///
     /// ```
-    /// let scores = actix_sockjs::Broadcast::json(&serde_json::json!({ "ann": 3 })).unwrap();
+    /// let scores = actix_sockjs::Broadcast::json(&serde_json::json!({ "ann": 3 }));
+    /// assert!(scores.is_ok());
     /// ```
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         Ok(Self::text(serde_json::to_string(value)?))
@@ -236,7 +237,8 @@ impl SendTo {
     /// # Examples
     ///
     /// ```
-    /// let hint = actix_sockjs::SendTo::json("a1b2c3", &serde_json::json!({ "hint": 1 })).unwrap();
+    /// let hint = actix_sockjs::SendTo::json("a1b2c3", &serde_json::json!({ "hint": 1 }));
+    /// assert!(hint.is_ok());
     /// ```
     pub fn json<T: serde::Serialize + ?Sized>(
         id: impl AsRef<str>,

@@ -7,33 +7,13 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::mpsc,
-    thread,
 };
 
-use actix::prelude::*;
-use actix_sockjs::{BindTo, Config, SessionManager, SockJs};
-use actix_web::{App, HttpServer};
+use actix_sockjs::{BindTo, Config};
 use common::*;
 
 fn server(to: BindTo) -> u16 {
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let manager = SessionManager::new(|| Echo).start();
-            let config = Config::default().bind_sessions(to);
-            let server = HttpServer::new(move || {
-                App::new().service(SockJs::new("/echo", manager.clone()).config(config.clone()))
-            })
-            .workers(2)
-            .h1_allow_half_closed(false)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            ready_tx.send(server.addrs()[0].port()).expect("ready");
-            let _ = server.run().await;
-        });
-    });
-    ready.recv_timeout(READ_TIMEOUT).expect("server started")
+    echo_server(Config::default().bind_sessions(to))
 }
 
 /// One request from the loopback address `from` (`Connection: close`);

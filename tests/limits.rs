@@ -7,36 +7,15 @@ mod common;
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    sync::mpsc,
-    thread,
     time::Duration,
 };
 
-use actix::prelude::*;
-use actix_sockjs::{Config, SessionManager, SockJs};
-use actix_web::{App, HttpServer};
+use actix_sockjs::Config;
 use common::*;
 
 /// An in-process echo server whose request bodies must arrive within `timeout`.
 fn server(timeout: Duration) -> u16 {
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let manager = SessionManager::new(|| Echo).start();
-            let config = Config::default().request_timeout(timeout);
-            let server = HttpServer::new(move || {
-                App::new().service(SockJs::new("/echo", manager.clone()).config(config.clone()))
-            })
-            .workers(2)
-            .max_connections(10_000)
-            .client_disconnect_timeout(Duration::ZERO)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            ready_tx.send(server.addrs()[0].port()).expect("ready");
-            let _ = server.run().await;
-        });
-    });
-    ready.recv_timeout(READ_TIMEOUT).expect("server started")
+    echo_server(Config::default().request_timeout(timeout))
 }
 
 /// Starts an `xhr_send` whose body announces 100,000 bytes and sends one.

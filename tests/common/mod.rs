@@ -624,3 +624,30 @@ impl Client {
         }
     }
 }
+
+/// An in-process server with one `/echo` endpoint ([`Echo`]) using
+/// `config`, on two workers, set up as the examples are (aborts noticed at
+/// EOF, connections closed as soon as their response is done); answers its
+/// port. It runs until the test process ends.
+pub fn echo_server(config: actix_sockjs::Config) -> u16 {
+    use actix::Actor as _;
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = actix_sockjs::SessionManager::new(|| Echo).start();
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .service(actix_sockjs::SockJs::new("/echo", manager.clone()).config(config.clone()))
+            })
+            .workers(2)
+            .max_connections(10_000)
+            .h1_allow_half_closed(false)
+            .client_disconnect_timeout(Duration::ZERO)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send(server.addrs()[0].port()).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    ready.recv_timeout(READ_TIMEOUT).expect("server started")
+}

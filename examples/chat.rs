@@ -34,7 +34,7 @@ use actix_sockjs::{
     SessionManager, SockJs,
 };
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// The user a token names.
 #[derive(Debug, Clone)]
@@ -198,7 +198,18 @@ async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     actix_sockjs::log_panics();
     // Installed before the server starts, so that every handle is live.
-    let prometheus = PrometheusBuilder::new().install_recorder().map_err(std::io::Error::other)?;
+    // Histograms with buckets (not summaries), which add up across nodes.
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in [
+        (actix_sockjs::metrics::BROADCAST_FANOUT, actix_sockjs::metrics::FANOUT_BUCKETS),
+        (actix_sockjs::metrics::BROADCAST_RECEIVERS, actix_sockjs::metrics::RECEIVER_BUCKETS),
+        (actix_sockjs::metrics::REDIS_LAG, actix_sockjs::metrics::LAG_BUCKETS),
+    ] {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+            .map_err(std::io::Error::other)?;
+    }
+    let prometheus = builder.install_recorder().map_err(std::io::Error::other)?;
     let upkeep = prometheus.clone();
     actix_web::rt::spawn(async move {
         let mut every = actix_web::rt::time::interval(Duration::from_secs(5));
@@ -228,6 +239,7 @@ async fn main() -> std::io::Result<()> {
         Some(url) => Some(
             actix_sockjs::cluster::RedisBridge::new(&url, "chat")
                 .map_err(std::io::Error::other)?
+                .node(node.clone())
                 .start(&manager),
         ),
         None => None,

@@ -18,6 +18,14 @@
 //! default options (128 KiB). `/groups` takes commands (see [`Grouper`]):
 //! `id`, `join:G`, `leave:G`, `to:G:TEXT`, `except:G:TEXT`, `list:G`,
 //! `ids:ID1,ID2:TEXT`; anything else is echoed.
+//!
+//! Built with the `redis` feature, `--redis URL` joins a cluster: the
+//! `/broadcast` and `/groups` endpoints of every test server on that Redis
+//! share their broadcasts (streams `sockjs-test:broadcast` and
+//! `sockjs-test:groups`), `--node NAME` names this one, `--redis-outbox N`
+//! bounds each bridge's outbox to N messages (default 10,000), and
+//! `GET /cluster` answers the bridges' health as JSON. Without `--redis`
+//! nothing changes.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -190,6 +198,15 @@ struct Options {
     port: u16,
     sockjs_url: String,
     static_dir: Option<PathBuf>,
+    cluster: Cluster,
+}
+
+/// `--redis`, `--node`, `--redis-outbox`.
+#[derive(Default)]
+struct Cluster {
+    redis: Option<String>,
+    node: Option<String>,
+    outbox: Option<usize>,
 }
 
 /// What `--help` prints.
@@ -203,12 +220,17 @@ Options:
   --host ADDR         address to listen on (default 127.0.0.1)
   --sockjs-url URL    the client script the iframe page loads
   --static DIR        serve the files of DIR under /static/ (off by default)
+  --redis URL         join the cluster on this Redis: /broadcast and /groups
+                      reach every test server on it (needs the redis feature)
+  --node NAME         this node's name in the cluster (with --redis)
+  --redis-outbox N    messages each bridge keeps while Redis is away (default 10000)
   -h, --help          print this and exit
 
 Endpoints: /echo, /close, /disabled_websocket_echo, /cookie_needed_echo,
 /ticker, /amplify (4,096-byte response limit), /broadcast and /groups
 (default options). /groups takes commands: id, join:G, leave:G, to:G:TEXT,
 except:G:TEXT, list:G, ids:ID1,ID2:TEXT; anything else is echoed.
+With --redis, GET /cluster answers the bridges' health as JSON.
 The first line printed is `listening on http://HOST:PORT`.
 ";
 
@@ -220,6 +242,7 @@ fn options() -> Result<Option<Options>, String> {
         port: std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8081),
         sockjs_url: actix_sockjs::DEFAULT_SOCKJS_URL.to_owned(),
         static_dir: None,
+        cluster: Cluster::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -229,11 +252,83 @@ fn options() -> Result<Option<Options>, String> {
             "--host" => opts.host = value()?,
             "--sockjs-url" => opts.sockjs_url = value()?,
             "--static" => opts.static_dir = Some(PathBuf::from(value()?)),
+            "--redis" => opts.cluster.redis = Some(value()?),
+            "--node" => opts.cluster.node = Some(value()?),
+            "--redis-outbox" => {
+                opts.cluster.outbox = Some(value()?.parse().map_err(|e| format!("--redis-outbox: {e}"))?);
+            }
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown option {other} (--help lists them)")),
         }
     }
+    if opts.cluster.redis.is_none() && (opts.cluster.node.is_some() || opts.cluster.outbox.is_some()) {
+        return Err("--node and --redis-outbox need --redis".to_owned());
+    }
+    if opts.cluster.redis.is_some() && !cfg!(feature = "redis") {
+        return Err(
+            "--redis needs a build with the redis feature (cargo run --features redis ...)".to_owned()
+        );
+    }
     Ok(Some(opts))
+}
+
+/// The bridges' health, for `GET /cluster`.
+type Health = web::Data<Vec<(&'static str, Bridge)>>;
+
+#[cfg(feature = "redis")]
+type Bridge = actix_sockjs::cluster::BridgeHandle;
+#[cfg(not(feature = "redis"))]
+type Bridge = std::convert::Infallible;
+
+#[cfg(feature = "redis")]
+fn join_cluster<A: Session>(
+    cluster: &Cluster,
+    stream: &str,
+    manager: &Addr<SessionManager<A>>,
+) -> std::io::Result<Option<Bridge>> {
+    let Some(url) = &cluster.redis else { return Ok(None) };
+    let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"));
+    let mut bridge = actix_sockjs::cluster::RedisBridge::new(url, stream).map_err(invalid)?;
+    if let Some(node) = &cluster.node {
+        bridge = bridge.node(node.clone());
+    }
+    if let Some(outbox) = cluster.outbox {
+        bridge = bridge.outbox(outbox, 16 << 20, Duration::from_secs(30));
+    }
+    Ok(Some(bridge.start(manager)))
+}
+
+#[cfg(not(feature = "redis"))]
+fn join_cluster<A: Session>(
+    _: &Cluster,
+    _: &str,
+    _: &Addr<SessionManager<A>>,
+) -> std::io::Result<Option<Bridge>> {
+    Ok(None)
+}
+
+/// `GET /cluster`: `{"node": .., "bridges": {"/broadcast": {"publisher_up": ..}}}`.
+async fn cluster_health(bridges: Health, node: web::Data<Option<String>>) -> HttpResponse {
+    #[cfg_attr(not(feature = "redis"), expect(unused_mut, reason = "filled with the redis feature"))]
+    let mut out = serde_json::Map::new();
+    #[cfg(feature = "redis")]
+    for (endpoint, bridge) in bridges.iter() {
+        let h = bridge.health();
+        out.insert(
+            (*endpoint).to_owned(),
+            serde_json::json!({
+                "up": bridge.is_up(),
+                "publisher_up": h.publisher_up,
+                "reader_up": h.reader_up,
+                "outbox_messages": h.outbox_messages,
+                "outbox_bytes": h.outbox_bytes,
+                "dropped": h.dropped,
+            }),
+        );
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = bridges;
+    HttpResponse::Ok().json(serde_json::json!({ "node": node.as_ref(), "bridges": out }))
 }
 
 #[actix_web::main]
@@ -255,6 +350,16 @@ async fn main() -> std::io::Result<()> {
     let amplify = SessionManager::new(|| Amplify).start();
     let broadcast = SessionManager::start_with(|room| move || Broadcaster { room: room.clone() });
     let groups = SessionManager::start_with(|manager| move || Grouper { manager: manager.clone() });
+    let mut bridges: Vec<(&'static str, Bridge)> = Vec::new();
+    if let Some(bridge) = join_cluster(&opts.cluster, "sockjs-test:broadcast", &broadcast)? {
+        bridges.push(("/broadcast", bridge));
+    }
+    if let Some(bridge) = join_cluster(&opts.cluster, "sockjs-test:groups", &groups)? {
+        bridges.push(("/groups", bridge));
+    }
+    let clustered = !bridges.is_empty();
+    let health: Health = web::Data::new(bridges);
+    let node = web::Data::new(opts.cluster.node.clone());
     let signal = actix_sockjs::shutdown_signal([
         echo.clone().recipient(),
         close.clone().recipient(),
@@ -281,7 +386,7 @@ async fn main() -> std::io::Result<()> {
     // broadcasts, not a reconnect every 4 KB.
     let fan_out = Config::default().sockjs_url(opts.sockjs_url.clone());
     let server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .service(SockJs::new("/echo", echo.clone()).config(base.clone()))
             .service(SockJs::new("/close", close.clone()).config(base.clone()))
             .service(
@@ -296,7 +401,14 @@ async fn main() -> std::io::Result<()> {
             .service(SockJs::new("/broadcast", broadcast.clone()).config(fan_out.clone()))
             .service(SockJs::new("/groups", groups.clone()).config(fan_out.clone()))
             .app_data(web::Data::new(static_dir.clone()))
-            .route("/static/{file}", web::get().to(static_file))
+            .route("/static/{file}", web::get().to(static_file));
+        if clustered {
+            app.app_data(health.clone())
+                .app_data(node.clone())
+                .route("/cluster", web::get().to(cluster_health))
+        } else {
+            app
+        }
     })
     // Aborted long-polls end at the client's EOF (no duplicate descriptor
     // per connection, as `actix_sockjs::on_connect` would keep).

@@ -1,69 +1,107 @@
-//! Broadcast across nodes over Redis pub/sub (cargo feature `redis`).
+//! Cross-node delivery over a Redis stream (cargo feature `redis`).
 //!
-//! A [`RedisBridge`] joins one endpoint's [`SessionManager`] to a Redis
-//! channel. Every node of the cluster runs the same endpoint with a bridge on
-//! the same channel; a [`Broadcast`](crate::Broadcast) sent to any node's
-//! manager then reaches the sessions of every node, and a
+//! A [`RedisBridge`] is a [`Relay`]: it joins one endpoint's
+//! [`SessionManager`] to a Redis stream. Every node of the cluster runs the
+//! same endpoint with a bridge on the same stream; a
+//! [`Broadcast`](crate::Broadcast) sent to any node's manager then reaches
+//! the sessions of every node (groups, lists and `except` included), and a
 //! [`SendTo`](crate::SendTo) reaches its session on whichever node holds it.
 //!
-//! How it works: the manager delivers a broadcast to its own sessions at once
-//! and hands it to the bridge, which publishes it once, tagged with the
-//! node's id. Every bridge is subscribed to the channel and hands what other
-//! nodes published to its manager, which delivers it to its own sessions
-//! (each node builds the SockJS frame once per message, not per session).
-//! One publishing connection per node, pipelined, keeps each node's
-//! broadcasts in the order it sent them.
+//! # How it works
 //!
-//! Groups: a broadcast to a group goes to the group's own channel,
-//! `<channel>:g:<group>`, which a node subscribes to only while it has
-//! members in the group, so a node receives a group's traffic only while
-//! it needs it. A list broadcast goes to the other nodes with the ids that
-//! have no session here; an `except` list travels with its broadcast.
+//! The manager delivers a broadcast to its own sessions at once and hands
+//! it to the bridge, which puts it in its **outbox** with the node's next
+//! sequence number. The publisher appends the outbox to the stream in order
+//! (`XADD`, pipelined, the stream capped near [`RedisBridge::stream_len`]
+//! entries). Every node reads the stream from the last entry it read
+//! (`XREAD BLOCK`), skips its own entries and those it has seen (by sender
+//! and sequence number), and hands the rest to its manager. Hence:
 //!
-//! While Redis is unreachable a node keeps serving its own sessions, local
-//! broadcasts included; what it could not publish is dropped (counted in
-//! [`REDIS_DROPPED`] and logged), and both
-//! connections are retried with exponential backoff. Requests of one session
-//! must all reach the same node: see the README's "Running more than one
-//! node" for a load balancer configuration.
+//! - **nothing lost across a Redis outage**, within the outbox's bound:
+//!   while Redis is down or stalled, messages wait in the outbox and go out
+//!   in order when it answers again; a reader that lost its connection goes
+//!   on from the last entry it read. Entries Redis had but lost when it
+//!   restarted (no persistence) are published again: the outbox keeps what
+//!   Redis took for [`RedisBridge::retain`] and sends it again when it
+//!   finds Redis restarted (a new `run_id`);
+//! - **once, in order**: retries can put an entry in the stream twice;
+//!   readers skip what they have seen, so each message reaches each node
+//!   once, in the order its node sent it;
+//! - **bounded**: beyond [`RedisBridge::outbox`] (messages, bytes or age),
+//!   the oldest unpublished messages are dropped, counted in
+//!   [`REDIS_DROPPED`](crate::metrics::REDIS_DROPPED) and logged once per
+//!   outage; other nodes count the gap in
+//!   [`REDIS_MISSED`](crate::metrics::REDIS_MISSED);
+//! - **health**: the publisher and the reader each count as up while Redis
+//!   answered them within [`RedisBridge::health_timeout`] (they send a
+//!   command at least every quarter of it), exported as gauges and by
+//!   [`BridgeHandle::health`]; reconnecting starts again every
+//!   [`RedisBridge::backoff`] at most, so delivery resumes as soon as Redis
+//!   answers.
+//!
+//! Every node reads every entry of the stream, group broadcasts included
+//! (as Socket.IO's Redis Streams adapter does); a node without members in
+//! a group spends a parse and a lookup on its messages.
+//!
+//! Requests of one session must all reach the same node: see the README's
+//! "Running more than one node" for a load balancer configuration.
+//!
+//! # Redis URLs
+//!
+//! Whatever redis-rs takes: `redis://host:port/db`,
+//! `redis://:password@host/` and `redis://user:password@host/` (ACL), and
+//! `rediss://` when redis-rs is built with one of its TLS features (add
+//! `redis = { version = "1.8", features = ["tokio-rustls-comp"] }` to your
+//! own `Cargo.toml`; cargo merges the features).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, VecDeque},
     fmt,
-    future::Future,
     hash::{BuildHasher, Hasher},
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use ::metrics::{counter, gauge, Counter};
+use ::metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use ::redis::{
+    aio::MultiplexedConnection,
+    streams::{StreamRangeReply, StreamReadReply},
+    AsyncConnectionConfig, Value,
+};
 use actix::{Addr, Recipient};
 use actix_web::rt::{task::JoinHandle, time};
-use futures_util::StreamExt;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 
 use crate::{
-    manager::{shared_text, ClusterMessage, Relayed, SessionManager, SetRelay, Target},
-    metrics::{REDIS_CONNECTS, REDIS_DROPPED, REDIS_PUBLISHED, REDIS_RECEIVED, REDIS_UP},
+    manager::SessionManager,
+    metrics::{
+        describe, REDIS_CONNECTS, REDIS_DROPPED, REDIS_DUPLICATES, REDIS_LAG, REDIS_MISSED, REDIS_OUTBOX,
+        REDIS_OUTBOX_BYTES, REDIS_PUBLISHED, REDIS_PUBLISHER_UP, REDIS_RECEIVED, REDIS_SUBSCRIBER_UP,
+        REDIS_UP,
+    },
+    relay::{payload, Audience, Relay, RelayMessage, Relayed, SetRelay},
     session::Session,
 };
 
-/// Marks the bridge's messages on the channel, and their format's version.
-const MAGIC: &str = "sockjs1";
-/// Messages published in one pipeline at most.
-const BATCH: usize = 256;
-/// How long connecting may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Marks the bridge's entries, and their format's version.
+const MAGIC: &str = "sockjs2";
+/// Entries appended in one pipeline at most.
+const BATCH: usize = 512;
+/// Entries read in one `XREAD` at most.
+const READ_COUNT: usize = 1024;
+/// Senders a reader remembers (their last sequence number) at most.
+const SENDERS: usize = 4096;
 
-/// Joins a [`SessionManager`] to a Redis pub/sub channel so that its
-/// broadcasts reach every node of a cluster.
+/// Joins a [`SessionManager`] to a Redis stream so that its broadcasts
+/// reach every node of a cluster (see the [module docs](self)).
 ///
 /// # Examples
 ///
 /// ```no_run
+/// use std::time::Duration;
 /// use actix::prelude::*;
 /// use actix_sockjs::{cluster::RedisBridge, Broadcast, Session, SessionContext, SessionManager};
 ///
@@ -79,7 +117,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// #[actix_web::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     let room = SessionManager::start_with(|room| move || Member { room: room.clone() });
-///     let bridge = RedisBridge::new("redis://127.0.0.1:6379/", "chat")?.start(&room);
+///     let bridge = RedisBridge::new("redis://127.0.0.1:6379/", "chat")?
+///         .node("web-1")
+///         .health_timeout(Duration::from_secs(1))
+///         .start(&room);
 ///     // ... mount `SockJs::new("/chat", room)` on an HttpServer and run it ...
 ///     # drop(bridge);
 ///     Ok(())
@@ -88,146 +129,610 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[must_use]
 pub struct RedisBridge {
     client: ::redis::Client,
-    channel: String,
-    min_backoff: Duration,
-    max_backoff: Duration,
+    stream: String,
+    node: String,
+    health_timeout: Duration,
+    backoff: (Duration, Duration),
+    limits: Limits,
+    retain: Duration,
+    stream_len: usize,
+}
+
+/// The outbox's bound.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    messages: usize,
+    bytes: usize,
+    age: Duration,
 }
 
 impl fmt::Debug for RedisBridge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBridge")
             .field("server", &self.client.get_connection_info().addr())
-            .field("channel", &self.channel)
-            .field("min_backoff", &self.min_backoff)
-            .field("max_backoff", &self.max_backoff)
+            .field("stream", &self.stream)
+            .field("node", &self.node)
+            .field("health_timeout", &self.health_timeout)
+            .field("backoff", &self.backoff)
+            .field("outbox", &self.limits)
+            .field("retain", &self.retain)
+            .field("stream_len", &self.stream_len)
             .finish()
     }
 }
 
 impl RedisBridge {
     /// A bridge to the Redis server at `url` (such as
-    /// `redis://127.0.0.1:6379/`) on `channel`. Nothing connects until
-    /// [`start`](Self::start); the error is for a malformed URL.
+    /// `redis://127.0.0.1:6379/`) on the stream `channel`. Nothing connects
+    /// until [`start`](Self::start); the error is for a malformed URL.
+    ///
+    /// # Errors
+    ///
+    /// The URL is not one redis-rs takes (a `rediss://` URL without a TLS
+    /// feature of redis-rs, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::cluster::RedisBridge;
+    ///
+    /// assert!(RedisBridge::new("redis://:secret@127.0.0.1:6379/0", "chat").is_ok());
+    /// assert!(RedisBridge::new("not a url", "chat").is_err());
+    /// ```
     pub fn new(url: &str, channel: impl Into<String>) -> Result<Self, ::redis::RedisError> {
         Ok(Self {
             client: ::redis::Client::open(url)?,
-            channel: channel.into(),
-            min_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
+            stream: channel.into(),
+            node: format!("pid{}", std::process::id()),
+            health_timeout: Duration::from_secs(1),
+            backoff: (Duration::from_millis(50), Duration::from_millis(500)),
+            limits: Limits { messages: 10_000, bytes: 16 << 20, age: Duration::from_secs(30) },
+            retain: Duration::from_secs(10),
+            stream_len: 10_000,
         })
     }
 
-    /// How long to wait before reconnecting after a failure: `min` at
-    /// first, doubling up to `max`. Default: 100 ms to 5 s.
-    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.min_backoff = min.max(Duration::from_millis(1));
-        self.max_backoff = max.max(self.min_backoff);
+    /// This node's name in logs and on the wire (default `pid<N>`). Each
+    /// start of a bridge adds a random part of its own, so a restarted
+    /// node, or two with one name, are told apart.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::cluster::RedisBridge;
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat").unwrap().node("web-1");
+    /// assert!(format!("{bridge:?}").contains("web-1"));
+    /// ```
+    pub fn node(mut self, name: impl Into<String>) -> Self {
+        self.node = name.into();
         self
     }
 
-    /// Connects the bridge to `manager` and starts it on the current actix
-    /// system (call it inside one, as in `#[actix_web::main]`). The bridge
-    /// runs until its [`BridgeHandle`] is stopped or the manager stops;
-    /// dropping the handle leaves it running.
+    /// How long Redis may leave the publisher or the reader without an
+    /// answer before that side counts as down (and its connection is
+    /// dropped and made again). Default: 1 s; at least 40 ms.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_sockjs::cluster::RedisBridge;
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")
+    ///     .unwrap()
+    ///     .health_timeout(Duration::from_millis(1500));
+    /// ```
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout.max(Duration::from_millis(40));
+        self
+    }
+
+    /// How long to wait before connecting again after a failure: `min` at
+    /// first, doubling up to `max`. Default: 50 ms to 500 ms, so that
+    /// delivery resumes within half a second of Redis coming back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_sockjs::cluster::RedisBridge;
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")
+    ///     .unwrap()
+    ///     .backoff(Duration::from_millis(100), Duration::from_secs(1));
+    /// ```
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        let min = min.max(Duration::from_millis(1));
+        self.backoff = (min, max.max(min));
+        self
+    }
+
+    /// The outbox's bound: what waits for Redis beyond `messages`
+    /// messages, `bytes` bytes or `age` is dropped, oldest first, counted
+    /// and logged. Default: 10,000 messages, 16 MiB, 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_sockjs::cluster::RedisBridge;
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")
+    ///     .unwrap()
+    ///     .outbox(100_000, 64 << 20, Duration::from_secs(60));
+    /// ```
+    pub fn outbox(mut self, messages: usize, bytes: usize, age: Duration) -> Self {
+        self.limits = Limits { messages: messages.max(1), bytes: bytes.max(1), age };
+        self
+    }
+
+    /// How long the outbox keeps what Redis took, to publish it again
+    /// should Redis restart before every node read it. Default: 10 s. It
+    /// shares the outbox's bound (what is kept goes first).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_sockjs::cluster::RedisBridge;
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat").unwrap().retain(Duration::ZERO);
+    /// ```
+    pub fn retain(mut self, retain: Duration) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// About how many entries the stream keeps (`XADD MAXLEN ~`): a node
+    /// that falls further behind than that misses what was trimmed
+    /// (counted in [`REDIS_MISSED`](crate::metrics::REDIS_MISSED)).
+    /// Default: 10,000.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::cluster::RedisBridge;
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat").unwrap().stream_len(100_000);
+    /// ```
+    pub fn stream_len(mut self, entries: usize) -> Self {
+        self.stream_len = entries.max(1);
+        self
+    }
+
+    /// Makes the bridge `manager`'s relay and starts it on the current
+    /// actix system (call it inside one, as in `#[actix_web::main]`). The
+    /// bridge runs until its [`BridgeHandle`] is stopped or the manager
+    /// stops; dropping the handle leaves it running.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{cluster::RedisBridge, Session, SessionContext, SessionManager};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// # actix::System::new().block_on(async {
+    /// let manager = SessionManager::new(|| Echo).start();
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "echo").unwrap().start(&manager);
+    /// println!("{:?}", bridge.health());
+    /// # });
+    /// ```
     pub fn start<A: Session>(self, manager: &Addr<SessionManager<A>>) -> BridgeHandle {
-        let node = node_id();
-        let up = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = unbounded_channel();
-        manager.do_send(SetRelay(Some(tx)));
-        let shared = Arc::new(Shared {
+        describe();
+        let sender = format!("{}/{:016x}", wire_id(&self.node), incarnation());
+        let label = self.stream.clone();
+        let bridge = Arc::new(Bridge {
             client: self.client,
-            channel: self.channel,
-            node,
-            backoff: (self.min_backoff, self.max_backoff),
-            up: up.clone(),
+            stream: self.stream,
+            sender,
+            health_timeout: self.health_timeout,
+            backoff: self.backoff,
+            retain: self.retain,
+            stream_len: self.stream_len,
+            outbox: Mutex::new(Outbox::new(self.limits)),
+            wake: Notify::new(),
+            stopped: AtomicBool::new(false),
+            epoch: Instant::now(),
+            publisher: Side::new("publisher", gauge!(REDIS_PUBLISHER_UP, "channel" => label.clone())),
+            reader: Side::new("reader", gauge!(REDIS_SUBSCRIBER_UP, "channel" => label.clone())),
+            metrics: BridgeMetrics::new(&label),
         });
-        log::info!("sockjs: redis bridge for channel {:?} starting (node {node:016x})", shared.channel);
-        let (watch_tx, watch_rx) = unbounded_channel();
-        let publisher = actix_web::rt::spawn(publish(shared.clone(), rx, watch_tx));
-        let subscriber =
-            actix_web::rt::spawn(subscribe(shared.clone(), manager.clone().recipient(), watch_rx));
-        BridgeHandle {
-            up,
-            channel: shared.channel.clone(),
-            relay: manager.clone().recipient(),
-            tasks: vec![publisher, subscriber],
-        }
+        log::info!("sockjs: redis bridge on stream {:?} starting as {}", bridge.stream, bridge.sender);
+        manager.do_send(SetRelay::to(Publisher(bridge.clone())));
+        let tasks = vec![
+            actix_web::rt::spawn(publish(bridge.clone())),
+            actix_web::rt::spawn(read(bridge.clone(), manager.clone().recipient())),
+            actix_web::rt::spawn(watch_health(bridge.clone())),
+        ];
+        BridgeHandle { bridge, relay: manager.clone().recipient(), tasks }
     }
 }
 
 /// A running [`RedisBridge`].
 pub struct BridgeHandle {
-    up: Arc<AtomicBool>,
-    channel: String,
+    bridge: Arc<Bridge>,
     relay: Recipient<SetRelay>,
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How a [`RedisBridge`] is doing ([`BridgeHandle::health`]).
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn f(bridge: &actix_sockjs::cluster::BridgeHandle) {
+/// let health = bridge.health();
+/// if !health.publisher_up {
+///     log::warn!("{} message(s) wait for Redis", health.outbox_messages);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeHealth {
+    /// Redis answered the publisher within the health timeout.
+    pub publisher_up: bool,
+    /// Redis answered the reader within the health timeout.
+    pub reader_up: bool,
+    /// Messages waiting in the outbox for Redis.
+    pub outbox_messages: usize,
+    /// Their bytes.
+    pub outbox_bytes: usize,
+    /// Messages dropped from the outbox unpublished since the bridge started.
+    pub dropped: u64,
+}
+
 impl fmt::Debug for BridgeHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BridgeHandle").field("channel", &self.channel).field("up", &self.is_up()).finish()
+        f.debug_struct("BridgeHandle")
+            .field("stream", &self.bridge.stream)
+            .field("health", &self.health())
+            .finish()
     }
 }
 
 impl BridgeHandle {
-    /// Whether the bridge is subscribed to its channel now, that is,
-    /// whether broadcasts from other nodes reach this one.
+    /// Whether the bridge both publishes and reads now, that is, whether
+    /// broadcasts cross nodes without waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(bridge: &actix_sockjs::cluster::BridgeHandle) {
+    /// if !bridge.is_up() {
+    ///     log::warn!("cross-node delivery is waiting for Redis");
+    /// }
+    /// # }
+    /// ```
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.bridge.publisher.up.load(Ordering::Relaxed) && self.bridge.reader.up.load(Ordering::Relaxed)
     }
 
-    /// Stops the bridge: broadcasts stay on this node from then on.
+    /// The publisher's and the reader's health and the outbox.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(bridge: &actix_sockjs::cluster::BridgeHandle) {
+    /// let health = bridge.health();
+    /// println!("up: {} / {}, waiting: {}", health.publisher_up, health.reader_up, health.outbox_messages);
+    /// # }
+    /// ```
+    pub fn health(&self) -> BridgeHealth {
+        let outbox = self.bridge.outbox();
+        BridgeHealth {
+            publisher_up: self.bridge.publisher.up.load(Ordering::Relaxed),
+            reader_up: self.bridge.reader.up.load(Ordering::Relaxed),
+            outbox_messages: outbox.waiting,
+            outbox_bytes: outbox.waiting_bytes,
+            dropped: outbox.dropped,
+        }
+    }
+
+    /// Stops the bridge: broadcasts stay on this node from then on, and
+    /// what waits in the outbox is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(bridge: actix_sockjs::cluster::BridgeHandle) {
+    /// bridge.stop();
+    /// # }
+    /// ```
     pub fn stop(self) {
         self.relay.do_send(SetRelay(None));
+        self.bridge.stop();
         for task in &self.tasks {
             task.abort();
         }
-        self.up.store(false, Ordering::Relaxed);
-        gauge!(REDIS_UP, "channel" => self.channel.clone()).set(0.0);
+        for side in [&self.bridge.publisher, &self.bridge.reader] {
+            side.up.store(false, Ordering::Relaxed);
+            side.gauge.set(0.0);
+        }
+        self.bridge.metrics.up.set(0.0);
     }
 }
 
-/// What the bridge's two tasks share.
-struct Shared {
+/// What the bridge's tasks and its relay share.
+struct Bridge {
     client: ::redis::Client,
-    channel: String,
-    node: u64,
+    stream: String,
+    /// This start of this node on the wire: its name and a random part.
+    sender: String,
+    health_timeout: Duration,
     backoff: (Duration, Duration),
-    up: Arc<AtomicBool>,
+    retain: Duration,
+    stream_len: usize,
+    outbox: Mutex<Outbox>,
+    /// Wakes the publisher when the outbox has something new.
+    wake: Notify,
+    stopped: AtomicBool,
+    /// What [`Side::last_ok`] counts from.
+    epoch: Instant,
+    publisher: Side,
+    reader: Side,
+    metrics: BridgeMetrics,
 }
 
-impl Shared {
-    fn counter(&self, name: &'static str) -> Counter {
-        counter!(name, "channel" => self.channel.clone())
+impl Bridge {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
-        gauge!(REDIS_UP, "channel" => self.channel.clone()).set(if up { 1.0 } else { 0.0 });
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
-    fn next_backoff(&self, delay: Duration) -> Duration {
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds since [`Self::epoch`], plus one (0 is "never").
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    fn ok(&self, side: &Side) {
+        side.last_ok.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// A connection whose commands time out after `response` (none
+    /// waits longer than the health timeout to connect).
+    async fn connect(&self, side: &Side, response: Duration) -> ::redis::RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.health_timeout))
+            .set_response_timeout(Some(response));
+        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        self.metrics.connects(side.role).increment(1);
+        Ok(conn)
+    }
+
+    /// Waits `delay` after a failure and answers the next delay.
+    async fn back_off(&self, delay: Duration) -> Duration {
+        time::sleep(delay).await;
         (delay * 2).min(self.backoff.1)
     }
 }
 
-/// A random id for this node, so that it can skip its own messages.
-fn node_id() -> u64 {
+/// The publisher or the reader, as the health watch sees it.
+struct Side {
+    role: &'static str,
+    /// When Redis last answered ([`Bridge::now`]; 0: never).
+    last_ok: AtomicU64,
+    up: AtomicBool,
+    gauge: Gauge,
+}
+
+impl Side {
+    fn new(role: &'static str, gauge: Gauge) -> Self {
+        gauge.set(0.0);
+        Self { role, last_ok: AtomicU64::new(0), up: AtomicBool::new(false), gauge }
+    }
+}
+
+/// The bridge's metric handles, labelled with its stream.
+struct BridgeMetrics {
+    label: String,
+    up: Gauge,
+    published: Counter,
+    dropped: Counter,
+    received: Counter,
+    duplicates: Counter,
+    missed: Counter,
+    outbox: Gauge,
+    outbox_bytes: Gauge,
+    lag: Histogram,
+}
+
+impl BridgeMetrics {
+    fn new(label: &str) -> Self {
+        let l = || label.to_owned();
+        Self {
+            label: l(),
+            up: gauge!(REDIS_UP, "channel" => l()),
+            published: counter!(REDIS_PUBLISHED, "channel" => l()),
+            dropped: counter!(REDIS_DROPPED, "channel" => l()),
+            received: counter!(REDIS_RECEIVED, "channel" => l()),
+            duplicates: counter!(REDIS_DUPLICATES, "channel" => l()),
+            missed: counter!(REDIS_MISSED, "channel" => l()),
+            outbox: gauge!(REDIS_OUTBOX, "channel" => l()),
+            outbox_bytes: gauge!(REDIS_OUTBOX_BYTES, "channel" => l()),
+            lag: histogram!(REDIS_LAG, "channel" => l()),
+        }
+    }
+
+    fn connects(&self, role: &'static str) -> Counter {
+        counter!(REDIS_CONNECTS, "channel" => self.label.clone(), "role" => role)
+    }
+}
+
+/// One message in the outbox.
+struct Entry {
+    seq: u64,
+    at: Instant,
+    frame: Arc<Vec<u8>>,
+}
+
+/// What waits for Redis (sequence numbers above `stored`) and what Redis
+/// took lately (kept to publish again should Redis restart), in order.
+struct Outbox {
+    entries: VecDeque<Entry>,
+    limits: Limits,
+    /// The next message's sequence number (the first is 1).
+    next_seq: u64,
+    /// Redis took every message up to this one.
+    stored: u64,
+    /// Messages and bytes above `stored`.
+    waiting: usize,
+    waiting_bytes: usize,
+    /// Bytes of all entries.
+    bytes: usize,
+    dropped: u64,
+    /// This outage's drops were logged.
+    told: bool,
+}
+
+impl Outbox {
+    fn new(limits: Limits) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            limits,
+            next_seq: 1,
+            stored: 0,
+            waiting: 0,
+            waiting_bytes: 0,
+            bytes: 0,
+            dropped: 0,
+            told: false,
+        }
+    }
+
+    /// Adds a message, built for its sequence number; answers how many
+    /// unpublished ones the bound dropped.
+    fn push(&mut self, frame: impl FnOnce(u64) -> Vec<u8>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let frame = frame(seq);
+        self.bytes += frame.len();
+        self.waiting += 1;
+        self.waiting_bytes += frame.len();
+        self.entries.push_back(Entry { seq, at: Instant::now(), frame: Arc::new(frame) });
+        let before = self.dropped;
+        while self.entries.len() > self.limits.messages || self.bytes > self.limits.bytes {
+            self.pop();
+        }
+        self.expire(Duration::MAX);
+        self.dropped - before
+    }
+
+    /// Drops what is older than the bound's age, and what Redis took that
+    /// is older than `retain`.
+    fn expire(&mut self, retain: Duration) {
+        while let Some(first) = self.entries.front() {
+            let age = first.at.elapsed();
+            let stored = first.seq <= self.stored;
+            if age > self.limits.age || (stored && age > retain) {
+                self.pop();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn pop(&mut self) {
+        let Some(entry) = self.entries.pop_front() else { return };
+        self.bytes -= entry.frame.len();
+        if entry.seq > self.stored {
+            self.waiting -= 1;
+            self.waiting_bytes -= entry.frame.len();
+            self.dropped += 1;
+        }
+    }
+
+    /// Up to `max` entries from sequence number `from` on.
+    fn batch(&self, from: u64, max: usize) -> Vec<(u64, Arc<Vec<u8>>)> {
+        let start = self.entries.partition_point(|e| e.seq < from);
+        self.entries.range(start..).take(max).map(|e| (e.seq, e.frame.clone())).collect()
+    }
+
+    /// Redis took everything up to `seq`.
+    fn stored(&mut self, seq: u64, retain: Duration) {
+        if seq <= self.stored {
+            return;
+        }
+        let start = self.entries.partition_point(|e| e.seq <= self.stored);
+        let end = self.entries.partition_point(|e| e.seq <= seq);
+        for entry in self.entries.range(start..end) {
+            self.waiting -= 1;
+            self.waiting_bytes -= entry.frame.len();
+        }
+        self.stored = seq;
+        self.expire(retain);
+    }
+
+    /// The first sequence number to publish: after what Redis took, or
+    /// everything kept when Redis lost what it had.
+    fn resume_from(&self, redis_restarted: bool) -> u64 {
+        match self.entries.front() {
+            Some(first) if redis_restarted => first.seq,
+            _ => self.stored + 1,
+        }
+    }
+}
+
+/// The manager's side of the bridge: puts messages in the outbox.
+struct Publisher(Arc<Bridge>);
+
+impl Relay for Publisher {
+    fn publish(&mut self, msg: RelayMessage) {
+        let bridge = &self.0;
+        let sent_at = unix_ms();
+        let (dropped, waiting, bytes, tell) = {
+            let mut outbox = bridge.outbox();
+            let dropped = outbox.push(|seq| encode(&bridge.sender, seq, sent_at, &msg));
+            let tell = dropped > 0 && !std::mem::replace(&mut outbox.told, true);
+            (dropped, outbox.waiting, outbox.waiting_bytes, tell)
+        };
+        bridge.metrics.outbox.set(waiting as f64);
+        bridge.metrics.outbox_bytes.set(bytes as f64);
+        if dropped > 0 {
+            bridge.metrics.dropped.increment(dropped);
+            if tell {
+                log::error!(
+                    "sockjs: redis outbox of {:?} over its bound; dropping the oldest unpublished messages \
+                     (counted in {REDIS_DROPPED}; logged once per outage)",
+                    bridge.stream
+                );
+            }
+        }
+        bridge.wake.notify_one();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// A random part for this start of the bridge.
+fn incarnation() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
-    );
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
     h.finish()
 }
 
-/// A session id or group name as it goes on the wire: `%`, `,`, spaces
-/// and control characters percent-escaped, so that no id (a URL may carry
-/// `a%20b`) can break the format.
+fn unix_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+        .unwrap_or(u64::MAX)
+}
+
+/// A session id, group or node name as it goes on the wire: `%`, `,`, `/`,
+/// spaces and control characters percent-escaped, so that no id (a URL may
+/// carry `a%20b`) can break the format.
 fn wire_id(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for c in id.chars() {
-        if matches!(c, '%' | ',' | ' ') || c.is_control() {
+        if matches!(c, '%' | ',' | ' ' | '/') || c.is_control() {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("%{b:02X}"));
@@ -252,297 +757,380 @@ fn read_list(wire: &str) -> Box<[Arc<str>]> {
     wire.split(',').filter(|id| !id.is_empty()).map(read_id).collect()
 }
 
-/// The channel of a group's traffic.
-fn group_channel(channel: &str, group: &str) -> String {
-    format!("{channel}:g:{}", wire_id(group))
-}
-
-/// One message on the wire, after `sockjs1 <node> `:
+/// One entry's `m` field: `sockjs2 <sender> <seq> <unix ms> ` and then
 ///
 /// - `b <text>`: to everyone;
 /// - `x <except ids> <text>`: to everyone but these;
 /// - `t <id> <text>`: to one session;
 /// - `l <ids> <text>`: to these sessions;
-/// - `g <group> <except ids> <text>`: to a group's members but these (on
-///   the group's channel).
+/// - `g <group> <except ids> <text>`: to a group's members but these.
 ///
-/// Ids and names are [`wire_id`]s, lists comma-separated; `None` for what
-/// is not published (the relay's own instructions).
-fn encode(node: u64, msg: &ClusterMessage) -> Option<Vec<u8>> {
-    let mut out = format!("{MAGIC} {node:016x} ");
-    let payload = match msg {
-        ClusterMessage::Deliver { to, except, payload } => {
-            match (to, except.is_empty()) {
-                (Target::All, true) => out.push_str("b "),
-                (Target::All, false) => out.push_str(&format!("x {} ", wire_list(except))),
-                (Target::Ids(ids), _) => out.push_str(&format!("l {} ", wire_list(ids))),
-                (Target::Group(group), _) => {
-                    out.push_str(&format!("g {} {} ", wire_id(group), wire_list(except)));
-                }
-            }
-            payload
+/// Ids and names are [`wire_id`]s, lists comma-separated.
+fn encode(sender: &str, seq: u64, sent_at: u64, msg: &RelayMessage) -> Vec<u8> {
+    let mut out = format!("{MAGIC} {sender} {seq} {sent_at} ");
+    match (&msg.audience, msg.except.is_empty()) {
+        (Audience::All, true) => out.push_str("b "),
+        (Audience::All, false) => out.push_str(&format!("x {} ", wire_list(&msg.except))),
+        (Audience::Ids(ids), _) => out.push_str(&format!("l {} ", wire_list(ids))),
+        (Audience::Group(group), _) => {
+            out.push_str(&format!("g {} {} ", wire_id(group), wire_list(&msg.except)));
         }
-        ClusterMessage::SendTo(id, payload) => {
-            out.push_str(&format!("t {} ", wire_id(id)));
-            payload
-        }
-        ClusterMessage::Watch(_) | ClusterMessage::Unwatch(_) => return None,
-    };
-    out.push_str(&payload.text);
-    Some(out.into_bytes())
+        (Audience::Session(id), _) => out.push_str(&format!("t {} ", wire_id(id))),
+    }
+    out.push_str(&msg.payload.text);
+    out.into_bytes()
 }
 
-/// The sending node and the message; `None` for anything else on the channel.
-fn decode(payload: &[u8]) -> Option<(u64, ClusterMessage)> {
-    let payload = std::str::from_utf8(payload).ok()?;
-    let rest = payload.strip_prefix(MAGIC)?.strip_prefix(' ')?;
-    let (node, rest) = rest.split_once(' ')?;
-    let node = u64::from_str_radix(node, 16).ok()?;
-    let deliver = |to, except, text: &str| ClusterMessage::Deliver {
-        to,
-        except,
-        payload: shared_text(text.to_owned()),
-    };
+/// An entry as read: who sent it, its sequence number and time.
+struct Received<'a> {
+    sender: &'a str,
+    seq: u64,
+    sent_at: u64,
+    msg: RelayMessage,
+}
+
+/// Reads an entry's `m` field; `None` for anything else.
+fn decode(frame: &[u8]) -> Option<Received<'_>> {
+    let frame = std::str::from_utf8(frame).ok()?;
+    let rest = frame.strip_prefix(MAGIC)?.strip_prefix(' ')?;
+    let (sender, rest) = rest.split_once(' ')?;
+    let (seq, rest) = rest.split_once(' ')?;
+    let (sent_at, rest) = rest.split_once(' ')?;
+    let (seq, sent_at) = (seq.parse().ok()?, sent_at.parse().ok()?);
+    let msg =
+        |audience, except, text: &str| RelayMessage { audience, except, payload: payload(text.to_owned()) };
     let msg = match rest.split_once(' ')? {
-        ("b", text) => deliver(Target::All, Box::default(), text),
+        ("b", text) => msg(Audience::All, Box::default(), text),
         ("x", rest) => {
             let (except, text) = rest.split_once(' ')?;
-            deliver(Target::All, read_list(except), text)
+            msg(Audience::All, read_list(except), text)
         }
         ("l", rest) => {
             let (ids, text) = rest.split_once(' ')?;
-            deliver(Target::Ids(read_list(ids)), Box::default(), text)
+            msg(Audience::Ids(read_list(ids)), Box::default(), text)
         }
         ("g", rest) => {
             let (group, rest) = rest.split_once(' ')?;
             let (except, text) = rest.split_once(' ')?;
-            deliver(Target::Group(read_id(group)), read_list(except), text)
+            msg(Audience::Group(read_id(group)), read_list(except), text)
         }
         ("t", rest) => {
             let (id, text) = rest.split_once(' ')?;
             let id = Some(id).filter(|id| !id.is_empty())?;
-            ClusterMessage::SendTo(read_id(id), shared_text(text.to_owned()))
+            msg(Audience::Session(read_id(id)), Box::default(), text)
         }
         _ => return None,
     };
-    Some((node, msg))
+    Some(Received { sender, seq, sent_at, msg })
 }
 
-/// A connection attempt within [`CONNECT_TIMEOUT`]; the error as text.
-async fn connecting<T>(attempt: impl Future<Output = ::redis::RedisResult<T>>) -> Result<T, String> {
-    match time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
-    }
+/// The server's `run_id`: a new one means Redis restarted (or another
+/// server answers), and what it had may be gone.
+async fn run_id(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<String> {
+    let info: String = ::redis::cmd("INFO").arg("server").query_async(conn).await?;
+    Ok(info
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default())
 }
 
-/// The channel a message is published on.
-fn channel_of(shared: &Shared, msg: &ClusterMessage) -> String {
-    match msg {
-        ClusterMessage::Deliver { to: Target::Group(group), .. } => group_channel(&shared.channel, group),
-        _ => shared.channel.clone(),
-    }
-}
-
-/// Publishes what the manager hands over, pipelined, in order; passes the
-/// groups to watch on to the subscriber.
-async fn publish(
-    shared: Arc<Shared>,
-    mut rx: UnboundedReceiver<ClusterMessage>,
-    watch: UnboundedSender<(bool, Arc<str>)>,
-) {
-    let (published, dropped) = (shared.counter(REDIS_PUBLISHED), shared.counter(REDIS_DROPPED));
-    let mut conn: Option<::redis::aio::MultiplexedConnection> = None;
-    let mut delay = shared.backoff.0;
-    let mut retry_at = Instant::now();
-    let mut batch = Vec::new();
-    let mut next = rx.recv().await;
-    while let Some(first) = next.take() {
-        let take = |batch: &mut Vec<(String, Vec<u8>)>, msg: ClusterMessage| match msg {
-            ClusterMessage::Watch(group) => {
-                let _ = watch.send((true, group));
-            }
-            ClusterMessage::Unwatch(group) => {
-                let _ = watch.send((false, group));
-            }
-            msg => {
-                if let Some(frame) = encode(shared.node, &msg) {
-                    batch.push((channel_of(&shared, &msg), frame));
-                }
-            }
-        };
-        take(&mut batch, first);
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(msg) => take(&mut batch, msg),
-                Err(_) => break,
-            }
-        }
-        if batch.is_empty() {
-            next = rx.recv().await;
-            continue;
-        }
-        let mut pipe = ::redis::pipe();
-        for (channel, frame) in &batch {
-            pipe.cmd("PUBLISH").arg(channel).arg(frame).ignore();
-        }
-        // Two tries: a connection idle since its last use may have died.
-        let mut sent = false;
-        for _ in 0..2 {
-            if conn.is_none() && Instant::now() >= retry_at {
-                match connecting(shared.client.get_multiplexed_async_connection()).await {
-                    Ok(c) => {
-                        log::debug!("sockjs: redis publisher connected");
-                        delay = shared.backoff.0;
-                        conn = Some(c);
+/// Appends the outbox to the stream, in order; keeps the connection
+/// checked while idle.
+async fn publish(bridge: Arc<Bridge>) {
+    let side = &bridge.publisher;
+    let heartbeat = bridge.health_timeout / 4;
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut server: Option<String> = None;
+    let mut next = 1;
+    let mut delay = bridge.backoff.0;
+    let mut down_since: Option<Instant> = None;
+    while !bridge.stopped() {
+        let Some(c) = conn.as_mut() else {
+            let attempt = async {
+                let mut c = bridge.connect(side, bridge.health_timeout).await?;
+                let id = run_id(&mut c).await?;
+                Ok::<_, ::redis::RedisError>((c, id))
+            };
+            match attempt.await {
+                Ok((c, id)) => {
+                    let restarted = server.as_ref().is_some_and(|known| *known != id);
+                    if restarted {
+                        log::warn!(
+                            "sockjs: redis restarted (new run_id); publishing again what it may have lost"
+                        );
                     }
-                    Err(why) => {
-                        log::debug!("sockjs: redis publisher cannot connect ({why}); next try in {delay:?}");
-                        retry_at = Instant::now() + delay;
-                        delay = shared.next_backoff(delay);
+                    server = Some(id);
+                    let mut outbox = bridge.outbox();
+                    next = outbox.resume_from(restarted);
+                    outbox.told = false;
+                    if let Some(since) = down_since.take() {
+                        log::info!(
+                            "sockjs: redis publisher connected again after {:.1?}; {} message(s) waited",
+                            since.elapsed(),
+                            outbox.waiting
+                        );
                     }
-                }
-            }
-            let Some(c) = conn.as_mut() else { break };
-            match pipe.query_async::<()>(c).await {
-                Ok(()) => {
-                    sent = true;
-                    break;
+                    drop(outbox);
+                    bridge.ok(side);
+                    delay = bridge.backoff.0;
+                    conn = Some(c);
                 }
                 Err(e) => {
-                    log::debug!("sockjs: redis publish failed: {e}");
-                    conn = None;
+                    if down_since.is_none() {
+                        log::warn!(
+                            "sockjs: redis publisher cannot connect ({e}); messages wait in the outbox"
+                        );
+                        down_since = Some(Instant::now());
+                    } else {
+                        log::debug!("sockjs: redis publisher cannot connect ({e}); next try in {delay:?}");
+                    }
+                    delay = bridge.back_off(delay).await;
                 }
             }
-        }
-        if sent {
-            published.increment(batch.len() as u64);
-        } else {
-            log::warn!(
-                "sockjs: redis unreachable, {} message(s) reached this node's sessions only",
-                batch.len()
-            );
-            dropped.increment(batch.len() as u64);
-        }
-        batch.clear();
-        next = rx.recv().await;
-    }
-    log::debug!("sockjs: redis publisher stopped (manager gone)");
-}
-
-/// What the subscriber waits for.
-enum Event {
-    /// A group to watch (`true`) or to stop watching; `None`: the bridge is done.
-    Watch(Option<(bool, Arc<str>)>),
-    /// A message on a subscribed channel; `None`: the subscription is lost.
-    Message(Option<::redis::Msg>),
-}
-
-/// Subscribes to the channel, and to the channels of the groups this node
-/// has members in, and hands other nodes' messages to the manager;
-/// reconnects with backoff whenever the subscription is lost.
-async fn subscribe(
-    shared: Arc<Shared>,
-    manager: Recipient<Relayed>,
-    mut watch: UnboundedReceiver<(bool, Arc<str>)>,
-) {
-    let (connects, received) = (shared.counter(REDIS_CONNECTS), shared.counter(REDIS_RECEIVED));
-    let mut delay = shared.backoff.0;
-    let mut warned = false;
-    let mut watched: HashSet<Arc<str>> = HashSet::new();
-    let note = |watched: &mut HashSet<Arc<str>>, (on, group): (bool, Arc<str>)| {
-        if on {
-            watched.insert(group)
-        } else {
-            watched.remove(&group)
-        }
-    };
-    loop {
-        while let Ok(change) = watch.try_recv() {
-            note(&mut watched, change);
-        }
-        let channels: Vec<String> = std::iter::once(shared.channel.clone())
-            .chain(watched.iter().map(|group| group_channel(&shared.channel, group)))
-            .collect();
-        let attempt = async {
-            let mut pubsub = shared.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channels).await?;
-            Ok::<_, ::redis::RedisError>(pubsub)
+            continue;
         };
-        match connecting(attempt).await {
-            Ok(pubsub) => {
-                log::info!(
-                    "sockjs: redis bridge subscribed to {:?} and {} group(s)",
-                    shared.channel,
-                    watched.len()
-                );
-                connects.increment(1);
-                shared.set_up(true);
-                delay = shared.backoff.0;
-                warned = false;
-                let (mut sink, mut stream) = pubsub.split();
-                loop {
-                    let event = futures_util::future::poll_fn(|cx| {
-                        if let std::task::Poll::Ready(change) = watch.poll_recv(cx) {
-                            return std::task::Poll::Ready(Event::Watch(change));
-                        }
-                        stream.poll_next_unpin(cx).map(Event::Message)
-                    })
-                    .await;
-                    match event {
-                        Event::Watch(None) => {
-                            shared.set_up(false);
-                            return;
-                        }
-                        Event::Watch(Some((on, group))) => {
-                            if !note(&mut watched, (on, group.clone())) {
-                                continue;
-                            }
-                            let channel = group_channel(&shared.channel, &group);
-                            let done = if on {
-                                sink.subscribe(&channel).await
-                            } else {
-                                sink.unsubscribe(&channel).await
-                            };
-                            if let Err(e) = done {
-                                log::debug!("sockjs: redis (un)subscribe of {channel:?} failed: {e}");
-                                break;
-                            }
-                        }
-                        Event::Message(None) => break,
-                        Event::Message(Some(msg)) => match decode(msg.get_payload_bytes()) {
-                            Some((node, _)) if node == shared.node => {}
-                            Some((_, msg)) => {
-                                received.increment(1);
-                                // Not try_send: a busy manager's mailbox is full, not gone.
-                                if !manager.connected() {
-                                    log::debug!("sockjs: redis subscriber stopped (manager gone)");
-                                    shared.set_up(false);
-                                    return;
-                                }
-                                manager.do_send(Relayed(msg));
-                            }
-                            None => log::debug!("sockjs: ignored a foreign message on {:?}", shared.channel),
-                        },
+        let batch = bridge.outbox().batch(next, BATCH);
+        let Some(&(last, _)) = batch.last() else {
+            // Nothing to send: wait for something, or check Redis.
+            let notified = bridge.wake.notified();
+            if time::timeout(heartbeat, notified).await.is_err() {
+                match ::redis::cmd("PING").query_async::<()>(c).await {
+                    Ok(()) => bridge.ok(side),
+                    Err(e) => {
+                        log::debug!("sockjs: redis publisher's PING failed: {e}");
+                        conn = None;
+                        down_since.get_or_insert_with(Instant::now);
                     }
                 }
-                shared.set_up(false);
-                log::warn!(
-                    "sockjs: lost the redis subscription to {:?}; local sessions still served, reconnecting",
-                    shared.channel
-                );
             }
-            Err(why) => {
-                if !warned {
-                    log::warn!("sockjs: cannot subscribe to redis ({why}); retrying with backoff");
-                    warned = true;
+            continue;
+        };
+        let mut pipe = ::redis::pipe();
+        for (_, frame) in &batch {
+            pipe.cmd("XADD")
+                .arg(&bridge.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(bridge.stream_len)
+                .arg("*")
+                .arg("m")
+                .arg(frame.as_slice())
+                .ignore();
+        }
+        match pipe.query_async::<()>(c).await {
+            Ok(()) => {
+                bridge.ok(side);
+                bridge.metrics.published.increment(batch.len() as u64);
+                next = last + 1;
+                let mut outbox = bridge.outbox();
+                outbox.stored(last, bridge.retain);
+                bridge.metrics.outbox.set(outbox.waiting as f64);
+                bridge.metrics.outbox_bytes.set(outbox.waiting_bytes as f64);
+            }
+            Err(e) => {
+                log::debug!("sockjs: redis XADD failed: {e}");
+                conn = None;
+                down_since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+    log::debug!("sockjs: redis publisher of {:?} stopped", bridge.stream);
+}
+
+/// What a reader knows of the senders it heard from: the last sequence
+/// number of each, and when.
+#[derive(Default)]
+struct Senders(HashMap<Box<str>, (u64, Instant)>);
+
+/// What to do with an entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Deliver it; `missed` entries of its sender never came before it.
+    New { missed: u64 },
+    /// Seen before (a publisher's retry).
+    Seen,
+}
+
+impl Senders {
+    fn check(&mut self, sender: &str, seq: u64) -> Verdict {
+        let now = Instant::now();
+        if let Some((last, at)) = self.0.get_mut(sender) {
+            if seq <= *last {
+                return Verdict::Seen;
+            }
+            let missed = seq - *last - 1;
+            *last = seq;
+            *at = now;
+            return Verdict::New { missed };
+        }
+        if self.0.len() >= SENDERS {
+            if let Some(oldest) = self.0.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+                self.0.remove(&oldest);
+            }
+        }
+        self.0.insert(sender.into(), (seq, now));
+        Verdict::New { missed: 0 }
+    }
+}
+
+/// The id of the stream's newest entry, where a reader that just started
+/// begins (`0-0` when there is no stream yet).
+async fn stream_end(conn: &mut MultiplexedConnection, stream: &str) -> ::redis::RedisResult<String> {
+    let last: StreamRangeReply =
+        ::redis::cmd("XREVRANGE").arg(stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
+    Ok(last.ids.first().map_or_else(|| "0-0".to_owned(), |entry| entry.id.clone()))
+}
+
+/// Reads the stream from the last entry read and hands other nodes'
+/// messages to the manager; connects again whenever Redis fails it.
+async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
+    let side = &bridge.reader;
+    let block = bridge.health_timeout / 4;
+    let mut last_id: Option<String> = None;
+    let mut senders = Senders::default();
+    let mut delay = bridge.backoff.0;
+    let mut down_since: Option<Instant> = None;
+    while !bridge.stopped() && manager.connected() {
+        let attempt = async {
+            let mut c = bridge.connect(side, bridge.health_timeout + block).await?;
+            let from = match &last_id {
+                Some(id) => id.clone(),
+                None => stream_end(&mut c, &bridge.stream).await?,
+            };
+            Ok::<_, ::redis::RedisError>((c, from))
+        };
+        let mut conn = match attempt.await {
+            Ok((c, from)) => {
+                if let Some(since) = down_since.take() {
+                    log::info!("sockjs: redis reader connected again after {:.1?}", since.elapsed());
                 } else {
-                    log::debug!("sockjs: cannot subscribe to redis ({why}); next try in {delay:?}");
+                    log::info!("sockjs: redis reader on {:?} from entry {from}", bridge.stream);
+                }
+                last_id = Some(from);
+                bridge.ok(side);
+                delay = bridge.backoff.0;
+                c
+            }
+            Err(e) => {
+                if down_since.is_none() {
+                    log::warn!("sockjs: redis reader cannot connect ({e}); local sessions still served");
+                    down_since = Some(Instant::now());
+                } else {
+                    log::debug!("sockjs: redis reader cannot connect ({e}); next try in {delay:?}");
+                }
+                delay = bridge.back_off(delay).await;
+                continue;
+            }
+        };
+        while !bridge.stopped() {
+            let Some(from) = last_id.as_deref() else { break };
+            let reply: ::redis::RedisResult<Option<StreamReadReply>> = ::redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(u64::try_from(block.as_millis()).unwrap_or(1000).max(1))
+                .arg("STREAMS")
+                .arg(&bridge.stream)
+                .arg(from)
+                .query_async(&mut conn)
+                .await;
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e) => {
+                    log::debug!("sockjs: redis XREAD failed: {e}");
+                    down_since.get_or_insert_with(Instant::now);
+                    break;
+                }
+            };
+            bridge.ok(side);
+            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                let Some(Value::BulkString(frame)) = entry.map.get("m") else { continue };
+                last_id = Some(entry.id.clone());
+                if !manager.connected() {
+                    log::debug!("sockjs: redis reader stopped (manager gone)");
+                    return;
+                }
+                take(&bridge, &mut senders, &manager, frame);
+            }
+        }
+    }
+    log::debug!("sockjs: redis reader of {:?} stopped", bridge.stream);
+}
+
+/// Hands one entry to the manager unless it is this node's own or seen.
+fn take(bridge: &Bridge, senders: &mut Senders, manager: &Recipient<Relayed>, frame: &[u8]) {
+    let Some(entry) = decode(frame) else {
+        log::debug!("sockjs: ignored a foreign entry on {:?}", bridge.stream);
+        return;
+    };
+    if entry.sender == bridge.sender {
+        return;
+    }
+    match senders.check(entry.sender, entry.seq) {
+        Verdict::Seen => bridge.metrics.duplicates.increment(1),
+        Verdict::New { missed } => {
+            if missed > 0 {
+                log::warn!(
+                    "sockjs: {missed} message(s) of {} never reached this node (its outbox dropped them, \
+                     or the stream was trimmed before they were read)",
+                    entry.sender
+                );
+                bridge.metrics.missed.increment(missed);
+            }
+            bridge.metrics.received.increment(1);
+            let lag = unix_ms().saturating_sub(entry.sent_at);
+            bridge.metrics.lag.record(Duration::from_millis(lag));
+            // Not try_send: a busy manager's mailbox is full, not gone.
+            manager.do_send(Relayed(entry.msg));
+        }
+    }
+}
+
+/// Marks each side up or down as Redis answers it, within the health
+/// timeout; exports it and logs the changes.
+async fn watch_health(bridge: Arc<Bridge>) {
+    let tick = (bridge.health_timeout / 10).min(Duration::from_millis(100));
+    let limit = u64::try_from(bridge.health_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut interval = time::interval(tick);
+    while !bridge.stopped() {
+        interval.tick().await;
+        let now = bridge.now();
+        for side in [&bridge.publisher, &bridge.reader] {
+            let last = side.last_ok.load(Ordering::Relaxed);
+            let up = last != 0 && now.saturating_sub(last) <= limit;
+            if side.up.swap(up, Ordering::Relaxed) != up {
+                side.gauge.set(if up { 1.0 } else { 0.0 });
+                if up {
+                    log::info!("sockjs: redis {} of {:?} is up", side.role, bridge.stream);
+                } else {
+                    log::warn!(
+                        "sockjs: redis {} of {:?} is down: no answer within {:?}",
+                        side.role,
+                        bridge.stream,
+                        bridge.health_timeout
+                    );
                 }
             }
         }
-        time::sleep(delay).await;
-        delay = shared.next_backoff(delay);
+        let both = bridge.publisher.up.load(Ordering::Relaxed) && bridge.reader.up.load(Ordering::Relaxed);
+        bridge.metrics.up.set(if both { 1.0 } else { 0.0 });
+        // Age out what waited too long even while nothing new is published.
+        let mut outbox = bridge.outbox();
+        let before = outbox.dropped;
+        outbox.expire(bridge.retain);
+        if outbox.dropped > before {
+            bridge.metrics.dropped.increment(outbox.dropped - before);
+            if !std::mem::replace(&mut outbox.told, true) {
+                log::error!(
+                    "sockjs: messages waited in the redis outbox of {:?} longer than its bound; dropping them \
+                     (counted in {REDIS_DROPPED}; logged once per outage)",
+                    bridge.stream
+                );
+            }
+        }
+        bridge.metrics.outbox.set(outbox.waiting as f64);
+        bridge.metrics.outbox_bytes.set(outbox.waiting_bytes as f64);
     }
 }
 
@@ -552,45 +1140,71 @@ mod tests {
 
     #[test]
     fn wire_format_round_trips() {
-        let text = |msg: &ClusterMessage| match msg {
-            ClusterMessage::Deliver { payload, .. } | ClusterMessage::SendTo(_, payload) => {
-                payload.text.to_string()
-            }
-            _ => String::new(),
-        };
         let ids = |list: &[&str]| list.iter().map(|id| Arc::from(*id)).collect::<Box<[Arc<str>]>>();
-        let odd = ["a b", "a%20b", "x,y", "tab\there", "\u{85}x", "caf\u{e9}", ""];
+        let odd = ["a b", "a%20b", "x,y", "tab\there", "\u{85}x", "caf\u{e9}", "a/b", ""];
+        let none: [&str; 0] = [];
         let cases = [
-            ClusterMessage::Deliver {
-                to: Target::All,
-                except: ids(&[]),
-                payload: shared_text("hi \u{2028} x".into()),
-            },
-            ClusterMessage::Deliver {
-                to: Target::All,
-                except: ids(&odd[..6]),
-                payload: shared_text("but".into()),
-            },
-            ClusterMessage::Deliver {
-                to: Target::Ids(ids(&odd[..6])),
-                except: ids(&[]),
-                payload: shared_text(String::new()),
-            },
-            ClusterMessage::Deliver {
-                to: Target::Group(Arc::from("room one,2")),
-                except: ids(&["me"]),
-                payload: shared_text("to the room".into()),
-            },
-            ClusterMessage::SendTo(Arc::from("a b"), shared_text("for a b only".into())),
+            RelayMessage::new(Audience::All, none, "hi \u{2028} x"),
+            RelayMessage::new(Audience::All, &odd[..7], "but"),
+            RelayMessage::new(Audience::Ids(ids(&odd[..7])), none, ""),
+            RelayMessage::new(Audience::Group(Arc::from("room one,2")), ["me"], "to the room"),
+            RelayMessage::new(Audience::Session(Arc::from("a b")), none, "for a b only"),
         ];
-        for msg in &cases {
-            let (node, back) = decode(&encode(7, msg).unwrap()).unwrap();
-            assert_eq!(node, 7);
-            assert_eq!(format!("{back:?}"), format!("{msg:?}"));
-            assert_eq!(text(&back), text(msg));
+        for (seq, msg) in cases.iter().enumerate() {
+            let frame = encode("web%201/00ff", seq as u64 + 1, 1_700_000_000_000, msg);
+            let back = decode(&frame).unwrap();
+            assert_eq!(
+                (back.sender, back.seq, back.sent_at),
+                ("web%201/00ff", seq as u64 + 1, 1_700_000_000_000)
+            );
+            assert_eq!(format!("{:?}", back.msg), format!("{msg:?}"));
         }
-        assert!(encode(1, &ClusterMessage::Watch(Arc::from("g"))).is_none(), "not published");
         assert!(decode(b"something else").is_none());
-        assert_eq!(group_channel("chat", "a b"), "chat:g:a%20b");
+        assert!(decode(b"sockjs2 a/1 x 5 b hi").is_none(), "a bad sequence number");
+        assert_eq!(wire_id("web 1/a"), "web%201%2Fa");
+    }
+
+    #[test]
+    fn senders_skip_what_they_saw_and_count_gaps() {
+        let mut senders = Senders::default();
+        assert_eq!(senders.check("a/1", 1), Verdict::New { missed: 0 });
+        assert_eq!(senders.check("a/1", 2), Verdict::New { missed: 0 });
+        assert_eq!(senders.check("a/1", 2), Verdict::Seen);
+        assert_eq!(senders.check("a/1", 1), Verdict::Seen);
+        assert_eq!(senders.check("a/1", 5), Verdict::New { missed: 2 });
+        // Another start of the same node counts from its own first message.
+        assert_eq!(senders.check("a/2", 1), Verdict::New { missed: 0 });
+    }
+
+    fn limits(messages: usize) -> Limits {
+        Limits { messages, bytes: usize::MAX, age: Duration::from_secs(60) }
+    }
+
+    #[test]
+    fn the_outbox_keeps_order_and_drops_the_oldest_unpublished() {
+        let mut outbox = Outbox::new(limits(3));
+        for _ in 0..3 {
+            assert_eq!(outbox.push(|seq| vec![seq as u8]), 0);
+        }
+        assert_eq!(outbox.batch(1, 10).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+        // Redis took 1 and 2: they are kept (retain) until the bound needs room.
+        outbox.stored(2, Duration::from_secs(60));
+        assert_eq!((outbox.waiting, outbox.resume_from(false), outbox.resume_from(true)), (1, 3, 1));
+        assert_eq!(outbox.push(|seq| vec![seq as u8]), 0, "a published one makes room");
+        assert_eq!(outbox.push(|seq| vec![seq as u8]), 0);
+        assert_eq!(outbox.push(|seq| vec![seq as u8]), 1, "now an unpublished one goes");
+        assert_eq!(outbox.batch(3, 10).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!((outbox.dropped, outbox.waiting, outbox.resume_from(false)), (1, 3, 3));
+        // Without retain, what Redis took goes at once.
+        outbox.stored(5, Duration::ZERO);
+        assert_eq!((outbox.entries.len(), outbox.waiting, outbox.bytes), (1, 1, 1));
+    }
+
+    #[test]
+    fn the_outbox_bounds_bytes() {
+        let mut outbox = Outbox::new(Limits { messages: 100, bytes: 10, age: Duration::from_secs(60) });
+        assert_eq!(outbox.push(|_| vec![0; 6]), 0);
+        assert_eq!(outbox.push(|_| vec![0; 6]), 1);
+        assert_eq!((outbox.waiting, outbox.waiting_bytes), (1, 6));
     }
 }

@@ -106,7 +106,9 @@ mod util;
 mod receiver;
 // session: the Session trait, its state machine and context
 mod session;
-// manager: the sessions of an endpoint, broadcast, the relay to other nodes
+// relay: what a manager hands other nodes (the Relay trait)
+pub mod relay;
+// manager: the sessions of an endpoint, broadcast, groups
 mod manager;
 mod shutdown;
 // endpoint: what every answer shares; transport: the transport table and

@@ -33,10 +33,9 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, OnceLock,
     },
-    time::Duration,
 };
 
-use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 
 use crate::{cause::CloseCause, protocol::Transport};
 
@@ -55,26 +54,107 @@ pub const BYTES_IN: &str = "sockjs_message_bytes_in_total";
 /// Message payload bytes sent to clients, by endpoint (counter).
 pub const BYTES_OUT: &str = "sockjs_message_bytes_out_total";
 /// The largest outgoing queue of any session so far, in bytes: messages
-/// waiting for a receiver plus what a transport holds unread (gauge).
+/// waiting for a receiver plus what a transport holds unread (gauge; it
+/// never goes down: see [`QUEUE_BYTES`] for the present).
 pub const QUEUE_HIGH_WATER: &str = "sockjs_queue_bytes_high_water";
-/// How long a manager takes to hand one broadcast to all its sessions
-/// (histogram, seconds).
+/// Bytes waiting in the outgoing queues of an endpoint's sessions now, by
+/// endpoint (gauge). Each session reports its queue when it has changed by
+/// 4 KiB or more, or emptied, at its next turn (every message and
+/// heartbeat): healthy sessions, whose queues stay small, cost nothing.
+pub const QUEUE_BYTES: &str = "sockjs_queue_bytes";
+/// How long a manager takes to hand one broadcast to all its sessions, by
+/// endpoint (histogram, seconds; buckets: [`FANOUT_BUCKETS`]).
 pub const BROADCAST_FANOUT: &str = "sockjs_broadcast_fanout_seconds";
-/// Sessions one broadcast was handed to (histogram).
+/// Sessions one broadcast was handed to, by endpoint (histogram; buckets:
+/// [`RECEIVER_BUCKETS`]).
 pub const BROADCAST_RECEIVERS: &str = "sockjs_broadcast_receivers";
-/// 1 while a Redis bridge is subscribed to its channel, else 0, by channel (gauge).
+/// Answers to [`SendTo`](crate::SendTo) and [`Deliver`](crate::Deliver),
+/// by endpoint and `result`: `delivered`, `forwarded` (to other nodes) or
+/// `unknown` (no such session anywhere this node can tell) (counter).
+pub const SEND_TO: &str = "sockjs_send_to_total";
+/// 1 while a Redis bridge can both publish and read, else 0, by channel (gauge).
 pub const REDIS_UP: &str = "sockjs_redis_bridge_up";
-/// Times a Redis bridge (re)connected, by channel (counter).
+/// 1 while a Redis bridge's publisher has had an answer from Redis within
+/// its health timeout, else 0, by channel (gauge).
+pub const REDIS_PUBLISHER_UP: &str = "sockjs_redis_publisher_up";
+/// 1 while a Redis bridge's reader has had an answer from Redis within
+/// its health timeout, else 0, by channel (gauge).
+pub const REDIS_SUBSCRIBER_UP: &str = "sockjs_redis_subscriber_up";
+/// Times a Redis bridge (re)connected, by channel and `role` (`publisher`,
+/// `subscriber`) (counter).
 pub const REDIS_CONNECTS: &str = "sockjs_redis_connects_total";
-/// Messages a Redis bridge published, by channel (counter).
+/// Messages a Redis bridge published (retries after a failure included), by channel (counter).
 pub const REDIS_PUBLISHED: &str = "sockjs_redis_published_total";
-/// Messages a Redis bridge could not publish (Redis unreachable), by channel (counter).
+/// Messages a Redis bridge dropped from its outbox unpublished, because the
+/// outbox was over its bound while Redis was unreachable, by channel (counter).
 pub const REDIS_DROPPED: &str = "sockjs_redis_dropped_total";
-/// Messages a Redis bridge received from other nodes, by channel (counter).
+/// Messages a Redis bridge received from other nodes and delivered, by channel (counter).
 pub const REDIS_RECEIVED: &str = "sockjs_redis_received_total";
+/// Messages of other nodes a Redis bridge saw again and skipped (a
+/// publisher's retry), by channel (counter).
+pub const REDIS_DUPLICATES: &str = "sockjs_redis_duplicates_total";
+/// Messages of other nodes that never reached this one (gaps in a node's
+/// sequence numbers: dropped by its outbox, or trimmed from the stream
+/// before this node read them), by channel (counter).
+pub const REDIS_MISSED: &str = "sockjs_redis_missed_total";
+/// Messages waiting in a Redis bridge's outbox for Redis to take them, by
+/// channel (gauge).
+pub const REDIS_OUTBOX: &str = "sockjs_redis_outbox_messages";
+/// Bytes of the messages waiting in a Redis bridge's outbox, by channel (gauge).
+pub const REDIS_OUTBOX_BYTES: &str = "sockjs_redis_outbox_bytes";
+/// From a message's publication on one node to its delivery to the
+/// sessions of another, by channel (histogram, seconds; buckets:
+/// [`LAG_BUCKETS`]; across machines, clock skew adds to it).
+pub const REDIS_LAG: &str = "sockjs_redis_lag_seconds";
+
+/// Bucket bounds for [`BROADCAST_FANOUT`], in seconds: 10 µs to 2.5 s.
+/// Give them to your exporter so that the histogram has buckets, which
+/// add up across nodes (a summary's quantiles do not).
+///
+/// # Examples
+///
+/// ```ignore
+/// // With metrics-exporter-prometheus, as examples/chat.rs does:
+/// use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+/// use actix_sockjs::metrics;
+///
+/// let prometheus = PrometheusBuilder::new()
+///     .set_buckets_for_metric(Matcher::Full(metrics::BROADCAST_FANOUT.into()), metrics::FANOUT_BUCKETS)?
+///     .set_buckets_for_metric(Matcher::Full(metrics::BROADCAST_RECEIVERS.into()), metrics::RECEIVER_BUCKETS)?
+///     .set_buckets_for_metric(Matcher::Full(metrics::REDIS_LAG.into()), metrics::LAG_BUCKETS)?
+///     .install_recorder()?;
+/// ```
+///
+/// ```
+/// assert!(actix_sockjs::metrics::FANOUT_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+/// ```
+pub const FANOUT_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5,
+];
+/// Bucket bounds for [`BROADCAST_RECEIVERS`]: 0 to 100,000 sessions.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(actix_sockjs::metrics::RECEIVER_BUCKETS[0], 0.0);
+/// ```
+pub const RECEIVER_BUCKETS: &[f64] = &[0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0];
+/// Bucket bounds for [`REDIS_LAG`], in seconds: 250 µs to 60 s (a
+/// message held in an outbox through an outage lands in the top ones).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(actix_sockjs::metrics::LAG_BUCKETS.last(), Some(&60.0));
+/// ```
+pub const LAG_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
 
 /// Registers the descriptions of every metric with the installed recorder.
-fn describe() {
+pub(crate) fn describe() {
     describe_gauge!(SESSIONS_OPEN, "SockJS sessions open now, by the transport that opened them");
     describe_counter!(SESSIONS_OPENED, "SockJS sessions opened, by transport");
     describe_counter!(SESSIONS_CLOSED, "SockJS sessions closed, by close cause");
@@ -83,13 +163,22 @@ fn describe() {
     describe_counter!(BYTES_IN, Unit::Bytes, "Message payload bytes received from clients");
     describe_counter!(BYTES_OUT, Unit::Bytes, "Message payload bytes sent to clients");
     describe_gauge!(QUEUE_HIGH_WATER, Unit::Bytes, "Largest outgoing queue of any session so far");
+    describe_gauge!(QUEUE_BYTES, Unit::Bytes, "Bytes waiting in sessions' outgoing queues (4 KiB steps)");
     describe_histogram!(BROADCAST_FANOUT, Unit::Seconds, "Time to hand one broadcast to every session");
     describe_histogram!(BROADCAST_RECEIVERS, "Sessions one broadcast was handed to");
-    describe_gauge!(REDIS_UP, "1 while the Redis bridge is subscribed, else 0");
+    describe_counter!(SEND_TO, "Messages sent to one session by id, by result");
+    describe_gauge!(REDIS_UP, "1 while the Redis bridge can publish and read, else 0");
+    describe_gauge!(REDIS_PUBLISHER_UP, "1 while the Redis publisher gets answers, else 0");
+    describe_gauge!(REDIS_SUBSCRIBER_UP, "1 while the Redis reader gets answers, else 0");
     describe_counter!(REDIS_CONNECTS, "Redis bridge connections made");
     describe_counter!(REDIS_PUBLISHED, "Messages published to Redis");
-    describe_counter!(REDIS_DROPPED, "Messages not published because Redis was unreachable");
+    describe_counter!(REDIS_DROPPED, "Messages dropped from the outbox over its bound, unpublished");
     describe_counter!(REDIS_RECEIVED, "Messages received from other nodes through Redis");
+    describe_counter!(REDIS_DUPLICATES, "Messages of other nodes seen again and skipped");
+    describe_counter!(REDIS_MISSED, "Messages of other nodes that never arrived (sequence gaps)");
+    describe_gauge!(REDIS_OUTBOX, "Messages waiting in the Redis outbox");
+    describe_gauge!(REDIS_OUTBOX_BYTES, Unit::Bytes, "Bytes waiting in the Redis outbox");
+    describe_histogram!(REDIS_LAG, Unit::Seconds, "From publication on one node to delivery on another");
 }
 
 /// The metric handles of one endpoint.
@@ -103,6 +192,7 @@ pub(crate) struct EndpointMetrics {
     bytes_in: ::metrics::Counter,
     bytes_out: ::metrics::Counter,
     high_water: ::metrics::Gauge,
+    queued: ::metrics::Gauge,
     /// The endpoint's high-water mark, shared by all workers.
     high_water_seen: Arc<AtomicUsize>,
 }
@@ -120,8 +210,9 @@ impl EndpointMetrics {
     /// endpoint's prefix.
     pub(crate) fn new(endpoint: &str) -> Self {
         describe();
-        let endpoint = if endpoint.is_empty() { "/".to_owned() } else { endpoint.to_owned() };
+        let endpoint = endpoint_label(endpoint);
         Self {
+            queued: gauge!(QUEUE_BYTES, "endpoint" => endpoint.clone()),
             open: Transport::ALL
                 .map(|t| gauge!(SESSIONS_OPEN, "endpoint" => endpoint.clone(), "transport" => t.name())),
             opened: Transport::ALL
@@ -158,8 +249,15 @@ impl EndpointMetrics {
         self.bytes_out.increment(bytes as u64);
     }
 
-    /// Records a session's queue depth if it is the largest yet.
-    pub(crate) fn queue_depth(&self, bytes: usize) {
+    /// Records a session's queue depth: in [`QUEUE_BYTES`] in steps of
+    /// [`QUEUE_STEP`] bytes (`reported` is what the session reported last),
+    /// and in [`QUEUE_HIGH_WATER`] if it is the largest yet.
+    pub(crate) fn queue_depth(&self, bytes: usize, reported: &mut u16) {
+        let steps = u16::try_from(bytes / QUEUE_STEP).unwrap_or(u16::MAX);
+        if steps != *reported {
+            self.queued.increment((f64::from(steps) - f64::from(*reported)) * QUEUE_STEP as f64);
+            *reported = steps;
+        }
         if bytes > self.high_water_seen.load(Ordering::Relaxed) {
             let before = self.high_water_seen.fetch_max(bytes, Ordering::Relaxed);
             if bytes > before {
@@ -169,8 +267,14 @@ impl EndpointMetrics {
     }
 }
 
-/// Records one broadcast's fan-out.
-pub(crate) fn broadcast_fanout(took: Duration, receivers: usize) {
-    histogram!(BROADCAST_FANOUT).record(took);
-    histogram!(BROADCAST_RECEIVERS).record(receivers as f64);
+/// What a session's queue must change by before [`QUEUE_BYTES`] hears of it.
+const QUEUE_STEP: usize = 4096;
+
+/// The `endpoint` label of a prefix (`/` for the root).
+pub(crate) fn endpoint_label(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "/".to_owned()
+    } else {
+        prefix.to_owned()
+    }
 }

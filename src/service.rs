@@ -20,7 +20,7 @@ use actix_web::{
 use crate::{
     config::Config,
     endpoint::{Authorize, Carry, Endpoint, Refuse},
-    manager::SessionManager,
+    manager::{Mounted, SessionManager},
     session::Session,
     transport::{http, meta, websocket, Role, Row, TABLE},
 };
@@ -251,6 +251,7 @@ fn check_one_manager<A: Session>(prefix: &str, manager: &Addr<SessionManager<A>>
 impl<A: Session> HttpServiceFactory for SockJs<A> {
     fn register(self, config: &mut AppService) {
         check_one_manager(&self.prefix, &self.manager);
+        self.manager.do_send(Mounted(self.prefix.clone()));
         let endpoint = Endpoint::new(&self.prefix, self.manager, self.config, self.authorize, self.carry);
         let rows: Vec<&'static Row> =
             TABLE.iter().filter(|row| endpoint.config.is_enabled(row.transport)).collect();

@@ -674,6 +674,10 @@ fn metrics_count_sessions_messages_and_causes() {
     assert_eq!(flood.matches(&"y".repeat(100)).count(), 100, "100 messages of 100 bytes");
     assert_eq!(p.next(), Event::Message("hello".into()));
     assert_eq!(p.next(), Event::Message("flood".into()));
+    // The flood's 10 KB were queued at once: two 4 KiB steps, until the
+    // session's next turn.
+    let queued = r#"sockjs_queue_bytes{endpoint="/metered"}"#;
+    assert_eq!(sample(&handle.render(), queued), 8192.0);
     p.ask(Broadcast::text("to all"));
     assert_eq!(ws.recv_text(), r#"a["to all"]"#);
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["close"]"#).status(), 204);
@@ -695,9 +699,15 @@ fn metrics_count_sessions_messages_and_causes() {
     // The echo, the flood, and the broadcast to both sessions.
     assert_eq!(sample(&text, &series("sockjs_messages_out_total")), 103.0);
     assert_eq!(sample(&text, &series("sockjs_message_bytes_out_total")), 10_017.0);
-    assert!(sample(&text, "sockjs_broadcast_receivers_count") >= 1.0);
+    // Broadcast metrics carry the endpoint: the one broadcast, to two sessions.
+    assert_eq!(sample(&text, &series("sockjs_broadcast_receivers_count")), 1.0);
+    assert_eq!(sample(&text, &series("sockjs_broadcast_receivers_sum")), 2.0);
+    assert_eq!(sample(&text, &series("sockjs_broadcast_fanout_seconds_count")), 1.0);
     // The 100 sends of one turn were queued together before the flush.
     assert!(sample(&text, &series("sockjs_queue_bytes_high_water")) >= 10_000.0);
+    // The present queue, which goes down: nothing is queued once the
+    // sessions are gone.
+    assert_eq!(sample(&text, &series("sockjs_queue_bytes")), 0.0);
 }
 
 #[test]

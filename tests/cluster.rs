@@ -74,17 +74,6 @@ fn metric(port: u16, name: &str) -> f64 {
         .sum()
 }
 
-/// How many subscribers Redis counts on a channel (a node subscribes to a
-/// group's channel while it has members in the group).
-fn subscribers(redis_port: u16, channel: &str) -> u64 {
-    let out = Command::new(program("redis-cli"))
-        .args(["-p", &redis_port.to_string(), "PUBSUB", "NUMSUB", channel])
-        .output()
-        .expect("run redis-cli");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(u64::MAX)
-}
-
 fn haproxy(lb: u16, cookie_lb: u16, node1: u16, node2: u16) -> Proc {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster/haproxy.cfg");
     let child = Command::new(program("haproxy"))
@@ -328,9 +317,6 @@ fn cluster_broadcast_through_haproxy_and_redis() {
         "sessions opened on both nodes (the clients, 8 cookie sessions)"
     );
 
-    // Everyone starts in the lobby, a group: both nodes take its traffic.
-    wait_for("both nodes to subscribe to the lobby", || subscribers(redis_port, "chat:g:lobby") == 2);
-
     // One sender on each node; every client gets both streams exactly once,
     // each in its sender's order.
     let a = clients.iter().position(|c| c.node == "n1").expect("a client on n1");
@@ -372,8 +358,7 @@ fn cluster_broadcast_through_haproxy_and_redis() {
     }
 
     // A room across nodes: its messages reach its members on both nodes
-    // exactly once, nobody else; a node takes the room's traffic only while
-    // it has members in it.
+    // exactly once, nobody else.
     let z = (0..clients.len())
         .find(|&i| i != a && i != b && clients[i].node == "n2")
         .expect("a third client on n2");
@@ -381,13 +366,12 @@ fn cluster_broadcast_through_haproxy_and_redis() {
         clients[i].send("/join blue");
         clients[i].read_until("you are in blue");
     }
-    wait_for("both nodes to subscribe to blue", || subscribers(redis_port, "chat:g:blue") == 2);
     for i in 0..5 {
         clients[a].send(&format!("blue-{i}"));
     }
     // After the room's messages, from the same node: a private message to
-    // z. Redis keeps one publisher's order across channels, so z would
-    // have any blue message before this one.
+    // z. A node's messages arrive in order, so z would have any blue
+    // message before this one.
     let z_name = clients[z].name.clone();
     clients[a].send(&format!("/to {z_name} after-blue"));
     for i in [a, b] {
@@ -396,20 +380,17 @@ fn cluster_broadcast_through_haproxy_and_redis() {
     }
     clients[z].read_until("(private): after-blue");
     assert!(!clients[z].has(": blue-0"), "{} is not in blue", clients[z].name);
-    clients[b].send("/leave");
-    clients[b].read_until("you left blue");
-    wait_for("node 2, without members in blue, to unsubscribe", || {
-        subscribers(redis_port, "chat:g:blue") == 1
-    });
-    clients[a].send("/leave");
-    clients[a].read_until("you left blue");
-    wait_for("node 1 to unsubscribe too", || subscribers(redis_port, "chat:g:blue") == 0);
+    for i in [b, a] {
+        clients[i].send("/leave");
+        clients[i].read_until("you left blue");
+    }
     for i in [a, b] {
         clients[i].send("/join lobby");
         clients[i].read_until("you are in lobby");
     }
 
-    // Redis goes away: each node keeps broadcasting to its own sessions.
+    // Redis goes away: each node keeps broadcasting to its own sessions at
+    // once, and the other node's sessions get it once Redis is back.
     drop(redis_server);
     for port in [n1.port, n2_port] {
         wait_for("the bridges to notice", || metric(port, "sockjs_redis_bridge_up") == 0.0);
@@ -419,24 +400,25 @@ fn cluster_broadcast_through_haproxy_and_redis() {
     for c in clients.iter_mut() {
         c.read_until(if c.node == "n1" { ": L-0" } else { ": L-1" });
     }
-    // ... and cluster broadcast resumes once Redis is back.
+    for port in [n1.port, n2_port] {
+        assert_eq!(metric(port, "sockjs_redis_outbox_messages"), 1.0, "the outage broadcast waits");
+    }
     let redis_server = redis(redis_port);
     for port in [n1.port, n2_port] {
-        wait_for("the bridges to resubscribe", || metric(port, "sockjs_redis_bridge_up") == 1.0);
+        wait_for("the bridges to be up again", || metric(port, "sockjs_redis_bridge_up") == 1.0);
     }
     clients[a].send("R-0");
     clients[b].send("R-1");
     for c in &mut clients {
         c.read_until(": R-0");
         c.read_until(": R-1");
-        let local = if c.node == "n1" { "L-0" } else { "L-1" };
-        assert_eq!(c.tagged("L-"), [local], "{:?} on {}: outage broadcasts stay local", c.kind, c.node);
+        assert_eq!(c.tagged("L-").len(), 2, "{:?} on {}: both outage broadcasts, once", c.kind, c.node);
         assert_eq!(c.tagged("R-").len(), 2, "{:?} on {}", c.kind, c.node);
     }
-    assert!(
-        metric(n1.port, "sockjs_redis_dropped_total") >= 1.0,
-        "the outage broadcast was counted as dropped"
-    );
+    for port in [n1.port, n2_port] {
+        assert_eq!(metric(port, "sockjs_redis_dropped_total"), 0.0, "nothing dropped");
+        assert_eq!(metric(port, "sockjs_redis_outbox_messages"), 0.0, "the outbox is empty");
+    }
 
     // Node 2 dies: its clients reconnect through haproxy, land on node 1 and
     // get the following broadcasts; node 1's clients notice nothing.
@@ -455,4 +437,261 @@ fn cluster_broadcast_through_haproxy_and_redis() {
         assert_eq!(c.tagged("F-"), ["F-0"], "{:?}", c.kind);
     }
     drop(redis_server);
+}
+
+// ---------------------------------------------------------------------------
+// The cluster link under failure: two test servers (`--redis`) and a
+// real redis-server that is killed, stopped and restarted. Clients talk
+// to the nodes directly; every node's `/broadcast` reaches every node.
+
+/// A test server in the cluster on `redis_port`.
+fn test_node(name: &str, redis_port: u16, extra: &[&str]) -> TestServer {
+    let url = format!("redis://127.0.0.1:{redis_port}/");
+    let mut args = vec!["--redis", url.as_str(), "--node", name];
+    args.extend_from_slice(extra);
+    TestServer::start_example_with("test_server", &["redis"], &args)
+}
+
+/// The `/broadcast` bridge's health from a test server's `GET /cluster`.
+fn bridge(port: u16) -> serde_json::Value {
+    let res = request(port, "GET", "/cluster", &[], None);
+    assert_eq!(res.status(), 200, "GET /cluster: {}", res.body);
+    let health: serde_json::Value = serde_json::from_str(&res.body).expect("JSON health");
+    health["bridges"]["/broadcast"].clone()
+}
+
+fn is_up(port: u16) -> bool {
+    bridge(port)["up"] == true
+}
+
+/// Sends a signal to a process (`STOP`, `CONT`).
+fn signal(process: &Proc, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &process.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name}");
+}
+
+/// Receivers on both nodes, over three transports, each read by a thread
+/// of its own from the start (a polling client keeps polling), and a
+/// sender on each node (a WebSocket client that only sends).
+struct Mesh {
+    senders: [common::Client; 2],
+    readers: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Mesh {
+    fn open(ports: [u16; 2]) -> Self {
+        let mut receivers = Vec::new();
+        for port in ports {
+            receivers.push(common::Client::websocket(port, "/broadcast"));
+            receivers.push(common::Client::stream(port, "/broadcast"));
+            receivers.push(common::Client::poll(port, "/broadcast"));
+        }
+        let readers =
+            receivers.into_iter().map(|client| std::thread::spawn(move || read_to_end(client))).collect();
+        let senders = ports.map(|port| common::Client::websocket(port, "/broadcast"));
+        Self { senders, readers }
+    }
+
+    /// What each receiver got, in order: node 1's three, then node 2's.
+    fn collect(self) -> Vec<Vec<String>> {
+        self.readers.into_iter().map(|r| r.join().expect("a reader")).collect()
+    }
+}
+
+/// Reads until both `A-end` and `B-end` came; a read that times out ends
+/// the list (the assertions then show what is missing).
+fn read_to_end(mut client: common::Client) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut ends = 0;
+    while ends < 2 {
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| client.recv()));
+        let Ok(msg) = next else {
+            got.push("(timed out)".to_owned());
+            break;
+        };
+        ends += usize::from(msg.ends_with("-end"));
+        got.push(msg);
+    }
+    got
+}
+
+/// The messages of one sender (`A-` or `B-`) a client got, in order.
+fn from<'a>(got: &'a [String], tag: &str) -> Vec<&'a str> {
+    got.iter().map(String::as_str).filter(|m| m.starts_with(tag)).collect()
+}
+
+/// `A-0` .. `A-{n-1}`, `A-end`.
+fn all_of(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}{i}")).chain([format!("{tag}end")]).collect()
+}
+
+/// Both senders send `n` messages, one every 10 ms each (100 a second per
+/// node), while `during` runs on this thread, started `after` the first;
+/// then each sends its `-end` once both nodes' bridges are up.
+fn broadcast_while(
+    mesh: &mut Mesh,
+    n: usize,
+    after: Duration,
+    ports: [u16; 2],
+    during: impl FnOnce() + Send,
+) {
+    send_paced(mesh, n, after, during);
+    send_ends(mesh, ports);
+}
+
+/// Both senders send `A-0`.. and `B-0`.. (`n` each, 100 a second), while
+/// `during` runs, started `after` the first.
+fn send_paced(mesh: &mut Mesh, n: usize, after: Duration, during: impl FnOnce() + Send) {
+    let [a, b] = &mut mesh.senders;
+    std::thread::scope(|scope| {
+        for (client, tag) in [(a, "A-"), (b, "B-")] {
+            scope.spawn(move || {
+                let start = Instant::now();
+                for i in 0..n {
+                    client.send(&format!("{tag}{i}"));
+                    let next = start + Duration::from_millis(10) * (i as u32 + 1);
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+            });
+        }
+        std::thread::sleep(after);
+        during();
+    });
+}
+
+/// `A-end` and `B-end`, once both nodes' bridges are up.
+fn send_ends(mesh: &mut Mesh, ports: [u16; 2]) {
+    for port in ports {
+        wait_for("the bridges to be up", || is_up(port));
+    }
+    mesh.senders[0].send("A-end");
+    mesh.senders[1].send("B-end");
+}
+
+/// Redis and two test servers on it, `n1` started with `n1_args`, both
+/// bridges up.
+struct Cluster {
+    redis: Option<Proc>,
+    redis_port: u16,
+    nodes: [TestServer; 2],
+}
+
+impl Cluster {
+    fn start(n1_args: &[&str]) -> Self {
+        let redis_port = free_port();
+        let redis = Some(redis(redis_port));
+        let nodes = [test_node("n1", redis_port, n1_args), test_node("n2", redis_port, &[])];
+        for node in &nodes {
+            wait_for("the bridges to be up", || is_up(node.port));
+        }
+        Self { redis, redis_port, nodes }
+    }
+
+    fn ports(&self) -> [u16; 2] {
+        self.nodes.each_ref().map(|node| node.port)
+    }
+
+    /// Kills Redis (SIGKILL), waits until both nodes report it down, and
+    /// starts it again, empty (no persistence), `away` after the kill.
+    fn restart_redis(&mut self, away: Duration) {
+        let killed = Instant::now();
+        self.kill_redis();
+        std::thread::sleep(away.saturating_sub(killed.elapsed()));
+        self.start_redis();
+    }
+
+    /// Kills Redis (SIGKILL) and waits until both nodes report it down.
+    fn kill_redis(&mut self) {
+        drop(self.redis.take());
+        for port in self.ports() {
+            wait_for("the bridges to report Redis down", || !is_up(port));
+        }
+    }
+
+    fn start_redis(&mut self) {
+        self.redis = Some(redis(self.redis_port));
+    }
+}
+
+#[test]
+fn nothing_is_lost_across_a_redis_restart() {
+    let mut cluster = Cluster::start(&[]);
+    let ports = cluster.ports();
+    let mut mesh = Mesh::open(ports);
+    // 10 s of broadcasts from both nodes; Redis is killed (SIGKILL) after
+    // 2.5 s and started again 5 s later.
+    broadcast_while(&mut mesh, 1000, Duration::from_millis(2500), ports, || {
+        cluster.restart_redis(Duration::from_secs(5));
+    });
+    for got in mesh.collect() {
+        assert_eq!(from(&got, "A-"), all_of("A-", 1000), "node 1's broadcasts, each once, in order");
+        assert_eq!(from(&got, "B-"), all_of("B-", 1000), "node 2's broadcasts, each once, in order");
+    }
+    for port in ports {
+        assert_eq!(bridge(port)["dropped"], 0, "nothing dropped within the outbox's bound");
+    }
+}
+
+#[test]
+fn a_stalled_redis_is_reported_down_and_loses_nothing() {
+    let cluster = Cluster::start(&[]);
+    let ports = cluster.ports();
+    let redis_server = cluster.redis.as_ref().expect("redis runs");
+    let mut mesh = Mesh::open(ports);
+    let mut reported = Vec::new();
+    // Redis stopped (SIGSTOP) for 5 s in the middle of 8 s of broadcasts.
+    broadcast_while(&mut mesh, 800, Duration::from_secs(1), ports, || {
+        signal(redis_server, "STOP");
+        let stopped = Instant::now();
+        for port in ports {
+            wait_for("the bridges to report Redis down", || !is_up(port));
+            reported.push(stopped.elapsed());
+        }
+        std::thread::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed()));
+        signal(redis_server, "CONT");
+    });
+    for took in reported {
+        // The bound: down within 2 s (the health timeout is 1 s).
+        assert!(took < Duration::from_secs(2), "a stalled Redis was reported after {took:?}");
+    }
+    for got in mesh.collect() {
+        assert_eq!(from(&got, "A-"), all_of("A-", 800), "node 1's broadcasts, each once, in order");
+        assert_eq!(from(&got, "B-"), all_of("B-", 800), "node 2's broadcasts, each once, in order");
+    }
+}
+
+#[test]
+fn beyond_the_outbox_bound_the_counted_drops_are_what_clients_miss() {
+    // Node 1 keeps at most 50 messages for Redis.
+    let mut cluster = Cluster::start(&["--redis-outbox", "50"]);
+    let ports = cluster.ports();
+    let mut mesh = Mesh::open(ports);
+    // Redis is away while each node sends 300 messages (none is in flight
+    // when it goes, so the count is exact: a message whose XADD was sent
+    // as Redis failed counts as dropped even if Redis took it).
+    cluster.kill_redis();
+    send_paced(&mut mesh, 300, Duration::ZERO, || {});
+    cluster.start_redis();
+    send_ends(&mut mesh, ports);
+    let dropped = bridge(ports[0])["dropped"].as_u64().expect("a count");
+    assert_eq!(dropped, 250, "node 1's outbox kept the newest 50");
+    let got = mesh.collect();
+    // Node 2's clients miss exactly what node 1 dropped, and get the rest
+    // once, in order.
+    for got in &got[3..] {
+        let a = from(got, "A-");
+        let numbers: Vec<usize> = a.iter().filter_map(|m| m[2..].parse().ok()).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order, once: {a:?}");
+        assert_eq!(a.last(), Some(&"A-end"));
+        assert_eq!(300 - numbers.len() as u64, dropped, "missed = dropped");
+        assert_eq!(from(got, "B-"), all_of("B-", 300), "node 2's own broadcasts");
+    }
+    // Node 1's clients got all of node 1's, and all of node 2's.
+    for got in &got[..3] {
+        assert_eq!(from(got, "A-"), all_of("A-", 300));
+        assert_eq!(from(got, "B-"), all_of("B-", 300), "node 2's bound was not reached");
+    }
 }

@@ -5,12 +5,12 @@
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::{next_serial, Directory, Opening, SessionManager, Starter, Target};
 use crate::{
     admission::Refusal,
-    protocol::{json_string, Escape, Transport},
+    protocol::Transport,
+    relay::{Audience, RelayMessage, Relayed, SetRelay},
     session::{
         command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared,
     },
@@ -54,9 +54,8 @@ pub struct Broadcast {
 }
 
 /// A payload from a text, encoded once.
-pub(crate) fn shared(text: String) -> Arc<Shared> {
-    let json = json_string(&text, Escape::SockJs).into_boxed_str();
-    Arc::new(Shared { text: text.into_boxed_str(), json })
+fn shared(text: String) -> Arc<Shared> {
+    crate::relay::payload(text)
 }
 
 fn ids<I, S>(ids: I) -> Box<[Arc<str>]>
@@ -155,18 +154,19 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
         }
         // Other nodes get what this one could not deliver: a list's ids
         // that have no session here; everything else as it is.
-        let target = match target {
+        let audience = match target {
             Target::Ids(ids) => {
                 let elsewhere: Box<[Arc<str>]> =
                     ids.iter().filter(|id| self.serials_of(id).next().is_none()).cloned().collect();
                 if elsewhere.is_empty() {
                     return;
                 }
-                Target::Ids(elsewhere)
+                Audience::Ids(elsewhere)
             }
-            target => target,
+            Target::All => Audience::All,
+            Target::Group(group) => Audience::Group(group),
         };
-        self.relay(ClusterMessage::Deliver { to: target, except, payload });
+        self.relay(RelayMessage { audience, except, payload });
     }
 }
 
@@ -253,14 +253,20 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 
     fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
-        if self.deliver_to(&msg.id, &msg.payload) {
-            return MessageResult(Delivery::Delivered);
-        }
-        if self.relay(ClusterMessage::SendTo(msg.id.clone(), msg.payload)) {
-            return MessageResult(Delivery::Forwarded);
-        }
-        log::debug!("sockjs: message for unknown session {}", msg.id);
-        MessageResult(Delivery::Unknown)
+        let delivery = if self.deliver_to(&msg.id, &msg.payload) {
+            Delivery::Delivered
+        } else if self.relay(RelayMessage {
+            audience: Audience::Session(msg.id.clone()),
+            except: Box::default(),
+            payload: msg.payload,
+        }) {
+            Delivery::Forwarded
+        } else {
+            log::debug!("sockjs: message for unknown session {}", msg.id);
+            Delivery::Unknown
+        };
+        self.metrics.sent_to(delivery);
+        MessageResult(delivery)
     }
 }
 
@@ -338,6 +344,7 @@ where
     fn handle(&mut self, Deliver { id, msg }: Deliver<M>, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
         let Some(entry) = self.serials_of(&id).find_map(|serial| self.sessions.get(&serial)) else {
+            self.metrics.sent_to(Delivery::Unknown);
             return MessageResult(Delivery::Unknown);
         };
         // The manager keeps no `Addr` per session (an actix address costs a
@@ -348,10 +355,12 @@ where
                 addr.do_send(msg);
             }
         });
-        match entry.tx.send(Command::Address(Box::new(hand_over))) {
-            Ok(()) => MessageResult(Delivery::Delivered),
-            Err(_) => MessageResult(Delivery::Unknown),
-        }
+        let delivery = match entry.tx.send(Command::Address(Box::new(hand_over))) {
+            Ok(()) => Delivery::Delivered,
+            Err(_) => Delivery::Unknown,
+        };
+        self.metrics.sent_to(delivery);
+        MessageResult(delivery)
     }
 }
 
@@ -765,50 +774,26 @@ impl<A: Session> Handler<GetSession<A>> for SessionManager<A> {
     }
 }
 
-/// What a manager hands its relay, and what a relay hands the manager from
-/// other nodes.
-#[derive(Debug, Clone)]
-pub(crate) enum ClusterMessage {
-    /// A broadcast: to everyone, a group or a list, but the `except` ids.
-    Deliver { to: Target, except: Box<[Arc<str>]>, payload: Arc<Shared> },
-    /// To the session with this id.
-    SendTo(Arc<str>, Arc<Shared>),
-    /// This node has members in the group now: take the group's traffic.
-    Watch(
-        #[cfg_attr(not(feature = "redis"), expect(dead_code, reason = "read by the Redis relay"))] Arc<str>,
-    ),
-    /// This node has no members in the group any more.
-    Unwatch(
-        #[cfg_attr(not(feature = "redis"), expect(dead_code, reason = "read by the Redis relay"))] Arc<str>,
-    ),
-}
-
-/// A message from another node, for this node's sessions only.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct Relayed(pub(crate) ClusterMessage);
-
 impl<A: Session> Handler<Relayed> for SessionManager<A> {
     type Result = ();
 
     fn handle(&mut self, Relayed(msg): Relayed, _: &mut Context<Self>) {
         self.read_notes();
-        match msg {
-            ClusterMessage::Deliver { to, except, payload } => {
-                self.fan_out(&payload, &to, &except);
+        let RelayMessage { audience, except, payload } = msg;
+        let target = match audience {
+            Audience::Session(id) => {
+                if !self.deliver_to(&id, &payload) {
+                    log::trace!("sockjs: a relayed message for {id} found no session here");
+                }
+                return;
             }
-            ClusterMessage::SendTo(id, payload) => {
-                self.deliver_to(&id, &payload);
-            }
-            ClusterMessage::Watch(_) | ClusterMessage::Unwatch(_) => {}
-        }
+            Audience::All => Target::All,
+            Audience::Group(group) => Target::Group(group),
+            Audience::Ids(ids) => Target::Ids(ids),
+        };
+        self.fan_out(&payload, &target, &except);
     }
 }
-
-/// Gives the manager a relay to other nodes (or takes it away).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct SetRelay(pub(crate) Option<UnboundedSender<ClusterMessage>>);
 
 impl<A: Session> Handler<SetRelay> for SessionManager<A> {
     type Result = ();
@@ -816,11 +801,25 @@ impl<A: Session> Handler<SetRelay> for SessionManager<A> {
     fn handle(&mut self, SetRelay(relay): SetRelay, _: &mut Context<Self>) {
         self.read_notes();
         self.relay = relay;
-        // A new relay takes the traffic of the groups that have members here.
-        let groups: Vec<Arc<str>> = self.groups.keys().cloned().collect();
-        for group in groups {
-            self.relay(ClusterMessage::Watch(group));
+        // A new relay is told of the groups that have members here.
+        if let Some(relay) = self.relay.as_mut() {
+            for group in self.groups.keys() {
+                relay.watch(group);
+            }
         }
+    }
+}
+
+/// Tells a manager the prefix it is mounted at: its metrics' `endpoint` label.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Mounted(pub(crate) String);
+
+impl<A: Session> Handler<Mounted> for SessionManager<A> {
+    type Result = ();
+
+    fn handle(&mut self, Mounted(prefix): Mounted, _: &mut Context<Self>) {
+        self.metrics = super::ManagerMetrics::new(&prefix);
     }
 }
 

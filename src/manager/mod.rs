@@ -21,21 +21,20 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use ::metrics::{counter, histogram, Counter, Histogram};
 use actix::{fut::ActorFuture, Actor, Addr, AsyncContext, Context};
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::{
     admission::{Caps, Refusal},
-    metrics::broadcast_fanout,
+    metrics::{describe, endpoint_label, BROADCAST_FANOUT, BROADCAST_RECEIVERS, SEND_TO},
     protocol::Transport,
+    relay::{Relay, RelayMessage},
     session::{Command, CommandTx, Note, NotesRx, NotesTx, RequestInfo, Session, SessionState, Shared},
 };
 
 mod messages;
 
-#[cfg(feature = "redis")]
-pub(crate) use messages::{shared as shared_text, Relayed, SetRelay};
-pub(crate) use messages::{Acquire, Acquired, ClusterMessage, GetDirectory, RegisterSocket};
+pub(crate) use messages::{Acquire, Acquired, GetDirectory, Mounted, RegisterSocket};
 pub use messages::{
     Broadcast, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave, ListSessions, SendTo,
     SessionCount, SessionCounts, SessionInfo, Shutdown,
@@ -163,9 +162,46 @@ pub struct SessionManager<A: Session> {
     per_client: HashMap<IpAddr, usize>,
     shutting_down: bool,
     /// Where broadcasts also go, to reach other nodes.
-    relay: Option<UnboundedSender<ClusterMessage>>,
+    relay: Option<Box<dyn Relay>>,
     notes: NotesTx,
     notes_rx: NotesRx,
+    metrics: ManagerMetrics,
+}
+
+/// The manager's metric handles, labelled with its endpoint once mounted.
+#[derive(Debug)]
+pub(crate) struct ManagerMetrics {
+    fanout: Histogram,
+    receivers: Histogram,
+    /// [`SendTo`] and [`Deliver`] answers: delivered, forwarded, unknown.
+    sent_to: [Counter; 3],
+}
+
+impl ManagerMetrics {
+    pub(crate) fn new(prefix: &str) -> Self {
+        describe();
+        let endpoint = endpoint_label(prefix);
+        Self {
+            fanout: histogram!(BROADCAST_FANOUT, "endpoint" => endpoint.clone()),
+            receivers: histogram!(BROADCAST_RECEIVERS, "endpoint" => endpoint.clone()),
+            sent_to: ["delivered", "forwarded", "unknown"]
+                .map(|result| counter!(SEND_TO, "endpoint" => endpoint.clone(), "result" => result)),
+        }
+    }
+
+    fn broadcast(&self, took: std::time::Duration, receivers: usize) {
+        self.fanout.record(took);
+        self.receivers.record(receivers as f64);
+    }
+
+    pub(crate) fn sent_to(&self, delivery: Delivery) {
+        let i = match delivery {
+            Delivery::Delivered => 0,
+            Delivery::Forwarded => 1,
+            Delivery::Unknown => 2,
+        };
+        self.sent_to[i].increment(1);
+    }
 }
 
 /// One session, as the manager knows it.
@@ -264,6 +300,7 @@ impl<A: Session> SessionManager<A> {
             relay: None,
             notes,
             notes_rx,
+            metrics: ManagerMetrics::new(""),
         }
     }
 
@@ -333,7 +370,9 @@ impl<A: Session> SessionManager<A> {
             let members = self.groups.entry(group.clone()).or_default();
             members.insert(serial);
             if members.len() == 1 {
-                self.relay(ClusterMessage::Watch(group));
+                if let Some(relay) = self.relay.as_mut() {
+                    relay.watch(&group);
+                }
             }
         }
         true
@@ -353,7 +392,9 @@ impl<A: Session> SessionManager<A> {
             members.remove(&serial);
             if members.is_empty() {
                 if let Some((group, _)) = self.groups.remove_entry(group) {
-                    self.relay(ClusterMessage::Unwatch(group));
+                    if let Some(relay) = self.relay.as_mut() {
+                        relay.unwatch(&group);
+                    }
                 }
             }
         }
@@ -467,7 +508,7 @@ impl<A: Session> SessionManager<A> {
                 }
             }
         }
-        broadcast_fanout(start.elapsed(), sent);
+        self.metrics.broadcast(start.elapsed(), sent);
         for serial in dead {
             self.remove(serial);
         }
@@ -490,14 +531,10 @@ impl<A: Session> SessionManager<A> {
         found
     }
 
-    /// Passes a message to the relay; `false` if there is none running.
-    fn relay(&mut self, msg: ClusterMessage) -> bool {
-        let Some(relay) = &self.relay else { return false };
-        if relay.send(msg).is_err() {
-            log::warn!("sockjs: cluster relay stopped; broadcasts stay on this node");
-            self.relay = None;
-            return false;
-        }
+    /// Passes a message to the relay; `false` if there is none.
+    fn relay(&mut self, msg: RelayMessage) -> bool {
+        let Some(relay) = self.relay.as_mut() else { return false };
+        relay.publish(msg);
         true
     }
 }

@@ -299,6 +299,8 @@ where
     counted_open: bool,
     /// `stop()` closed the session: run `on_close(Stopped)`, then stop.
     stop_requested: bool,
+    /// The queue depth last reported to the metrics, in 4 KiB steps.
+    queue_reported: u16,
 }
 
 impl<A> fmt::Debug for SessionContext<A>
@@ -795,7 +797,7 @@ where
             self.finish();
         }
         let before = (self.machine.attached(), self.parts.state());
-        self.setup.metrics.queue_depth(self.machine.queued());
+        self.setup.metrics.queue_depth(self.machine.queued(), &mut self.queue_reported);
         let written = self.machine.flush();
         self.written(written);
         if !self.machine.attached() {
@@ -819,6 +821,7 @@ where
 {
     fn drop(&mut self) {
         self.record_close(None);
+        self.setup.metrics.queue_depth(0, &mut self.queue_reported);
         self.machine.end();
         self.setup.notes.note(self.setup.serial, Note::Ended);
         log::trace!("sockjs {}: session ended", self.setup.id);
@@ -983,6 +986,7 @@ pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: Command
         needs_poll: false,
         counted_open: false,
         stop_requested: false,
+        queue_reported: 0,
     };
     ctx.parts.spawn(Pump { rx });
     actix::spawn(SessionFut { fut: ContextFut::new(ctx, act, mailbox) });

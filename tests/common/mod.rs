@@ -605,7 +605,10 @@ impl Client {
                 Link::Stream(conn) => conn.chunk().expect("the stream goes on"),
                 Link::Poll => post(self.port, &format!("{}/xhr", self.url), "").body,
             };
-            self.inbox.extend(frame_messages(&frame).unwrap_or_default());
+            // A chunk may carry several frames, a line each.
+            for frame in frame.split_inclusive('\n') {
+                self.inbox.extend(frame_messages(frame).unwrap_or_default());
+            }
         }
         self.inbox.pop_front().expect("a message")
     }

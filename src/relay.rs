@@ -1,0 +1,325 @@
+//! Relays: how a [`SessionManager`](crate::SessionManager) reaches the other
+//! nodes of a cluster.
+//!
+//! A manager delivers every broadcast to its own sessions, then hands it to
+//! its relay, if it has one, as a [`RelayMessage`]; a [`SendTo`](crate::SendTo)
+//! whose id has no session on this node goes the same way. The relay carries
+//! it to the other nodes, whose relays hand it to their managers with
+//! [`Relayed`]; each manager delivers it to its own sessions. A relay is
+//! installed with [`SetRelay`].
+//!
+//! [`cluster::RedisBridge`](crate::cluster::RedisBridge) (cargo feature
+//! `redis`) is one relay. Another broker (NATS, Kafka, a database's
+//! notifications) needs only an implementation of [`Relay`] that publishes
+//! what [`Relay::publish`] gets and a task that sends [`Relayed`] for what
+//! arrives. What such a relay should guarantee, as the Redis one does:
+//!
+//! - **order**: messages of one node arrive in the order it published them;
+//! - **once**: a message published once is delivered once per node, even
+//!   when the relay retries after a broker failure (tag messages with the
+//!   sender and a sequence number and drop what was seen);
+//! - **not to oneself**: a node's own messages are not handed back to it
+//!   (its manager delivered them already).
+//!
+//! # Examples
+//!
+//! A relay between two managers of one process, the smallest relay there
+//! is (a broker relay publishes instead of sending):
+//!
+//! ```
+//! use actix::prelude::*;
+//! use actix_sockjs::{
+//!     relay::{Relay, RelayMessage, Relayed, SetRelay},
+//!     Broadcast, Session, SessionContext, SessionManager,
+//! };
+//!
+//! # struct Echo;
+//! # impl Actor for Echo { type Context = SessionContext<Self>; }
+//! # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+//! /// Hands everything to one other manager.
+//! struct Direct(Recipient<Relayed>);
+//!
+//! impl Relay for Direct {
+//!     fn publish(&mut self, msg: RelayMessage) {
+//!         self.0.do_send(Relayed(msg));
+//!     }
+//! }
+//!
+//! # actix::System::new().block_on(async {
+//! let one = SessionManager::new(|| Echo).start();
+//! let two = SessionManager::new(|| Echo).start();
+//! one.do_send(SetRelay::to(Direct(two.clone().recipient())));
+//! two.do_send(SetRelay::to(Direct(one.clone().recipient())));
+//! // Reaches the sessions of both.
+//! one.do_send(Broadcast::text("hello"));
+//! # });
+//! ```
+
+use std::{fmt, sync::Arc};
+
+use actix::Message;
+
+use crate::{
+    protocol::{json_string, Escape},
+    session::Shared,
+};
+
+/// A payload from a text, encoded once for every session that gets it.
+pub(crate) fn payload(text: String) -> Arc<Shared> {
+    let json = json_string(&text, Escape::SockJs).into_boxed_str();
+    Arc::new(Shared { text: text.into_boxed_str(), json })
+}
+
+/// Who a [`RelayMessage`] is for.
+///
+/// # Examples
+///
+/// ```
+/// use actix_sockjs::relay::Audience;
+///
+/// let room = Audience::Group("lobby".into());
+/// assert!(matches!(room, Audience::Group(name) if &*name == "lobby"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Audience {
+    /// Every session of the endpoint.
+    All,
+    /// The members of a group.
+    Group(Arc<str>),
+    /// The sessions with these ids.
+    Ids(Box<[Arc<str>]>),
+    /// The session with this id (a [`SendTo`](crate::SendTo)).
+    Session(Arc<str>),
+}
+
+/// A message for the sessions of other nodes: who it is for, whom to leave
+/// out, and its text (encoded once, however many sessions get it).
+///
+/// # Examples
+///
+/// ```
+/// use actix_sockjs::relay::{Audience, RelayMessage};
+///
+/// let msg = RelayMessage::new(Audience::All, ["a1"], "hello");
+/// assert_eq!(msg.text(), "hello");
+/// assert_eq!(msg.audience(), &Audience::All);
+/// assert_eq!(&*msg.except()[0], "a1");
+/// ```
+#[derive(Clone)]
+pub struct RelayMessage {
+    pub(crate) audience: Audience,
+    pub(crate) except: Box<[Arc<str>]>,
+    pub(crate) payload: Arc<Shared>,
+}
+
+impl fmt::Debug for RelayMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayMessage")
+            .field("audience", &self.audience)
+            .field("except", &self.except)
+            .field("text", &self.payload.text)
+            .finish()
+    }
+}
+
+impl RelayMessage {
+    /// A message for `audience` but the sessions `except`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::relay::{Audience, RelayMessage};
+    ///
+    /// let msg = RelayMessage::new(Audience::Session("a1".into()), [] as [&str; 0], "psst");
+    /// assert!(msg.except().is_empty());
+    /// ```
+    pub fn new<I, S>(audience: Audience, except: I, text: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self {
+            audience,
+            except: except.into_iter().map(|id| Arc::from(id.as_ref())).collect(),
+            payload: payload(text.into()),
+        }
+    }
+
+    /// Who it is for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::relay::{Audience, RelayMessage};
+    /// let msg = RelayMessage::new(Audience::Ids(["a".into(), "b".into()].into()), [] as [&str; 0], "x");
+    /// assert!(matches!(msg.audience(), Audience::Ids(ids) if ids.len() == 2));
+    /// ```
+    pub fn audience(&self) -> &Audience {
+        &self.audience
+    }
+
+    /// The ids of the sessions it must not reach.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::relay::{Audience, RelayMessage};
+    /// let msg = RelayMessage::new(Audience::All, ["me"], "x");
+    /// assert_eq!(msg.except().len(), 1);
+    /// ```
+    pub fn except(&self) -> &[Arc<str>] {
+        &self.except
+    }
+
+    /// Its text, as the sessions will get it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::relay::{Audience, RelayMessage};
+    /// assert_eq!(RelayMessage::new(Audience::All, [] as [&str; 0], "hi").text(), "hi");
+    /// ```
+    pub fn text(&self) -> &str {
+        &self.payload.text
+    }
+}
+
+/// Carries a manager's messages to the other nodes of a cluster (see the
+/// [module docs](self) for what a relay should guarantee).
+///
+/// The manager calls it from its own thread, in the order the messages
+/// were sent to the manager; no method may block (queue and return).
+///
+/// # Examples
+///
+/// A relay that only counts (a real one publishes to a broker):
+///
+/// ```
+/// use actix_sockjs::relay::{Relay, RelayMessage};
+///
+/// #[derive(Default)]
+/// struct Counting(usize);
+///
+/// impl Relay for Counting {
+///     fn publish(&mut self, _: RelayMessage) {
+///         self.0 += 1;
+///     }
+/// }
+/// ```
+pub trait Relay: Send + 'static {
+    /// Carries `msg` to the other nodes.
+    fn publish(&mut self, msg: RelayMessage);
+
+    /// This node has members in `group` now (it had none). A broker with
+    /// a topic per group subscribes here; the default does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use actix_sockjs::relay::{Relay, RelayMessage};
+    /// struct Topics(Vec<Arc<str>>);
+    /// impl Relay for Topics {
+    ///     fn publish(&mut self, _: RelayMessage) {}
+    ///     fn watch(&mut self, group: &Arc<str>) {
+    ///         self.0.push(group.clone());
+    ///     }
+    /// }
+    /// ```
+    fn watch(&mut self, group: &Arc<str>) {
+        let _ = group;
+    }
+
+    /// This node has no members in `group` any more. The default does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use actix_sockjs::relay::{Relay, RelayMessage};
+    /// struct Topics(Vec<Arc<str>>);
+    /// impl Relay for Topics {
+    ///     fn publish(&mut self, _: RelayMessage) {}
+    ///     fn unwatch(&mut self, group: &Arc<str>) {
+    ///         self.0.retain(|g| g != group);
+    ///     }
+    /// }
+    /// ```
+    fn unwatch(&mut self, group: &Arc<str>) {
+        let _ = group;
+    }
+}
+
+/// A message from another node, for this manager's sessions: what a relay
+/// sends to its manager for each message that arrives.
+///
+/// # Examples
+///
+/// ```
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// use actix_sockjs::relay::{Audience, RelayMessage, Relayed};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # actix::System::new().block_on(async {
+/// let manager = SessionManager::new(|| Echo).start();
+/// manager.do_send(Relayed(RelayMessage::new(Audience::All, [] as [&str; 0], "from afar")));
+/// # });
+/// ```
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Relayed(pub RelayMessage);
+
+/// Gives a manager its relay (or, with `None`, takes it away: broadcasts
+/// stay on this node from then on). A new relay is told of every group
+/// with members here ([`Relay::watch`]).
+///
+/// # Examples
+///
+/// ```
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// use actix_sockjs::relay::{Relay, RelayMessage, SetRelay};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// struct Nowhere;
+/// impl Relay for Nowhere {
+///     fn publish(&mut self, _: RelayMessage) {}
+/// }
+/// # actix::System::new().block_on(async {
+/// let manager = SessionManager::new(|| Echo).start();
+/// manager.do_send(SetRelay::to(Nowhere));
+/// manager.do_send(SetRelay(None));
+/// # });
+/// ```
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRelay(pub Option<Box<dyn Relay>>);
+
+impl SetRelay {
+    /// Installs `relay`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::relay::{Relay, RelayMessage, SetRelay};
+    /// struct Nowhere;
+    /// impl Relay for Nowhere {
+    ///     fn publish(&mut self, _: RelayMessage) {}
+    /// }
+    /// let set = SetRelay::to(Nowhere);
+    /// assert!(set.0.is_some());
+    /// ```
+    pub fn to(relay: impl Relay) -> Self {
+        Self(Some(Box::new(relay)))
+    }
+}
+
+impl fmt::Debug for SetRelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SetRelay").field(&self.0.as_ref().map(|_| "Relay")).finish()
+    }
+}

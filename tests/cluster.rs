@@ -464,13 +464,11 @@ fn is_up(port: u16) -> bool {
     bridge(port)["up"] == true
 }
 
-/// Sends a signal to a process (`STOP`, `CONT`).
-fn signal(process: &Proc, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &process.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name}");
+/// Sends a signal (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, name: &str) {
+    let status =
+        Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
 }
 
 /// Receivers on both nodes, over three transports, each read by a thread
@@ -639,7 +637,7 @@ fn nothing_is_lost_across_a_redis_restart() {
 fn a_stalled_redis_is_reported_down_and_loses_nothing() {
     let cluster = Cluster::start(&[]);
     let ports = cluster.ports();
-    let redis_server = cluster.redis.as_ref().expect("redis runs");
+    let redis_server = cluster.redis.as_ref().expect("redis runs").0.id();
     let mut mesh = Mesh::open(ports);
     let mut reported = Vec::new();
     // Redis stopped (SIGSTOP) for 5 s in the middle of 8 s of broadcasts.
@@ -660,6 +658,55 @@ fn a_stalled_redis_is_reported_down_and_loses_nothing() {
     for got in mesh.collect() {
         assert_eq!(from(&got, "A-"), all_of("A-", 800), "node 1's broadcasts, each once, in order");
         assert_eq!(from(&got, "B-"), all_of("B-", 800), "node 2's broadcasts, each once, in order");
+    }
+}
+
+#[test]
+fn connections_cut_by_redis_lose_nothing() {
+    let cluster = Cluster::start(&[]);
+    let ports = cluster.ports();
+    let mut mesh = Mesh::open(ports);
+    // Redis cuts every client connection (readers and publishers of both
+    // nodes) five times during 3 s of broadcasts.
+    broadcast_while(&mut mesh, 300, Duration::from_millis(200), ports, || {
+        for _ in 0..5 {
+            let out = Command::new(program("redis-cli"))
+                .args(["-p", &cluster.redis_port.to_string(), "CLIENT", "KILL", "TYPE", "normal"])
+                .output()
+                .expect("run redis-cli");
+            let killed: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+            assert!(killed >= 1, "connections cut: {killed}");
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    for got in mesh.collect() {
+        assert_eq!(from(&got, "A-"), all_of("A-", 300), "node 1's broadcasts, each once, in order");
+        assert_eq!(from(&got, "B-"), all_of("B-", 300), "node 2's broadcasts, each once, in order");
+    }
+}
+
+#[test]
+fn a_node_that_was_not_reading_when_redis_restarted_gets_what_redis_lost() {
+    let mut cluster = Cluster::start(&[]);
+    let ports = cluster.ports();
+    let mut mesh = Mesh::open(ports);
+    // Node 2 stops reading (its whole process is stopped) while node 1
+    // broadcasts, and Redis takes node 1's messages; then Redis dies, and
+    // comes back empty. Only node 1's outbox still has them.
+    let node2 = cluster.nodes[1].child.id();
+    signal(node2, "STOP");
+    for i in 0..100 {
+        mesh.senders[0].send(&format!("A-{i}"));
+    }
+    wait_for("Redis to take node 1's messages", || bridge(ports[0])["outbox_messages"] == 0);
+    drop(cluster.redis.take());
+    wait_for("node 1 to report Redis down", || !is_up(ports[0]));
+    cluster.start_redis();
+    wait_for("node 1 to be up again", || is_up(ports[0]));
+    signal(node2, "CONT");
+    send_ends(&mut mesh, ports);
+    for got in mesh.collect() {
+        assert_eq!(from(&got, "A-"), all_of("A-", 100), "published again after Redis lost them");
     }
 }
 

@@ -29,9 +29,9 @@
 //!   once, in the order its node sent it;
 //! - **bounded**: beyond [`RedisBridge::outbox`] (messages, bytes or age),
 //!   the oldest unpublished messages are dropped, counted in
-//!   [`REDIS_DROPPED`](crate::metrics::REDIS_DROPPED) and logged once per
+//!   [`REDIS_DROPPED`] and logged once per
 //!   outage; other nodes count the gap in
-//!   [`REDIS_MISSED`](crate::metrics::REDIS_MISSED);
+//!   [`REDIS_MISSED`];
 //! - **health**: the publisher and the reader each count as up while Redis
 //!   answered them within [`RedisBridge::health_timeout`] (they send a
 //!   command at least every quarter of it), exported as gauges and by
@@ -281,7 +281,7 @@ impl RedisBridge {
 
     /// About how many entries the stream keeps (`XADD MAXLEN ~`): a node
     /// that falls further behind than that misses what was trimmed
-    /// (counted in [`REDIS_MISSED`](crate::metrics::REDIS_MISSED)).
+    /// (counted in [`REDIS_MISSED`]).
     /// Default: 10,000.
     ///
     /// # Examples

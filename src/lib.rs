@@ -24,7 +24,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `redis` | off | `cluster::RedisBridge`: broadcasts, groups and [`SendTo`] across nodes over Redis pub/sub |
+//! | `redis` | off | `cluster::RedisBridge`: broadcasts, groups and [`SendTo`] across nodes over a Redis stream, nothing lost across a Redis restart or stall |
 //!
 //! # Quick start
 //!

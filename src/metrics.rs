@@ -81,7 +81,7 @@ pub const REDIS_PUBLISHER_UP: &str = "sockjs_redis_publisher_up";
 /// its health timeout, else 0, by channel (gauge).
 pub const REDIS_SUBSCRIBER_UP: &str = "sockjs_redis_subscriber_up";
 /// Times a Redis bridge (re)connected, by channel and `role` (`publisher`,
-/// `subscriber`) (counter).
+/// `reader`) (counter).
 pub const REDIS_CONNECTS: &str = "sockjs_redis_connects_total";
 /// Messages a Redis bridge published (retries after a failure included), by channel (counter).
 pub const REDIS_PUBLISHED: &str = "sockjs_redis_published_total";

@@ -8,7 +8,7 @@
 //! [`Relayed`]; each manager delivers it to its own sessions. A relay is
 //! installed with [`SetRelay`].
 //!
-//! [`cluster::RedisBridge`](crate::cluster::RedisBridge) (cargo feature
+//! `cluster::RedisBridge` (cargo feature
 //! `redis`) is one relay. Another broker (NATS, Kafka, a database's
 //! notifications) needs only an implementation of [`Relay`] that publishes
 //! what [`Relay::publish`] gets and a task that sends [`Relayed`] for what

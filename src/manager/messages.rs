@@ -25,9 +25,9 @@ use crate::{
 /// delays nobody else. A broadcast to a group or a list costs per
 /// recipient, whatever the endpoint's number of sessions.
 ///
-/// Across nodes (the `redis` feature), a broadcast to everyone (without
-/// `except`) reaches every node; a group, list or `except` broadcast
-/// reaches this node's sessions only.
+/// With a [relay](crate::relay) (the `redis` feature's
+/// `cluster::RedisBridge`), every kind of broadcast reaches its recipients
+/// on every node, once each, in the order this node sent them.
 ///
 /// # Examples
 ///

@@ -22,16 +22,19 @@
 //!   in order when it answers again; a reader that lost its connection goes
 //!   on from the last entry it read. Entries Redis had but lost when it
 //!   restarted (no persistence) are published again: the outbox keeps what
-//!   Redis took for [`RedisBridge::retain`] and sends it again when it
-//!   finds Redis restarted (a new `run_id`);
+//!   Redis took for up to [`RedisBridge::retain`] (within the outbox's
+//!   bound) and sends it again when it finds Redis restarted (a new
+//!   `run_id` in `INFO`; a server that does not answer it gets no replay,
+//!   and a warning);
 //! - **once, in order**: retries can put an entry in the stream twice;
 //!   readers skip what they have seen, so each message reaches each node
-//!   once, in the order its node sent it;
+//!   once, in the order its node sent it (a reader remembers the last
+//!   4,096 senders, each start of a node being one);
 //! - **bounded**: beyond [`RedisBridge::outbox`] (messages, bytes or age),
 //!   the oldest unpublished messages are dropped, counted in
 //!   [`REDIS_DROPPED`] and logged once per
 //!   outage; other nodes count the gap in
-//!   [`REDIS_MISSED`];
+//!   [`REDIS_MISSED`] when that node's next message arrives;
 //! - **health**: the publisher and the reader each count as up while Redis
 //!   answered them within [`RedisBridge::health_timeout`] (they send a
 //!   command at least every quarter of it), exported as gauges and by
@@ -66,11 +69,7 @@ use std::{
 };
 
 use ::metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use ::redis::{
-    aio::MultiplexedConnection,
-    streams::{StreamRangeReply, StreamReadReply},
-    AsyncConnectionConfig, Value,
-};
+use ::redis::{aio::MultiplexedConnection, streams::StreamReadReply, AsyncConnectionConfig, Value};
 use actix::{Addr, Recipient};
 use actix_web::rt::{task::JoinHandle, time};
 use tokio::sync::Notify;
@@ -88,8 +87,12 @@ use crate::{
 
 /// Marks the bridge's entries, and their format's version.
 const MAGIC: &str = "sockjs2";
-/// Entries appended in one pipeline at most.
+/// Entries appended in one pipeline at most, and their bytes (at least
+/// one entry goes), so that a pipeline fits the response timeout.
 const BATCH: usize = 512;
+const BATCH_BYTES: usize = 256 << 10;
+/// A reader starts at entries added this long before its bridge started.
+const START_MARGIN_MS: u64 = 5_000;
 /// Entries read in one `XREAD` at most.
 const READ_COUNT: usize = 1024;
 /// Senders a reader remembers (their last sequence number) at most.
@@ -188,7 +191,7 @@ impl RedisBridge {
             backoff: (Duration::from_millis(50), Duration::from_millis(500)),
             limits: Limits { messages: 10_000, bytes: 16 << 20, age: Duration::from_secs(30) },
             retain: Duration::from_secs(10),
-            stream_len: 10_000,
+            stream_len: 100_000,
         })
     }
 
@@ -264,8 +267,10 @@ impl RedisBridge {
     }
 
     /// How long the outbox keeps what Redis took, to publish it again
-    /// should Redis restart before every node read it. Default: 10 s. It
-    /// shares the outbox's bound (what is kept goes first).
+    /// should Redis restart before every node read it. Default: 10 s,
+    /// within the outbox's bound: what is kept goes first when the bound
+    /// needs room (above 1,000 messages a second, the default bound keeps
+    /// less than 10 s).
     ///
     /// # Examples
     ///
@@ -281,8 +286,8 @@ impl RedisBridge {
 
     /// About how many entries the stream keeps (`XADD MAXLEN ~`): a node
     /// that falls further behind than that misses what was trimmed
-    /// (counted in [`REDIS_MISSED`]).
-    /// Default: 10,000.
+    /// (counted in [`REDIS_MISSED`]). Default: 100,000, well above what
+    /// the nodes publish again after a restart (each up to its outbox).
     ///
     /// # Examples
     ///
@@ -508,7 +513,7 @@ impl Bridge {
     /// Waits `delay` after a failure and answers the next delay.
     async fn back_off(&self, delay: Duration) -> Duration {
         time::sleep(delay).await;
-        (delay * 2).min(self.backoff.1)
+        delay.saturating_mul(2).min(self.backoff.1)
     }
 }
 
@@ -611,6 +616,12 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         let frame = frame(seq);
+        if frame.len() > self.limits.bytes {
+            // Larger than the whole bound: it alone goes, not what waits.
+            self.dropped += 1;
+            self.expire(Duration::MAX);
+            return 1;
+        }
         self.bytes += frame.len();
         self.waiting += 1;
         self.waiting_bytes += frame.len();
@@ -648,9 +659,21 @@ impl Outbox {
     }
 
     /// Up to `max` entries from sequence number `from` on.
-    fn batch(&self, from: u64, max: usize) -> Vec<(u64, Arc<Vec<u8>>)> {
+    /// Up to `max` entries (and `max_bytes`, but at least one) from
+    /// sequence number `from` on.
+    fn batch(&self, from: u64, max: usize, max_bytes: usize) -> Vec<(u64, Arc<Vec<u8>>)> {
         let start = self.entries.partition_point(|e| e.seq < from);
-        self.entries.range(start..).take(max).map(|e| (e.seq, e.frame.clone())).collect()
+        let mut bytes = 0;
+        self.entries
+            .range(start..)
+            .take(max)
+            .take_while(|e| {
+                let first = bytes == 0;
+                bytes += e.frame.len();
+                first || bytes <= max_bytes
+            })
+            .map(|e| (e.seq, e.frame.clone()))
+            .collect()
     }
 
     /// Redis took everything up to `seq`.
@@ -668,12 +691,14 @@ impl Outbox {
         self.expire(retain);
     }
 
-    /// The first sequence number to publish: after what Redis took, or
-    /// everything kept when Redis lost what it had.
-    fn resume_from(&self, redis_restarted: bool) -> u64 {
+    /// The first sequence number to publish on a new connection:
+    /// everything kept when Redis lost what it had; else where the last
+    /// connection stopped (`next`: a replay cut short goes on) or after
+    /// what Redis took, whichever comes first.
+    fn resume_from(&self, redis_restarted: bool, next: u64) -> u64 {
         match self.entries.front() {
             Some(first) if redis_restarted => first.seq,
-            _ => self.stored + 1,
+            _ => next.min(self.stored + 1),
         }
     }
 }
@@ -825,82 +850,106 @@ fn decode(frame: &[u8]) -> Option<Received<'_>> {
 }
 
 /// The server's `run_id`: a new one means Redis restarted (or another
-/// server answers), and what it had may be gone.
-async fn run_id(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<String> {
-    let info: String = ::redis::cmd("INFO").arg("server").query_async(conn).await?;
-    Ok(info
-        .lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
-        .unwrap_or_default())
+/// server answers), and what it had may be gone. `None` when the server
+/// does not tell (an ACL user without `INFO`, a Redis-compatible server
+/// without `run_id`): restarts then go unnoticed, and what Redis lost in
+/// one is not published again.
+async fn run_id(conn: &mut MultiplexedConnection) -> Option<String> {
+    let info: String = ::redis::cmd("INFO").arg("server").query_async(conn).await.ok()?;
+    info.lines().find_map(|line| line.strip_prefix("run_id:")).map(|id| id.trim().to_owned())
+}
+
+/// An outage as a task sees it: when it began, for the log line at its end.
+#[derive(Default)]
+struct Outage(Option<Instant>);
+
+impl Outage {
+    /// A command failed: the first failure of an outage is logged as a
+    /// warning, the others at debug level.
+    fn failed(&mut self, role: &str, what: impl fmt::Display) {
+        if self.0.is_none() {
+            log::warn!("sockjs: redis {role}: {what}; retrying");
+            self.0 = Some(Instant::now());
+        } else {
+            log::debug!("sockjs: redis {role}: {what}");
+        }
+    }
+
+    /// A command succeeded: answers whether an outage ended.
+    fn ended(&mut self, role: &str) -> bool {
+        let Some(since) = self.0.take() else { return false };
+        log::info!("sockjs: redis {role} works again after {:.1?}", since.elapsed());
+        true
+    }
 }
 
 /// Appends the outbox to the stream, in order; keeps the connection
-/// checked while idle.
+/// checked while idle. Backs off after any failure, a refused command
+/// (`MISCONF`, `OOM`, `READONLY`, `LOADING`) included, and counts as up
+/// only after a command succeeded.
 async fn publish(bridge: Arc<Bridge>) {
     let side = &bridge.publisher;
     let heartbeat = bridge.health_timeout / 4;
     let mut conn: Option<MultiplexedConnection> = None;
     let mut server: Option<String> = None;
+    let mut told_inspection = false;
     let mut next = 1;
     let mut delay = bridge.backoff.0;
-    let mut down_since: Option<Instant> = None;
+    let mut outage = Outage::default();
     while !bridge.stopped() {
         let Some(c) = conn.as_mut() else {
             let attempt = async {
                 let mut c = bridge.connect(side, bridge.health_timeout).await?;
-                let id = run_id(&mut c).await?;
+                let id = run_id(&mut c).await;
                 Ok::<_, ::redis::RedisError>((c, id))
             };
             match attempt.await {
                 Ok((c, id)) => {
-                    let restarted = server.as_ref().is_some_and(|known| *known != id);
+                    if id.is_none() && !std::mem::replace(&mut told_inspection, true) {
+                        log::warn!(
+                            "sockjs: redis does not answer INFO's run_id; a restart of Redis will go unnoticed \
+                             and what it lost will not be published again"
+                        );
+                    }
+                    let restarted = matches!((&server, &id), (Some(known), Some(id)) if known != id);
                     if restarted {
                         log::warn!(
                             "sockjs: redis restarted (new run_id); publishing again what it may have lost"
                         );
                     }
-                    server = Some(id);
-                    let mut outbox = bridge.outbox();
-                    next = outbox.resume_from(restarted);
-                    outbox.told = false;
-                    if let Some(since) = down_since.take() {
-                        log::info!(
-                            "sockjs: redis publisher connected again after {:.1?}; {} message(s) waited",
-                            since.elapsed(),
-                            outbox.waiting
-                        );
+                    if id.is_some() {
+                        server = id;
                     }
-                    drop(outbox);
-                    bridge.ok(side);
-                    delay = bridge.backoff.0;
+                    next = bridge.outbox().resume_from(restarted, next);
                     conn = Some(c);
                 }
                 Err(e) => {
-                    if down_since.is_none() {
-                        log::warn!(
-                            "sockjs: redis publisher cannot connect ({e}); messages wait in the outbox"
-                        );
-                        down_since = Some(Instant::now());
-                    } else {
-                        log::debug!("sockjs: redis publisher cannot connect ({e}); next try in {delay:?}");
-                    }
+                    outage.failed(
+                        "publisher",
+                        format_args!("cannot connect ({e}); messages wait in the outbox"),
+                    );
                     delay = bridge.back_off(delay).await;
                 }
             }
             continue;
         };
-        let batch = bridge.outbox().batch(next, BATCH);
+        let batch = bridge.outbox().batch(next, BATCH, BATCH_BYTES);
         let Some(&(last, _)) = batch.last() else {
             // Nothing to send: wait for something, or check Redis.
             let notified = bridge.wake.notified();
             if time::timeout(heartbeat, notified).await.is_err() {
                 match ::redis::cmd("PING").query_async::<()>(c).await {
-                    Ok(()) => bridge.ok(side),
+                    Ok(()) => {
+                        bridge.ok(side);
+                        delay = bridge.backoff.0;
+                        if outage.ended("publisher") {
+                            bridge.outbox().told = false;
+                        }
+                    }
                     Err(e) => {
-                        log::debug!("sockjs: redis publisher's PING failed: {e}");
+                        outage.failed("publisher", format_args!("PING failed ({e})"));
                         conn = None;
-                        down_since.get_or_insert_with(Instant::now);
+                        delay = bridge.back_off(delay).await;
                     }
                 }
             }
@@ -921,17 +970,21 @@ async fn publish(bridge: Arc<Bridge>) {
         match pipe.query_async::<()>(c).await {
             Ok(()) => {
                 bridge.ok(side);
+                delay = bridge.backoff.0;
                 bridge.metrics.published.increment(batch.len() as u64);
                 next = last + 1;
                 let mut outbox = bridge.outbox();
+                if outage.ended("publisher") {
+                    outbox.told = false;
+                }
                 outbox.stored(last, bridge.retain);
                 bridge.metrics.outbox.set(outbox.waiting as f64);
                 bridge.metrics.outbox_bytes.set(outbox.waiting_bytes as f64);
             }
             Err(e) => {
-                log::debug!("sockjs: redis XADD failed: {e}");
+                outage.failed("publisher", format_args!("XADD failed ({e})"));
                 conn = None;
-                down_since.get_or_insert_with(Instant::now);
+                delay = bridge.back_off(delay).await;
             }
         }
     }
@@ -974,57 +1027,29 @@ impl Senders {
     }
 }
 
-/// The id of the stream's newest entry, where a reader that just started
-/// begins (`0-0` when there is no stream yet).
-async fn stream_end(conn: &mut MultiplexedConnection, stream: &str) -> ::redis::RedisResult<String> {
-    let last: StreamRangeReply =
-        ::redis::cmd("XREVRANGE").arg(stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
-    Ok(last.ids.first().map_or_else(|| "0-0".to_owned(), |entry| entry.id.clone()))
-}
-
 /// Reads the stream from the last entry read and hands other nodes'
 /// messages to the manager; connects again whenever Redis fails it.
+///
+/// It starts at the entries added from a few seconds before the bridge
+/// started (the node has no sessions yet, so older ones reach nobody), so
+/// that what other nodes publish while this one connects is not skipped.
 async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
     let side = &bridge.reader;
     let block = bridge.health_timeout / 4;
-    let mut last_id: Option<String> = None;
+    let mut last_id = format!("{}-0", unix_ms().saturating_sub(START_MARGIN_MS));
     let mut senders = Senders::default();
     let mut delay = bridge.backoff.0;
-    let mut down_since: Option<Instant> = None;
+    let mut outage = Outage::default();
     while !bridge.stopped() && manager.connected() {
-        let attempt = async {
-            let mut c = bridge.connect(side, bridge.health_timeout + block).await?;
-            let from = match &last_id {
-                Some(id) => id.clone(),
-                None => stream_end(&mut c, &bridge.stream).await?,
-            };
-            Ok::<_, ::redis::RedisError>((c, from))
-        };
-        let mut conn = match attempt.await {
-            Ok((c, from)) => {
-                if let Some(since) = down_since.take() {
-                    log::info!("sockjs: redis reader connected again after {:.1?}", since.elapsed());
-                } else {
-                    log::info!("sockjs: redis reader on {:?} from entry {from}", bridge.stream);
-                }
-                last_id = Some(from);
-                bridge.ok(side);
-                delay = bridge.backoff.0;
-                c
-            }
+        let mut conn = match bridge.connect(side, bridge.health_timeout.saturating_add(block)).await {
+            Ok(c) => c,
             Err(e) => {
-                if down_since.is_none() {
-                    log::warn!("sockjs: redis reader cannot connect ({e}); local sessions still served");
-                    down_since = Some(Instant::now());
-                } else {
-                    log::debug!("sockjs: redis reader cannot connect ({e}); next try in {delay:?}");
-                }
+                outage.failed("reader", format_args!("cannot connect ({e}); local sessions still served"));
                 delay = bridge.back_off(delay).await;
                 continue;
             }
         };
         while !bridge.stopped() {
-            let Some(from) = last_id.as_deref() else { break };
             let reply: ::redis::RedisResult<Option<StreamReadReply>> = ::redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(READ_COUNT)
@@ -1032,21 +1057,23 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
                 .arg(u64::try_from(block.as_millis()).unwrap_or(1000).max(1))
                 .arg("STREAMS")
                 .arg(&bridge.stream)
-                .arg(from)
+                .arg(&last_id)
                 .query_async(&mut conn)
                 .await;
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(e) => {
-                    log::debug!("sockjs: redis XREAD failed: {e}");
-                    down_since.get_or_insert_with(Instant::now);
+                    outage.failed("reader", format_args!("XREAD failed ({e})"));
+                    delay = bridge.back_off(delay).await;
                     break;
                 }
             };
             bridge.ok(side);
+            delay = bridge.backoff.0;
+            outage.ended("reader");
             for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                last_id.clone_from(&entry.id);
                 let Some(Value::BulkString(frame)) = entry.map.get("m") else { continue };
-                last_id = Some(entry.id.clone());
                 if !manager.connected() {
                     log::debug!("sockjs: redis reader stopped (manager gone)");
                     return;
@@ -1132,6 +1159,12 @@ async fn watch_health(bridge: Arc<Bridge>) {
         bridge.metrics.outbox.set(outbox.waiting as f64);
         bridge.metrics.outbox_bytes.set(outbox.waiting_bytes as f64);
     }
+    // Stopped (the manager dropped its relay, or was stopped): say so.
+    for side in [&bridge.publisher, &bridge.reader] {
+        side.up.store(false, Ordering::Relaxed);
+        side.gauge.set(0.0);
+    }
+    bridge.metrics.up.set(0.0);
 }
 
 #[cfg(test)]
@@ -1186,15 +1219,19 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(outbox.push(|seq| vec![seq as u8]), 0);
         }
-        assert_eq!(outbox.batch(1, 10).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(outbox.batch(1, 10, usize::MAX).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(outbox.batch(1, 10, 2).len(), 2, "bounded by bytes");
+        assert_eq!(outbox.batch(1, 10, 0).len(), 1, "at least one");
         // Redis took 1 and 2: they are kept (retain) until the bound needs room.
         outbox.stored(2, Duration::from_secs(60));
-        assert_eq!((outbox.waiting, outbox.resume_from(false), outbox.resume_from(true)), (1, 3, 1));
+        assert_eq!((outbox.waiting, outbox.resume_from(false, 3), outbox.resume_from(true, 3)), (1, 3, 1));
+        // A replay cut short by a failure goes on where it stopped.
+        assert_eq!(outbox.resume_from(false, 2), 2);
         assert_eq!(outbox.push(|seq| vec![seq as u8]), 0, "a published one makes room");
         assert_eq!(outbox.push(|seq| vec![seq as u8]), 0);
         assert_eq!(outbox.push(|seq| vec![seq as u8]), 1, "now an unpublished one goes");
-        assert_eq!(outbox.batch(3, 10).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [4, 5, 6]);
-        assert_eq!((outbox.dropped, outbox.waiting, outbox.resume_from(false)), (1, 3, 3));
+        assert_eq!(outbox.batch(3, 10, usize::MAX).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!((outbox.dropped, outbox.waiting, outbox.resume_from(false, 7)), (1, 3, 3));
         // Without retain, what Redis took goes at once.
         outbox.stored(5, Duration::ZERO);
         assert_eq!((outbox.entries.len(), outbox.waiting, outbox.bytes), (1, 1, 1));
@@ -1206,5 +1243,8 @@ mod tests {
         assert_eq!(outbox.push(|_| vec![0; 6]), 0);
         assert_eq!(outbox.push(|_| vec![0; 6]), 1);
         assert_eq!((outbox.waiting, outbox.waiting_bytes), (1, 6));
+        // Larger than the bound: only it goes.
+        assert_eq!(outbox.push(|_| vec![0; 11]), 1);
+        assert_eq!((outbox.waiting, outbox.waiting_bytes, outbox.dropped), (1, 6, 2));
     }
 }

@@ -661,6 +661,39 @@ fn a_stalled_redis_is_reported_down_and_loses_nothing() {
     }
 }
 
+/// Runs a redis-cli command on the cluster's Redis; answers its output.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new(program("redis-cli"))
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_redis_that_refuses_writes_is_reported_down_and_loses_nothing() {
+    let cluster = Cluster::start(&[]);
+    let ports = cluster.ports();
+    let mut mesh = Mesh::open(ports);
+    // Redis answers PING but refuses every XADD (NOREPLICAS) for 2 s: the
+    // publishers must count as down, not up, and what they hold must
+    // arrive once writes work again.
+    broadcast_while(&mut mesh, 300, Duration::from_millis(500), ports, || {
+        assert_eq!(redis_cli(cluster.redis_port, &["CONFIG", "SET", "min-replicas-to-write", "1"]), "OK");
+        for port in ports {
+            wait_for("the publishers to report down", || bridge(port)["publisher_up"] == false);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(redis_cli(cluster.redis_port, &["CONFIG", "SET", "min-replicas-to-write", "0"]), "OK");
+    });
+    for got in mesh.collect() {
+        assert_eq!(from(&got, "A-"), all_of("A-", 300), "node 1's broadcasts, each once, in order");
+        assert_eq!(from(&got, "B-"), all_of("B-", 300), "node 2's broadcasts, each once, in order");
+    }
+}
+
 #[test]
 fn connections_cut_by_redis_lose_nothing() {
     let cluster = Cluster::start(&[]);
@@ -670,11 +703,8 @@ fn connections_cut_by_redis_lose_nothing() {
     // nodes) five times during 3 s of broadcasts.
     broadcast_while(&mut mesh, 300, Duration::from_millis(200), ports, || {
         for _ in 0..5 {
-            let out = Command::new(program("redis-cli"))
-                .args(["-p", &cluster.redis_port.to_string(), "CLIENT", "KILL", "TYPE", "normal"])
-                .output()
-                .expect("run redis-cli");
-            let killed: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+            let killed: u32 =
+                redis_cli(cluster.redis_port, &["CLIENT", "KILL", "TYPE", "normal"]).parse().unwrap_or(0);
             assert!(killed >= 1, "connections cut: {killed}");
             std::thread::sleep(Duration::from_millis(400));
         }

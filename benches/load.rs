@@ -6,14 +6,23 @@
 //! Run: `cargo bench --bench load`. Scenarios (each bounded in time and
 //! count, loopback only):
 //! - WebSocket echo, `LOAD_SESSIONS` concurrent sessions (default 50,500);
-//! - xhr-polling echo, `LOAD_POLL_SESSIONS` sessions (default 50);
+//! - WebSocket set-up, `LOAD_CONNECT` sessions opened 50 at a time
+//!   (default 5000): server CPU and latency per session opened (a SockJS
+//!   session counts as open at its `o`);
+//! - xhr-polling echo, `LOAD_POLL_SESSIONS` sessions (default 50,500),
+//!   against the SockJS servers and the raw actix-web polling floor
+//!   (`benches/http_floor.rs`: the same two requests, plain handlers);
 //! - fan-out from one broadcaster to `LOAD_FANOUT` receivers (default
 //!   100,10000): xhr_streaming receivers for the SockJS servers, WebSockets
-//!   for the floor;
+//!   for the floor; and again with SockJS WebSocket receivers for ours
+//!   ("ws fan-out"), against the same floor;
 //! - a broadcast to a group among many sessions, `LOAD_GROUP` (`N:TOTAL`,
 //!   default `100:10000`: 100 xhr_streaming members among 10,000 open
 //!   sessions, the rest idle WebSockets), ours only, compared with the
 //!   fan-out to N alone;
+//! - the CPU of `LOAD_IDLE_CPU` idle WebSocket sessions (default 10000)
+//!   over `LOAD_IDLE_SECONDS` (default 30: a SockJS heartbeat comes every
+//!   25 s), in ms of CPU per second;
 //! - idle WebSocket sessions, `LOAD_IDLE` (default 1000,10000,100000), from
 //!   several 127.0.0.x source addresses. The bench raises its descriptor
 //!   limit to the hard limit (the servers inherit it) and skips a count
@@ -22,7 +31,7 @@
 //!
 //! `LOAD_SECONDS` (default 5) is the length of a measuring window,
 //! `LOAD_ROUNDS` (default 3) the number of interleaved rounds, `LOAD_SERVERS`
-//! a comma list to run a subset (ours,node,floor), `LOAD_OURS` the example
+//! a comma list to run a subset (ours,node,floor,httpfloor), `LOAD_OURS` the example
 //! that plays our server (default `sockjs_bench`; `test_server` measures
 //! the server the independent checks use, whose `/echo` has a 4,096-byte
 //! response limit). The headline figure is
@@ -54,7 +63,10 @@ const MESSAGE: &str = "hello, world: 0123456789abcdef";
 enum Server {
     Ours,
     Node,
+    /// The raw actix WebSocket floor (`benches/ws_floor.rs`).
     Floor,
+    /// The raw actix-web polling floor (`benches/http_floor.rs`).
+    HttpFloor,
 }
 
 impl Server {
@@ -63,6 +75,7 @@ impl Server {
             Server::Ours => "actix-sockjs",
             Server::Node => "sockjs-node 0.3.24",
             Server::Floor => "raw actix ws (floor)",
+            Server::HttpFloor => "raw actix-web (floor)",
         }
     }
 
@@ -71,11 +84,17 @@ impl Server {
             Server::Ours => "ours",
             Server::Node => "node",
             Server::Floor => "floor",
+            Server::HttpFloor => "httpfloor",
         }
     }
 
     fn sockjs(self) -> bool {
-        self != Server::Floor
+        matches!(self, Server::Ours | Server::Node)
+    }
+
+    /// Serves WebSockets (SockJS or raw).
+    fn websocket(self) -> bool {
+        self != Server::HttpFloor
     }
 }
 
@@ -92,6 +111,7 @@ impl Proc {
         let mut cmd = match server {
             Server::Ours => Command::new(release.join(ours_example())),
             Server::Floor => Command::new(release.join("ws_floor")),
+            Server::HttpFloor => Command::new(release.join("http_floor")),
             Server::Node => {
                 let mut c = Command::new("node");
                 c.arg(root.join("benches/sockjs-node/server.js"));
@@ -492,12 +512,23 @@ impl FanOut {
     }
 }
 
-/// A receiver of broadcasts: xhr_streaming (SockJS servers) or a WebSocket.
-async fn receive(server: Server, mut conn: Conn, url: String, fan: Rc<FanOut>) -> io::Result<()> {
-    if !server.sockjs() {
+/// A receiver of broadcasts: xhr_streaming or a WebSocket (SockJS
+/// frames on a SockJS server).
+async fn receive(server: Server, ws: bool, mut conn: Conn, url: String, fan: Rc<FanOut>) -> io::Result<()> {
+    if ws && !server.sockjs() {
         loop {
             let text = conn.ws_recv().await?;
             fan.delivered(&text);
+        }
+    }
+    if ws {
+        loop {
+            let frame = conn.sockjs_frame().await?;
+            if let Some(msgs) = frame.strip_prefix("a[").and_then(|l| l.strip_suffix(']')) {
+                for msg in msgs.split(',') {
+                    fan.delivered(msg.trim_matches('"'));
+                }
+            }
         }
     }
     let mut line = Vec::new();
@@ -527,7 +558,11 @@ async fn receive(server: Server, mut conn: Conn, url: String, fan: Rc<FanOut>) -
 #[derive(Debug, Clone, Copy)]
 enum Audience {
     All,
-    Group { bystanders: usize },
+    /// Everyone at `/broadcast`, receiving over (SockJS) WebSockets.
+    AllOverWebSocket,
+    Group {
+        bystanders: usize,
+    },
 }
 
 async fn fan_out(server: Server, proc: &Proc, receivers: usize, window: Duration) -> io::Result<Sample> {
@@ -542,9 +577,10 @@ async fn fan_out_to(
     window: Duration,
 ) -> io::Result<Sample> {
     let (prefix, member) = match audience {
-        Audience::All => ("/broadcast", ""),
+        Audience::All | Audience::AllOverWebSocket => ("/broadcast", ""),
         Audience::Group { .. } => ("/groups", "?member=1"),
     };
+    let over_ws = matches!(audience, Audience::AllOverWebSocket) || !server.sockjs();
     let mut bystanders = Vec::new();
     if let Audience::Group { bystanders: n } = audience {
         for _ in 0..n {
@@ -562,7 +598,9 @@ async fn fan_out_to(
     let mut tasks = Vec::with_capacity(receivers);
     for _ in 0..receivers {
         let source = Some(source_address());
-        let (conn, url) = if server.sockjs() {
+        let (conn, url) = if over_ws {
+            (open_ws(server, proc.port, prefix, source).await?, String::new())
+        } else {
             let mut conn = Conn::open(proc.port, source).await?;
             let url = format!("{prefix}/000/{}/xhr_streaming{member}", id());
             conn.send("POST", &url, "", b"").await?;
@@ -573,10 +611,8 @@ async fn fan_out_to(
                 seen.extend(conn.chunk().await?.ok_or_else(|| broken("stream ended before o"))?);
             }
             (conn, url)
-        } else {
-            (Conn::websocket(proc.port, "/broadcast/websocket", source).await?, String::new())
         };
-        tasks.push(receive(server, conn, url, fan.clone()));
+        tasks.push(receive(server, over_ws, conn, url, fan.clone()));
     }
     // The broadcaster is a session too and gets every broadcast: a reader
     // drains its socket so that it never holds the server back.
@@ -621,6 +657,51 @@ async fn fan_out_to(
     .await;
     drop(bystanders);
     Ok(sample)
+}
+
+/// Opens `n` WebSocket sessions, 50 at a time (a SockJS one counts as open
+/// at its `o`), and closes them; answers server CPU and latency per
+/// session opened.
+async fn connect(server: Server, proc: &Proc, n: usize) -> io::Result<Sample> {
+    // The first connections make the workers set up what they keep.
+    let warm = join_all((0..20).map(|_| open_ws(server, proc.port, "/echo", None))).await;
+    drop(warm);
+    let work = async {
+        let mut lat = Vec::with_capacity(n);
+        let mut open = Vec::with_capacity(n);
+        for start in (0..n).step_by(50) {
+            let batch = join_all((start..n.min(start + 50)).map(|_| async {
+                let t = Instant::now();
+                let conn = open_ws(server, proc.port, "/echo", Some(source_address())).await;
+                (conn, micros(t))
+            }))
+            .await;
+            for (conn, took) in batch {
+                if let Ok(conn) = conn {
+                    open.push(conn);
+                    lat.push(took);
+                }
+            }
+        }
+        (lat.len(), lat)
+    };
+    Ok(measure(proc, work).await)
+}
+
+/// Server CPU per second of `sessions` idle WebSocket sessions over
+/// `seconds` (heartbeats, pings, timers), in milliseconds.
+async fn idle_cpu(server: Server, proc: &Proc, sessions: usize, seconds: f64) -> io::Result<f64> {
+    let mut conns = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        conns.push(open_ws(server, proc.port, "/echo", Some(source_address())).await?);
+    }
+    // SockJS heartbeats come every 25 s; the clients read them (an idle
+    // browser's socket is read too).
+    let readers =
+        join_all(conns.into_iter().map(|mut conn| async move { while conn.ws_recv().await.is_ok() {} }));
+    let before = proc.cpu();
+    let _ = tokio::time::timeout(Duration::from_secs_f64(seconds), readers).await;
+    Ok((proc.cpu() - before) * 1e3 / seconds)
 }
 
 /// Spreads connections over 127.0.0.2 .. 127.0.0.251 in turn: one source
@@ -683,6 +764,7 @@ fn prepare() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
         .args(["build", "--release", "--example", &ours_example(), "--example", "ws_floor"])
+        .args(["--example", "http_floor"])
         .status()
         .expect("cargo build");
     assert!(built.success(), "building our servers failed");
@@ -732,11 +814,14 @@ fn main() {
     let (descriptors, hard_limit) = raise_descriptor_limit();
     let window = Duration::from_secs_f64(env("LOAD_SECONDS", 5.0));
     let rounds: usize = env("LOAD_ROUNDS", 3);
-    let wanted = std::env::var("LOAD_SERVERS").unwrap_or_else(|_| "ours,node,floor".into());
-    let servers: Vec<Server> = [Server::Ours, Server::Node, Server::Floor]
+    let wanted = std::env::var("LOAD_SERVERS").unwrap_or_else(|_| "ours,node,floor,httpfloor".into());
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    let all: Vec<Server> = [Server::Ours, Server::Node, Server::Floor, Server::HttpFloor]
         .into_iter()
-        .filter(|s| wanted.contains(s.key()))
+        .filter(|s| wanted.contains(&s.key()))
         .collect();
+    // The WebSocket scenarios' servers; the polling one adds the HTTP floor.
+    let servers: Vec<Server> = all.iter().copied().filter(|s| s.websocket()).collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
     println!(
@@ -760,10 +845,17 @@ fn main() {
             Box::new(move |s, p| rt.block_on(ws_echo(s, p, n, window))),
         ));
     }
-    for n in env_list("LOAD_POLL_SESSIONS", "50") {
+    for n in env_list("LOAD_CONNECT", "5000") {
+        scenarios.push((
+            format!("websocket connect, {n}"),
+            servers.clone(),
+            Box::new(move |s, p| rt.block_on(connect(s, p, n))),
+        ));
+    }
+    for n in env_list("LOAD_POLL_SESSIONS", "50,500") {
         scenarios.push((
             format!("xhr-polling echo, {n}"),
-            servers.iter().copied().filter(|s| s.sockjs()).collect(),
+            all.iter().copied().filter(|s| *s != Server::Floor).collect(),
             Box::new(move |s, p| rt.block_on(xhr_echo(s, p, n, window))),
         ));
     }
@@ -772,6 +864,11 @@ fn main() {
             format!("fan-out to {n} (deliveries)"),
             servers.clone(),
             Box::new(move |s, p| rt.block_on(fan_out(s, p, n, window))),
+        ));
+        scenarios.push((
+            format!("ws fan-out to {n} (deliveries)"),
+            servers.iter().copied().filter(|s| *s != Server::Node).collect(),
+            Box::new(move |s, p| rt.block_on(fan_out_to(s, p, n, Audience::AllOverWebSocket, window))),
         ));
     }
     // A group among many sessions (ours: the floor has no groups), beside
@@ -808,6 +905,29 @@ fn main() {
         let figures: Vec<(Server, f64)> =
             targets.iter().copied().zip(per_op.into_iter().map(median)).collect();
         summary.push((name.clone(), figures));
+    }
+
+    let idle_cpu_sessions: usize = env("LOAD_IDLE_CPU", 10_000);
+    let idle_seconds: f64 = env("LOAD_IDLE_SECONDS", 30.0);
+    if idle_cpu_sessions > 0 && (idle_cpu_sessions as u64 + 500) <= descriptors {
+        println!("# {idle_cpu_sessions} idle WebSocket sessions: server CPU over {idle_seconds} s");
+        let mut figures = Vec::new();
+        for &server in &servers {
+            let proc = Proc::start(server);
+            match runtime.block_on(idle_cpu(server, &proc, idle_cpu_sessions, idle_seconds)) {
+                Ok(ms) => {
+                    println!(
+                        "{:<28} {:<22} {:>10.2} ms CPU per second",
+                        format!("idle cpu, {idle_cpu_sessions}"),
+                        server.name(),
+                        ms
+                    );
+                    figures.push((server, ms));
+                }
+                Err(e) => println!("{:<28} {:<22} failed: {e}", "idle cpu", server.name()),
+            }
+        }
+        summary.push((format!("idle cpu {idle_cpu_sessions} (ms/s)"), figures));
     }
 
     println!("# idle WebSocket sessions: server RSS per session");

@@ -65,10 +65,13 @@ pub(crate) async fn preflight<A: Session>(
 
 /// 405 with an `Allow` header, an empty body and no content type.
 pub(crate) fn not_allowed(allow: &'static str) -> actix_web::Route {
-    web::to(move |req: HttpRequest| async move {
-        log::debug!("sockjs: {} {} not allowed", req.method(), req.path());
-        HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, allow)).finish()
-    })
+    web::to(move |req: HttpRequest| async move { method_not_allowed(&req, allow) })
+}
+
+/// 405 with this `Allow` list.
+pub(crate) fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
+    log::debug!("sockjs: {} {} not allowed", req.method(), req.path());
+    HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, allow)).finish()
 }
 
 /// 404 for anything else under the prefix.

@@ -457,9 +457,21 @@ impl<A: Session> Endpoint<A> {
     }
 }
 
+/// The session id and the transport of a session URL,
+/// `/<server>/<session>/<transport>` after the prefix (as actix-web
+/// decoded it); `None` for any other path. The server and session
+/// segments are not empty and have no dot (docs/protocol.md §3).
+pub(crate) fn split_session_url(rest: &str) -> Option<(&str, &str)> {
+    let mut parts = rest.strip_prefix('/')?.split('/');
+    let (server, session, transport) = (parts.next()?, parts.next()?, parts.next()?);
+    let segment = |s: &str| !s.is_empty() && !s.contains('.');
+    (parts.next().is_none() && segment(server) && segment(session) && !transport.is_empty())
+        .then_some((session, transport))
+}
+
 /// The session id of a session URL.
 pub(crate) fn session_id(req: &HttpRequest) -> Arc<str> {
-    Arc::from(req.match_info().get("session").unwrap_or_default())
+    Arc::from(split_session_url(req.match_info().unprocessed()).map_or("", |(session, _)| session))
 }
 
 /// The answer to a session the caps refused: 503 when the endpoint is full

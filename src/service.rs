@@ -19,6 +19,7 @@ use actix_web::{
 
 use crate::{
     config::Config,
+    endpoint::split_session_url,
     endpoint::{Authorize, Carry, Endpoint, Refuse},
     manager::{Mounted, SessionManager},
     session::Session,
@@ -258,14 +259,12 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
         let (raw, session_rows): (Vec<&'static Row>, Vec<&'static Row>) =
             rows.into_iter().partition(|row| matches!(row.role, Role::RawWebSocket));
         let session_rows: Arc<[&'static Row]> = session_rows.into();
-        // Session URLs first: one pattern for all of them, so that a
-        // request costs one match of actix-router's (a regex), not one per
-        // transport (a profile of the polling echo found them at 17% of
-        // the server's CPU).
+        // Session URLs and the iframe page are told apart by hand, in the
+        // scope's fallback, after the static resources: actix-router
+        // matches a dynamic pattern with a regex, and a profile of the
+        // polling echo found those at 17% of the server's CPU with one
+        // resource per transport, and 10% with one for all.
         let mut scope = web::scope(&self.prefix)
-            .service(web::resource("/{server:[^/.]+}/{session:[^/.]+}/{transport}").default_service(
-                web::to(move |req, payload, ep| session_url::<A>(req, payload, ep, session_rows.clone())),
-            ))
             .service(
                 web::resource(["", "/"])
                     .route(web::get().to(meta::greeting))
@@ -276,11 +275,6 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
                     .route(web::get().to(meta::info::<A>))
                     .route(preflight::<A>("OPTIONS, GET"))
                     .default_service(meta::not_allowed("OPTIONS, GET")),
-            )
-            .service(
-                web::resource(r"/{file:iframe[0-9a-z.\-_]*\.html}")
-                    .route(web::get().to(meta::iframe_page::<A>))
-                    .default_service(meta::not_allowed("GET")),
             );
         for row in raw {
             scope = scope.service(
@@ -289,24 +283,55 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
                     .default_service(meta::not_allowed(row.allow)),
             );
         }
-        scope.app_data(web::Data::new(endpoint)).default_service(web::to(meta::not_found)).register(config);
+        scope
+            .app_data(web::Data::new(endpoint))
+            .default_service(web::to(move |req, payload, ep| {
+                fallback::<A>(req, payload, ep, session_rows.clone())
+            }))
+            .register(config);
     }
 }
 
-/// Answers `<prefix>/<server>/<session>/<transport>`: the transport's row
-/// does the work for its method, answers a CORS preflight where it allows
-/// one, and 405 with its `Allow` list to other methods; an unknown (or
-/// switched off) transport is 404.
-async fn session_url<A: Session>(
+/// Whether a path (after the prefix) is the iframe page's:
+/// `/iframe[0-9a-z.\-_]*\.html` (docs/protocol.md §4).
+fn is_iframe(rest: &str) -> bool {
+    rest.strip_prefix("/iframe").and_then(|s| s.strip_suffix(".html")).is_some_and(|middle| {
+        middle.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b".-_".contains(&b))
+    })
+}
+
+/// Answers what the static resources did not: session URLs, the iframe
+/// page, and 404 for anything else.
+async fn fallback<A: Session>(
     req: HttpRequest,
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
     rows: Arc<[&'static Row]>,
 ) -> HttpResponse {
-    let transport = req.match_info().get("transport").unwrap_or_default();
-    let Some(row) = rows.iter().copied().find(|row| row.path == transport) else {
-        return meta::not_found(req).await;
-    };
+    let rest = req.match_info().unprocessed();
+    if let Some((_, transport)) = split_session_url(rest) {
+        if let Some(row) = rows.iter().copied().find(|row| row.path == transport) {
+            return session_url(req, payload, ep, row).await;
+        }
+    } else if is_iframe(rest) {
+        return if *req.method() == Method::GET {
+            meta::iframe_page(req, ep).await
+        } else {
+            meta::method_not_allowed(&req, "GET")
+        };
+    }
+    meta::not_found(req).await
+}
+
+/// Answers `<prefix>/<server>/<session>/<transport>`: the transport's row
+/// does the work for its method, answers a CORS preflight where it allows
+/// one, and 405 with its `Allow` list to other methods.
+async fn session_url<A: Session>(
+    req: HttpRequest,
+    payload: web::Payload,
+    ep: web::Data<Endpoint<A>>,
+    row: &'static Row,
+) -> HttpResponse {
     if *req.method() == row.method {
         match &row.role {
             Role::Receive(how) => http::receive(req, ep, row, how).await,
@@ -325,4 +350,43 @@ async fn session_url<A: Session>(
 fn preflight<A: Session>(methods: &'static str) -> actix_web::Route {
     web::method(Method::OPTIONS)
         .to(move |req: HttpRequest, ep: web::Data<Endpoint<A>>| meta::preflight(req, ep, methods))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_urls_and_the_iframe_page_are_told_apart_by_hand() {
+        assert_eq!(split_session_url("/000/abc/xhr"), Some(("abc", "xhr")));
+        assert_eq!(split_session_url("/a/b/websocket"), Some(("b", "websocket")));
+        for not in [
+            "",
+            "/",
+            "/000/abc",
+            "/000/abc/",
+            "/000//xhr",
+            "//abc/xhr",
+            "/0.0/abc/xhr",
+            "/000/a.b/xhr",
+            "/000/abc/xhr/x",
+            "000/abc/xhr",
+        ] {
+            assert_eq!(split_session_url(not), None, "{not:?}");
+        }
+        for page in ["/iframe.html", "/iframe-a.html", "/iframe-0.1.2abc-dirty.2144.html", "/iframe_x.html"] {
+            assert!(is_iframe(page), "{page:?}");
+        }
+        for not in [
+            "/iframe.htm",
+            "/iframe",
+            "/IFRAME.HTML",
+            "/iframe.HTML",
+            "/iframe-/.html",
+            "/iframeA.html",
+            "/xiframe.html",
+        ] {
+            assert!(!is_iframe(not), "{not:?}");
+        }
+    }
 }

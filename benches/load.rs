@@ -31,7 +31,7 @@
 //!
 //! `LOAD_SECONDS` (default 5) is the length of a measuring window,
 //! `LOAD_ROUNDS` (default 3) the number of interleaved rounds, `LOAD_SERVERS`
-//! a comma list to run a subset (ours,node,floor,httpfloor), `LOAD_OURS` the example
+//! a comma list to run a subset (ours,node,floor,actixws,httpfloor), `LOAD_OURS` the example
 //! that plays our server (default `sockjs_bench`; `test_server` measures
 //! the server the independent checks use, whose `/echo` has a 4,096-byte
 //! response limit). The headline figure is
@@ -65,6 +65,8 @@ enum Server {
     Node,
     /// The raw actix WebSocket floor (`benches/ws_floor.rs`).
     Floor,
+    /// The actix-ws WebSocket floor (`benches/ws_floor_actix_ws.rs`).
+    WsFloor,
     /// The raw actix-web polling floor (`benches/http_floor.rs`).
     HttpFloor,
 }
@@ -75,6 +77,7 @@ impl Server {
             Server::Ours => "actix-sockjs",
             Server::Node => "sockjs-node 0.3.24",
             Server::Floor => "raw actix ws (floor)",
+            Server::WsFloor => "actix-ws (floor)",
             Server::HttpFloor => "raw actix-web (floor)",
         }
     }
@@ -84,6 +87,7 @@ impl Server {
             Server::Ours => "ours",
             Server::Node => "node",
             Server::Floor => "floor",
+            Server::WsFloor => "actixws",
             Server::HttpFloor => "httpfloor",
         }
     }
@@ -112,6 +116,7 @@ impl Proc {
             Server::Ours => Command::new(release.join(ours_example())),
             Server::Floor => Command::new(release.join("ws_floor")),
             Server::HttpFloor => Command::new(release.join("http_floor")),
+            Server::WsFloor => Command::new(release.join("ws_floor_actix_ws")),
             Server::Node => {
                 let mut c = Command::new("node");
                 c.arg(root.join("benches/sockjs-node/server.js"));
@@ -764,7 +769,7 @@ fn prepare() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
         .args(["build", "--release", "--example", &ours_example(), "--example", "ws_floor"])
-        .args(["--example", "http_floor"])
+        .args(["--example", "http_floor", "--example", "ws_floor_actix_ws"])
         .status()
         .expect("cargo build");
     assert!(built.success(), "building our servers failed");
@@ -814,9 +819,9 @@ fn main() {
     let (descriptors, hard_limit) = raise_descriptor_limit();
     let window = Duration::from_secs_f64(env("LOAD_SECONDS", 5.0));
     let rounds: usize = env("LOAD_ROUNDS", 3);
-    let wanted = std::env::var("LOAD_SERVERS").unwrap_or_else(|_| "ours,node,floor,httpfloor".into());
+    let wanted = std::env::var("LOAD_SERVERS").unwrap_or_else(|_| "ours,node,floor,actixws,httpfloor".into());
     let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
-    let all: Vec<Server> = [Server::Ours, Server::Node, Server::Floor, Server::HttpFloor]
+    let all: Vec<Server> = [Server::Ours, Server::Node, Server::Floor, Server::WsFloor, Server::HttpFloor]
         .into_iter()
         .filter(|s| wanted.contains(&s.key()))
         .collect();
@@ -855,7 +860,7 @@ fn main() {
     for n in env_list("LOAD_POLL_SESSIONS", "50,500") {
         scenarios.push((
             format!("xhr-polling echo, {n}"),
-            all.iter().copied().filter(|s| *s != Server::Floor).collect(),
+            all.iter().copied().filter(|s| !matches!(s, Server::Floor | Server::WsFloor)).collect(),
             Box::new(move |s, p| rt.block_on(xhr_echo(s, p, n, window))),
         ));
     }

@@ -23,6 +23,9 @@
 //! - the CPU of `LOAD_IDLE_CPU` idle WebSocket sessions (default 10000)
 //!   over `LOAD_IDLE_SECONDS` (default 30: a SockJS heartbeat comes every
 //!   25 s), in ms of CPU per second;
+//! - idle HTTP sessions, `LOAD_IDLE_HTTP` (default 10000): server RSS per
+//!   polling session between polls (no receiver) and per idle
+//!   xhr_streaming session (SockJS servers);
 //! - idle WebSocket sessions, `LOAD_IDLE` (default 1000,10000,100000), from
 //!   several 127.0.0.x source addresses. The bench raises its descriptor
 //!   limit to the hard limit (the servers inherit it) and skips a count
@@ -709,6 +712,51 @@ async fn idle_cpu(server: Server, proc: &Proc, sessions: usize, seconds: f64) ->
     Ok((proc.cpu() - before) * 1e3 / seconds)
 }
 
+/// Server RSS per HTTP session, in bytes: `sessions` polling sessions
+/// between polls (opened with one `xhr` each over 50 keep-alive
+/// connections, then left without a receiver; measured well within the
+/// 5 s disconnect delay), or `sessions` xhr_streaming sessions each holding
+/// its stream open.
+async fn idle_http(proc: &Proc, sessions: usize, streaming: bool) -> io::Result<f64> {
+    let warm = join_all((0..20).map(|_| Conn::open(proc.port, None))).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = proc.rss();
+    let mut held = Vec::new();
+    if streaming {
+        for _ in 0..sessions {
+            let mut conn = Conn::open(proc.port, Some(source_address())).await?;
+            conn.send("POST", &format!("/echo/000/{}/xhr_streaming", id()), "", b"").await?;
+            conn.head().await?;
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"o\n") {
+                seen.extend(conn.chunk().await?.ok_or_else(|| broken("stream ended before o"))?);
+            }
+            held.push(conn);
+        }
+    } else {
+        let per = sessions.div_ceil(50);
+        let opened = join_all((0..50).map(|_| async move {
+            let mut conn = Conn::open(proc.port, Some(source_address())).await?;
+            for _ in 0..per {
+                let (_, body) = conn.post(&format!("/echo/000/{}/xhr", id()), b"").await?;
+                if body != b"o\n" {
+                    return Err(broken("no open frame"));
+                }
+            }
+            Ok::<_, io::Error>(conn)
+        }))
+        .await;
+        for conn in opened {
+            held.push(conn?);
+        }
+    }
+    let after = proc.rss();
+    let count = if streaming { sessions } else { sessions.div_ceil(50) * 50 };
+    drop(held);
+    Ok(after.saturating_sub(before) as f64 / count as f64)
+}
+
 /// Spreads connections over 127.0.0.2 .. 127.0.0.251 in turn: one source
 /// address has ~28,000 ephemeral ports, and closed connections hold theirs
 /// in TIME_WAIT for a minute, across runs.
@@ -933,6 +981,26 @@ fn main() {
             }
         }
         summary.push((format!("idle cpu {idle_cpu_sessions} (ms/s)"), figures));
+    }
+
+    let idle_http_sessions: usize = env("LOAD_IDLE_HTTP", 10_000);
+    if idle_http_sessions > 0 && (idle_http_sessions as u64 + 500) <= descriptors {
+        println!("# idle HTTP sessions: server RSS per session");
+        for (streaming, what) in [(false, "between polls"), (true, "xhr_streaming")] {
+            let mut figures = Vec::new();
+            for &server in servers.iter().filter(|s| s.sockjs()) {
+                let proc = Proc::start(server);
+                match runtime.block_on(idle_http(&proc, idle_http_sessions, streaming)) {
+                    Ok(bytes) => {
+                        let name = format!("idle {what}, {idle_http_sessions}");
+                        println!("{name:<28} {:<22} {:>10.1} KB", server.name(), bytes / 1024.0);
+                        figures.push((server, bytes / 1024.0));
+                    }
+                    Err(e) => println!("{:<28} {:<22} failed: {e}", what, server.name()),
+                }
+            }
+            summary.push((format!("idle {what} {idle_http_sessions} (KB/session)"), figures));
+        }
     }
 
     println!("# idle WebSocket sessions: server RSS per session");

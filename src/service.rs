@@ -1,6 +1,7 @@
-//! [`SockJs`]: the actix-web service factory that mounts an endpoint: the
-//! endpoint's own URLs and a route for every row of the transport table
-//! (docs/protocol.md §3.2).
+//! [`SockJs`]: the actix-web service factory that mounts an endpoint:
+//! static resources for the greeting, `/info` and the raw `/websocket`;
+//! session URLs (one row of the transport table each) and the iframe page
+//! in the scope's fallback (docs/protocol.md §3.2).
 
 use std::{
     any::{Any, TypeId},

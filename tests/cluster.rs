@@ -50,8 +50,14 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn redis(port: u16) -> Proc {
+    redis_with(port, &[])
+}
+
+/// redis-server on `port`, with more options.
+fn redis_with(port: u16, options: &[&str]) -> Proc {
     let child = Command::new(program("redis-server"))
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(options)
         .stdout(Stdio::null())
         .spawn()
         .expect("start redis-server");
@@ -418,6 +424,16 @@ fn cluster_broadcast_through_haproxy_and_redis() {
     for port in [n1.port, n2_port] {
         assert_eq!(metric(port, "sockjs_redis_dropped_total"), 0.0, "nothing dropped");
         assert_eq!(metric(port, "sockjs_redis_outbox_messages"), 0.0, "the outbox is empty");
+        // Histograms with buckets (which add up across nodes), labelled
+        // with the endpoint or the stream.
+        let text = request(port, "GET", "/metrics", &[], None).body;
+        for series in [
+            "sockjs_broadcast_fanout_seconds_bucket{endpoint=\"/chat\",le=",
+            "sockjs_broadcast_receivers_bucket{endpoint=\"/chat\",le=",
+            "sockjs_redis_lag_seconds_bucket{channel=\"chat\",le=",
+        ] {
+            assert!(text.contains(series), "{series} in /metrics:\n{text}");
+        }
     }
 
     // Node 2 dies: its clients reconnect through haproxy, land on node 1 and
@@ -691,6 +707,35 @@ fn a_redis_that_refuses_writes_is_reported_down_and_loses_nothing() {
     for got in mesh.collect() {
         assert_eq!(from(&got, "A-"), all_of("A-", 300), "node 1's broadcasts, each once, in order");
         assert_eq!(from(&got, "B-"), all_of("B-", 300), "node 2's broadcasts, each once, in order");
+    }
+}
+
+#[test]
+fn authenticated_redis_urls_work() {
+    let redis_port = free_port();
+    let _redis = redis_with(redis_port, &["--requirepass", "s3cret"]);
+    // A password alone, and an ACL user.
+    assert_eq!(
+        redis_cli(
+            redis_port,
+            &["--no-auth-warning", "-a", "s3cret", "ACL", "SETUSER", "sockjs", "on", ">pw", "~*", "+@all"]
+        ),
+        "OK"
+    );
+    for url in [
+        format!("redis://:s3cret@127.0.0.1:{redis_port}/"),
+        format!("redis://sockjs:pw@127.0.0.1:{redis_port}/0"),
+    ] {
+        let nodes = ["n1", "n2"].map(|name| {
+            TestServer::start_example_with("test_server", &["redis"], &["--redis", &url, "--node", name])
+        });
+        for node in &nodes {
+            wait_for("the bridge to be up with credentials", || is_up(node.port));
+        }
+        let mut receiver = common::Client::websocket(nodes[1].port, "/broadcast");
+        let mut sender = common::Client::websocket(nodes[0].port, "/broadcast");
+        sender.send("across, authenticated");
+        assert_eq!(receiver.recv(), "across, authenticated", "{url}");
     }
 }
 

@@ -203,8 +203,11 @@ impl RedisBridge {
     ///
     /// ```
     /// # use actix_sockjs::cluster::RedisBridge;
-    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat").unwrap().node("web-1");
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")?.node("web-1");
     /// assert!(format!("{bridge:?}").contains("web-1"));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn node(mut self, name: impl Into<String>) -> Self {
         self.node = name.into();
@@ -220,9 +223,12 @@ impl RedisBridge {
     /// ```
     /// # use std::time::Duration;
     /// # use actix_sockjs::cluster::RedisBridge;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")
-    ///     .unwrap()
+    ///     ?
     ///     .health_timeout(Duration::from_millis(1500));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn health_timeout(mut self, timeout: Duration) -> Self {
         self.health_timeout = timeout.max(Duration::from_millis(40));
@@ -238,9 +244,12 @@ impl RedisBridge {
     /// ```
     /// # use std::time::Duration;
     /// # use actix_sockjs::cluster::RedisBridge;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")
-    ///     .unwrap()
+    ///     ?
     ///     .backoff(Duration::from_millis(100), Duration::from_secs(1));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
@@ -257,9 +266,12 @@ impl RedisBridge {
     /// ```
     /// # use std::time::Duration;
     /// # use actix_sockjs::cluster::RedisBridge;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")
-    ///     .unwrap()
+    ///     ?
     ///     .outbox(100_000, 64 << 20, Duration::from_secs(60));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn outbox(mut self, messages: usize, bytes: usize, age: Duration) -> Self {
         self.limits = Limits { messages: messages.max(1), bytes: bytes.max(1), age };
@@ -277,7 +289,10 @@ impl RedisBridge {
     /// ```
     /// # use std::time::Duration;
     /// # use actix_sockjs::cluster::RedisBridge;
-    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat").unwrap().retain(Duration::ZERO);
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")?.retain(Duration::ZERO);
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn retain(mut self, retain: Duration) -> Self {
         self.retain = retain;
@@ -293,7 +308,10 @@ impl RedisBridge {
     ///
     /// ```
     /// # use actix_sockjs::cluster::RedisBridge;
-    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat").unwrap().stream_len(100_000);
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "chat")?.stream_len(100_000);
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn stream_len(mut self, entries: usize) -> Self {
         self.stream_len = entries.max(1);
@@ -315,9 +333,11 @@ impl RedisBridge {
     /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
     /// # actix::System::new().block_on(async {
     /// let manager = SessionManager::new(|| Echo).start();
-    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "echo").unwrap().start(&manager);
+    /// let bridge = RedisBridge::new("redis://127.0.0.1/", "echo")?.start(&manager);
     /// println!("{:?}", bridge.health());
-    /// # });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn start<A: Session>(self, manager: &Addr<SessionManager<A>>) -> BridgeHandle {
         describe();

@@ -9,45 +9,12 @@
 mod common;
 
 use std::{
-    net::TcpListener,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{request, session, Conn, TestServer, Ws, WsClient};
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// Fails the test with a hint when a program is not installed.
-fn program(name: &str) -> &str {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| Path::new(&dir).join(name).is_file()));
-    assert!(found, "{name} is not installed (Debian package {name}); .ci/run installs it");
-    name
-}
-
-/// Polls `check` until it holds; for states no event announces (a metric,
-/// a process accepting connections).
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{free_port, program, request, session, wait_for, Conn, Proc, TestServer, Ws, WsClient};
 
 fn redis(port: u16) -> Proc {
     redis_with(port, &[])

@@ -5,11 +5,11 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
-    path::PathBuf,
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// A session that sends every message back, for in-process servers.
@@ -653,4 +653,36 @@ pub fn echo_server(config: actix_sockjs::Config) -> u16 {
         });
     });
     ready.recv_timeout(READ_TIMEOUT).expect("server started")
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Fails the test with a hint when a program is not installed.
+pub fn program(name: &str) -> &str {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| Path::new(&dir).join(name).is_file()));
+    assert!(found, "{name} is not installed (Debian package {name}); .ci/run installs it");
+    name
+}
+
+/// Polls `check` until it holds; for states no event announces (a metric,
+/// a process accepting connections).
+pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -873,10 +873,15 @@ fn decode(frame: &[u8]) -> Option<Received<'_>> {
 /// server answers), and what it had may be gone. `None` when the server
 /// does not tell (an ACL user without `INFO`, a Redis-compatible server
 /// without `run_id`): restarts then go unnoticed, and what Redis lost in
-/// one is not published again.
-async fn run_id(conn: &mut MultiplexedConnection) -> Option<String> {
-    let info: String = ::redis::cmd("INFO").arg("server").query_async(conn).await.ok()?;
-    info.lines().find_map(|line| line.strip_prefix("run_id:")).map(|id| id.trim().to_owned())
+/// one is not published again. An error when Redis does not answer.
+async fn run_id(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<Option<String>> {
+    match ::redis::cmd("INFO").arg("server").query_async::<String>(conn).await {
+        Ok(info) => {
+            Ok(info.lines().find_map(|line| line.strip_prefix("run_id:")).map(|id| id.trim().to_owned()))
+        }
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 /// An outage as a task sees it: when it began, for the log line at its end.
@@ -920,7 +925,7 @@ async fn publish(bridge: Arc<Bridge>) {
         let Some(c) = conn.as_mut() else {
             let attempt = async {
                 let mut c = bridge.connect(side, bridge.health_timeout).await?;
-                let id = run_id(&mut c).await;
+                let id = run_id(&mut c).await?;
                 Ok::<_, ::redis::RedisError>((c, id))
             };
             match attempt.await {

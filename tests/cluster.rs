@@ -681,17 +681,17 @@ fn a_redis_that_refuses_writes_is_reported_down_and_loses_nothing() {
 fn authenticated_redis_urls_work() {
     let redis_port = free_port();
     let _redis = redis_with(redis_port, &["--requirepass", "s3cret"]);
-    // A password alone, and an ACL user.
-    assert_eq!(
-        redis_cli(
-            redis_port,
-            &["--no-auth-warning", "-a", "s3cret", "ACL", "SETUSER", "sockjs", "on", ">pw", "~*", "+@all"]
-        ),
-        "OK"
-    );
+    // A password alone, an ACL user, and an ACL user without INFO (the
+    // bridge then cannot tell a restarted Redis, warns, and works on).
+    for user in [["sockjs", "+@all"], ["noinfo", "-info"]] {
+        let acl =
+            ["--no-auth-warning", "-a", "s3cret", "ACL", "SETUSER", user[0], "on", ">pw", "~*", "+@all"];
+        assert_eq!(redis_cli(redis_port, &[&acl[..], &[user[1]]].concat()), "OK");
+    }
     for url in [
         format!("redis://:s3cret@127.0.0.1:{redis_port}/"),
         format!("redis://sockjs:pw@127.0.0.1:{redis_port}/0"),
+        format!("redis://noinfo:pw@127.0.0.1:{redis_port}/0"),
     ] {
         let nodes = ["n1", "n2"].map(|name| {
             TestServer::start_example_with("test_server", &["redis"], &["--redis", &url, "--node", name])

@@ -161,6 +161,9 @@ pub(crate) struct Endpoint<A: Session> {
     pub(crate) metrics: Arc<EndpointMetrics>,
     /// The manager's session directory, fetched at this worker's first request.
     directory: OnceCell<Directory>,
+    /// What starts a session without asking the manager, once it has
+    /// answered one (endpoints without caps; see `manager::Arrivals`).
+    starter: OnceCell<Starter<A>>,
     /// The iframe page and its ETag.
     pub(crate) iframe: (String, String),
     authorize: Option<Authorize>,
@@ -210,6 +213,7 @@ impl<A: Session> Endpoint<A> {
             manager,
             metrics: Arc::new(EndpointMetrics::new(prefix)),
             directory: OnceCell::new(),
+            starter: OnceCell::new(),
             authorize,
             carry,
         }
@@ -381,6 +385,19 @@ impl<A: Session> Endpoint<A> {
         let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
         let (cmd_tx, cmd_rx) = command_channel();
         let Admitted { opening, values, .. } = admitted;
+        let uncapped = opening.caps.max_sessions.is_none() && opening.caps.max_per_ip.is_none();
+        let opening = match self.starter.get().filter(|_| uncapped) {
+            Some(starter) => {
+                let starter = starter.clone();
+                if starter.arrivals.arrive(serial, id.clone(), cmd_tx.clone(), opening.clone()) {
+                    let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
+                    self.start(starter, serial, id, transport, req, cmd_rx, values);
+                    return Ok(cmd_tx);
+                }
+                opening
+            }
+            None => opening,
+        };
         let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
         let starter = match self.manager.send(register).await {
             Ok(Ok(starter)) => starter,
@@ -390,6 +407,9 @@ impl<A: Session> Endpoint<A> {
                 return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
             }
         };
+        if uncapped {
+            let _ = self.starter.set(starter.clone());
+        }
         let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
         self.start(starter, serial, id, transport, req, cmd_rx, values);
         Ok(cmd_tx)

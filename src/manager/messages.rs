@@ -636,6 +636,7 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
+        self.close_arrivals();
         if !self.shutting_down {
             log::info!("sockjs: closing {} sessions for shutdown", self.sessions.len());
         }

@@ -14,8 +14,8 @@ use std::{
     net::IpAddr,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     task::{Context as TaskContext, Poll},
     time::{Instant, SystemTime},
@@ -48,6 +48,50 @@ pub(crate) type Factory<A> = Arc<dyn Fn(&RequestInfo) -> A + Send + Sync>;
 pub(crate) struct Starter<A: Session> {
     pub(crate) factory: Factory<A>,
     pub(crate) notes: NotesTx,
+    pub(crate) arrivals: Arc<Arrivals>,
+}
+
+impl<A: Session> Clone for Starter<A> {
+    fn clone(&self) -> Self {
+        Self { factory: self.factory.clone(), notes: self.notes.clone(), arrivals: self.arrivals.clone() }
+    }
+}
+
+/// WebSocket sessions a worker opened without a round trip to the manager
+/// (an endpoint without caps has nothing for the manager to check): the
+/// manager enters them before it reads any note or message, so it knows a
+/// session before anything the session tells it. The round trip was ~8 µs
+/// of a WebSocket's set-up (`benches/README.md`).
+#[derive(Default)]
+pub(crate) struct Arrivals {
+    queued: Mutex<Vec<Arrival>>,
+    /// Something is queued (read without the lock).
+    pending: AtomicBool,
+    /// The manager shuts down: workers take the round trip, which refuses.
+    closing: AtomicBool,
+}
+
+/// A session started without asking: its serial, id, commands and opening.
+type Arrival = (u64, Arc<str>, CommandTx, Opening);
+
+impl Arrivals {
+    /// Queues a session the worker starts at once; `false` when the
+    /// manager shuts down (the caller asks it instead).
+    pub(crate) fn arrive(&self, serial: u64, id: Arc<str>, tx: CommandTx, opening: Opening) -> bool {
+        if self.closing.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queued.lock().unwrap_or_else(PoisonError::into_inner).push((serial, id, tx, opening));
+        self.pending.store(true, Ordering::Release);
+        true
+    }
+
+    fn take(&self) -> Vec<Arrival> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.queued.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// An endpoint's HTTP sessions by id (their serial and command channel),
@@ -165,6 +209,7 @@ pub struct SessionManager<A: Session> {
     relay: Option<Box<dyn Relay>>,
     notes: NotesTx,
     notes_rx: NotesRx,
+    arrivals: Arc<Arrivals>,
     metrics: ManagerMetrics,
 }
 
@@ -300,6 +345,7 @@ impl<A: Session> SessionManager<A> {
             relay: None,
             notes,
             notes_rx,
+            arrivals: Arc::default(),
             metrics: ManagerMetrics::new(""),
         }
     }
@@ -331,18 +377,36 @@ impl<A: Session> SessionManager<A> {
     }
 
     fn starter(&self) -> Starter<A> {
-        Starter { factory: self.factory.clone(), notes: self.notes.clone() }
+        Starter { factory: self.factory.clone(), notes: self.notes.clone(), arrivals: self.arrivals.clone() }
     }
 
     /// Reads the notes sessions have queued; runs before every message, so
     /// that what a session told before it answered its client is known.
     fn read_notes(&mut self) {
+        self.enter_arrivals();
         while let Some((serial, note)) = self.notes_rx.try_recv() {
             self.note(serial, note);
         }
     }
 
+    /// Enters the sessions workers started without asking ([`Arrivals`]).
+    fn enter_arrivals(&mut self) {
+        for (serial, id, tx, opening) in self.arrivals.take() {
+            if self.admit(serial, id, tx.clone(), true, opening).is_err() {
+                // Shutting down since the worker looked.
+                let _ = tx.send(Command::Shutdown);
+            }
+        }
+    }
+
+    /// Stops taking sessions without a round trip (for shutdown).
+    pub(crate) fn close_arrivals(&mut self) {
+        self.arrivals.closing.store(true, Ordering::Release);
+        self.enter_arrivals();
+    }
+
     fn note(&mut self, serial: u64, note: Note) {
+        self.enter_arrivals();
         match note {
             Note::Opened => self.set_phase(serial, SessionState::Open),
             Note::Closed => self.set_phase(serial, SessionState::Closed),

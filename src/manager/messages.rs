@@ -6,11 +6,11 @@ use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
 
-use super::{next_serial, Directory, Opening, SessionManager, Starter, Target};
+use super::{next_serial, Directory, Opening, SessionManager, Starter};
 use crate::{
     admission::Refusal,
     protocol::Transport,
-    relay::{Audience, RelayMessage, Relayed, SetRelay},
+    relay::{payload, Audience, RelayMessage, Relayed, SetRelay},
     session::{
         command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared,
     },
@@ -49,13 +49,8 @@ use crate::{
 #[rtype(result = "()")]
 pub struct Broadcast {
     payload: Arc<Shared>,
-    target: Target,
+    target: Audience,
     except: Box<[Arc<str>]>,
-}
-
-/// A payload from a text, encoded once.
-fn shared(text: String) -> Arc<Shared> {
-    crate::relay::payload(text)
 }
 
 fn ids<I, S>(ids: I) -> Box<[Arc<str>]>
@@ -75,7 +70,7 @@ impl Broadcast {
     /// let notice = actix_sockjs::Broadcast::text("maintenance at noon");
     /// ```
     pub fn text(msg: impl Into<String>) -> Self {
-        Self { payload: shared(msg.into()), target: Target::All, except: Box::default() }
+        Self { payload: payload(msg.into()), target: Audience::All, except: Box::default() }
     }
 
     /// A broadcast of one value as JSON (`serde_json`'s encoding).
@@ -103,7 +98,7 @@ impl Broadcast {
     /// ```
     #[must_use]
     pub fn group(mut self, group: impl AsRef<str>) -> Self {
-        self.target = Target::Group(Arc::from(group.as_ref()));
+        self.target = Audience::Group(Arc::from(group.as_ref()));
         self
     }
 
@@ -120,7 +115,7 @@ impl Broadcast {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.target = Target::Ids(ids(list));
+        self.target = Audience::Ids(ids(list));
         self
     }
 
@@ -155,7 +150,7 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
         // Other nodes get what this one could not deliver: a list's ids
         // that have no session here; everything else as it is.
         let audience = match target {
-            Target::Ids(ids) => {
+            Audience::Ids(ids) => {
                 let elsewhere: Box<[Arc<str>]> =
                     ids.iter().filter(|id| self.serials_of(id).next().is_none()).cloned().collect();
                 if elsewhere.is_empty() {
@@ -163,8 +158,7 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
                 }
                 Audience::Ids(elsewhere)
             }
-            Target::All => Audience::All,
-            Target::Group(group) => Audience::Group(group),
+            audience => audience,
         };
         self.relay(RelayMessage { audience, except, payload });
     }
@@ -225,7 +219,7 @@ impl SendTo {
     /// let private = actix_sockjs::SendTo::text("a1b2c3", "psst");
     /// ```
     pub fn text(id: impl AsRef<str>, msg: impl Into<String>) -> Self {
-        Self { id: Arc::from(id.as_ref()), payload: shared(msg.into()) }
+        Self { id: Arc::from(id.as_ref()), payload: payload(msg.into()) }
     }
 
     /// A value as JSON for the session `id`.
@@ -781,18 +775,13 @@ impl<A: Session> Handler<Relayed> for SessionManager<A> {
     fn handle(&mut self, Relayed(msg): Relayed, _: &mut Context<Self>) {
         self.read_notes();
         let RelayMessage { audience, except, payload } = msg;
-        let target = match audience {
-            Audience::Session(id) => {
-                if !self.deliver_to(&id, &payload) {
-                    log::trace!("sockjs: a relayed message for {id} found no session here");
-                }
-                return;
+        if let Audience::Session(id) = &audience {
+            if !self.deliver_to(id, &payload) {
+                log::trace!("sockjs: a relayed message for {id} found no session here");
             }
-            Audience::All => Target::All,
-            Audience::Group(group) => Target::Group(group),
-            Audience::Ids(ids) => Target::Ids(ids),
-        };
-        self.fan_out(&payload, &target, &except);
+            return;
+        }
+        self.fan_out(&payload, &audience, &except);
     }
 }
 

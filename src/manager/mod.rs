@@ -28,7 +28,7 @@ use crate::{
     admission::{Caps, Refusal},
     metrics::{describe, endpoint_label, BROADCAST_FANOUT, BROADCAST_RECEIVERS, SEND_TO},
     protocol::Transport,
-    relay::{Relay, RelayMessage},
+    relay::{Audience, Relay, RelayMessage},
     session::{Command, CommandTx, Note, NotesRx, NotesTx, RequestInfo, Session, SessionState, Shared},
 };
 
@@ -536,7 +536,7 @@ impl<A: Session> SessionManager<A> {
 
     /// Hands a broadcast to its recipients on this node; answers how many
     /// got it.
-    fn fan_out(&mut self, payload: &Arc<Shared>, target: &Target, except: &[Arc<str>]) -> usize {
+    fn fan_out(&mut self, payload: &Arc<Shared>, audience: &Audience, except: &[Arc<str>]) -> usize {
         let start = Instant::now();
         let skip: HashSet<u64> = except.iter().flat_map(|id| self.serials_of(id)).collect();
         let mut recipients: Vec<u64> = Vec::new();
@@ -552,16 +552,21 @@ impl<A: Session> SessionManager<A> {
                 dead.push(serial);
             }
         };
-        match target {
-            Target::All => self.sessions.iter().for_each(|(serial, entry)| push(*serial, entry)),
-            Target::Group(group) => {
+        match audience {
+            Audience::All => self.sessions.iter().for_each(|(serial, entry)| push(*serial, entry)),
+            Audience::Group(group) => {
                 for serial in self.groups.get(group).into_iter().flatten() {
                     if let Some(entry) = self.sessions.get(serial) {
                         push(*serial, entry);
                     }
                 }
             }
-            Target::Ids(ids) => {
+            Audience::Ids(_) | Audience::Session(_) => {
+                let ids = match audience {
+                    Audience::Session(id) => std::slice::from_ref(id),
+                    Audience::Ids(ids) => &ids[..],
+                    _ => &[],
+                };
                 recipients.extend(ids.iter().flat_map(|id| self.serials_of(id)));
                 recipients.sort_unstable();
                 recipients.dedup();
@@ -601,17 +606,6 @@ impl<A: Session> SessionManager<A> {
         relay.publish(msg);
         true
     }
-}
-
-/// Who a broadcast is for.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    /// Every session of the endpoint.
-    All,
-    /// The members of a group.
-    Group(Arc<str>),
-    /// The sessions with these ids.
-    Ids(Box<[Arc<str>]>),
 }
 
 impl<A: Session> Actor for SessionManager<A> {

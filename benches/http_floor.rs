@@ -9,6 +9,9 @@
 //! Run: `cargo run --release --example http_floor -- --port 8091` (prints
 //! `listening on http://127.0.0.1:PORT` first; `--port 0` picks one).
 
+#[path = "support/serve.rs"]
+mod serve;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
@@ -80,13 +83,7 @@ async fn send(
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut port = 8091u16;
-    while let Some(a) = args.next() {
-        if a == "--port" {
-            port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port);
-        }
-    }
+    let port = serve::port(8091);
     let sessions = web::Data::new(Sessions::default());
     let server = HttpServer::new(move || {
         App::new()
@@ -97,8 +94,6 @@ async fn main() -> std::io::Result<()> {
     .backlog(4096)
     .max_connections(100_000)
     .bind(("127.0.0.1", port))?;
-    for addr in server.addrs() {
-        println!("listening on http://{addr}");
-    }
+    serve::announce(&server.addrs());
     server.run().await
 }

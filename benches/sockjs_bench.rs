@@ -11,6 +11,9 @@
 //! Run: `cargo run --release --example sockjs_bench -- --port 0` (prints
 //! `listening on http://127.0.0.1:PORT` first).
 
+#[path = "support/serve.rs"]
+mod serve;
+
 use actix::prelude::*;
 use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager, SockJs};
 use actix_web::{App, HttpServer};
@@ -64,8 +67,7 @@ impl Session for Grouped {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip_while(|a| a != "--port").skip(1);
-    let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(8083);
+    let port = serve::port(8083);
     let echo = SessionManager::new(|| Echo).start();
     let room = SessionManager::start_with(|room| move || Member { room: room.clone() });
     let groups = SessionManager::start_with(|room| move || Grouped { room: room.clone() });
@@ -80,8 +82,6 @@ async fn main() -> std::io::Result<()> {
     .backlog(4096)
     .max_connections(100_000)
     .bind(("127.0.0.1", port))?;
-    for addr in server.addrs() {
-        println!("listening on http://{addr}");
-    }
+    serve::announce(&server.addrs());
     server.run().await
 }

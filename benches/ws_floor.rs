@@ -6,6 +6,9 @@
 //! Run: `cargo run --release --example ws_floor -- --port 8090` (prints
 //! `listening on http://127.0.0.1:PORT` first; `--port 0` picks one).
 
+#[path = "support/serve.rs"]
+mod serve;
+
 use std::collections::HashMap;
 
 use actix::{fut::ActorFutureExt, Actor, Addr, AsyncContext, Context, Handler, Message, StreamHandler};
@@ -140,13 +143,7 @@ async fn broadcast(
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut port = 8090u16;
-    while let Some(a) = args.next() {
-        if a == "--port" {
-            port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port);
-        }
-    }
+    let port = serve::port(8090);
     let hub = web::Data::new(Hub::default().start());
     let server = HttpServer::new(move || {
         App::new()
@@ -157,8 +154,6 @@ async fn main() -> std::io::Result<()> {
     .backlog(4096)
     .max_connections(100_000)
     .bind(("127.0.0.1", port))?;
-    for addr in server.addrs() {
-        println!("listening on http://{addr}");
-    }
+    serve::announce(&server.addrs());
     server.run().await
 }

@@ -3,10 +3,10 @@
 //! a dot is never routed to a transport.
 #![no_main]
 
-use std::{cell::RefCell, future::Future, pin::Pin, rc::Rc};
+use std::{cell::RefCell, future::Future, pin::Pin, rc::Rc, time::Duration};
 
 use actix::prelude::*;
-use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+use actix_sockjs::{Config, Session, SessionContext, SessionManager, SockJs};
 use actix_web::{
     dev::{Service, ServiceResponse},
     http::{Method, StatusCode},
@@ -54,8 +54,13 @@ fuzz_target!(|data: &[u8]| {
                 Some(app) => app,
                 None => {
                     let manager = SessionManager::new(|| Echo).start();
-                    let service =
-                        Rc::new(test::init_service(App::new().service(SockJs::new("/echo", manager))).await);
+                    // A poll of a session an earlier input opened waits for
+                    // a heartbeat: 10 ms, not 25 s (libFuzzer files a unit
+                    // over 10 s as a slow-unit artifact, which fails CI).
+                    let config = Config::default().heartbeat(Duration::from_millis(10));
+                    let service = Rc::new(
+                        test::init_service(App::new().service(SockJs::new("/echo", manager).config(config))).await,
+                    );
                     Rc::new(move |req| {
                         let service = service.clone();
                         Box::pin(async move { service.call(req).await }) as Answer

@@ -674,9 +674,11 @@ async fn connect(server: Server, proc: &Proc, n: usize) -> io::Result<Sample> {
     // The first connections make the workers set up what they keep.
     let warm = join_all((0..20).map(|_| open_ws(server, proc.port, "/echo", None))).await;
     drop(warm);
+    // Held until the CPU is read: closing them is not set-up, and the
+    // server's work on their close would race the reading.
+    let open = RefCell::new(Vec::with_capacity(n));
     let work = async {
         let mut lat = Vec::with_capacity(n);
-        let mut open = Vec::with_capacity(n);
         for start in (0..n).step_by(50) {
             let batch = join_all((start..n.min(start + 50)).map(|_| async {
                 let t = Instant::now();
@@ -686,14 +688,16 @@ async fn connect(server: Server, proc: &Proc, n: usize) -> io::Result<Sample> {
             .await;
             for (conn, took) in batch {
                 if let Ok(conn) = conn {
-                    open.push(conn);
+                    open.borrow_mut().push(conn);
                     lat.push(took);
                 }
             }
         }
         (lat.len(), lat)
     };
-    Ok(measure(proc, work).await)
+    let sample = measure(proc, work).await;
+    drop(open);
+    Ok(sample)
 }
 
 /// Server CPU per second of `sessions` idle WebSocket sessions over

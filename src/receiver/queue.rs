@@ -120,6 +120,29 @@ impl<T> Tx<T> {
         self.send_weighed(item, 0)
     }
 
+    /// Queues an item without waking the receiver, unless `wake_at` or more
+    /// items are waiting then: for items the receiver reads whenever it
+    /// next runs anyway, at no cost of a wake-up each (a wake-up across
+    /// threads is a system call on each side). Gives the item back if the
+    /// receiver is gone.
+    pub(crate) fn send_quietly(&self, item: T, wake_at: usize) -> Result<(), T> {
+        let waker = {
+            let mut state = self.0.lock();
+            if state.receiver_gone() {
+                return Err(item);
+            }
+            state.push(item);
+            if state.len() < wake_at {
+                return Ok(());
+            }
+            state.receiver.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
     /// Queues an item that adds `weight` to the queue's [`load`](Self::load)
     /// until the receiver takes it; gives it back if the receiver is gone.
     pub(crate) fn send_weighed(&self, item: T, weight: usize) -> Result<(), T> {
@@ -397,6 +420,32 @@ mod tests {
         assert!(!tx2.is_closed(), "a clone keeps the queue open");
         drop(rx);
         assert!(tx2.is_closed());
+    }
+
+    #[test]
+    fn quiet_items_wake_the_receiver_only_in_numbers() {
+        let (tx, mut rx) = queue();
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        tx.send_quietly(1, 3).unwrap();
+        tx.send_quietly(2, 3).unwrap();
+        assert_eq!(wakes(), 0, "two waiting, fewer than three");
+        tx.send_quietly(3, 3).unwrap();
+        assert_eq!(wakes(), 1, "the third wakes");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(3)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        tx.send_quietly(4, 3).unwrap();
+        tx.send(5).unwrap();
+        assert_eq!(wakes(), 2, "a plain send wakes, and the quiet item is read first");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(4)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(5)));
+        drop(rx);
+        assert_eq!(tx.send_quietly(6, 3), Err(6));
     }
 
     /// A waker that counts its wakes.

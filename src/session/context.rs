@@ -57,6 +57,9 @@ pub(crate) enum Note {
     Leave(Arc<str>),
 }
 
+/// How many quiet notes ([`NotesTx::note`]) wait before they wake the manager.
+const QUIET_WAKE_AT: usize = 256;
+
 /// The sending end of a manager's notes; each note carries the session's serial.
 #[derive(Debug, Clone)]
 pub(crate) struct NotesTx(queue::Tx<(u64, Note)>);
@@ -72,8 +75,19 @@ impl NotesTx {
     }
 
     /// Tells the manager (ignored once it is gone).
+    ///
+    /// `Opened` and `Closed` only change a session's phase, which the
+    /// manager reads only in its handlers, and it reads its notes before
+    /// every message: they wait for its next turn rather than wake it, so
+    /// that opening a session costs no wake-up of the manager's thread
+    /// (`benches/README.md`). [`QUIET_WAKE_AT`] of them wake it, which
+    /// bounds what waits. The others change what the manager does between
+    /// messages (a session's removal, a group's relay) and wake it.
     pub(crate) fn note(&self, serial: u64, note: Note) {
-        let _ = self.0.send((serial, note));
+        let _ = match note {
+            Note::Opened | Note::Closed => self.0.send_quietly((serial, note), QUIET_WAKE_AT),
+            _ => self.0.send((serial, note)),
+        };
     }
 }
 

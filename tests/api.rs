@@ -556,6 +556,28 @@ fn session_caps() {
 }
 
 #[test]
+fn an_ended_session_frees_its_place_under_the_per_address_cap() {
+    let p = probed(Config::default().max_sessions_per_ip(1).trusted_proxies(["127.0.0.1".parse().unwrap()]));
+    let from = [("X-Forwarded-For", "192.0.2.9")];
+    let path = || format!("/probe/000/{}/websocket", session());
+    let mut first = WsClient::connect_with(p.port, &path(), &from).expect("first session");
+    assert_eq!(first.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let refused = WsClient::connect_with(p.port, &path(), &from).err().expect("a second one refused");
+    assert_eq!(refused.status(), 429);
+    first.send_close(1000);
+    assert!(matches!(p.next(), Event::Closed(_)));
+    // The manager removes the session once its actor has stopped.
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    while p.ask(SessionCount).total() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the session was never removed");
+        thread::yield_now();
+    }
+    let mut again = WsClient::connect_with(p.port, &path(), &from).expect("the place is free again");
+    assert_eq!(again.recv_text(), "o");
+}
+
+#[test]
 fn shutdown_closes_every_session_and_opens_no_new_one() {
     let (events_tx, events) = mpsc::channel();
     let (ready_tx, ready) = mpsc::channel();

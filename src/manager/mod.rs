@@ -259,6 +259,8 @@ struct Entry {
     phase: SessionState,
     opened_at: SystemTime,
     client: Option<IpAddr>,
+    /// Counted in `per_client` (its endpoint caps sessions per address).
+    counted: bool,
     /// The groups it is in (member -> groups).
     groups: Vec<Arc<str>>,
 }
@@ -476,7 +478,7 @@ impl<A: Session> SessionManager<A> {
         for group in &entry.groups {
             self.unlist(serial, group);
         }
-        if let Some(ip) = entry.client {
+        if let Some(ip) = entry.client.filter(|_| entry.counted) {
             if let Some(n) = self.per_client.get_mut(&ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -502,13 +504,21 @@ impl<A: Session> SessionManager<A> {
         if caps.max_sessions.is_some_and(|max| self.sessions.len() >= max) {
             return Err(Refusal::Full);
         }
-        if let Some(ip) = open.client {
-            let n = self.per_client.get(&ip).copied().unwrap_or(0);
-            if caps.max_per_ip.is_some_and(|max| n >= max) {
-                return Err(Refusal::TooManyFromClient);
+        // Sessions per address are counted only where they are capped.
+        let counted = match (open.client, caps.max_per_ip) {
+            (Some(ip), Some(max)) => {
+                let n = self.per_client.entry(ip).or_insert(0);
+                if *n >= max {
+                    if *n == 0 {
+                        self.per_client.remove(&ip);
+                    }
+                    return Err(Refusal::TooManyFromClient);
+                }
+                *n += 1;
+                true
             }
-            self.per_client.insert(ip, n + 1);
-        }
+            _ => false,
+        };
         if socket {
             self.sockets.insert(id.clone(), serial);
         } else {
@@ -522,6 +532,7 @@ impl<A: Session> SessionManager<A> {
             phase: SessionState::New,
             opened_at: SystemTime::now(),
             client: open.client,
+            counted,
             groups: Vec::new(),
         };
         self.sessions.insert(serial, entry);

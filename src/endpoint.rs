@@ -467,13 +467,12 @@ impl<A: Session> Endpoint<A> {
         let setup = SessionSetup {
             id,
             serial,
-            transport,
             config: self.config.clone(),
             request,
             notes: starter.notes,
             metrics: self.metrics.clone(),
         };
-        start_session(session, setup, rx);
+        start_session(session, transport, setup, rx);
     }
 }
 

@@ -207,8 +207,6 @@ pub(crate) fn command_channel() -> (CommandTx, CommandRx) {
 pub(crate) struct SessionSetup {
     pub(crate) id: Arc<str>,
     pub(crate) serial: u64,
-    /// The transport that opened the session.
-    pub(crate) transport: Transport,
     pub(crate) config: Arc<Config>,
     pub(crate) request: RequestInfo,
     /// Where the session tells its manager of its life and its groups.
@@ -227,6 +225,8 @@ struct Cold {
     expiry: Option<SpawnHandle>,
     /// An `on_close` to run at the actor's next turn.
     deferred_close: Option<CloseCause>,
+    /// The attached HTTP receiver's timers.
+    timers: Option<Timers>,
 }
 
 /// The futures the session runs for its attached HTTP receiver (a
@@ -299,10 +299,8 @@ where
     parts: ContextParts<A>,
     setup: SessionSetup,
     machine: Machine,
-    /// See [`Cold`].
+    /// See [`Cold`]; an idle WebSocket session has none.
     cold: Option<Box<Cold>>,
-    /// See [`Timers`]; boxed, as every idle WebSocket session has none.
-    timers: Option<Box<Timers>>,
     /// Stop the actor at its next turn.
     finish_requested: bool,
     finisher_spawned: bool,
@@ -732,18 +730,20 @@ where
             })
         });
         if watch.is_some() || heartbeat.is_some() {
-            self.timers = Some(Box::new(Timers { token, watch, heartbeat }));
+            self.cold().timers = Some(Timers { token, watch, heartbeat });
         }
     }
 
     /// Stops the timers of the receiver `token` (of whichever is running
     /// when `None`).
     fn cancel_timers(&mut self, token: Option<u32>) {
-        if self.timers.as_ref().is_some_and(|t| token.is_none_or(|token| t.token == token)) {
-            if let Some(timers) = self.timers.take() {
-                for handle in timers.watch.into_iter().chain(timers.heartbeat) {
-                    self.parts.cancel_future(handle);
-                }
+        let timers = self
+            .cold
+            .as_mut()
+            .and_then(|cold| cold.timers.take_if(|t| token.is_none_or(|token| t.token == token)));
+        if let Some(timers) = timers {
+            for handle in timers.watch.into_iter().chain(timers.heartbeat) {
+                self.parts.cancel_future(handle);
             }
         }
     }
@@ -986,15 +986,14 @@ impl<A: Session> Future for SessionFut<A> {
 }
 
 /// Starts a session actor on the current arbiter.
-pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: CommandRx) {
+pub(crate) fn start_session<A: Session>(act: A, transport: Transport, setup: SessionSetup, rx: CommandRx) {
     let mailbox = Mailbox::default();
-    let machine = Machine::new(setup.transport, setup.config.max_queue_bytes);
+    let machine = Machine::new(transport, setup.config.max_queue_bytes);
     let mut ctx = SessionContext {
         parts: ContextParts::new(mailbox.sender_producer()),
         setup,
         machine,
         cold: None,
-        timers: None,
         finish_requested: false,
         finisher_spawned: false,
         needs_poll: false,
@@ -1004,4 +1003,28 @@ pub(crate) fn start_session<A: Session>(act: A, setup: SessionSetup, rx: Command
     };
     ctx.parts.spawn(Pump { rx });
     actix::spawn(SessionFut { fut: ContextFut::new(ctx, act, mailbox) });
+}
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    struct Nothing;
+
+    impl Actor for Nothing {
+        type Context = SessionContext<Self>;
+    }
+
+    impl Session for Nothing {
+        fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    }
+
+    /// tokio rounds a task up to a multiple of 128 bytes, and adds 104 to
+    /// the future (x86_64, tokio 1.54): a session task of 536 bytes or less
+    /// takes 640, one byte more takes 768 (benches/README.md). The session
+    /// type's own fields come on top.
+    #[test]
+    fn a_session_task_fits_in_640_bytes() {
+        assert!(std::mem::size_of::<SessionFut<Nothing>>() <= 536);
+    }
 }

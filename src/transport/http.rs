@@ -60,11 +60,6 @@ pub(crate) async fn receive<A: Session>(
     let prelude = match how.prelude {
         Prelude::None => None,
         Prelude::Bytes(bytes) => Some(Bytes::from_static(bytes)),
-        Prelude::XhrStreaming => {
-            let mut p = "h".repeat(2048);
-            p.push('\n');
-            Some(Bytes::from(p))
-        }
         Prelude::HtmlFile => Some(Bytes::from(htmlfile_prelude(&callback))),
     };
 

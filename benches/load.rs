@@ -8,7 +8,8 @@
 //! - WebSocket echo, `LOAD_SESSIONS` concurrent sessions (default 50,500);
 //! - WebSocket set-up, `LOAD_CONNECT` sessions opened 50 at a time
 //!   (default 5000): server CPU and latency per session opened (a SockJS
-//!   session counts as open at its `o`);
+//!   session counts as open at its `o`; the sessions stay open until the
+//!   CPU is read, so that their close is not counted);
 //! - xhr-polling echo, `LOAD_POLL_SESSIONS` sessions (default 50,500),
 //!   against the SockJS servers and the raw actix-web polling floor
 //!   (`benches/http_floor.rs`: the same two requests, plain handlers);

@@ -126,26 +126,18 @@ impl<T> Tx<T> {
     /// threads is a system call on each side). Gives the item back if the
     /// receiver is gone.
     pub(crate) fn send_quietly(&self, item: T, wake_at: usize) -> Result<(), T> {
-        let waker = {
-            let mut state = self.0.lock();
-            if state.receiver_gone() {
-                return Err(item);
-            }
-            state.push(item);
-            if state.len() < wake_at {
-                return Ok(());
-            }
-            state.receiver.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
+        self.push(item, 0, wake_at)
     }
 
     /// Queues an item that adds `weight` to the queue's [`load`](Self::load)
     /// until the receiver takes it; gives it back if the receiver is gone.
     pub(crate) fn send_weighed(&self, item: T, weight: usize) -> Result<(), T> {
+        self.push(item, weight, 1)
+    }
+
+    /// Queues an item with its weight, and wakes the receiver once
+    /// `wake_at` or more items wait.
+    fn push(&self, item: T, weight: usize, wake_at: usize) -> Result<(), T> {
         let waker = {
             let mut state = self.0.lock();
             if state.receiver_gone() {
@@ -153,6 +145,9 @@ impl<T> Tx<T> {
             }
             state.push(item);
             state.load = state.load.saturating_add(u32::try_from(weight).unwrap_or(u32::MAX));
+            if state.len() < wake_at {
+                return Ok(());
+            }
             state.receiver.take()
         };
         if let Some(waker) = waker {

@@ -674,7 +674,6 @@ async fn fan_out_to(
 async fn connect(server: Server, proc: &Proc, n: usize) -> io::Result<Sample> {
     // The first connections make the workers set up what they keep.
     let warm = join_all((0..20).map(|_| open_ws(server, proc.port, "/echo", None))).await;
-    drop(warm);
     // Held until the CPU is read: closing them is not set-up, and the
     // server's work on their close would race the reading.
     let open = RefCell::new(Vec::with_capacity(n));
@@ -697,7 +696,7 @@ async fn connect(server: Server, proc: &Proc, n: usize) -> io::Result<Sample> {
         (lat.len(), lat)
     };
     let sample = measure(proc, work).await;
-    drop(open);
+    drop((open, warm));
     Ok(sample)
 }
 

@@ -384,13 +384,15 @@ impl<A: Session> Endpoint<A> {
         // A raw WebSocket has no id of the client's: it gets a unique one.
         let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
         let (cmd_tx, cmd_rx) = command_channel();
+        // First in the queue: a shutdown the manager sends once it knows
+        // the session comes after it.
+        let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
         let Admitted { opening, values, .. } = admitted;
         let uncapped = opening.caps.max_sessions.is_none() && opening.caps.max_per_ip.is_none();
         let opening = match self.starter.get().filter(|_| uncapped) {
             Some(starter) => {
                 let starter = starter.clone();
                 if starter.arrivals.arrive(serial, id.clone(), cmd_tx.clone(), opening.clone()) {
-                    let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
                     self.start(starter, serial, id, transport, req, cmd_rx, values);
                     return Ok(cmd_tx);
                 }
@@ -410,7 +412,6 @@ impl<A: Session> Endpoint<A> {
         if uncapped {
             let _ = self.starter.set(starter.clone());
         }
-        let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
         self.start(starter, serial, id, transport, req, cmd_rx, values);
         Ok(cmd_tx)
     }

@@ -123,6 +123,10 @@ impl Handler<Whisper> for Member {
 
 impl Session for Member {
     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        if ctx.request().path().contains("/slow") {
+            // A slow on_open: its client must still not see `o` before it.
+            thread::sleep(Duration::from_millis(100));
+        }
         ctx.join("all");
         let _ = self.events.send(Event::Opened(ctx.session_id().to_owned()));
     }
@@ -220,6 +224,21 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.system.stop();
+    }
+}
+
+#[test]
+fn a_session_is_in_the_groups_on_open_joined_when_its_client_sees_o() {
+    let s = Server::start(Duration::from_secs(5));
+    let mut held = Vec::new();
+    for n in 1..=3 {
+        let mut ws = WsClient::connect(s.port, &format!("/m/000/slow{n}x{}/websocket", session()));
+        assert_eq!(ws.recv_text(), "o");
+        // No wait for the session's event: on_open has run, and the
+        // manager knows its join, by the time the client has `o`.
+        assert_eq!(s.members().len(), n);
+        held.push(ws);
+        s.opened();
     }
 }
 

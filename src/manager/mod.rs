@@ -81,9 +81,22 @@ impl Arrivals {
         if self.closing.load(Ordering::Acquire) {
             return false;
         }
-        self.queued.lock().unwrap_or_else(PoisonError::into_inner).push((serial, id, tx, opening));
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read again under the lock, which shutdown takes to set it: an
+        // arrival queued after the manager's last look would never be
+        // entered, nor told to shut down.
+        if self.closing.load(Ordering::Acquire) {
+            return false;
+        }
+        queued.push((serial, id, tx, opening));
         self.pending.store(true, Ordering::Release);
         true
+    }
+
+    /// Takes no more arrivals (for shutdown).
+    fn close(&self) {
+        let _queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        self.closing.store(true, Ordering::Release);
     }
 
     fn take(&self) -> Vec<Arrival> {
@@ -403,7 +416,7 @@ impl<A: Session> SessionManager<A> {
 
     /// Stops taking sessions without a round trip (for shutdown).
     pub(crate) fn close_arrivals(&mut self) {
-        self.arrivals.closing.store(true, Ordering::Release);
+        self.arrivals.close();
         self.enter_arrivals();
     }
 
@@ -627,8 +640,9 @@ impl<A: Session> Actor for SessionManager<A> {
     }
 }
 
-/// Reads the notes queue whenever something is queued (between messages;
-/// handlers read it too, first thing).
+/// Reads the notes queue whenever a note wakes the manager (between
+/// messages; handlers read it too, first thing). `Opened` and `Closed`
+/// notes do not wake it ([`NotesTx::note`]): they wait for the next.
 struct NotesPump;
 
 impl<A: Session> ActorFuture<SessionManager<A>> for NotesPump {

@@ -147,9 +147,7 @@ pub(crate) enum Receiver {
     /// A WebSocket transport: frames as they are, for the whole session.
     /// `pings`: the transport pings the client and writes SockJS
     /// heartbeats itself (hixie-76 does not: the session times them).
-    /// `opened`: the transport wrote the open frame `o` itself, so that it
-    /// leaves in the same write as the handshake's answer.
-    Socket { out: OutTx, transport: Transport, pings: bool, opened: bool },
+    Socket { out: OutTx, transport: Transport, pings: bool },
     /// An HTTP response body.
     Http(Box<HttpReceiver>),
 }
@@ -198,21 +196,7 @@ impl Receiver {
 
     /// A receiver for a WebSocket transport; `pings`: see [`Receiver::Socket`].
     pub(crate) fn socket(transport: Transport, out: OutTx, pings: bool) -> Self {
-        Self::Socket { out, transport, pings, opened: false }
-    }
-
-    /// The transport has written the open frame itself (see
-    /// [`Receiver::Socket`]).
-    pub(crate) fn with_open_written(mut self) -> Self {
-        if let Self::Socket { opened, .. } = &mut self {
-            *opened = true;
-        }
-        self
-    }
-
-    /// Whether the transport has written the open frame itself.
-    pub(crate) fn open_written(&self) -> bool {
-        matches!(self, Self::Socket { opened: true, .. })
+        Self::Socket { out, transport, pings }
     }
 
     /// Whether the session must time this receiver's heartbeats.

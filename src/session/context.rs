@@ -15,7 +15,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use actix::{
@@ -225,7 +225,8 @@ struct Cold {
     expiry: Option<SpawnHandle>,
     /// An `on_close` to run at the actor's next turn.
     deferred_close: Option<CloseCause>,
-    /// The attached HTTP receiver's timers.
+    /// The attached receiver's timers (an HTTP receiver's, or a hixie-76
+    /// socket's heartbeat).
     timers: Option<Timers>,
 }
 
@@ -299,7 +300,7 @@ where
     parts: ContextParts<A>,
     setup: SessionSetup,
     machine: Machine,
-    /// See [`Cold`]; an idle WebSocket session has none.
+    /// See [`Cold`]; an idle (RFC 6455) WebSocket session has none.
     cold: Option<Box<Cold>>,
     /// Stop the actor at its next turn.
     finish_requested: bool,
@@ -1002,7 +1003,17 @@ pub(crate) fn start_session<A: Session>(act: A, transport: Transport, setup: Ses
         queue_reported: 0,
     };
     ctx.parts.spawn(Pump { rx });
-    actix::spawn(SessionFut { fut: ContextFut::new(ctx, act, mailbox) });
+    let mut fut = SessionFut { fut: ContextFut::new(ctx, act, mailbox) };
+    // The first turn runs now, in the request that opens the session: it
+    // handles the receiver's `Attach` (the open frame, `on_open` and what
+    // `on_open` tells the manager), so that the transport's first poll
+    // finds the open frame and it leaves in the same write as the answer's
+    // head, after `on_open`. Wake-ups during this turn go nowhere; the
+    // task's own first poll, which always follows, registers them again.
+    let turn = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
+    if turn.is_pending() {
+        actix::spawn(fut);
+    }
 }
 
 #[cfg(test)]

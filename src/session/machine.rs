@@ -159,11 +159,8 @@ impl Machine {
     pub(crate) fn attach(&mut self, mut receiver: Receiver) -> Attach {
         match &self.state {
             State::New => {
-                let written = receiver.open_written();
                 let token = self.install(receiver);
-                if written {
-                    self.wrote = true;
-                } else if !self.is_raw() {
+                if !self.is_raw() {
                     self.write(OPEN_FRAME);
                 }
                 self.state = State::Open;

@@ -27,7 +27,7 @@ use super::deadlines;
 use crate::{
     config::Config,
     endpoint::{error, session_id, Endpoint},
-    protocol::{close_frame, parse_messages, Transport, HEARTBEAT_FRAME, OPEN_FRAME},
+    protocol::{close_frame, parse_messages, Transport, HEARTBEAT_FRAME},
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
     session::{Command, CommandTx, Failure, Session},
 };
@@ -91,28 +91,16 @@ async fn open<A: Session>(
         }
     };
     let id = (!raw).then(|| session_id(&req));
-    let mut receiver = Receiver::socket(transport, out_tx, true);
-    let mut codec = Codec::new().max_size(ep.config.max_message_bytes);
-    let mut write = BytesMut::new();
-    if !raw {
-        // The open frame goes out with the handshake's answer, in one
-        // write, rather than in a second once the session has started.
-        receiver = receiver.with_open_written();
-        if let Err(e) = codec.encode(Message::Text(OPEN_FRAME.into()), &mut write) {
-            log::debug!("sockjs: websocket frame not encoded: {e}");
-        }
-    }
-    let session = match ep.open_socket(&req, id, receiver, admitted).await {
+    let session = match ep.open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted).await {
         Ok(tx) => tx,
         Err(e) => return e.error_response(),
     };
     let heartbeat = ep.config.heartbeat;
     let socket = WsStream {
         payload,
-        codec,
+        codec: Codec::new().max_size(ep.config.max_message_bytes),
         read: BytesMut::new(),
-        wrote: !write.is_empty(),
-        write,
+        write: BytesMut::new(),
         out: out_rx,
         session,
         raw,
@@ -122,6 +110,7 @@ async fn open<A: Session>(
         armed: NEVER,
         ping_sent: NEVER,
         heard: false,
+        wrote: false,
         closing: false,
         done: false,
     };

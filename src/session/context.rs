@@ -675,6 +675,12 @@ where
                 let (code, reason) = crate::close_code::with_reason(crate::close_code::SHUTDOWN);
                 if self.machine.close(code, reason) {
                     self.notify_close(act, CloseCause::Shutdown);
+                } else {
+                    // Before its first receiver (the manager can answer a
+                    // new HTTP session and then shut down before the
+                    // worker queues its `Attach`): that receiver gets the
+                    // close frame, and `on_open` never runs.
+                    self.machine.close_unopened(code);
                 }
             }
             Command::TransportFailed(failure) => {

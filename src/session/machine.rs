@@ -258,6 +258,17 @@ impl Machine {
         true
     }
 
+    /// Closes a session no receiver has opened yet (a shutdown that came
+    /// before its first receiver): the receiver that comes gets the close
+    /// frame and no open frame. `false` if it was not new.
+    pub(crate) fn close_unopened(&mut self, code: u16) -> bool {
+        if self.state != State::New {
+            return false;
+        }
+        self.set_closed(code, None);
+        true
+    }
+
     /// Closes the session: `Closing` while a receiver is attached, else
     /// `Closed`. `reason` defaults to the code's own.
     fn set_closed(&mut self, code: u16, reason: Option<&str>) {
@@ -612,6 +623,20 @@ mod tests {
         m2.attach(r);
         assert_eq!(m2.expire(), Some(true));
         assert!(!m.is_open() && !m2.is_open());
+    }
+
+    #[test]
+    fn a_shutdown_before_the_first_receiver_closes_the_session() {
+        for transport in [Transport::XhrPolling, Transport::WebSocket] {
+            let mut m = Machine::new(transport, 1024);
+            assert!(m.close_unopened(close_code::SHUTDOWN));
+            let (r, mut rx) = if transport.is_websocket() { socket(transport) } else { poll_receiver() };
+            assert!(matches!(m.attach(r), Attach::Closed));
+            let frames = read(&mut rx);
+            assert!(frames[0].starts_with("c[1001,\"Server shutting down\"]"), "{frames:?}");
+            assert!(!m.is_open());
+            assert!(!m.close_unopened(close_code::SHUTDOWN), "only a new session");
+        }
     }
 
     #[test]

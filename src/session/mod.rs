@@ -161,16 +161,17 @@ pub(crate) type Values = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
 impl RequestInfo {
     pub(crate) fn from_request(req: &HttpRequest, client_ip: Option<IpAddr>) -> Self {
         let (path, query) = (req.path(), req.query_string());
-        let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = req.peer_addr().map(AddrText::socket).unwrap_or_default();
         // Kept only when a proxy reported another address than the peer's.
         let client = client_ip
             .filter(|ip| Some(*ip) != req.peer_addr().map(|a| a.ip()))
-            .map(|a| a.to_string())
+            .map(AddrText::ip)
             .unwrap_or_default();
+        let (peer, client) = (peer.as_str(), client.as_str());
         let kept = || req.headers().iter().filter(|(name, _)| !is_handshake_header(name));
         let size = kept().map(|(k, v)| k.as_str().len() + v.len() + 2).sum::<usize>();
         let mut data = Vec::with_capacity(path.len() + query.len() + peer.len() + client.len() + size);
-        for part in [path, query, &peer, &client] {
+        for part in [path, query, peer, client] {
             data.extend_from_slice(part.as_bytes());
         }
         for (name, value) in kept() {
@@ -187,8 +188,8 @@ impl RequestInfo {
             data: data.into_boxed_slice(),
             path_len: len(path),
             query_len: len(query),
-            peer_len: short(&peer),
-            client_len: short(&client),
+            peer_len: short(peer),
+            client_len: short(client),
             map: OnceLock::new(),
             values: None,
         }
@@ -325,6 +326,96 @@ impl RequestInfo {
 /// The WebSocket handshake's own headers, which mean nothing once the
 /// socket is open: not kept (a browser's come to ~150 bytes per session).
 /// `Sec-WebSocket-Protocol` is kept.
+/// An address as its `Display` writes it, on the stack. IPv4 is written by
+/// hand: through `fmt` it took ~1,700 instructions of each session's
+/// set-up (callgrind, `benches/README.md`).
+struct AddrText {
+    /// Room for the longest: `[` + 45 + `%` + 10 + `]:` + 5 = 64.
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for AddrText {
+    fn default() -> Self {
+        Self { buf: [0; 64], len: 0 }
+    }
+}
+
+impl AddrText {
+    fn socket(addr: SocketAddr) -> Self {
+        let mut text = Self::default();
+        match addr {
+            SocketAddr::V4(v4) => {
+                text.v4(*v4.ip());
+                text.push(b":");
+                text.decimal(v4.port());
+            }
+            SocketAddr::V6(v6) => {
+                let _ = fmt::Write::write_fmt(&mut text, format_args!("{v6}"));
+            }
+        }
+        text
+    }
+
+    fn ip(ip: IpAddr) -> Self {
+        let mut text = Self::default();
+        match ip {
+            IpAddr::V4(v4) => text.v4(v4),
+            IpAddr::V6(v6) => {
+                let _ = fmt::Write::write_fmt(&mut text, format_args!("{v6}"));
+            }
+        }
+        text
+    }
+
+    fn v4(&mut self, ip: std::net::Ipv4Addr) {
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b".");
+            }
+            self.decimal(octet.into());
+        }
+    }
+
+    fn decimal(&mut self, mut n: u16) {
+        let mut digits = [0u8; 5];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            // A digit: n % 10 < 10.
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
+    /// Appends; `false` (and nothing) past the buffer, which no address reaches.
+    fn push(&mut self, bytes: &[u8]) -> bool {
+        let end = self.len + bytes.len();
+        let Some(room) = self.buf.get_mut(self.len..end) else { return false };
+        room.copy_from_slice(bytes);
+        self.len = end;
+        true
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for AddrText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.push(s.as_bytes()) {
+            Ok(())
+        } else {
+            Err(fmt::Error)
+        }
+    }
+}
+
 fn is_handshake_header(name: &HeaderName) -> bool {
     use actix_web::http::header::{
         CONNECTION, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
@@ -407,5 +498,23 @@ mod tests {
         assert_eq!((bare.path(), bare.query_string(), bare.header("host")), ("/", "", None));
         assert_eq!((bare.peer_addr(), bare.client_ip()), (None, None));
         assert!(bare.headers().is_empty());
+    }
+
+    #[test]
+    fn an_address_is_written_as_display_writes_it() {
+        for addr in [
+            "0.0.0.0:0",
+            "127.0.0.1:8080",
+            "10.20.3.40:9",
+            "255.255.255.255:65535",
+            "[::1]:443",
+            "[2001:db8::ff00:42:8329]:1",
+            "[::ffff:192.0.2.128]:80",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(AddrText::socket(addr).as_str(), addr.to_string());
+            assert_eq!(AddrText::ip(addr.ip()).as_str(), addr.ip().to_string());
+        }
     }
 }

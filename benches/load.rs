@@ -38,7 +38,11 @@
 //! a comma list to run a subset (ours,node,floor,actixws,httpfloor), `LOAD_OURS` the example
 //! that plays our server (default `sockjs_bench`; `test_server` measures
 //! the server the independent checks use, whose `/echo` has a 4,096-byte
-//! response limit). The headline figure is
+//! response limit), `LOAD_PIN` (default 1 on two or more cores; 0 turns it
+//! off) puts the generator on the last CPU and each server on the others,
+//! so that the two never take turns on one core: servers that size their
+//! worker pool by the CPUs they may use (actix-web) then start one worker
+//! fewer. The headline figure is
 //! server CPU time per operation (utime + stime from /proc); the generator
 //! is one thread and reports its own CPU per operation beside it.
 
@@ -127,6 +131,13 @@ impl Proc {
                 c
             }
         };
+        if let Some(cpus) = &pinned().servers {
+            // taskset execs the server: the child's pid is the server's.
+            let program = cmd.get_program().to_owned();
+            let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+            cmd = Command::new("taskset");
+            cmd.args(["-c", cpus]).arg(program).args(args);
+        }
         let mut child = cmd
             .args(["--port", "0"])
             .stdout(Stdio::piped())
@@ -857,6 +868,43 @@ fn print_row(row: &mut Row) {
     );
 }
 
+/// Where the servers and the generator run ([`LOAD_PIN`](self)).
+struct Pinning {
+    /// The servers' CPU list for `taskset -c`; `None`: not pinned.
+    servers: Option<String>,
+    /// The generator's CPU.
+    generator: Option<usize>,
+    /// The CPUs this process could use before it was pinned.
+    cpus: usize,
+}
+
+fn pinned() -> &'static Pinning {
+    static PINNING: std::sync::OnceLock<Pinning> = std::sync::OnceLock::new();
+    PINNING.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let none = Pinning { servers: None, generator: None, cpus };
+        if cpus < 2 || env("LOAD_PIN", 1u8) == 0 {
+            return none;
+        }
+        let last = cpus - 1;
+        let servers = if last == 1 { "0".to_owned() } else { format!("0-{}", last - 1) };
+        // The generator is this thread (a current-thread runtime): taskset
+        // -p sets the affinity of the thread whose id is the process's.
+        let me = std::process::id().to_string();
+        match Command::new("taskset")
+            .args(["-p", "-c", &last.to_string(), &me])
+            .stdout(Stdio::null())
+            .status()
+        {
+            Ok(status) if status.success() => Pinning { servers: Some(servers), generator: Some(last), cpus },
+            other => {
+                println!("# LOAD_PIN: taskset failed ({other:?}); not pinned");
+                none
+            }
+        }
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -881,13 +929,22 @@ fn main() {
     let servers: Vec<Server> = all.iter().copied().filter(|s| s.websocket()).collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
+    let pinning = pinned();
     println!(
         "# {} cores, descriptor limit {}, {} s windows, {rounds} interleaved rounds, actix-sockjs is examples/{}",
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        pinning.cpus,
         descriptors,
         window.as_secs_f64(),
         ours_example()
     );
+    match (&pinning.servers, pinning.generator) {
+        (Some(servers), Some(generator)) => {
+            println!(
+                "# pinned: servers on CPU {servers}, the generator on CPU {generator} (LOAD_PIN=0 to share)"
+            );
+        }
+        _ => println!("# not pinned: servers and generator share the CPUs"),
+    }
     println!(
         "{:<28} {:<22} {:>10} {:>9} {:>9} {:>12} {:>12}",
         "scenario", "server", "ops/s", "p50 µs", "p99 µs", "server µs/op", "client µs/op"

@@ -1,7 +1,7 @@
-//! [`SockJs`]: the actix-web service factory that mounts an endpoint:
-//! static resources for the greeting, `/info` and the raw `/websocket`;
-//! session URLs (one row of the transport table each) and the iframe page
-//! in the scope's fallback (docs/protocol.md §3.2).
+//! [`SockJs`]: the actix-web service factory that mounts an endpoint: one
+//! service under its prefix that answers the greeting, `/info`, the raw
+//! `/websocket`, session URLs (one row of the transport table each) and the
+//! iframe page (docs/protocol.md §3.2).
 
 use std::{
     any::{Any, TypeId},
@@ -13,9 +13,9 @@ use std::{
 
 use actix::Addr;
 use actix_web::{
-    dev::{AppService, HttpServiceFactory},
+    dev::{fn_service, AppService, HttpServiceFactory, ResourceDef, ServiceRequest, ServiceResponse},
     http::Method,
-    web, HttpMessage as _, HttpRequest, HttpResponse,
+    web, FromRequest as _, HttpMessage as _, HttpRequest, HttpResponse,
 };
 
 use crate::{
@@ -259,41 +259,82 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
             TABLE.iter().filter(|row| endpoint.config.is_enabled(row.transport)).collect();
         let (raw, session_rows): (Vec<&'static Row>, Vec<&'static Row>) =
             rows.into_iter().partition(|row| matches!(row.role, Role::RawWebSocket));
-        let session_rows: Arc<[&'static Row]> = session_rows.into();
-        // Session URLs and the iframe page are told apart by hand, in the
-        // scope's fallback, after the static resources: actix-router
-        // matches a dynamic pattern with a regex, and a profile of the
-        // polling echo found those at 17% of the server's CPU with one
-        // resource per transport, and 10% with one for all.
-        //
-        // The greeting is two resources, not one with two paths: a resource
-        // with several paths is matched with a regex set, on every request
-        // that reaches the scope (callgrind: ~1,900 instructions of each
-        // WebSocket's set-up, `benches/README.md`).
-        let greeting =
-            |path| web::resource(path).route(web::get().to(meta::greeting)).default_service(meta::not_allowed("GET"));
-        let mut scope = web::scope(&self.prefix)
-            .service(greeting(""))
-            .service(greeting("/"))
-            .service(
-                web::resource("/info")
-                    .route(web::get().to(meta::info::<A>))
-                    .route(preflight::<A>("OPTIONS, GET"))
-                    .default_service(meta::not_allowed("OPTIONS, GET")),
-            );
-        for row in raw {
-            scope = scope.service(
-                web::resource(format!("/{}", row.path))
-                    .route(web::to(websocket::raw::<A>).method(row.method.clone()))
-                    .default_service(meta::not_allowed(row.allow)),
-            );
+        let routes =
+            Rc::new(Routes { ep: web::Data::new(endpoint), raw: raw.first().copied(), rows: session_rows });
+        // One service for everything under the prefix, routed by hand, as
+        // actix-files mounts its directory: actix-router matches a dynamic
+        // pattern with a regex (a profile of the polling echo found those
+        // at 17% of the server's CPU with one resource per transport), and
+        // a scope's router, extractors and app data cost ~1,500
+        // instructions of each request besides (callgrind,
+        // `benches/README.md`).
+        let service = fn_service(move |req: ServiceRequest| {
+            let routes = routes.clone();
+            async move {
+                let (req, mut payload) = req.into_parts();
+                let payload = web::Payload::from_request(&req, &mut payload).await?;
+                let res = routes.answer(req.clone(), payload).await;
+                Ok(ServiceResponse::new(req, res))
+            }
+        });
+        let rdef = if config.is_root() {
+            ResourceDef::root_prefix(&self.prefix)
+        } else {
+            ResourceDef::prefix(&self.prefix)
+        };
+        config.register_service(rdef, None, service, None);
+    }
+}
+
+/// What an endpoint answers, by path after the prefix.
+struct Routes<A: Session> {
+    ep: web::Data<Endpoint<A>>,
+    /// The raw `/websocket` row, unless disabled.
+    raw: Option<&'static Row>,
+    /// The enabled session transports.
+    rows: Vec<&'static Row>,
+}
+
+impl<A: Session> Routes<A> {
+    /// The greeting, `/info`, the raw WebSocket, session URLs, the iframe
+    /// page; 405 with the `Allow` list to another method, 404 elsewhere.
+    async fn answer(&self, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+        let ep = self.ep.clone();
+        let rest = req.match_info().unprocessed();
+        let method = req.method().clone();
+        if rest.is_empty() || rest == "/" {
+            return if method == Method::GET {
+                meta::greeting().await
+            } else {
+                meta::method_not_allowed(&req, "GET")
+            };
         }
-        scope
-            .app_data(web::Data::new(endpoint))
-            .default_service(web::to(move |req, payload, ep| {
-                fallback::<A>(req, payload, ep, session_rows.clone())
-            }))
-            .register(config);
+        if rest == "/info" {
+            return match method {
+                Method::GET => meta::info(req, ep).await,
+                Method::OPTIONS => meta::preflight(req, ep, "OPTIONS, GET").await,
+                _ => meta::method_not_allowed(&req, "OPTIONS, GET"),
+            };
+        }
+        if let Some(row) = self.raw.filter(|row| rest.strip_prefix('/') == Some(row.path)) {
+            return if method == row.method {
+                websocket::raw(req, payload, ep).await
+            } else {
+                meta::method_not_allowed(&req, row.allow)
+            };
+        }
+        if let Some((_, transport)) = split_session_url(rest) {
+            if let Some(row) = self.rows.iter().copied().find(|row| row.path == transport) {
+                return session_url(req, payload, ep, row).await;
+            }
+        } else if is_iframe(rest) {
+            return if method == Method::GET {
+                meta::iframe_page(req, ep).await
+            } else {
+                meta::method_not_allowed(&req, "GET")
+            };
+        }
+        meta::not_found(req).await
     }
 }
 
@@ -303,29 +344,6 @@ fn is_iframe(rest: &str) -> bool {
     rest.strip_prefix("/iframe").and_then(|s| s.strip_suffix(".html")).is_some_and(|middle| {
         middle.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b".-_".contains(&b))
     })
-}
-
-/// Answers what the static resources did not: session URLs, the iframe
-/// page, and 404 for anything else.
-async fn fallback<A: Session>(
-    req: HttpRequest,
-    payload: web::Payload,
-    ep: web::Data<Endpoint<A>>,
-    rows: Arc<[&'static Row]>,
-) -> HttpResponse {
-    let rest = req.match_info().unprocessed();
-    if let Some((_, transport)) = split_session_url(rest) {
-        if let Some(row) = rows.iter().copied().find(|row| row.path == transport) {
-            return session_url(req, payload, ep, row).await;
-        }
-    } else if is_iframe(rest) {
-        return if *req.method() == Method::GET {
-            meta::iframe_page(req, ep).await
-        } else {
-            meta::method_not_allowed(&req, "GET")
-        };
-    }
-    meta::not_found(req).await
 }
 
 /// Answers `<prefix>/<server>/<session>/<transport>`: the transport's row
@@ -349,12 +367,6 @@ async fn session_url<A: Session>(
     } else {
         meta::method_not_allowed(&req, row.allow)
     }
-}
-
-/// The CORS preflight route of a URL that allows `methods`.
-fn preflight<A: Session>(methods: &'static str) -> actix_web::Route {
-    web::method(Method::OPTIONS)
-        .to(move |req: HttpRequest, ep: web::Data<Endpoint<A>>| meta::preflight(req, ep, methods))
 }
 
 #[cfg(test)]

@@ -879,3 +879,38 @@ fn a_send_is_answered_once_its_session_has_room() {
     assert_eq!(p.next(), Event::Message(big));
     assert_eq!(answered.recv_timeout(READ_TIMEOUT), Ok(204));
 }
+
+/// An endpoint mounted inside an application's own scope answers under the
+/// joined prefix, and nowhere else.
+#[test]
+fn an_endpoint_in_a_scope_answers_under_the_scope_prefix() {
+    let (events_tx, events) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let m = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
+            let server = HttpServer::new(move || {
+                App::new().service(actix_web::web::scope("/api").service(SockJs::new("/probe", m.clone())))
+            })
+            .workers(1)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send(server.addrs()[0].port()).expect("ready");
+            server.run().await.expect("server ran");
+        });
+    });
+    let port = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    for path in ["/api/probe", "/api/probe/"] {
+        assert_eq!(get(port, path).body, "Welcome to SockJS!\n", "{path}");
+    }
+    assert_eq!(get(port, "/api/probe/info").status(), 200);
+    assert_eq!(post(port, "/api/probe/info", "").status(), 405);
+    for path in ["/probe", "/probe/info", "/api/prob", "/api/probex", "/api/probe/nothing"] {
+        assert_eq!(get(port, path).status(), 404, "{path}");
+    }
+    let url = format!("/api/probe/000/{}", session());
+    assert_eq!(post(port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(events.recv_timeout(READ_TIMEOUT).expect("an event"), Event::Open { .. }));
+    let mut ws = WsClient::connect(port, &format!("/api/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+}

@@ -10,8 +10,8 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    hash::{BuildHasherDefault, Hasher},
     fmt,
+    hash::{BuildHasherDefault, Hasher},
     net::IpAddr,
     pin::Pin,
     sync::{

@@ -63,12 +63,7 @@ pub(crate) async fn preflight<A: Session>(
     res.finish()
 }
 
-/// 405 with an `Allow` header, an empty body and no content type.
-pub(crate) fn not_allowed(allow: &'static str) -> actix_web::Route {
-    web::to(move |req: HttpRequest| async move { method_not_allowed(&req, allow) })
-}
-
-/// 405 with this `Allow` list.
+/// 405 with this `Allow` list, an empty body and no content type.
 pub(crate) fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
     log::debug!("sockjs: {} {} not allowed", req.method(), req.path());
     HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, allow)).finish()

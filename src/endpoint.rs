@@ -34,7 +34,7 @@ use crate::{
     receiver::Receiver,
     session::{
         command_channel, start_session, Command, CommandRx, CommandTx, RequestInfo, Session, SessionSetup,
-        Values,
+        Turn, Values,
     },
     util,
 };
@@ -335,7 +335,7 @@ impl<A: Session> Endpoint<A> {
                 Acquired::Created { serial, tx, rx, starter } => {
                     let transport = receiver.transport();
                     let _ = tx.send(Command::Attach(receiver));
-                    self.start(starter, serial, id, transport, req, rx, std::mem::take(&mut values));
+                    self.start(starter, serial, id, transport, req, rx, std::mem::take(&mut values), false);
                     return Ok(new_cookie);
                 }
                 Acquired::Missing => {
@@ -371,14 +371,15 @@ impl<A: Session> Endpoint<A> {
 
     /// Registers a WebSocket session (already admitted) with the manager
     /// and starts it with its receiver attached; returns the session's
-    /// command channel.
+    /// command channel and, with `inline`, the [`Turn`] the socket runs.
     pub(crate) async fn open_socket(
         &self,
         req: &HttpRequest,
         id: Option<Arc<str>>,
         receiver: Receiver,
         admitted: Admitted,
-    ) -> Result<CommandTx, actix_web::Error> {
+        inline: bool,
+    ) -> Result<(CommandTx, Option<Rc<dyn Turn>>), actix_web::Error> {
         let serial = next_serial();
         let transport = receiver.transport();
         // A raw WebSocket has no id of the client's: it gets a unique one.
@@ -393,8 +394,8 @@ impl<A: Session> Endpoint<A> {
             Some(starter) => {
                 let starter = starter.clone();
                 if starter.arrivals.arrive(serial, id.clone(), cmd_tx.clone(), opening.clone()) {
-                    self.start(starter, serial, id, transport, req, cmd_rx, values);
-                    return Ok(cmd_tx);
+                    let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, inline);
+                    return Ok((cmd_tx, turn));
                 }
                 opening
             }
@@ -412,8 +413,8 @@ impl<A: Session> Endpoint<A> {
         if uncapped {
             let _ = self.starter.set(starter.clone());
         }
-        self.start(starter, serial, id, transport, req, cmd_rx, values);
-        Ok(cmd_tx)
+        let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, inline);
+        Ok((cmd_tx, turn))
     }
 
     /// Hands client messages to the existing session `id`.
@@ -451,7 +452,8 @@ impl<A: Session> Endpoint<A> {
         self.directory.get()?.find(id)
     }
 
-    /// Starts a session actor on this worker.
+    /// Starts a session actor on this worker; with `inline`, returns the
+    /// [`Turn`] its socket runs.
     #[expect(clippy::too_many_arguments, reason = "one private call site per kind of session")]
     fn start(
         &self,
@@ -462,7 +464,8 @@ impl<A: Session> Endpoint<A> {
         req: &HttpRequest,
         rx: CommandRx,
         values: Values,
-    ) {
+        inline: bool,
+    ) -> Option<Rc<dyn Turn>> {
         let request = RequestInfo::from_request(req, self.client_ip(req)).with_values(values);
         let session = (starter.factory)(&request);
         let setup = SessionSetup {
@@ -473,7 +476,7 @@ impl<A: Session> Endpoint<A> {
             notes: starter.notes,
             metrics: self.metrics.clone(),
         };
-        start_session(session, transport, setup, rx);
+        start_session(session, transport, setup, rx, inline)
     }
 }
 

@@ -914,3 +914,29 @@ fn an_endpoint_in_a_scope_answers_under_the_scope_prefix() {
     let mut ws = WsClient::connect(port, &format!("/api/probe/000/{}/websocket", session()));
     assert_eq!(ws.recv_text(), "o");
 }
+
+#[test]
+fn broadcasts_to_a_websocket_that_does_not_read_overflow_its_session() {
+    // The socket is not polled while its client does not read; the
+    // session's own task must still take the broadcasts and close it.
+    // Small: tests in this process measure its memory.
+    let p = probed(Config::default().max_queue_bytes(256 << 10));
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    ws.send_text(r#"["hello"]"#);
+    assert_eq!(p.next(), Event::Message("hello".into()));
+    let chunk = "b".repeat(8 * 1024);
+    let mut sent = 0usize;
+    let cause = loop {
+        // Sent by the manager to every session; this client reads nothing.
+        p.ask(Broadcast::text(chunk.as_str()));
+        sent += chunk.len();
+        // Past what the socket buffers hold on either side.
+        assert!(sent < 64 << 20, "64 MiB broadcast and the session still open");
+        if let Ok(event) = p.events.recv_timeout(Duration::from_millis(1)) {
+            break event;
+        }
+    };
+    assert_eq!(cause, Event::Closed(CloseCause::Overflow));
+}

@@ -135,6 +135,7 @@ impl Session for Member {
         match msg.as_str() {
             "close" => ctx.close(3001, "bye"),
             "stop" => ctx.stop(),
+            "panic" => panic!("the member was asked to panic"),
             "flood" => {
                 for _ in 0..100 {
                     ctx.send("y".repeat(100));
@@ -382,4 +383,28 @@ fn delivery_by_id_listings_and_counts() {
     let counts = s.ask(SessionCount);
     assert_eq!((counts.open, counts.closing), (2, 1));
     eventually("the closed session ends", || s.ask(SessionCount).closing == 0);
+}
+
+#[test]
+fn a_panic_in_a_websocket_session_ends_that_session_only() {
+    let s = Server::start(Duration::from_secs(5));
+    let mut doomed = Client::websocket(s.port, "/m");
+    s.opened();
+    let mut other = Client::websocket(s.port, "/m");
+    let other_id = s.opened();
+
+    // The socket runs its session's turns in the connection's task: a
+    // panic there must end that session and its connection, as a panic in
+    // the session's own task would (no `on_close`: the actor is dropped).
+    doomed.ws().send_text(r#"["panic"]"#);
+    doomed.ws().expect_end();
+    eventually("the session that panicked leaves `all`", || s.members() == [other_id.clone()]);
+    eventually("the manager forgets it", || s.ask(SessionCount).total() == 1);
+
+    // The other session, and new ones, go on.
+    assert_eq!(other.ask("still here"), "still here");
+    let mut next = Client::websocket(s.port, "/m");
+    s.opened();
+    assert_eq!(next.ask("hello"), "hello");
+    assert!(s.events.recv_timeout(Duration::from_millis(300)).is_err(), "no on_close for the panic");
 }

@@ -129,6 +129,13 @@ impl<T> Tx<T> {
         self.push(item, 0, wake_at)
     }
 
+    /// Queues an item with its weight and does not wake the receiver: for
+    /// a sender that runs the receiver itself right after. Gives the item
+    /// back if the receiver is gone.
+    pub(crate) fn send_unwoken(&self, item: T, weight: usize) -> Result<(), T> {
+        self.push(item, weight, usize::MAX)
+    }
+
     /// Queues an item that adds `weight` to the queue's [`load`](Self::load)
     /// until the receiver takes it; gives it back if the receiver is gone.
     pub(crate) fn send_weighed(&self, item: T, weight: usize) -> Result<(), T> {
@@ -235,6 +242,15 @@ impl<T> Rx<T> {
     /// The next item; `None` once every sender is gone and all is taken.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.poll_recv_weighed(cx, |_| 0)
+    }
+
+    /// Forgets the waker of the last `poll_recv`: what is sent until the
+    /// next one wakes no one. For a receiver that runs its sender in place
+    /// and then polls again (a wake-up of its own task would cost it a
+    /// second poll for nothing).
+    pub(crate) fn forget_waker(&mut self) {
+        let waker = self.0.lock().receiver.take();
+        drop(waker);
     }
 
     /// The next unweighed item if one is queued now. Leaves the waker of

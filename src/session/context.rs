@@ -11,9 +11,11 @@
 
 use std::{
     any::Any,
+    cell::RefCell,
     fmt,
     future::Future,
     pin::Pin,
+    rc::Rc,
     sync::Arc,
     task::{Context, Poll, Waker},
 };
@@ -34,7 +36,7 @@ use crate::{
     config::Config,
     metrics::EndpointMetrics,
     protocol::Transport,
-    receiver::{queue, Receiver},
+    receiver::{queue, OutRx, Receiver},
 };
 
 /// What a session tells its manager, in order: one queue per manager, a
@@ -177,6 +179,14 @@ impl CommandTx {
     pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
         let weight = command.weight();
         self.0.send_weighed(command, weight)
+    }
+
+    /// Sends a command without waking the session, for a socket that runs
+    /// the session's [`Turn`] right after; gives it back if the session is
+    /// gone.
+    pub(crate) fn send_unwoken(&self, command: Command) -> Result<(), Command> {
+        let weight = command.weight();
+        self.0.send_unwoken(command, weight)
     }
 
     /// Ready while the client's messages waiting for the session weigh at
@@ -992,8 +1002,120 @@ impl<A: Session> Future for SessionFut<A> {
     }
 }
 
-/// Starts a session actor on the current arbiter.
-pub(crate) fn start_session<A: Session>(act: A, transport: Transport, setup: SessionSetup, rx: CommandRx) {
+/// A WebSocket session's actor runtime, shared between the session's own
+/// task and its socket, which runs a turn of it in place ([`Turn::turn`])
+/// right after it has handed the session what the client sent.
+///
+/// An echo then costs one poll of the connection's task, as in a plain
+/// actix-web-actors WebSocket, where it cost three (the socket's read, the
+/// session's turn, the socket's write: benches/README.md). The turn runs
+/// with the session task's waker, so that whatever the session waits for
+/// (its commands, its mailbox, its timers) still wakes its own task:
+/// actix-web does not poll a body while its client does not read, and the
+/// session must go on without it (a broadcast past its queue limit closes
+/// it, its timers fire).
+pub(crate) trait Turn {
+    /// Runs one turn of the session now, as its task would; `false` when
+    /// it cannot (its task has not polled it yet, or it is mid-turn).
+    /// Before the turn `out`, the socket's frame queue, forgets the
+    /// socket's waker: the socket takes what the session writes in the
+    /// same poll, and a wake-up of its task would only poll it again.
+    fn turn(&self, out: &mut OutRx) -> bool;
+
+    /// Wakes the session's task.
+    fn wake(&self);
+}
+
+/// The session's runtime and its task's waker, once the task has run.
+struct Slot<A: Session> {
+    fut: Option<SessionFut<A>>,
+    waker: Option<Waker>,
+}
+
+impl<A: Session> Slot<A> {
+    /// Polls the session with `waker` (the task's own when `None`); drops
+    /// it once it is done, outside the borrow of the slot (the actor's drop
+    /// may run anything). `None` when the slot is mid-turn (it cannot be,
+    /// on one thread) or, for a turn, before the task's first poll.
+    fn poll(slot: &RefCell<Self>, waker: Option<&Waker>) -> Option<Poll<()>> {
+        let mut this = slot.try_borrow_mut().ok()?;
+        let Self { fut, waker: own } = &mut *this;
+        let waker = waker.or(own.as_ref())?;
+        let fut = Unwinding(fut);
+        let Some(session) = fut.0.as_mut() else { return Some(Poll::Ready(())) };
+        if Pin::new(session).poll(&mut Context::from_waker(waker)).is_pending() {
+            return Some(Poll::Pending);
+        }
+        let done = fut.0.take();
+        drop(fut);
+        drop(this);
+        drop(done);
+        Some(Poll::Ready(()))
+    }
+}
+
+/// Drops a session whose turn panicked (in the user's handler, say), as
+/// tokio drops a task that panics: a turn run by the socket panics in the
+/// connection's task, and the session's own task must not poll it again.
+struct Unwinding<'a, A: Session>(&'a mut Option<SessionFut<A>>);
+
+impl<A: Session> Drop for Unwinding<'_, A> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            drop(self.0.take());
+        }
+    }
+}
+
+impl<A: Session> Turn for RefCell<Slot<A>> {
+    fn turn(&self, out: &mut OutRx) -> bool {
+        out.forget_waker();
+        match Slot::poll(self, None) {
+            None => false,
+            Some(Poll::Pending) => true,
+            Some(Poll::Ready(())) => {
+                // The task finishes, and lets go of its share, at its next poll.
+                self.wake();
+                true
+            }
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.try_borrow().ok().and_then(|slot| slot.waker.clone()) {
+            waker.wake();
+        }
+    }
+}
+
+/// The session's own task when its socket runs turns too.
+struct SessionTask<A: Session>(Rc<RefCell<Slot<A>>>);
+
+impl<A: Session> Future for SessionTask<A> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Ok(mut slot) = self.0.try_borrow_mut() {
+            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                slot.waker = Some(cx.waker().clone());
+            }
+        }
+        Slot::poll(&self.0, Some(cx.waker())).unwrap_or_else(|| {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+    }
+}
+
+/// Starts a session actor on the current arbiter. With `inline` (a
+/// WebSocket session), returns the [`Turn`] its socket runs.
+pub(crate) fn start_session<A: Session>(
+    act: A,
+    transport: Transport,
+    setup: SessionSetup,
+    rx: CommandRx,
+    inline: bool,
+) -> Option<Rc<dyn Turn>> {
     let mailbox = Mailbox::default();
     let machine = Machine::new(transport, setup.config.max_queue_bytes);
     let mut ctx = SessionContext {
@@ -1017,9 +1139,16 @@ pub(crate) fn start_session<A: Session>(act: A, transport: Transport, setup: Ses
     // head, after `on_open`. Wake-ups during this turn go nowhere; the
     // task's own first poll, which always follows, registers them again.
     let turn = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
-    if turn.is_pending() {
-        actix::spawn(fut);
+    if turn.is_ready() {
+        return None;
     }
+    if !inline {
+        actix::spawn(fut);
+        return None;
+    }
+    let slot = Rc::new(RefCell::new(Slot { fut: Some(fut), waker: None }));
+    actix::spawn(SessionTask(slot.clone()));
+    Some(slot)
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub enum SessionState {
 }
 pub(crate) use context::{
     command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Note, NotesRx,
-    NotesTx, SessionSetup,
+    NotesTx, SessionSetup, Turn,
 };
 pub(crate) use machine::Shared;
 

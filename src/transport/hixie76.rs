@@ -76,7 +76,8 @@ pub(crate) async fn open<A: Session>(
             }
         };
         let receiver = Receiver::socket(Transport::WebSocket, out_tx, false);
-        let Ok(session) = ep.open_socket(&request, Some(session_id(&request)), receiver, admitted).await
+        let Ok((session, _)) =
+            ep.open_socket(&request, Some(session_id(&request)), receiver, admitted, false).await
         else {
             return;
         };

@@ -9,6 +9,7 @@
 use std::{
     convert::Infallible,
     pin::Pin,
+    rc::Rc,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -29,7 +30,7 @@ use crate::{
     endpoint::{error, session_id, Endpoint},
     protocol::{close_frame, parse_messages, Transport, HEARTBEAT_FRAME},
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
-    session::{Command, CommandTx, Failure, Session},
+    session::{Command, CommandTx, Failure, Session, Turn},
 };
 
 /// "Not set", for a socket's millisecond clocks.
@@ -91,10 +92,11 @@ async fn open<A: Session>(
         }
     };
     let id = (!raw).then(|| session_id(&req));
-    let session = match ep.open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted).await {
-        Ok(tx) => tx,
-        Err(e) => return e.error_response(),
-    };
+    let (session, turn) =
+        match ep.open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted, true).await {
+            Ok(opened) => opened,
+            Err(e) => return e.error_response(),
+        };
     let heartbeat = ep.config.heartbeat;
     let socket = WsStream {
         payload,
@@ -103,6 +105,8 @@ async fn open<A: Session>(
         write: BytesMut::new(),
         out: out_rx,
         session,
+        turn,
+        handed: false,
         raw,
         partial: None,
         config: ep.config.clone(),
@@ -153,6 +157,11 @@ struct WsStream {
     write: BytesMut,
     out: OutRx,
     session: CommandTx,
+    /// The session's turn, run here once the client's messages are handed
+    /// over ([`Turn`]; `None` if the session ended in its first turn).
+    turn: Option<Rc<dyn Turn>>,
+    /// Client messages were handed to the session in this poll, unwoken.
+    handed: bool,
     raw: bool,
     /// A fragmented text message being reassembled.
     partial: Option<Box<BytesMut>>,
@@ -201,9 +210,34 @@ impl WsStream {
         self.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
     }
 
+    /// Hands client messages to the session, unwoken: this socket runs the
+    /// session's turn after the read ([`Self::run_turn`]).
+    fn hand(&mut self, messages: Vec<String>) {
+        let command = Command::messages(messages);
+        if self.turn.is_some() {
+            self.handed = true;
+            let _ = self.session.send_unwoken(command);
+        } else {
+            let _ = self.session.send(command);
+        }
+    }
+
+    /// Runs the session's turn in place if client messages were handed
+    /// over, so that they are handled, and the answers written, in this
+    /// poll; wakes the session's task instead if the turn cannot run now.
+    fn run_turn(&mut self) {
+        if !std::mem::take(&mut self.handed) {
+            return;
+        }
+        let Some(turn) = &self.turn else { return };
+        if !turn.turn(&mut self.out) {
+            turn.wake();
+        }
+    }
+
     fn deliver(&mut self, text: &str) {
         if self.raw {
-            let _ = self.session.send(Command::messages(vec![text.to_owned()]));
+            self.hand(vec![text.to_owned()]);
             return;
         }
         if text.is_empty() {
@@ -211,9 +245,7 @@ impl WsStream {
         }
         match parse_messages(text.as_bytes(), true) {
             Ok(messages) if messages.is_empty() => {}
-            Ok(messages) => {
-                let _ = self.session.send(Command::messages(messages));
-            }
+            Ok(messages) => self.hand(messages),
             Err(e) => {
                 log::debug!("sockjs: websocket frame refused: {e}");
                 self.fail(CloseCode::Other(3000), Some("Broken framing."));
@@ -397,7 +429,9 @@ impl Stream for WsStream {
         if this.done {
             return Poll::Ready(None);
         }
-        if !this.receive(cx) || !this.keep_alive() {
+        let open = this.receive(cx);
+        this.run_turn();
+        if !open || !this.keep_alive() {
             this.done = true;
             return Poll::Ready(None);
         }

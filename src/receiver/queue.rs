@@ -525,4 +525,28 @@ mod tests {
         assert_eq!(wakes(), 1);
         assert_eq!(tx.poll_closed(&mut cx), Poll::Ready(()));
     }
+
+    #[test]
+    fn an_unwoken_send_and_a_forgotten_waker_wake_no_one() {
+        let (tx, mut rx) = queue::<u8>();
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 5), Poll::Pending);
+        // Queued with its weight, the receiver's waker left in place.
+        tx.send_unwoken(1, 5).unwrap();
+        assert_eq!((wakes(), tx.load()), (0, 5));
+        tx.send(2).unwrap();
+        assert_eq!(wakes(), 1, "a plain send still wakes it");
+        assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 5), Poll::Ready(Some(1)));
+        assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 0), Poll::Ready(Some(2)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        rx.forget_waker();
+        tx.send(3).unwrap();
+        assert_eq!(wakes(), 1, "a forgotten waker is not woken");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(3)));
+        drop(rx);
+        assert_eq!(tx.send_unwoken(4, 0), Err(4), "the receiver is gone");
+    }
 }

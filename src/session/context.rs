@@ -1015,14 +1015,17 @@ impl<A: Session> Future for SessionFut<A> {
 /// session must go on without it (a broadcast past its queue limit closes
 /// it, its timers fire).
 pub(crate) trait Turn {
-    /// Runs one turn of the session now, as its task would; `false` when
-    /// it cannot (its task has not polled it yet, or it is mid-turn).
-    /// Before the turn `out`, the socket's frame queue, forgets the
-    /// socket's waker: the socket takes what the session writes in the
-    /// same poll, and a wake-up of its task would only poll it again.
-    fn turn(&self, out: &mut OutRx) -> bool;
+    /// Runs one turn of the session now, as its task would: `Some(true)`
+    /// once the session is done, `None` when the turn cannot run (the
+    /// task has not polled the session yet, or it is mid-turn; a spawned
+    /// task is always polled once, and that poll takes what waits). Before
+    /// the turn `out`, the socket's frame queue, forgets the socket's
+    /// waker: the socket takes what the session writes in the same poll,
+    /// and a wake-up of its task would only poll it again.
+    fn turn(&self, out: &mut OutRx) -> Option<bool>;
 
-    /// Wakes the session's task.
+    /// Wakes the session's task, once it has run (before, its first poll
+    /// is to come anyway).
     fn wake(&self);
 }
 
@@ -1035,48 +1038,55 @@ struct Slot<A: Session> {
 impl<A: Session> Slot<A> {
     /// Polls the session with `waker` (the task's own when `None`); drops
     /// it once it is done, outside the borrow of the slot (the actor's drop
-    /// may run anything). `None` when the slot is mid-turn (it cannot be,
-    /// on one thread) or, for a turn, before the task's first poll.
+    /// may run anything; a session whose poll panicked is dropped inside
+    /// it). `None` when the slot is mid-turn (it cannot be, on one thread)
+    /// or, for a turn, before the task's first poll.
     fn poll(slot: &RefCell<Self>, waker: Option<&Waker>) -> Option<Poll<()>> {
         let mut this = slot.try_borrow_mut().ok()?;
         let Self { fut, waker: own } = &mut *this;
         let waker = waker.or(own.as_ref())?;
-        let fut = Unwinding(fut);
-        let Some(session) = fut.0.as_mut() else { return Some(Poll::Ready(())) };
-        if Pin::new(session).poll(&mut Context::from_waker(waker)).is_pending() {
+        let mut guard = Unwinding { fut, armed: true };
+        let Some(session) = guard.fut.as_mut() else { return Some(Poll::Ready(())) };
+        let polled = Pin::new(session).poll(&mut Context::from_waker(waker));
+        guard.armed = false;
+        if polled.is_pending() {
             return Some(Poll::Pending);
         }
-        let done = fut.0.take();
-        drop(fut);
+        let done = guard.fut.take();
+        drop(guard);
         drop(this);
         drop(done);
         Some(Poll::Ready(()))
     }
 }
 
-/// Drops a session whose turn panicked (in the user's handler, say), as
-/// tokio drops a task that panics: a turn run by the socket panics in the
-/// connection's task, and the session's own task must not poll it again.
-struct Unwinding<'a, A: Session>(&'a mut Option<SessionFut<A>>);
+/// Drops a session whose poll did not return (it panicked, in the user's
+/// handler say), as tokio drops a task that panics: a turn run by the
+/// socket panics in the connection's task, and the session's own task must
+/// not poll it again.
+struct Unwinding<'a, A: Session> {
+    fut: &'a mut Option<SessionFut<A>>,
+    /// Set until the poll returns.
+    armed: bool,
+}
 
 impl<A: Session> Drop for Unwinding<'_, A> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            drop(self.0.take());
+        if self.armed {
+            drop(self.fut.take());
         }
     }
 }
 
 impl<A: Session> Turn for RefCell<Slot<A>> {
-    fn turn(&self, out: &mut OutRx) -> bool {
+    fn turn(&self, out: &mut OutRx) -> Option<bool> {
         out.forget_waker();
-        match Slot::poll(self, None) {
-            None => false,
-            Some(Poll::Pending) => true,
-            Some(Poll::Ready(())) => {
+        match Slot::poll(self, None)? {
+            Poll::Pending => Some(false),
+            Poll::Ready(()) => {
                 // The task finishes, and lets go of its share, at its next poll.
                 self.wake();
-                true
+                Some(true)
             }
         }
     }
@@ -1172,5 +1182,15 @@ mod size {
     #[test]
     fn a_session_task_fits_in_640_bytes() {
         assert!(std::mem::size_of::<SessionFut<Nothing>>() <= 536);
+    }
+
+    /// A WebSocket session's runtime is shared with its socket: an `Rc`
+    /// (16 bytes of counts) of the slot, which glibc serves from a chunk of
+    /// 592 bytes up to 584 requested, beside a 128-byte task
+    /// (benches/README.md).
+    #[test]
+    fn a_websocket_session_slot_fits_in_592_bytes() {
+        assert!(16 + std::mem::size_of::<RefCell<Slot<Nothing>>>() <= 584);
+        assert!(std::mem::size_of::<SessionTask<Nothing>>() <= 8);
     }
 }

@@ -215,8 +215,7 @@ impl WsStream {
     fn hand(&mut self, messages: Vec<String>) {
         let command = Command::messages(messages);
         if self.turn.is_some() {
-            self.handed = true;
-            let _ = self.session.send_unwoken(command);
+            self.handed |= self.session.send_unwoken(command).is_ok();
         } else {
             let _ = self.session.send(command);
         }
@@ -225,14 +224,28 @@ impl WsStream {
     /// Runs the session's turn in place if client messages were handed
     /// over, so that they are handled, and the answers written, in this
     /// poll; wakes the session's task instead if the turn cannot run now.
-    fn run_turn(&mut self) {
+    /// Lets go of the session once it is done. A panic in the turn (in
+    /// the user's `on_message`, say) has dropped the session
+    /// ([`Turn::turn`]); it ends the socket here rather than unwind
+    /// through actix-web's dispatcher. Returns `false` then.
+    fn run_turn(&mut self) -> bool {
         if !std::mem::take(&mut self.handed) {
-            return;
+            return true;
         }
-        let Some(turn) = &self.turn else { return };
-        if !turn.turn(&mut self.out) {
-            turn.wake();
+        let Some(turn) = &self.turn else { return true };
+        let out = &mut self.out;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| turn.turn(out))) {
+            Ok(Some(false)) => {}
+            Ok(Some(true)) => self.turn = None,
+            Ok(None) => turn.wake(),
+            Err(_) => {
+                log::error!("sockjs: a websocket session panicked; it is dropped and its socket closed");
+                turn.wake();
+                self.turn = None;
+                return false;
+            }
         }
+        true
     }
 
     fn deliver(&mut self, text: &str) {
@@ -415,9 +428,13 @@ impl WsStream {
 
 impl Drop for WsStream {
     /// The socket is done (closed, failed, or the client went away): the
-    /// session hears of it through its command queue.
+    /// session hears of it through its command queue, and its task is
+    /// woken even if that queue is gone (so that it lets go of the slot).
     fn drop(&mut self) {
         let _ = self.session.send(Command::ReceiverGone);
+        if let Some(turn) = &self.turn {
+            turn.wake();
+        }
     }
 }
 
@@ -430,8 +447,8 @@ impl Stream for WsStream {
             return Poll::Ready(None);
         }
         let open = this.receive(cx);
-        this.run_turn();
-        if !open || !this.keep_alive() {
+        let alive = this.run_turn();
+        if !open || !alive || !this.keep_alive() {
             this.done = true;
             return Poll::Ready(None);
         }

@@ -1131,22 +1131,36 @@ fn main() {
             );
             continue;
         }
-        let mut figures = Vec::new();
-        for &server in &servers {
-            let proc = Proc::start(server);
-            match runtime.block_on(idle(server, &proc, n)) {
-                Ok(bytes) => {
-                    println!(
-                        "{:<28} {:<22} {:>10.1} KB",
-                        format!("idle, {n}"),
-                        server.name(),
-                        bytes / 1024.0
-                    );
-                    figures.push((server, bytes / 1024.0));
+        // Rounds too: a server's RSS grows in steps (the floor measured
+        // 10.4-11.5 KB per session from one run to the next), so one
+        // reading each is not enough to compare two servers by 3%.
+        let mut per_server: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        for round in 0..rounds {
+            for k in 0..servers.len() {
+                let i = (round + k) % servers.len();
+                let server = servers[i];
+                let proc = Proc::start(server);
+                match runtime.block_on(idle(server, &proc, n)) {
+                    Ok(bytes) => {
+                        println!(
+                            "{:<28} {:<22} {:>10.2} KB",
+                            format!("idle, {n}"),
+                            server.name(),
+                            bytes / 1024.0
+                        );
+                        per_server[i].push(bytes / 1024.0);
+                    }
+                    Err(e) => println!("{:<28} {:<22} failed: {e}", format!("idle, {n}"), server.name()),
                 }
-                Err(e) => println!("{:<28} {:<22} failed: {e}", format!("idle, {n}"), server.name()),
             }
         }
+        let figures = servers
+            .iter()
+            .copied()
+            .zip(per_server)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(server, v)| (server, median(v)))
+            .collect();
         summary.push((format!("idle {n} (KB/session)"), figures));
     }
 

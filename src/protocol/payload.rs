@@ -31,9 +31,24 @@ impl fmt::Display for PayloadError {
 /// Rust `String`; each is replaced by U+FFFD instead of failing the whole
 /// payload. A valid surrogate pair becomes its one character.
 pub(crate) fn parse_messages(body: &[u8], allow_single: bool) -> Result<Vec<String>, PayloadError> {
-    if let Some(messages) = plain(body) {
+    if let Some(messages) = plain(body, None) {
         return Ok(messages);
     }
+    parse_slow(body, allow_single)
+}
+
+/// [`parse_messages`] for a payload already known to be UTF-8 (a WebSocket
+/// text frame): the common case takes its messages by slicing, without a
+/// second check of the bytes.
+pub(crate) fn parse_text(text: &str, allow_single: bool) -> Result<Vec<String>, PayloadError> {
+    if let Some(messages) = plain(text.as_bytes(), Some(text)) {
+        return Ok(messages);
+    }
+    parse_slow(text.as_bytes(), allow_single)
+}
+
+/// What [`plain`] leaves: serde_json, then the lenient parser.
+fn parse_slow(body: &[u8], allow_single: bool) -> Result<Vec<String>, PayloadError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::Expected);
     }
@@ -60,7 +75,9 @@ pub(crate) fn parse_messages(body: &[u8], allow_single: bool) -> Result<Vec<Stri
 /// bytes. `None` for anything else, which serde_json then reads. serde_json
 /// took ~800 instructions of a WebSocket echo's ~9,700 (callgrind,
 /// `benches/README.md`).
-fn plain(body: &[u8]) -> Option<Vec<String>> {
+///
+/// `text` is `body` as a `str` when the caller has one.
+fn plain(body: &[u8], text: Option<&str>) -> Option<Vec<String>> {
     let json_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
     let skip_ws = |s: &[u8]| -> usize { s.iter().position(|b| !json_ws(b)).unwrap_or(s.len()) };
     let mut at = skip_ws(body);
@@ -87,7 +104,12 @@ fn plain(body: &[u8]) -> Option<Vec<String>> {
             if special {
                 return None;
             }
-            out.push(std::str::from_utf8(&body[start..start + len]).ok()?.to_owned());
+            let message = match text {
+                // Quotes are ASCII: both ends are on character boundaries.
+                Some(text) => text.get(start..start + len)?,
+                None => std::str::from_utf8(&body[start..start + len]).ok()?,
+            };
+            out.push(message.to_owned());
             at = start + len + 1;
             at += skip_ws(&body[at..]);
             match body.get(at)? {
@@ -285,14 +307,18 @@ mod tests {
             "\"x\"",
         ] {
             let serde = serde_json::from_slice::<Vec<String>>(body.as_bytes()).ok();
-            if let Some(plain) = plain(body.as_bytes()) {
-                assert_eq!(Some(plain), serde, "{body:?}");
+            let read = plain(body.as_bytes(), None);
+            if let Some(plain) = &read {
+                assert_eq!(Some(plain), serde.as_ref(), "{body:?}");
             }
+            // A text frame's payload, sliced rather than checked again.
+            assert_eq!(super::plain(body.as_bytes(), Some(body)), read, "{body:?}");
             assert_eq!(parse(body).ok(), serde, "{body:?}");
+            assert_eq!(parse_text(body, false).ok(), serde, "{body:?}");
         }
-        assert_eq!(plain(b"[\"a\", \"b\"]"), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(plain(br#"["a\"b"]"#), None, "an escape is serde_json's");
-        assert_eq!(plain(b"[\"\xff\"]"), None, "not UTF-8");
+        assert_eq!(plain(b"[\"a\", \"b\"]", None), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(plain(br#"["a\"b"]"#, None), None, "an escape is serde_json's");
+        assert_eq!(plain(b"[\"\xff\"]", None), None, "not UTF-8");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::deadlines;
 use crate::{
     config::Config,
     endpoint::{error, session_id, Endpoint},
-    protocol::{close_frame, parse_messages, Transport, HEARTBEAT_FRAME},
+    protocol::{close_frame, parse_text, Transport, HEARTBEAT_FRAME},
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
     session::{Command, CommandTx, Failure, Session, Turn},
 };
@@ -256,7 +256,7 @@ impl WsStream {
         if text.is_empty() {
             return;
         }
-        match parse_messages(text.as_bytes(), true) {
+        match parse_text(text, true) {
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => self.hand(messages),
             Err(e) => {

@@ -948,6 +948,12 @@ fn pinned() -> &'static Pinning {
     })
 }
 
+/// The servers' indices in round `round`: each round starts with the next
+/// server, so that no server always runs first.
+fn rotation(round: usize, servers: usize) -> impl Iterator<Item = usize> {
+    (0..servers).map(move |k| (round + k) % servers)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -1056,9 +1062,7 @@ fn main() {
             let _ = run(server, &proc);
         }
         for round in 0..rounds {
-            // Each round starts with the next server.
-            for k in 0..targets.len() {
-                let i = (round + k) % targets.len();
+            for i in rotation(round, targets.len()) {
                 let server = targets[i];
                 let proc = Proc::start(server);
                 match run(server, &proc) {
@@ -1136,8 +1140,7 @@ fn main() {
         // reading each is not enough to compare two servers by 3%.
         let mut per_server: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
         for round in 0..rounds {
-            for k in 0..servers.len() {
-                let i = (round + k) % servers.len();
+            for i in rotation(round, servers.len()) {
                 let server = servers[i];
                 let proc = Proc::start(server);
                 match runtime.block_on(idle(server, &proc, n)) {

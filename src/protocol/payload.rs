@@ -308,11 +308,11 @@ mod tests {
         ] {
             let serde = serde_json::from_slice::<Vec<String>>(body.as_bytes()).ok();
             let read = plain(body.as_bytes(), None);
-            if let Some(plain) = &read {
-                assert_eq!(Some(plain), serde.as_ref(), "{body:?}");
+            if let Some(messages) = &read {
+                assert_eq!(Some(messages), serde.as_ref(), "{body:?}");
             }
             // A text frame's payload, sliced rather than checked again.
-            assert_eq!(super::plain(body.as_bytes(), Some(body)), read, "{body:?}");
+            assert_eq!(plain(body.as_bytes(), Some(body)), read, "{body:?}");
             assert_eq!(parse(body).ok(), serde, "{body:?}");
             assert_eq!(parse_text(body, false).ok(), serde, "{body:?}");
         }

@@ -436,10 +436,9 @@ mod tests {
     #[test]
     fn quiet_items_wake_the_receiver_only_in_numbers() {
         let (tx, mut rx) = queue();
-        let count = Arc::new(Count(0.into()));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
-        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let wakes = || count.wakes();
         assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
         tx.send_quietly(1, 3).unwrap();
         tx.send_quietly(2, 3).unwrap();
@@ -468,13 +467,24 @@ mod tests {
         }
     }
 
+    impl Count {
+        /// A counting waker, and its count to read.
+        fn waker() -> (Arc<Self>, Waker) {
+            let count = Arc::new(Self(0.into()));
+            (count.clone(), Waker::from(count))
+        }
+
+        fn wakes(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
     #[test]
     fn a_sender_waits_for_room_until_the_queue_is_drained() {
         let (tx, mut rx) = queue();
-        let count = Arc::new(Count(0.into()));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
-        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let wakes = || count.wakes();
         assert!(tx.send_weighed("a", 60).is_ok() && tx.send_weighed("b", 60).is_ok());
         assert_eq!(tx.poll_room(&mut cx, 200), Poll::Ready(()), "120 is within 200");
         assert_eq!(tx.poll_room(&mut cx, 100), Poll::Pending);
@@ -490,8 +500,7 @@ mod tests {
         assert_eq!(tx.load(), 0);
         // A receiver that goes wakes every waiting sender, which then has
         // room.
-        let other = Arc::new(Count(0.into()));
-        let other_waker = Waker::from(other.clone());
+        let (other, other_waker) = Count::waker();
         assert!(tx.send_weighed("d", 500).is_ok());
         assert_eq!(tx.poll_room(&mut cx, 100), Poll::Pending);
         assert_eq!(tx.poll_room(&mut cx, 100), Poll::Pending, "registered once");
@@ -513,10 +522,9 @@ mod tests {
     #[test]
     fn a_closed_watcher_is_woken_by_the_receivers_end_only() {
         let (tx, mut rx) = queue::<u8>();
-        let count = Arc::new(Count(0.into()));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
-        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let wakes = || count.wakes();
         assert_eq!(tx.poll_closed(&mut cx), Poll::Pending);
         tx.send_weighed(1, 10).unwrap();
         assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 10), Poll::Ready(Some(1)));
@@ -529,10 +537,9 @@ mod tests {
     #[test]
     fn an_unwoken_send_and_a_forgotten_waker_wake_no_one() {
         let (tx, mut rx) = queue::<u8>();
-        let count = Arc::new(Count(0.into()));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
-        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let wakes = || count.wakes();
         assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 5), Poll::Pending);
         // Queued with its weight, the receiver's waker left in place.
         tx.send_unwoken(1, 5).unwrap();

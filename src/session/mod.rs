@@ -18,6 +18,7 @@ use actix_web::{
 
 mod context;
 mod machine;
+mod turn;
 
 pub use context::SessionContext;
 
@@ -47,9 +48,10 @@ pub enum SessionState {
 }
 pub(crate) use context::{
     command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Note, NotesRx,
-    NotesTx, SessionSetup, Turn,
+    NotesTx, SessionSetup,
 };
 pub(crate) use machine::Shared;
+pub(crate) use turn::Turn;
 
 use crate::cause::CloseCause;
 

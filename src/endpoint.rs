@@ -33,8 +33,8 @@ use crate::{
     protocol::{self, Transport},
     receiver::Receiver,
     session::{
-        command_channel, start_session, Command, CommandRx, CommandTx, RequestInfo, Session, SessionSetup,
-        Turn, Values,
+        command_channel, run_turn, start_session, Command, CommandRx, CommandTx, InPlace, LocalTurns,
+        RequestInfo, Session, SessionSetup, Turn, Values,
     },
     util,
 };
@@ -164,6 +164,9 @@ pub(crate) struct Endpoint<A: Session> {
     /// What starts a session without asking the manager, once it has
     /// answered one (endpoints without caps; see `manager::Arrivals`).
     starter: OnceCell<Starter<A>>,
+    /// The HTTP sessions started on this worker, whose turns its requests
+    /// run in place.
+    turns: LocalTurns,
     /// The iframe page and its ETag.
     pub(crate) iframe: (String, String),
     authorize: Option<Authorize>,
@@ -214,6 +217,7 @@ impl<A: Session> Endpoint<A> {
             metrics: Arc::new(EndpointMetrics::new(prefix)),
             directory: OnceCell::new(),
             starter: OnceCell::new(),
+            turns: LocalTurns::default(),
             authorize,
             carry,
         }
@@ -314,8 +318,9 @@ impl<A: Session> Endpoint<A> {
         receiver: Receiver,
     ) -> Result<Option<String>, ReachError> {
         let mut receiver = Box::new(receiver);
-        if let Some((tx, bound)) = self.find(&id).await {
-            match self.hand_over(req, &tx, bound.as_deref(), receiver)? {
+        if let Some((serial, tx, bound)) = self.find(&id).await {
+            let turn = self.turns.get(serial);
+            match self.hand_over(req, &tx, bound.as_deref(), receiver, turn.as_deref())? {
                 None => return Ok(None),
                 Some(back) => receiver = back,
             }
@@ -328,14 +333,26 @@ impl<A: Session> Endpoint<A> {
         for _ in 0..3 {
             let acquire = Acquire::new(id.clone(), opening.clone());
             match self.manager.send(acquire).await.map_err(|_| ReachError::Manager)? {
-                Acquired::Found(tx, bound) => match self.hand_over(req, &tx, bound.as_deref(), receiver)? {
-                    None => return Ok(None),
-                    Some(back) => receiver = back,
-                },
+                Acquired::Found(tx, bound) => {
+                    match self.hand_over(req, &tx, bound.as_deref(), receiver, None)? {
+                        None => return Ok(None),
+                        Some(back) => receiver = back,
+                    }
+                }
                 Acquired::Created { serial, tx, rx, starter } => {
                     let transport = receiver.transport();
                     let _ = tx.send(Command::Attach(receiver));
-                    self.start(starter, serial, id, transport, req, rx, std::mem::take(&mut values), false);
+                    let in_place = InPlace::Requests(self.turns.clone());
+                    self.start(
+                        starter,
+                        serial,
+                        id,
+                        transport,
+                        req,
+                        rx,
+                        std::mem::take(&mut values),
+                        in_place,
+                    );
                     return Ok(new_cookie);
                 }
                 Acquired::Missing => {
@@ -351,18 +368,20 @@ impl<A: Session> Endpoint<A> {
     }
 
     /// Gives a receiver to the session behind `tx` if the request may reach
-    /// it; the receiver comes back if the session has just ended.
+    /// it, and runs the session's `turn` in place if it lives on this
+    /// worker; the receiver comes back if the session has just ended.
     fn hand_over(
         &self,
         req: &HttpRequest,
         tx: &CommandTx,
         bound: Option<&Bound>,
         receiver: Box<Receiver>,
+        turn: Option<&dyn Turn>,
     ) -> Result<Option<Box<Receiver>>, ReachError> {
         if !self.may_reach(bound, req) {
             return Err(ReachError::Missing);
         }
-        match tx.send(Command::Attach(receiver)) {
+        match hand(tx, Command::Attach(receiver), turn) {
             Ok(()) => Ok(None),
             Err(Command::Attach(back)) => Ok(Some(back)),
             Err(_) => Err(ReachError::Manager),
@@ -378,7 +397,7 @@ impl<A: Session> Endpoint<A> {
         id: Option<Arc<str>>,
         receiver: Receiver,
         admitted: Admitted,
-        inline: bool,
+        in_place: InPlace,
     ) -> Result<(CommandTx, Option<Rc<dyn Turn>>), actix_web::Error> {
         let serial = next_serial();
         let transport = receiver.transport();
@@ -394,7 +413,7 @@ impl<A: Session> Endpoint<A> {
             Some(starter) => {
                 let starter = starter.clone();
                 if starter.arrivals.arrive(serial, id.clone(), cmd_tx.clone(), opening.clone()) {
-                    let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, inline);
+                    let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place);
                     return Ok((cmd_tx, turn));
                 }
                 opening
@@ -413,7 +432,7 @@ impl<A: Session> Endpoint<A> {
         if uncapped {
             let _ = self.starter.set(starter.clone());
         }
-        let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, inline);
+        let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place);
         Ok((cmd_tx, turn))
     }
 
@@ -424,17 +443,17 @@ impl<A: Session> Endpoint<A> {
         id: Arc<str>,
         messages: Vec<String>,
     ) -> Result<(), ReachError> {
-        let (tx, bound) = match self.find(&id).await {
-            Some(found) => found,
+        let (tx, bound, turn) = match self.find(&id).await {
+            Some((serial, tx, bound)) => (tx, bound, self.turns.get(serial)),
             None => match self.manager.send(Acquire::new(id, None)).await.map_err(|_| ReachError::Manager)? {
-                Acquired::Found(tx, bound) => (tx, bound),
+                Acquired::Found(tx, bound) => (tx, bound, None),
                 _ => return Err(ReachError::Missing),
             },
         };
         if !self.may_reach(bound.as_deref(), req) {
             return Err(ReachError::Missing);
         }
-        tx.send(Command::messages(messages)).map_err(|_| ReachError::Missing)?;
+        hand(&tx, Command::messages(messages), turn.as_deref()).map_err(|_| ReachError::Missing)?;
         // Answered once the session has room again: a client that sends
         // faster than its session handles waits for its answers.
         futures_util::future::poll_fn(|cx| tx.poll_room(cx)).await;
@@ -444,7 +463,7 @@ impl<A: Session> Endpoint<A> {
     /// The live HTTP session `id` from the manager's directory, without a
     /// round trip to the manager (but the first, which fetches the
     /// directory for this worker).
-    async fn find(&self, id: &str) -> Option<(CommandTx, Option<Arc<Bound>>)> {
+    async fn find(&self, id: &str) -> Option<(u64, CommandTx, Option<Arc<Bound>>)> {
         if self.directory.get().is_none() {
             let directory = self.manager.send(GetDirectory).await.ok()?;
             let _ = self.directory.set(directory);
@@ -452,8 +471,8 @@ impl<A: Session> Endpoint<A> {
         self.directory.get()?.find(id)
     }
 
-    /// Starts a session actor on this worker; with `inline`, returns the
-    /// [`Turn`] its socket runs.
+    /// Starts a session actor on this worker; returns the [`Turn`] that
+    /// others run in place ([`InPlace`]), if any.
     #[expect(clippy::too_many_arguments, reason = "one private call site per kind of session")]
     fn start(
         &self,
@@ -464,7 +483,7 @@ impl<A: Session> Endpoint<A> {
         req: &HttpRequest,
         rx: CommandRx,
         values: Values,
-        inline: bool,
+        in_place: InPlace,
     ) -> Option<Rc<dyn Turn>> {
         let request = RequestInfo::from_request(req, self.client_ip(req)).with_values(values);
         let session = (starter.factory)(&request);
@@ -476,8 +495,21 @@ impl<A: Session> Endpoint<A> {
             notes: starter.notes,
             metrics: self.metrics.clone(),
         };
-        start_session(session, transport, setup, rx, inline)
+        start_session(session, transport, setup, rx, in_place)
     }
+}
+
+/// Sends `command` to a session; with the session's `turn` (it lives on
+/// this worker), unwoken, and runs the turn in place: what the command
+/// makes the session do (an answer to a poll, room for the next send) is
+/// done before the request's next step, with no poll of the session's
+/// task and no second poll of the request's. Gives the command back if the
+/// session is gone.
+fn hand(tx: &CommandTx, command: Command, turn: Option<&dyn Turn>) -> Result<(), Command> {
+    let Some(turn) = turn else { return tx.send(command) };
+    tx.send_unwoken(command)?;
+    run_turn(turn);
+    Ok(())
 }
 
 /// The session id and the transport of a session URL,

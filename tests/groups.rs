@@ -164,8 +164,13 @@ struct Server {
 
 impl Server {
     /// A server whose HTTP sessions end `disconnect_delay` after their last
-    /// request.
+    /// request, on two workers.
     fn start(disconnect_delay: Duration) -> Self {
+        Self::start_on(disconnect_delay, 2)
+    }
+
+    /// The same on `workers` workers.
+    fn start_on(disconnect_delay: Duration, workers: usize) -> Self {
         let (events_tx, events) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
         thread::spawn(move || {
@@ -179,7 +184,7 @@ impl Server {
                 let server = HttpServer::new(move || {
                     App::new().service(SockJs::new("/m", m.clone()).config(config.clone()))
                 })
-                .workers(2)
+                .workers(workers)
                 .h1_allow_half_closed(false)
                 .client_disconnect_timeout(Duration::ZERO)
                 .bind(("127.0.0.1", 0))
@@ -383,6 +388,41 @@ fn delivery_by_id_listings_and_counts() {
     let counts = s.ask(SessionCount);
     assert_eq!((counts.open, counts.closing), (2, 1));
     eventually("the closed session ends", || s.ask(SessionCount).closing == 0);
+}
+
+#[test]
+fn a_panic_in_an_http_session_ends_that_session_only() {
+    // One worker: every request of a session runs on the worker it lives
+    // on, and runs the session's turn in place (a send after handing its
+    // messages, a poll after handing its receiver).
+    let s = Server::start_on(Duration::from_secs(5), 1);
+    let mut doomed = Client::poll(s.port, "/m");
+    s.opened();
+    let mut streaming = Client::stream(s.port, "/m");
+    s.opened();
+    let mut other = Client::poll(s.port, "/m");
+    let other_id = s.opened();
+
+    // The send's request runs the turn that panics: the session is
+    // dropped (no `on_close`), the request is answered, the worker lives.
+    doomed.send("panic");
+    eventually("the session that panicked leaves `all`", || s.members().len() == 2);
+    eventually("the manager forgets it", || s.ask(SessionCount).total() == 2);
+    let send = post(s.port, &format!("{}/xhr_send", doomed.url()), r#"["again"]"#);
+    assert_eq!(send.status(), 404, "its next send finds no session");
+
+    // A session with its receiver attached: the send's turn panics, and
+    // the streaming response ends with the session.
+    streaming.send("panic");
+    streaming.expect_stream_end();
+    eventually("the streaming session leaves `all`", || s.members() == [other_id.clone()]);
+
+    // The others, and new ones, go on.
+    assert_eq!(other.ask("still here"), "still here");
+    let mut next = Client::poll(s.port, "/m");
+    s.opened();
+    assert_eq!(next.ask("hello"), "hello");
+    assert!(s.events.recv_timeout(Duration::from_millis(300)).is_err(), "no on_close for a panic");
 }
 
 #[test]

@@ -865,7 +865,7 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
         let Acquire { id, open, .. } = msg;
         if let Some(serial) = self.directory.serial(&id) {
             match self.directory.find(&id) {
-                Some((tx, bound)) => return MessageResult(Acquired::Found(tx, bound)),
+                Some((_, tx, bound)) => return MessageResult(Acquired::Found(tx, bound)),
                 None => self.remove(serial),
             }
         }

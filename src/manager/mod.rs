@@ -9,9 +9,8 @@
 //! ordered queue of notes ([`Note`]), read before every message.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
-    hash::{BuildHasherDefault, Hasher},
     net::IpAddr,
     pin::Pin,
     sync::{
@@ -31,6 +30,7 @@ use crate::{
     protocol::Transport,
     relay::{Audience, Relay, RelayMessage},
     session::{Command, CommandTx, Note, NotesRx, NotesTx, RequestInfo, Session, SessionState, Shared},
+    util::{SerialMap, SerialSet},
 };
 
 mod messages;
@@ -135,11 +135,12 @@ impl Directory {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The live session with this id, if any, and what it is bound to.
-    pub(crate) fn find(&self, id: &str) -> Option<(CommandTx, Option<Arc<Bound>>)> {
+    /// The live session with this id, if any: its serial, its command
+    /// channel and what it is bound to.
+    pub(crate) fn find(&self, id: &str) -> Option<(u64, CommandTx, Option<Arc<Bound>>)> {
         let map = self.read();
-        let (_, tx, bound) = map.get(id).filter(|(_, tx, _)| !tx.is_closed())?;
-        Some((tx.clone(), bound.clone()))
+        let (serial, tx, bound) = map.get(id).filter(|(_, tx, _)| !tx.is_closed())?;
+        Some((*serial, tx.clone(), bound.clone()))
     }
 
     /// The serial of the session listed under this id.
@@ -260,34 +261,6 @@ impl ManagerMetrics {
             Delivery::Unknown => 2,
         };
         self.sent_to[i].increment(1);
-    }
-}
-
-/// Sessions by serial. Serials are this process's own, handed out in
-/// order, so they need no hash that withstands chosen keys: one multiply
-/// spreads them (SipHash was ~a third of entering a session, callgrind).
-type SerialMap<V> = HashMap<u64, V, BuildHasherDefault<SerialHasher>>;
-/// A set of serials (a group's members).
-type SerialSet = HashSet<u64, BuildHasherDefault<SerialHasher>>;
-
-/// See [`SerialMap`]: Fibonacci hashing, whose low bits tell consecutive
-/// serials apart and whose high bits (hashbrown's tags) are mixed.
-#[derive(Default)]
-struct SerialHasher(u64);
-
-impl Hasher for SerialHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 

@@ -28,7 +28,7 @@ use actix::{
 
 use super::{
     machine::{Attach, Machine, Shared, State, Written},
-    turn::{SessionTask, Slot, Turn},
+    turn::{InPlace, SessionTask, Slot, Turn},
     RequestInfo, Session, SessionState,
 };
 use crate::{
@@ -1003,15 +1003,16 @@ impl<A: Session> Future for SessionFut<A> {
     }
 }
 
-/// Starts a session actor on the current arbiter. With `inline` (a
-/// WebSocket session), returns the [`Turn`] its socket runs.
+/// Starts a session actor on the current arbiter; returns the [`Turn`]
+/// that others run in place ([`InPlace`]), if any.
 pub(crate) fn start_session<A: Session>(
     act: A,
     transport: Transport,
     setup: SessionSetup,
     rx: CommandRx,
-    inline: bool,
+    in_place: InPlace,
 ) -> Option<Rc<dyn Turn>> {
+    let serial = setup.serial;
     let mailbox = Mailbox::default();
     let machine = Machine::new(transport, setup.config.max_queue_bytes);
     let mut ctx = SessionContext {
@@ -1038,12 +1039,16 @@ pub(crate) fn start_session<A: Session>(
     if turn.is_ready() {
         return None;
     }
-    if !inline {
-        actix::spawn(fut);
-        return None;
-    }
+    let listed = match in_place {
+        InPlace::Nowhere => {
+            actix::spawn(fut);
+            return None;
+        }
+        InPlace::Socket => None,
+        InPlace::Requests(turns) => Some(turns),
+    };
     let slot = Rc::new(RefCell::new(Slot::new(fut)));
-    actix::spawn(SessionTask(slot.clone()));
+    actix::spawn(SessionTask::new(slot.clone(), listed, serial));
     Some(slot)
 }
 
@@ -1070,13 +1075,13 @@ mod size {
         assert!(std::mem::size_of::<SessionFut<Nothing>>() <= 536);
     }
 
-    /// A WebSocket session's runtime is shared with its socket: an `Rc`
-    /// (16 bytes of counts) of the slot, which glibc serves from a chunk of
-    /// 592 bytes up to 584 requested, beside a 128-byte task
-    /// (benches/README.md).
+    /// A session whose turns requests run in place shares its runtime
+    /// with them: an `Rc` (16 bytes of counts) of the slot, which glibc
+    /// serves from a chunk of 592 bytes up to 584 requested, beside a
+    /// 128-byte task, whose future may take 24 (benches/README.md).
     #[test]
-    fn a_websocket_session_slot_fits_in_592_bytes() {
+    fn a_shared_session_slot_fits_in_592_bytes() {
         assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 584);
-        assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 8);
+        assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 24);
     }
 }

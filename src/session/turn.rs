@@ -1,20 +1,24 @@
-//! [`Turn`]: a WebSocket session's runtime, shared by the session's own
-//! task ([`SessionTask`]) and its socket, which runs the session's turns
-//! itself after handing it the client's messages.
+//! [`Turn`]: a session's runtime, shared by the session's own task
+//! ([`SessionTask`]) and the requests that run its turns in place after
+//! handing it something: its WebSocket, after the client's messages; on
+//! the worker the session lives on, an HTTP session's polls and sends
+//! ([`LocalTurns`]).
 
 use std::{
     cell::RefCell,
     future::Future,
+    panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
     rc::Rc,
     task::{Context, Poll, Waker},
 };
 
-use crate::receiver::OutRx;
+use crate::util::SerialMap;
 
-/// A WebSocket session's actor runtime, shared between the session's own
-/// task and its socket, which runs a turn of it in place ([`Turn::turn`])
-/// right after it has handed the session what the client sent.
+/// A session's actor runtime, shared between the session's own task and
+/// the requests that run a turn of it in place ([`Turn::turn`]) right
+/// after they have handed the session something: a WebSocket what the
+/// client sent, an HTTP request its messages or its receiver.
 ///
 /// An echo then costs one poll of the connection's task, as in a plain
 /// actix-web-actors WebSocket, where it cost three (the socket's read, the
@@ -28,11 +32,10 @@ pub(crate) trait Turn {
     /// Runs one turn of the session now, as its task would: `Some(true)`
     /// once the session is done, `None` when the turn cannot run (the
     /// task has not polled the session yet, or it is mid-turn; a spawned
-    /// task is always polled once, and that poll takes what waits). Before
-    /// the turn `out`, the socket's frame queue, forgets the socket's
-    /// waker: the socket takes what the session writes in the same poll,
-    /// and a wake-up of its task would only poll it again.
-    fn turn(&self, out: &mut OutRx) -> Option<bool>;
+    /// task is always polled once, and that poll takes what waits). A
+    /// panic in the turn drops the session and goes on unwinding: see
+    /// [`run`], which the requests call.
+    fn turn(&self) -> Option<bool>;
 
     /// Wakes the session's task, once it has run (before, its first poll
     /// is to come anyway).
@@ -94,8 +97,7 @@ impl<F> Drop for Unwinding<'_, F> {
 }
 
 impl<F: Future<Output = ()> + Unpin> Turn for RefCell<Slot<F>> {
-    fn turn(&self, out: &mut OutRx) -> Option<bool> {
-        out.forget_waker();
+    fn turn(&self) -> Option<bool> {
         match Slot::poll(self, None)? {
             Poll::Pending => Some(false),
             Poll::Ready(()) => {
@@ -113,21 +115,199 @@ impl<F: Future<Output = ()> + Unpin> Turn for RefCell<Slot<F>> {
     }
 }
 
-/// The session's own task when its socket runs turns too.
-pub(super) struct SessionTask<F>(pub(super) Rc<RefCell<Slot<F>>>);
+/// Who runs a session's turns besides its own task.
+#[derive(Debug)]
+pub(crate) enum InPlace {
+    /// No one (a hixie-76 socket).
+    Nowhere,
+    /// Its WebSocket, which gets the session's [`Turn`] from `start_session`.
+    Socket,
+    /// The requests of the worker it starts on, through its [`LocalTurns`].
+    Requests(LocalTurns),
+}
+
+/// How a turn run in place went ([`run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ran {
+    /// The session goes on (or its task runs the turn, if it could not run
+    /// here).
+    Open,
+    /// The session is done.
+    Done,
+    /// The turn panicked (in the user's handler, say): the session is
+    /// dropped, as tokio drops a task that panics.
+    Panicked,
+}
+
+/// Runs a turn of the session in place, for a request that has just handed
+/// it something unwoken; wakes its task instead when the turn cannot run
+/// now. A panic in the turn stops here rather than unwind through
+/// actix-web's dispatcher: tokio would drop the connection's task, and the
+/// request (a send, a poll) would go unanswered with its connection cut.
+pub(crate) fn run(turn: &dyn Turn) -> Ran {
+    match catch_unwind(AssertUnwindSafe(|| turn.turn())) {
+        Ok(Some(false)) => Ran::Open,
+        Ok(Some(true)) => Ran::Done,
+        Ok(None) => {
+            turn.wake();
+            Ran::Open
+        }
+        Err(_) => {
+            log::error!("sockjs: a session panicked in its handler; it is dropped");
+            turn.wake();
+            Ran::Panicked
+        }
+    }
+}
+
+/// The HTTP sessions started on this worker, by serial, whose turns this
+/// worker's requests run in place: a poll after it has handed its receiver
+/// over, a send after its messages. A request on another worker finds none
+/// here and wakes the session's task, as before. One per endpoint and
+/// worker; a session leaves it when its task ends.
+#[derive(Clone, Default)]
+pub(crate) struct LocalTurns(Rc<RefCell<SerialMap<Rc<dyn Turn>>>>);
+
+impl LocalTurns {
+    /// The turn of the session `serial`, if it lives on this worker.
+    pub(crate) fn get(&self, serial: u64) -> Option<Rc<dyn Turn>> {
+        self.0.try_borrow().ok()?.get(&serial).cloned()
+    }
+
+    fn insert(&self, serial: u64, turn: Rc<dyn Turn>) {
+        if let Ok(mut map) = self.0.try_borrow_mut() {
+            map.insert(serial, turn);
+        }
+    }
+
+    fn remove(&self, serial: u64) {
+        // Dropped outside the borrow: dropping the last share of a session
+        // runs its actor's drop, which may do anything.
+        let gone = self.0.try_borrow_mut().ok().and_then(|mut map| map.remove(&serial));
+        drop(gone);
+    }
+
+    /// How many sessions are listed.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+}
+
+impl std::fmt::Debug for LocalTurns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTurns").field("sessions", &self.0.try_borrow().map(|m| m.len()).ok()).finish()
+    }
+}
+
+/// The session's own task when requests run its turns too: a WebSocket
+/// session's, or an HTTP session's listed in its worker's [`LocalTurns`]
+/// (which it leaves when the task ends). 24 bytes, so that tokio's task
+/// stays at 128 (see `context::size`).
+pub(super) struct SessionTask<F> {
+    slot: Rc<RefCell<Slot<F>>>,
+    listed: Option<LocalTurns>,
+    serial: u64,
+}
+
+impl<F: Future<Output = ()> + Unpin + 'static> SessionTask<F> {
+    /// The task of the session in `slot`; with `listed`, lists the session
+    /// there under `serial` until the task ends.
+    pub(super) fn new(slot: Rc<RefCell<Slot<F>>>, listed: Option<LocalTurns>, serial: u64) -> Self {
+        if let Some(turns) = &listed {
+            turns.insert(serial, slot.clone());
+        }
+        Self { slot, listed, serial }
+    }
+}
+
+impl<F> Drop for SessionTask<F> {
+    fn drop(&mut self) {
+        if let Some(turns) = &self.listed {
+            turns.remove(self.serial);
+        }
+    }
+}
 
 impl<F: Future<Output = ()> + Unpin> Future for SessionTask<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Ok(mut slot) = self.0.try_borrow_mut() {
+        let slot = &self.slot;
+        if let Ok(mut slot) = slot.try_borrow_mut() {
             if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 slot.waker = Some(cx.waker().clone());
             }
         }
-        Slot::poll(&self.0, Some(cx.waker())).unwrap_or_else(|| {
+        Slot::poll(slot, Some(cx.waker())).unwrap_or_else(|| {
             cx.waker().wake_by_ref();
             Poll::Pending
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// A session stand-in that finishes once `done` is set.
+    fn until(done: Rc<Cell<bool>>) -> impl Future<Output = ()> + Unpin {
+        std::future::poll_fn(move |_| if done.get() { Poll::Ready(()) } else { Poll::Pending })
+    }
+
+    #[test]
+    fn a_listed_session_stays_listed_until_its_task_ends() {
+        actix::System::new().block_on(async {
+            let turns = LocalTurns::default();
+            let done = Rc::new(Cell::new(false));
+            let slot = Rc::new(RefCell::new(Slot::new(until(done.clone()))));
+            actix::spawn(SessionTask::new(slot, Some(turns.clone()), 7));
+            let turn = turns.get(7).expect("listed at start");
+            assert!(turns.get(8).is_none());
+            // Before the task's first poll the turn cannot run; `run` wakes
+            // the task instead (its first poll is to come anyway).
+            assert_eq!(run(&*turn), Ran::Open);
+            tokio::task::yield_now().await;
+            assert_eq!(run(&*turn), Ran::Open);
+            done.set(true);
+            assert_eq!(run(&*turn), Ran::Done);
+            drop(turn);
+            // The turn woke the task, which ends at its next poll and
+            // unlists the session.
+            for _ in 0..10 {
+                if turns.len() == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(turns.len(), 0, "the ended session is unlisted");
+        });
+    }
+
+    #[test]
+    fn a_turn_that_panics_drops_the_session_and_returns() {
+        struct Noisy(Rc<Cell<bool>>);
+        impl Drop for Noisy {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        actix::System::new().block_on(async {
+            let dropped = Rc::new(Cell::new(false));
+            let noisy = Noisy(dropped.clone());
+            let session = std::future::poll_fn(move |_| -> Poll<()> {
+                let _keep = &noisy;
+                panic!("the handler panics");
+            });
+            let slot = Rc::new(RefCell::new(Slot::new(session)));
+            let turn: Rc<dyn Turn> = slot.clone();
+            slot.borrow_mut().waker = Some(Waker::noop().clone());
+            assert_eq!(run(&*turn), Ran::Panicked);
+            assert!(dropped.get(), "the session is dropped");
+            // A later turn finds no session, and says it is done.
+            assert_eq!(run(&*turn), Ran::Done);
+        });
     }
 }

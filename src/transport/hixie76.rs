@@ -17,7 +17,7 @@ use crate::{
     endpoint::{error, session_id, Endpoint},
     protocol::{close_frame, hixie76_digest, parse_messages, Transport},
     receiver::{out_queue, push, Out, OutRx, Receiver},
-    session::{Command, CommandTx, Failure, Session},
+    session::{Command, CommandTx, Failure, InPlace, Session},
 };
 
 /// Answers a hixie-76 handshake and runs its socket.
@@ -77,7 +77,7 @@ pub(crate) async fn open<A: Session>(
         };
         let receiver = Receiver::socket(Transport::WebSocket, out_tx, false);
         let Ok((session, _)) =
-            ep.open_socket(&request, Some(session_id(&request)), receiver, admitted, false).await
+            ep.open_socket(&request, Some(session_id(&request)), receiver, admitted, InPlace::Nowhere).await
         else {
             return;
         };

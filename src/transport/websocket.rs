@@ -30,7 +30,7 @@ use crate::{
     endpoint::{error, session_id, Endpoint},
     protocol::{close_frame, parse_text, Transport, HEARTBEAT_FRAME},
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
-    session::{Command, CommandTx, Failure, Session, Turn},
+    session::{run_turn, Command, CommandTx, Failure, InPlace, Ran, Session, Turn},
 };
 
 /// "Not set", for a socket's millisecond clocks.
@@ -92,11 +92,13 @@ async fn open<A: Session>(
         }
     };
     let id = (!raw).then(|| session_id(&req));
-    let (session, turn) =
-        match ep.open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted, true).await {
-            Ok(opened) => opened,
-            Err(e) => return e.error_response(),
-        };
+    let (session, turn) = match ep
+        .open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted, InPlace::Socket)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(e) => return e.error_response(),
+    };
     let heartbeat = ep.config.heartbeat;
     let socket = WsStream {
         payload,
@@ -223,29 +225,29 @@ impl WsStream {
 
     /// Runs the session's turn in place if client messages were handed
     /// over, so that they are handled, and the answers written, in this
-    /// poll; wakes the session's task instead if the turn cannot run now.
-    /// Lets go of the session once it is done. A panic in the turn (in
-    /// the user's `on_message`, say) has dropped the session
-    /// ([`Turn::turn`]); it ends the socket here rather than unwind
-    /// through actix-web's dispatcher. Returns `false` then.
+    /// poll ([`run_turn`]). The frame queue forgets this socket's waker
+    /// first: the socket takes what the session writes in the same poll,
+    /// and a wake-up of its task would only poll it again. Lets go of the
+    /// session once it is done. A panic in the turn (in the user's
+    /// `on_message`, say) has dropped the session; it ends the socket here.
+    /// Returns `false` then.
     fn run_turn(&mut self) -> bool {
         if !std::mem::take(&mut self.handed) {
             return true;
         }
         let Some(turn) = &self.turn else { return true };
-        let out = &mut self.out;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| turn.turn(out))) {
-            Ok(Some(false)) => {}
-            Ok(Some(true)) => self.turn = None,
-            Ok(None) => turn.wake(),
-            Err(_) => {
-                log::error!("sockjs: a websocket session panicked; it is dropped and its socket closed");
-                turn.wake();
+        self.out.forget_waker();
+        match run_turn(&**turn) {
+            Ran::Open => true,
+            Ran::Done => {
                 self.turn = None;
-                return false;
+                true
+            }
+            Ran::Panicked => {
+                self.turn = None;
+                false
             }
         }
-        true
     }
 
     fn deliver(&mut self, text: &str) {

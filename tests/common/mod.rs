@@ -619,6 +619,19 @@ impl Client {
         self.recv()
     }
 
+    /// The session's URL, `<prefix>/000/<id>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Reads an xhr_streaming client's response to its last chunk
+    /// (heartbeats and frames before it are dropped); fails the test if it
+    /// does not end within `READ_TIMEOUT`.
+    pub fn expect_stream_end(&mut self) {
+        let Link::Stream(conn) = &mut self.link else { panic!("not an xhr_streaming client") };
+        while conn.chunk().is_some() {}
+    }
+
     /// The WebSocket of a WebSocket client.
     pub fn ws(&mut self) -> &mut WsClient {
         match &mut self.link {

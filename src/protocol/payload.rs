@@ -135,7 +135,9 @@ fn plain_string_len(s: &[u8]) -> Option<usize> {
     while let Some(chunk) = s.get(at..at + 8) {
         let w = u64::from_le_bytes(chunk.try_into().ok()?);
         // A byte equal to `c` is a zero byte of `w ^ c...c`, below 1.
-        if below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20) != 0 {
+        if below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20)
+            != 0
+        {
             break;
         }
         at += 8;

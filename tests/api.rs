@@ -242,6 +242,20 @@ fn close_causes() {
     ws.send_close(1000);
     assert_eq!(p.next(), Event::Closed(CloseCause::ClientClosed));
 
+    // Messages and the close in one write: every message is handled, in
+    // order, before the close.
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut bytes = WsClient::frame(0x1, true, br#"["one","two"]"#);
+    bytes.extend(WsClient::frame(0x1, true, br#"["three"]"#));
+    bytes.extend(WsClient::frame(0x8, true, &1000u16.to_be_bytes()));
+    ws.send_raw(&bytes);
+    for msg in ["one", "two", "three"] {
+        assert_eq!(p.next(), Event::Message(msg.into()));
+    }
+    assert_eq!(p.next(), Event::Closed(CloseCause::ClientClosed));
+
     // No receiver within the disconnect delay: the session times out and is gone.
     let url = format!("/probe/000/{}", session());
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");

@@ -40,6 +40,22 @@ pub(crate) trait Turn {
     /// Wakes the session's task, once it has run (before, its first poll
     /// is to come anyway).
     fn wake(&self);
+
+    /// Hands the client's messages to the session for its next turn, which
+    /// the caller then runs ([`run`]): no lock and no allocation, where
+    /// the command queue took both. Only a WebSocket does, as every message
+    /// of its client comes through it; an HTTP session's come from any
+    /// worker, and one queue keeps them in order. Gives the messages back
+    /// when the session is gone (or mid-turn, which it cannot be on one
+    /// thread).
+    fn hand(&self, messages: Vec<String>) -> Result<(), Vec<String>>;
+}
+
+/// What a [`Slot`] runs: the session's actor runtime, with the inbox of
+/// messages its socket hands over in place.
+pub(super) trait Runtime: Future<Output = ()> + Unpin {
+    /// The messages waiting for the next turn.
+    fn inbox(&mut self) -> &mut Vec<String>;
 }
 
 /// The session's runtime and its task's waker, once the task has run.
@@ -48,7 +64,7 @@ pub(super) struct Slot<F> {
     waker: Option<Waker>,
 }
 
-impl<F: Future<Output = ()> + Unpin> Slot<F> {
+impl<F: Runtime> Slot<F> {
     /// A slot for `fut`, whose task has not run yet.
     pub(super) fn new(fut: F) -> Self {
         Self { fut: Some(fut), waker: None }
@@ -96,7 +112,7 @@ impl<F> Drop for Unwinding<'_, F> {
     }
 }
 
-impl<F: Future<Output = ()> + Unpin> Turn for RefCell<Slot<F>> {
+impl<F: Runtime> Turn for RefCell<Slot<F>> {
     fn turn(&self) -> Option<bool> {
         match Slot::poll(self, None)? {
             Poll::Pending => Some(false),
@@ -113,12 +129,24 @@ impl<F: Future<Output = ()> + Unpin> Turn for RefCell<Slot<F>> {
             waker.wake();
         }
     }
+
+    fn hand(&self, messages: Vec<String>) -> Result<(), Vec<String>> {
+        let Ok(mut slot) = self.try_borrow_mut() else { return Err(messages) };
+        let Some(fut) = slot.fut.as_mut() else { return Err(messages) };
+        let inbox = fut.inbox();
+        if inbox.is_empty() {
+            *inbox = messages;
+        } else {
+            inbox.extend(messages);
+        }
+        Ok(())
+    }
 }
 
 /// Who runs a session's turns besides its own task.
 #[derive(Debug)]
 pub(crate) enum InPlace {
-    /// No one (a hixie-76 socket).
+    /// No one but its task (a hixie-76 socket).
     Nowhere,
     /// Its WebSocket, which gets the session's [`Turn`] from `start_session`.
     Socket,
@@ -210,7 +238,7 @@ pub(super) struct SessionTask<F> {
     serial: u64,
 }
 
-impl<F: Future<Output = ()> + Unpin + 'static> SessionTask<F> {
+impl<F: Runtime + 'static> SessionTask<F> {
     /// The task of the session in `slot`; with `listed`, lists the session
     /// there under `serial` until the task ends.
     pub(super) fn new(slot: Rc<RefCell<Slot<F>>>, listed: Option<LocalTurns>, serial: u64) -> Self {
@@ -229,7 +257,7 @@ impl<F> Drop for SessionTask<F> {
     }
 }
 
-impl<F: Future<Output = ()> + Unpin> Future for SessionTask<F> {
+impl<F: Runtime> Future for SessionTask<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -252,9 +280,34 @@ mod tests {
 
     use super::*;
 
+    /// A session stand-in: runs `poll` at every turn.
+    struct Stand<P> {
+        poll: P,
+        inbox: Vec<String>,
+    }
+
+    impl<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin> Future for Stand<P> {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            let this = self.get_mut();
+            (this.poll)(&mut this.inbox)
+        }
+    }
+
+    impl<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin> Runtime for Stand<P> {
+        fn inbox(&mut self) -> &mut Vec<String> {
+            &mut self.inbox
+        }
+    }
+
+    fn stand<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin>(poll: P) -> Stand<P> {
+        Stand { poll, inbox: Vec::new() }
+    }
+
     /// A session stand-in that finishes once `done` is set.
-    fn until(done: Rc<Cell<bool>>) -> impl Future<Output = ()> + Unpin {
-        std::future::poll_fn(move |_| if done.get() { Poll::Ready(()) } else { Poll::Pending })
+    fn until(done: Rc<Cell<bool>>) -> impl Runtime {
+        stand(move |_| if done.get() { Poll::Ready(()) } else { Poll::Pending })
     }
 
     #[test]
@@ -297,7 +350,7 @@ mod tests {
         actix::System::new().block_on(async {
             let dropped = Rc::new(Cell::new(false));
             let noisy = Noisy(dropped.clone());
-            let session = std::future::poll_fn(move |_| -> Poll<()> {
+            let session = stand(move |_| -> Poll<()> {
                 let _keep = &noisy;
                 panic!("the handler panics");
             });
@@ -309,5 +362,25 @@ mod tests {
             // A later turn finds no session, and says it is done.
             assert_eq!(run(&*turn), Ran::Done);
         });
+    }
+
+    #[test]
+    fn messages_handed_in_place_wait_for_the_next_turn_in_order() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        let slot = Rc::new(RefCell::new(Slot::new(stand(move |inbox: &mut Vec<String>| {
+            log.borrow_mut().append(inbox);
+            Poll::Pending
+        }))));
+        slot.borrow_mut().waker = Some(Waker::noop().clone());
+        let turn: Rc<dyn Turn> = slot.clone();
+        assert_eq!(turn.hand(vec!["a".into(), "b".into()]), Ok(()));
+        assert_eq!(turn.hand(vec!["c".into()]), Ok(()));
+        assert!(seen.borrow().is_empty(), "handed, not yet handled");
+        assert_eq!(run(&*turn), Ran::Open);
+        assert_eq!(*seen.borrow(), ["a", "b", "c"]);
+        // Once the session is gone the messages come back, for the queue.
+        slot.borrow_mut().fut = None;
+        assert_eq!(turn.hand(vec!["d".into()]), Err(vec!["d".to_owned()]));
     }
 }

@@ -212,15 +212,21 @@ impl WsStream {
         self.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
     }
 
-    /// Hands client messages to the session, unwoken: this socket runs the
-    /// session's turn after the read ([`Self::run_turn`]).
+    /// Hands client messages to the session in place ([`Turn::hand`]):
+    /// this socket runs the session's turn after the read
+    /// ([`Self::run_turn`]). Queued instead when there is no turn to run.
     fn hand(&mut self, messages: Vec<String>) {
-        let command = Command::messages(messages);
-        if self.turn.is_some() {
-            self.handed |= self.session.send_unwoken(command).is_ok();
-        } else {
-            let _ = self.session.send(command);
-        }
+        let messages = match &self.turn {
+            Some(turn) => match turn.hand(messages) {
+                Ok(()) => {
+                    self.handed = true;
+                    return;
+                }
+                Err(back) => back,
+            },
+            None => messages,
+        };
+        let _ = self.session.send(Command::messages(messages));
     }
 
     /// Runs the session's turn in place if client messages were handed
@@ -325,8 +331,12 @@ impl WsStream {
             }
             // Read no more while the session has a backlog of this
             // client's messages: the session wakes this body once it has
-            // handled them, and until then TCP holds the client back.
-            if self.session.poll_room(cx).is_pending() {
+            // handled them, and until then TCP holds the client back. A
+            // socket that runs its session's turns has none: what it hands
+            // over in a poll is handled by the end of it (or by the
+            // session's task, queued to run next, before that task's
+            // first poll).
+            if self.turn.is_none() && self.session.poll_room(cx).is_pending() {
                 return true;
             }
             match Pin::new(&mut self.payload).poll_next(cx) {

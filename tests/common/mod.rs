@@ -399,6 +399,11 @@ impl WsClient {
     }
 
     pub fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
+        self.conn.write(&Self::frame(opcode, fin, payload));
+    }
+
+    /// A masked client frame, for several frames in one write.
+    pub fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
         let len = payload.len();
         if len < 126 {
@@ -413,7 +418,7 @@ impl WsClient {
         let mask = [0x12, 0x34, 0x56, 0x78];
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.conn.write(&frame);
+        frame
     }
 
     /// A second client on the same socket, for reading on another thread

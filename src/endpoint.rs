@@ -517,7 +517,7 @@ fn hand(tx: &CommandTx, command: Command, turn: Option<&dyn Turn>) -> Result<(),
 /// decoded it); `None` for any other path. The server and session
 /// segments are not empty and have no dot (docs/protocol.md §3).
 ///
-/// One pass over the bytes: it runs for every session request, and
+/// One pass over the bytes, once per request (the router hands the id on):
 /// `str::split` took ~600 instructions a call here (callgrind).
 pub(crate) fn split_session_url(rest: &str) -> Option<(&str, &str)> {
     let bytes = rest.as_bytes();
@@ -539,11 +539,6 @@ pub(crate) fn split_session_url(rest: &str) -> Option<(&str, &str)> {
     let segment = |from: usize, to: usize| to > from + 1;
     (segment(0, first) && segment(first, second) && second + 1 < bytes.len())
         .then(|| (&rest[first + 1..second], &rest[second + 1..]))
-}
-
-/// The session id of a session URL.
-pub(crate) fn session_id(req: &HttpRequest) -> Arc<str> {
-    Arc::from(split_session_url(req.match_info().unprocessed()).map_or("", |(session, _)| session))
 }
 
 /// The answer to a session the caps refused: 503 when the endpoint is full

@@ -323,9 +323,10 @@ impl<A: Session> Routes<A> {
                 meta::method_not_allowed(&req, row.allow)
             };
         }
-        if let Some((_, transport)) = split_session_url(rest) {
+        if let Some((session, transport)) = split_session_url(rest) {
             if let Some(row) = self.rows.iter().copied().find(|row| row.path == transport) {
-                return session_url(req, payload, ep, row).await;
+                let id = Arc::from(session);
+                return session_url(req, payload, ep, row, id).await;
             }
         } else if is_iframe(rest) {
             return if method == Method::GET {
@@ -346,7 +347,8 @@ fn is_iframe(rest: &str) -> bool {
     })
 }
 
-/// Answers `<prefix>/<server>/<session>/<transport>`: the transport's row
+/// Answers `<prefix>/<server>/<session>/<transport>` (`id` is the session
+/// segment, read once by the router): the transport's row
 /// does the work for its method, answers a CORS preflight where it allows
 /// one, and 405 with its `Allow` list to other methods.
 async fn session_url<A: Session>(
@@ -354,12 +356,13 @@ async fn session_url<A: Session>(
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
     row: &'static Row,
+    id: Arc<str>,
 ) -> HttpResponse {
     if *req.method() == row.method {
         match &row.role {
-            Role::Receive(how) => http::receive(req, ep, row, how).await,
-            Role::Send(how) => http::send::<A>(req, payload, ep, *how).await,
-            Role::WebSocket => websocket::framed::<A>(req, payload, ep).await,
+            Role::Receive(how) => http::receive(req, ep, row, how, id).await,
+            Role::Send(how) => http::send::<A>(req, payload, ep, *how, id).await,
+            Role::WebSocket => websocket::framed::<A>(req, payload, ep, id).await,
             Role::RawWebSocket => meta::not_found(req).await,
         }
     } else if *req.method() == Method::OPTIONS && row.allow.starts_with("OPTIONS") {

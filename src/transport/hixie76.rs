@@ -4,7 +4,7 @@
 //! `\xff`. Its receiver is an ordinary WebSocket receiver; only the wire
 //! differs.
 
-use std::{future::Future, pin::Pin, task::Poll};
+use std::{future::Future, pin::Pin, sync::Arc, task::Poll};
 
 use actix_web::{
     http::StatusCode,
@@ -14,17 +14,18 @@ use actix_web::{
 use futures_util::StreamExt as _;
 
 use crate::{
-    endpoint::{error, session_id, Endpoint},
+    endpoint::{error, Endpoint},
     protocol::{close_frame, hixie76_digest, parse_messages, Transport},
     receiver::{out_queue, push, Out, OutRx, Receiver},
     session::{Command, CommandTx, Failure, InPlace, Session},
 };
 
-/// Answers a hixie-76 handshake and runs its socket.
+/// Answers a hixie-76 handshake and runs the socket of the session `id`.
 pub(crate) async fn open<A: Session>(
     req: HttpRequest,
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
+    id: Arc<str>,
 ) -> HttpResponse {
     if let Err(e) = ep.check_origin(&req) {
         return e.error_response();
@@ -76,8 +77,7 @@ pub(crate) async fn open<A: Session>(
             }
         };
         let receiver = Receiver::socket(Transport::WebSocket, out_tx, false);
-        let Ok((session, _)) =
-            ep.open_socket(&request, Some(session_id(&request)), receiver, admitted, InPlace::Nowhere).await
+        let Ok((session, _)) = ep.open_socket(&request, Some(id), receiver, admitted, InPlace::Nowhere).await
         else {
             return;
         };

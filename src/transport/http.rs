@@ -4,7 +4,7 @@
 //!
 //! [`TABLE`]: super::TABLE
 
-use std::convert::Infallible;
+use std::{convert::Infallible, sync::Arc};
 
 use actix_web::{
     http::{header, ConnectionType, StatusCode, Version},
@@ -16,8 +16,7 @@ use futures_util::{stream, StreamExt as _};
 use super::{Prelude, Receiving, Row, Sending};
 use crate::{
     endpoint::{
-        cors, error, never_cache, session_cookie, session_id, Endpoint, ReachError, BIND_COOKIE, JAVASCRIPT,
-        TEXT,
+        cors, error, never_cache, session_cookie, Endpoint, ReachError, BIND_COOKIE, JAVASCRIPT, TEXT,
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
     receiver::{body_stream, out_queue, poll_text, PeerSocket, Receiver},
@@ -45,6 +44,7 @@ pub(crate) async fn receive<A: Session>(
     ep: web::Data<Endpoint<A>>,
     row: &'static Row,
     how: &'static Receiving,
+    id: Arc<str>,
 ) -> HttpResponse {
     if let Err(e) = ep.check_origin(&req) {
         return e.error_response();
@@ -73,7 +73,7 @@ pub(crate) async fn receive<A: Session>(
     };
     let (attached, mut rx) = receiver();
     let mut bind_cookie = None;
-    match ep.attach(&req, session_id(&req), attached).await {
+    match ep.attach(&req, id, attached).await {
         Ok(cookie) => bind_cookie = cookie,
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} {}: no such session for this client", req.method(), req.path());
@@ -154,6 +154,7 @@ pub(crate) async fn send<A: Session>(
     body: web::Payload,
     ep: web::Data<Endpoint<A>>,
     how: Sending,
+    id: Arc<str>,
 ) -> HttpResponse {
     if let Err(e) = ep.check_origin(&req) {
         return e.error_response();
@@ -178,7 +179,6 @@ pub(crate) async fn send<A: Session>(
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
-    let id = session_id(&req);
     match ep.deliver(&req, id.clone(), messages).await {
         Ok(()) => {}
         Err(ReachError::Missing) => {

@@ -27,7 +27,7 @@ use tokio_util::codec::{Decoder as _, Encoder as _};
 use super::deadlines;
 use crate::{
     config::Config,
-    endpoint::{error, session_id, Endpoint},
+    endpoint::{error, Endpoint},
     protocol::{close_frame, parse_text, Transport, HEARTBEAT_FRAME},
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
     session::{run_turn, Command, CommandTx, Failure, InPlace, Ran, Session, Turn},
@@ -41,13 +41,14 @@ pub(crate) async fn framed<A: Session>(
     req: HttpRequest,
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
+    id: Arc<str>,
 ) -> HttpResponse {
     let legacy = req.headers().contains_key("sec-websocket-key1")
         && !req.headers().contains_key(header::SEC_WEBSOCKET_KEY);
     if legacy {
-        return super::hixie76::open(req, payload, ep).await;
+        return super::hixie76::open(req, payload, ep, id).await;
     }
-    open(req, payload, &ep, Transport::WebSocket).await
+    open(req, payload, &ep, Transport::WebSocket, Some(id)).await
 }
 
 /// GET `/websocket`: a WebSocket without SockJS framing.
@@ -56,14 +57,17 @@ pub(crate) async fn raw<A: Session>(
     payload: web::Payload,
     ep: web::Data<Endpoint<A>>,
 ) -> HttpResponse {
-    open(req, payload, &ep, Transport::RawWebSocket).await
+    open(req, payload, &ep, Transport::RawWebSocket, None).await
 }
 
+/// Opens a WebSocket session: `id` is the SockJS session's, `None` on the
+/// raw WebSocket (which gets a unique one).
 async fn open<A: Session>(
     req: HttpRequest,
     payload: web::Payload,
     ep: &Endpoint<A>,
     transport: Transport,
+    id: Option<Arc<str>>,
 ) -> HttpResponse {
     if let Err(e) = ep.check_origin(&req) {
         return e.error_response();
@@ -91,7 +95,6 @@ async fn open<A: Session>(
             }
         }
     };
-    let id = (!raw).then(|| session_id(&req));
     let (session, turn) = match ep
         .open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted, InPlace::Socket)
         .await

@@ -228,10 +228,11 @@ impl std::fmt::Debug for LocalTurns {
     }
 }
 
-/// The session's own task when requests run its turns too: a WebSocket
-/// session's, or an HTTP session's listed in its worker's [`LocalTurns`]
-/// (which it leaves when the task ends). 24 bytes, so that tokio's task
-/// stays at 128 (see `context::size`).
+/// A session's own task, which runs its turns whenever something wakes it
+/// (every session has one, beside whoever runs its turns in place); an
+/// HTTP session's is listed in its worker's [`LocalTurns`] and leaves it
+/// when the task ends. 24 bytes, so that tokio's task stays at 128 (see
+/// `context::size`).
 pub(super) struct SessionTask<F> {
     slot: Rc<RefCell<Slot<F>>>,
     listed: Option<LocalTurns>,

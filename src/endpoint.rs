@@ -472,7 +472,8 @@ impl<A: Session> Endpoint<A> {
     }
 
     /// Starts a session actor on this worker; returns the [`Turn`] that
-    /// others run in place ([`InPlace`]), if any.
+    /// others run in place ([`InPlace`]), `None` if the session ended in
+    /// its first turn.
     #[expect(clippy::too_many_arguments, reason = "one private call site per kind of session")]
     fn start(
         &self,

@@ -1021,7 +1021,8 @@ impl<A: Session> Future for SessionFut<A> {
 }
 
 /// Starts a session actor on the current arbiter; returns the [`Turn`]
-/// that others run in place ([`InPlace`]), if any.
+/// that others run in place ([`InPlace`]), `None` if the session ended in
+/// its first turn.
 pub(crate) fn start_session<A: Session>(
     act: A,
     transport: Transport,
@@ -1058,15 +1059,15 @@ pub(crate) fn start_session<A: Session>(
         return None;
     }
     // Every session's runtime is in a shared slot, even one whose turns
-    // only its task runs: one layout, one size to keep an eye on (`size`).
+    // only its task runs (a hixie-76 socket's): one layout, one size to
+    // keep an eye on (`size`).
     let slot = Rc::new(RefCell::new(Slot::new(fut)));
-    let (turn, listed): (Option<Rc<dyn Turn>>, _) = match in_place {
-        InPlace::Nowhere => (None, None),
-        InPlace::Socket => (Some(slot.clone()), None),
-        InPlace::Requests(turns) => (Some(slot.clone()), Some(turns)),
+    let listed = match in_place {
+        InPlace::Socket => None,
+        InPlace::Requests(turns) => Some(turns),
     };
-    actix::spawn(SessionTask::new(slot, listed, serial));
-    turn
+    actix::spawn(SessionTask::new(slot.clone(), listed, serial));
+    Some(slot)
 }
 
 #[cfg(test)]

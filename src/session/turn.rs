@@ -146,9 +146,8 @@ impl<F: Runtime> Turn for RefCell<Slot<F>> {
 /// Who runs a session's turns besides its own task.
 #[derive(Debug)]
 pub(crate) enum InPlace {
-    /// No one but its task (a hixie-76 socket).
-    Nowhere,
-    /// Its WebSocket, which gets the session's [`Turn`] from `start_session`.
+    /// Its WebSocket, which gets the session's [`Turn`] from
+    /// `start_session` (a hixie-76 socket leaves it to the task).
     Socket,
     /// The requests of the worker it starts on, through its [`LocalTurns`].
     Requests(LocalTurns),

@@ -77,7 +77,7 @@ pub(crate) async fn open<A: Session>(
             }
         };
         let receiver = Receiver::socket(Transport::WebSocket, out_tx, false);
-        let Ok((session, _)) = ep.open_socket(&request, Some(id), receiver, admitted, InPlace::Nowhere).await
+        let Ok((session, _)) = ep.open_socket(&request, Some(id), receiver, admitted, InPlace::Socket).await
         else {
             return;
         };

@@ -390,7 +390,8 @@ impl<A: Session> Endpoint<A> {
 
     /// Registers a WebSocket session (already admitted) with the manager
     /// and starts it with its receiver attached; returns the session's
-    /// command channel and, with `inline`, the [`Turn`] the socket runs.
+    /// command channel and the [`Turn`] the socket runs (`None` if the
+    /// session ended in its first turn).
     pub(crate) async fn open_socket(
         &self,
         req: &HttpRequest,

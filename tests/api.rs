@@ -28,8 +28,17 @@ enum Event {
     Closed(CloseCause),
 }
 
-/// Opens the session that was told to `hold`.
-static HOLD: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>> = std::sync::Mutex::new(None);
+/// What opens each session that was told to `hold`, by session id (tests
+/// run side by side).
+static HOLD: std::sync::Mutex<Vec<(String, tokio::sync::oneshot::Sender<()>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Lets the session `id`, told to `hold`, go on.
+fn release(id: &str) {
+    let mut held = HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let at = held.iter().position(|(held, _)| held == id).expect("the session holds");
+    held.remove(at).1.send(()).expect("the session waits");
+}
 
 /// A session that reports everything and obeys a few commands.
 struct Probe {
@@ -93,11 +102,14 @@ impl Session for Probe {
             "hold" => {
                 // Handles nothing more until the test opens `HOLD`.
                 let (open, opened) = tokio::sync::oneshot::channel::<()>();
-                *HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(open);
+                let id = ctx.session_id().to_owned();
+                HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, open));
                 ctx.wait(actix::fut::wrap_future(async move {
                     let _ = opened.await;
                 }));
             }
+            // Handled without an answer.
+            quiet if quiet.starts_with("quiet") => {}
             "three" => {
                 ctx.send("1");
                 ctx.send("2");
@@ -242,15 +254,22 @@ fn close_causes() {
     ws.send_close(1000);
     assert_eq!(p.next(), Event::Closed(CloseCause::ClientClosed));
 
-    // Messages and the close in one write: every message is handled, in
+    // Messages and the close in one write while the session waits on a
+    // future of its own: the messages wait in its inbox and the socket's
+    // end in its queue, and once it goes on every message is handled, in
     // order, before the close.
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    let id = session();
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket"));
     assert_eq!(ws.recv_text(), "o");
     assert!(matches!(p.next(), Event::Open { .. }));
+    ws.send_text(r#"["hold"]"#);
+    assert_eq!(p.next(), Event::Message("hold".into()));
     let mut bytes = WsClient::frame(0x1, true, br#"["one","two"]"#);
     bytes.extend(WsClient::frame(0x1, true, br#"["three"]"#));
     bytes.extend(WsClient::frame(0x8, true, &1000u16.to_be_bytes()));
     ws.send_raw(&bytes);
+    ws.expect_end();
+    release(&id);
     for msg in ["one", "two", "three"] {
         assert_eq!(p.next(), Event::Message(msg.into()));
     }
@@ -869,12 +888,71 @@ fn a_websocket_client_that_floods_cannot_grow_server_memory() {
 }
 
 #[test]
+fn a_websocket_client_is_held_back_while_its_session_waits() {
+    // A session waiting on a future of its own (`ctx.wait`) handles no
+    // message, even those its socket hands over in place: the socket must
+    // stop reading once 64 KiB of them wait, so that TCP holds the client
+    // back, and read again once the session has handled them.
+    let p = probed(Config::default());
+    let id = session();
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket"));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    ws.send_text(r#"["hold"]"#);
+    assert_eq!(p.next(), Event::Message("hold".into()));
+
+    // 32 MiB of 1 KiB messages: far more than the socket buffers between
+    // the two ends hold, so the writes block if the server stops reading.
+    // The session answers none: nothing but the session's nudge, once it
+    // has handled what waited, sets the socket reading again.
+    const MESSAGES: usize = 32 * 1024;
+    let message = |i: usize| format!("quiet{i:0>1019}");
+    let mut stream = ws.stream();
+    let (blocked_tx, blocked) = mpsc::channel();
+    let (go_on_tx, go_on) = mpsc::channel::<()>();
+    let writer = thread::spawn(move || {
+        use std::io::{ErrorKind, Write as _};
+        let mut bytes = Vec::new();
+        for i in 0..MESSAGES {
+            bytes.extend(WsClient::frame(0x1, true, format!("[\"{}\"]", message(i)).as_bytes()));
+        }
+        // A write that makes no progress for a second means the server
+        // stopped reading (the other way round, a slow server, cannot make
+        // the test fail).
+        stream.set_write_timeout(Some(Duration::from_secs(1))).expect("timeout");
+        let (mut at, mut released) = (0, false);
+        while at < bytes.len() {
+            match stream.write(&bytes[at..]) {
+                Ok(n) => at += n,
+                Err(e) if !released && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let _ = blocked_tx.send(at);
+                    go_on.recv().expect("told to go on");
+                    stream.set_write_timeout(Some(READ_TIMEOUT)).expect("timeout");
+                    released = true;
+                }
+                Err(e) => panic!("write failed after {at} bytes (released: {released}): {e}"),
+            }
+        }
+        bytes.len()
+    });
+    let accepted = blocked.recv_timeout(READ_TIMEOUT).expect("the writes block while the session holds");
+    assert!(accepted < 24 << 20, "the server took {accepted} bytes while its session held");
+    release(&id);
+    let _ = go_on_tx.send(());
+    for i in 0..MESSAGES {
+        assert!(p.next() == Event::Message(message(i)), "message {i} handled out of order or not at all");
+    }
+    assert!(writer.join().expect("every message written") > accepted);
+}
+
+#[test]
 fn a_send_is_answered_once_its_session_has_room() {
     // A session that has more than 64 KiB of a client's messages to handle
     // holds back the answer to the send that brought them: a client sending
     // faster than its session handles waits instead of queueing.
     let p = probed(Config::default());
-    let url = format!("/probe/000/{}", session());
+    let id = session();
+    let url = format!("/probe/000/{id}");
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["hold"]"#).status(), 204);
@@ -887,9 +965,7 @@ fn a_send_is_answered_once_its_session_has_room() {
     // bounded wait is the only way to see it; an answer would come within
     // a millisecond.)
     assert!(answered.recv_timeout(Duration::from_millis(300)).is_err(), "answered while the session holds");
-    let open =
-        HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().expect("the session holds");
-    open.send(()).expect("the session waits");
+    release(&id);
     assert_eq!(p.next(), Event::Message(big));
     assert_eq!(answered.recv_timeout(READ_TIMEOUT), Ok(204));
 }

@@ -246,6 +246,16 @@ impl Receiver {
         Ok(done)
     }
 
+    /// Wakes the transport that reads this receiver's frames, with no
+    /// frame: a WebSocket that stopped reading while its session's inbox
+    /// was full looks again.
+    pub(crate) fn nudge(&self) {
+        match self {
+            Self::Socket { out, .. } => out.nudge(),
+            Self::Http(http) => http.out.nudge(),
+        }
+    }
+
     /// Ends a WebSocket with a close frame; HTTP responses end when the
     /// receiver is dropped.
     pub(crate) fn close_socket(&self, code: u16, reason: &str) {

@@ -101,6 +101,14 @@ impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Wakes the receiver, if it waits, with no item.
+    fn nudge(&self) {
+        let waker = self.lock().receiver.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 /// A new queue.
@@ -166,6 +174,12 @@ impl<T> Tx<T> {
     /// Whether the receiver is gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.0.lock().receiver_gone()
+    }
+
+    /// Wakes the receiver, if it waits, with no item: for a receiver that
+    /// also waits for something else than this queue's items.
+    pub(crate) fn nudge(&self) {
+        self.0.nudge();
     }
 
     /// Ready while the queued items weigh at most `limit` (or the receiver
@@ -319,9 +333,8 @@ impl<T> Nudger<T> {
 
     /// Wakes the receiver, if it waits.
     pub(crate) fn nudge(&self) {
-        let waker = self.0.upgrade().and_then(|shared| shared.lock().receiver.take());
-        if let Some(waker) = waker {
-            waker.wake();
+        if let Some(shared) = self.0.upgrade() {
+            shared.nudge();
         }
     }
 }

@@ -28,7 +28,7 @@ use actix::{
 
 use super::{
     machine::{Attach, Machine, Shared, State, Written},
-    turn::{InPlace, Runtime, SessionTask, Slot, Turn},
+    turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM},
     RequestInfo, Session, SessionState,
 };
 use crate::{
@@ -158,18 +158,11 @@ impl Command {
     /// nothing.
     fn weight(&self) -> usize {
         match self {
-            Self::Messages(messages) => messages.iter().map(|m| m.len() + 64).sum(),
+            Self::Messages(messages) => inbound_weight(messages),
             _ => 0,
         }
     }
 }
-
-/// How much of the client's messages a session may have waiting before
-/// its WebSocket stops reading from the socket, and a send request waits
-/// to be answered, until the session has handled them: the client is then
-/// held back instead of growing the queue. A larger message still goes in
-/// alone.
-pub(crate) const INBOUND_ROOM: usize = 64 * 1024;
 
 /// The sending end of a session's command channel.
 #[derive(Debug, Clone)]
@@ -182,7 +175,7 @@ impl CommandTx {
         self.0.send_weighed(command, weight)
     }
 
-    /// Sends a command without waking the session, for a socket that runs
+    /// Sends a command without waking the session, for a request that runs
     /// the session's [`Turn`] right after; gives it back if the session is
     /// gone.
     pub(crate) fn send_unwoken(&self, command: Command) -> Result<(), Command> {
@@ -980,8 +973,15 @@ impl<A: Session> ActorFuture<A> for Pump {
         // What the socket handed over in place comes first: it was handed
         // before any command the socket queued after it (its end).
         if !ctx.inbox.is_empty() {
+            // A socket that found the inbox full stopped reading (a turn
+            // that did not reach the pump, while the actor waits on a
+            // future of its own): it looks again once told.
+            let full = inbound_weight(&ctx.inbox) > INBOUND_ROOM;
             let messages = std::mem::take(&mut ctx.inbox);
             ctx.on_messages(act, messages);
+            if let Some(receiver) = ctx.machine.receiver().filter(|_| full) {
+                receiver.nudge();
+            }
         }
         // Bounded per turn, so that one busy session cannot hog its worker.
         for _ in 0..64 {

@@ -51,7 +51,7 @@ pub(crate) use context::{
     NotesTx, SessionSetup,
 };
 pub(crate) use machine::Shared;
-pub(crate) use turn::{run as run_turn, InPlace, LocalTurns, Ran, Turn};
+pub(crate) use turn::{inbound_weight, run as run_turn, InPlace, LocalTurns, Ran, Turn, INBOUND_ROOM};
 
 use crate::cause::CloseCause;
 

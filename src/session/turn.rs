@@ -35,7 +35,10 @@ pub(crate) trait Turn {
     /// task is always polled once, and that poll takes what waits). A
     /// panic in the turn drops the session and goes on unwinding: see
     /// [`run`], which the requests call.
-    fn turn(&self) -> Option<bool>;
+    ///
+    /// With the turn, what the messages handed over in place and still
+    /// unhandled weigh ([`Turn::inbox_weight`]).
+    fn turn(&self) -> Option<(bool, usize)>;
 
     /// Wakes the session's task, once it has run (before, its first poll
     /// is to come anyway).
@@ -49,6 +52,27 @@ pub(crate) trait Turn {
     /// when the session is gone (or mid-turn, which it cannot be on one
     /// thread).
     fn hand(&self, messages: Vec<String>) -> Result<(), Vec<String>>;
+
+    /// What the messages handed over and not yet handled weigh
+    /// ([`inbound_weight`]). They wait past the turn that follows when the
+    /// actor waits on a future of its own (actix then polls nothing else),
+    /// or before the task's first poll: the socket stops reading while
+    /// they weigh more than [`INBOUND_ROOM`], and the session nudges its
+    /// receiver once it has handled them.
+    fn inbox_weight(&self) -> usize;
+}
+
+/// How much of the client's messages a session may have waiting before
+/// its WebSocket stops reading from the socket, and a send request waits
+/// to be answered, until the session has handled them: the client is then
+/// held back instead of growing the command queue or the inbox. A larger
+/// message still goes in alone.
+pub(crate) const INBOUND_ROOM: usize = 64 * 1024;
+
+/// What client messages weigh against [`INBOUND_ROOM`]: their bytes and a
+/// round 64 for the allocations each one costs.
+pub(crate) fn inbound_weight(messages: &[String]) -> usize {
+    messages.iter().map(|m| m.len() + 64).sum()
 }
 
 /// What a [`Slot`] runs: the session's actor runtime, with the inbox of
@@ -95,9 +119,9 @@ impl<F: Runtime> Slot<F> {
 }
 
 /// Drops a session whose poll did not return (it panicked, in the user's
-/// handler say), as tokio drops a task that panics: a turn run by the
-/// socket panics in the connection's task, and the session's own task must
-/// not poll it again.
+/// handler say), as tokio drops a task that panics: a turn run in place
+/// panics in a connection's task, and the session's own task must not poll
+/// it again.
 struct Unwinding<'a, F> {
     fut: &'a mut Option<F>,
     /// Set until the poll returns.
@@ -113,13 +137,13 @@ impl<F> Drop for Unwinding<'_, F> {
 }
 
 impl<F: Runtime> Turn for RefCell<Slot<F>> {
-    fn turn(&self) -> Option<bool> {
+    fn turn(&self) -> Option<(bool, usize)> {
         match Slot::poll(self, None)? {
-            Poll::Pending => Some(false),
+            Poll::Pending => Some((false, self.inbox_weight())),
             Poll::Ready(()) => {
                 // The task finishes, and lets go of its share, at its next poll.
                 self.wake();
-                Some(true)
+                Some((true, 0))
             }
         }
     }
@@ -128,6 +152,11 @@ impl<F: Runtime> Turn for RefCell<Slot<F>> {
         if let Some(waker) = self.try_borrow().ok().and_then(|slot| slot.waker.clone()) {
             waker.wake();
         }
+    }
+
+    fn inbox_weight(&self) -> usize {
+        let Ok(mut slot) = self.try_borrow_mut() else { return 0 };
+        slot.fut.as_mut().map_or(0, |fut| inbound_weight(fut.inbox()))
     }
 
     fn hand(&self, messages: Vec<String>) -> Result<(), Vec<String>> {
@@ -157,8 +186,9 @@ pub(crate) enum InPlace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ran {
     /// The session goes on (or its task runs the turn, if it could not run
-    /// here).
-    Open,
+    /// here), with `waiting` the weight of the messages handed over in
+    /// place and not handled yet ([`Turn::inbox_weight`]).
+    Open { waiting: usize },
     /// The session is done.
     Done,
     /// The turn panicked (in the user's handler, say): the session is
@@ -173,11 +203,11 @@ pub(crate) enum Ran {
 /// request (a send, a poll) would go unanswered with its connection cut.
 pub(crate) fn run(turn: &dyn Turn) -> Ran {
     match catch_unwind(AssertUnwindSafe(|| turn.turn())) {
-        Ok(Some(false)) => Ran::Open,
-        Ok(Some(true)) => Ran::Done,
+        Ok(Some((false, waiting))) => Ran::Open { waiting },
+        Ok(Some((true, _))) => Ran::Done,
         Ok(None) => {
             turn.wake();
-            Ran::Open
+            Ran::Open { waiting: turn.inbox_weight() }
         }
         Err(_) => {
             log::error!("sockjs: a session panicked in its handler; it is dropped");
@@ -321,9 +351,9 @@ mod tests {
             assert!(turns.get(8).is_none());
             // Before the task's first poll the turn cannot run; `run` wakes
             // the task instead (its first poll is to come anyway).
-            assert_eq!(run(&*turn), Ran::Open);
+            assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
             tokio::task::yield_now().await;
-            assert_eq!(run(&*turn), Ran::Open);
+            assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
             done.set(true);
             assert_eq!(run(&*turn), Ran::Done);
             drop(turn);
@@ -377,7 +407,8 @@ mod tests {
         assert_eq!(turn.hand(vec!["a".into(), "b".into()]), Ok(()));
         assert_eq!(turn.hand(vec!["c".into()]), Ok(()));
         assert!(seen.borrow().is_empty(), "handed, not yet handled");
-        assert_eq!(run(&*turn), Ran::Open);
+        assert_eq!(turn.inbox_weight(), 3 * 65);
+        assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
         assert_eq!(*seen.borrow(), ["a", "b", "c"]);
         // Once the session is gone the messages come back, for the queue.
         slot.borrow_mut().fut = None;

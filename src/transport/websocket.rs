@@ -30,7 +30,9 @@ use crate::{
     endpoint::{error, Endpoint},
     protocol::{close_frame, parse_text, Transport, HEARTBEAT_FRAME},
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
-    session::{run_turn, Command, CommandTx, Failure, InPlace, Ran, Session, Turn},
+    session::{
+        inbound_weight, run_turn, Command, CommandTx, Failure, InPlace, Ran, Session, Turn, INBOUND_ROOM,
+    },
 };
 
 /// "Not set", for a socket's millisecond clocks.
@@ -111,7 +113,9 @@ async fn open<A: Session>(
         out: out_rx,
         session,
         turn,
-        handed: false,
+        handed: 0,
+        waiting: 0,
+        stalled: false,
         raw,
         partial: None,
         config: ep.config.clone(),
@@ -165,8 +169,16 @@ struct WsStream {
     /// The session's turn, run here once the client's messages are handed
     /// over ([`Turn`]; `None` if the session ended in its first turn).
     turn: Option<Rc<dyn Turn>>,
-    /// Client messages were handed to the session in this poll, unwoken.
-    handed: bool,
+    /// What the client messages handed to the session since its last turn
+    /// weigh ([`Turn::hand`]).
+    handed: usize,
+    /// What the session's inbox held after its last turn here: unhandled
+    /// messages, while the actor waits on a future of its own (the inbox
+    /// only grows through this socket; the session may have emptied it
+    /// since).
+    waiting: u32,
+    /// Reading stopped for a full inbox in this poll.
+    stalled: bool,
     raw: bool,
     /// A fragmented text message being reassembled.
     partial: Option<Box<BytesMut>>,
@@ -220,13 +232,16 @@ impl WsStream {
     /// ([`Self::run_turn`]). Queued instead when there is no turn to run.
     fn hand(&mut self, messages: Vec<String>) {
         let messages = match &self.turn {
-            Some(turn) => match turn.hand(messages) {
-                Ok(()) => {
-                    self.handed = true;
-                    return;
+            Some(turn) => {
+                let weight = inbound_weight(&messages);
+                match turn.hand(messages) {
+                    Ok(()) => {
+                        self.handed += weight;
+                        return;
+                    }
+                    Err(back) => back,
                 }
-                Err(back) => back,
-            },
+            }
             None => messages,
         };
         let _ = self.session.send(Command::messages(messages));
@@ -241,13 +256,16 @@ impl WsStream {
     /// `on_message`, say) has dropped the session; it ends the socket here.
     /// Returns `false` then.
     fn run_turn(&mut self) -> bool {
-        if !std::mem::take(&mut self.handed) {
+        if std::mem::take(&mut self.handed) == 0 {
             return true;
         }
         let Some(turn) = &self.turn else { return true };
         self.out.forget_waker();
         match run_turn(&**turn) {
-            Ran::Open => true,
+            Ran::Open { waiting } => {
+                self.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
+                true
+            }
             Ran::Done => {
                 self.turn = None;
                 true
@@ -326,6 +344,14 @@ impl WsStream {
     /// Reads and decodes what the client sent; `false` once the client has
     /// gone (end of stream or a read error).
     fn receive(&mut self, cx: &mut Context<'_>) -> bool {
+        // What waits in the session's inbox from earlier polls: nothing,
+        // unless the actor waits on a future of its own. Looked up again
+        // only when it was too much: the session may have handled it since.
+        let mut waiting = self.waiting as usize;
+        if waiting > INBOUND_ROOM {
+            waiting = self.turn.as_ref().map_or(0, |turn| turn.inbox_weight());
+            self.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
+        }
         // Bounded per turn: a client that never stops sending must not keep
         // its worker (and its own session, on the same worker) from running.
         for _ in 0..16 {
@@ -333,13 +359,17 @@ impl WsStream {
                 return true;
             }
             // Read no more while the session has a backlog of this
-            // client's messages: the session wakes this body once it has
-            // handled them, and until then TCP holds the client back. A
-            // socket that runs its session's turns has none: what it hands
-            // over in a poll is handled by the end of it (or by the
-            // session's task, queued to run next, before that task's
-            // first poll).
-            if self.turn.is_none() && self.session.poll_room(cx).is_pending() {
+            // client's messages: until it has handled them TCP holds the
+            // client back. The session wakes this body once it has taken
+            // them from its queue, or nudges it once it has handled a full
+            // inbox; a socket whose own turn empties the inbox looks again
+            // after it ([`Self::poll_next`]).
+            let full = match &self.turn {
+                Some(_) => waiting + self.handed > INBOUND_ROOM,
+                None => self.session.poll_room(cx).is_pending(),
+            };
+            if full {
+                self.stalled = self.turn.is_some();
                 return true;
             }
             match Pin::new(&mut self.payload).poll_next(cx) {
@@ -463,6 +493,11 @@ impl Stream for WsStream {
         }
         let open = this.receive(cx);
         let alive = this.run_turn();
+        // Reading stopped for a full inbox, which this turn emptied: read
+        // on, after the others had their turn.
+        if std::mem::take(&mut this.stalled) && this.turn.is_some() && this.waiting as usize <= INBOUND_ROOM {
+            cx.waker().wake_by_ref();
+        }
         if !open || !alive || !this.keep_alive() {
             this.done = true;
             return Poll::Ready(None);

@@ -428,6 +428,11 @@ impl WsClient {
         WsClient { conn: Conn { reader: BufReader::new(stream) }, head: self.head.clone() }
     }
 
+    /// The client's socket, for writing from another thread.
+    pub fn stream(&self) -> TcpStream {
+        self.conn.reader.get_ref().try_clone().expect("clone the socket")
+    }
+
     /// Writes bytes as they are: for frames no client should send.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.conn.write(bytes);

@@ -136,6 +136,17 @@ impl Probed {
         self.events.recv_timeout(READ_TIMEOUT).expect("an event from the session")
     }
 
+    /// A WebSocket session, open and told to `hold` (see [`release`]).
+    fn held_websocket(&self) -> (String, WsClient) {
+        let id = session();
+        let mut ws = WsClient::connect(self.port, &format!("/probe/000/{id}/websocket"));
+        assert_eq!(ws.recv_text(), "o");
+        assert!(matches!(self.next(), Event::Open { .. }));
+        ws.send_text(r#"["hold"]"#);
+        assert_eq!(self.next(), Event::Message("hold".into()));
+        (id, ws)
+    }
+
     /// Asks the manager something from the test thread.
     fn ask<M>(&self, msg: M) -> M::Result
     where
@@ -258,12 +269,7 @@ fn close_causes() {
     // future of its own: the messages wait in its inbox and the socket's
     // end in its queue, and once it goes on every message is handled, in
     // order, before the close.
-    let id = session();
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket"));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
-    ws.send_text(r#"["hold"]"#);
-    assert_eq!(p.next(), Event::Message("hold".into()));
+    let (id, mut ws) = p.held_websocket();
     let mut bytes = WsClient::frame(0x1, true, br#"["one","two"]"#);
     bytes.extend(WsClient::frame(0x1, true, br#"["three"]"#));
     bytes.extend(WsClient::frame(0x8, true, &1000u16.to_be_bytes()));
@@ -894,12 +900,7 @@ fn a_websocket_client_is_held_back_while_its_session_waits() {
     // stop reading once 64 KiB of them wait, so that TCP holds the client
     // back, and read again once the session has handled them.
     let p = probed(Config::default());
-    let id = session();
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket"));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
-    ws.send_text(r#"["hold"]"#);
-    assert_eq!(p.next(), Event::Message("hold".into()));
+    let (id, ws) = p.held_websocket();
 
     // 32 MiB of 1 KiB messages: far more than the socket buffers between
     // the two ends hold, so the writes block if the server stops reading.

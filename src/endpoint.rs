@@ -34,7 +34,7 @@ use crate::{
     receiver::Receiver,
     session::{
         command_channel, run_turn, start_session, Command, CommandRx, CommandTx, InPlace, LocalTurns,
-        RequestInfo, Session, SessionSetup, Turn, Values,
+        OpenPanicked, RequestInfo, Session, SessionSetup, Turn, Values,
     },
     util,
 };
@@ -200,6 +200,9 @@ pub(crate) enum ReachError {
     Manager,
     /// The authorisation hook or a cap refused to open the session.
     Denied(Refuse),
+    /// The session opened for the request panicked in its first turn (in
+    /// `started` or `on_open`).
+    Panicked,
 }
 
 impl<A: Session> Endpoint<A> {
@@ -352,7 +355,8 @@ impl<A: Session> Endpoint<A> {
                         rx,
                         std::mem::take(&mut values),
                         in_place,
-                    );
+                    )
+                    .map_err(|OpenPanicked| ReachError::Panicked)?;
                     return Ok(new_cookie);
                 }
                 Acquired::Missing => {
@@ -414,7 +418,7 @@ impl<A: Session> Endpoint<A> {
             Some(starter) => {
                 let starter = starter.clone();
                 if starter.arrivals.arrive(serial, id.clone(), cmd_tx.clone(), opening.clone()) {
-                    let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place);
+                    let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place)?;
                     return Ok((cmd_tx, turn));
                 }
                 opening
@@ -433,7 +437,7 @@ impl<A: Session> Endpoint<A> {
         if uncapped {
             let _ = self.starter.set(starter.clone());
         }
-        let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place);
+        let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place)?;
         Ok((cmd_tx, turn))
     }
 
@@ -474,7 +478,7 @@ impl<A: Session> Endpoint<A> {
 
     /// Starts a session actor on this worker; returns the [`Turn`] that
     /// others run in place ([`InPlace`]), `None` if the session ended in
-    /// its first turn.
+    /// its first turn, [`OpenPanicked`] if that turn panicked.
     #[expect(clippy::too_many_arguments, reason = "one private call site per kind of session")]
     fn start(
         &self,
@@ -486,7 +490,7 @@ impl<A: Session> Endpoint<A> {
         rx: CommandRx,
         values: Values,
         in_place: InPlace,
-    ) -> Option<Rc<dyn Turn>> {
+    ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
         let request = RequestInfo::from_request(req, self.client_ip(req)).with_values(values);
         let session = (starter.factory)(&request);
         let setup = SessionSetup {
@@ -541,6 +545,23 @@ pub(crate) fn split_session_url(rest: &str) -> Option<(&str, &str)> {
     let segment = |from: usize, to: usize| to > from + 1;
     (segment(0, first) && segment(first, second) && second + 1 < bytes.len())
         .then(|| (&rest[first + 1..second], &rest[second + 1..]))
+}
+
+/// The answer to a request whose new session panicked as it opened: 500.
+impl ResponseError for OpenPanicked {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error(self.status_code(), self.to_string())
+    }
+}
+
+impl fmt::Display for OpenPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Session failed to open.")
+    }
 }
 
 /// The answer to a session the caps refused: 503 when the endpoint is full

@@ -123,6 +123,9 @@ impl Handler<Whisper> for Member {
 
 impl Session for Member {
     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+        if ctx.request().path().contains("/panicopen") {
+            panic!("the member was asked to panic as it opened");
+        }
         if ctx.request().path().contains("/slow") {
             // A slow on_open: its client must still not see `o` before it.
             thread::sleep(Duration::from_millis(100));
@@ -388,6 +391,30 @@ fn delivery_by_id_listings_and_counts() {
     let counts = s.ask(SessionCount);
     assert_eq!((counts.open, counts.closing), (2, 1));
     eventually("the closed session ends", || s.ask(SessionCount).closing == 0);
+}
+
+#[test]
+fn a_panic_as_a_session_opens_is_answered_with_500() {
+    // The session's first turn (`started`, the open frame, `on_open`) runs
+    // in the request that opens it: a panic there is caught, the session
+    // dropped (no `on_close`), and the request answered 500 rather than
+    // its connection cut.
+    let s = Server::start(Duration::from_secs(5));
+    let socket = format!("/m/000/panicopen{}/websocket", session());
+    let refused = WsClient::connect_with(s.port, &socket, &[]).err().expect("no WebSocket handshake");
+    assert_eq!(refused.status(), 500);
+    let poll = post(s.port, &format!("/m/000/panicopen{}/xhr", session()), "");
+    assert_eq!(poll.status(), 500);
+    eventually("the manager forgets both", || s.ask(SessionCount).total() == 0);
+
+    // The server goes on.
+    let mut ws = Client::websocket(s.port, "/m");
+    s.opened();
+    assert_eq!(ws.ask("hello"), "hello");
+    let mut polling = Client::poll(s.port, "/m");
+    s.opened();
+    assert_eq!(polling.ask("hello"), "hello");
+    assert!(s.events.recv_timeout(Duration::from_millis(300)).is_err(), "no on_close for a panic");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::{
     cell::RefCell,
     fmt,
     future::Future,
+    panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
     rc::Rc,
     sync::Arc,
@@ -1020,6 +1021,10 @@ impl<A: Session> Future for SessionFut<A> {
     }
 }
 
+/// A session's first turn panicked: it is gone ([`start_session`]).
+#[derive(Debug)]
+pub(crate) struct OpenPanicked;
+
 /// Starts a session actor on the current arbiter; returns the [`Turn`]
 /// that others run in place ([`InPlace`]), `None` if the session ended in
 /// its first turn.
@@ -1029,7 +1034,7 @@ pub(crate) fn start_session<A: Session>(
     setup: SessionSetup,
     rx: CommandRx,
     in_place: InPlace,
-) -> Option<Rc<dyn Turn>> {
+) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
     let serial = setup.serial;
     let mailbox = Mailbox::default();
     let machine = Machine::new(transport, setup.config.max_queue_bytes);
@@ -1054,9 +1059,19 @@ pub(crate) fn start_session<A: Session>(
     // finds the open frame and it leaves in the same write as the answer's
     // head, after `on_open`. Wake-ups during this turn go nowhere; the
     // task's own first poll, which always follows, registers them again.
-    let turn = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
-    if turn.is_ready() {
-        return None;
+    // A panic in it (in `started` or `on_open`) is caught, as in any turn
+    // run in place: the session is dropped, and the opening request gets
+    // an error answer instead of a cut connection.
+    let first =
+        catch_unwind(AssertUnwindSafe(|| Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()))));
+    match first {
+        Ok(Poll::Ready(())) => return Ok(None),
+        Ok(Poll::Pending) => {}
+        Err(_) => {
+            log::error!("sockjs: a session panicked as it opened (in `started` or `on_open`); it is dropped");
+            drop(fut);
+            return Err(OpenPanicked);
+        }
     }
     // Every session's runtime is in a shared slot, even one whose turns
     // only its task runs (a hixie-76 socket's): one layout, one size to
@@ -1067,7 +1082,7 @@ pub(crate) fn start_session<A: Session>(
         InPlace::Requests(turns) => Some(turns),
     };
     actix::spawn(SessionTask::new(slot.clone(), listed, serial));
-    Some(slot)
+    Ok(Some(slot))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::{convert::Infallible, sync::Arc};
 use actix_web::{
     http::{header, ConnectionType, StatusCode, Version},
     web::{self, Bytes, BytesMut},
-    HttpRequest, HttpResponse, HttpResponseBuilder,
+    HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _,
 };
 use futures_util::{stream, StreamExt as _};
 
@@ -20,7 +20,7 @@ use crate::{
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
     receiver::{body_stream, out_queue, poll_text, PeerSocket, Receiver},
-    session::Session,
+    session::{OpenPanicked, Session},
     util,
 };
 
@@ -89,6 +89,8 @@ pub(crate) async fn receive<A: Session>(
             }
             None => return refuse.error_response(),
         },
+        // Logged where it was caught.
+        Err(ReachError::Panicked) => return OpenPanicked.error_response(),
         Err(e) => {
             log::error!("sockjs: cannot open a receiver: {e:?}");
             return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");
@@ -185,7 +187,8 @@ pub(crate) async fn send<A: Session>(
             log::debug!("sockjs: {} to unknown session {id}", req.path());
             return error(StatusCode::NOT_FOUND, "Session not found.");
         }
-        Err(ReachError::Manager | ReachError::Denied(_)) => {
+        // A send opens no session, so neither of the last two happens.
+        Err(ReachError::Manager | ReachError::Denied(_) | ReachError::Panicked) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.")
         }
     }

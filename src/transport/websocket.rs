@@ -247,6 +247,12 @@ impl WsStream {
         let _ = self.session.send(Command::messages(messages));
     }
 
+    /// Notes what the session's inbox holds (saturating: any weight past
+    /// 4 GiB is far past [`INBOUND_ROOM`]).
+    fn set_waiting(&mut self, weight: usize) {
+        self.waiting = u32::try_from(weight).unwrap_or(u32::MAX);
+    }
+
     /// Runs the session's turn in place if client messages were handed
     /// over, so that they are handled, and the answers written, in this
     /// poll ([`run_turn`]). The frame queue forgets this socket's waker
@@ -263,7 +269,7 @@ impl WsStream {
         self.out.forget_waker();
         match run_turn(&**turn) {
             Ran::Open { waiting } => {
-                self.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
+                self.set_waiting(waiting);
                 true
             }
             Ran::Done => {
@@ -350,7 +356,7 @@ impl WsStream {
         let mut waiting = self.waiting as usize;
         if waiting > INBOUND_ROOM {
             waiting = self.turn.as_ref().map_or(0, |turn| turn.inbox_weight());
-            self.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
+            self.set_waiting(waiting);
         }
         // Bounded per turn: a client that never stops sending must not keep
         // its worker (and its own session, on the same worker) from running.

@@ -424,8 +424,7 @@ impl WsClient {
     /// A second client on the same socket, for reading on another thread
     /// while this one writes (it must not answer pings: use `recv_any`).
     pub fn split_reader(&self) -> WsClient {
-        let stream = self.conn.reader.get_ref().try_clone().expect("clone the socket");
-        WsClient { conn: Conn { reader: BufReader::new(stream) }, head: self.head.clone() }
+        WsClient { conn: Conn { reader: BufReader::new(self.stream()) }, head: self.head.clone() }
     }
 
     /// The client's socket, for writing from another thread.

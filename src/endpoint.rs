@@ -33,8 +33,8 @@ use crate::{
     protocol::{self, Transport},
     receiver::Receiver,
     session::{
-        command_channel, run_turn, start_session, Command, CommandRx, CommandTx, OpenPanicked, RequestInfo,
-        Runner, Session, SessionSetup, Turn, Values,
+        command_channel, run_turn, start_session, Command, CommandRx, CommandTx, InPlace, LocalTurns,
+        OpenPanicked, RequestInfo, Session, SessionSetup, Turn, Values,
     },
     util,
 };
@@ -164,9 +164,9 @@ pub(crate) struct Endpoint<A: Session> {
     /// What starts a session without asking the manager, once it has
     /// answered one (endpoints without caps; see `manager::Arrivals`).
     starter: OnceCell<Starter<A>>,
-    /// Runs the sessions started on this worker; an HTTP request finds its
-    /// session's turn there when the session lives here.
-    runner: Runner,
+    /// The HTTP sessions started on this worker, whose turns its requests
+    /// run in place.
+    turns: LocalTurns,
     /// The iframe page and its ETag.
     pub(crate) iframe: (String, String),
     authorize: Option<Authorize>,
@@ -220,7 +220,7 @@ impl<A: Session> Endpoint<A> {
             metrics: Arc::new(EndpointMetrics::new(prefix)),
             directory: OnceCell::new(),
             starter: OnceCell::new(),
-            runner: Runner::default(),
+            turns: LocalTurns::default(),
             authorize,
             carry,
         }
@@ -322,7 +322,7 @@ impl<A: Session> Endpoint<A> {
     ) -> Result<Option<String>, ReachError> {
         let mut receiver = Box::new(receiver);
         if let Some((serial, tx, bound)) = self.find(&id).await {
-            let turn = self.runner.get(serial);
+            let turn = self.turns.get(serial);
             match self.hand_over(req, &tx, bound.as_deref(), receiver, turn.as_deref())? {
                 None => return Ok(None),
                 Some(back) => receiver = back,
@@ -345,8 +345,18 @@ impl<A: Session> Endpoint<A> {
                 Acquired::Created { serial, tx, rx, starter } => {
                     let transport = receiver.transport();
                     let _ = tx.send(Command::Attach(receiver));
-                    self.start(starter, serial, id, transport, req, rx, std::mem::take(&mut values))
-                        .map_err(|OpenPanicked| ReachError::Panicked)?;
+                    let in_place = InPlace::Requests(self.turns.clone());
+                    self.start(
+                        starter,
+                        serial,
+                        id,
+                        transport,
+                        req,
+                        rx,
+                        std::mem::take(&mut values),
+                        in_place,
+                    )
+                    .map_err(|OpenPanicked| ReachError::Panicked)?;
                     return Ok(new_cookie);
                 }
                 Acquired::Missing => {
@@ -392,6 +402,7 @@ impl<A: Session> Endpoint<A> {
         id: Option<Arc<str>>,
         receiver: Receiver,
         admitted: Admitted,
+        in_place: InPlace,
     ) -> Result<(CommandTx, Option<Rc<dyn Turn>>), actix_web::Error> {
         let serial = next_serial();
         let transport = receiver.transport();
@@ -407,7 +418,7 @@ impl<A: Session> Endpoint<A> {
             Some(starter) => {
                 let starter = starter.clone();
                 if starter.arrivals.arrive(serial, id.clone(), cmd_tx.clone(), opening.clone()) {
-                    let turn = self.start(starter, serial, id, transport, req, cmd_rx, values)?;
+                    let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place)?;
                     return Ok((cmd_tx, turn));
                 }
                 opening
@@ -426,7 +437,7 @@ impl<A: Session> Endpoint<A> {
         if uncapped {
             let _ = self.starter.set(starter.clone());
         }
-        let turn = self.start(starter, serial, id, transport, req, cmd_rx, values)?;
+        let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place)?;
         Ok((cmd_tx, turn))
     }
 
@@ -438,7 +449,7 @@ impl<A: Session> Endpoint<A> {
         messages: Vec<String>,
     ) -> Result<(), ReachError> {
         let (tx, bound, turn) = match self.find(&id).await {
-            Some((serial, tx, bound)) => (tx, bound, self.runner.get(serial)),
+            Some((serial, tx, bound)) => (tx, bound, self.turns.get(serial)),
             None => match self.manager.send(Acquire::new(id, None)).await.map_err(|_| ReachError::Manager)? {
                 Acquired::Found(tx, bound) => (tx, bound, None),
                 _ => return Err(ReachError::Missing),
@@ -465,9 +476,9 @@ impl<A: Session> Endpoint<A> {
         self.directory.get()?.find(id)
     }
 
-    /// Starts a session actor on this worker's [`Runner`]; returns the
-    /// [`Turn`] that its requests run in place, `None` if the session ended
-    /// in its first turn, [`OpenPanicked`] if that turn panicked.
+    /// Starts a session actor on this worker; returns the [`Turn`] that
+    /// others run in place ([`InPlace`]), `None` if the session ended in
+    /// its first turn, [`OpenPanicked`] if that turn panicked.
     #[expect(clippy::too_many_arguments, reason = "one private call site per kind of session")]
     fn start(
         &self,
@@ -478,6 +489,7 @@ impl<A: Session> Endpoint<A> {
         req: &HttpRequest,
         rx: CommandRx,
         values: Values,
+        in_place: InPlace,
     ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
         let request = RequestInfo::from_request(req, self.client_ip(req)).with_values(values);
         let session = (starter.factory)(&request);
@@ -489,7 +501,7 @@ impl<A: Session> Endpoint<A> {
             notes: starter.notes,
             metrics: self.metrics.clone(),
         };
-        start_session(session, transport, setup, rx, &self.runner)
+        start_session(session, transport, setup, rx, in_place)
     }
 }
 

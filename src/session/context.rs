@@ -18,7 +18,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use actix::{
@@ -29,8 +29,7 @@ use actix::{
 
 use super::{
     machine::{Attach, Machine, Shared, State, Written},
-    runner::Runner,
-    turn::{inbound_weight, Runtime, Slot, Turn, INBOUND_ROOM},
+    turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM},
     RequestInfo, Session, SessionState,
 };
 use crate::{
@@ -221,7 +220,8 @@ pub(crate) struct SessionSetup {
 }
 
 /// Session state that most sessions never need, boxed and created on
-/// first use: every idle session carries its context (`size`).
+/// first use: every idle session carries its context, and tokio sizes the
+/// session's task in 128-byte steps.
 #[derive(Debug, Default)]
 struct Cold {
     /// The disconnect-delay timer of an HTTP session, while one runs (one
@@ -1025,15 +1025,15 @@ impl<A: Session> Future for SessionFut<A> {
 #[derive(Debug)]
 pub(crate) struct OpenPanicked;
 
-/// Starts a session actor on the current worker, run by `runner`; returns
-/// the [`Turn`] that its requests run in place, `None` if the session
-/// ended in its first turn.
+/// Starts a session actor on the current arbiter; returns the [`Turn`]
+/// that others run in place ([`InPlace`]), `None` if the session ended in
+/// its first turn.
 pub(crate) fn start_session<A: Session>(
     act: A,
     transport: Transport,
     setup: SessionSetup,
     rx: CommandRx,
-    runner: &Runner,
+    in_place: InPlace,
 ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
     let serial = setup.serial;
     let mailbox = Mailbox::default();
@@ -1057,12 +1057,13 @@ pub(crate) fn start_session<A: Session>(
     // handles the receiver's `Attach` (the open frame, `on_open` and what
     // `on_open` tells the manager), so that the transport's first poll
     // finds the open frame and it leaves in the same write as the answer's
-    // head, after `on_open`. It runs with the session's own waker, so no
-    // poll follows only to register it. A panic in it (in `started` or `on_open`) is caught, as in any turn
+    // head, after `on_open`. Wake-ups during this turn go nowhere; the
+    // task's own first poll, which always follows, registers them again.
+    // A panic in it (in `started` or `on_open`) is caught, as in any turn
     // run in place: the session is dropped, and the opening request gets
     // an error answer instead of a cut connection.
-    let waker = runner.waker(serial);
-    let first = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut fut).poll(&mut Context::from_waker(&waker))));
+    let first =
+        catch_unwind(AssertUnwindSafe(|| Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()))));
     match first {
         Ok(Poll::Ready(())) => return Ok(None),
         Ok(Poll::Pending) => {}
@@ -1072,10 +1073,15 @@ pub(crate) fn start_session<A: Session>(
             return Err(OpenPanicked);
         }
     }
-    // Listed before anything can run the worker's runner: what woke the
-    // session in its first turn is polled once it is.
-    let slot = Rc::new(RefCell::new(Slot::new(fut, waker)));
-    runner.list(serial, slot.clone());
+    // Every session's runtime is in a shared slot, even one whose turns
+    // only its task runs (a hixie-76 socket's): one layout, one size to
+    // keep an eye on (`size`).
+    let slot = Rc::new(RefCell::new(Slot::new(fut)));
+    let listed = match in_place {
+        InPlace::Socket => None,
+        InPlace::Requests(turns) => Some(turns),
+    };
+    actix::spawn(SessionTask::new(slot.clone(), listed, serial));
     Ok(Some(slot))
 }
 
@@ -1093,13 +1099,16 @@ mod size {
         fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
     }
 
-    /// A session's runtime is shared by its runner and whoever runs its
-    /// turns in place: an `Rc` (16 bytes of counts) of the slot, which
-    /// glibc serves from a chunk of 608 bytes up to 600 requested (592 up
-    /// to 584, before the WebSocket's inbox). The session type's own fields
+    /// A session's runtime is shared with whoever runs its turns in place:
+    /// an `Rc` (16 bytes of counts) of the slot, which glibc serves from a
+    /// chunk of 608 bytes up to 600 requested (592 up to 584, before the
+    /// WebSocket's inbox), beside a 128-byte tokio task, whose future may
+    /// take 24 (tokio rounds a task up to a multiple of 128 bytes and adds
+    /// 104 to the future: benches/README.md). The session type's own fields
     /// come on top.
     #[test]
     fn a_session_slot_fits_in_608_bytes() {
         assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 600);
+        assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 24);
     }
 }

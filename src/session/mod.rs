@@ -18,7 +18,6 @@ use actix_web::{
 
 mod context;
 mod machine;
-mod runner;
 mod turn;
 
 pub use context::SessionContext;
@@ -52,8 +51,7 @@ pub(crate) use context::{
     NotesTx, OpenPanicked, SessionSetup,
 };
 pub(crate) use machine::Shared;
-pub(crate) use runner::Runner;
-pub(crate) use turn::{inbound_weight, run as run_turn, Ran, Turn, INBOUND_ROOM};
+pub(crate) use turn::{inbound_weight, run as run_turn, InPlace, LocalTurns, Ran, Turn, INBOUND_ROOM};
 
 use crate::cause::CloseCause;
 

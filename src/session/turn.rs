@@ -1,46 +1,48 @@
-//! [`Turn`]: a session's runtime, shared by its worker's
-//! [`Runner`](super::runner::Runner) and the requests that run its turns
-//! in place after handing it something: its WebSocket, after the client's
-//! messages; on the worker the session lives on, an HTTP session's polls
-//! and sends.
+//! [`Turn`]: a session's runtime, shared by the session's own task
+//! ([`SessionTask`]) and the requests that run its turns in place after
+//! handing it something: its WebSocket, after the client's messages; on
+//! the worker the session lives on, an HTTP session's polls and sends
+//! ([`LocalTurns`]).
 
 use std::{
     cell::RefCell,
     future::Future,
     panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
+    rc::Rc,
     task::{Context, Poll, Waker},
 };
 
-/// A session's actor runtime, shared between its runner and the requests that run a turn of it in place ([`Turn::turn`]) right
+use crate::util::SerialMap;
+
+/// A session's actor runtime, shared between the session's own task and
+/// the requests that run a turn of it in place ([`Turn::turn`]) right
 /// after they have handed the session something: a WebSocket what the
 /// client sent, an HTTP request its messages or its receiver.
 ///
 /// An echo then costs one poll of the connection's task, as in a plain
 /// actix-web-actors WebSocket, where it cost three (the socket's read, the
 /// session's turn, the socket's write: benches/README.md). The turn runs
-/// with the session's own waker, so that whatever the session waits for
-/// (its commands, its mailbox, its timers) still has the runner poll it:
+/// with the session task's waker, so that whatever the session waits for
+/// (its commands, its mailbox, its timers) still wakes its own task:
 /// actix-web does not poll a body while its client does not read, and the
 /// session must go on without it (a broadcast past its queue limit closes
 /// it, its timers fire).
 pub(crate) trait Turn {
-    /// Runs one turn of the session now, as its runner would: `Some(true)`
-    /// once the session is done, `None` when the turn cannot run (it is
-    /// mid-turn, which it cannot be on one thread). A panic in the turn
-    /// drops the session and goes on unwinding: see [`run`], which the
-    /// requests call.
+    /// Runs one turn of the session now, as its task would: `Some(true)`
+    /// once the session is done, `None` when the turn cannot run (the
+    /// task has not polled the session yet, or it is mid-turn; a spawned
+    /// task is always polled once, and that poll takes what waits). A
+    /// panic in the turn drops the session and goes on unwinding: see
+    /// [`run`], which the requests call.
     ///
     /// With the turn, what the messages handed over in place and still
     /// unhandled weigh ([`Turn::inbox_weight`]).
     fn turn(&self) -> Option<(bool, usize)>;
 
-    /// Wakes the session: its runner polls it.
+    /// Wakes the session's task, once it has run (before, its first poll
+    /// is to come anyway).
     fn wake(&self);
-
-    /// Polls the session for its runner, with its own waker; the session
-    /// is dropped once done (or if the poll panics, which unwinds on).
-    fn poll_own(&self) -> Poll<()>;
 
     /// Hands the client's messages to the session for its next turn, which
     /// the caller then runs ([`run`]): no lock and no allocation, where
@@ -54,7 +56,7 @@ pub(crate) trait Turn {
     /// What the messages handed over and not yet handled weigh
     /// ([`inbound_weight`]). They wait past the turn that follows when the
     /// actor waits on a future of its own (actix then polls nothing else),
-    /// the socket stops reading while
+    /// or before the task's first poll: the socket stops reading while
     /// they weigh more than [`INBOUND_ROOM`], and the session nudges its
     /// receiver once it has handled them.
     fn inbox_weight(&self) -> usize;
@@ -80,26 +82,27 @@ pub(super) trait Runtime: Future<Output = ()> + Unpin {
     fn inbox(&mut self) -> &mut Vec<String>;
 }
 
-/// The session's runtime and its own waker (see
-/// [`Runner::waker`](super::runner::Runner::waker)).
+/// The session's runtime and its task's waker, once the task has run.
 pub(super) struct Slot<F> {
     fut: Option<F>,
-    waker: Waker,
+    waker: Option<Waker>,
 }
 
 impl<F: Runtime> Slot<F> {
-    /// A slot for `fut`, woken through `waker`.
-    pub(super) fn new(fut: F, waker: Waker) -> Self {
-        Self { fut: Some(fut), waker }
+    /// A slot for `fut`, whose task has not run yet.
+    pub(super) fn new(fut: F) -> Self {
+        Self { fut: Some(fut), waker: None }
     }
 
-    /// Polls the session with its waker; drops it once it is done, outside
-    /// the borrow of the slot (the actor's drop may run anything; a
-    /// session whose poll panicked is dropped inside it). `None` when the
-    /// slot is mid-turn (it cannot be, on one thread).
-    pub(super) fn poll(slot: &RefCell<Self>) -> Option<Poll<()>> {
+    /// Polls the session with `waker` (the task's own when `None`); drops
+    /// it once it is done, outside the borrow of the slot (the actor's drop
+    /// may run anything; a session whose poll panicked is dropped inside
+    /// it). `None` when the slot is mid-turn (it cannot be, on one thread)
+    /// or, for a turn, before the task's first poll.
+    fn poll(slot: &RefCell<Self>, waker: Option<&Waker>) -> Option<Poll<()>> {
         let mut this = slot.try_borrow_mut().ok()?;
-        let Self { fut, waker } = &mut *this;
+        let Self { fut, waker: own } = &mut *this;
+        let waker = waker.or(own.as_ref())?;
         let mut guard = Unwinding { fut, armed: true };
         let Some(session) = guard.fut.as_mut() else { return Some(Poll::Ready(())) };
         let polled = Pin::new(session).poll(&mut Context::from_waker(waker));
@@ -117,7 +120,8 @@ impl<F: Runtime> Slot<F> {
 
 /// Drops a session whose poll did not return (it panicked, in the user's
 /// handler say), as tokio drops a task that panics: a turn run in place
-/// panics in a connection's task, and the runner must not poll it again.
+/// panics in a connection's task, and the session's own task must not poll
+/// it again.
 struct Unwinding<'a, F> {
     fut: &'a mut Option<F>,
     /// Set until the poll returns.
@@ -134,11 +138,10 @@ impl<F> Drop for Unwinding<'_, F> {
 
 impl<F: Runtime> Turn for RefCell<Slot<F>> {
     fn turn(&self) -> Option<(bool, usize)> {
-        match Slot::poll(self)? {
+        match Slot::poll(self, None)? {
             Poll::Pending => Some((false, self.inbox_weight())),
             Poll::Ready(()) => {
-                // The runner unlists it, and lets go of its share, when it
-                // next polls it.
+                // The task finishes, and lets go of its share, at its next poll.
                 self.wake();
                 Some((true, 0))
             }
@@ -146,16 +149,9 @@ impl<F: Runtime> Turn for RefCell<Slot<F>> {
     }
 
     fn wake(&self) {
-        if let Ok(slot) = self.try_borrow() {
-            slot.waker.wake_by_ref();
+        if let Some(waker) = self.try_borrow().ok().and_then(|slot| slot.waker.clone()) {
+            waker.wake();
         }
-    }
-
-    fn poll_own(&self) -> Poll<()> {
-        Slot::poll(self).unwrap_or_else(|| {
-            self.wake();
-            Poll::Pending
-        })
     }
 
     fn inbox_weight(&self) -> usize {
@@ -176,11 +172,21 @@ impl<F: Runtime> Turn for RefCell<Slot<F>> {
     }
 }
 
+/// Who runs a session's turns besides its own task.
+#[derive(Debug)]
+pub(crate) enum InPlace {
+    /// Its WebSocket, which gets the session's [`Turn`] from
+    /// `start_session` (a hixie-76 socket leaves it to the task).
+    Socket,
+    /// The requests of the worker it starts on, through its [`LocalTurns`].
+    Requests(LocalTurns),
+}
+
 /// How a turn run in place went ([`run`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ran {
-    /// The session goes on (or its runner runs the turn, if it could not
-    /// run here), with `waiting` the weight of the messages handed over in
+    /// The session goes on (or its task runs the turn, if it could not run
+    /// here), with `waiting` the weight of the messages handed over in
     /// place and not handled yet ([`Turn::inbox_weight`]).
     Open { waiting: usize },
     /// The session is done.
@@ -191,8 +197,8 @@ pub(crate) enum Ran {
 }
 
 /// Runs a turn of the session in place, for a request that has just handed
-/// it something unwoken; wakes it instead (for its runner) when the turn
-/// cannot run now. A panic in the turn stops here rather than unwind through
+/// it something unwoken; wakes its task instead when the turn cannot run
+/// now. A panic in the turn stops here rather than unwind through
 /// actix-web's dispatcher: tokio would drop the connection's task, and the
 /// request (a send, a poll) would go unanswered with its connection cut.
 pub(crate) fn run(turn: &dyn Turn) -> Ran {
@@ -211,12 +217,98 @@ pub(crate) fn run(turn: &dyn Turn) -> Ran {
     }
 }
 
+/// The HTTP sessions started on this worker, by serial, whose turns this
+/// worker's requests run in place: a poll after it has handed its receiver
+/// over, a send after its messages. A request on another worker finds none
+/// here and wakes the session's task, as before. One per endpoint and
+/// worker; a session leaves it when its task ends.
+#[derive(Clone, Default)]
+pub(crate) struct LocalTurns(Rc<RefCell<SerialMap<Rc<dyn Turn>>>>);
+
+impl LocalTurns {
+    /// The turn of the session `serial`, if it lives on this worker.
+    pub(crate) fn get(&self, serial: u64) -> Option<Rc<dyn Turn>> {
+        self.0.try_borrow().ok()?.get(&serial).cloned()
+    }
+
+    fn insert(&self, serial: u64, turn: Rc<dyn Turn>) {
+        if let Ok(mut map) = self.0.try_borrow_mut() {
+            map.insert(serial, turn);
+        }
+    }
+
+    fn remove(&self, serial: u64) {
+        // Dropped outside the borrow: dropping the last share of a session
+        // runs its actor's drop, which may do anything.
+        let gone = self.0.try_borrow_mut().ok().and_then(|mut map| map.remove(&serial));
+        drop(gone);
+    }
+
+    /// How many sessions are listed.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+}
+
+impl std::fmt::Debug for LocalTurns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTurns").field("sessions", &self.0.try_borrow().map(|m| m.len()).ok()).finish()
+    }
+}
+
+/// A session's own task, which runs its turns whenever something wakes it
+/// (every session has one, beside whoever runs its turns in place); an
+/// HTTP session's is listed in its worker's [`LocalTurns`] and leaves it
+/// when the task ends. 24 bytes, so that tokio's task stays at 128 (see
+/// `context::size`).
+pub(super) struct SessionTask<F> {
+    slot: Rc<RefCell<Slot<F>>>,
+    listed: Option<LocalTurns>,
+    serial: u64,
+}
+
+impl<F: Runtime + 'static> SessionTask<F> {
+    /// The task of the session in `slot`; with `listed`, lists the session
+    /// there under `serial` until the task ends.
+    pub(super) fn new(slot: Rc<RefCell<Slot<F>>>, listed: Option<LocalTurns>, serial: u64) -> Self {
+        if let Some(turns) = &listed {
+            turns.insert(serial, slot.clone());
+        }
+        Self { slot, listed, serial }
+    }
+}
+
+impl<F> Drop for SessionTask<F> {
+    fn drop(&mut self) {
+        if let Some(turns) = &self.listed {
+            turns.remove(self.serial);
+        }
+    }
+}
+
+impl<F: Runtime> Future for SessionTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let slot = &self.slot;
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                slot.waker = Some(cx.waker().clone());
+            }
+        }
+        Slot::poll(slot, Some(cx.waker())).unwrap_or_else(|| {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::{cell::Cell, rc::Rc};
+    use std::cell::Cell;
 
     use super::*;
-    use crate::session::runner::{Runner, BUDGET};
 
     /// A session stand-in: runs `poll` at every turn.
     struct Stand<P> {
@@ -243,135 +335,48 @@ mod tests {
         Stand { poll, inbox: Vec::new() }
     }
 
-    /// Sets its flag when dropped.
-    struct Noisy(Rc<Cell<bool>>);
-
-    impl Drop for Noisy {
-        fn drop(&mut self) {
-            self.0.set(true);
-        }
-    }
-
     /// A session stand-in that finishes once `done` is set.
     fn until(done: Rc<Cell<bool>>) -> impl Runtime {
         stand(move |_| if done.get() { Poll::Ready(()) } else { Poll::Pending })
     }
 
-    /// Starts `session` on `runner` under `serial`, as `start_session` does.
-    fn start(runner: &Runner, serial: u64, session: impl Runtime + 'static) -> Rc<dyn Turn> {
-        let turn: Rc<dyn Turn> = Rc::new(RefCell::new(Slot::new(session, runner.waker(serial))));
-        runner.list(serial, turn.clone());
-        turn
-    }
-
-    /// Lets the runner's task and whatever it wakes run.
-    async fn settle() {
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-    }
-
     #[test]
-    fn a_listed_session_stays_listed_until_it_is_done() {
+    fn a_listed_session_stays_listed_until_its_task_ends() {
         actix::System::new().block_on(async {
-            let runner = Runner::default();
+            let turns = LocalTurns::default();
             let done = Rc::new(Cell::new(false));
-            let turn = start(&runner, 7, until(done.clone()));
-            assert!(runner.get(7).is_some(), "listed at start");
-            assert!(runner.get(8).is_none());
+            let slot = Rc::new(RefCell::new(Slot::new(until(done.clone()))));
+            actix::spawn(SessionTask::new(slot, Some(turns.clone()), 7));
+            let turn = turns.get(7).expect("listed at start");
+            assert!(turns.get(8).is_none());
+            // Before the task's first poll the turn cannot run; `run` wakes
+            // the task instead (its first poll is to come anyway).
+            assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
+            tokio::task::yield_now().await;
             assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
             done.set(true);
             assert_eq!(run(&*turn), Ran::Done);
             drop(turn);
-            // The turn woke the session, which its runner then finds done
-            // and unlists.
-            settle().await;
-            assert_eq!(runner.len(), 0, "the ended session is unlisted");
-        });
-    }
-
-    #[test]
-    fn the_runner_polls_every_woken_session_past_its_budget() {
-        actix::System::new().block_on(async {
-            let runner = Runner::default();
-            let polls = Rc::new(Cell::new(0));
-            let n = 3 * BUDGET as u64 + 5;
-            let turns: Vec<_> = (1..=n)
-                .map(|serial| {
-                    let polls = polls.clone();
-                    start(
-                        &runner,
-                        serial,
-                        stand(move |_| {
-                            polls.set(polls.get() + 1);
-                            Poll::Pending
-                        }),
-                    )
-                })
-                .collect();
-            turns.iter().for_each(|turn| turn.wake());
-            // Woken twice before the runner looks: polled once.
-            turns.iter().for_each(|turn| turn.wake());
-            settle().await;
-            assert_eq!(polls.get(), n);
-            assert_eq!(runner.len() as u64, n);
-        });
-    }
-
-    #[test]
-    fn a_session_that_panics_in_its_runner_is_dropped_and_the_others_go_on() {
-        actix::System::new().block_on(async {
-            let runner = Runner::default();
-            let bad = start(&runner, 1, stand(|_| panic!("the handler panics")));
-            let polls = Rc::new(Cell::new(0));
-            let counted = polls.clone();
-            let good = start(
-                &runner,
-                2,
-                stand(move |_| {
-                    counted.set(counted.get() + 1);
-                    Poll::Pending
-                }),
-            );
-            bad.wake();
-            good.wake();
-            settle().await;
-            assert!(runner.get(1).is_none(), "the panicking session is unlisted");
-            assert_eq!(polls.get(), 1);
-            good.wake();
-            settle().await;
-            assert_eq!(polls.get(), 2, "the runner goes on");
-        });
-    }
-
-    #[test]
-    fn sessions_are_dropped_with_their_runners_runtime() {
-        let runner = Runner::default();
-        let dropped = Rc::new(Cell::new(false));
-        actix::System::new().block_on(async {
-            let noisy = Noisy(dropped.clone());
-            start(
-                &runner,
-                1,
-                stand(move |_| {
-                    let _keep = &noisy;
-                    Poll::Pending
-                }),
-            );
-        });
-        assert!(dropped.get(), "dropped with the runner's task");
-        assert_eq!(runner.len(), 0);
-        // A runtime after it gets a task of its own.
-        actix::System::new().block_on(async {
-            let turn = start(&runner, 2, until(Rc::new(Cell::new(true))));
-            turn.wake();
-            settle().await;
-            assert_eq!(runner.len(), 0, "the new task ran the session to its end");
+            // The turn woke the task, which ends at its next poll and
+            // unlists the session.
+            for _ in 0..10 {
+                if turns.len() == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(turns.len(), 0, "the ended session is unlisted");
         });
     }
 
     #[test]
     fn a_turn_that_panics_drops_the_session_and_returns() {
+        struct Noisy(Rc<Cell<bool>>);
+        impl Drop for Noisy {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
         actix::System::new().block_on(async {
             let dropped = Rc::new(Cell::new(false));
             let noisy = Noisy(dropped.clone());
@@ -379,8 +384,9 @@ mod tests {
                 let _keep = &noisy;
                 panic!("the handler panics");
             });
-            let slot = Rc::new(RefCell::new(Slot::new(session, Waker::noop().clone())));
+            let slot = Rc::new(RefCell::new(Slot::new(session)));
             let turn: Rc<dyn Turn> = slot.clone();
+            slot.borrow_mut().waker = Some(Waker::noop().clone());
             assert_eq!(run(&*turn), Ran::Panicked);
             assert!(dropped.get(), "the session is dropped");
             // A later turn finds no session, and says it is done.
@@ -392,13 +398,11 @@ mod tests {
     fn messages_handed_in_place_wait_for_the_next_turn_in_order() {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let log = seen.clone();
-        let slot = Rc::new(RefCell::new(Slot::new(
-            stand(move |inbox: &mut Vec<String>| {
-                log.borrow_mut().append(inbox);
-                Poll::Pending
-            }),
-            Waker::noop().clone(),
-        )));
+        let slot = Rc::new(RefCell::new(Slot::new(stand(move |inbox: &mut Vec<String>| {
+            log.borrow_mut().append(inbox);
+            Poll::Pending
+        }))));
+        slot.borrow_mut().waker = Some(Waker::noop().clone());
         let turn: Rc<dyn Turn> = slot.clone();
         assert_eq!(turn.hand(vec!["a".into(), "b".into()]), Ok(()));
         assert_eq!(turn.hand(vec!["c".into()]), Ok(()));

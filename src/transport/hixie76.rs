@@ -17,7 +17,7 @@ use crate::{
     endpoint::{error, Endpoint},
     protocol::{close_frame, hixie76_digest, parse_messages, Transport},
     receiver::{out_queue, push, Out, OutRx, Receiver},
-    session::{Command, CommandTx, Failure, Session},
+    session::{Command, CommandTx, Failure, InPlace, Session},
 };
 
 /// Answers a hixie-76 handshake and runs the socket of the session `id`.
@@ -77,7 +77,8 @@ pub(crate) async fn open<A: Session>(
             }
         };
         let receiver = Receiver::socket(Transport::WebSocket, out_tx, false);
-        let Ok((session, _)) = ep.open_socket(&request, Some(id), receiver, admitted).await else {
+        let Ok((session, _)) = ep.open_socket(&request, Some(id), receiver, admitted, InPlace::Socket).await
+        else {
             return;
         };
         let max = ep.config.max_message_bytes;

@@ -30,7 +30,9 @@ use crate::{
     endpoint::{error, Endpoint},
     protocol::{close_frame, parse_text, Transport, HEARTBEAT_FRAME},
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
-    session::{inbound_weight, run_turn, Command, CommandTx, Failure, Ran, Session, Turn, INBOUND_ROOM},
+    session::{
+        inbound_weight, run_turn, Command, CommandTx, Failure, InPlace, Ran, Session, Turn, INBOUND_ROOM,
+    },
 };
 
 /// "Not set", for a socket's millisecond clocks.
@@ -95,11 +97,13 @@ async fn open<A: Session>(
             }
         }
     };
-    let (session, turn) =
-        match ep.open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted).await {
-            Ok(opened) => opened,
-            Err(e) => return e.error_response(),
-        };
+    let (session, turn) = match ep
+        .open_socket(&req, id, Receiver::socket(transport, out_tx, true), admitted, InPlace::Socket)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(e) => return e.error_response(),
+    };
     let heartbeat = ep.config.heartbeat;
     let socket = WsStream {
         payload,
@@ -475,8 +479,8 @@ impl WsStream {
 
 impl Drop for WsStream {
     /// The socket is done (closed, failed, or the client went away): the
-    /// session hears of it through its command queue, and it is woken
-    /// even if that queue is gone (so that its runner lets go of it).
+    /// session hears of it through its command queue, and its task is
+    /// woken even if that queue is gone (so that it lets go of the slot).
     fn drop(&mut self) {
         let _ = self.session.send(Command::ReceiverGone);
         if let Some(turn) = &self.turn {

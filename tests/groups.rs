@@ -228,6 +228,14 @@ impl Server {
     fn members(&self) -> Vec<String> {
         self.ask(GroupMembers::new("all"))
     }
+
+    /// After a session panicked: `fresh`, a session opened now, echoes,
+    /// and no `on_close` came for the panic.
+    fn goes_on_after_a_panic(&self, mut fresh: Client) {
+        self.opened();
+        assert_eq!(fresh.ask("hello"), "hello");
+        assert!(self.events.recv_timeout(Duration::from_millis(300)).is_err(), "no on_close for a panic");
+    }
 }
 
 impl Drop for Server {
@@ -411,10 +419,7 @@ fn a_panic_as_a_session_opens_is_answered_with_500() {
     let mut ws = Client::websocket(s.port, "/m");
     s.opened();
     assert_eq!(ws.ask("hello"), "hello");
-    let mut polling = Client::poll(s.port, "/m");
-    s.opened();
-    assert_eq!(polling.ask("hello"), "hello");
-    assert!(s.events.recv_timeout(Duration::from_millis(300)).is_err(), "no on_close for a panic");
+    s.goes_on_after_a_panic(Client::poll(s.port, "/m"));
 }
 
 #[test]
@@ -446,10 +451,7 @@ fn a_panic_in_an_http_session_ends_that_session_only() {
 
     // The others, and new ones, go on.
     assert_eq!(other.ask("still here"), "still here");
-    let mut next = Client::poll(s.port, "/m");
-    s.opened();
-    assert_eq!(next.ask("hello"), "hello");
-    assert!(s.events.recv_timeout(Duration::from_millis(300)).is_err(), "no on_close for a panic");
+    s.goes_on_after_a_panic(Client::poll(s.port, "/m"));
 }
 
 #[test]
@@ -477,8 +479,5 @@ fn a_panic_in_a_websocket_session_ends_that_session_only() {
 
     // The other session, and new ones, go on.
     assert_eq!(other.ask("still here"), "still here");
-    let mut next = Client::websocket(s.port, "/m");
-    s.opened();
-    assert_eq!(next.ask("hello"), "hello");
-    assert!(s.events.recv_timeout(Duration::from_millis(300)).is_err(), "no on_close for the panic");
+    s.goes_on_after_a_panic(Client::websocket(s.port, "/m"));
 }

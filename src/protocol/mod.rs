@@ -6,6 +6,7 @@ mod escape;
 mod pages;
 mod payload;
 mod transport;
+pub(crate) mod wsframe;
 
 pub(crate) use escape::{json_string, push_json_string, Escape};
 pub(crate) use pages::{

@@ -14,7 +14,7 @@ use std::{borrow::Cow, future::Future, task::Poll};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 
-use crate::protocol::{json_string, Escape, Transport};
+use crate::protocol::{json_string, wsframe, Escape, Transport};
 
 pub use aborts::on_connect;
 pub(crate) use aborts::PeerSocket;
@@ -78,8 +78,11 @@ impl Framing {
 /// taken yet.
 #[derive(Debug)]
 pub(crate) enum Out {
-    /// One wrapped frame (on a raw WebSocket, one message).
-    Text(Box<str>),
+    /// One frame, as the receiver's transport sends it: wrapped for HTTP
+    /// (`data: o\r\n\r\n`), with its RFC 6455 head for a WebSocket, whose
+    /// socket then hands it on without a copy (on a raw WebSocket, one
+    /// message each), bare for a hixie-76 socket (which frames it).
+    Frame(Box<[u8]>),
     /// A WebSocket's close frame with a code and reason, then the end of
     /// the socket; an HTTP body ignores it. (Boxed, so that a queued item
     /// takes 16 bytes: see the assertion below.)
@@ -92,7 +95,7 @@ impl Out {
     /// What the item weighs in the queue.
     pub(crate) fn weight(&self) -> usize {
         match self {
-            Self::Text(text) => text.len(),
+            Self::Frame(frame) => frame.len(),
             Self::Close(_) => 0,
         }
     }
@@ -121,7 +124,7 @@ pub(crate) fn push(out: &OutTx, item: Out) -> Result<(), Out> {
 pub(crate) fn poll_text(rx: &mut OutRx, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
     loop {
         return match rx.poll_recv_weighed(cx, Out::weight) {
-            Poll::Ready(Some(Out::Text(text))) => Poll::Ready(Some(Bytes::from(text.into_boxed_bytes()))),
+            Poll::Ready(Some(Out::Frame(frame))) => Poll::Ready(Some(Bytes::from(frame))),
             Poll::Ready(Some(Out::Close(_))) => continue,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -145,8 +148,10 @@ pub(crate) struct Gone;
 #[derive(Debug)]
 pub(crate) enum Receiver {
     /// A WebSocket transport: frames as they are, for the whole session.
-    /// `pings`: the transport pings the client and writes SockJS
-    /// heartbeats itself (hixie-76 does not: the session times them).
+    /// `pings`: an RFC 6455 socket, which pings the client and writes
+    /// SockJS heartbeats itself, and gets its frames ready for the wire
+    /// ([`Out::Frame`]); hixie-76 does neither (the session times its
+    /// heartbeats, and its socket frames the texts).
     Socket { out: OutTx, transport: Transport, pings: bool },
     /// An HTTP response body.
     Http(Box<HttpReceiver>),
@@ -231,19 +236,41 @@ impl Receiver {
     /// the receiver is done after it: a polling response, or a streaming
     /// one that reached the response limit.
     ///
-    /// An owned frame goes to a WebSocket without a copy.
+    /// An owned frame goes to a hixie-76 socket without a copy.
     pub(crate) fn write<'a>(&mut self, frame: impl Into<Cow<'a, str>>) -> Result<bool, Gone> {
         let frame = frame.into();
-        let (out, wrapped, done) = match self {
-            Self::Socket { out, .. } => (&*out, frame, false),
+        let (out, item, done) = match self {
+            Self::Socket { out, pings: true, .. } => {
+                (&*out, Out::Frame(wsframe::text_frame(&[&frame])), false)
+            }
+            Self::Socket { out, .. } => {
+                (&*out, Out::Frame(frame.into_owned().into_boxed_str().into_boxed_bytes()), false)
+            }
             Self::Http(http) => {
                 let wrapped = http.framing.wrap(frame, &http.callback);
                 http.written = http.written.saturating_add(wrapped.len());
-                (&http.out, wrapped, http.written >= http.limit)
+                (
+                    &http.out,
+                    Out::Frame(wrapped.into_owned().into_boxed_str().into_boxed_bytes()),
+                    http.written >= http.limit,
+                )
             }
         };
-        push(out, Out::Text(wrapped.into_owned().into_boxed_str())).map_err(|_| Gone)?;
+        push(out, item).map_err(|_| Gone)?;
         Ok(done)
+    }
+
+    /// Writes one frame made of `parts`, joined: an RFC 6455 WebSocket
+    /// gets it with its head in one allocation, where joining first and
+    /// framing then took two.
+    pub(crate) fn write_parts(&mut self, parts: &[&str]) -> Result<bool, Gone> {
+        match self {
+            Self::Socket { out, pings: true, .. } => {
+                push(out, Out::Frame(wsframe::text_frame(parts))).map_err(|_| Gone)?;
+                Ok(false)
+            }
+            _ => self.write(parts.concat()),
+        }
     }
 
     /// Wakes the transport that reads this receiver's frames, with no
@@ -350,8 +377,8 @@ mod tests {
         let mut ws = Receiver::socket(Transport::WebSocket, tx, true);
         ws.write("o").unwrap();
         ws.close_socket(1000, "Normal closure");
-        assert_eq!(ws.backlog(), 1);
-        assert_eq!(poll_text(&mut rx, &mut cx), Poll::Ready(Some(Bytes::from_static(b"o"))));
+        assert_eq!(ws.backlog(), 3, "the open frame, with its head");
+        assert_eq!(poll_text(&mut rx, &mut cx), Poll::Ready(Some(Bytes::from_static(b"\x81\x01o"))));
         assert_eq!(ws.backlog(), 0, "a close item weighs nothing");
     }
 }

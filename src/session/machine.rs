@@ -9,7 +9,7 @@ use std::{borrow::Cow, collections::VecDeque};
 use crate::{
     close_code::{self, with_reason},
     protocol::{close_frame, push_json_string, Escape, Transport, HEARTBEAT_FRAME, OPEN_FRAME},
-    receiver::Receiver,
+    receiver::{Gone, Receiver},
 };
 
 /// A broadcast payload, encoded once for every receiving session.
@@ -355,12 +355,12 @@ impl Machine {
                     written.merge(self.write(msg));
                 }
             } else if !self.pending.is_empty() {
-                let mut frame = String::with_capacity(self.pending.len() + 3);
-                frame.push_str("a[");
-                frame.push_str(&self.pending);
-                frame.push(']');
-                self.pending.clear();
-                written.merge(self.write(frame));
+                // Joined by the receiver: an RFC 6455 WebSocket's frame is
+                // then made in one allocation, its head included.
+                let mut pending = std::mem::take(&mut self.pending);
+                written.merge(self.write_by(|receiver| receiver.write_parts(&["a[", &pending, "]"])));
+                pending.clear();
+                self.pending = pending;
             }
         }
         if let State::Closing(close) = &self.state {
@@ -385,11 +385,16 @@ impl Machine {
     /// Writes one frame to the attached receiver, detaching it when it is
     /// done, and closing the session if the client stopped reading.
     fn write<'a>(&mut self, frame: impl Into<Cow<'a, str>>) -> Written {
+        self.write_by(|receiver| receiver.write(frame))
+    }
+
+    /// [`Self::write`], with the receiver's write given.
+    fn write_by(&mut self, write: impl FnOnce(&mut Receiver) -> Result<bool, Gone>) -> Written {
         let mut written = Written::default();
         let Some(att) = self.attached.as_mut().filter(|a| !a.dead) else {
             return written;
         };
-        match att.receiver.write(frame) {
+        match write(&mut att.receiver) {
             Ok(done) => {
                 self.wrote = true;
                 let backlog = att.receiver.backlog();
@@ -446,13 +451,18 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
-    use crate::receiver::{out_queue, poll_text, Framing, OutRx};
+    use crate::{
+        protocol::wsframe,
+        receiver::{out_queue, poll_text, Framing, OutRx},
+    };
 
     fn read(rx: &mut OutRx) -> Vec<String> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut got = Vec::new();
         while let Poll::Ready(Some(bytes)) = poll_text(rx, &mut cx) {
-            got.push(String::from_utf8(bytes.to_vec()).unwrap());
+            // An RFC 6455 socket's frames come with their heads.
+            let text = if bytes.first() == Some(&wsframe::TEXT) { wsframe::payload(&bytes) } else { &bytes };
+            got.push(String::from_utf8(text.to_vec()).unwrap());
         }
         got
     }

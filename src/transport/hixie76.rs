@@ -72,7 +72,7 @@ pub(crate) async fn open<A: Session>(
             Ok(admitted) => admitted,
             // Refused with a close frame: that frame, then the end.
             Err(frame) => {
-                let _ = push(&out_tx, Out::Text(frame.into_boxed_str()));
+                let _ = push(&out_tx, Out::Frame(frame.into_boxed_str().into_boxed_bytes()));
                 return;
             }
         };
@@ -117,10 +117,10 @@ fn poll_body(
         };
     }
     match out.poll_recv_weighed(cx, Out::weight) {
-        Poll::Ready(Some(Out::Text(frame))) => {
+        Poll::Ready(Some(Out::Frame(frame))) => {
             let mut bytes = Vec::with_capacity(frame.len() + 2);
             bytes.push(0);
-            bytes.extend_from_slice(frame.as_bytes());
+            bytes.extend_from_slice(&frame);
             bytes.push(0xff);
             Poll::Ready(Some(Ok(Bytes::from(bytes))))
         }

@@ -28,7 +28,11 @@ use super::deadlines;
 use crate::{
     config::Config,
     endpoint::{error, Endpoint},
-    protocol::{close_frame, parse_text, Transport, HEARTBEAT_FRAME},
+    protocol::{
+        close_frame, parse_text,
+        wsframe::{self, PING, PONG, TEXT},
+        Transport, HEARTBEAT_FRAME,
+    },
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
     session::{
         inbound_weight, run_turn, Command, CommandTx, Failure, InPlace, Ran, Session, Turn, INBOUND_ROOM,
@@ -455,29 +459,47 @@ impl WsStream {
         true
     }
 
-    /// Encodes what the session wrote.
-    fn send(&mut self, cx: &mut Context<'_>) {
+    /// Takes what the session wrote: its frames come ready for the wire
+    /// (`Out::Frame`, head included). A frame that is all there is goes out as it is, with
+    /// no copy (returned); more are gathered in the write buffer.
+    fn send(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        let mut alone: Option<Box<[u8]>> = None;
         while !self.closing && self.write.len() < 64 * 1024 {
             match self.out.poll_recv_weighed(cx, Out::weight) {
-                Poll::Ready(Some(Out::Text(text))) => {
+                Poll::Ready(Some(Out::Frame(frame))) => {
                     self.wrote = true;
-                    self.put(TEXT, text.as_bytes());
+                    if self.write.is_empty() && alone.is_none() {
+                        alone = Some(frame);
+                    } else {
+                        self.gather(alone.take());
+                        self.write.extend_from_slice(&frame);
+                    }
                 }
                 Poll::Ready(Some(Out::Close(close))) => {
+                    self.gather(alone.take());
                     let (code, reason) = *close;
                     self.close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason) }));
                 }
                 // The session let go of the socket without a close frame.
                 Poll::Ready(None) => {
                     self.done = true;
-                    return;
+                    return alone.map(Bytes::from);
                 }
-                Poll::Pending => return,
+                Poll::Pending => return alone.map(Bytes::from),
             }
         }
         // More is waiting: come back once this chunk is taken.
         if !self.closing {
             cx.waker().wake_by_ref();
+        }
+        alone.map(Bytes::from)
+    }
+
+    /// Moves a frame held back to go alone into the write buffer, before
+    /// what follows it.
+    fn gather(&mut self, frame: Option<Box<[u8]>>) {
+        if let Some(frame) = frame {
+            self.write.extend_from_slice(&frame);
         }
     }
 }
@@ -513,7 +535,10 @@ impl Stream for WsStream {
             this.done = true;
             return Poll::Ready(None);
         }
-        this.send(cx);
+        if let Some(frame) = this.send(cx) {
+            // Alone: nothing was written before it in this poll.
+            return Poll::Ready(Some(Ok(frame)));
+        }
         if !this.write.is_empty() {
             // Taken whole, not split: a split would keep the buffer (and a
             // shared header) alive in every idle socket.
@@ -527,44 +552,18 @@ impl Stream for WsStream {
     }
 }
 
-/// The first byte of a final (unfragmented) text frame.
-const TEXT: u8 = 0x81;
-/// The first byte of a ping.
-const PING: u8 = 0x89;
-/// The first byte of a pong.
-const PONG: u8 = 0x8a;
-
-/// Appends a server's frame (unmasked, final; `first` is its first byte:
-/// [`TEXT`], [`PING`], [`PONG`]) to `out`. Every message out takes this
-/// path, where actix-http's codec wanted a `ByteString` (~700 instructions
-/// with the allocations, for the open frame). An empty buffer gets exactly
-/// the frame's size, so that when it goes out alone (most polls) it
-/// becomes `Bytes` without the shared header a partly filled buffer needs.
+/// Appends a server's frame (`first` is its first byte: [`TEXT`],
+/// [`PING`], [`PONG`]) to `out`. An empty buffer gets exactly the frame's
+/// size, so that when it goes out alone it becomes `Bytes` without the
+/// shared header a partly filled buffer needs.
 fn put_frame(out: &mut BytesMut, first: u8, payload: &[u8]) {
-    let len = payload.len();
-    let mut head = [first, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    let head_len = match (u8::try_from(len), u16::try_from(len)) {
-        (Ok(short), _) if short < 126 => {
-            head[1] = short;
-            2
-        }
-        (_, Ok(medium)) => {
-            head[1] = 126;
-            head[2..4].copy_from_slice(&medium.to_be_bytes());
-            4
-        }
-        _ => {
-            head[1] = 127;
-            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        }
-    };
+    let (head, used) = wsframe::head(first, payload.len());
     if out.capacity() == 0 {
-        *out = BytesMut::with_capacity(head_len + len);
+        *out = BytesMut::with_capacity(used + payload.len());
     } else {
-        out.reserve(head_len + len);
+        out.reserve(used + payload.len());
     }
-    out.extend_from_slice(&head[..head_len]);
+    out.extend_from_slice(&head[..used]);
     out.extend_from_slice(payload);
 }
 
@@ -588,37 +587,5 @@ fn refused_by_header(buf: &[u8], max: usize) -> Option<CloseCode> {
         Some(CloseCode::Size)
     } else {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What actix-http's codec writes for the same message, as a server.
-    fn by_codec(msg: Message) -> BytesMut {
-        let mut out = BytesMut::new();
-        Codec::new().encode(msg, &mut out).expect("encoded");
-        out
-    }
-
-    #[test]
-    fn frames_match_actix_http_at_every_length_boundary() {
-        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 100_000] {
-            let text = "x".repeat(len);
-            let mut out = BytesMut::new();
-            put_frame(&mut out, TEXT, text.as_bytes());
-            assert_eq!(out, by_codec(Message::Text(text.clone().into())), "a text of {len} bytes");
-            // A frame alone gets a buffer of exactly its size.
-            assert_eq!(out.capacity(), out.len(), "{len}");
-            // Appended after another.
-            put_frame(&mut out, PING, b"");
-            let mut both = by_codec(Message::Text(text.into()));
-            both.extend_from_slice(&by_codec(Message::Ping(Bytes::new())));
-            assert_eq!(out, both, "a text of {len} bytes, then a ping");
-        }
-        let mut pong = BytesMut::new();
-        put_frame(&mut pong, PONG, b"are you there");
-        assert_eq!(pong, by_codec(Message::Pong(Bytes::from_static(b"are you there"))));
     }
 }

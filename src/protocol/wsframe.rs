@@ -45,15 +45,23 @@ pub(crate) fn text_frame(parts: &[&str]) -> Box<[u8]> {
     frame.into_boxed_slice()
 }
 
-/// The payload of a text frame made by [`text_frame`] (for tests).
+/// How long the head of a frame made by [`text_frame`] is: 0 for bytes
+/// that are not such a frame. What a session queues for any other
+/// receiver is UTF-8 text, which never starts with [`TEXT`] (a
+/// continuation byte), so the two cannot be taken for each other.
+pub(crate) fn head_len(frame: &[u8]) -> usize {
+    match frame {
+        [TEXT, 126, ..] => 4,
+        [TEXT, 127, ..] => 10,
+        [TEXT, _, ..] => 2,
+        _ => 0,
+    }
+}
+
+/// The payload of a frame made by [`text_frame`].
 #[cfg(test)]
 pub(crate) fn payload(frame: &[u8]) -> &[u8] {
-    let used = match frame.get(1) {
-        Some(126) => 4,
-        Some(127) => 10,
-        _ => 2,
-    };
-    &frame[used.min(frame.len())..]
+    &frame[head_len(frame).min(frame.len())..]
 }
 
 #[cfg(test)]
@@ -78,6 +86,7 @@ mod tests {
             let frame = text_frame(&[&text]);
             assert_eq!(*frame, *by_codec(Message::Text(text.clone().into())), "a text of {len} bytes");
             assert_eq!(payload(&frame), text.as_bytes());
+            assert_eq!(head_len(&frame) + len, frame.len());
             let (a, b) = text.split_at(len / 2);
             assert_eq!(text_frame(&["", a, b]), frame, "joined from parts");
         }

@@ -22,8 +22,9 @@ pub(crate) use aborts::PeerSocket;
 mod aborts;
 pub(crate) mod queue;
 
-/// How an HTTP receiver puts a frame on the wire (docs/protocol.md §6.0); a
-/// WebSocket's frames go as they are, and its socket does the rest.
+/// How an HTTP receiver puts a frame on the wire (docs/protocol.md §6.0); an
+/// RFC 6455 WebSocket's receiver puts each frame in its head
+/// ([`wsframe::text_frame`]), and a hixie-76 socket frames what it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Framing {
     /// xhr and xhr_streaming: frame + `\n`.
@@ -73,15 +74,17 @@ impl Framing {
     }
 }
 
-/// What a session writes to its receiver's queue. A text's length is its
-/// weight in the queue: the session's view of what the client has not
-/// taken yet.
+/// What a session writes to its receiver's queue. A frame's weight in the
+/// queue is its text's length (an HTTP frame's wrapping included, an RFC
+/// 6455 head not): the session's view of what the client has not taken
+/// yet, which `max_queue_bytes` bounds.
 #[derive(Debug)]
 pub(crate) enum Out {
     /// One frame, as the receiver's transport sends it: wrapped for HTTP
-    /// (`data: o\r\n\r\n`), with its RFC 6455 head for a WebSocket, whose
-    /// socket then hands it on without a copy (on a raw WebSocket, one
-    /// message each), bare for a hixie-76 socket (which frames it).
+    /// (`data: o\r\n\r\n`), with its RFC 6455 head for a WebSocket (on a
+    /// raw WebSocket, one message each), whose socket hands it to actix-web
+    /// as it is when it goes out alone, and bare for a hixie-76 socket
+    /// (which frames it).
     Frame(Box<[u8]>),
     /// A WebSocket's close frame with a code and reason, then the end of
     /// the socket; an HTTP body ignores it. (Boxed, so that a queued item
@@ -95,7 +98,9 @@ impl Out {
     /// What the item weighs in the queue.
     pub(crate) fn weight(&self) -> usize {
         match self {
-            Self::Frame(frame) => frame.len(),
+            // Not the head: a message that `max_queue_bytes` lets the
+            // session take must not overflow its queue by its head alone.
+            Self::Frame(frame) => frame.len() - wsframe::head_len(frame),
             Self::Close(_) => 0,
         }
     }
@@ -236,7 +241,8 @@ impl Receiver {
     /// the receiver is done after it: a polling response, or a streaming
     /// one that reached the response limit.
     ///
-    /// An owned frame goes to a hixie-76 socket without a copy.
+    /// An RFC 6455 WebSocket gets the frame with its head, in one new
+    /// allocation; an owned frame goes to a hixie-76 socket's queue as it is.
     pub(crate) fn write<'a>(&mut self, frame: impl Into<Cow<'a, str>>) -> Result<bool, Gone> {
         let frame = frame.into();
         let (out, item, done) = match self {
@@ -377,7 +383,7 @@ mod tests {
         let mut ws = Receiver::socket(Transport::WebSocket, tx, true);
         ws.write("o").unwrap();
         ws.close_socket(1000, "Normal closure");
-        assert_eq!(ws.backlog(), 3, "the open frame, with its head");
+        assert_eq!(ws.backlog(), 1, "the open frame, its head not counted");
         assert_eq!(poll_text(&mut rx, &mut cx), Poll::Ready(Some(Bytes::from_static(b"\x81\x01o"))));
         assert_eq!(ws.backlog(), 0, "a close item weighs nothing");
     }

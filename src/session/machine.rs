@@ -359,8 +359,12 @@ impl Machine {
                 // then made in one allocation, its head included.
                 let mut pending = std::mem::take(&mut self.pending);
                 written.merge(self.write_by(|receiver| receiver.write_parts(&["a[", &pending, "]"])));
-                pending.clear();
-                self.pending = pending;
+                // Its buffer is kept for the next messages, unless this write
+                // closed the session (an overflow gives the memory back).
+                if self.state == State::Open {
+                    pending.clear();
+                    self.pending = pending;
+                }
             }
         }
         if let State::Closing(close) = &self.state {
@@ -571,6 +575,20 @@ mod tests {
         assert!(matches!(m.state(), State::Closed(_)));
         let got = read(&mut rx);
         assert_eq!(got.last().map(String::as_str), Some("c[3008,\"Outgoing queue overflow\"]"));
+        assert_eq!(m.pending.capacity(), 0, "the overflowed session gives its buffer back");
+    }
+
+    #[test]
+    fn a_frames_head_does_not_count_against_the_queue_limit() {
+        // A raw WebSocket message as long as the limit allows, to a client
+        // that reads nothing yet: its 4-byte frame head does not tip it over.
+        let mut m = Machine::new(Transport::RawWebSocket, 1024);
+        let (r, mut rx) = socket(Transport::RawWebSocket);
+        m.attach(r);
+        m.send(&"x".repeat(1024)).unwrap();
+        assert_eq!(m.flush(), Written::default());
+        assert!(m.is_open());
+        assert_eq!(read(&mut rx), ["x".repeat(1024)]);
     }
 
     #[test]

@@ -108,29 +108,7 @@ async fn open<A: Session>(
         Ok(opened) => opened,
         Err(e) => return e.error_response(),
     };
-    let heartbeat = ep.config.heartbeat;
-    let socket = WsStream {
-        payload,
-        codec: Codec::new().max_size(ep.config.max_message_bytes),
-        read: BytesMut::new(),
-        write: BytesMut::new(),
-        out: out_rx,
-        session,
-        turn,
-        handed: 0,
-        waiting: 0,
-        stalled: false,
-        raw,
-        partial: None,
-        config: ep.config.clone(),
-        next_ping: deadlines::now() + deadlines::millis(heartbeat).max(1),
-        armed: NEVER,
-        ping_sent: NEVER,
-        heard: false,
-        wrote: false,
-        closing: false,
-        done: false,
-    };
+    let socket = WsStream::new(payload, out_rx, session, turn, raw, ep.config.clone());
     handshake.streaming(socket)
 }
 
@@ -152,11 +130,12 @@ fn refused(raw: bool, code: u16, reason: &str) -> Bytes {
 }
 
 /// The body of a WebSocket response, and the transport itself: it decodes
-/// what the client sends (handing messages to the session), encodes what
-/// the session writes, pings, and sends the SockJS heartbeat `h` on a
-/// silent socket (so the session needs no timer of its own). It is polled by actix-web's dispatcher
-/// like any response body, so a socket costs no actor, mailbox or task of
-/// its own (actix-web-actors' `WebsocketContext` would add all three).
+/// what the client sends (handing messages to the session), hands on the
+/// frames the session writes (ready for the wire, heads included), pings,
+/// and sends the SockJS heartbeat `h` on a silent socket (so the session
+/// needs no timer of its own). It is polled by actix-web's dispatcher like
+/// any response body, so a socket costs no actor, mailbox or task of its
+/// own (actix-web-actors' `WebsocketContext` would add all three).
 ///
 /// While the client does not read, the dispatcher stops polling it; what
 /// the session writes then stays in the channel, counted in the backlog,
@@ -211,6 +190,40 @@ struct WsStream {
 }
 
 impl WsStream {
+    /// The socket of the session `session` (whose turn it runs, if any),
+    /// reading `payload` and writing what comes from `out`.
+    fn new(
+        payload: web::Payload,
+        out: OutRx,
+        session: CommandTx,
+        turn: Option<Rc<dyn Turn>>,
+        raw: bool,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            payload,
+            codec: Codec::new().max_size(config.max_message_bytes),
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            out,
+            session,
+            turn,
+            handed: 0,
+            waiting: 0,
+            stalled: false,
+            raw,
+            partial: None,
+            next_ping: deadlines::now() + deadlines::millis(config.heartbeat).max(1),
+            config,
+            armed: NEVER,
+            ping_sent: NEVER,
+            heard: false,
+            wrote: false,
+            closing: false,
+            done: false,
+        }
+    }
+
     fn encode(&mut self, msg: Message) {
         if let Err(e) = self.codec.encode(msg, &mut self.write) {
             log::debug!("sockjs: websocket frame not encoded: {e}");
@@ -460,8 +473,9 @@ impl WsStream {
     }
 
     /// Takes what the session wrote: its frames come ready for the wire
-    /// (`Out::Frame`, head included). A frame that is all there is goes out as it is, with
-    /// no copy (returned); more are gathered in the write buffer.
+    /// (`Out::Frame`, head included). A frame that is all there is goes
+    /// out as it is, with no copy (returned); more are gathered in the
+    /// write buffer, in order.
     fn send(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
         let mut alone: Option<Box<[u8]>> = None;
         while !self.closing && self.write.len() < 64 * 1024 {
@@ -587,5 +601,64 @@ fn refused_by_header(buf: &[u8], max: usize) -> Option<CloseCode> {
         Some(CloseCode::Size)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{dev, test::TestRequest, FromRequest as _};
+    use futures_util::FutureExt as _;
+
+    use super::*;
+    use crate::{
+        protocol::wsframe,
+        receiver::{out_queue, push},
+        session::command_channel,
+    };
+
+    /// A socket whose client sends nothing (the payload's sender is kept).
+    fn socket() -> (WsStream, crate::receiver::OutTx, impl Drop) {
+        let (sender, h1) = actix_http::h1::Payload::create(false);
+        let mut payload: dev::Payload = h1.into();
+        let req = TestRequest::default().to_http_request();
+        let payload =
+            web::Payload::from_request(&req, &mut payload).now_or_never().expect("ready").expect("payload");
+        let (out_tx, out_rx) = out_queue();
+        let (session, _rx) = command_channel();
+        let socket = WsStream::new(payload, out_rx, session, None, false, Arc::new(Config::default()));
+        (socket, out_tx, sender)
+    }
+
+    fn next(socket: &mut WsStream) -> Poll<Option<Bytes>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(socket).poll_next(&mut cx).map(|item| item.map(|chunk| chunk.expect("infallible")))
+    }
+
+    #[test]
+    fn a_frame_alone_goes_out_as_it_is_and_several_in_order() {
+        actix::System::new().block_on(async {
+            let (mut socket, out, _client) = socket();
+            assert_eq!(next(&mut socket), Poll::Pending);
+
+            let frame = wsframe::text_frame(&["a[\"one\"]"]);
+            let (at, expected) = (frame.as_ptr(), frame.to_vec());
+            push(&out, Out::Frame(frame)).expect("queued");
+            let Poll::Ready(Some(alone)) = next(&mut socket) else { panic!("a chunk") };
+            assert_eq!(alone, expected);
+            assert_eq!(alone.as_ptr(), at, "handed on, not copied");
+
+            let frames = ["a[\"two\"]", "a[\"three\"]"].map(|text| wsframe::text_frame(&[text]));
+            let joined = frames.concat();
+            for frame in frames {
+                push(&out, Out::Frame(frame)).expect("queued");
+            }
+            push(&out, Out::Close(Box::new((3000, "Go away!".into())))).expect("queued");
+            let Poll::Ready(Some(chunk)) = next(&mut socket) else { panic!("a chunk") };
+            let mut close = BytesMut::new();
+            let reason = CloseReason { code: CloseCode::from(3000), description: Some("Go away!".into()) };
+            Codec::new().encode(Message::Close(Some(reason)), &mut close).expect("encoded");
+            assert_eq!(chunk, [joined, close.to_vec()].concat(), "both frames, in order, then the close");
+            assert_eq!(next(&mut socket), Poll::Ready(None), "the socket ends after its close frame");
+        });
     }
 }

@@ -76,6 +76,15 @@ fn skip_clean_words(bytes: &[u8], mut i: usize, escape: Escape) -> Skip {
             mask => return Skip::Flagged(i + (mask.trailing_zeros() / 8) as usize),
         }
     }
+    // Fewer than eight left: the string's last eight bytes at once (some
+    // of them seen already), most often all clean, rather than one by one.
+    // Any flag among them, even on a byte seen already, leaves the tail to
+    // the byte loop: only the lowest flag is exact (see `flag_mask`).
+    let last =
+        bytes.len().checked_sub(8).and_then(|at| bytes.get(at..)).and_then(|w| <[u8; 8]>::try_from(w).ok());
+    if i < bytes.len() && last.is_some_and(|word| flag_mask(u64::from_le_bytes(word), escape) == 0) {
+        return Skip::Tail(bytes.len());
+    }
     Skip::Tail(i)
 }
 

@@ -131,18 +131,29 @@ fn plain_string_len(s: &[u8]) -> Option<usize> {
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // Non-zero exactly when some byte of `w` is below `n` (n <= 0x80).
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
+    // The specials of `w`: a byte equal to `c` is a zero byte of
+    // `w ^ c...c`, below 1. The lowest set bit marks the first special
+    // exactly (bits above it may be borrows).
+    let specials = |w: u64| {
+        below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20)
+    };
+    let first = |w: u64| (specials(w) != 0).then(|| (specials(w).trailing_zeros() / 8) as usize);
     let mut at = 0;
-    while let Some(chunk) = s.get(at..at + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().ok()?);
-        // A byte equal to `c` is a zero byte of `w ^ c...c`, below 1.
-        if below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20)
-            != 0
-        {
-            break;
+    let end = loop {
+        if let Some(chunk) = s.get(at..at + 8) {
+            match first(u64::from_le_bytes(chunk.try_into().ok()?)) {
+                Some(i) => break at + i,
+                None => at += 8,
+            }
+        } else if let Some(last) = s.len().checked_sub(8).filter(|_| at < s.len()) {
+            // Fewer than eight left: the last eight bytes at once. Those
+            // before `at` are clean, so the first special is the lowest.
+            let word = u64::from_le_bytes(s[last..].try_into().ok()?);
+            break last + first(word)?;
+        } else {
+            break at + s[at..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
         }
-        at += 8;
-    }
-    let end = at + s[at..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    };
     (s[end] == b'"').then_some(end)
 }
 

@@ -286,6 +286,18 @@ impl<T> Rx<T> {
         cx: &mut Context<'_>,
         weight: impl FnOnce(&T) -> usize,
     ) -> Poll<Option<T>> {
+        self.poll_recv_more(cx, weight).map(|next| next.map(|(item, _)| item))
+    }
+
+    /// [`Self::poll_recv_weighed`], with whether more items were queued
+    /// behind it: a receiver that is polled again after an item anyway
+    /// (a stream that returns one) need not call again only to find the
+    /// queue empty and register its waker.
+    pub(crate) fn poll_recv_more(
+        &mut self,
+        cx: &mut Context<'_>,
+        weight: impl FnOnce(&T) -> usize,
+    ) -> Poll<Option<(T, bool)>> {
         let mut state = self.0.lock();
         if let Some(item) = state.pop() {
             if state.load != u32::MAX {
@@ -293,16 +305,17 @@ impl<T> Rx<T> {
                 debug_assert!(weight <= state.load, "an item weighs more than the queue's load");
                 state.load = state.load.saturating_sub(weight);
             }
-            let waiting = if state.len() == 0 {
+            let more = state.len() > 0;
+            let waiting = if more {
+                None
+            } else {
                 // Nothing queued weighs nothing, whatever the weights said.
                 state.load = 0;
                 state.waiting.as_mut().map(|w| std::mem::take(&mut w.room))
-            } else {
-                None
             };
             drop(state);
             waiting.into_iter().flatten().for_each(Waker::wake);
-            return Poll::Ready(Some(item));
+            return Poll::Ready(Some((item, more)));
         }
         if state.senders() == 0 {
             return Poll::Ready(None);

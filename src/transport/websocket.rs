@@ -475,24 +475,38 @@ impl WsStream {
     /// Takes what the session wrote: its frames come ready for the wire
     /// (`Out::Frame`, head included). A frame that is all there is goes
     /// out as it is, with no copy (returned); more are gathered in the
-    /// write buffer, in order.
+    /// write buffer, in order. Once it has taken the last queued item it
+    /// does not look again: a body that returns a chunk is polled again
+    /// anyway, and that poll registers its waker with the queue.
     fn send(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
         let mut alone: Option<Box<[u8]>> = None;
         while !self.closing && self.write.len() < 64 * 1024 {
-            match self.out.poll_recv_weighed(cx, Out::weight) {
-                Poll::Ready(Some(Out::Frame(frame))) => {
-                    self.wrote = true;
-                    if self.write.is_empty() && alone.is_none() {
-                        alone = Some(frame);
-                    } else {
-                        self.gather(alone.take());
-                        self.write.extend_from_slice(&frame);
+            match self.out.poll_recv_more(cx, Out::weight) {
+                Poll::Ready(Some((item, more))) => {
+                    match item {
+                        Out::Frame(frame) => {
+                            self.wrote = true;
+                            if self.write.is_empty() && alone.is_none() {
+                                alone = Some(frame);
+                            } else {
+                                self.gather(alone.take());
+                                self.write.extend_from_slice(&frame);
+                            }
+                        }
+                        Out::Close(close) => {
+                            self.gather(alone.take());
+                            let (code, reason) = *close;
+                            self.close(Some(CloseReason {
+                                code: CloseCode::from(code),
+                                description: Some(reason),
+                            }));
+                        }
                     }
-                }
-                Poll::Ready(Some(Out::Close(close))) => {
-                    self.gather(alone.take());
-                    let (code, reason) = *close;
-                    self.close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason) }));
+                    // What was taken is returned now, and the next poll
+                    // comes whether or not more is queued by then.
+                    if !more {
+                        return alone.map(Bytes::from);
+                    }
                 }
                 // The session let go of the socket without a close frame.
                 Poll::Ready(None) => {

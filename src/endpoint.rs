@@ -352,7 +352,9 @@ impl<A: Session> Endpoint<A> {
                         id,
                         transport,
                         req,
-                        rx,
+                        // Attached through the queue, after whatever the
+                        // manager queued for it first.
+                        (rx, None),
                         std::mem::take(&mut values),
                         in_place,
                     )
@@ -409,16 +411,18 @@ impl<A: Session> Endpoint<A> {
         // A raw WebSocket has no id of the client's: it gets a unique one.
         let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
         let (cmd_tx, cmd_rx) = command_channel();
-        // First in the queue: a shutdown the manager sends once it knows
-        // the session comes after it.
-        let _ = cmd_tx.send(Command::Attach(Box::new(receiver)));
+        // Attached before the session reads its queue, at its first turn:
+        // a shutdown the manager sends once it knows the session comes
+        // after it.
+        let first = Some(receiver);
         let Admitted { opening, values, .. } = admitted;
         let uncapped = opening.caps.max_sessions.is_none() && opening.caps.max_per_ip.is_none();
         let opening = match self.starter.get().filter(|_| uncapped) {
             Some(starter) => {
                 let starter = starter.clone();
                 if starter.arrivals.arrive(serial, id.clone(), cmd_tx.clone(), opening.clone()) {
-                    let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place)?;
+                    let turn =
+                        self.start(starter, serial, id, transport, req, (cmd_rx, first), values, in_place)?;
                     return Ok((cmd_tx, turn));
                 }
                 opening
@@ -437,7 +441,7 @@ impl<A: Session> Endpoint<A> {
         if uncapped {
             let _ = self.starter.set(starter.clone());
         }
-        let turn = self.start(starter, serial, id, transport, req, cmd_rx, values, in_place)?;
+        let turn = self.start(starter, serial, id, transport, req, (cmd_rx, first), values, in_place)?;
         Ok((cmd_tx, turn))
     }
 
@@ -476,9 +480,11 @@ impl<A: Session> Endpoint<A> {
         self.directory.get()?.find(id)
     }
 
-    /// Starts a session actor on this worker; returns the [`Turn`] that
-    /// others run in place ([`InPlace`]), `None` if the session ended in
-    /// its first turn, [`OpenPanicked`] if that turn panicked.
+    /// Starts a session actor on this worker, reading its commands from
+    /// `rx` after attaching `first` (its socket's receiver); returns the
+    /// [`Turn`] that others run in place ([`InPlace`]), `None` if the
+    /// session ended in its first turn, [`OpenPanicked`] if that turn
+    /// panicked.
     #[expect(clippy::too_many_arguments, reason = "one private call site per kind of session")]
     fn start(
         &self,
@@ -487,7 +493,7 @@ impl<A: Session> Endpoint<A> {
         id: Arc<str>,
         transport: Transport,
         req: &HttpRequest,
-        rx: CommandRx,
+        (rx, first): (CommandRx, Option<Receiver>),
         values: Values,
         in_place: InPlace,
     ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
@@ -501,7 +507,7 @@ impl<A: Session> Endpoint<A> {
             notes: starter.notes,
             metrics: self.metrics.clone(),
         };
-        start_session(session, transport, setup, rx, in_place)
+        start_session(session, transport, setup, (rx, first), in_place)
     }
 }
 

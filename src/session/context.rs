@@ -956,9 +956,13 @@ impl<A: Session> ActorFuture<A> for Finisher {
     }
 }
 
-/// Drains the session's command queue inside its context.
+/// Drains the session's command queue inside its context, after
+/// attaching its first receiver if it came with one (a socket's, handed
+/// over without the queue's lock and the boxed command: the pump's own
+/// allocation holds it, in the same 32-byte chunk glibc gave it alone).
 struct Pump {
     rx: CommandRx,
+    first: Option<Receiver>,
 }
 
 impl<A: Session> ActorFuture<A> for Pump {
@@ -971,6 +975,9 @@ impl<A: Session> ActorFuture<A> for Pump {
         task: &mut Context<'_>,
     ) -> Poll<()> {
         let this = self.get_mut();
+        if let Some(receiver) = this.first.take() {
+            ctx.attach(act, receiver);
+        }
         // What the socket handed over in place comes first: it was handed
         // before any command the socket queued after it (its end).
         if !ctx.inbox.is_empty() {
@@ -1025,14 +1032,15 @@ impl<A: Session> Future for SessionFut<A> {
 #[derive(Debug)]
 pub(crate) struct OpenPanicked;
 
-/// Starts a session actor on the current arbiter; returns the [`Turn`]
-/// that others run in place ([`InPlace`]), `None` if the session ended in
-/// its first turn.
+/// Starts a session actor on the current arbiter, which attaches `first`
+/// (a socket's receiver) at its first turn, before it reads `rx`; returns
+/// the [`Turn`] that others run in place ([`InPlace`]), `None` if the
+/// session ended in its first turn.
 pub(crate) fn start_session<A: Session>(
     act: A,
     transport: Transport,
     setup: SessionSetup,
-    rx: CommandRx,
+    (rx, first): (CommandRx, Option<Receiver>),
     in_place: InPlace,
 ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
     let serial = setup.serial;
@@ -1051,7 +1059,7 @@ pub(crate) fn start_session<A: Session>(
         stop_requested: false,
         queue_reported: 0,
     };
-    ctx.parts.spawn(Pump { rx });
+    ctx.parts.spawn(Pump { rx, first });
     let mut fut = SessionFut { fut: ContextFut::new(ctx, act, mailbox) };
     // The first turn runs now, in the request that opens the session: it
     // handles the receiver's `Attach` (the open frame, `on_open` and what
@@ -1110,5 +1118,7 @@ mod size {
     fn a_session_slot_fits_in_608_bytes() {
         assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 600);
         assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 24);
+        // Boxed by actix: glibc's smallest chunk (32 bytes) holds up to 24.
+        assert!(std::mem::size_of::<Pump>() <= 24);
     }
 }

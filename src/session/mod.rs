@@ -170,24 +170,33 @@ impl RequestInfo {
             .map(AddrText::ip)
             .unwrap_or_default();
         let (peer, client) = (peer.as_str(), client.as_str());
-        let kept = || req.headers().iter().filter(|(name, _)| !is_handshake_header(name));
-        let size = kept().map(|(k, v)| k.as_str().len() + v.len() + 2).sum::<usize>();
-        let mut data = Vec::with_capacity(path.len() + query.len() + peer.len() + client.len() + size);
-        for part in [path, query, peer, client] {
-            data.extend_from_slice(part.as_bytes());
-        }
-        for (name, value) in kept() {
-            data.extend_from_slice(name.as_str().as_bytes());
-            data.push(b':');
-            data.extend_from_slice(value.as_bytes());
-            data.push(b'\n');
-        }
+        // Written once into the worker's scratch buffer, then copied into
+        // an allocation of exactly its size: actix-web's header map is slow
+        // to walk (~400 instructions for a browser's dozen headers), and
+        // sizing the buffer first took a second walk.
+        let data = SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            for part in [path, query, peer, client] {
+                scratch.extend_from_slice(part.as_bytes());
+            }
+            for (name, value) in req.headers().iter().filter(|(name, _)| !is_handshake_header(name)) {
+                scratch.extend_from_slice(name.as_str().as_bytes());
+                scratch.push(b':');
+                scratch.extend_from_slice(value.as_bytes());
+                scratch.push(b'\n');
+            }
+            let data = Box::<[u8]>::from(scratch.as_slice());
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
+            data
+        });
         // A request head is far below 4 GiB (actix-web refuses heads over
         // 96 KiB), and an address's text below 256 bytes.
         let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX);
         let short = |s: &str| u8::try_from(s.len()).unwrap_or(u8::MAX);
         Self {
-            data: data.into_boxed_slice(),
+            data,
             path_len: len(path),
             query_len: len(query),
             peer_len: short(peer),
@@ -324,6 +333,16 @@ impl RequestInfo {
         crate::util::cookie_in(values, name)
     }
 }
+
+thread_local! {
+    /// Where a worker writes a request's facts before it copies them out
+    /// ([`RequestInfo::from_request`]).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most the scratch buffer keeps between requests (a request head can
+/// be up to actix-web's 96 KiB limit; most are well under 4 KiB).
+const SCRATCH_KEPT: usize = 16 * 1024;
 
 /// The WebSocket handshake's own headers, which mean nothing once the
 /// socket is open: not kept (a browser's come to ~150 bytes per session).

@@ -137,7 +137,10 @@ fn plain_string_len(s: &[u8]) -> Option<usize> {
     let specials = |w: u64| {
         below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20)
     };
-    let first = |w: u64| (specials(w) != 0).then(|| (specials(w).trailing_zeros() / 8) as usize);
+    let first = |w: u64| {
+        let flags = specials(w);
+        (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize)
+    };
     let mut at = 0;
     let end = loop {
         if let Some(chunk) = s.get(at..at + 8) {

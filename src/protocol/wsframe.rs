@@ -2,6 +2,8 @@
 //! the session writes its text frames with it, ready for the socket, and
 //! the socket its pings and pongs.
 
+use actix_web::web::BytesMut;
+
 /// The first byte of a final (unfragmented) text frame.
 pub(crate) const TEXT: u8 = 0x81;
 /// The first byte of a ping.
@@ -45,6 +47,21 @@ pub(crate) fn text_frame(parts: &[&str]) -> Box<[u8]> {
     frame.into_boxed_slice()
 }
 
+/// Appends a frame (`first` is its first byte: [`TEXT`], [`PING`],
+/// [`PONG`]) to `out`. An empty buffer gets exactly the frame's size, so
+/// that when it goes out alone it becomes `Bytes` without the shared
+/// header a partly filled buffer needs.
+pub(crate) fn put(out: &mut BytesMut, first: u8, payload: &[u8]) {
+    let (head, used) = head(first, payload.len());
+    if out.capacity() == 0 {
+        *out = BytesMut::with_capacity(used + payload.len());
+    } else {
+        out.reserve(used + payload.len());
+    }
+    out.extend_from_slice(&head[..used]);
+    out.extend_from_slice(payload);
+}
+
 /// How long the head of a frame made by [`text_frame`] is: 0 for bytes
 /// that are not such a frame. What a session queues for any other
 /// receiver is UTF-8 text, which never starts with [`TEXT`] (a
@@ -67,7 +84,7 @@ pub(crate) fn payload(frame: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use actix_http::ws::{Codec, Message};
-    use actix_web::web::{Bytes, BytesMut};
+    use actix_web::web::Bytes;
     use tokio_util::codec::Encoder as _;
 
     use super::*;
@@ -89,6 +106,9 @@ mod tests {
             assert_eq!(head_len(&frame) + len, frame.len());
             let (a, b) = text.split_at(len / 2);
             assert_eq!(text_frame(&["", a, b]), frame, "joined from parts");
+            let mut out = BytesMut::new();
+            put(&mut out, TEXT, text.as_bytes());
+            assert_eq!((&out[..], out.capacity()), (&frame[..], frame.len()), "sized exactly when alone");
         }
         for (first, msg) in
             [(PING, Message::Ping(Bytes::new())), (PONG, Message::Pong(Bytes::from_static(b"ok")))]

@@ -95,6 +95,12 @@ pub(crate) enum Out {
 const _: () = assert!(std::mem::size_of::<Out>() == 16);
 
 impl Out {
+    /// A frame that goes as text (an HTTP receiver's, or a hixie-76
+    /// socket's, which frames it).
+    pub(crate) fn text(text: String) -> Self {
+        Self::Frame(text.into_bytes().into_boxed_slice())
+    }
+
     /// What the item weighs in the queue.
     pub(crate) fn weight(&self) -> usize {
         match self {
@@ -153,11 +159,11 @@ pub(crate) struct Gone;
 #[derive(Debug)]
 pub(crate) enum Receiver {
     /// A WebSocket transport: frames as they are, for the whole session.
-    /// `pings`: an RFC 6455 socket, which pings the client and writes
+    /// `rfc6455`: an RFC 6455 socket, which pings the client and writes
     /// SockJS heartbeats itself, and gets its frames ready for the wire
-    /// ([`Out::Frame`]); hixie-76 does neither (the session times its
-    /// heartbeats, and its socket frames the texts).
-    Socket { out: OutTx, transport: Transport, pings: bool },
+    /// ([`Out::Frame`]); a hixie-76 socket does neither (the session times
+    /// its heartbeats, and the socket frames the texts).
+    Socket { out: OutTx, transport: Transport, rfc6455: bool },
     /// An HTTP response body.
     Http(Box<HttpReceiver>),
 }
@@ -204,15 +210,15 @@ impl Receiver {
         self
     }
 
-    /// A receiver for a WebSocket transport; `pings`: see [`Receiver::Socket`].
-    pub(crate) fn socket(transport: Transport, out: OutTx, pings: bool) -> Self {
-        Self::Socket { out, transport, pings }
+    /// A receiver for a WebSocket transport; `rfc6455`: see [`Receiver::Socket`].
+    pub(crate) fn socket(transport: Transport, out: OutTx, rfc6455: bool) -> Self {
+        Self::Socket { out, transport, rfc6455 }
     }
 
     /// Whether the session must time this receiver's heartbeats.
     pub(crate) fn needs_heartbeat(&self) -> bool {
         match self {
-            Self::Socket { pings, transport, .. } => !pings && *transport != Transport::RawWebSocket,
+            Self::Socket { rfc6455, transport, .. } => !rfc6455 && *transport != Transport::RawWebSocket,
             Self::Http(_) => true,
         }
     }
@@ -246,20 +252,14 @@ impl Receiver {
     pub(crate) fn write<'a>(&mut self, frame: impl Into<Cow<'a, str>>) -> Result<bool, Gone> {
         let frame = frame.into();
         let (out, item, done) = match self {
-            Self::Socket { out, pings: true, .. } => {
+            Self::Socket { out, rfc6455: true, .. } => {
                 (&*out, Out::Frame(wsframe::text_frame(&[&frame])), false)
             }
-            Self::Socket { out, .. } => {
-                (&*out, Out::Frame(frame.into_owned().into_boxed_str().into_boxed_bytes()), false)
-            }
+            Self::Socket { out, .. } => (&*out, Out::text(frame.into_owned()), false),
             Self::Http(http) => {
                 let wrapped = http.framing.wrap(frame, &http.callback);
                 http.written = http.written.saturating_add(wrapped.len());
-                (
-                    &http.out,
-                    Out::Frame(wrapped.into_owned().into_boxed_str().into_boxed_bytes()),
-                    http.written >= http.limit,
-                )
+                (&http.out, Out::text(wrapped.into_owned()), http.written >= http.limit)
             }
         };
         push(out, item).map_err(|_| Gone)?;
@@ -271,7 +271,7 @@ impl Receiver {
     /// framing then took two.
     pub(crate) fn write_parts(&mut self, parts: &[&str]) -> Result<bool, Gone> {
         match self {
-            Self::Socket { out, pings: true, .. } => {
+            Self::Socket { out, rfc6455: true, .. } => {
                 push(out, Out::Frame(wsframe::text_frame(parts))).map_err(|_| Gone)?;
                 Ok(false)
             }

@@ -72,7 +72,7 @@ pub(crate) async fn open<A: Session>(
             Ok(admitted) => admitted,
             // Refused with a close frame: that frame, then the end.
             Err(frame) => {
-                let _ = push(&out_tx, Out::Frame(frame.into_boxed_str().into_boxed_bytes()));
+                let _ = push(&out_tx, Out::text(frame));
                 return;
             }
         };

@@ -230,9 +230,9 @@ impl WsStream {
         }
     }
 
-    /// Writes a text, ping or pong frame ([`put_frame`]).
+    /// Writes a text, ping or pong frame ([`wsframe::put`]).
     fn put(&mut self, first: u8, payload: &[u8]) {
-        put_frame(&mut self.write, first, payload);
+        wsframe::put(&mut self.write, first, payload);
     }
 
     /// Ends the socket with a close frame.
@@ -578,21 +578,6 @@ impl Stream for WsStream {
         }
         Poll::Pending
     }
-}
-
-/// Appends a server's frame (`first` is its first byte: [`TEXT`],
-/// [`PING`], [`PONG`]) to `out`. An empty buffer gets exactly the frame's
-/// size, so that when it goes out alone it becomes `Bytes` without the
-/// shared header a partly filled buffer needs.
-fn put_frame(out: &mut BytesMut, first: u8, payload: &[u8]) {
-    let (head, used) = wsframe::head(first, payload.len());
-    if out.capacity() == 0 {
-        *out = BytesMut::with_capacity(used + payload.len());
-    } else {
-        out.reserve(used + payload.len());
-    }
-    out.extend_from_slice(&head[..used]);
-    out.extend_from_slice(payload);
 }
 
 /// Refuses the frame at the head of `buf` by the payload length its header

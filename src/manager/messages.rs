@@ -507,7 +507,7 @@ impl<A: Session> Handler<ListSessions> for SessionManager<A> {
                 id: e.id.to_string(),
                 transport: e.transport,
                 state: e.phase,
-                opened_at: e.opened_at,
+                opened_at: e.opened_at(),
                 client_ip: e.client,
                 groups: e.groups.iter().map(ToString::to_string).collect(),
             })

@@ -467,7 +467,7 @@ pub struct SessionInfo {
     pub transport: Transport,
     /// Where it is in its life.
     pub state: SessionState,
-    /// When the manager admitted it.
+    /// When the manager admitted it, to the millisecond.
     pub opened_at: SystemTime,
     /// The client's address (the peer's, or a trusted proxy's report).
     pub client_ip: Option<IpAddr>,

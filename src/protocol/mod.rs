@@ -12,7 +12,7 @@ pub(crate) use escape::{json_string, push_json_string, Escape};
 pub(crate) use pages::{
     hixie76_digest, htmlfile_prelude, iframe_page, info_body, validate_callback, GREETING,
 };
-pub(crate) use payload::{parse_messages, parse_text};
+pub(crate) use payload::{parse_messages, parse_text_into, PayloadError};
 pub use transport::Transport;
 
 /// The open frame, sent once at the start of every session.

@@ -31,20 +31,28 @@ impl fmt::Display for PayloadError {
 /// Rust `String`; each is replaced by U+FFFD instead of failing the whole
 /// payload. A valid surrogate pair becomes its one character.
 pub(crate) fn parse_messages(body: &[u8], allow_single: bool) -> Result<Vec<String>, PayloadError> {
-    if let Some(messages) = plain(body, None) {
-        return Ok(messages);
+    // Most payloads carry one message.
+    let mut out = Vec::with_capacity(1);
+    if plain(body, None, &mut out) {
+        return Ok(out);
     }
     parse_slow(body, allow_single)
 }
 
 /// [`parse_messages`] for a payload already known to be UTF-8 (a WebSocket
-/// text frame): the common case takes its messages by slicing, without a
-/// second check of the bytes.
-pub(crate) fn parse_text(text: &str, allow_single: bool) -> Result<Vec<String>, PayloadError> {
-    if let Some(messages) = plain(text.as_bytes(), Some(text)) {
-        return Ok(messages);
+/// text frame), appending its messages to `out` (a session's inbox, whose
+/// buffer outlives one message): the common case takes them by slicing,
+/// without a second check of the bytes. `out` is as it was on an error.
+pub(crate) fn parse_text_into(
+    text: &str,
+    allow_single: bool,
+    out: &mut Vec<String>,
+) -> Result<(), PayloadError> {
+    if plain(text.as_bytes(), Some(text), out) {
+        return Ok(());
     }
-    parse_slow(text.as_bytes(), allow_single)
+    out.extend(parse_slow(text.as_bytes(), allow_single)?);
+    Ok(())
 }
 
 /// What [`plain`] leaves: serde_json, then the lenient parser.
@@ -76,8 +84,20 @@ fn parse_slow(body: &[u8], allow_single: bool) -> Result<Vec<String>, PayloadErr
 /// took ~800 instructions of a WebSocket echo's ~9,700 (callgrind,
 /// `benches/README.md`).
 ///
-/// `text` is `body` as a `str` when the caller has one.
-fn plain(body: &[u8], text: Option<&str>) -> Option<Vec<String>> {
+/// `text` is `body` as a `str` when the caller has one. Appends the
+/// messages to `out` and answers `true`; leaves `out` as it was and
+/// answers `false` for anything else.
+fn plain(body: &[u8], text: Option<&str>, out: &mut Vec<String>) -> bool {
+    let len = out.len();
+    let read = plain_onto(body, text, out).is_some();
+    if !read {
+        out.truncate(len);
+    }
+    read
+}
+
+/// [`plain`]'s reading, which may leave some messages in `out` when it gives up.
+fn plain_onto(body: &[u8], text: Option<&str>, out: &mut Vec<String>) -> Option<()> {
     let json_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
     let skip_ws = |s: &[u8]| -> usize { s.iter().position(|b| !json_ws(b)).unwrap_or(s.len()) };
     let mut at = skip_ws(body);
@@ -86,8 +106,6 @@ fn plain(body: &[u8], text: Option<&str>) -> Option<Vec<String>> {
     }
     at += 1;
     at += skip_ws(&body[at..]);
-    // Most payloads carry one message.
-    let mut out = Vec::with_capacity(1);
     if body.get(at) == Some(&b']') {
         at += 1;
     } else {
@@ -118,7 +136,7 @@ fn plain(body: &[u8], text: Option<&str>) -> Option<Vec<String>> {
             }
         }
     }
-    (at + skip_ws(&body[at..]) == body.len()).then_some(out)
+    (at + skip_ws(&body[at..]) == body.len()).then_some(())
 }
 
 /// The length of a JSON string's body up to its closing quote, `None` if
@@ -289,6 +307,29 @@ mod tests {
         parse_messages(s.as_bytes(), false)
     }
 
+    /// [`parse_text_into`] onto an inbox that holds a message already,
+    /// which it must keep (and keep alone on an error).
+    fn parse_text(s: &str, allow_single: bool) -> Result<Vec<String>, PayloadError> {
+        let mut inbox = vec!["before".to_owned()];
+        let parsed = parse_text_into(s, allow_single, &mut inbox);
+        assert_eq!(inbox[0], "before");
+        if parsed.is_err() {
+            assert_eq!(inbox.len(), 1, "{s:?}: an error leaves the inbox as it was");
+        }
+        parsed.map(|()| inbox.split_off(1))
+    }
+
+    /// [`plain`] onto a vector that holds a message already, the same way.
+    fn plain_read(body: &[u8], text: Option<&str>) -> Option<Vec<String>> {
+        let mut out = vec!["before".to_owned()];
+        let read = plain(body, text, &mut out);
+        assert_eq!(out[0], "before");
+        if !read {
+            assert_eq!(out.len(), 1, "{body:?}: giving up leaves the vector as it was");
+        }
+        read.then(|| out.split_off(1))
+    }
+
     #[test]
     fn arrays_of_strings() {
         assert_eq!(parse(r#"["a","b"]"#), Ok(vec!["a".into(), "b".into()]));
@@ -339,18 +380,20 @@ mod tests {
             "\"x\"",
         ] {
             let serde = serde_json::from_slice::<Vec<String>>(body.as_bytes()).ok();
-            let read = plain(body.as_bytes(), None);
+            let read = plain_read(body.as_bytes(), None);
             if let Some(messages) = &read {
                 assert_eq!(Some(messages), serde.as_ref(), "{body:?}");
             }
             // A text frame's payload, sliced rather than checked again.
-            assert_eq!(plain(body.as_bytes(), Some(body)), read, "{body:?}");
+            assert_eq!(plain_read(body.as_bytes(), Some(body)), read, "{body:?}");
             assert_eq!(parse(body).ok(), serde, "{body:?}");
             assert_eq!(parse_text(body, false).ok(), serde, "{body:?}");
         }
-        assert_eq!(plain(b"[\"a\", \"b\"]", None), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(plain(br#"["a\"b"]"#, None), None, "an escape is serde_json's");
-        assert_eq!(plain(b"[\"\xff\"]", None), None, "not UTF-8");
+        assert_eq!(plain_read(b"[\"a\", \"b\"]", None), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(plain_read(br#"["a\"b"]"#, None), None, "an escape is serde_json's");
+        assert_eq!(plain_read(b"[\"\xff\"]", None), None, "not UTF-8");
+        // Given up after a first message: none of it stays.
+        assert_eq!(plain_read(b"[\"a\", 1]", None), None);
     }
 
     /// The word-at-a-time scan finds what a byte-at-a-time one finds, at

@@ -29,7 +29,7 @@ use actix::{
 
 use super::{
     machine::{Attach, Machine, Shared, State, Written},
-    turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM},
+    turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
     RequestInfo, Session, SessionState,
 };
 use crate::{
@@ -661,7 +661,7 @@ where
     fn handle(&mut self, act: &mut A, command: Command) {
         match command {
             Command::Attach(receiver) => self.attach(act, *receiver),
-            Command::Messages(messages) => self.on_messages(act, *messages),
+            Command::Messages(mut messages) => self.on_messages(act, &mut messages),
             Command::Push(shared) => self.push(&shared),
             Command::ReceiverGone => {
                 if let Some(token) = self.machine.token() {
@@ -695,9 +695,11 @@ where
     }
 
     /// The client's messages, in order, while the session is open.
-    fn on_messages(&mut self, act: &mut A, messages: Vec<String>) {
-        self.setup.metrics.received(&messages);
-        for msg in messages {
+    /// Hands the client's messages to `on_message`, in order, and leaves
+    /// `messages` empty (its buffer kept).
+    fn on_messages(&mut self, act: &mut A, messages: &mut Vec<String>) {
+        self.setup.metrics.received(messages);
+        for msg in messages.drain(..) {
             if !self.machine.is_open() {
                 log::debug!("sockjs {}: message after close dropped", self.setup.id);
                 break;
@@ -985,8 +987,14 @@ impl<A: Session> ActorFuture<A> for Pump {
             // that did not reach the pump, while the actor waits on a
             // future of its own): it looks again once told.
             let full = inbound_weight(&ctx.inbox) > INBOUND_ROOM;
-            let messages = std::mem::take(&mut ctx.inbox);
-            ctx.on_messages(act, messages);
+            let mut messages = std::mem::take(&mut ctx.inbox);
+            ctx.on_messages(act, &mut messages);
+            // The buffer waits for the client's next messages, which then
+            // cost no allocation; the socket lets it go once its client is
+            // quiet (`Turn::release_inbox`), and a burst's at once.
+            if messages.capacity() <= INBOX_KEPT && ctx.inbox.is_empty() {
+                ctx.inbox = messages;
+            }
             if let Some(receiver) = ctx.machine.receiver().filter(|_| full) {
                 receiver.nudge();
             }

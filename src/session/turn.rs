@@ -44,14 +44,21 @@ pub(crate) trait Turn {
     /// is to come anyway).
     fn wake(&self);
 
-    /// Hands the client's messages to the session for its next turn, which
-    /// the caller then runs ([`run`]): no lock and no allocation, where
-    /// the command queue took both. Only a WebSocket does, as every message
-    /// of its client comes through it; an HTTP session's come from any
-    /// worker, and one queue keeps them in order. Gives the messages back
-    /// when the session is gone (or mid-turn, which it cannot be on one
-    /// thread).
-    fn hand(&self, messages: Vec<String>) -> Result<(), Vec<String>>;
+    /// Lets `fill` add the client's messages to the session's inbox, for
+    /// its next turn, which the caller then runs ([`run`]): no lock and no
+    /// allocation, where the command queue took both, and the inbox keeps
+    /// its buffer from one message to the next (see
+    /// [`Turn::release_inbox`]). Only a WebSocket does, as every message of
+    /// its client comes through it; an HTTP session's come from any
+    /// worker, and one queue keeps them in order. `false`, with `fill` not
+    /// run, when the session is gone (or mid-turn, which it cannot be on
+    /// one thread).
+    fn fill_inbox(&self, fill: &mut dyn FnMut(&mut Vec<String>)) -> bool;
+
+    /// Lets go of the inbox's buffer if it holds no message: the socket
+    /// calls it when it pings, so that a session that has gone quiet holds
+    /// none (a session keeps it between turns while its client talks).
+    fn release_inbox(&self);
 
     /// What the messages handed over and not yet handled weigh
     /// ([`inbound_weight`]). They wait past the turn that follows when the
@@ -159,18 +166,24 @@ impl<F: Runtime> Turn for RefCell<Slot<F>> {
         slot.fut.as_mut().map_or(0, |fut| inbound_weight(fut.inbox()))
     }
 
-    fn hand(&self, messages: Vec<String>) -> Result<(), Vec<String>> {
-        let Ok(mut slot) = self.try_borrow_mut() else { return Err(messages) };
-        let Some(fut) = slot.fut.as_mut() else { return Err(messages) };
-        let inbox = fut.inbox();
-        if inbox.is_empty() {
-            *inbox = messages;
-        } else {
-            inbox.extend(messages);
+    fn fill_inbox(&self, fill: &mut dyn FnMut(&mut Vec<String>)) -> bool {
+        let Ok(mut slot) = self.try_borrow_mut() else { return false };
+        let Some(fut) = slot.fut.as_mut() else { return false };
+        fill(fut.inbox());
+        true
+    }
+
+    fn release_inbox(&self) {
+        let Ok(mut slot) = self.try_borrow_mut() else { return };
+        if let Some(inbox) = slot.fut.as_mut().map(Runtime::inbox).filter(|inbox| inbox.is_empty()) {
+            *inbox = Vec::new();
         }
-        Ok(())
     }
 }
+
+/// The most messages whose buffer an inbox keeps between turns (a buffer
+/// for more, after a burst, goes at once): 16 x 24 bytes.
+pub(crate) const INBOX_KEPT: usize = 16;
 
 /// Who runs a session's turns besides its own task.
 #[derive(Debug)]
@@ -404,14 +417,30 @@ mod tests {
         }))));
         slot.borrow_mut().waker = Some(Waker::noop().clone());
         let turn: Rc<dyn Turn> = slot.clone();
-        assert_eq!(turn.hand(vec!["a".into(), "b".into()]), Ok(()));
-        assert_eq!(turn.hand(vec!["c".into()]), Ok(()));
+        assert!(turn.fill_inbox(&mut |inbox| inbox.extend(["a".into(), "b".into()])));
+        assert!(turn.fill_inbox(&mut |inbox| inbox.push("c".into())));
         assert!(seen.borrow().is_empty(), "handed, not yet handled");
         assert_eq!(turn.inbox_weight(), 3 * 65);
         assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
         assert_eq!(*seen.borrow(), ["a", "b", "c"]);
-        // Once the session is gone the messages come back, for the queue.
+        // Once the session is gone, nothing is filled: the socket queues
+        // the messages instead.
         slot.borrow_mut().fut = None;
-        assert_eq!(turn.hand(vec!["d".into()]), Err(vec!["d".to_owned()]));
+        assert!(!turn.fill_inbox(&mut |_| unreachable!("no inbox to fill")));
+    }
+
+    #[test]
+    fn an_empty_inbox_lets_go_of_its_buffer_when_released() {
+        let slot = Rc::new(RefCell::new(Slot::new(stand(|_: &mut Vec<String>| Poll::Pending))));
+        slot.borrow_mut().waker = Some(Waker::noop().clone());
+        let turn: Rc<dyn Turn> = slot.clone();
+        assert!(turn.fill_inbox(&mut |inbox| inbox.push("a".into())));
+        turn.release_inbox();
+        assert_eq!(turn.inbox_weight(), 65, "a waiting message keeps its buffer");
+        assert!(turn.fill_inbox(&mut Vec::clear));
+        let capacity = || slot.borrow_mut().fut.as_mut().map(|f| f.inbox().capacity());
+        assert!(capacity().is_some_and(|c| c > 0), "kept between turns");
+        turn.release_inbox();
+        assert_eq!(capacity(), Some(0));
     }
 }

@@ -29,9 +29,9 @@ use crate::{
     config::Config,
     endpoint::{error, Endpoint},
     protocol::{
-        close_frame, parse_text,
+        close_frame, parse_text_into,
         wsframe::{self, PING, PONG, TEXT},
-        Transport, HEARTBEAT_FRAME,
+        PayloadError, Transport, HEARTBEAT_FRAME,
     },
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
     session::{
@@ -249,24 +249,39 @@ impl WsStream {
         self.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
     }
 
-    /// Hands client messages to the session in place ([`Turn::hand`]):
+    /// Reads a text message's payload (`parse`, which appends what it
+    /// reads) straight into the session's inbox ([`Turn::fill_inbox`]):
     /// this socket runs the session's turn after the read
     /// ([`Self::run_turn`]). Queued instead when there is no turn to run.
-    fn hand(&mut self, messages: Vec<String>) {
-        let messages = match &self.turn {
-            Some(turn) => {
-                let weight = inbound_weight(&messages);
-                match turn.hand(messages) {
-                    Ok(()) => {
-                        self.handed += weight;
-                        return;
-                    }
-                    Err(back) => back,
+    fn hand(&mut self, parse: impl Fn(&mut Vec<String>) -> Result<(), PayloadError>) {
+        if let Some(turn) = &self.turn {
+            let mut read = Ok(0);
+            let filled = turn.fill_inbox(&mut |inbox| {
+                let before = inbox.len();
+                read = parse(inbox).map(|()| inbound_weight(&inbox[before..]));
+            });
+            if filled {
+                match read {
+                    Ok(weight) => self.handed += weight,
+                    Err(e) => self.refuse(&e),
                 }
+                return;
             }
-            None => messages,
-        };
-        let _ = self.session.send(Command::messages(messages));
+        }
+        let mut messages = Vec::new();
+        match parse(&mut messages) {
+            Ok(()) if messages.is_empty() => {}
+            Ok(()) => {
+                let _ = self.session.send(Command::messages(messages));
+            }
+            Err(e) => self.refuse(&e),
+        }
+    }
+
+    /// Closes the socket over a payload it cannot read.
+    fn refuse(&mut self, e: &PayloadError) {
+        log::debug!("sockjs: websocket frame refused: {e}");
+        self.fail(CloseCode::Other(3000), Some("Broken framing."));
     }
 
     /// Notes what the session's inbox holds (saturating: any weight past
@@ -307,19 +322,12 @@ impl WsStream {
 
     fn deliver(&mut self, text: &str) {
         if self.raw {
-            self.hand(vec![text.to_owned()]);
-            return;
-        }
-        if text.is_empty() {
-            return;
-        }
-        match parse_text(text, true) {
-            Ok(messages) if messages.is_empty() => {}
-            Ok(messages) => self.hand(messages),
-            Err(e) => {
-                log::debug!("sockjs: websocket frame refused: {e}");
-                self.fail(CloseCode::Other(3000), Some("Broken framing."));
-            }
+            self.hand(|inbox| {
+                inbox.push(text.to_owned());
+                Ok(())
+            });
+        } else if !text.is_empty() {
+            self.hand(|inbox| parse_text_into(text, true, inbox));
         }
     }
 
@@ -447,6 +455,12 @@ impl WsStream {
                 self.put(TEXT, HEARTBEAT_FRAME.as_bytes());
             }
             self.put(PING, &[]);
+            // The session's inbox lets go of its buffer if it holds no
+            // message: a client gone quiet leaves none behind for long,
+            // one that talks gets a new one.
+            if let Some(turn) = &self.turn {
+                turn.release_inbox();
+            }
             self.next_ping = now + deadlines::millis(self.config.heartbeat).max(1);
             // The oldest unanswered ping is the one that counts.
             if self.ping_sent == NEVER {

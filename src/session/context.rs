@@ -694,9 +694,8 @@ where
         }
     }
 
-    /// The client's messages, in order, while the session is open.
-    /// Hands the client's messages to `on_message`, in order, and leaves
-    /// `messages` empty (its buffer kept).
+    /// Hands the client's messages to `on_message`, in order, while the
+    /// session is open; leaves `messages` empty (its buffer kept).
     fn on_messages(&mut self, act: &mut A, messages: &mut Vec<String>) {
         self.setup.metrics.received(messages);
         for msg in messages.drain(..) {

@@ -290,7 +290,7 @@ impl Entry {
     }
 }
 
-/// Now, as [`Entry::opened_at`] keeps it.
+/// Now, in milliseconds since the Unix epoch, as an entry keeps it.
 fn millis_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

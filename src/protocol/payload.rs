@@ -31,8 +31,7 @@ impl fmt::Display for PayloadError {
 /// Rust `String`; each is replaced by U+FFFD instead of failing the whole
 /// payload. A valid surrogate pair becomes its one character.
 pub(crate) fn parse_messages(body: &[u8], allow_single: bool) -> Result<Vec<String>, PayloadError> {
-    // Most payloads carry one message.
-    let mut out = Vec::with_capacity(1);
+    let mut out = Vec::new();
     if plain(body, None, &mut out) {
         return Ok(out);
     }
@@ -109,6 +108,9 @@ fn plain_onto(body: &[u8], text: Option<&str>, out: &mut Vec<String>) -> Option<
     if body.get(at) == Some(&b']') {
         at += 1;
     } else {
+        // Most payloads carry one message: room for exactly one (an inbox
+        // that kept its buffer has it already).
+        out.reserve_exact(1);
         loop {
             if body.get(at) != Some(&b'"') {
                 return None;

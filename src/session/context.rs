@@ -307,8 +307,10 @@ where
     machine: Machine,
     /// See [`Cold`]; an idle (RFC 6455) WebSocket session has none.
     cold: Option<Box<Cold>>,
-    /// Client messages its WebSocket handed over in place ([`Turn::hand`]),
-    /// handled before the queued commands at the next turn.
+    /// Client messages its WebSocket read in place ([`Turn::fill_inbox`]),
+    /// handled before the queued commands at the next turn. Its buffer
+    /// stays between turns (up to [`INBOX_KEPT`] messages' worth) until the
+    /// socket's next ping lets it go ([`Turn::release_inbox`]).
     inbox: Vec<String>,
     /// Stop the actor at its next turn.
     finish_requested: bool,

@@ -153,7 +153,7 @@ struct WsStream {
     /// over ([`Turn`]; `None` if the session ended in its first turn).
     turn: Option<Rc<dyn Turn>>,
     /// What the client messages handed to the session since its last turn
-    /// weigh ([`Turn::hand`]).
+    /// weigh ([`Turn::fill_inbox`]).
     handed: usize,
     /// What the session's inbox held after its last turn here: unhandled
     /// messages, while the actor waits on a future of its own (the inbox
@@ -619,6 +619,11 @@ fn refused_by_header(buf: &[u8], max: usize) -> Option<CloseCode> {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        cell::{Cell, RefCell},
+        time::Duration,
+    };
+
     use actix_web::{dev, test::TestRequest, FromRequest as _};
     use futures_util::FutureExt as _;
 
@@ -629,8 +634,17 @@ mod tests {
         session::command_channel,
     };
 
-    /// A socket whose client sends nothing (the payload's sender is kept).
-    fn socket() -> (WsStream, crate::receiver::OutTx, impl Drop) {
+    /// A socket whose client sends nothing (its end is kept).
+    fn socket() -> (WsStream, crate::receiver::OutTx, impl FnMut(Bytes)) {
+        socket_of(None, Config::default())
+    }
+
+    /// A socket that runs `turn`, with `config`, and its client's end:
+    /// what it is given arrives on the socket.
+    fn socket_of(
+        turn: Option<Rc<dyn Turn>>,
+        config: Config,
+    ) -> (WsStream, crate::receiver::OutTx, impl FnMut(Bytes)) {
         let (sender, h1) = actix_http::h1::Payload::create(false);
         let mut payload: dev::Payload = h1.into();
         let req = TestRequest::default().to_http_request();
@@ -638,8 +652,83 @@ mod tests {
             web::Payload::from_request(&req, &mut payload).now_or_never().expect("ready").expect("payload");
         let (out_tx, out_rx) = out_queue();
         let (session, _rx) = command_channel();
-        let socket = WsStream::new(payload, out_rx, session, None, false, Arc::new(Config::default()));
-        (socket, out_tx, sender)
+        let socket = WsStream::new(payload, out_rx, session, turn, false, Arc::new(config));
+        let mut sender = sender;
+        (socket, out_tx, move |data| sender.feed_data(data))
+    }
+
+    /// A session stand-in: an inbox the socket fills and nothing empties,
+    /// and a count of the times the socket told it to let go of its buffer.
+    #[derive(Default)]
+    struct Inbox {
+        messages: RefCell<Vec<String>>,
+        released: Cell<usize>,
+    }
+
+    impl Turn for Inbox {
+        fn turn(&self) -> Option<(bool, usize)> {
+            Some((false, self.inbox_weight()))
+        }
+
+        fn wake(&self) {}
+
+        fn fill_inbox(&self, fill: &mut dyn FnMut(&mut Vec<String>)) -> bool {
+            fill(&mut self.messages.borrow_mut());
+            true
+        }
+
+        fn release_inbox(&self) {
+            self.released.set(self.released.get() + 1);
+        }
+
+        fn inbox_weight(&self) -> usize {
+            inbound_weight(&self.messages.borrow())
+        }
+    }
+
+    /// A text frame as a client sends it (masked).
+    fn client_text(text: &str) -> Bytes {
+        let mut frame = BytesMut::new();
+        Codec::new().client_mode().encode(Message::Text(text.into()), &mut frame).expect("encoded");
+        frame.freeze()
+    }
+
+    #[test]
+    fn the_clients_messages_are_read_into_the_sessions_inbox_in_order() {
+        actix::System::new().block_on(async {
+            let inbox = Rc::new(Inbox::default());
+            let (mut socket, _out, mut client) = socket_of(Some(inbox.clone()), Config::default());
+            client(client_text(r#"["a","b"]"#));
+            client(client_text(r#""c""#));
+            assert_eq!(next(&mut socket), Poll::Pending);
+            assert_eq!(*inbox.messages.borrow(), ["a", "b", "c"]);
+            // A payload it cannot read closes the socket, and none of it
+            // reaches the inbox.
+            client(client_text(r#"["d", 1]"#));
+            let Poll::Ready(Some(close)) = next(&mut socket) else { panic!("a close frame") };
+            let mut expected = BytesMut::new();
+            let reason =
+                CloseReason { code: CloseCode::Other(3000), description: Some("Broken framing.".into()) };
+            Codec::new().encode(Message::Close(Some(reason)), &mut expected).expect("encoded");
+            assert_eq!(close, expected.freeze());
+            assert_eq!(*inbox.messages.borrow(), ["a", "b", "c"]);
+        });
+    }
+
+    #[test]
+    fn a_ping_tells_the_session_to_let_go_of_its_inbox_buffer() {
+        actix::System::new().block_on(async {
+            let inbox = Rc::new(Inbox::default());
+            let config = Config { heartbeat: Duration::from_millis(1), ..Config::default() };
+            let (mut socket, _out, _client) = socket_of(Some(inbox.clone()), config);
+            assert_eq!(inbox.released.get(), 0);
+            // The worker's deadlines wake the socket for its ping: the
+            // heartbeat and the ping go out together.
+            let chunk =
+                futures_util::StreamExt::next(&mut socket).await.expect("a chunk").expect("infallible");
+            assert!(chunk.ends_with(&[0x89, 0x00]), "a ping: {chunk:?}");
+            assert_eq!(inbox.released.get(), 1);
+        });
     }
 
     fn next(socket: &mut WsStream) -> Poll<Option<Bytes>> {

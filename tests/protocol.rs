@@ -247,6 +247,7 @@ fn websocket_transport() {
     assert_eq!(ws.head.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("upgrade"));
     assert_eq!(ws.head.header("upgrade").map(str::to_ascii_lowercase).as_deref(), Some("websocket"));
     assert!(ws.head.header("content-length").is_none());
+    assert!(ws.head.header("content-type").is_none(), "a 101 answer has no body to describe");
     assert_eq!(ws.recv_text(), "o");
     ws.send_text(r#"["a"]"#);
     assert_eq!(ws.recv_text(), r#"a["a"]"#);
@@ -361,6 +362,7 @@ fn websocket_hixie76_handshake() {
     assert_eq!(head.header("sec-websocket-location"), Some(format!("ws://127.0.0.1{path}").as_str()));
     assert_eq!(head.header("sec-websocket-origin"), Some("http://127.0.0.1:8081"));
     assert!(head.header("content-length").is_none());
+    assert!(head.header("content-type").is_none());
     conn.write(b"aaaaaaaa");
     let digest: String = conn.read_exact(16).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(digest, "ca3400d8a50847972cd5715ababf437b");

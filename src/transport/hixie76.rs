@@ -7,6 +7,7 @@
 use std::{future::Future, pin::Pin, sync::Arc, task::Poll};
 
 use actix_web::{
+    body::BodyStream,
     http::StatusCode,
     web::{self, Bytes, BytesMut},
     HttpRequest, HttpResponse,
@@ -96,7 +97,8 @@ pub(crate) async fn open<A: Session>(
     if !origin.is_empty() {
         res.insert_header(("Sec-WebSocket-Origin", origin));
     }
-    res.streaming(body)
+    // No content type on a 101 answer (see the RFC 6455 socket's).
+    res.body(BodyStream::new(body))
 }
 
 /// The socket's output: the digest, then each frame the session writes as

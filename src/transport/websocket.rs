@@ -16,6 +16,7 @@ use std::{
 
 use actix_http::ws::{Codec, Frame, Item};
 use actix_web::{
+    body::BodyStream,
     http::{header, StatusCode},
     web::{self, Bytes, BytesMut},
     HttpRequest, HttpResponse,
@@ -109,7 +110,11 @@ async fn open<A: Session>(
         Err(e) => return e.error_response(),
     };
     let socket = WsStream::new(payload, out_rx, session, turn, raw, ep.config.clone());
-    handshake.streaming(socket)
+    // Not `streaming`, which gives a body without a content type
+    // `application/octet-stream`: a 101 answer has no body to describe
+    // (sockjs-node sends none), and the header cost ~1k instructions of a
+    // set-up to add and write.
+    handshake.body(BodyStream::new(socket))
 }
 
 /// What a socket refused with a close frame gets: `c[code,"reason"]` and a

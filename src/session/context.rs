@@ -1071,7 +1071,7 @@ pub(crate) fn start_session<A: Session>(
     ctx.parts.spawn(Pump { rx, first });
     let mut fut = SessionFut { fut: ContextFut::new(ctx, act, mailbox) };
     // The first turn runs now, in the request that opens the session: it
-    // handles the receiver's `Attach` (the open frame, `on_open` and what
+    // attaches the receiver (the open frame, `on_open` and what
     // `on_open` tells the manager), so that the transport's first poll
     // finds the open frame and it leaves in the same write as the answer's
     // head, after `on_open`. Wake-ups during this turn go nowhere; the

@@ -110,10 +110,10 @@ async fn open<A: Session>(
         Err(e) => return e.error_response(),
     };
     let socket = WsStream::new(payload, out_rx, session, turn, raw, ep.config.clone());
-    // Not `streaming`, which gives a body without a content type
+    // Not `streaming`, which labels a body that has no content type
     // `application/octet-stream`: a 101 answer has no body to describe
-    // (sockjs-node sends none), and the header cost ~1k instructions of a
-    // set-up to add and write.
+    // (sockjs-node sends no content type), and the header cost ~1k
+    // instructions of a set-up to add and write.
     handshake.body(BodyStream::new(socket))
 }
 

@@ -370,6 +370,24 @@ fn a_websocket_peer_that_answers_pings_outlives_many_ping_deadlines() {
 }
 
 #[test]
+fn a_websocket_peer_that_answers_pings_then_goes_silent_is_closed() {
+    let p = probed(
+        Config::default().heartbeat(Duration::from_millis(100)).ping_timeout(Duration::from_millis(150)),
+    );
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // Two heartbeats with their pings answered (the first ping is read,
+    // and answered, on the way to the second heartbeat): each answer puts
+    // the socket's next deadline at its next ping.
+    assert_eq!(ws.recv_text(), "h");
+    assert_eq!(ws.recv_text(), "h");
+    // Then silence: the next ping's timeout must still be kept.
+    assert_eq!(ws.recv_any(), Ws::Ping(Vec::new()));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Interrupted));
+}
+
+#[test]
 fn queue_overflow_closes_the_session() {
     let p = probed(Config::default().max_queue_bytes(2000));
     let url = format!("/probe/000/{}", session());

@@ -43,6 +43,9 @@ struct State<T> {
     /// Senders waiting for room or for the receiver's end. Boxed: most
     /// queues never have one (8 bytes in place of 40).
     waiting: Option<Box<Waiting>>,
+    /// When the receiver last asked to be woken ([`Rx::alarm`]); a
+    /// [`Nudger`] set for another time is stale and wakes nobody.
+    alarm: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<VecDeque<u64>>() == 32);
@@ -109,12 +112,34 @@ impl<T> Shared<T> {
             waker.wake();
         }
     }
+
+    /// Wakes the receiver, if it waits and its alarm is still set for `at`.
+    fn ring(&self, at: u64) {
+        let waker = {
+            let mut state = self.lock();
+            if state.alarm != at {
+                return;
+            }
+            state.receiver.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 /// A new queue.
 pub(crate) fn queue<T>() -> (Tx<T>, Rx<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { first: None, rest: None, ends: 1, load: 0, receiver: None, waiting: None }),
+        state: Mutex::new(State {
+            first: None,
+            rest: None,
+            ends: 1,
+            load: 0,
+            receiver: None,
+            waiting: None,
+            alarm: 0,
+        }),
     });
     (Tx(shared.clone()), Rx(shared))
 }
@@ -328,14 +353,20 @@ impl<T> Rx<T> {
 }
 
 impl<T> Rx<T> {
-    /// A handle that wakes this receiver without keeping the queue open.
-    pub(crate) fn nudger(&self) -> Nudger<T> {
+    /// Sets the receiver's alarm for `at` (a time in the caller's units,
+    /// not 0), in place of any earlier one, and answers a handle that
+    /// rings it without keeping the queue open. A handle of an earlier
+    /// alarm no longer wakes the receiver: a timer that cannot take back
+    /// what it was given (a heap of deadlines) leaves no spurious wake-up.
+    pub(crate) fn alarm(&self, at: u64) -> Nudger<T> {
+        self.0.lock().alarm = at;
         Nudger(Arc::downgrade(&self.0))
     }
 }
 
-/// Wakes a queue's receiver (as if an item had come) while the queue
-/// lives; holds no sender, so the receiver still sees the senders go.
+/// Wakes a queue's receiver (as if an item had come) at its alarm, while
+/// the queue lives; holds no sender, so the receiver still sees the
+/// senders go.
 pub(crate) struct Nudger<T>(Weak<Shared<T>>);
 
 impl<T> Nudger<T> {
@@ -344,10 +375,10 @@ impl<T> Nudger<T> {
         self.0.strong_count() > 0
     }
 
-    /// Wakes the receiver, if it waits.
-    pub(crate) fn nudge(&self) {
+    /// Wakes the receiver, if it waits and its alarm is still set for `at`.
+    pub(crate) fn ring(&self, at: u64) {
         if let Some(shared) = self.0.upgrade() {
-            shared.nudge();
+            shared.ring(at);
         }
     }
 }

@@ -5,10 +5,15 @@
 //! thread keeps one heap of deadlines (16 bytes each, one per socket) and
 //! one task that sleeps until the earliest; when a deadline passes it wakes
 //! the socket through its frame queue ([`Nudger`]), and the socket checks
-//! its clocks itself. An entry does not keep its socket open; a closed
-//! socket's entry is dropped when its time comes, or earlier when the heap
-//! has doubled since it was last swept (so that churn cannot fill it with
-//! entries of closed sockets for a heartbeat's time).
+//! its clocks itself. A socket that moves its deadline leaves the old entry
+//! in the heap, but the queue's alarm moved with it ([`OutRx::alarm`]):
+//! the old entry wakes nobody (a socket whose client answered its ping
+//! is not woken at the ping's timeout). An entry does not keep its socket
+//! open; a closed socket's entry is dropped when its time comes, or
+//! earlier when the heap has doubled since it was last swept (so that churn
+//! cannot fill it with entries of closed sockets for a heartbeat's time). A
+//! moved entry waits for its time: a socket moves its deadline at most
+//! twice a heartbeat (to the ping's timeout, then back to the next ping).
 
 use std::{
     cell::{Cell, RefCell},
@@ -21,7 +26,7 @@ use std::{
 
 use tokio::time::{self, Duration, Instant};
 
-use crate::receiver::{queue::Nudger, Out};
+use crate::receiver::{queue::Nudger, Out, OutRx};
 
 /// One socket's next deadline, in [`now`]'s milliseconds.
 struct Due {
@@ -91,9 +96,11 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Wakes `socket`'s receiver once [`now`] reaches `at`. Must run on an
-/// actix (tokio local) worker thread, as WebSocket bodies do.
-pub(crate) fn wake_at(at: u64, socket: Nudger<Out>) {
+/// Wakes `socket`'s receiver once [`now`] reaches `at`, unless it asks for
+/// another time before then (which it does by calling this again). Must
+/// run on an actix (tokio local) worker thread, as WebSocket bodies do.
+pub(crate) fn wake_at(at: u64, socket: &OutRx) {
+    let socket = socket.alarm(at);
     let (start, wake) = DEADLINES.with(|d| {
         let mut d = d.borrow_mut();
         if d.due.len() >= d.sweep_at {
@@ -140,7 +147,7 @@ impl Future for Sleeper {
                 let mut passed = Vec::new();
                 while d.due.peek().is_some_and(|Reverse(due)| due.at <= now) {
                     if let Some(Reverse(due)) = d.due.pop() {
-                        passed.push(due.socket);
+                        passed.push(due);
                     }
                 }
                 let next = d.due.peek().map(|Reverse(due)| due.at);
@@ -155,8 +162,8 @@ impl Future for Sleeper {
             });
             // Woken outside the borrow: a wake-up may run code that sets a
             // new deadline.
-            for socket in passed {
-                socket.nudge();
+            for due in passed {
+                due.socket.ring(due.at);
             }
             let Some(at) = next else {
                 return Poll::Ready(());
@@ -201,9 +208,9 @@ mod tests {
             let base = now();
             // A far deadline first: the sleeper must wake up earlier for
             // the near ones registered after it.
-            wake_at(base + 600_000, c.nudger());
-            wake_at(base + 80, b.nudger());
-            wake_at(base + 30, a.nudger());
+            wake_at(base + 600_000, &c);
+            wake_at(base + 80, &b);
+            wake_at(base + 30, &a);
             let limit = Duration::from_secs(10);
             time::timeout(limit, woken(&mut a)).await.expect("a woken");
             assert!(now() >= base + 30, "not before its deadline");
@@ -213,7 +220,7 @@ mod tests {
             // A socket that is gone is skipped when its time comes.
             drop((_tx_c, c));
             let (_tx_d, mut d) = queue::queue::<Out>();
-            wake_at(now() + 10, d.nudger());
+            wake_at(now() + 10, &d);
             time::timeout(limit, woken(&mut d)).await.expect("d woken");
         });
     }
@@ -223,15 +230,59 @@ mod tests {
         actix::System::new().block_on(async {
             let far = now() + 600_000;
             let (_tx, live) = queue::queue::<Out>();
-            wake_at(far, live.nudger());
+            wake_at(far, &live);
             for _ in 0..1000 {
                 let (tx, rx) = queue::queue::<Out>();
-                wake_at(far, rx.nudger());
+                wake_at(far, &rx);
                 drop((tx, rx));
             }
             let len = DEADLINES.with(|d| d.borrow().due.len());
             assert!(len < 200, "{len} entries kept for 1 live socket");
             assert!(DEADLINES.with(|d| d.borrow().due.iter().any(|Reverse(due)| due.socket.alive())));
         });
+    }
+
+    #[test]
+    fn a_moved_deadline_wakes_its_socket_once_at_the_new_time() {
+        actix::System::new().block_on(async {
+            let counted = std::sync::Arc::new(Counted::default());
+            let waker = Waker::from(counted.clone());
+            let (_tx_a, mut a) = queue::queue::<Out>();
+            let (_tx_b, mut b) = queue::queue::<Out>();
+            assert!(a.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+            let base = now();
+            // `a` asks for base + 30, then for base + 150 instead; `b`,
+            // woken at base + 60, shows that the sleeper has passed the
+            // first time by then.
+            wake_at(base + 30, &a);
+            wake_at(base + 150, &a);
+            wake_at(base + 60, &b);
+            let limit = Duration::from_secs(10);
+            time::timeout(limit, woken(&mut b)).await.expect("b woken");
+            assert_eq!(counted.wakes(), 0, "woken at the deadline it moved away from");
+            time::timeout(limit, counted.notify.notified()).await.expect("a woken");
+            assert!(now() >= base + 150, "not before its new deadline");
+            assert_eq!(counted.wakes(), 1);
+        });
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counted {
+        wakes: std::sync::atomic::AtomicUsize,
+        notify: tokio::sync::Notify,
+    }
+
+    impl Counted {
+        fn wakes(&self) -> usize {
+            self.wakes.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl std::task::Wake for Counted {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.notify.notify_one();
+        }
     }
 }

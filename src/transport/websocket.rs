@@ -448,18 +448,24 @@ impl WsStream {
         true
     }
 
-    /// Pings, and gives up on a peer silent since the last ping; `false`
-    /// once it has.
-    fn keep_alive(&mut self) -> bool {
+    /// Pings, and gives up on a peer silent since the last ping. Answers
+    /// what to send for the ping, if one is due ([`Beat`]).
+    fn keep_alive(&mut self) -> Beat {
+        if self.heard && self.ping_sent != NEVER {
+            // The ping is answered: nothing is due before the next one,
+            // and the worker's deadlines forget its timeout.
+            self.ping_sent = NEVER;
+            self.arm(self.next_ping);
+        }
         if self.armed != NEVER && !deadlines::may_have_passed(self.armed) {
-            return true;
+            return Beat::Quiet;
         }
         let now = deadlines::now();
+        let mut beat = Beat::Quiet;
         if now >= self.next_ping {
-            if !self.raw && !std::mem::take(&mut self.wrote) {
-                self.put(TEXT, HEARTBEAT_FRAME.as_bytes());
-            }
-            self.put(PING, &[]);
+            // SockJS heartbeats are only sent on a silent socket.
+            let heartbeat = !self.raw && !std::mem::take(&mut self.wrote);
+            beat = Beat::Send(if heartbeat { HEARTBEAT_AND_PING } else { PING_ONLY });
             // The session's inbox lets go of its buffer if it holds no
             // message: a client gone quiet leaves none behind for long,
             // one that talks gets a new one.
@@ -480,15 +486,20 @@ impl WsStream {
             if !self.heard {
                 log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
                 let _ = self.session.send(Command::TransportFailed(Failure::Silent));
-                return false;
+                return Beat::Gone;
             }
         }
-        let next = self.next_ping.min(self.ping_sent.saturating_add(deadlines::millis(timeout)));
-        if self.armed != next {
-            self.armed = next;
-            deadlines::wake_at(next, self.out.nudger());
+        self.arm(self.next_ping.min(self.ping_sent.saturating_add(deadlines::millis(timeout))));
+        beat
+    }
+
+    /// Has the worker's deadlines wake the socket at `at` (and no longer
+    /// at the time armed before).
+    fn arm(&mut self, at: u64) {
+        if self.armed != at {
+            self.armed = at;
+            deadlines::wake_at(at, &self.out);
         }
-        true
     }
 
     /// Takes what the session wrote: its frames come ready for the wire
@@ -551,6 +562,21 @@ impl WsStream {
     }
 }
 
+/// What [`WsStream::keep_alive`] found.
+enum Beat {
+    /// Nothing to send.
+    Quiet,
+    /// A ping is due: these frames go out.
+    Send(&'static [u8]),
+    /// The peer stayed silent after a ping: the socket ends.
+    Gone,
+}
+
+/// A SockJS heartbeat (`h`) and an empty ping, as they go on the wire.
+const HEARTBEAT_AND_PING: &[u8] = &[TEXT, 1, HEARTBEAT_FRAME.as_bytes()[0], PING, 0];
+/// An empty ping alone (after a text frame, or on a raw WebSocket).
+const PING_ONLY: &[u8] = &[PING, 0];
+
 impl Drop for WsStream {
     /// The socket is done (closed, failed, or the client went away): the
     /// session hears of it through its command queue, and its task is
@@ -578,9 +604,20 @@ impl Stream for WsStream {
         if std::mem::take(&mut this.stalled) && this.turn.is_some() && this.waiting as usize <= INBOUND_ROOM {
             cx.waker().wake_by_ref();
         }
-        if !open || !alive || !this.keep_alive() {
-            this.done = true;
-            return Poll::Ready(None);
+        let beat = if open && alive { this.keep_alive() } else { Beat::Gone };
+        match beat {
+            Beat::Gone => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            // Nothing else is written yet: the frames go as they are (no
+            // allocation), and what the session wrote follows in the next
+            // poll, which comes at once for a body that gave a chunk.
+            Beat::Send(frames) if this.write.is_empty() => {
+                return Poll::Ready(Some(Ok(Bytes::from_static(frames))));
+            }
+            Beat::Send(frames) => this.write.extend_from_slice(frames),
+            Beat::Quiet => {}
         }
         if let Some(frame) = this.send(cx) {
             // Alone: nothing was written before it in this poll.

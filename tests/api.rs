@@ -387,6 +387,67 @@ fn a_websocket_peer_that_answers_pings_then_goes_silent_is_closed() {
     assert_eq!(p.next(), Event::Closed(CloseCause::Interrupted));
 }
 
+/// A probe server whose every request payload a middleware replaces with
+/// a stream that another task feeds (it reads the connection's payload and
+/// passes each chunk on through a channel).
+fn probed_behind_a_payload_relay() -> Probed {
+    use actix_web::{dev, dev::Service as _};
+    use futures_util::StreamExt as _;
+
+    let (events_tx, events) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
+            let m = manager.clone();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .wrap_fn(|mut req, srv| {
+                        let mut inner = std::mem::replace(req.parts_mut().1, dev::Payload::None);
+                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                        actix_web::rt::spawn(async move {
+                            while let Some(chunk) = inner.next().await {
+                                if tx.send(chunk).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        let relayed = futures_util::stream::unfold(rx, |mut rx| async move {
+                            rx.recv().await.map(|chunk| (chunk, rx))
+                        });
+                        req.set_payload(dev::Payload::Stream { payload: Box::pin(relayed) });
+                        srv.call(req)
+                    })
+                    .service(SockJs::new("/probe", m.clone()))
+            })
+            .workers(1)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            let port = server.addrs()[0].port();
+            let server = server.run();
+            ready_tx.send((port, manager, actix::System::current())).expect("ready");
+            let _ = server.await;
+        });
+    });
+    let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    Probed { port, events, manager, system }
+}
+
+#[test]
+fn a_websocket_reads_a_payload_that_a_middleware_replaced() {
+    // The socket reads actix-http's own payload without registering for its
+    // wake-ups (its dispatcher polls the socket after feeding it); any
+    // other payload must wake the socket when data comes.
+    let p = probed_behind_a_payload_relay();
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    for text in ["one", "two", "three"] {
+        ws.send_text(&format!("[\"{text}\"]"));
+        assert_eq!(p.next(), Event::Message(text.into()));
+    }
+}
+
 #[test]
 fn queue_overflow_closes_the_session() {
     let p = probed(Config::default().max_queue_bytes(2000));

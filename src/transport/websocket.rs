@@ -11,12 +11,13 @@ use std::{
     pin::Pin,
     rc::Rc,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use actix_http::ws::{Codec, Frame, Item};
 use actix_web::{
     body::BodyStream,
+    dev,
     http::{header, StatusCode},
     web::{self, Bytes, BytesMut},
     HttpRequest, HttpResponse,
@@ -146,7 +147,10 @@ fn refused(raw: bool, code: u16, reason: &str) -> Bytes {
 /// the session writes then stays in the channel, counted in the backlog,
 /// and the session closes with `Overflow` past its limit.
 struct WsStream {
-    payload: web::Payload,
+    payload: dev::Payload,
+    /// `payload` is actix-http's own, which its HTTP/1 dispatcher feeds
+    /// (see [`Self::receive`]).
+    fed_by_dispatcher: bool,
     codec: Codec,
     /// Received bytes not yet decoded.
     read: BytesMut,
@@ -205,7 +209,9 @@ impl WsStream {
         raw: bool,
         config: Arc<Config>,
     ) -> Self {
+        let payload = payload.into_inner();
         Self {
+            fed_by_dispatcher: matches!(payload, dev::Payload::H1 { .. }),
             payload,
             codec: Codec::new().max_size(config.max_message_bytes),
             read: BytesMut::new(),
@@ -413,7 +419,18 @@ impl WsStream {
                 self.stalled = self.turn.is_some();
                 return true;
             }
-            match Pin::new(&mut self.payload).poll_next(cx) {
+            // actix-http's HTTP/1 dispatcher feeds its payload only in its
+            // own poll, after it read the connection and before it polls
+            // this body in that same poll (or, while the client does not
+            // read, in the poll after the socket drains). The payload's
+            // wake-up would only have the dispatcher poll the connection
+            // once more, for nothing: it took a second task poll on every
+            // client frame (callgrind: 8.3k -> 6.7k instructions per
+            // echo). Any other payload (one a middleware replaced, say)
+            // wakes this body as a stream should.
+            let noop = &mut Context::from_waker(Waker::noop());
+            let payload_cx = if self.fed_by_dispatcher { noop } else { &mut *cx };
+            match Pin::new(&mut self.payload).poll_next(payload_cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.heard = true;
                     self.read.extend_from_slice(&chunk);

@@ -181,22 +181,30 @@ fn probed_with(config: Config, setup: fn(SockJs<Probe>) -> SockJs<Probe>) -> Pro
 
 /// The same, at another prefix.
 fn probed_at(prefix: &'static str, config: Config, setup: fn(SockJs<Probe>) -> SockJs<Probe>) -> Probed {
+    probed_by(move |m| {
+        let server = HttpServer::new(move || {
+            App::new().service(setup(SockJs::new(prefix, m.clone()).config(config.clone())))
+        })
+        .workers(2)
+        .on_connect(actix_sockjs::on_connect)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        (server.addrs()[0].port(), server.run())
+    })
+}
+
+/// Probe sessions served on a thread of their own by the server that
+/// `serve` builds around their manager (and answers with its port).
+fn probed_by(
+    serve: impl FnOnce(Addr<SessionManager<Probe>>) -> (u16, actix_web::dev::Server) + Send + 'static,
+) -> Probed {
     let (events_tx, events) = mpsc::channel();
     let (ready_tx, ready) = mpsc::channel();
     thread::spawn(move || {
         let sys = actix::System::new();
         sys.block_on(async move {
             let manager = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
-            let m = manager.clone();
-            let server = HttpServer::new(move || {
-                App::new().service(setup(SockJs::new(prefix, m.clone()).config(config.clone())))
-            })
-            .workers(2)
-            .on_connect(actix_sockjs::on_connect)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            let port = server.addrs()[0].port();
-            let server = server.run();
+            let (port, server) = serve(manager.clone());
             ready_tx.send((port, manager, actix::System::current())).expect("ready");
             let _ = server.await;
         });
@@ -394,43 +402,32 @@ fn probed_behind_a_payload_relay() -> Probed {
     use actix_web::{dev, dev::Service as _};
     use futures_util::StreamExt as _;
 
-    let (events_tx, events) = mpsc::channel();
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let manager = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
-            let m = manager.clone();
-            let server = HttpServer::new(move || {
-                App::new()
-                    .wrap_fn(|mut req, srv| {
-                        let mut inner = std::mem::replace(req.parts_mut().1, dev::Payload::None);
-                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                        actix_web::rt::spawn(async move {
-                            while let Some(chunk) = inner.next().await {
-                                if tx.send(chunk).is_err() {
-                                    break;
-                                }
+    probed_by(|m| {
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap_fn(|mut req, srv| {
+                    let mut inner = std::mem::replace(req.parts_mut().1, dev::Payload::None);
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    actix_web::rt::spawn(async move {
+                        while let Some(chunk) = inner.next().await {
+                            if tx.send(chunk).is_err() {
+                                break;
                             }
-                        });
-                        let relayed = futures_util::stream::unfold(rx, |mut rx| async move {
-                            rx.recv().await.map(|chunk| (chunk, rx))
-                        });
-                        req.set_payload(dev::Payload::Stream { payload: Box::pin(relayed) });
-                        srv.call(req)
-                    })
-                    .service(SockJs::new("/probe", m.clone()))
-            })
-            .workers(1)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            let port = server.addrs()[0].port();
-            let server = server.run();
-            ready_tx.send((port, manager, actix::System::current())).expect("ready");
-            let _ = server.await;
-        });
-    });
-    let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
-    Probed { port, events, manager, system }
+                        }
+                    });
+                    let relayed = futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|chunk| (chunk, rx))
+                    });
+                    req.set_payload(dev::Payload::Stream { payload: Box::pin(relayed) });
+                    srv.call(req)
+                })
+                .service(SockJs::new("/probe", m.clone()))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        (server.addrs()[0].port(), server.run())
+    })
 }
 
 #[test]

@@ -136,12 +136,18 @@ impl Probed {
         self.events.recv_timeout(READ_TIMEOUT).expect("an event from the session")
     }
 
-    /// A WebSocket session, open and told to `hold` (see [`release`]).
-    fn held_websocket(&self) -> (String, WsClient) {
-        let id = session();
+    /// A new WebSocket session `id`, past its open frame and `on_open`.
+    fn websocket(&self, id: &str) -> WsClient {
         let mut ws = WsClient::connect(self.port, &format!("/probe/000/{id}/websocket"));
         assert_eq!(ws.recv_text(), "o");
         assert!(matches!(self.next(), Event::Open { .. }));
+        ws
+    }
+
+    /// A WebSocket session, open and told to `hold` (see [`release`]).
+    fn held_websocket(&self) -> (String, WsClient) {
+        let id = session();
+        let mut ws = self.websocket(&id);
         ws.send_text(r#"["hold"]"#);
         assert_eq!(self.next(), Event::Message("hold".into()));
         (id, ws)
@@ -267,9 +273,7 @@ fn close_causes() {
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "c[3001,\"bye\"]\n");
 
     // The client closes its WebSocket.
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut ws = p.websocket(&session());
     ws.send_close(1000);
     assert_eq!(p.next(), Event::Closed(CloseCause::ClientClosed));
 
@@ -354,9 +358,7 @@ fn a_websocket_peer_that_stops_answering_is_closed() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),
     );
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut ws = p.websocket(&session());
     // Read pings without answering them, as a vanished peer would.
     assert_eq!(ws.recv_any(), Ws::Ping(Vec::new()));
     assert_eq!(p.next(), Event::Closed(CloseCause::Interrupted));
@@ -367,9 +369,7 @@ fn a_websocket_peer_that_answers_pings_outlives_many_ping_deadlines() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(100)).ping_timeout(Duration::from_millis(150)),
     );
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut ws = p.websocket(&session());
     // recv_text answers every ping, as a browser does: six heartbeats
     // span several ping deadlines, and each pong must count.
     for _ in 0..6 {
@@ -382,9 +382,7 @@ fn a_websocket_peer_that_answers_pings_then_goes_silent_is_closed() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(100)).ping_timeout(Duration::from_millis(150)),
     );
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut ws = p.websocket(&session());
     // Two heartbeats with their pings answered (the first ping is read,
     // and answered, on the way to the second heartbeat): each answer puts
     // the socket's next deadline at its next ping.
@@ -436,9 +434,7 @@ fn a_websocket_reads_a_payload_that_a_middleware_replaced() {
     // wake-ups (its dispatcher polls the socket after feeding it); any
     // other payload must wake the socket when data comes.
     let p = probed_behind_a_payload_relay();
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut ws = p.websocket(&session());
     for text in ["one", "two", "three"] {
         ws.send_text(&format!("[\"{text}\"]"));
         assert_eq!(p.next(), Event::Message(text.into()));
@@ -465,9 +461,7 @@ fn a_client_that_does_not_read_cannot_grow_server_memory() {
     let before = resident_bytes("self");
 
     // A WebSocket that never reads.
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut ws = p.websocket(&session());
     ws.send_text(r#"["blast"]"#);
     assert_eq!(p.next(), Event::Message("blast".into()));
     assert_eq!(p.next(), Event::Closed(CloseCause::Overflow));
@@ -514,9 +508,7 @@ fn large_messages_on_every_sending_path() {
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["small"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("small".into()), "nothing of the refused sends was delivered");
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "a[\"small\"]\n");
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut ws = p.websocket(&session());
     ws.send_text(&payload);
     assert_eq!(ws.recv(), Ws::Close(Some(1009), String::new()));
     assert_eq!(p.next(), Event::Closed(CloseCause::ProtocolError));
@@ -1088,9 +1080,7 @@ fn broadcasts_to_a_websocket_that_does_not_read_overflow_its_session() {
     // session's own task must still take the broadcasts and close it.
     // Small: tests in this process measure its memory.
     let p = probed(Config::default().max_queue_bytes(256 << 10));
-    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let mut ws = p.websocket(&session());
     ws.send_text(r#"["hello"]"#);
     assert_eq!(p.next(), Event::Message("hello".into()));
     let chunk = "b".repeat(8 * 1024);

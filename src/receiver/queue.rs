@@ -107,20 +107,24 @@ impl<T> Shared<T> {
 
     /// Wakes the receiver, if it waits, with no item.
     fn nudge(&self) {
-        let waker = self.lock().receiver.take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.wake_receiver_if(|_| true);
     }
 
     /// Wakes the receiver, if it waits and its alarm is still set for `at`.
     fn ring(&self, at: u64) {
+        self.wake_receiver_if(|state| state.alarm == at);
+    }
+
+    /// Wakes the receiver, if it waits and `state` passes `test`; the
+    /// wake-up runs outside the lock.
+    fn wake_receiver_if(&self, test: impl FnOnce(&State<T>) -> bool) {
         let waker = {
             let mut state = self.lock();
-            if state.alarm != at {
-                return;
+            if test(&state) {
+                state.receiver.take()
+            } else {
+                None
             }
-            state.receiver.take()
         };
         if let Some(waker) = waker {
             waker.wake();

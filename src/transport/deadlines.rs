@@ -2,7 +2,8 @@
 //! tokio timer per socket.
 //!
 //! A tokio `Sleep` is ~110 bytes of every idle socket. Here each worker
-//! thread keeps one heap of deadlines (16 bytes each, one per socket) and
+//! thread keeps one heap of deadlines (16 bytes each, one per socket and
+//! at most one more left by a moved deadline) and
 //! one task that sleeps until the earliest; when a deadline passes it wakes
 //! the socket through its frame queue ([`Nudger`]), and the socket checks
 //! its clocks itself. A socket that moves its deadline leaves the old entry
@@ -181,21 +182,37 @@ mod tests {
     use super::*;
     use crate::receiver::queue;
 
-    /// Wakes the test when the queue wakes its receiver.
-    struct Woken(tokio::sync::Notify);
+    /// Counts the queue receiver's wake-ups, and wakes the test at each.
+    #[derive(Default)]
+    struct Counted {
+        wakes: std::sync::atomic::AtomicUsize,
+        notify: tokio::sync::Notify,
+    }
 
-    impl std::task::Wake for Woken {
+    impl Counted {
+        /// Waits on `rx` (which is never sent anything) with this waker.
+        fn wait_on(self: &std::sync::Arc<Self>, rx: &mut queue::Rx<Out>) {
+            let waker = Waker::from(self.clone());
+            assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+        }
+
+        fn wakes(&self) -> usize {
+            self.wakes.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl std::task::Wake for Counted {
         fn wake(self: std::sync::Arc<Self>) {
-            self.0.notify_one();
+            self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.notify.notify_one();
         }
     }
 
     /// Waits until the queue's receiver is woken (it is never sent anything).
     async fn woken(rx: &mut queue::Rx<Out>) {
-        let flag = std::sync::Arc::new(Woken(tokio::sync::Notify::new()));
-        let waker = Waker::from(flag.clone());
-        assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
-        flag.0.notified().await;
+        let counted = std::sync::Arc::new(Counted::default());
+        counted.wait_on(rx);
+        counted.notify.notified().await;
     }
 
     #[test]
@@ -246,10 +263,9 @@ mod tests {
     fn a_moved_deadline_wakes_its_socket_once_at_the_new_time() {
         actix::System::new().block_on(async {
             let counted = std::sync::Arc::new(Counted::default());
-            let waker = Waker::from(counted.clone());
             let (_tx_a, mut a) = queue::queue::<Out>();
             let (_tx_b, mut b) = queue::queue::<Out>();
-            assert!(a.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+            counted.wait_on(&mut a);
             let base = now();
             // `a` asks for base + 30, then for base + 150 instead; `b`,
             // woken at base + 60, shows that the sleeper has passed the
@@ -264,25 +280,5 @@ mod tests {
             assert!(now() >= base + 150, "not before its new deadline");
             assert_eq!(counted.wakes(), 1);
         });
-    }
-
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Counted {
-        wakes: std::sync::atomic::AtomicUsize,
-        notify: tokio::sync::Notify,
-    }
-
-    impl Counted {
-        fn wakes(&self) -> usize {
-            self.wakes.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    impl std::task::Wake for Counted {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.notify.notify_one();
-        }
     }
 }

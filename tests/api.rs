@@ -40,6 +40,10 @@ fn release(id: &str) {
     held.remove(at).1.send(()).expect("the session waits");
 }
 
+/// The sessions, by id, that opened with `?stall` and may go on (see
+/// [`Probe::on_open`]).
+static UNSTALLED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// A session that reports everything and obeys a few commands.
 struct Probe {
     events: mpsc::Sender<Event>,
@@ -76,6 +80,19 @@ impl Session for Probe {
                 .map(str::to_owned),
             local_peer: req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
         });
+        if req.query("stall").is_some() {
+            // Waits, from its first turn on, for a future that never wakes
+            // the task: it looks at `UNSTALLED` whenever it is polled.
+            let id = ctx.session_id().to_owned();
+            ctx.wait(actix::fut::wrap_future(std::future::poll_fn(move |_| {
+                let unstalled = UNSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if unstalled.contains(&id) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })));
+        }
     }
 
     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
@@ -760,6 +777,27 @@ fn send_to_reaches_the_session_with_that_id_only() {
     // The other session got nothing: its next frame is what it asks for.
     assert_eq!(post(p.port, &format!("{other}/xhr_send"), r#"["mine"]"#).status(), 204);
     assert_eq!(post(p.port, &format!("{other}/xhr"), "").body, "a[\"mine\"]\n");
+}
+
+#[test]
+fn a_websocket_session_hears_commands_after_a_wait_that_its_socket_ended() {
+    // The session's task never reaches its command queue while the session
+    // waits from its first turn, so the queue holds no waker of the task
+    // yet. The socket's turn for the client's message ends the wait (the
+    // future does not wake the task): that turn must read the queue, which
+    // then wakes the task for the command sent after it. A turn that left
+    // the queue to a task it had never woken would leave the command there.
+    let p = probed(Config::default());
+    let id = session();
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket?stall=1"));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    UNSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(id.clone());
+    ws.send_text(r#"["first"]"#);
+    assert_eq!(p.next(), Event::Message("first".into()));
+    assert_eq!(ws.recv_text(), r#"a["first"]"#);
+    p.ask(SendTo::text(id.as_str(), "then a command"));
+    assert_eq!(ws.recv_text(), r#"a["then a command"]"#);
 }
 
 /// The rendered Prometheus text, from a recorder installed once per process.

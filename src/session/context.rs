@@ -324,7 +324,20 @@ where
     stop_requested: bool,
     /// The queue depth last reported to the metrics, in 4 KiB steps.
     queue_reported: u16,
+    /// [`IN_PLACE`] and [`QUEUE_ARMED`]: one byte, so that the session's
+    /// slot keeps its size.
+    turn_bits: u8,
 }
+
+/// A bit of [`SessionContext::turn_bits`]: this turn is run in place, by
+/// a request ([`Runtime::in_place`]).
+const IN_PLACE: u8 = 1;
+
+/// A bit of [`SessionContext::turn_bits`]: the command queue holds the
+/// task's waker, or has woken the task since: a turn that a WebSocket runs
+/// in place for its client's messages need not look at the queue (see
+/// [`Pump`]).
+const QUEUE_ARMED: u8 = 2;
 
 impl<A> fmt::Debug for SessionContext<A>
 where
@@ -983,7 +996,8 @@ impl<A: Session> ActorFuture<A> for Pump {
         }
         // What the socket handed over in place comes first: it was handed
         // before any command the socket queued after it (its end).
-        if !ctx.inbox.is_empty() {
+        let handed = !ctx.inbox.is_empty();
+        if handed {
             // A socket that found the inbox full stopped reading (a turn
             // that did not reach the pump, while the actor waits on a
             // future of its own): it looks again once told.
@@ -1000,12 +1014,28 @@ impl<A: Session> ActorFuture<A> for Pump {
                 receiver.nudge();
             }
         }
+        // A WebSocket's turn for its client's messages leaves the queue to
+        // the task: once the task has read it, the queue holds the task's
+        // waker, or has woken the task for a command since, and the task's
+        // poll reads it. Not looking saves a lock and a cache line of every
+        // echo (benches/README.md). Every other turn reads it: an HTTP
+        // request's turn runs for what it queued there.
+        if handed && ctx.turn_bits == IN_PLACE | QUEUE_ARMED {
+            return Poll::Pending;
+        }
         // Bounded per turn, so that one busy session cannot hog its worker.
         for _ in 0..64 {
             match this.rx.0.poll_recv_weighed(task, Command::weight) {
                 Poll::Ready(Some(command)) => ctx.handle(act, command),
                 Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Only the task's own poll arms: a turn in place may be
+                    // the first one, whose waker is a no-op.
+                    if ctx.turn_bits & IN_PLACE == 0 {
+                        ctx.turn_bits |= QUEUE_ARMED;
+                    }
+                    return Poll::Pending;
+                }
             }
         }
         task.waker().wake_by_ref();
@@ -1021,6 +1051,11 @@ struct SessionFut<A: Session> {
 impl<A: Session> Runtime for SessionFut<A> {
     fn inbox(&mut self) -> &mut Vec<String> {
         &mut self.fut.ctx().inbox
+    }
+
+    fn in_place(&mut self, in_place: bool) {
+        let ctx = self.fut.ctx();
+        ctx.turn_bits = if in_place { ctx.turn_bits | IN_PLACE } else { ctx.turn_bits & !IN_PLACE };
     }
 }
 
@@ -1067,6 +1102,8 @@ pub(crate) fn start_session<A: Session>(
         counted_open: false,
         stop_requested: false,
         queue_reported: 0,
+        // The first turn runs in the opening request, with no waker.
+        turn_bits: IN_PLACE,
     };
     ctx.parts.spawn(Pump { rx, first });
     let mut fut = SessionFut { fut: ContextFut::new(ctx, act, mailbox) };

@@ -87,6 +87,10 @@ pub(crate) fn inbound_weight(messages: &[String]) -> usize {
 pub(super) trait Runtime: Future<Output = ()> + Unpin {
     /// The messages waiting for the next turn.
     fn inbox(&mut self) -> &mut Vec<String>;
+
+    /// Tells the runtime whether its next poll is a turn run in place (by
+    /// a request, with the task's waker) rather than its task's own poll.
+    fn in_place(&mut self, in_place: bool);
 }
 
 /// The session's runtime and its task's waker, once the task has run.
@@ -109,9 +113,11 @@ impl<F: Runtime> Slot<F> {
     fn poll(slot: &RefCell<Self>, waker: Option<&Waker>) -> Option<Poll<()>> {
         let mut this = slot.try_borrow_mut().ok()?;
         let Self { fut, waker: own } = &mut *this;
+        let in_place = waker.is_none();
         let waker = waker.or(own.as_ref())?;
         let mut guard = Unwinding { fut, armed: true };
         let Some(session) = guard.fut.as_mut() else { return Some(Poll::Ready(())) };
+        session.in_place(in_place);
         let polled = Pin::new(session).poll(&mut Context::from_waker(waker));
         guard.armed = false;
         if polled.is_pending() {
@@ -342,6 +348,8 @@ mod tests {
         fn inbox(&mut self) -> &mut Vec<String> {
             &mut self.inbox
         }
+
+        fn in_place(&mut self, _: bool) {}
     }
 
     fn stand<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin>(poll: P) -> Stand<P> {

@@ -31,9 +31,9 @@ struct State<T> {
     /// queues never need it (8 bytes in place of 32).
     #[expect(clippy::box_collection, reason = "boxed to keep idle queues small, see above")]
     rest: Option<Box<VecDeque<T>>>,
-    /// Live senders (the receiver sees the end when none is left), and
-    /// [`RECEIVER_GONE`]; one word, so that the state keeps its size with
-    /// `load` beside it.
+    /// Live senders (the receiver sees the end when none is left),
+    /// [`RECEIVER_GONE`] and [`MUTED`]; one word, so that the state keeps
+    /// its size with `load` beside it.
     ends: u32,
     /// What the queued items weigh, as the sender declared
     /// ([`Tx::send_weighed`]; saturates at `u32::MAX`).
@@ -65,13 +65,26 @@ struct Waiting {
 /// The receiver is gone (a bit of [`State::ends`]).
 const RECEIVER_GONE: u32 = 1 << 31;
 
+/// The receiver's waker wakes no one until the receiver next finds the
+/// queue empty (a bit of [`State::ends`]; see [`Rx::mute`]).
+const MUTED: u32 = 1 << 30;
+
 impl<T> State<T> {
     fn senders(&self) -> u32 {
-        self.ends & !RECEIVER_GONE
+        self.ends & !(RECEIVER_GONE | MUTED)
     }
 
     fn receiver_gone(&self) -> bool {
         self.ends & RECEIVER_GONE != 0
+    }
+
+    /// The receiver's waker, taken to wake it, unless it is muted.
+    fn take_receiver(&mut self) -> Option<Waker> {
+        if self.ends & MUTED != 0 {
+            None
+        } else {
+            self.receiver.take()
+        }
     }
 
     fn push(&mut self, item: T) {
@@ -121,7 +134,7 @@ impl<T> Shared<T> {
         let waker = {
             let mut state = self.lock();
             if test(&state) {
-                state.receiver.take()
+                state.take_receiver()
             } else {
                 None
             }
@@ -192,7 +205,7 @@ impl<T> Tx<T> {
             if state.len() < wake_at {
                 return Ok(());
             }
-            state.receiver.take()
+            state.take_receiver()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -264,7 +277,7 @@ impl<T> Drop for Tx<T> {
             if state.senders() > 0 {
                 return;
             }
-            state.receiver.take()
+            state.take_receiver()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -287,13 +300,13 @@ impl<T> Rx<T> {
         self.poll_recv_weighed(cx, |_| 0)
     }
 
-    /// Forgets the waker of the last `poll_recv`: what is sent until the
-    /// next one wakes no one. For a receiver that runs its sender in place
-    /// and then polls again (a wake-up of its own task would cost it a
-    /// second poll for nothing).
-    pub(crate) fn forget_waker(&mut self) {
-        let waker = self.0.lock().receiver.take();
-        drop(waker);
+    /// Mutes the receiver's waker: what is sent, and any nudge or alarm,
+    /// wakes no one until a poll finds the queue empty (the waker is kept,
+    /// so that poll need not clone it again). For a receiver that runs its
+    /// sender in place and then polls again (a wake-up of its own task
+    /// would cost it a second poll for nothing).
+    pub(crate) fn mute(&mut self) {
+        self.0.lock().ends |= MUTED;
     }
 
     /// The next unweighed item if one is queued now. Leaves the waker of
@@ -349,6 +362,7 @@ impl<T> Rx<T> {
         if state.senders() == 0 {
             return Poll::Ready(None);
         }
+        state.ends &= !MUTED;
         if !state.receiver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             state.receiver = Some(cx.waker().clone());
         }
@@ -596,7 +610,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unwoken_send_and_a_forgotten_waker_wake_no_one() {
+    fn an_unwoken_send_and_a_muted_waker_wake_no_one() {
         let (tx, mut rx) = queue::<u8>();
         let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
@@ -610,11 +624,16 @@ mod tests {
         assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 5), Poll::Ready(Some(1)));
         assert_eq!(rx.poll_recv_weighed(&mut cx, |_| 0), Poll::Ready(Some(2)));
         assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
-        rx.forget_waker();
+        rx.mute();
         tx.send(3).unwrap();
-        assert_eq!(wakes(), 1, "a forgotten waker is not woken");
+        tx.nudge();
+        assert_eq!(wakes(), 1, "a muted waker is not woken");
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(3)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        tx.send(4).unwrap();
+        assert_eq!(wakes(), 2, "a poll that found the queue empty unmutes it");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(4)));
         drop(rx);
-        assert_eq!(tx.send_unwoken(4, 0), Err(4), "the receiver is gone");
+        assert_eq!(tx.send_unwoken(5, 0), Err(5), "the receiver is gone");
     }
 }

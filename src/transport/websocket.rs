@@ -303,7 +303,7 @@ impl WsStream {
 
     /// Runs the session's turn in place if client messages were handed
     /// over, so that they are handled, and the answers written, in this
-    /// poll ([`run_turn`]). The frame queue forgets this socket's waker
+    /// poll ([`run_turn`]). The frame queue mutes this socket's waker
     /// first: the socket takes what the session writes in the same poll,
     /// and a wake-up of its task would only poll it again. Lets go of the
     /// session once it is done. A panic in the turn (in the user's
@@ -314,7 +314,7 @@ impl WsStream {
             return true;
         }
         let Some(turn) = &self.turn else { return true };
-        self.out.forget_waker();
+        self.out.mute();
         match run_turn(&**turn) {
             Ran::Open { waiting } => {
                 self.set_waiting(waiting);

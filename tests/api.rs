@@ -26,6 +26,9 @@ enum Event {
     },
     Message(String),
     Closed(CloseCause),
+    /// The session's stalling future was polled and is still stalled
+    /// (see [`stall`]).
+    Stalled,
 }
 
 /// What opens each session that was told to `hold`, by session id (tests
@@ -40,9 +43,30 @@ fn release(id: &str) {
     held.remove(at).1.send(()).expect("the session waits");
 }
 
-/// The sessions, by id, that opened with `?stall` and may go on (see
-/// [`Probe::on_open`]).
+/// The stalled sessions, by id, that may go on (see [`stall`]).
 static UNSTALLED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Has the session wait on a future that never wakes the task: it looks at
+/// `UNSTALLED` whenever it is polled, and reports each poll that finds the
+/// session still stalled (after it looked, so that a test that hears of it
+/// and unstalls the session knows the next poll ends the wait).
+fn stall(ctx: &mut SessionContext<Probe>, events: mpsc::Sender<Event>) {
+    let id = ctx.session_id().to_owned();
+    ctx.wait(actix::fut::wrap_future(std::future::poll_fn(move |_| {
+        let unstalled = UNSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&id);
+        if unstalled {
+            std::task::Poll::Ready(())
+        } else {
+            let _ = events.send(Event::Stalled);
+            std::task::Poll::Pending
+        }
+    })));
+}
+
+/// Lets the stalled session `id` go on at its next poll.
+fn unstall(id: &str) {
+    UNSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(id.to_owned());
+}
 
 /// A session that reports everything and obeys a few commands.
 struct Probe {
@@ -81,17 +105,8 @@ impl Session for Probe {
             local_peer: req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
         });
         if req.query("stall").is_some() {
-            // Waits, from its first turn on, for a future that never wakes
-            // the task: it looks at `UNSTALLED` whenever it is polled.
-            let id = ctx.session_id().to_owned();
-            ctx.wait(actix::fut::wrap_future(std::future::poll_fn(move |_| {
-                let unstalled = UNSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if unstalled.contains(&id) {
-                    std::task::Poll::Ready(())
-                } else {
-                    std::task::Poll::Pending
-                }
-            })));
+            // Waits from its first turn on.
+            stall(ctx, self.events.clone());
         }
     }
 
@@ -125,6 +140,7 @@ impl Session for Probe {
                     let _ = opened.await;
                 }));
             }
+            "stall" => stall(ctx, self.events.clone()),
             // Handled without an answer.
             quiet if quiet.starts_with("quiet") => {}
             "three" => {
@@ -792,12 +808,39 @@ fn a_websocket_session_hears_commands_after_a_wait_that_its_socket_ended() {
     let mut ws = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket?stall=1"));
     assert_eq!(ws.recv_text(), "o");
     assert!(matches!(p.next(), Event::Open { .. }));
-    UNSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(id.clone());
+    // Polled in the first turn, then in the task's first poll, which stops
+    // there.
+    assert_eq!((p.next(), p.next()), (Event::Stalled, Event::Stalled));
+    unstall(&id);
     ws.send_text(r#"["first"]"#);
     assert_eq!(p.next(), Event::Message("first".into()));
     assert_eq!(ws.recv_text(), r#"a["first"]"#);
     p.ask(SendTo::text(id.as_str(), "then a command"));
     assert_eq!(ws.recv_text(), r#"a["then a command"]"#);
+}
+
+#[test]
+fn a_command_that_comes_while_a_websocket_session_waits_is_heard_when_the_wait_ends() {
+    // The task has read the queue to the end (the session is past its
+    // first turns), then the actor waits on a future that never wakes the
+    // task. A command wakes the task, whose poll stops at the wait: the
+    // queue is left holding the command and no waker. The socket's turn
+    // that ends the wait must read the queue, though the task read it to
+    // the end before.
+    let p = probed(Config::default());
+    let id = session();
+    let mut ws = p.websocket(&id);
+    ws.send_text(r#"["before"]"#);
+    assert_eq!(p.next(), Event::Message("before".into()));
+    assert_eq!(ws.recv_text(), r#"a["before"]"#);
+    ws.send_text(r#"["stall"]"#);
+    assert_eq!((p.next(), p.next()), (Event::Message("stall".into()), Event::Stalled));
+    p.ask(SendTo::text(id.as_str(), "during the wait"));
+    assert_eq!(p.next(), Event::Stalled, "the task's poll stops at the wait");
+    unstall(&id);
+    ws.send_text(r#"["after"]"#);
+    assert_eq!(p.next(), Event::Message("after".into()));
+    assert_eq!(ws.recv_text(), r#"a["after","during the wait"]"#);
 }
 
 /// The rendered Prometheus text, from a recorder installed once per process.

@@ -636,4 +636,27 @@ mod tests {
         drop(rx);
         assert_eq!(tx.send_unwoken(5, 0), Err(5), "the receiver is gone");
     }
+
+    #[test]
+    fn a_muted_queue_counts_its_senders_and_stays_muted_until_found_empty() {
+        let (tx, mut rx) = queue::<u8>();
+        let (count, waker) = Count::waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        rx.mute();
+        let second = tx.clone();
+        tx.send(1).unwrap();
+        second.send(2).unwrap();
+        rx.alarm(7).ring(7);
+        assert_eq!(count.wakes(), 0, "sends and the alarm are muted");
+        // An item taken does not unmute: the queue was not found empty.
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        drop(second);
+        assert_eq!(count.wakes(), 0, "a sender's end is muted too");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        drop(tx);
+        assert_eq!(count.wakes(), 1, "unmuted: the last sender's end wakes the receiver");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+    }
 }

@@ -333,10 +333,12 @@ where
 /// a request ([`Runtime::in_place`]).
 const IN_PLACE: u8 = 1;
 
-/// A bit of [`SessionContext::turn_bits`]: the command queue holds the
-/// task's waker, or has woken the task since: a turn that a WebSocket runs
-/// in place for its client's messages need not look at the queue (see
-/// [`Pump`]).
+/// A bit of [`SessionContext::turn_bits`]: the task's last poll read the
+/// command queue to the end, so the queue holds the task's waker or has
+/// woken the task since; a turn that a WebSocket runs in place for its
+/// client's messages need not look at the queue (see [`Pump`]). Every
+/// poll of the task clears it first: one that stops before the pump (the
+/// actor waits on a future of its own) leaves it clear.
 const QUEUE_ARMED: u8 = 2;
 
 impl<A> fmt::Debug for SessionContext<A>
@@ -1015,9 +1017,11 @@ impl<A: Session> ActorFuture<A> for Pump {
             }
         }
         // A WebSocket's turn for its client's messages leaves the queue to
-        // the task: once the task has read it, the queue holds the task's
-        // waker, or has woken the task for a command since, and the task's
-        // poll reads it. Not looking saves a lock and a cache line of every
+        // the task when the task's last poll read it to the end: the queue
+        // then holds the task's waker, or has woken the task for a command
+        // since, and the task's next poll reads it (or, if the actor waits
+        // on a future by then, clears the bit, and the turn that ends the
+        // wait reads it). Not looking saves a lock and a cache line per
         // echo (benches/README.md). Every other turn reads it: an HTTP
         // request's turn runs for what it queued there.
         if handed && ctx.turn_bits == IN_PLACE | QUEUE_ARMED {
@@ -1055,7 +1059,8 @@ impl<A: Session> Runtime for SessionFut<A> {
 
     fn in_place(&mut self, in_place: bool) {
         let ctx = self.fut.ctx();
-        ctx.turn_bits = if in_place { ctx.turn_bits | IN_PLACE } else { ctx.turn_bits & !IN_PLACE };
+        // A poll of the task re-arms only if it reads the queue to the end.
+        ctx.turn_bits = if in_place { ctx.turn_bits | IN_PLACE } else { 0 };
     }
 }
 

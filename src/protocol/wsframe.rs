@@ -11,6 +11,19 @@ pub(crate) const PING: u8 = 0x89;
 /// The first byte of a pong.
 pub(crate) const PONG: u8 = 0x8a;
 
+/// A SockJS heartbeat frame (`h`) and an empty ping, as they go on the
+/// wire: what a silent socket sends each heartbeat, with no allocation.
+pub(crate) const HEARTBEAT_AND_PING: &[u8] = &[TEXT, 1, HEARTBEAT[0], PING, 0];
+/// An empty ping alone (after a text frame, or on a raw WebSocket).
+pub(crate) const PING_ONLY: &[u8] = &[PING, 0];
+
+/// The heartbeat frame's one byte.
+const HEARTBEAT: &[u8] = {
+    let h = super::HEARTBEAT_FRAME.as_bytes();
+    assert!(h.len() == 1, "HEARTBEAT_AND_PING writes a one-byte heartbeat");
+    h
+};
+
 /// The head of a frame whose first byte is `first` and whose payload is
 /// `len` bytes long: the bytes, and how many of them are used (2, 4 or 10).
 pub(crate) fn head(first: u8, len: usize) -> ([u8; 10], usize) {
@@ -117,5 +130,13 @@ mod tests {
             let (head, used) = head(first, payload.len());
             assert_eq!([&head[..used], payload].concat(), by_codec(msg));
         }
+    }
+
+    #[test]
+    fn the_static_heartbeat_and_ping_are_the_frames_the_codec_writes() {
+        let ping = by_codec(Message::Ping(Bytes::new()));
+        let heartbeat = by_codec(Message::Text(super::super::HEARTBEAT_FRAME.into()));
+        assert_eq!(HEARTBEAT_AND_PING, [heartbeat, ping.clone()].concat());
+        assert_eq!(PING_ONLY, ping);
     }
 }

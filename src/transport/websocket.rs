@@ -32,8 +32,8 @@ use crate::{
     endpoint::{error, Endpoint},
     protocol::{
         close_frame, parse_text_into,
-        wsframe::{self, PING, PONG, TEXT},
-        PayloadError, Transport, HEARTBEAT_FRAME,
+        wsframe::{self, HEARTBEAT_AND_PING, PING_ONLY, PONG},
+        PayloadError, Transport,
     },
     receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
     session::{
@@ -588,11 +588,6 @@ enum Beat {
     /// The peer stayed silent after a ping: the socket ends.
     Gone,
 }
-
-/// A SockJS heartbeat (`h`) and an empty ping, as they go on the wire.
-const HEARTBEAT_AND_PING: &[u8] = &[TEXT, 1, HEARTBEAT_FRAME.as_bytes()[0], PING, 0];
-/// An empty ping alone (after a text frame, or on a raw WebSocket).
-const PING_ONLY: &[u8] = &[PING, 0];
 
 impl Drop for WsStream {
     /// The socket is done (closed, failed, or the client went away): the

@@ -5,7 +5,7 @@
 use std::{
     any::{Any, TypeId},
     fmt,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, SocketAddrV6},
     str::FromStr,
     sync::{Arc, OnceLock},
 };
@@ -143,9 +143,9 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 /// ```
 #[derive(Clone)]
 pub struct RequestInfo {
-    /// The path, the query, the peer's and the client's addresses as text,
-    /// then one `name:value\n` record per header (names are tokens, without
-    /// `:`; values cannot hold a line feed).
+    /// The path, the query, the peer's and the client's addresses as bytes
+    /// (see [`put_socket`]), then one `name:value\n` record per header
+    /// (names are tokens, without `:`; values cannot hold a line feed).
     data: Box<[u8]>,
     path_len: u32,
     query_len: u32,
@@ -163,22 +163,26 @@ pub(crate) type Values = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
 impl RequestInfo {
     pub(crate) fn from_request(req: &HttpRequest, client_ip: Option<IpAddr>) -> Self {
         let (path, query) = (req.path(), req.query_string());
-        let peer = req.peer_addr().map(AddrText::socket).unwrap_or_default();
+        let peer = req.peer_addr();
         // Kept only when a proxy reported another address than the peer's.
-        let client = client_ip
-            .filter(|ip| Some(*ip) != req.peer_addr().map(|a| a.ip()))
-            .map(AddrText::ip)
-            .unwrap_or_default();
-        let (peer, client) = (peer.as_str(), client.as_str());
+        let client = client_ip.filter(|ip| Some(*ip) != peer.map(|a| a.ip()));
         // Written once into the worker's scratch buffer, then copied into
         // an allocation of exactly its size: actix-web's header map is slow
         // to walk (~400 instructions for a browser's dozen headers), and
         // sizing the buffer first took a second walk.
-        let data = SCRATCH.with_borrow_mut(|scratch| {
+        let (data, peer_len, client_len) = SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            for part in [path, query, peer, client] {
-                scratch.extend_from_slice(part.as_bytes());
+            scratch.extend_from_slice(path.as_bytes());
+            scratch.extend_from_slice(query.as_bytes());
+            let at = scratch.len();
+            if let Some(peer) = peer {
+                put_socket(scratch, peer);
             }
+            let peer_len = scratch.len() - at;
+            if let Some(client) = client {
+                put_ip(scratch, client);
+            }
+            let client_len = scratch.len() - at - peer_len;
             for (name, value) in req.headers().iter().filter(|(name, _)| !is_handshake_header(name)) {
                 scratch.extend_from_slice(name.as_str().as_bytes());
                 scratch.push(b':');
@@ -189,18 +193,18 @@ impl RequestInfo {
             if scratch.capacity() > SCRATCH_KEPT {
                 *scratch = Vec::new();
             }
-            data
+            (data, peer_len, client_len)
         });
         // A request head is far below 4 GiB (actix-web refuses heads over
-        // 96 KiB), and an address's text below 256 bytes.
+        // 96 KiB), and an address takes at most 26 bytes.
         let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX);
-        let short = |s: &str| u8::try_from(s.len()).unwrap_or(u8::MAX);
+        let short = |n: usize| u8::try_from(n).unwrap_or(u8::MAX);
         Self {
             data,
             path_len: len(path),
             query_len: len(query),
-            peer_len: short(peer),
-            client_len: short(client),
+            peer_len: short(peer_len),
+            client_len: short(client_len),
             map: OnceLock::new(),
             values: None,
         }
@@ -251,14 +255,17 @@ impl RequestInfo {
         value.downcast_ref::<T>()
     }
 
-    /// Where the address texts start.
+    /// Where the addresses start.
     fn addresses_at(&self) -> usize {
         self.path_len as usize + self.query_len as usize
     }
 
+    fn bytes(&self, from: usize, len: u32) -> &[u8] {
+        self.data.get(from..from + len as usize).unwrap_or_default()
+    }
+
     fn text(&self, from: usize, len: u32) -> &str {
-        let bytes = self.data.get(from..from + len as usize).unwrap_or_default();
-        std::str::from_utf8(bytes).unwrap_or_default()
+        std::str::from_utf8(self.bytes(from, len)).unwrap_or_default()
     }
 
     /// Every header as (lower-case name, raw value), in request order.
@@ -296,7 +303,7 @@ impl RequestInfo {
 
     /// The address of the connected peer (a proxy's address behind a proxy).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.text(self.addresses_at(), self.peer_len.into()).parse().ok()
+        read_socket(self.bytes(self.addresses_at(), self.peer_len.into()))
     }
 
     /// The client's address: the peer's, or the one a trusted proxy reported
@@ -306,7 +313,7 @@ impl RequestInfo {
             return self.peer_addr().map(|a| a.ip());
         }
         let at = self.addresses_at() + usize::from(self.peer_len);
-        self.text(at, self.client_len.into()).parse().ok()
+        read_ip(self.bytes(at, self.client_len.into()))
     }
 
     /// The request path, as sent (not percent-decoded).
@@ -344,99 +351,53 @@ thread_local! {
 /// be up to actix-web's 96 KiB limit; most are well under 4 KiB).
 const SCRATCH_KEPT: usize = 16 * 1024;
 
+/// Appends an IP address's octets: 4 for IPv4, 16 for IPv6.
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
+    }
+}
+
+/// Appends a socket address as bytes, not text (formatting one took
+/// several hundred instructions of each session's set-up): its IP's octets
+/// ([`put_ip`]), the port, then for IPv6 the flow label and the scope id,
+/// big-endian. So 6 bytes for IPv4 and 26 for IPv6; [`read_socket`] tells
+/// them apart by length.
+fn put_socket(out: &mut Vec<u8>, addr: SocketAddr) {
+    put_ip(out, addr.ip());
+    out.extend_from_slice(&addr.port().to_be_bytes());
+    if let SocketAddr::V6(v6) = addr {
+        out.extend_from_slice(&v6.flowinfo().to_be_bytes());
+        out.extend_from_slice(&v6.scope_id().to_be_bytes());
+    }
+}
+
+/// The IP address [`put_ip`] wrote, if `bytes` is one.
+fn read_ip(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Some(IpAddr::from(v4));
+    }
+    <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from)
+}
+
+/// The socket address [`put_socket`] wrote, if `bytes` is one.
+fn read_socket(bytes: &[u8]) -> Option<SocketAddr> {
+    let word = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    match bytes.len() {
+        6 => Some(SocketAddr::new(read_ip(&bytes[..4])?, u16::from_be_bytes([bytes[4], bytes[5]]))),
+        26 => {
+            let ip = <[u8; 16]>::try_from(&bytes[..16]).ok()?;
+            let port = u16::from_be_bytes([bytes[16], bytes[17]]);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip.into(), port, word(18)?, word(22)?)))
+        }
+        _ => None,
+    }
+}
+
 /// The WebSocket handshake's own headers, which mean nothing once the
 /// socket is open: not kept (a browser's come to ~150 bytes per session).
 /// `Sec-WebSocket-Protocol` is kept.
-/// An address as its `Display` writes it, on the stack. IPv4 is written by
-/// hand: through `fmt` it took ~1,700 instructions of each session's
-/// set-up (callgrind, `benches/README.md`).
-struct AddrText {
-    /// Room for the longest: `[` + 45 + `%` + 10 + `]:` + 5 = 64.
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl Default for AddrText {
-    fn default() -> Self {
-        Self { buf: [0; 64], len: 0 }
-    }
-}
-
-impl AddrText {
-    fn socket(addr: SocketAddr) -> Self {
-        let mut text = Self::default();
-        match addr {
-            SocketAddr::V4(v4) => {
-                text.v4(*v4.ip());
-                text.push(b":");
-                text.decimal(v4.port());
-            }
-            SocketAddr::V6(v6) => {
-                let _ = fmt::Write::write_fmt(&mut text, format_args!("{v6}"));
-            }
-        }
-        text
-    }
-
-    fn ip(ip: IpAddr) -> Self {
-        let mut text = Self::default();
-        match ip {
-            IpAddr::V4(v4) => text.v4(v4),
-            IpAddr::V6(v6) => {
-                let _ = fmt::Write::write_fmt(&mut text, format_args!("{v6}"));
-            }
-        }
-        text
-    }
-
-    fn v4(&mut self, ip: std::net::Ipv4Addr) {
-        for (i, octet) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                self.push(b".");
-            }
-            self.decimal(octet.into());
-        }
-    }
-
-    fn decimal(&mut self, mut n: u16) {
-        let mut digits = [0u8; 5];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            // A digit: n % 10 < 10.
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..]);
-    }
-
-    /// Appends; `false` (and nothing) past the buffer, which no address reaches.
-    fn push(&mut self, bytes: &[u8]) -> bool {
-        let end = self.len + bytes.len();
-        let Some(room) = self.buf.get_mut(self.len..end) else { return false };
-        room.copy_from_slice(bytes);
-        self.len = end;
-        true
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
-    }
-}
-
-impl fmt::Write for AddrText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        if self.push(s.as_bytes()) {
-            Ok(())
-        } else {
-            Err(fmt::Error)
-        }
-    }
-}
-
 fn is_handshake_header(name: &HeaderName) -> bool {
     use actix_web::http::header::{
         CONNECTION, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
@@ -522,20 +483,27 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_written_as_display_writes_it() {
+    fn an_address_reads_back_as_it_was_written() {
         for addr in [
             "0.0.0.0:0",
             "127.0.0.1:8080",
-            "10.20.3.40:9",
             "255.255.255.255:65535",
             "[::1]:443",
             "[2001:db8::ff00:42:8329]:1",
             "[::ffff:192.0.2.128]:80",
             "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535",
         ] {
-            let addr: SocketAddr = addr.parse().unwrap();
-            assert_eq!(AddrText::socket(addr).as_str(), addr.to_string());
-            assert_eq!(AddrText::ip(addr.ip()).as_str(), addr.ip().to_string());
+            let mut addr: SocketAddr = addr.parse().unwrap();
+            if let SocketAddr::V6(v6) = &mut addr {
+                v6.set_flowinfo(0x000a_bcde);
+            }
+            let (mut socket, mut ip) = (Vec::new(), Vec::new());
+            put_socket(&mut socket, addr);
+            put_ip(&mut ip, addr.ip());
+            assert_eq!(read_socket(&socket), Some(addr));
+            assert_eq!(read_ip(&ip), Some(addr.ip()));
+            assert_eq!((read_socket(&ip), read_ip(&socket)), (None, None), "each length means one kind");
         }
+        assert_eq!((read_socket(&[]), read_ip(&[1, 2, 3])), (None, None));
     }
 }

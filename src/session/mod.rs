@@ -18,6 +18,7 @@ use actix_web::{
 
 mod context;
 mod machine;
+mod runner;
 mod turn;
 
 pub use context::SessionContext;

@@ -797,18 +797,20 @@ fn send_to_reaches_the_session_with_that_id_only() {
 
 #[test]
 fn a_websocket_session_hears_commands_after_a_wait_that_its_socket_ended() {
-    // The session waits from its first turn, on a future that never wakes
-    // it. The socket's turn for the client's message ends the wait: the
-    // command sent after that turn must still reach the session, whether
-    // that turn read the command queue or left it to the session's task.
+    // The session's task never reaches its command queue while the session
+    // waits from its first turn, so the queue holds no waker of the task
+    // yet. The socket's turn for the client's message ends the wait (the
+    // future does not wake the task): that turn must read the queue, which
+    // then wakes the task for the command sent after it. A turn that left
+    // the queue to a task it had never woken would leave the command there.
     let p = probed(Config::default());
     let id = session();
     let mut ws = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket?stall=1"));
     assert_eq!(ws.recv_text(), "o");
     assert!(matches!(p.next(), Event::Open { .. }));
-    // Polled in the first turn, which stops there (nothing wakes the
-    // session's task since).
-    assert_eq!(p.next(), Event::Stalled);
+    // Polled in the first turn, then in the task's first poll, which stops
+    // there.
+    assert_eq!((p.next(), p.next()), (Event::Stalled, Event::Stalled));
     unstall(&id);
     ws.send_text(r#"["first"]"#);
     assert_eq!(p.next(), Event::Message("first".into()));

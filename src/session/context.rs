@@ -18,7 +18,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use actix::{
@@ -29,8 +29,7 @@ use actix::{
 
 use super::{
     machine::{Attach, Machine, Shared, State, Written},
-    runner::{Runner, SessionTask},
-    turn::{inbound_weight, InPlace, Runtime, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
+    turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
     RequestInfo, Session, SessionState,
 };
 use crate::{
@@ -221,8 +220,8 @@ pub(crate) struct SessionSetup {
 }
 
 /// Session state that most sessions never need, boxed and created on
-/// first use: every idle session carries its context, in a slot that
-/// glibc serves in 16-byte steps (see `size`).
+/// first use: every idle session carries its context, and tokio sizes the
+/// session's task in 128-byte steps.
 #[derive(Debug, Default)]
 struct Cold {
     /// The disconnect-delay timer of an HTTP session, while one runs (one
@@ -334,13 +333,12 @@ where
 /// a request ([`Runtime::in_place`]).
 const IN_PLACE: u8 = 1;
 
-/// A bit of [`SessionContext::turn_bits`]: the last turn that reached the
-/// pump read the command queue to the end, so the queue holds the task's
-/// waker (every turn polls with it) or has woken the task since; a turn
-/// that a WebSocket runs in place for its client's messages need not look
-/// at the queue (see [`Pump`]). Every poll of the task clears it first:
-/// one that stops before the pump (the actor waits on a future of its
-/// own) leaves it clear.
+/// A bit of [`SessionContext::turn_bits`]: the task's last poll read the
+/// command queue to the end, so the queue holds the task's waker or has
+/// woken the task since; a turn that a WebSocket runs in place for its
+/// client's messages need not look at the queue (see [`Pump`]). Every
+/// poll of the task clears it first: one that stops before the pump (the
+/// actor waits on a future of its own) leaves it clear.
 const QUEUE_ARMED: u8 = 2;
 
 impl<A> fmt::Debug for SessionContext<A>
@@ -1035,9 +1033,11 @@ impl<A: Session> ActorFuture<A> for Pump {
                 Poll::Ready(Some(command)) => ctx.handle(act, command),
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => {
-                    // Every turn polls with the task's waker (the first
-                    // one too), which the queue now holds.
-                    ctx.turn_bits |= QUEUE_ARMED;
+                    // Only the task's own poll arms: a turn in place may be
+                    // the first one, whose waker is a no-op.
+                    if ctx.turn_bits & IN_PLACE == 0 {
+                        ctx.turn_bits |= QUEUE_ARMED;
+                    }
                     return Poll::Pending;
                 }
             }
@@ -1107,7 +1107,7 @@ pub(crate) fn start_session<A: Session>(
         counted_open: false,
         stop_requested: false,
         queue_reported: 0,
-        // The first turn runs in the opening request.
+        // The first turn runs in the opening request, with no waker.
         turn_bits: IN_PLACE,
     };
     ctx.parts.spawn(Pump { rx, first });
@@ -1116,15 +1116,13 @@ pub(crate) fn start_session<A: Session>(
     // attaches the receiver (the open frame, `on_open` and what
     // `on_open` tells the manager), so that the transport's first poll
     // finds the open frame and it leaves in the same write as the answer's
-    // head, after `on_open`. It runs with the session's waker from its
-    // worker's runner, so that what it waits for wakes the session, and no
-    // poll of the task follows just to register that.
+    // head, after `on_open`. Wake-ups during this turn go nowhere; the
+    // task's own first poll, which always follows, registers them again.
     // A panic in it (in `started` or `on_open`) is caught, as in any turn
     // run in place: the session is dropped, and the opening request gets
     // an error answer instead of a cut connection.
-    let place = Runner::current().reserve();
-    let waker = place.waker();
-    let first = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut fut).poll(&mut Context::from_waker(&waker))));
+    let first =
+        catch_unwind(AssertUnwindSafe(|| Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()))));
     match first {
         Ok(Poll::Ready(())) => return Ok(None),
         Ok(Poll::Pending) => {}
@@ -1137,12 +1135,12 @@ pub(crate) fn start_session<A: Session>(
     // Every session's runtime is in a shared slot, even one whose turns
     // only its task runs (a hixie-76 socket's): one layout, one size to
     // keep an eye on (`size`).
-    let slot = Rc::new(RefCell::new(Slot::new(fut, waker)));
+    let slot = Rc::new(RefCell::new(Slot::new(fut)));
     let listed = match in_place {
         InPlace::Socket => None,
         InPlace::Requests(turns) => Some(turns),
     };
-    place.start(SessionTask::new(slot.clone(), listed, serial));
+    actix::spawn(SessionTask::new(slot.clone(), listed, serial));
     Ok(Some(slot))
 }
 
@@ -1163,14 +1161,14 @@ mod size {
     /// A session's runtime is shared with whoever runs its turns in place:
     /// an `Rc` (16 bytes of counts) of the slot, which glibc serves from a
     /// chunk of 608 bytes up to 600 requested (592 up to 584, before the
-    /// WebSocket's inbox). Its task is an entry of 40 bytes in its worker's
-    /// runner and a 40-byte waker (see `runner`). The session type's own
-    /// fields come on top.
+    /// WebSocket's inbox), beside a 128-byte tokio task, whose future may
+    /// take 24 (tokio rounds a task up to a multiple of 128 bytes and adds
+    /// 104 to the future: benches/README.md). The session type's own fields
+    /// come on top.
     #[test]
     fn a_session_slot_fits_in_608_bytes() {
         assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 600);
-        assert!(std::mem::size_of::<Option<crate::session::runner::Entry>>() <= 40);
-        assert!(16 + std::mem::size_of::<crate::session::runner::Node>() <= 40);
+        assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 24);
         // Boxed by actix: glibc's smallest chunk (32 bytes) holds up to 24.
         assert!(std::mem::size_of::<Pump>() <= 24);
     }

@@ -18,7 +18,6 @@ use actix_web::{
 
 mod context;
 mod machine;
-mod runner;
 mod turn;
 
 pub use context::SessionContext;

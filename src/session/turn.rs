@@ -1,6 +1,5 @@
 //! [`Turn`]: a session's runtime, shared by the session's own task
-//! (its entry in its worker's [`Runner`](super::runner::Runner)) and the
-//! requests that run its turns in place after
+//! ([`SessionTask`]) and the requests that run its turns in place after
 //! handing it something: its WebSocket, after the client's messages; on
 //! the worker the session lives on, an HTTP session's polls and sends
 //! ([`LocalTurns`]).
@@ -31,16 +30,18 @@ use crate::util::SerialMap;
 /// it, its timers fire).
 pub(crate) trait Turn {
     /// Runs one turn of the session now, as its task would: `Some(true)`
-    /// once the session is done, `None` when the turn cannot run (it is
-    /// mid-turn, which it cannot be on one thread; its task then polls it
-    /// after the wake-up [`run`] gives it). A panic in the turn drops the session and goes on unwinding: see
+    /// once the session is done, `None` when the turn cannot run (the
+    /// task has not polled the session yet, or it is mid-turn; a spawned
+    /// task is always polled once, and that poll takes what waits). A
+    /// panic in the turn drops the session and goes on unwinding: see
     /// [`run`], which the requests call.
     ///
     /// With the turn, what the messages handed over in place and still
     /// unhandled weigh ([`Turn::inbox_weight`]).
     fn turn(&self) -> Option<(bool, usize)>;
 
-    /// Wakes the session's task.
+    /// Wakes the session's task, once it has run (before, its first poll
+    /// is to come anyway).
     fn wake(&self);
 
     /// Lets `fill` add the client's messages to the session's inbox, for
@@ -61,8 +62,8 @@ pub(crate) trait Turn {
 
     /// What the messages handed over and not yet handled weigh
     /// ([`inbound_weight`]). They wait past the turn that follows when the
-    /// actor waits on a future of its own (actix then polls nothing else):
-    /// the socket stops reading while
+    /// actor waits on a future of its own (actix then polls nothing else),
+    /// or before the task's first poll: the socket stops reading while
     /// they weigh more than [`INBOUND_ROOM`], and the session nudges its
     /// receiver once it has handled them.
     fn inbox_weight(&self) -> usize;
@@ -92,24 +93,24 @@ pub(super) trait Runtime: Future<Output = ()> + Unpin {
     fn in_place(&mut self, in_place: bool);
 }
 
-/// The session's runtime and its task's waker.
+/// The session's runtime and its task's waker, once the task has run.
 pub(super) struct Slot<F> {
     fut: Option<F>,
     waker: Option<Waker>,
 }
 
 impl<F: Runtime> Slot<F> {
-    /// A slot for `fut`, whose task wakes with `waker`.
-    pub(super) fn new(fut: F, waker: Waker) -> Self {
-        Self { fut: Some(fut), waker: Some(waker) }
+    /// A slot for `fut`, whose task has not run yet.
+    pub(super) fn new(fut: F) -> Self {
+        Self { fut: Some(fut), waker: None }
     }
 
     /// Polls the session with `waker` (the task's own when `None`); drops
     /// it once it is done, outside the borrow of the slot (the actor's drop
     /// may run anything; a session whose poll panicked is dropped inside
     /// it). `None` when the slot is mid-turn (it cannot be, on one thread)
-    /// or, for a turn, when it has no waker (only in tests).
-    pub(super) fn poll(slot: &RefCell<Self>, waker: Option<&Waker>) -> Option<Poll<()>> {
+    /// or, for a turn, before the task's first poll.
+    fn poll(slot: &RefCell<Self>, waker: Option<&Waker>) -> Option<Poll<()>> {
         let mut this = slot.try_borrow_mut().ok()?;
         let Self { fut, waker: own } = &mut *this;
         let in_place = waker.is_none();
@@ -249,13 +250,13 @@ impl LocalTurns {
         self.0.try_borrow().ok()?.get(&serial).cloned()
     }
 
-    pub(super) fn insert(&self, serial: u64, turn: Rc<dyn Turn>) {
+    fn insert(&self, serial: u64, turn: Rc<dyn Turn>) {
         if let Ok(mut map) = self.0.try_borrow_mut() {
             map.insert(serial, turn);
         }
     }
 
-    pub(super) fn remove(&self, serial: u64) {
+    fn remove(&self, serial: u64) {
         // Dropped outside the borrow: dropping the last share of a session
         // runs its actor's drop, which may do anything.
         let gone = self.0.try_borrow_mut().ok().and_then(|mut map| map.remove(&serial));
@@ -275,14 +276,61 @@ impl std::fmt::Debug for LocalTurns {
     }
 }
 
+/// A session's own task, which runs its turns whenever something wakes it
+/// (every session has one, beside whoever runs its turns in place); an
+/// HTTP session's is listed in its worker's [`LocalTurns`] and leaves it
+/// when the task ends. 24 bytes, so that tokio's task stays at 128 (see
+/// `context::size`).
+pub(super) struct SessionTask<F> {
+    slot: Rc<RefCell<Slot<F>>>,
+    listed: Option<LocalTurns>,
+    serial: u64,
+}
+
+impl<F: Runtime + 'static> SessionTask<F> {
+    /// The task of the session in `slot`; with `listed`, lists the session
+    /// there under `serial` until the task ends.
+    pub(super) fn new(slot: Rc<RefCell<Slot<F>>>, listed: Option<LocalTurns>, serial: u64) -> Self {
+        if let Some(turns) = &listed {
+            turns.insert(serial, slot.clone());
+        }
+        Self { slot, listed, serial }
+    }
+}
+
+impl<F> Drop for SessionTask<F> {
+    fn drop(&mut self) {
+        if let Some(turns) = &self.listed {
+            turns.remove(self.serial);
+        }
+    }
+}
+
+impl<F: Runtime> Future for SessionTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let slot = &self.slot;
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                slot.waker = Some(cx.waker().clone());
+            }
+        }
+        Slot::poll(slot, Some(cx.waker())).unwrap_or_else(|| {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+    }
+}
+
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use std::cell::Cell;
 
     use super::*;
 
     /// A session stand-in: runs `poll` at every turn.
-    pub(in crate::session) struct Stand<P> {
+    struct Stand<P> {
         poll: P,
         inbox: Vec<String>,
     }
@@ -304,8 +352,42 @@ pub(super) mod tests {
         fn in_place(&mut self, _: bool) {}
     }
 
-    pub(in crate::session) fn stand<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin>(poll: P) -> Stand<P> {
+    fn stand<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin>(poll: P) -> Stand<P> {
         Stand { poll, inbox: Vec::new() }
+    }
+
+    /// A session stand-in that finishes once `done` is set.
+    fn until(done: Rc<Cell<bool>>) -> impl Runtime {
+        stand(move |_| if done.get() { Poll::Ready(()) } else { Poll::Pending })
+    }
+
+    #[test]
+    fn a_listed_session_stays_listed_until_its_task_ends() {
+        actix::System::new().block_on(async {
+            let turns = LocalTurns::default();
+            let done = Rc::new(Cell::new(false));
+            let slot = Rc::new(RefCell::new(Slot::new(until(done.clone()))));
+            actix::spawn(SessionTask::new(slot, Some(turns.clone()), 7));
+            let turn = turns.get(7).expect("listed at start");
+            assert!(turns.get(8).is_none());
+            // Before the task's first poll the turn cannot run; `run` wakes
+            // the task instead (its first poll is to come anyway).
+            assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
+            tokio::task::yield_now().await;
+            assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
+            done.set(true);
+            assert_eq!(run(&*turn), Ran::Done);
+            drop(turn);
+            // The turn woke the task, which ends at its next poll and
+            // unlists the session.
+            for _ in 0..10 {
+                if turns.len() == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(turns.len(), 0, "the ended session is unlisted");
+        });
     }
 
     #[test]
@@ -323,8 +405,9 @@ pub(super) mod tests {
                 let _keep = &noisy;
                 panic!("the handler panics");
             });
-            let slot = Rc::new(RefCell::new(Slot::new(session, Waker::noop().clone())));
+            let slot = Rc::new(RefCell::new(Slot::new(session)));
             let turn: Rc<dyn Turn> = slot.clone();
+            slot.borrow_mut().waker = Some(Waker::noop().clone());
             assert_eq!(run(&*turn), Ran::Panicked);
             assert!(dropped.get(), "the session is dropped");
             // A later turn finds no session, and says it is done.
@@ -336,13 +419,11 @@ pub(super) mod tests {
     fn messages_handed_in_place_wait_for_the_next_turn_in_order() {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let log = seen.clone();
-        let slot = Rc::new(RefCell::new(Slot::new(
-            stand(move |inbox: &mut Vec<String>| {
-                log.borrow_mut().append(inbox);
-                Poll::Pending
-            }),
-            Waker::noop().clone(),
-        )));
+        let slot = Rc::new(RefCell::new(Slot::new(stand(move |inbox: &mut Vec<String>| {
+            log.borrow_mut().append(inbox);
+            Poll::Pending
+        }))));
+        slot.borrow_mut().waker = Some(Waker::noop().clone());
         let turn: Rc<dyn Turn> = slot.clone();
         assert!(turn.fill_inbox(&mut |inbox| inbox.extend(["a".into(), "b".into()])));
         assert!(turn.fill_inbox(&mut |inbox| inbox.push("c".into())));
@@ -358,10 +439,8 @@ pub(super) mod tests {
 
     #[test]
     fn an_empty_inbox_lets_go_of_its_buffer_when_released() {
-        let slot = Rc::new(RefCell::new(Slot::new(
-            stand(|_: &mut Vec<String>| Poll::Pending),
-            Waker::noop().clone(),
-        )));
+        let slot = Rc::new(RefCell::new(Slot::new(stand(|_: &mut Vec<String>| Poll::Pending))));
+        slot.borrow_mut().waker = Some(Waker::noop().clone());
         let turn: Rc<dyn Turn> = slot.clone();
         assert!(turn.fill_inbox(&mut |inbox| inbox.push("a".into())));
         turn.release_inbox();

@@ -237,6 +237,75 @@ fn websocket_http_errors() {
     assert_eq!(get(s.port, "/disabled_websocket_echo/websocket").status(), 404);
 }
 
+/// The WebSocket handshake reads its headers as RFC 6455 does (and
+/// actix-web-actors, whose errors name what is wrong): in any case, a
+/// token among others, over several `Connection` headers, versions 13, 8
+/// and 7; and answers 400 to anything else.
+#[test]
+fn websocket_handshake_headers_are_read_as_tokens() {
+    let s = TestServer::start();
+    let key = ("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw==");
+    let accepted: [&[(&str, &str)]; 3] = [
+        &[
+            ("Upgrade", "WebSocket"),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            key,
+        ],
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "keep-alive"),
+            ("Connection", "upgrade"),
+            ("Sec-WebSocket-Version", "8"),
+            key,
+        ],
+        &[("Upgrade", "h2c, WEBSOCKET"), ("Connection", " UPGRADE "), ("Sec-WebSocket-Version", "7"), key],
+    ];
+    for headers in accepted {
+        let mut conn = Conn::open(s.port);
+        conn.send("GET", &format!("/echo/000/{}/websocket", session()), headers, None);
+        let head = conn.head();
+        assert_eq!(head.status, 101, "{headers:?}");
+        assert_eq!(head.header("sec-websocket-accept"), Some("HSmrc0sMlYUkAGmm5OPpG2HaGWk="), "{headers:?}");
+    }
+    let refused: [(&[(&str, &str)], &str); 6] = [
+        (
+            &[("Upgrade", "h2c"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"), key],
+            "WebSocket upgrade is expected",
+        ),
+        (
+            &[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade, close"),
+                ("Sec-WebSocket-Version", "13"),
+                key,
+            ],
+            "connection upgrade is expected",
+        ),
+        (
+            &[("Upgrade", "websocket"), ("Connection", "keep-alive"), ("Sec-WebSocket-Version", "13"), key],
+            "connection upgrade is expected",
+        ),
+        (&[("Upgrade", "websocket"), ("Connection", "Upgrade"), key], "WebSocket version header is required"),
+        (
+            &[("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "12"), key],
+            "unsupported WebSocket version",
+        ),
+        (
+            &[("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")],
+            "unknown WebSocket key",
+        ),
+    ];
+    for (headers, why) in refused {
+        let r = request(s.port, "GET", &format!("/echo/000/{}/websocket", session()), headers, None);
+        assert_eq!(
+            (r.status(), r.body.as_str()),
+            (400, format!("Not a valid websocket request: {why}").as_str()),
+            "{headers:?}"
+        );
+    }
+}
+
 // Websocket
 
 #[test]

@@ -645,7 +645,8 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionCounts {
-    /// Admitted, not yet answered with their open frame.
+    /// Admitted, not yet answered with their open frame: HTTP sessions
+    /// only, as a WebSocket's session opens in the request that admits it.
     pub opening: usize,
     /// Open.
     pub open: usize,

@@ -17,7 +17,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
-    task::{Context as TaskContext, Poll},
+    task::{Context as TaskContext, Poll, Waker},
     time::{Instant, SystemTime},
 };
 
@@ -65,15 +65,29 @@ impl<A: Session> Clone for Starter<A> {
 /// of a WebSocket's set-up (`benches/README.md`).
 #[derive(Default)]
 pub(crate) struct Arrivals {
-    queued: Mutex<Vec<Arrival>>,
+    queued: Mutex<Queued>,
     /// Something is queued (read without the lock).
     pending: AtomicBool,
     /// The manager shuts down: workers take the round trip, which refuses.
     closing: AtomicBool,
 }
 
+/// The arrivals the manager has yet to enter, and its waker.
+#[derive(Default)]
+struct Queued {
+    list: Vec<Arrival>,
+    /// Woken once [`ARRIVALS_WAKE_AT`] wait.
+    manager: Option<Waker>,
+}
+
 /// A session started without asking: its serial, id, commands and opening.
 type Arrival = (u64, Arc<str>, CommandTx, Opening);
+
+/// Arrivals wait for the manager's next turn rather than wake it (a
+/// wake-up across threads is a system call on each side), up to this many:
+/// a socket's session tells the manager nothing else as it opens, so
+/// without it they could wait for as long as the endpoint is quiet.
+const ARRIVALS_WAKE_AT: usize = 256;
 
 impl Arrivals {
     /// Queues a session the worker starts at once; `false` when the
@@ -89,8 +103,13 @@ impl Arrivals {
         if self.closing.load(Ordering::Acquire) {
             return false;
         }
-        queued.push((serial, id, tx, opening));
+        queued.list.push((serial, id, tx, opening));
         self.pending.store(true, Ordering::Release);
+        let wake = if queued.list.len() >= ARRIVALS_WAKE_AT { queued.manager.take() } else { None };
+        drop(queued);
+        if let Some(manager) = wake {
+            manager.wake();
+        }
         true
     }
 
@@ -104,7 +123,17 @@ impl Arrivals {
         if !self.pending.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
-        std::mem::take(&mut *self.queued.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut self.queued.lock().unwrap_or_else(PoisonError::into_inner).list)
+    }
+
+    /// Takes what is queued, and keeps `manager` to wake once enough is.
+    fn take_and_listen(&self, manager: &Waker) -> Vec<Arrival> {
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        if !queued.manager.as_ref().is_some_and(|w| w.will_wake(manager)) {
+            queued.manager = Some(manager.clone());
+        }
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut queued.list)
     }
 }
 
@@ -425,7 +454,12 @@ impl<A: Session> SessionManager<A> {
 
     /// Enters the sessions workers started without asking ([`Arrivals`]).
     fn enter_arrivals(&mut self) {
-        for (serial, id, tx, opening) in self.arrivals.take() {
+        let arrivals = self.arrivals.take();
+        self.enter(arrivals);
+    }
+
+    fn enter(&mut self, arrivals: Vec<Arrival>) {
+        for (serial, id, tx, opening) in arrivals {
             if self.admit(serial, id, tx.clone(), true, opening).is_err() {
                 // Shutting down since the worker looked.
                 let _ = tx.send(Command::Shutdown);
@@ -563,7 +597,10 @@ impl<A: Session> SessionManager<A> {
             id,
             socket,
             transport: open.transport,
-            phase: SessionState::New,
+            // A socket's session opens at its first turn, which attaches
+            // the socket before anything else: it tells no `Opened`
+            // (`SessionContext::attach`), so it is open from here.
+            phase: if socket { SessionState::Open } else { SessionState::New },
             opened_at: millis_now(),
             client: open.client,
             counted,
@@ -661,9 +698,11 @@ impl<A: Session> Actor for SessionManager<A> {
     }
 }
 
-/// Reads the notes queue whenever a note wakes the manager (between
-/// messages; handlers read it too, first thing). `Opened` and `Closed`
-/// notes do not wake it ([`NotesTx::note`]): they wait for the next.
+/// Enters arrivals and reads the notes queue whenever a note or enough
+/// arrivals wake the manager (between messages; handlers read both too,
+/// first thing). `Opened` and `Closed` notes do not wake it
+/// ([`NotesTx::note`]), nor do arrivals up to [`ARRIVALS_WAKE_AT`]: they
+/// wait for the next.
 struct NotesPump;
 
 impl<A: Session> ActorFuture<SessionManager<A>> for NotesPump {
@@ -675,6 +714,8 @@ impl<A: Session> ActorFuture<SessionManager<A>> for NotesPump {
         _: &mut Context<SessionManager<A>>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
+        let arrivals = act.arrivals.take_and_listen(task.waker());
+        act.enter(arrivals);
         // Bounded per turn, so that messages get their turn during churn.
         for _ in 0..1024 {
             match act.notes_rx.poll_recv(task) {
@@ -697,5 +738,55 @@ mod size {
     #[test]
     fn an_entry_fits_in_72_bytes() {
         assert!(std::mem::size_of::<super::Entry>() <= 72);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{atomic::AtomicUsize, Arc},
+        task::{Wake, Waker},
+    };
+
+    use super::{Arrivals, Opening, ARRIVALS_WAKE_AT};
+    use crate::{admission::Caps, protocol::Transport, session::command_channel};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Sockets' sessions tell the manager nothing as they open: their
+    /// arrivals wait for its next turn, but no more than
+    /// `ARRIVALS_WAKE_AT` of them, however quiet the endpoint.
+    #[test]
+    fn arrivals_wake_the_manager_once_enough_wait() {
+        let arrivals = Arrivals::default();
+        let count = Arc::new(Count::default());
+        let manager = Waker::from(count.clone());
+        let opening =
+            Opening { client: None, caps: Caps::default(), transport: Transport::WebSocket, bound: None };
+        let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let mut txs = Vec::new();
+        assert!(arrivals.take_and_listen(&manager).is_empty());
+        for round in 1..=2 {
+            for serial in 0..ARRIVALS_WAKE_AT {
+                assert_eq!(woken(), round - 1, "woken before {ARRIVALS_WAKE_AT} arrivals");
+                let (tx, rx) = command_channel();
+                txs.push(rx);
+                assert!(arrivals.arrive(serial as u64, Arc::from("id"), tx, opening.clone()));
+            }
+            assert_eq!(woken(), round);
+            // The manager's turn takes them and listens again.
+            assert_eq!(arrivals.take_and_listen(&manager).len(), ARRIVALS_WAKE_AT);
+        }
+        // Once the manager closes them, workers ask it instead.
+        arrivals.close();
+        let (tx, _rx) = command_channel();
+        assert!(!arrivals.arrive(0, Arc::from("id"), tx, opening));
     }
 }

@@ -729,7 +729,11 @@ where
             Attach::Opened { token } => {
                 self.counted_open = true;
                 self.setup.metrics.session_opened(self.machine.transport());
-                self.setup.notes.note(self.setup.serial, Note::Opened);
+                // A socket's session is entered open (its socket is
+                // attached at its first turn): one note less per set-up.
+                if !self.machine.transport().is_websocket() {
+                    self.setup.notes.note(self.setup.serial, Note::Opened);
+                }
                 self.installed(token);
                 act.on_open(self);
             }

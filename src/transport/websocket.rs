@@ -126,6 +126,11 @@ async fn open<A: Session>(
 fn connection_upgrade(headers: &header::HeaderMap) -> bool {
     let mut upgrade = false;
     for value in headers.get_all(header::CONNECTION) {
+        // What browsers send, before the general case.
+        if value.as_bytes().eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+            continue;
+        }
         if value.to_str().is_err() {
             continue;
         }
@@ -170,8 +175,13 @@ impl Handshake {
             return None;
         }
         let headers = req.headers();
-        let upgrade = headers.get(header::UPGRADE)?.to_str().ok()?;
-        if !upgrade.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"websocket")) {
+        let upgrade = headers.get(header::UPGRADE)?;
+        // What browsers send, before the general case.
+        let websocket = upgrade.as_bytes().eq_ignore_ascii_case(b"websocket")
+            || upgrade
+                .to_str()
+                .is_ok_and(|u| u.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"websocket")));
+        if !websocket {
             return None;
         }
         if !connection_upgrade(headers) {

@@ -75,6 +75,24 @@ struct Probe {
 
 impl Actor for Probe {
     type Context = SessionContext<Self>;
+
+    fn started(&mut self, ctx: &mut SessionContext<Self>) {
+        if ctx.request().query("hold_start").is_some() {
+            // Waits before its first turn attaches its receiver, until the
+            // test releases it (see [`release`]).
+            hold(ctx);
+        }
+    }
+}
+
+/// Has the session handle nothing more until the test releases it.
+fn hold(ctx: &mut SessionContext<Probe>) {
+    let (open, opened) = tokio::sync::oneshot::channel::<()>();
+    let id = ctx.session_id().to_owned();
+    HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, open));
+    ctx.wait(actix::fut::wrap_future(async move {
+        let _ = opened.await;
+    }));
 }
 
 /// Sent from outside to a session actor.
@@ -131,15 +149,7 @@ impl Session for Probe {
                     }
                 });
             }
-            "hold" => {
-                // Handles nothing more until the test opens `HOLD`.
-                let (open, opened) = tokio::sync::oneshot::channel::<()>();
-                let id = ctx.session_id().to_owned();
-                HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, open));
-                ctx.wait(actix::fut::wrap_future(async move {
-                    let _ = opened.await;
-                }));
-            }
+            "hold" => hold(ctx),
             "stall" => stall(ctx, self.events.clone()),
             // Handled without an answer.
             quiet if quiet.starts_with("quiet") => {}
@@ -1040,6 +1050,28 @@ fn a_websocket_client_that_floods_cannot_grow_server_memory() {
     }
     echoes.join().expect("every message echoed");
     assert!(grown < 64, "test_server grew by {grown} MiB for 2,000,000 frames of 5 bytes");
+}
+
+#[test]
+fn a_websocket_session_counts_as_opening_until_its_open_frame() {
+    // A socket's session opens at its first turn, in the request that
+    // opens it, and its manager counts it open from the start; unless its
+    // actor waits on a future from `started`, which holds the socket back.
+    let p = probed(Config::default());
+    let open = p.websocket(&session());
+    let counts = p.ask(SessionCount);
+    assert_eq!((counts.opening, counts.open), (0, 1));
+
+    let id = session();
+    let mut held = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket?hold_start=1"));
+    let counts = p.ask(SessionCount);
+    assert_eq!((counts.opening, counts.open), (1, 1), "a session that has not sent its open frame");
+    release(&id);
+    assert_eq!(held.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let counts = p.ask(SessionCount);
+    assert_eq!((counts.opening, counts.open), (0, 2));
+    drop(open);
 }
 
 #[test]

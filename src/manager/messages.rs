@@ -645,8 +645,9 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionCounts {
-    /// Admitted, not yet answered with their open frame: HTTP sessions
-    /// only, as a WebSocket's session opens in the request that admits it.
+    /// Admitted, not yet answered with their open frame. A WebSocket's
+    /// session opens in the request that admits it, unless its actor waits
+    /// on a future from `started` (`ctx.wait`), which holds the socket back.
     pub opening: usize,
     /// Open.
     pub open: usize,

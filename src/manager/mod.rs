@@ -477,6 +477,7 @@ impl<A: Session> SessionManager<A> {
         self.enter_arrivals();
         match note {
             Note::Opened => self.set_phase(serial, SessionState::Open),
+            Note::Deferred => self.set_phase(serial, SessionState::New),
             Note::Closed => self.set_phase(serial, SessionState::Closed),
             Note::Ended => self.remove(serial),
             Note::Join(group) => {

@@ -51,6 +51,10 @@ use crate::{
 pub(crate) enum Note {
     /// The session sent its open frame.
     Opened,
+    /// A socket's session did not open at its first turn (its actor waits
+    /// on a future of its own, or stops): the manager, which entered it
+    /// open, takes it back to new until its `Opened`.
+    Deferred,
     /// The session closed (its client got, or will get, a close frame).
     Closed,
     /// The session actor is gone.
@@ -89,7 +93,9 @@ impl NotesTx {
     /// messages (a session's removal, a group's relay) and wake it.
     pub(crate) fn note(&self, serial: u64, note: Note) {
         let _ = match note {
-            Note::Opened | Note::Closed => self.0.send_quietly((serial, note), QUIET_WAKE_AT),
+            Note::Opened | Note::Deferred | Note::Closed => {
+                self.0.send_quietly((serial, note), QUIET_WAKE_AT)
+            }
             _ => self.0.send((serial, note)),
         };
     }
@@ -233,6 +239,9 @@ struct Cold {
     /// The attached receiver's timers (an HTTP receiver's, or a hixie-76
     /// socket's heartbeat).
     timers: Option<Timers>,
+    /// A socket's session whose first turn did not attach its socket: it
+    /// tells its manager when it opens ([`Note::Deferred`]).
+    open_deferred: bool,
 }
 
 /// The futures the session runs for its attached HTTP receiver (a
@@ -729,9 +738,12 @@ where
             Attach::Opened { token } => {
                 self.counted_open = true;
                 self.setup.metrics.session_opened(self.machine.transport());
-                // A socket's session is entered open (its socket is
-                // attached at its first turn): one note less per set-up.
-                if !self.machine.transport().is_websocket() {
+                // A socket's session is entered open, as its socket is
+                // attached at its first turn (one note less per set-up),
+                // unless that turn did not get to it ([`Note::Deferred`]).
+                if !self.machine.transport().is_websocket()
+                    || self.cold.as_ref().is_some_and(|c| c.open_deferred)
+                {
                     self.setup.notes.note(self.setup.serial, Note::Opened);
                 }
                 self.installed(token);
@@ -1129,7 +1141,16 @@ pub(crate) fn start_session<A: Session>(
         catch_unwind(AssertUnwindSafe(|| Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()))));
     match first {
         Ok(Poll::Ready(())) => return Ok(None),
-        Ok(Poll::Pending) => {}
+        Ok(Poll::Pending) => {
+            // A socket's session opens at its first turn unless its actor
+            // waits on a future from `started` (which holds back the pump
+            // that attaches the socket): its manager entered it open.
+            let ctx = fut.fut.ctx();
+            if ctx.machine.transport().is_websocket() && matches!(ctx.machine.state(), State::New) {
+                ctx.cold().open_deferred = true;
+                ctx.setup.notes.note(serial, Note::Deferred);
+            }
+        }
         Err(_) => {
             log::error!("sockjs: a session panicked as it opened (in `started` or `on_open`); it is dropped");
             drop(fut);

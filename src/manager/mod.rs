@@ -772,13 +772,11 @@ mod tests {
         let opening =
             Opening { client: None, caps: Caps::default(), transport: Transport::WebSocket, bound: None };
         let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
-        let mut txs = Vec::new();
         assert!(arrivals.take_and_listen(&manager).is_empty());
         for round in 1..=2 {
             for serial in 0..ARRIVALS_WAKE_AT {
                 assert_eq!(woken(), round - 1, "woken before {ARRIVALS_WAKE_AT} arrivals");
-                let (tx, rx) = command_channel();
-                txs.push(rx);
+                let (tx, _rx) = command_channel();
                 assert!(arrivals.arrive(serial as u64, Arc::from("id"), tx, opening.clone()));
             }
             assert_eq!(woken(), round);

@@ -15,6 +15,13 @@
 //! cannot fill it with entries of closed sockets for a heartbeat's time). A
 //! moved entry waits for its time: a socket moves its deadline at most
 //! twice a heartbeat (to the ping's timeout, then back to the next ping).
+//!
+//! Far deadlines are rounded up to a grain of about a 64th of their
+//! distance, a quarter of a second at most ([`coalesced`]): the sockets of
+//! one worker whose heartbeats fall due within one grain are woken at one
+//! wake-up of the worker and write together, rather than one wake-up
+//! each. A heartbeat or a ping's timeout comes up to that much late; no
+//! deadline comes early.
 
 use std::{
     cell::{Cell, RefCell},
@@ -101,6 +108,7 @@ pub(crate) fn millis(d: Duration) -> u64 {
 /// another time before then (which it does by calling this again). Must
 /// run on an actix (tokio local) worker thread, as WebSocket bodies do.
 pub(crate) fn wake_at(at: u64, socket: &OutRx) {
+    let at = coalesced(at, now());
     let socket = socket.alarm(at);
     let (start, wake) = DEADLINES.with(|d| {
         let mut d = d.borrow_mut();
@@ -124,6 +132,24 @@ pub(crate) fn wake_at(at: u64, socket: &OutRx) {
         waker.wake();
     }
 }
+
+/// `at`, rounded up to a multiple of a grain that grows with its distance
+/// from `now`: about a 64th of it, a power of two of milliseconds, at
+/// most [`MAX_GRAIN`]. Sockets whose deadlines fall in one grain are woken
+/// together, at one wake-up of the worker, instead of one wake-up each.
+fn coalesced(at: u64, now: u64) -> u64 {
+    let distance = at.saturating_sub(now);
+    let grain = (distance / 64).min(MAX_GRAIN);
+    if grain < 2 {
+        return at;
+    }
+    let grain = 1 << grain.ilog2();
+    at.div_ceil(grain).saturating_mul(grain)
+}
+
+/// The largest grain [`coalesced`] rounds to, in milliseconds: a heartbeat
+/// of 25 s may come up to a quarter of a second late.
+const MAX_GRAIN: u64 = 256;
 
 /// The instant [`now`] reaches `at` on this thread.
 fn instant(at: u64) -> Instant {
@@ -279,6 +305,66 @@ mod tests {
             time::timeout(limit, counted.notify.notified()).await.expect("a woken");
             assert!(now() >= base + 150, "not before its new deadline");
             assert_eq!(counted.wakes(), 1);
+        });
+    }
+
+    #[test]
+    fn far_deadlines_are_rounded_up_to_a_grain_near_ones_are_kept() {
+        for now in [0, 7, 1_000, 123_457] {
+            for distance in [0, 1, 63, 64, 127, 128, 1_000, 10_000, 25_000, 600_000] {
+                let at = now + distance;
+                let rounded = coalesced(at, now);
+                assert!(rounded >= at, "{at} moved earlier, to {rounded}");
+                let bound = (distance / 64).clamp(1, MAX_GRAIN);
+                assert!(rounded - at < bound, "{at} moved {} ms later (distance {distance})", rounded - at);
+            }
+        }
+        // Within 128 ms, every millisecond counts.
+        assert_eq!(coalesced(1_127, 1_000), 1_127);
+        // A heartbeat 25 s away: deadlines in one 256 ms grain meet.
+        assert_eq!(coalesced(25_089, 0), 25_344);
+        assert_eq!(coalesced(25_344, 0), 25_344);
+        assert_eq!(coalesced(25_345, 0), 25_600);
+        // Past deadlines are kept.
+        assert_eq!(coalesced(900, 1_000), 900);
+    }
+
+    /// Notes when the sleeper woke it: [`FIRED`] at that moment.
+    #[derive(Default)]
+    struct Stamped {
+        fired: std::sync::atomic::AtomicU64,
+        notify: tokio::sync::Notify,
+    }
+
+    impl std::task::Wake for Stamped {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.fired.store(FIRED.with(Cell::get), std::sync::atomic::Ordering::SeqCst);
+            self.notify.notify_one();
+        }
+    }
+
+    #[test]
+    fn deadlines_in_one_grain_are_rung_at_one_wake_up() {
+        actix::System::new().block_on(async {
+            // 1.1 s away the grain is 16 ms: eight deadlines a millisecond
+            // apart, all inside one grain.
+            let first = (now() + 1_100).next_multiple_of(16) + 1;
+            let mut sockets = Vec::new();
+            for i in 0..8 {
+                let (tx, mut rx) = queue::queue::<Out>();
+                let stamped = std::sync::Arc::new(Stamped::default());
+                let waker = Waker::from(stamped.clone());
+                assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+                wake_at(first + i, &rx);
+                sockets.push((tx, rx, stamped));
+            }
+            for (_, _, stamped) in &sockets {
+                time::timeout(Duration::from_secs(10), stamped.notify.notified()).await.expect("woken");
+            }
+            let fired: Vec<u64> =
+                sockets.iter().map(|(_, _, s)| s.fired.load(std::sync::atomic::Ordering::SeqCst)).collect();
+            assert!(fired.iter().all(|at| *at == fired[0]), "woken at {fired:?}");
+            assert!(fired[0] >= first + 7, "woken at {}, before the last deadline {}", fired[0], first + 7);
         });
     }
 }

@@ -103,11 +103,11 @@ impl Config {
     /// How long a receiver may stay silent before the server writes a
     /// heartbeat frame `h`. Default: 25 seconds.
     ///
-    /// On RFC 6455 WebSockets the heartbeats that fall due close together
-    /// on one worker thread go out together: one may come up to a 64th of
-    /// the delay late, a quarter of a second at most, never early. A worker
-    /// holding 10,000 idle sockets then wakes a few times a second for
-    /// them, not once for each.
+    /// The heartbeats that fall due close together on one worker thread go
+    /// out together: one may come up to a 64th of the delay late, a
+    /// quarter of a second at most, never early. A worker holding 10,000
+    /// idle sessions then wakes a few times a second for them, not once
+    /// for each.
     pub fn heartbeat(mut self, delay: Duration) -> Self {
         self.heartbeat = delay;
         self

@@ -94,9 +94,10 @@
 
 // Layers, bottom up; each module uses only those above it in this list
 // (`../shared/tools/modgraph.py --modules` shows the graph):
-// util, admission, protocol, close_code, cause, config, metrics
+// util, clock, admission, protocol, close_code, cause, config, metrics
 mod admission;
 mod cause;
+mod clock;
 pub mod close_code;
 mod config;
 pub mod metrics;

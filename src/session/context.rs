@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     cause::CloseCause,
-    close_code,
+    clock, close_code,
     config::Config,
     metrics::EndpointMetrics,
     protocol::Transport,
@@ -774,8 +774,10 @@ where
             self.parts.spawn(gone)
         });
         let heartbeat = beats.then(|| {
-            let every = self.setup.config.heartbeat;
-            self.run_interval(every, |_, ctx| {
+            // On the worker's grain for the delay, like a WebSocket's: the
+            // heartbeats of receivers attached close together come together.
+            let (first, every) = clock::periodic(self.setup.config.heartbeat);
+            self.run_interval_at(first, every, |_, ctx| {
                 let written = ctx.machine.heartbeat();
                 ctx.written(written);
             })

@@ -16,12 +16,11 @@
 //! moved entry waits for its time: a socket moves its deadline at most
 //! twice a heartbeat (to the ping's timeout, then back to the next ping).
 //!
-//! Far deadlines are rounded up to a grain of about a 64th of their
-//! distance, a quarter of a second at most ([`coalesced`]): the sockets of
+//! Deadlines are rounded up as [`coalesced`] says: the sockets of
 //! one worker whose heartbeats fall due within one grain are woken at one
-//! wake-up of the worker and write together, rather than one wake-up
-//! each. A heartbeat or a ping's timeout comes up to that much late; no
-//! deadline comes early.
+//! wake-up of the worker and write together. A heartbeat or a ping's
+//! timeout comes up to a 64th of its distance late (256 ms at most),
+//! never early.
 
 use std::{
     cell::{Cell, RefCell},
@@ -32,9 +31,12 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use tokio::time::{self, Duration, Instant};
+use tokio::time;
 
-use crate::receiver::{queue::Nudger, Out, OutRx};
+use crate::{
+    clock::{coalesced, instant, now},
+    receiver::{queue::Nudger, Out, OutRx},
+};
 
 /// One socket's next deadline, in [`now`]'s milliseconds.
 struct Due {
@@ -77,8 +79,6 @@ struct Deadlines {
 }
 
 thread_local! {
-    /// Where this thread's milliseconds count from.
-    static EPOCH: Instant = Instant::now();
     /// The latest time the sleeper woke sockets at: a socket whose deadline
     /// is later has nothing due, and need not read the clock.
     static FIRED: Cell<u64> = const { Cell::new(0) };
@@ -87,21 +87,10 @@ thread_local! {
     };
 }
 
-/// Milliseconds since this worker thread's epoch, rounded down: 8 bytes
-/// where an `Instant` takes 16, for the clocks every socket keeps.
-pub(crate) fn now() -> u64 {
-    EPOCH.with(|epoch| millis(epoch.elapsed()))
-}
-
 /// Whether a deadline `at` may have passed: the sleeper has woken sockets
 /// at `at` or later. Cheaper than reading the clock on every poll.
 pub(crate) fn may_have_passed(at: u64) -> bool {
     FIRED.with(Cell::get) >= at
-}
-
-/// A duration in whole milliseconds.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Wakes `socket`'s receiver once [`now`] reaches `at`, unless it asks for
@@ -131,29 +120,6 @@ pub(crate) fn wake_at(at: u64, socket: &OutRx) {
     if let Some(waker) = wake {
         waker.wake();
     }
-}
-
-/// `at`, rounded up to a multiple of a grain that grows with its distance
-/// from `now`: about a 64th of it, a power of two of milliseconds, at
-/// most [`MAX_GRAIN`]. Sockets whose deadlines fall in one grain are woken
-/// together, at one wake-up of the worker, instead of one wake-up each.
-fn coalesced(at: u64, now: u64) -> u64 {
-    let distance = at.saturating_sub(now);
-    let grain = (distance / 64).min(MAX_GRAIN);
-    if grain < 2 {
-        return at;
-    }
-    let grain = 1 << grain.ilog2();
-    at.div_ceil(grain).saturating_mul(grain)
-}
-
-/// The largest grain [`coalesced`] rounds to, in milliseconds: a heartbeat
-/// of 25 s may come up to a quarter of a second late.
-const MAX_GRAIN: u64 = 256;
-
-/// The instant [`now`] reaches `at` on this thread.
-fn instant(at: u64) -> Instant {
-    EPOCH.with(|epoch| *epoch + Duration::from_millis(at))
 }
 
 /// The worker's one timer: wakes the sockets whose deadline passed, then
@@ -205,6 +171,8 @@ impl Future for Sleeper {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::{Duration, Instant};
+
     use super::*;
     use crate::receiver::queue;
 
@@ -306,27 +274,6 @@ mod tests {
             assert!(now() >= base + 150, "not before its new deadline");
             assert_eq!(counted.wakes(), 1);
         });
-    }
-
-    #[test]
-    fn far_deadlines_are_rounded_up_to_a_grain_near_ones_are_kept() {
-        for now in [0, 7, 1_000, 123_457] {
-            for distance in [0, 1, 63, 64, 127, 128, 1_000, 10_000, 25_000, 600_000] {
-                let at = now + distance;
-                let rounded = coalesced(at, now);
-                assert!(rounded >= at, "{at} moved earlier, to {rounded}");
-                let bound = (distance / 64).clamp(1, MAX_GRAIN);
-                assert!(rounded - at < bound, "{at} moved {} ms later (distance {distance})", rounded - at);
-            }
-        }
-        // Within 128 ms, every millisecond counts.
-        assert_eq!(coalesced(1_127, 1_000), 1_127);
-        // A heartbeat 25 s away: deadlines in one 256 ms grain meet.
-        assert_eq!(coalesced(25_089, 0), 25_344);
-        assert_eq!(coalesced(25_344, 0), 25_344);
-        assert_eq!(coalesced(25_345, 0), 25_600);
-        // Past deadlines are kept.
-        assert_eq!(coalesced(900, 1_000), 900);
     }
 
     /// Notes when the sleeper woke it: [`FIRED`] at that moment.

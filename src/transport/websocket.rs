@@ -28,6 +28,7 @@ use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use super::deadlines;
 use crate::{
+    clock,
     config::Config,
     endpoint::{error, Endpoint},
     protocol::{
@@ -273,7 +274,7 @@ struct WsStream {
     /// Dead peers: a ping every heartbeat; silence for the ping timeout
     /// after a ping ends the socket. The worker's [`deadlines`] wake the
     /// socket at whichever comes first (a tokio timer would be ~110 bytes
-    /// of every idle socket). The clocks are [`deadlines::now`]
+    /// of every idle socket). The clocks are [`clock::now`]
     /// milliseconds ([`NEVER`] when unset): 8 bytes each, not 16; they are
     /// only read when a deadline may have passed.
     next_ping: u64,
@@ -317,7 +318,7 @@ impl WsStream {
             stalled: false,
             raw,
             partial: None,
-            next_ping: deadlines::now() + deadlines::millis(config.heartbeat).max(1),
+            next_ping: clock::now() + clock::millis(config.heartbeat).max(1),
             config,
             armed: NEVER,
             ping_sent: NEVER,
@@ -570,7 +571,7 @@ impl WsStream {
         if self.armed != NEVER && !deadlines::may_have_passed(self.armed) {
             return Beat::Quiet;
         }
-        let now = deadlines::now();
+        let now = clock::now();
         let mut beat = Beat::Quiet;
         if now >= self.next_ping {
             // SockJS heartbeats are only sent on a silent socket.
@@ -582,7 +583,7 @@ impl WsStream {
             if let Some(turn) = &self.turn {
                 turn.release_inbox();
             }
-            self.next_ping = now + deadlines::millis(self.config.heartbeat).max(1);
+            self.next_ping = now + clock::millis(self.config.heartbeat).max(1);
             // The oldest unanswered ping is the one that counts.
             if self.ping_sent == NEVER {
                 self.ping_sent = now;
@@ -590,7 +591,7 @@ impl WsStream {
             }
         }
         let timeout = self.config.ping_timeout;
-        let answer_by = self.ping_sent.saturating_add(deadlines::millis(timeout));
+        let answer_by = self.ping_sent.saturating_add(clock::millis(timeout));
         if self.ping_sent != NEVER && now >= answer_by {
             self.ping_sent = NEVER;
             if !self.heard {
@@ -599,7 +600,7 @@ impl WsStream {
                 return Beat::Gone;
             }
         }
-        self.arm(self.next_ping.min(self.ping_sent.saturating_add(deadlines::millis(timeout))));
+        self.arm(self.next_ping.min(self.ping_sent.saturating_add(clock::millis(timeout))));
         beat
     }
 

@@ -1,0 +1,113 @@
+//! A worker thread's millisecond clock, and the rounding that lets the
+//! timers of one worker fall due together.
+//!
+//! Each thread counts milliseconds from an epoch of its own: 8 bytes where
+//! an `Instant` takes 16, for the clocks every socket keeps. Far deadlines
+//! are rounded up to a grain of about a 64th of their distance, a quarter
+//! of a second at most ([`coalesced`], [`periodic`]): the heartbeats of
+//! one worker's idle sessions that fall due within one grain fire at one
+//! wake-up of the worker, not at one each. A timer comes up to that much
+//! late, never early.
+
+use tokio::time::{Duration, Instant};
+
+thread_local! {
+    /// Where this thread's milliseconds count from.
+    static EPOCH: Instant = Instant::now();
+}
+
+/// Milliseconds since this thread's epoch, rounded down.
+pub(crate) fn now() -> u64 {
+    EPOCH.with(|epoch| millis(epoch.elapsed()))
+}
+
+/// A duration in whole milliseconds.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The instant [`now`] reaches `at` on this thread.
+pub(crate) fn instant(at: u64) -> Instant {
+    EPOCH.with(|epoch| *epoch + Duration::from_millis(at))
+}
+
+/// The largest grain, in milliseconds: a heartbeat of 25 s may come up to
+/// a quarter of a second late.
+const MAX_GRAIN: u64 = 256;
+
+/// The grain for a timer `distance` milliseconds away: about a 64th of it,
+/// a power of two, at most [`MAX_GRAIN`]; 1 (no rounding) below 128 ms.
+fn grain(distance: u64) -> u64 {
+    let grain = (distance / 64).min(MAX_GRAIN);
+    if grain < 2 {
+        1
+    } else {
+        1 << grain.ilog2()
+    }
+}
+
+/// `at`, rounded up to a multiple of the grain for its distance from `now`.
+pub(crate) fn coalesced(at: u64, now: u64) -> u64 {
+    let grain = grain(at.saturating_sub(now));
+    at.div_ceil(grain).saturating_mul(grain)
+}
+
+/// When a timer that fires `every` so long, started now on this thread,
+/// should first fire, and its period: both rounded up to the grain for
+/// `every`, so that every tick of every such timer of this thread falls on
+/// that grain's multiples and ticks due close together come together.
+pub(crate) fn periodic(every: Duration) -> (Instant, Duration) {
+    let every = millis(every);
+    let grain = grain(every);
+    let first = now().saturating_add(every).div_ceil(grain).saturating_mul(grain);
+    (instant(first), Duration::from_millis(every.div_ceil(grain).saturating_mul(grain)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn far_deadlines_are_rounded_up_to_a_grain_near_ones_are_kept() {
+        for now in [0, 7, 1_000, 123_457] {
+            for distance in [0, 1, 63, 64, 127, 128, 1_000, 10_000, 25_000, 600_000] {
+                let at = now + distance;
+                let rounded = coalesced(at, now);
+                assert!(rounded >= at, "{at} moved earlier, to {rounded}");
+                let bound = (distance / 64).clamp(1, MAX_GRAIN);
+                assert!(rounded - at < bound, "{at} moved {} ms later (distance {distance})", rounded - at);
+            }
+        }
+        // Within 128 ms, every millisecond counts.
+        assert_eq!(coalesced(1_127, 1_000), 1_127);
+        // A heartbeat 25 s away: deadlines in one 256 ms grain meet.
+        assert_eq!(coalesced(25_089, 0), 25_344);
+        assert_eq!(coalesced(25_344, 0), 25_344);
+        assert_eq!(coalesced(25_345, 0), 25_600);
+        // Past deadlines are kept.
+        assert_eq!(coalesced(900, 1_000), 900);
+    }
+
+    #[test]
+    fn periodic_timers_tick_on_their_grain() {
+        for every in [1, 100, 127, 128, 1_000, 10_000, 25_000] {
+            let before = now();
+            let (first, period) = periodic(Duration::from_millis(every));
+            let after = now();
+            let first = millis(first - instant(0));
+            let period = millis(period);
+            let grain = grain(every);
+            assert_eq!(first % grain, 0, "first tick at {first} for {every}");
+            assert_eq!(period % grain, 0, "period {period} for {every}");
+            // Never early; late by less than a grain (and a 64th) at most.
+            assert!(
+                first >= before + every && first < after + every + grain,
+                "{first} for {every} at {before}"
+            );
+            assert!(period >= every && period < every + grain.max(1), "period {period} for {every}");
+            assert!(period - every <= every / 64);
+        }
+        // The default heartbeat: 25,088 ms, on the 256 ms grid.
+        assert_eq!(periodic(Duration::from_secs(25)).1, Duration::from_millis(25_088));
+    }
+}

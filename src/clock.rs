@@ -26,10 +26,15 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The instant [`now`] reaches `at` on this thread.
+/// The instant [`now`] reaches `at` on this thread, or [`FAR`] after the
+/// thread's epoch if that is sooner: a heartbeat of `Duration::MAX` means
+/// none, not a panic on adding it to an `Instant`.
 pub(crate) fn instant(at: u64) -> Instant {
-    EPOCH.with(|epoch| *epoch + Duration::from_millis(at))
+    EPOCH.with(|epoch| *epoch + Duration::from_millis(at).min(FAR))
 }
+
+/// Further than any timer needs to look: 30 years.
+const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// The largest grain, in milliseconds: a heartbeat of 25 s may come up to
 /// a quarter of a second late.
@@ -57,7 +62,9 @@ pub(crate) fn coalesced(at: u64, now: u64) -> u64 {
 /// `every`, so that every tick of every such timer of this thread falls on
 /// that grain's multiples and ticks due close together come together.
 pub(crate) fn periodic(every: Duration) -> (Instant, Duration) {
-    let every = millis(every);
+    // At least a millisecond: an interval of zero would fire forever
+    // within one poll. At most [`FAR`]: a tick is added to an `Instant`.
+    let every = millis(every.min(FAR)).max(1);
     let grain = grain(every);
     let first = now().saturating_add(every).div_ceil(grain).saturating_mul(grain);
     (instant(first), Duration::from_millis(every.div_ceil(grain).saturating_mul(grain)))
@@ -109,5 +116,18 @@ mod tests {
         }
         // The default heartbeat: 25,088 ms, on the 256 ms grid.
         assert_eq!(periodic(Duration::from_secs(25)).1, Duration::from_millis(25_088));
+    }
+
+    #[test]
+    fn extreme_delays_neither_panic_nor_spin() {
+        // None: the first tick is far away, and adding the period to it
+        // (as an interval does at each tick) stays within an `Instant`.
+        let (first, period) = periodic(Duration::MAX);
+        assert!(first > Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600));
+        assert!(first.checked_add(period).is_some());
+        assert_eq!(instant(u64::MAX), instant(millis(FAR)));
+        assert_eq!(coalesced(u64::MAX, 0), u64::MAX);
+        // Zero: a tick every millisecond, not an interval that never waits.
+        assert_eq!(periodic(Duration::ZERO).1, Duration::from_millis(1));
     }
 }

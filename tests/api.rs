@@ -397,6 +397,43 @@ fn heartbeats_on_streams_and_polls() {
 }
 
 #[test]
+fn extreme_heartbeats_neither_panic_nor_hang_the_server() {
+    // `Duration::MAX`, none to speak of: sessions open and talk as usual.
+    // Three sockets, so that a worker (of two) serves at least two: its
+    // clock has moved past 0 for the second.
+    let p = probed(Config::default().heartbeat(Duration::MAX).ping_timeout(Duration::MAX));
+    let sockets: Vec<_> = (0..3)
+        .map(|_| {
+            let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+            assert_eq!(ws.recv_text(), "o");
+            ws.send_text(r#"["three"]"#);
+            assert_eq!(ws.recv_text(), r#"a["1","2","3"]"#);
+            ws
+        })
+        .collect();
+    drop(sockets);
+    let url = format!("/probe/000/{}", session());
+    let mut stream = Conn::open(p.port);
+    stream.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
+    stream.head();
+    stream.chunk();
+    assert_eq!(stream.chunk().unwrap(), "o\n");
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["three"]"#).status(), 204);
+    assert_eq!(stream.chunk().unwrap(), "a[\"1\",\"2\",\"3\"]\n");
+
+    // Zero: a heartbeat every millisecond, not a timer that never waits
+    // (which would hold the worker in one poll).
+    let p = probed(Config::default().heartbeat(Duration::ZERO));
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "h\n");
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "h\n");
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(ws.recv_text(), "h");
+}
+
+#[test]
 fn a_websocket_peer_that_stops_answering_is_closed() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),

@@ -318,7 +318,7 @@ impl WsStream {
             stalled: false,
             raw,
             partial: None,
-            next_ping: clock::now() + clock::millis(config.heartbeat).max(1),
+            next_ping: clock::now().saturating_add(clock::millis(config.heartbeat).max(1)),
             config,
             armed: NEVER,
             ping_sent: NEVER,
@@ -583,7 +583,7 @@ impl WsStream {
             if let Some(turn) = &self.turn {
                 turn.release_inbox();
             }
-            self.next_ping = now + clock::millis(self.config.heartbeat).max(1);
+            self.next_ping = now.saturating_add(clock::millis(self.config.heartbeat).max(1));
             // The oldest unanswered ping is the one that counts.
             if self.ping_sent == NEVER {
                 self.ping_sent = now;

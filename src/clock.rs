@@ -36,6 +36,9 @@ pub(crate) fn instant(at: u64) -> Instant {
 /// Further than any timer needs to look: 30 years.
 const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
+/// [`FAR`] in milliseconds: a deadline at or past it is never.
+pub(crate) const FAR_MILLIS: u64 = FAR.as_secs() * 1000;
+
 /// The largest grain, in milliseconds: a heartbeat of 25 s may come up to
 /// a quarter of a second late.
 const MAX_GRAIN: u64 = 256;
@@ -66,7 +69,8 @@ pub(crate) fn periodic(every: Duration) -> (Instant, Duration) {
     // within one poll. At most [`FAR`]: a tick is added to an `Instant`.
     let every = millis(every.min(FAR)).max(1);
     let grain = grain(every);
-    let first = now().saturating_add(every).div_ceil(grain).saturating_mul(grain);
+    // `now` is rounded down: one more millisecond, so that no tick is early.
+    let first = (now() + 1).saturating_add(every).div_ceil(grain).saturating_mul(grain);
     (instant(first), Duration::from_millis(every.div_ceil(grain).saturating_mul(grain)))
 }
 
@@ -106,9 +110,10 @@ mod tests {
             let grain = grain(every);
             assert_eq!(first % grain, 0, "first tick at {first} for {every}");
             assert_eq!(period % grain, 0, "period {period} for {every}");
-            // Never early; late by less than a grain (and a 64th) at most.
+            // Never early (`now` is rounded down: hence the strict `>`); at
+            // most a grain late.
             assert!(
-                first >= before + every && first < after + every + grain,
+                first > before + every && first <= after + every + grain,
                 "{first} for {every} at {before}"
             );
             assert!(period >= every && period < every + grain.max(1), "period {period} for {every}");

@@ -107,7 +107,9 @@ impl Config {
     /// out together: one may come up to a 64th of the delay late, a
     /// quarter of a second at most, never early. A worker holding 10,000
     /// idle sessions then wakes a few times a second for them, not once
-    /// for each.
+    /// for each. (An HTTP receiver's heartbeats keep that rounded delay
+    /// as their period: 25.088 s for 25 s.) `Duration::MAX` means no
+    /// heartbeat in effect; zero means one every millisecond.
     pub fn heartbeat(mut self, delay: Duration) -> Self {
         self.heartbeat = delay;
         self

@@ -399,11 +399,13 @@ fn heartbeats_on_streams_and_polls() {
 #[test]
 fn extreme_heartbeats_neither_panic_nor_hang_the_server() {
     // `Duration::MAX`, none to speak of: sessions open and talk as usual.
-    // Three sockets, so that a worker (of two) serves at least two: its
-    // clock has moved past 0 for the second.
+    // Three sockets, so that a worker (of two) serves at least two, the
+    // second when the worker's millisecond clock has left 0 (hence the
+    // pause: not to wait for an event, but for the clock to move).
     let p = probed(Config::default().heartbeat(Duration::MAX).ping_timeout(Duration::MAX));
     let sockets: Vec<_> = (0..3)
         .map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
             let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
             assert_eq!(ws.recv_text(), "o");
             ws.send_text(r#"["three"]"#);

@@ -100,8 +100,11 @@ impl Default for Config {
 }
 
 impl Config {
-    /// How long a receiver may stay silent before the server writes a
-    /// heartbeat frame `h`. Default: 25 seconds.
+    /// How often the server writes a heartbeat frame `h` to an attached
+    /// receiver (a long poll ends with it), whatever else was written, as
+    /// sockjs-node does: no receiver is silent for longer, so proxies with
+    /// idle timeouts leave it be. WebSockets get a ping in the same write.
+    /// Default: 25 seconds.
     ///
     /// The heartbeats that fall due close together on one worker thread go
     /// out together: one may come up to a 64th of the delay late, a

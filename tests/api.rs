@@ -397,6 +397,39 @@ fn heartbeats_on_streams_and_polls() {
 }
 
 #[test]
+fn no_receiver_is_silent_for_much_longer_than_the_heartbeat_delay() {
+    // sockjs-node's rule, which keeps proxies with idle timeouts from
+    // cutting streams: a heartbeat one delay after the open frame (it used
+    // to skip the first tick, which found the open frame written, and come
+    // at two), and one every delay after, messages or not.
+    let p = probed(Config::default().heartbeat(Duration::from_millis(1_000)));
+    let url = format!("/probe/000/{}", session());
+    let mut stream = Conn::open(p.port);
+    stream.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
+    stream.head();
+    stream.chunk();
+    assert_eq!(stream.chunk().unwrap(), "o\n");
+    let opened = std::time::Instant::now();
+    assert_eq!(stream.chunk().unwrap(), "h\n");
+    let first = opened.elapsed();
+    assert!(first < Duration::from_millis(1_600), "first heartbeat {first:?} after the open frame");
+    let beat = std::time::Instant::now();
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["x"]"#).status(), 204);
+    assert_eq!(stream.chunk().unwrap(), "a[\"x\"]\n");
+    assert_eq!(stream.chunk().unwrap(), "h\n");
+    let next = beat.elapsed();
+    assert!(next < Duration::from_millis(1_600), "a message put the next heartbeat off to {next:?}");
+
+    // The same on a WebSocket, whose heartbeat goes out with its ping.
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    let opened = std::time::Instant::now();
+    assert_eq!(ws.recv_text(), "h");
+    let first = opened.elapsed();
+    assert!(first < Duration::from_millis(1_600), "first heartbeat {first:?} after the open frame");
+}
+
+#[test]
 fn extreme_heartbeats_neither_panic_nor_hang_the_server() {
     // `Duration::MAX`, none to speak of: sessions open and talk as usual.
     // Three sockets, so that a worker (of two) serves at least two, the
@@ -441,7 +474,9 @@ fn a_websocket_peer_that_stops_answering_is_closed() {
         Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),
     );
     let mut ws = p.websocket(&session());
-    // Read pings without answering them, as a vanished peer would.
+    // Read the heartbeat and its ping without answering, as a vanished
+    // peer would.
+    assert_eq!(ws.recv_any(), Ws::Text("h".into()));
     assert_eq!(ws.recv_any(), Ws::Ping(Vec::new()));
     assert_eq!(p.next(), Event::Closed(CloseCause::Interrupted));
 }

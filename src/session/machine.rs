@@ -95,8 +95,6 @@ pub(crate) struct Machine {
     raw: Option<Box<RawQueue>>,
     attached: Option<Attached>,
     next_token: u32,
-    /// Something was written since the last heartbeat tick.
-    wrote: bool,
     /// The transport that opened the session.
     transport: Transport,
     max_queue: usize,
@@ -112,7 +110,6 @@ impl Machine {
             raw: None,
             attached: None,
             next_token: 0,
-            wrote: false,
             transport,
             max_queue,
         }
@@ -192,7 +189,6 @@ impl Machine {
 
     fn install(&mut self, receiver: Receiver) -> u32 {
         self.next_token = self.next_token.wrapping_add(1);
-        self.wrote = false;
         self.attached = Some(Attached { receiver, token: self.next_token, dead: false });
         self.next_token
     }
@@ -317,11 +313,13 @@ impl Machine {
         self.attached.take().map(|a| a.token)
     }
 
-    /// A heartbeat tick: writes `h` if nothing was written since the last.
+    /// A heartbeat tick of an HTTP receiver: writes `h`, whatever else was
+    /// written since the last, as sockjs-node does. A stream is then never
+    /// silent for longer than the heartbeat delay, which is what keeps
+    /// proxies with idle timeouts from cutting it. (A WebSocket writes its
+    /// own, with its ping.)
     pub(crate) fn heartbeat(&mut self) -> Written {
-        let written = if self.wrote { Written::default() } else { self.write(HEARTBEAT_FRAME) };
-        self.wrote = false;
-        written
+        self.write(HEARTBEAT_FRAME)
     }
 
     /// The disconnect delay passed: `Some(was_open)` if the session is to
@@ -400,7 +398,6 @@ impl Machine {
         };
         match write(&mut att.receiver) {
             Ok(done) => {
-                self.wrote = true;
                 let backlog = att.receiver.backlog();
                 if done {
                     written.detached = self.detach();
@@ -592,14 +589,16 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_only_on_a_silent_receiver() {
+    fn an_http_receiver_gets_a_heartbeat_at_every_tick() {
         let mut m = Machine::new(Transport::XhrStreaming, 1024);
         let (r, mut rx) = stream_receiver(usize::MAX);
         m.attach(r);
-        assert_eq!(m.heartbeat(), Written::default());
-        assert_eq!(read(&mut rx), ["o\n"], "the open frame counts as a write");
         m.heartbeat();
-        assert_eq!(read(&mut rx), ["h\n"]);
+        assert_eq!(read(&mut rx), ["o\n", "h\n"], "the open frame does not put the heartbeat off");
+        m.send("x").unwrap();
+        m.flush();
+        m.heartbeat();
+        assert_eq!(read(&mut rx), ["a[\"x\"]\n", "h\n"], "nor does a message");
     }
 
     #[test]

@@ -231,9 +231,9 @@ fn refused(raw: bool, code: u16, reason: &str) -> Bytes {
 
 /// The body of a WebSocket response, and the transport itself: it decodes
 /// what the client sends (handing messages to the session), hands on the
-/// frames the session writes (ready for the wire, heads included), pings,
-/// and sends the SockJS heartbeat `h` on a silent socket (so the session
-/// needs no timer of its own). It is polled by actix-web's dispatcher like
+/// frames the session writes (ready for the wire, heads included), and
+/// pings with the SockJS heartbeat `h` (so the session needs no timer of
+/// its own). It is polled by actix-web's dispatcher like
 /// any response body, so a socket costs no actor, mailbox or task of its
 /// own (actix-web-actors' `WebsocketContext` would add all three).
 ///
@@ -284,9 +284,6 @@ struct WsStream {
     ping_sent: u64,
     /// The client sent something since `ping_sent`.
     heard: bool,
-    /// A text frame went out since the last ping (SockJS heartbeats are
-    /// only sent on a silent socket).
-    wrote: bool,
     /// A close frame is written: end once it is handed over.
     closing: bool,
     done: bool,
@@ -323,7 +320,6 @@ impl WsStream {
             armed: NEVER,
             ping_sent: NEVER,
             heard: false,
-            wrote: false,
             closing: false,
             done: false,
         }
@@ -574,9 +570,10 @@ impl WsStream {
         let now = clock::now();
         let mut beat = Beat::Quiet;
         if now >= self.next_ping {
-            // SockJS heartbeats are only sent on a silent socket.
-            let heartbeat = !self.raw && !std::mem::take(&mut self.wrote);
-            beat = Beat::Send(if heartbeat { HEARTBEAT_AND_PING } else { PING_ONLY });
+            // A SockJS heartbeat at every ping, whatever else went out, as
+            // sockjs-node sends it: no socket is without `h` for longer
+            // than the delay. A raw WebSocket gets the ping alone.
+            beat = Beat::Send(if self.raw { PING_ONLY } else { HEARTBEAT_AND_PING });
             // The session's inbox lets go of its buffer if it holds no
             // message: a client gone quiet leaves none behind for long,
             // one that talks gets a new one.
@@ -626,7 +623,6 @@ impl WsStream {
                 Poll::Ready(Some((item, more))) => {
                     match item {
                         Out::Frame(frame) => {
-                            self.wrote = true;
                             if self.write.is_empty() && alone.is_none() {
                                 alone = Some(frame);
                             } else {

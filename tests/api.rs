@@ -404,11 +404,7 @@ fn no_receiver_is_silent_for_much_longer_than_the_heartbeat_delay() {
     // at two), and one every delay after, messages or not.
     let p = probed(Config::default().heartbeat(Duration::from_millis(1_000)));
     let url = format!("/probe/000/{}", session());
-    let mut stream = Conn::open(p.port);
-    stream.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
-    stream.head();
-    stream.chunk();
-    assert_eq!(stream.chunk().unwrap(), "o\n");
+    let mut stream = open_xhr_stream_at(p.port, &url);
     let opened = std::time::Instant::now();
     assert_eq!(stream.chunk().unwrap(), "h\n");
     let first = opened.elapsed();
@@ -448,11 +444,7 @@ fn extreme_heartbeats_neither_panic_nor_hang_the_server() {
         .collect();
     drop(sockets);
     let url = format!("/probe/000/{}", session());
-    let mut stream = Conn::open(p.port);
-    stream.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
-    stream.head();
-    stream.chunk();
-    assert_eq!(stream.chunk().unwrap(), "o\n");
+    let mut stream = open_xhr_stream_at(p.port, &url);
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["three"]"#).status(), 204);
     assert_eq!(stream.chunk().unwrap(), "a[\"1\",\"2\",\"3\"]\n");
 

@@ -142,8 +142,14 @@ pub fn open_websocket(port: u16, prefix: &str) -> WsClient {
 
 /// A new session on `prefix` over xhr_streaming, past its prelude and `o`.
 pub fn open_xhr_stream(port: u16, prefix: &str) -> Conn {
+    open_xhr_stream_at(port, &format!("{prefix}/000/{}", session()))
+}
+
+/// The same for the session at `url` (`{prefix}/{server}/{session}`), to
+/// send to it afterwards.
+pub fn open_xhr_stream_at(port: u16, url: &str) -> Conn {
     let mut conn = Conn::open(port);
-    conn.send("POST", &format!("{prefix}/000/{}/xhr_streaming", session()), &[], Some(b""));
+    conn.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
     assert_eq!(conn.head().status, 200);
     assert_eq!(conn.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
     assert_eq!(conn.chunk().unwrap(), "o\n");

@@ -54,10 +54,14 @@ fn grain(distance: u64) -> u64 {
     }
 }
 
+/// `ms`, rounded up to a multiple of `grain` (saturating).
+fn round_up(ms: u64, grain: u64) -> u64 {
+    ms.div_ceil(grain).saturating_mul(grain)
+}
+
 /// `at`, rounded up to a multiple of the grain for its distance from `now`.
 pub(crate) fn coalesced(at: u64, now: u64) -> u64 {
-    let grain = grain(at.saturating_sub(now));
-    at.div_ceil(grain).saturating_mul(grain)
+    round_up(at, grain(at.saturating_sub(now)))
 }
 
 /// When a timer that fires `every` so long, started now on this thread,
@@ -70,8 +74,8 @@ pub(crate) fn periodic(every: Duration) -> (Instant, Duration) {
     let every = millis(every.min(FAR)).max(1);
     let grain = grain(every);
     // `now` is rounded down: one more millisecond, so that no tick is early.
-    let first = (now() + 1).saturating_add(every).div_ceil(grain).saturating_mul(grain);
-    (instant(first), Duration::from_millis(every.div_ceil(grain).saturating_mul(grain)))
+    let first = round_up((now() + 1).saturating_add(every), grain);
+    (instant(first), Duration::from_millis(round_up(every, grain)))
 }
 
 #[cfg(test)]

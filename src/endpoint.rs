@@ -497,7 +497,9 @@ impl<A: Session> Endpoint<A> {
         values: Values,
         in_place: InPlace,
     ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
-        let request = RequestInfo::from_request(req, self.client_ip(req)).with_values(values);
+        let request =
+            RequestInfo::from_request(req, self.client_ip(req), self.config.keep_headers.as_deref())
+                .with_values(values);
         let session = (starter.factory)(&request);
         let setup = SessionSetup {
             id,

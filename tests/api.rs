@@ -294,6 +294,28 @@ fn open_sees_the_request_and_the_factory_state() {
 }
 
 #[test]
+fn a_session_keeps_only_the_headers_named_to_keep() {
+    let p = probed(Config::default().keep_headers(["X-User"]));
+    let id = session();
+    let headers = [("Cookie", "auth=xyz"), ("X-User", "ann")];
+    let r = request(p.port, "POST", &format!("/probe/000/{id}/xhr?token=t"), &headers, Some(b""));
+    assert_eq!(r.body, "o\n");
+    let kept = |id: String| Event::Open {
+        id,
+        token: Some("t".into()),
+        cookie: None,
+        header: Some("ann".into()),
+        local_peer: true,
+    };
+    assert_eq!(p.next(), kept(id));
+    let id = session();
+    let mut ws = WsClient::connect_with(p.port, &format!("/probe/000/{id}/websocket?token=t"), &headers)
+        .unwrap_or_else(|r| panic!("refused: {} {}", r.status(), r.body));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(p.next(), kept(id));
+}
+
+#[test]
 fn sends_of_one_turn_are_one_frame() {
     let p = probed(Config::default());
     let mut ws = WsClient::connect(p.port, &format!("/probe/000/{}/websocket", session()));

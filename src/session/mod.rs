@@ -112,7 +112,9 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 /// The path, query and headers are copied into one compact buffer (every
 /// idle session keeps it, so it is kept small); the WebSocket handshake's
 /// own headers (`Connection`, `Upgrade`, `Sec-WebSocket-Key`,
-/// `-Version`, `-Extensions`) are left out. [`header`](Self::header) and
+/// `-Version`, `-Extensions`) are left out, and
+/// [`Config::keep_headers`](crate::Config::keep_headers) keeps only the
+/// headers it names. [`header`](Self::header) and
 /// [`cookie`](Self::cookie) read it directly, and [`headers`](Self::headers)
 /// builds a `HeaderMap` from it at its first call. Nothing of the request
 /// itself is kept: holding actix-web's header values would keep the
@@ -161,7 +163,13 @@ pub struct RequestInfo {
 pub(crate) type Values = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
 
 impl RequestInfo {
-    pub(crate) fn from_request(req: &HttpRequest, client_ip: Option<IpAddr>) -> Self {
+    /// The facts of `req`, with only the headers named in `keep` (`None`:
+    /// all but the handshake's; see [`Config::keep_headers`](crate::Config::keep_headers)).
+    pub(crate) fn from_request(
+        req: &HttpRequest,
+        client_ip: Option<IpAddr>,
+        keep: Option<&[HeaderName]>,
+    ) -> Self {
         let (path, query) = (req.path(), req.query_string());
         let peer = req.peer_addr();
         // Kept only when a proxy reported another address than the peer's.
@@ -183,7 +191,10 @@ impl RequestInfo {
                 put_ip(scratch, client);
             }
             let client_len = scratch.len() - at - peer_len;
-            for (name, value) in req.headers().iter().filter(|(name, _)| !is_handshake_header(name)) {
+            let kept = |name: &HeaderName| {
+                keep.map_or_else(|| !is_handshake_header(name), |keep| keep.contains(name))
+            };
+            for (name, value) in req.headers().iter().filter(|(name, _)| kept(name)) {
                 scratch.extend_from_slice(name.as_str().as_bytes());
                 scratch.push(b':');
                 scratch.extend_from_slice(value.as_bytes());
@@ -435,7 +446,7 @@ mod tests {
             .insert_header(("X-Empty", ""))
             .peer_addr("10.1.2.3:4567".parse().unwrap())
             .to_http_request();
-        let info = RequestInfo::from_request(&req, Some("1.2.3.4".parse().unwrap()));
+        let info = RequestInfo::from_request(&req, Some("1.2.3.4".parse().unwrap()), None);
         assert_eq!(info.path(), "/chat/000/abc/websocket");
         assert_eq!(info.query_string(), "token=a%20b&x=1");
         assert_eq!(info.query("token").as_deref(), Some("a b"));
@@ -460,7 +471,7 @@ mod tests {
             .insert_header(("Sec-WebSocket-Protocol", "chat"))
             .insert_header(("Origin", "https://app.example.com"))
             .to_http_request();
-        let ws = RequestInfo::from_request(&upgrade, None);
+        let ws = RequestInfo::from_request(&upgrade, None, None);
         assert_eq!(ws.header("upgrade"), None, "handshake headers are not kept");
         assert_eq!(ws.header("sec-websocket-key"), None);
         assert_eq!(ws.header("sec-websocket-protocol"), Some("chat"));
@@ -473,13 +484,47 @@ mod tests {
         assert!(format!("{info:?}").contains("x-user"));
 
         let direct = TestRequest::get().peer_addr("10.1.2.3:4567".parse().unwrap()).to_http_request();
-        let info = RequestInfo::from_request(&direct, Some("10.1.2.3".parse().unwrap()));
+        let info = RequestInfo::from_request(&direct, Some("10.1.2.3".parse().unwrap()), None);
         assert_eq!(info.client_ip(), Some("10.1.2.3".parse().unwrap()), "the peer's own address");
 
-        let bare = RequestInfo::from_request(&TestRequest::get().uri("/").to_http_request(), None);
+        let bare = RequestInfo::from_request(&TestRequest::get().uri("/").to_http_request(), None, None);
         assert_eq!((bare.path(), bare.query_string(), bare.header("host")), ("/", "", None));
         assert_eq!((bare.peer_addr(), bare.client_ip()), (None, None));
         assert!(bare.headers().is_empty());
+    }
+
+    #[test]
+    fn only_the_headers_named_to_keep_are_kept() {
+        let req = TestRequest::get()
+            .uri("/chat/000/abc/websocket?token=t")
+            .insert_header(("Cookie", "auth=xyz"))
+            .insert_header(("User-Agent", "test/1.0"))
+            .insert_header(("Accept-Language", "fr"))
+            .append_header(("Accept-Language", "en"))
+            .insert_header(("Upgrade", "websocket"))
+            .peer_addr("10.1.2.3:4567".parse().unwrap())
+            .to_http_request();
+        let config =
+            crate::Config::default().keep_headers(["user-agent", "ACCEPT-LANGUAGE", "Upgrade", "X-Absent"]);
+        let info = RequestInfo::from_request(&req, None, config.keep_headers.as_deref());
+        assert_eq!(info.header("user-agent"), Some("test/1.0"));
+        assert_eq!(info.headers().get_all("accept-language").count(), 2, "every value of a kept header");
+        assert_eq!(info.header("upgrade"), Some("websocket"), "named, so kept even though the handshake's");
+        assert_eq!((info.cookie("auth"), info.header("cookie")), (None, None));
+        assert_eq!(info.headers().len(), 4);
+        assert_eq!((info.path(), info.query("token").as_deref()), ("/chat/000/abc/websocket", Some("t")));
+        assert_eq!(info.peer_addr(), Some("10.1.2.3:4567".parse().unwrap()), "addresses are kept anyway");
+
+        let none = crate::Config::default().keep_headers(Vec::<String>::new());
+        let bare = RequestInfo::from_request(&req, None, none.keep_headers.as_deref());
+        assert!(bare.headers().is_empty());
+        assert_eq!(bare.query_string(), "token=t");
+    }
+
+    #[test]
+    #[should_panic(expected = "Config::keep_headers: \"user agent\" is not a header name")]
+    fn a_name_that_is_no_header_name_is_a_configuration_error() {
+        let _ = crate::Config::default().keep_headers(["user agent"]);
     }
 
     #[test]

@@ -318,12 +318,18 @@ impl Config {
 
     /// Keeps only the named headers of the request that opens a session in
     /// its [`RequestInfo`](crate::RequestInfo), which the session holds for
-    /// as long as it lives; an empty list keeps none. Names are
-    /// case-insensitive. The path, the query and the addresses are kept
-    /// whatever this says, and [`SockJs::authorize`](crate::SockJs::authorize)
-    /// and [`SockJs::carry`](crate::SockJs::carry) see every header: read a
-    /// cookie there and hand the session what it found, and the cookie need
-    /// not be kept.
+    /// as long as it lives: exactly those, a handshake header too if named;
+    /// an empty list keeps none. Names are case-insensitive. A second call
+    /// replaces the list. The path, the query and the addresses are kept
+    /// whatever this says.
+    ///
+    /// What is not kept is not there for the session factory, `on_open` or
+    /// [`RequestInfo::cookie`](crate::RequestInfo::cookie) (`None`). To
+    /// authenticate by a cookie you do not keep, read it in
+    /// [`SockJs::authorize`](crate::SockJs::authorize), which sees the whole
+    /// request, and hand the session what you found
+    /// ([`RequestInfo::get`](crate::RequestInfo::get)); middleware's request
+    /// extensions reach it through [`SockJs::carry`](crate::SockJs::carry).
     ///
     /// Memory: what is kept is copied as sent, so each idle session holds
     /// the bytes of its kept headers. Chrome's headers with a 200-byte
@@ -335,17 +341,37 @@ impl Config {
     ///
     /// # Panics
     ///
-    /// If a name is not a header name (empty, or with a space or a colon):
-    /// a configuration mistake, reported when the configuration is built.
+    /// If a name is not a header name (empty, or with a space, a colon or
+    /// another character a header name cannot hold): a configuration
+    /// mistake, reported when the configuration is built.
     ///
     /// # Examples
     ///
     /// ```
-    /// use actix_sockjs::Config;
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct Chat;
+    /// # impl Actor for Chat { type Context = SessionContext<Self>; }
+    /// # impl Session for Chat { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// use actix::Addr;
+    /// use actix_sockjs::{Config, Refuse, SessionManager, SockJs};
     ///
-    /// // Sessions keep the user agent and the language, nothing else.
-    /// let config = Config::default().keep_headers(["User-Agent", "accept-language"]);
-    /// // And none at all:
+    /// /// Who the token names.
+    /// struct User(String);
+    ///
+    /// fn endpoint(manager: Addr<SessionManager<Chat>>) -> SockJs<Chat> {
+    ///     // Sessions keep the user agent and the language, not the token:
+    ///     // the hook reads it, and sessions find `User` with
+    ///     // `ctx.request().get::<User>()`.
+    ///     SockJs::new("/chat", manager)
+    ///         .config(Config::default().keep_headers(["User-Agent", "accept-language"]))
+    ///         .authorize(|req| match req.headers().get("authorization").and_then(|v| v.to_str().ok()) {
+    ///             Some(token) => Ok(User(token.to_owned())),
+    ///             None => Err(Refuse::close(4401, "Unauthorized")),
+    ///         })
+    /// }
+    ///
+    /// // No header at all:
     /// let bare = Config::default().keep_headers(Vec::<String>::new());
     /// ```
     pub fn keep_headers<I, S>(mut self, names: I) -> Self

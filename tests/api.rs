@@ -296,6 +296,8 @@ fn open_sees_the_request_and_the_factory_state() {
 #[test]
 fn a_session_keeps_only_the_headers_named_to_keep() {
     let p = probed(Config::default().keep_headers(["X-User"]));
+    // The probe reports the cookie and `X-User`; `Host` and the handshake's
+    // headers are gone too (`tests/identity.rs` counts them).
     let id = session();
     let headers = [("Cookie", "auth=xyz"), ("X-User", "ann")];
     let r = request(p.port, "POST", &format!("/probe/000/{id}/xhr?token=t"), &headers, Some(b""));

@@ -13,7 +13,7 @@ use std::{
 };
 
 use actix::prelude::*;
-use actix_sockjs::{Refuse, RequestInfo, Session, SessionContext, SessionManager, SockJs};
+use actix_sockjs::{Config, Refuse, RequestInfo, Session, SessionContext, SessionManager, SockJs};
 use actix_web::{dev::Service as _, App, HttpMessage as _, HttpServer};
 use common::*;
 
@@ -38,7 +38,11 @@ impl Session for Greeter {
     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
         let user = ctx.request().get::<User>().map(|u| u.0.clone());
         let account = ctx.request().get::<Account>().map(|a| a.0);
-        let greeting = format!("built for {:?}, user {user:?}, account {account:?}", self.built_for);
+        let mut greeting = format!("built for {:?}, user {user:?}, account {account:?}", self.built_for);
+        if ctx.request().query("count").is_some() {
+            // The headers the session kept (`Config::keep_headers`).
+            greeting += &format!(", {} headers", ctx.request().headers().len());
+        }
         ctx.send(greeting);
     }
 
@@ -107,6 +111,26 @@ fn the_hooks_value_and_carried_extensions_reach_the_factory_and_the_session() {
     // Without the middleware's value the session still opens.
     let r = request(port, "POST", &format!("/id/000/{}/xhr", session()), &[("X-User", "bob")], Some(b""));
     assert_eq!(r.body, "o\n");
+}
+
+#[test]
+fn the_hook_and_carry_see_headers_the_session_does_not_keep() {
+    let port = serve(1, |m| {
+        SockJs::new("/bare", m)
+            .config(Config::default().keep_headers(Vec::<String>::new()))
+            .authorize(by_header)
+            .carry::<Account>()
+    });
+    let expected = r#"a["built for Some(\"ann\"), user Some(\"ann\"), account Some(7), 0 headers"]"#;
+    let headers = [("X-User", "ann"), ("X-Account", "7"), ("Cookie", "a=1")];
+    let mut ws = WsClient::connect_with(port, &format!("/bare/000/{}/websocket?count", session()), &headers)
+        .unwrap_or_else(|r| panic!("refused: {r:?}"));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(ws.recv_text(), expected);
+    let url = format!("/bare/000/{}", session());
+    let r = request(port, "POST", &format!("{url}/xhr?count"), &headers, Some(b""));
+    assert_eq!(r.body, "o\n");
+    assert_eq!(post(port, &format!("{url}/xhr"), "").body, format!("{expected}\n"));
 }
 
 #[test]

@@ -370,7 +370,8 @@ impl<A: Session> SessionManager<A> {
     }
 
     /// A manager whose factory sees each session's opening request: its
-    /// headers, addresses, and what [`SockJs::authorize`](crate::SockJs::authorize)
+    /// headers (those [`Config::keep_headers`](crate::Config::keep_headers)
+    /// keeps), addresses, and what [`SockJs::authorize`](crate::SockJs::authorize)
     /// produced ([`RequestInfo::get`]).
     ///
     /// # Examples

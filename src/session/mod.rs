@@ -110,11 +110,12 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 /// if it is not allowed.
 ///
 /// The path, query and headers are copied into one compact buffer (every
-/// idle session keeps it, so it is kept small); the WebSocket handshake's
-/// own headers (`Connection`, `Upgrade`, `Sec-WebSocket-Key`,
-/// `-Version`, `-Extensions`) are left out, and
-/// [`Config::keep_headers`](crate::Config::keep_headers) keeps only the
-/// headers it names. [`header`](Self::header) and
+/// idle session keeps it, so it is kept small). By default the WebSocket
+/// handshake's own headers (`Connection`, `Upgrade`, `Sec-WebSocket-Key`,
+/// `-Version`, `-Extensions`) are left out; with
+/// [`Config::keep_headers`](crate::Config::keep_headers), exactly the
+/// headers it names are kept, and [`header`](Self::header),
+/// [`cookie`](Self::cookie) and the factory see no other. [`header`](Self::header) and
 /// [`cookie`](Self::cookie) read it directly, and [`headers`](Self::headers)
 /// builds a `HeaderMap` from it at its first call. Nothing of the request
 /// itself is kept: holding actix-web's header values would keep the
@@ -342,7 +343,9 @@ impl RequestInfo {
         crate::util::query_param(self.query_string(), name)
     }
 
-    /// The value of one cookie of the request's `Cookie` headers.
+    /// The value of one cookie of the request's `Cookie` headers (`None`
+    /// when [`Config::keep_headers`](crate::Config::keep_headers) does not
+    /// keep `Cookie`).
     pub fn cookie(&self, name: &str) -> Option<&str> {
         let values = self
             .header_records()
@@ -506,7 +509,8 @@ mod tests {
             .to_http_request();
         let config =
             crate::Config::default().keep_headers(["user-agent", "ACCEPT-LANGUAGE", "Upgrade", "X-Absent"]);
-        let info = RequestInfo::from_request(&req, None, config.keep_headers.as_deref());
+        let info =
+            RequestInfo::from_request(&req, Some("1.2.3.4".parse().unwrap()), config.keep_headers.as_deref());
         assert_eq!(info.header("user-agent"), Some("test/1.0"));
         assert_eq!(info.headers().get_all("accept-language").count(), 2, "every value of a kept header");
         assert_eq!(info.header("upgrade"), Some("websocket"), "named, so kept even though the handshake's");
@@ -514,17 +518,23 @@ mod tests {
         assert_eq!(info.headers().len(), 4);
         assert_eq!((info.path(), info.query("token").as_deref()), ("/chat/000/abc/websocket", Some("t")));
         assert_eq!(info.peer_addr(), Some("10.1.2.3:4567".parse().unwrap()), "addresses are kept anyway");
+        assert_eq!(info.client_ip(), Some("1.2.3.4".parse().unwrap()));
 
         let none = crate::Config::default().keep_headers(Vec::<String>::new());
         let bare = RequestInfo::from_request(&req, None, none.keep_headers.as_deref());
         assert!(bare.headers().is_empty());
         assert_eq!(bare.query_string(), "token=t");
+        assert_eq!(bare.peer_addr(), Some("10.1.2.3:4567".parse().unwrap()));
     }
 
     #[test]
-    #[should_panic(expected = "Config::keep_headers: \"user agent\" is not a header name")]
     fn a_name_that_is_no_header_name_is_a_configuration_error() {
-        let _ = crate::Config::default().keep_headers(["user agent"]);
+        for name in ["user agent", "", "a:b", "caf\u{e9}"] {
+            let panic = std::panic::catch_unwind(|| crate::Config::default().keep_headers(["ok", name]))
+                .expect_err("a configuration error");
+            let text = panic.downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+            assert_eq!(text, format!("Config::keep_headers: {name:?} is not a header name"));
+        }
     }
 
     #[test]

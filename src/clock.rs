@@ -4,7 +4,7 @@
 //! Each thread counts milliseconds from an epoch of its own: 8 bytes where
 //! an `Instant` takes 16, for the clocks every socket keeps. Far deadlines
 //! are rounded up to a grain of about a 64th of their distance, a quarter
-//! of a second at most ([`coalesced`], [`periodic`]): the heartbeats of
+//! of a second at most ([`coalesced`]): the heartbeats of
 //! one worker's idle sessions that fall due within one grain fire at one
 //! wake-up of the worker, not at one each. A timer comes up to that much
 //! late, never early.
@@ -64,20 +64,6 @@ pub(crate) fn coalesced(at: u64, now: u64) -> u64 {
     round_up(at, grain(at.saturating_sub(now)))
 }
 
-/// When a timer that fires `every` so long, started now on this thread,
-/// should first fire, and its period: both rounded up to the grain for
-/// `every`, so that every tick of every such timer of this thread falls on
-/// that grain's multiples and ticks due close together come together.
-pub(crate) fn periodic(every: Duration) -> (Instant, Duration) {
-    // At least a millisecond: an interval of zero would fire forever
-    // within one poll. At most [`FAR`]: a tick is added to an `Instant`.
-    let every = millis(every.min(FAR)).max(1);
-    let grain = grain(every);
-    // `now` is rounded down: one more millisecond, so that no tick is early.
-    let first = round_up((now() + 1).saturating_add(every), grain);
-    (instant(first), Duration::from_millis(round_up(every, grain)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,39 +90,11 @@ mod tests {
     }
 
     #[test]
-    fn periodic_timers_tick_on_their_grain() {
-        for every in [1, 100, 127, 128, 1_000, 10_000, 25_000] {
-            let before = now();
-            let (first, period) = periodic(Duration::from_millis(every));
-            let after = now();
-            let first = millis(first - instant(0));
-            let period = millis(period);
-            let grain = grain(every);
-            assert_eq!(first % grain, 0, "first tick at {first} for {every}");
-            assert_eq!(period % grain, 0, "period {period} for {every}");
-            // Never early (`now` is rounded down: hence the strict `>`); at
-            // most a grain late.
-            assert!(
-                first > before + every && first <= after + every + grain,
-                "{first} for {every} at {before}"
-            );
-            assert!(period >= every && period < every + grain.max(1), "period {period} for {every}");
-            assert!(period - every <= every / 64);
-        }
-        // The default heartbeat: 25,088 ms, on the 256 ms grid.
-        assert_eq!(periodic(Duration::from_secs(25)).1, Duration::from_millis(25_088));
-    }
-
-    #[test]
     fn extreme_delays_neither_panic_nor_spin() {
-        // None: the first tick is far away, and adding the period to it
-        // (as an interval does at each tick) stays within an `Instant`.
-        let (first, period) = periodic(Duration::MAX);
-        assert!(first > Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600));
-        assert!(first.checked_add(period).is_some());
+        // None: the deadline is far away, and within an `Instant`.
+        assert!(instant(u64::MAX) > Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600));
         assert_eq!(instant(u64::MAX), instant(millis(FAR)));
         assert_eq!(coalesced(u64::MAX, 0), u64::MAX);
-        // Zero: a tick every millisecond, not an interval that never waits.
-        assert_eq!(periodic(Duration::ZERO).1, Duration::from_millis(1));
+        assert_eq!(millis(Duration::MAX), u64::MAX);
     }
 }

@@ -115,9 +115,9 @@ impl Config {
     /// out together: one may come up to a 64th of the delay late, a
     /// quarter of a second at most, never early. A worker holding 10,000
     /// idle sessions then wakes a few times a second for them, not once
-    /// for each. (An HTTP receiver's heartbeats keep that rounded delay
-    /// as their period: 25.088 s for 25 s.) `Duration::MAX` means no
-    /// heartbeat in effect; zero means one every millisecond.
+    /// for each. Each heartbeat is timed from the one before (the first
+    /// from the open frame, or from a poll's start). `Duration::MAX` means
+    /// no heartbeat in effect; zero means one every millisecond.
     pub fn heartbeat(mut self, delay: Duration) -> Self {
         self.heartbeat = delay;
         self

@@ -418,6 +418,15 @@ fn heartbeats_on_streams_and_polls() {
     assert_eq!(ws.recv_text(), "o");
     assert_eq!(ws.recv_text(), "h");
     assert_eq!(ws.recv_text(), "h", "a client that answers pings stays connected");
+
+    // A hixie-76 socket's heartbeats come from its session.
+    let (mut conn, head) = hixie76_request(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(head.status, 101);
+    conn.write(b"aaaaaaaa");
+    conn.read_exact(16);
+    assert_eq!(conn.read_exact(3), b"\x00o\xff");
+    assert_eq!(conn.read_exact(3), b"\x00h\xff");
+    assert_eq!(conn.read_exact(3), b"\x00h\xff");
 }
 
 #[test]

@@ -401,25 +401,6 @@ fn websocket_sessions_are_not_shared() {
     assert_eq!(c.recv_text(), r#"a["c"]"#);
 }
 
-/// Sends a hixie-76 upgrade request for `path` and reads the head.
-fn hixie76_request(port: u16, path: &str) -> (Conn, Head) {
-    let mut conn = Conn::open(port);
-    conn.send(
-        "GET",
-        path,
-        &[
-            ("Connection", "Upgrade"),
-            ("Upgrade", "WebSocket"),
-            ("Origin", "http://127.0.0.1:8081"),
-            ("Sec-WebSocket-Key1", "4 @1  46546xW%0l 1 5"),
-            ("Sec-WebSocket-Key2", "12998 5 Y3 1  .P00"),
-        ],
-        None,
-    );
-    let head = conn.head();
-    (conn, head)
-}
-
 #[test]
 fn websocket_hixie76_handshake() {
     let s = TestServer::start();

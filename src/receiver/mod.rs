@@ -9,7 +9,7 @@
 //! which the session bounds: a client that stops reading shows as a growing
 //! backlog.
 
-use std::{borrow::Cow, future::Future, task::Poll};
+use std::{borrow::Cow, task::Poll};
 
 use actix_web::web::Bytes;
 use futures_util::Stream;
@@ -20,6 +20,7 @@ pub use aborts::on_connect;
 pub(crate) use aborts::PeerSocket;
 
 mod aborts;
+pub(crate) mod deadlines;
 pub(crate) mod queue;
 
 /// How an HTTP receiver puts a frame on the wire (docs/protocol.md §6.0); an
@@ -310,15 +311,15 @@ impl Receiver {
         }
     }
 
-    /// A future that completes when the transport drops its end; `None`
-    /// for a WebSocket, whose transport reports its end itself (a watcher
-    /// costs a boxed future in every idle session).
-    pub(crate) fn gone(&self) -> Option<impl Future<Output = ()> + 'static> {
+    /// What the session needs to time this receiver: its queue, and
+    /// whether the transport dropping its end is the receiver's end (an
+    /// HTTP response). `None` for an RFC 6455 WebSocket, which reports its
+    /// end and writes its heartbeats itself, and for a raw WebSocket (a
+    /// timer in every idle session would cost it a boxed future).
+    pub(crate) fn timed(&self) -> Option<(OutTx, bool)> {
         match self {
-            Self::Http(http) => {
-                let out = http.out.clone();
-                Some(futures_util::future::poll_fn(move |cx| out.poll_closed(cx)))
-            }
+            Self::Http(http) => Some((http.out.clone(), true)),
+            Self::Socket { out, .. } if self.needs_heartbeat() => Some((out.clone(), false)),
             Self::Socket { .. } => None,
         }
     }

@@ -32,7 +32,7 @@ struct State<T> {
     #[expect(clippy::box_collection, reason = "boxed to keep idle queues small, see above")]
     rest: Option<Box<VecDeque<T>>>,
     /// Live senders (the receiver sees the end when none is left),
-    /// [`RECEIVER_GONE`] and [`MUTED`]; one word, so that the state keeps
+    /// [`RECEIVER_GONE`], [`MUTED`] and [`SENDER_ALARM`]; one word, so that the state keeps
     /// its size with `load` beside it.
     ends: u32,
     /// What the queued items weigh, as the sender declared
@@ -43,8 +43,9 @@ struct State<T> {
     /// Senders waiting for room or for the receiver's end. Boxed: most
     /// queues never have one (8 bytes in place of 40).
     waiting: Option<Box<Waiting>>,
-    /// When the receiver last asked to be woken ([`Rx::alarm`]); a
-    /// [`Nudger`] set for another time is stale and wakes nobody.
+    /// When the receiver ([`Rx::alarm`]) or a sender ([`Tx::alarm`]) last
+    /// asked to be woken; a [`Nudger`] set for another time is stale and
+    /// wakes nobody.
     alarm: u64,
 }
 
@@ -69,9 +70,14 @@ const RECEIVER_GONE: u32 = 1 << 31;
 /// queue empty (a bit of [`State::ends`]; see [`Rx::mute`]).
 const MUTED: u32 = 1 << 30;
 
+/// The alarm was set by a sender ([`Tx::alarm`]) and wakes the one that
+/// waits in [`Tx::poll_closed`], not the receiver (a bit of
+/// [`State::ends`]).
+const SENDER_ALARM: u32 = 1 << 29;
+
 impl<T> State<T> {
     fn senders(&self) -> u32 {
-        self.ends & !(RECEIVER_GONE | MUTED)
+        self.ends & !(RECEIVER_GONE | MUTED | SENDER_ALARM)
     }
 
     fn receiver_gone(&self) -> bool {
@@ -123,9 +129,23 @@ impl<T> Shared<T> {
         self.wake_receiver_if(|_| true);
     }
 
-    /// Wakes the receiver, if it waits and its alarm is still set for `at`.
+    /// Wakes the receiver, if it waits and its alarm is still set for `at`;
+    /// a sender's alarm ([`Tx::alarm`]) wakes the sender waiting in
+    /// [`Tx::poll_closed`] instead.
     fn ring(&self, at: u64) {
-        self.wake_receiver_if(|state| state.alarm == at);
+        let waker = {
+            let mut state = self.lock();
+            if state.alarm != at {
+                None
+            } else if state.ends & SENDER_ALARM != 0 {
+                state.waiting.as_mut().and_then(|w| w.closed.take())
+            } else {
+                state.take_receiver()
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Wakes the receiver, if it waits and `state` passes `test`; the
@@ -253,6 +273,18 @@ impl<T> Tx<T> {
         Poll::Pending
     }
 
+    /// [`Rx::alarm`] for the sender that waits in [`Tx::poll_closed`]:
+    /// the handle wakes that sender at `at`, with nothing to say but the
+    /// time (a session timing its receiver's heartbeats). One alarm per
+    /// queue: the last set, by either end, is the one that rings.
+    pub(crate) fn alarm(&self, at: u64) -> Nudger<T> {
+        let mut state = self.0.lock();
+        state.alarm = at;
+        state.ends |= SENDER_ALARM;
+        drop(state);
+        Nudger(Arc::downgrade(&self.0))
+    }
+
     /// What the queued items weigh (`usize::MAX` past `u32::MAX`).
     pub(crate) fn load(&self) -> usize {
         match self.0.lock().load {
@@ -377,7 +409,10 @@ impl<T> Rx<T> {
     /// alarm no longer wakes the receiver: a timer that cannot take back
     /// what it was given (a heap of deadlines) leaves no spurious wake-up.
     pub(crate) fn alarm(&self, at: u64) -> Nudger<T> {
-        self.0.lock().alarm = at;
+        let mut state = self.0.lock();
+        state.alarm = at;
+        state.ends &= !SENDER_ALARM;
+        drop(state);
         Nudger(Arc::downgrade(&self.0))
     }
 }
@@ -607,6 +642,35 @@ mod tests {
         drop(rx);
         assert_eq!(wakes(), 1);
         assert_eq!(tx.poll_closed(&mut cx), Poll::Ready(()));
+    }
+
+    #[test]
+    fn a_senders_alarm_wakes_the_closed_watcher_not_the_receiver() {
+        let (tx, mut rx) = queue::<u8>();
+        let (at_rx, rx_waker) = Count::waker();
+        let (at_tx, tx_waker) = Count::waker();
+        assert_eq!(rx.poll_recv(&mut Context::from_waker(&rx_waker)), Poll::Pending);
+        assert_eq!(tx.poll_closed(&mut Context::from_waker(&tx_waker)), Poll::Pending);
+        let early = tx.alarm(5);
+        let alarm = tx.alarm(9);
+        early.ring(5);
+        assert_eq!((at_rx.wakes(), at_tx.wakes()), (0, 0), "a moved alarm is stale");
+        alarm.ring(9);
+        assert_eq!((at_rx.wakes(), at_tx.wakes()), (0, 1), "the sender, not the receiver");
+        // Woken once: the watcher polls again to be woken again.
+        alarm.ring(9);
+        assert_eq!(at_tx.wakes(), 1);
+        assert_eq!(tx.poll_closed(&mut Context::from_waker(&tx_waker)), Poll::Pending);
+        // The flag is no sender: the receiver still sees the last one go.
+        let second = tx.clone();
+        drop(second);
+        assert_eq!(rx.poll_recv(&mut Context::from_waker(&rx_waker)), Poll::Pending);
+        // The receiver's own alarm takes the queue's alarm back.
+        let mine = rx.alarm(12);
+        mine.ring(12);
+        assert_eq!((at_rx.wakes(), at_tx.wakes()), (1, 1));
+        drop(tx);
+        assert_eq!(rx.poll_recv(&mut Context::from_waker(&rx_waker)), Poll::Ready(None));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::{
 
 use actix::{
     dev::{AsyncContextParts, ContextFut, ContextParts, Envelope, Mailbox, ToEnvelope},
-    fut::{wrap_future, ActorFuture, ActorFutureExt},
+    fut::ActorFuture,
     Actor, ActorContext, ActorState, Addr, AsyncContext, Handler, Message, SpawnHandle,
 };
 
@@ -38,7 +38,7 @@ use crate::{
     config::Config,
     metrics::EndpointMetrics,
     protocol::Transport,
-    receiver::{queue, Receiver},
+    receiver::{deadlines, queue, OutTx, Receiver},
 };
 
 /// What a session tells its manager, in order: one queue per manager, a
@@ -244,16 +244,14 @@ struct Cold {
     open_deferred: bool,
 }
 
-/// The futures the session runs for its attached HTTP receiver (a
-/// WebSocket has none: it reports its own end and sends its own
-/// heartbeats).
+/// The future the session runs for its attached HTTP receiver or hixie-76
+/// socket ([`ReceiverTimers`]; an RFC 6455 WebSocket has none: it reports
+/// its own end and sends its own heartbeats).
 #[derive(Debug)]
 struct Timers {
-    /// The receiver they belong to.
+    /// The receiver it belongs to.
     token: u32,
-    /// Watches the receiver's end.
-    watch: Option<SpawnHandle>,
-    heartbeat: Option<SpawnHandle>,
+    handle: SpawnHandle,
 }
 
 /// The actor context of a SockJS session.
@@ -766,25 +764,12 @@ where
         if let Some(expiry) = self.cold.as_mut().and_then(|cold| cold.expiry.take()) {
             self.parts.cancel_future(expiry);
         }
-        let Some(receiver) = self.machine.receiver() else { return };
-        let gone = receiver.gone();
-        let beats = receiver.needs_heartbeat();
-        let watch = gone.map(|gone| {
-            let gone = wrap_future::<_, A>(gone).map(move |(), act, ctx| ctx.receiver_gone(act, token));
-            self.parts.spawn(gone)
-        });
-        let heartbeat = beats.then(|| {
-            // On the worker's grain for the delay, like a WebSocket's: the
-            // heartbeats of receivers attached close together come together.
-            let (first, every) = clock::periodic(self.setup.config.heartbeat);
-            self.run_interval_at(first, every, |_, ctx| {
-                let written = ctx.machine.heartbeat();
-                ctx.written(written);
-            })
-        });
-        if watch.is_some() || heartbeat.is_some() {
-            self.cold().timers = Some(Timers { token, watch, heartbeat });
-        }
+        let Some((out, watch)) = self.machine.receiver().and_then(Receiver::timed) else { return };
+        let every = clock::millis(self.setup.config.heartbeat).max(1);
+        let beat = clock::now().saturating_add(every);
+        deadlines::wake_sender_at(beat, &out);
+        let handle = self.parts.spawn(ReceiverTimers { out, token, watch, beat, every });
+        self.cold().timers = Some(Timers { token, handle });
     }
 
     /// Stops the timers of the receiver `token` (of whichever is running
@@ -795,9 +780,7 @@ where
             .as_mut()
             .and_then(|cold| cold.timers.take_if(|t| token.is_none_or(|token| t.token == token)));
         if let Some(timers) = timers {
-            for handle in timers.watch.into_iter().chain(timers.heartbeat) {
-                self.parts.cancel_future(handle);
-            }
+            self.parts.cancel_future(timers.handle);
         }
     }
 
@@ -989,6 +972,59 @@ impl<A: Session> ActorFuture<A> for Finisher {
             ctx.parts.stop();
         }
         Poll::Ready(())
+    }
+}
+
+/// The timers of an attached HTTP receiver or hixie-76 socket, in one
+/// future: it ends an HTTP receiver when its transport lets go of the
+/// queue (the response ended, or its client left), and writes the
+/// heartbeats. The worker's deadlines wake it at each through the same
+/// queue ([`deadlines::wake_sender_at`]), as they wake WebSockets for
+/// theirs: no tokio timer, which with actix's interval around it and a
+/// second future for the watch took 144 bytes of every idle HTTP receiver
+/// (this future takes 32), and a timer wheel entry set and cancelled for
+/// every poll.
+struct ReceiverTimers {
+    out: OutTx,
+    token: u32,
+    /// The transport dropping its end of the queue is the receiver's end
+    /// (an HTTP response; a hixie-76 socket reports its own end).
+    watch: bool,
+    /// The next heartbeat, in [`clock::now`]'s milliseconds.
+    beat: u64,
+    /// The heartbeat delay in milliseconds (at least 1).
+    every: u64,
+}
+
+impl<A: Session> ActorFuture<A> for ReceiverTimers {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut SessionContext<A>,
+        task: &mut Context<'_>,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        // Also leaves the task's waker where the alarm rings it.
+        if this.out.poll_closed(task).is_ready() {
+            if this.watch {
+                ctx.receiver_gone(act, this.token);
+            }
+            return Poll::Ready(());
+        }
+        if deadlines::may_have_passed(this.beat) {
+            // Every `every` from the last, like a WebSocket's: no receiver
+            // goes longer without one (up to a 64th late, see `clock`).
+            let now = clock::now();
+            if now >= this.beat {
+                this.beat = now.saturating_add(this.every);
+                let written = ctx.machine.heartbeat();
+                ctx.written(written);
+            }
+            deadlines::wake_sender_at(this.beat, &this.out);
+        }
+        Poll::Pending
     }
 }
 

@@ -14,7 +14,6 @@ use actix_web::http::Method;
 
 use crate::{endpoint::JAVASCRIPT, protocol::Transport, receiver::Framing};
 
-mod deadlines;
 pub(crate) mod hixie76;
 pub(crate) mod http;
 pub(crate) mod meta;

@@ -26,7 +26,6 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, Message, ProtocolError}
 use futures_util::Stream;
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
-use super::deadlines;
 use crate::{
     clock,
     config::Config,
@@ -36,7 +35,7 @@ use crate::{
         wsframe::{self, HEARTBEAT_AND_PING, PING_ONLY, PONG},
         PayloadError, Transport,
     },
-    receiver::{out_queue, Out, OutRx, PeerSocket, Receiver},
+    receiver::{deadlines, out_queue, Out, OutRx, PeerSocket, Receiver},
     session::{
         inbound_weight, run_turn, Command, CommandTx, Failure, InPlace, Ran, Session, Turn, INBOUND_ROOM,
     },

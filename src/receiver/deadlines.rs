@@ -1,5 +1,7 @@
-//! Wake-ups for WebSockets at their ping and pong deadlines, without a
-//! tokio timer per socket.
+//! Wake-ups for WebSockets at their ping and pong deadlines, and for the
+//! sessions of HTTP receivers and hixie-76 sockets at their heartbeats,
+//! without a tokio timer for each. (A session is woken through its
+//! receiver's queue too: [`wake_sender_at`].)
 //!
 //! A tokio `Sleep` is ~110 bytes of every idle socket. Here each worker
 //! thread keeps one heap of deadlines (16 bytes each, one per socket and
@@ -35,7 +37,7 @@ use tokio::time;
 
 use crate::{
     clock::{self, coalesced, instant, now},
-    receiver::{queue::Nudger, Out, OutRx},
+    receiver::{queue::Nudger, Out, OutRx, OutTx},
 };
 
 /// One socket's next deadline, in [`now`]'s milliseconds.
@@ -97,8 +99,22 @@ pub(crate) fn may_have_passed(at: u64) -> bool {
 /// another time before then (which it does by calling this again). Must
 /// run on an actix (tokio local) worker thread, as WebSocket bodies do.
 pub(crate) fn wake_at(at: u64, socket: &OutRx) {
+    arm(at, |at| socket.alarm(at));
+}
+
+/// [`wake_at`] for the session that writes to `out` and waits in its
+/// [`Tx::poll_closed`](crate::receiver::queue::Tx::poll_closed): an HTTP
+/// receiver's or a hixie-76 socket's session timing its heartbeats. Must
+/// run on the worker thread the session lives on.
+pub(crate) fn wake_sender_at(at: u64, out: &OutTx) {
+    arm(at, |at| out.alarm(at));
+}
+
+/// Sets the alarm that `alarm` makes for `at` rounded up, and has this
+/// worker ring it then.
+fn arm(at: u64, alarm: impl FnOnce(u64) -> Nudger<Out>) {
     let at = coalesced(at, now());
-    let socket = socket.alarm(at);
+    let socket = alarm(at);
     if at >= clock::FAR_MILLIS {
         // Never, in effect (a heartbeat of `Duration::MAX`): no entry,
         // which the sleeper would otherwise wake for, at its far end.

@@ -313,9 +313,9 @@ impl Receiver {
 
     /// What the session needs to time this receiver: its queue, and
     /// whether the transport dropping its end is the receiver's end (an
-    /// HTTP response). `None` for an RFC 6455 WebSocket, which reports its
-    /// end and writes its heartbeats itself, and for a raw WebSocket (a
-    /// timer in every idle session would cost it a boxed future).
+    /// HTTP response; a hixie-76 socket reports its own end). `None` for an
+    /// RFC 6455 WebSocket, raw ones included, which reports its end and
+    /// pings (and writes its heartbeats) itself.
     pub(crate) fn timed(&self) -> Option<(OutTx, bool)> {
         match self {
             Self::Http(http) => Some((http.out.clone(), true)),

@@ -59,7 +59,8 @@ struct Waiting {
     /// Waiting for room ([`Tx::poll_room`]): woken when the queue is empty
     /// again or the receiver is gone.
     room: Vec<Waker>,
-    /// Waiting for the receiver to go ([`Tx::poll_closed`]).
+    /// Waiting for the receiver to go ([`Tx::poll_closed`]); also what a
+    /// sender's alarm wakes ([`Tx::alarm`]).
     closed: Option<Waker>,
 }
 
@@ -417,9 +418,10 @@ impl<T> Rx<T> {
     }
 }
 
-/// Wakes a queue's receiver (as if an item had come) at its alarm, while
-/// the queue lives; holds no sender, so the receiver still sees the
-/// senders go.
+/// Wakes a queue's receiver (as if an item had come) at its alarm, or the
+/// sender waiting in [`Tx::poll_closed`] at a sender's alarm, while the
+/// queue lives; holds no sender, so the receiver still sees the senders
+/// go.
 pub(crate) struct Nudger<T>(Weak<Shared<T>>);
 
 impl<T> Nudger<T> {
@@ -428,7 +430,8 @@ impl<T> Nudger<T> {
         self.0.strong_count() > 0
     }
 
-    /// Wakes the receiver, if it waits and its alarm is still set for `at`.
+    /// Wakes the receiver (the closed watcher, at a sender's alarm), if it
+    /// waits and the alarm is still set for `at`.
     pub(crate) fn ring(&self, at: u64) {
         if let Some(shared) = self.0.upgrade() {
             shared.ring(at);

@@ -1020,7 +1020,13 @@ impl<A: Session> ActorFuture<A> for ReceiverTimers {
             if now >= this.beat {
                 this.beat = now.saturating_add(this.every);
                 let written = ctx.machine.heartbeat();
+                let ended = written.detached == Some(this.token);
+                // Cancels this future if the heartbeat ended the receiver
+                // (a poll's answer): no alarm for a queue about to go.
                 ctx.written(written);
+                if ended {
+                    return Poll::Ready(());
+                }
             }
             deadlines::wake_sender_at(this.beat, &this.out);
         }

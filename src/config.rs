@@ -381,8 +381,11 @@ impl Config {
     {
         let names = names.into_iter().map(|name| {
             let name = name.as_ref();
-            HeaderName::from_str(name)
-                .unwrap_or_else(|_| panic!("Config::keep_headers: {name:?} is not a header name"))
+            match HeaderName::from_str(name) {
+                Ok(header) => header,
+                // A configuration mistake, reported as the `Config` is built.
+                Err(_) => panic!("Config::keep_headers: {name:?} is not a header name"), // ok: see `# Panics`
+            }
         });
         self.keep_headers = Some(names.collect());
         self

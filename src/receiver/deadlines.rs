@@ -4,8 +4,9 @@
 //! receiver's queue too: [`wake_sender_at`].)
 //!
 //! A tokio `Sleep` is ~110 bytes of every idle socket. Here each worker
-//! thread keeps one heap of deadlines (16 bytes each, one per socket and
-//! at most two more left by moved deadlines) and
+//! thread keeps one heap of deadlines (16 bytes each, one per socket or
+//! HTTP receiver, and for a socket at most two more left by moved
+//! deadlines) and
 //! one task that sleeps until the earliest; when a deadline passes it wakes
 //! the socket through its frame queue ([`Nudger`]), and the socket checks
 //! its clocks itself. A socket that moves its deadline leaves the old entry

@@ -127,15 +127,14 @@ impl<T> Shared<T> {
 
     /// Wakes the receiver, if it waits, with no item.
     fn nudge(&self) {
-        self.wake_receiver_if(|_| true);
+        self.wake(State::take_receiver);
     }
 
     /// Wakes the receiver, if it waits and its alarm is still set for `at`;
     /// a sender's alarm ([`Tx::alarm`]) wakes the sender waiting in
     /// [`Tx::poll_closed`] instead.
     fn ring(&self, at: u64) {
-        let waker = {
-            let mut state = self.lock();
+        self.wake(|state| {
             if state.alarm != at {
                 None
             } else if state.ends & SENDER_ALARM != 0 {
@@ -143,23 +142,13 @@ impl<T> Shared<T> {
             } else {
                 state.take_receiver()
             }
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        });
     }
 
-    /// Wakes the receiver, if it waits and `state` passes `test`; the
-    /// wake-up runs outside the lock.
-    fn wake_receiver_if(&self, test: impl FnOnce(&State<T>) -> bool) {
-        let waker = {
-            let mut state = self.lock();
-            if test(&state) {
-                state.take_receiver()
-            } else {
-                None
-            }
-        };
+    /// Wakes the waker `take` takes from the state, if any; the wake-up
+    /// runs outside the lock.
+    fn wake(&self, take: impl FnOnce(&mut State<T>) -> Option<Waker>) {
+        let waker = take(&mut self.lock());
         if let Some(waker) = waker {
             waker.wake();
         }

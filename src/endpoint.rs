@@ -20,7 +20,7 @@ use actix_web::{
     },
     HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError,
 };
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{ready, Either, LocalBoxFuture, Ready};
 
 use crate::{
     admission::{client_ip, origin_allowed, Refusal},
@@ -179,6 +179,21 @@ impl<A: Session> fmt::Debug for Endpoint<A> {
     }
 }
 
+/// A step of a request that is done at once on the common path (`Left`)
+/// and waits on the manager otherwise (`Right`, boxed).
+///
+/// actix-web allocates every request's future, and a future is as large as
+/// the largest state of everything it awaits: a manager round trip awaited
+/// in place took ~230 bytes of it, on every request, for what only a new
+/// session (or a worker's first request) waits on. Boxed only on that path,
+/// it keeps the request's future within the sizes glibc serves from its
+/// per-thread cache (`service::tests`).
+pub(crate) type Step<'a, T> = Either<Ready<T>, LocalBoxFuture<'a, T>>;
+
+/// A socket's session, opened: its command channel and the [`Turn`] the
+/// socket runs (`None` if the session ended in its first turn).
+pub(crate) type SocketOpened = (CommandTx, Option<Rc<dyn Turn>>);
+
 /// A request the authorisation hook let open a session.
 #[derive(Debug)]
 pub(crate) struct Admitted {
@@ -314,20 +329,59 @@ impl<A: Session> Endpoint<A> {
     /// Attaches a receiver to the HTTP session `id`, opening the session
     /// first (if the authorisation hook and the caps allow it) if there is
     /// none.
-    pub(crate) async fn attach(
+    ///
+    /// A poll or stream for a session the worker's directory lists, the
+    /// common case, is done before this returns; opening a session, or a
+    /// worker's first request, waits on the manager in a boxed future (see
+    /// [`Step`]).
+    pub(crate) fn attach<'a>(
+        &'a self,
+        req: &'a HttpRequest,
+        id: Arc<str>,
+        receiver: Receiver,
+    ) -> Step<'a, Result<Option<String>, ReachError>> {
+        let receiver = Box::new(receiver);
+        let Some(directory) = self.directory.get() else {
+            return Either::Right(Box::pin(async move {
+                let receiver = match self.directory().await {
+                    Some(directory) => match self.attach_listed(directory, req, &id, receiver)? {
+                        None => return Ok(None),
+                        Some(back) => back,
+                    },
+                    None => receiver,
+                };
+                self.open_http(req, id, receiver).await
+            }));
+        };
+        match self.attach_listed(directory, req, &id, receiver) {
+            Ok(None) => Either::Left(ready(Ok(None))),
+            Err(e) => Either::Left(ready(Err(e))),
+            Ok(Some(receiver)) => Either::Right(Box::pin(self.open_http(req, id, receiver))),
+        }
+    }
+
+    /// Hands `receiver` to the live session `directory` lists under `id`;
+    /// gives it back if there is none (or it has just ended).
+    fn attach_listed(
+        &self,
+        directory: &Directory,
+        req: &HttpRequest,
+        id: &str,
+        receiver: Box<Receiver>,
+    ) -> Result<Option<Box<Receiver>>, ReachError> {
+        let Some((serial, tx, bound)) = directory.find(id) else { return Ok(Some(receiver)) };
+        let turn = self.turns.get(serial);
+        self.hand_over(req, &tx, bound.as_deref(), receiver, turn.as_deref())
+    }
+
+    /// Attaches `receiver` to the HTTP session `id` through the manager,
+    /// which opens the session if it has none by that id.
+    async fn open_http(
         &self,
         req: &HttpRequest,
         id: Arc<str>,
-        receiver: Receiver,
+        mut receiver: Box<Receiver>,
     ) -> Result<Option<String>, ReachError> {
-        let mut receiver = Box::new(receiver);
-        if let Some((serial, tx, bound)) = self.find(&id).await {
-            let turn = self.turns.get(serial);
-            match self.hand_over(req, &tx, bound.as_deref(), receiver, turn.as_deref())? {
-                None => return Ok(None),
-                Some(back) => receiver = back,
-            }
-        }
         let mut values = Values::new();
         let mut new_cookie = None;
         let mut opening: Option<Opening> = None;
@@ -395,17 +449,19 @@ impl<A: Session> Endpoint<A> {
     }
 
     /// Registers a WebSocket session (already admitted) with the manager
-    /// and starts it with its receiver attached; returns the session's
-    /// command channel and the [`Turn`] the socket runs (`None` if the
-    /// session ended in its first turn).
-    pub(crate) async fn open_socket(
-        &self,
-        req: &HttpRequest,
+    /// and starts it with its receiver attached.
+    ///
+    /// An uncapped endpoint's session starts before this returns; with a
+    /// cap, or at a worker's first session, the manager's answer is awaited
+    /// in a boxed future (see [`Step`]).
+    pub(crate) fn open_socket<'a>(
+        &'a self,
+        req: &'a HttpRequest,
         id: Option<Arc<str>>,
         receiver: Receiver,
         admitted: Admitted,
         in_place: InPlace,
-    ) -> Result<(CommandTx, Option<Rc<dyn Turn>>), actix_web::Error> {
+    ) -> Step<'a, Result<SocketOpened, actix_web::Error>> {
         let serial = next_serial();
         let transport = receiver.transport();
         // A raw WebSocket has no id of the client's: it gets a unique one.
@@ -421,28 +477,30 @@ impl<A: Session> Endpoint<A> {
             Some(starter) => {
                 let starter = starter.clone();
                 if starter.arrivals.arrive(serial, id.clone(), cmd_tx.clone(), opening.clone()) {
-                    let turn =
-                        self.start(starter, serial, id, transport, req, (cmd_rx, first), values, in_place)?;
-                    return Ok((cmd_tx, turn));
+                    let started =
+                        self.start(starter, serial, id, transport, req, (cmd_rx, first), values, in_place);
+                    return Either::Left(ready(started.map(|turn| (cmd_tx, turn)).map_err(Into::into)));
                 }
                 opening
             }
             None => opening,
         };
-        let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
-        let starter = match self.manager.send(register).await {
-            Ok(Ok(starter)) => starter,
-            Ok(Err(refusal)) => return Err(refusal.into()),
-            Err(e) => {
-                log::error!("sockjs: session manager unavailable: {e}");
-                return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
+        Either::Right(Box::pin(async move {
+            let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
+            let starter = match self.manager.send(register).await {
+                Ok(Ok(starter)) => starter,
+                Ok(Err(refusal)) => return Err(refusal.into()),
+                Err(e) => {
+                    log::error!("sockjs: session manager unavailable: {e}");
+                    return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
+                }
+            };
+            if uncapped {
+                let _ = self.starter.set(starter.clone());
             }
-        };
-        if uncapped {
-            let _ = self.starter.set(starter.clone());
-        }
-        let turn = self.start(starter, serial, id, transport, req, (cmd_rx, first), values, in_place)?;
-        Ok((cmd_tx, turn))
+            let turn = self.start(starter, serial, id, transport, req, (cmd_rx, first), values, in_place)?;
+            Ok((cmd_tx, turn))
+        }))
     }
 
     /// Hands client messages to the existing session `id`.
@@ -454,7 +512,10 @@ impl<A: Session> Endpoint<A> {
     ) -> Result<(), ReachError> {
         let (tx, bound, turn) = match self.find(&id).await {
             Some((serial, tx, bound)) => (tx, bound, self.turns.get(serial)),
-            None => match self.manager.send(Acquire::new(id, None)).await.map_err(|_| ReachError::Manager)? {
+            None => match Box::pin(self.manager.send(Acquire::new(id, None)))
+                .await
+                .map_err(|_| ReachError::Manager)?
+            {
                 Acquired::Found(tx, bound) => (tx, bound, None),
                 _ => return Err(ReachError::Missing),
             },
@@ -473,11 +534,17 @@ impl<A: Session> Endpoint<A> {
     /// round trip to the manager (but the first, which fetches the
     /// directory for this worker).
     async fn find(&self, id: &str) -> Option<(u64, CommandTx, Option<Arc<Bound>>)> {
+        self.directory().await?.find(id)
+    }
+
+    /// The manager's directory of HTTP sessions, fetched at the worker's
+    /// first request for one.
+    async fn directory(&self) -> Option<&Directory> {
         if self.directory.get().is_none() {
-            let directory = self.manager.send(GetDirectory).await.ok()?;
+            let directory = Box::pin(self.manager.send(GetDirectory)).await.ok()?;
             let _ = self.directory.set(directory);
         }
-        self.directory.get()?.find(id)
+        self.directory.get()
     }
 
     /// Starts a session actor on this worker, reading its commands from

@@ -268,15 +268,7 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
         // a scope's router, extractors and app data cost ~1,500
         // instructions of each request besides (callgrind,
         // `benches/README.md`).
-        let service = fn_service(move |req: ServiceRequest| {
-            let routes = routes.clone();
-            async move {
-                let (req, mut payload) = req.into_parts();
-                let payload = web::Payload::from_request(&req, &mut payload).await?;
-                let res = routes.answer(req.clone(), payload).await;
-                Ok(ServiceResponse::new(req, res))
-            }
-        });
+        let service = fn_service(move |req: ServiceRequest| serve(routes.clone(), req));
         let rdef = if config.is_root() {
             ResourceDef::root_prefix(&self.prefix)
         } else {
@@ -284,6 +276,18 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
         };
         config.register_service(rdef, None, service, None);
     }
+}
+
+/// One request under the endpoint's prefix. actix-web boxes its future
+/// (one allocation per request); see `tests::a_requests_future_is_small`.
+async fn serve<A: Session>(
+    routes: Rc<Routes<A>>,
+    req: ServiceRequest,
+) -> Result<ServiceResponse, actix_web::Error> {
+    let (req, mut payload) = req.into_parts();
+    let payload = web::Payload::from_request(&req, &mut payload).await?;
+    let res = routes.answer(req.clone(), payload).await;
+    Ok(ServiceResponse::new(req, res))
 }
 
 /// What an endpoint answers, by path after the prefix.
@@ -375,6 +379,34 @@ async fn session_url<A: Session>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Nothing;
+
+    impl actix::Actor for Nothing {
+        type Context = crate::SessionContext<Self>;
+    }
+
+    impl Session for Nothing {
+        fn on_message(&mut self, _: String, _: &mut crate::SessionContext<Self>) {}
+    }
+
+    /// actix-web boxes every request's future. Up to 1,032 bytes glibc
+    /// serves the box from its per-thread cache; above, each request took
+    /// its `malloc` and `free` through the arenas (~400 instructions more,
+    /// callgrind). A manager round trip awaited in place, on paths only a
+    /// new session takes, made it 1,368 bytes (see `endpoint::Step`).
+    #[test]
+    fn a_requests_future_is_small() {
+        actix::System::new().block_on(async {
+            use actix::Actor as _;
+            let manager = SessionManager::new(|| Nothing).start();
+            let endpoint = Endpoint::new("/echo", manager, Config::default(), None, Vec::new());
+            let routes = Rc::new(Routes { ep: web::Data::new(endpoint), raw: None, rows: Vec::new() });
+            let req = actix_web::test::TestRequest::default().to_srv_request();
+            let size = std::mem::size_of_val(&serve(routes, req));
+            assert!(size <= 1032, "a request's future takes {size} bytes");
+        });
+    }
 
     #[test]
     fn session_urls_and_the_iframe_page_are_told_apart_by_hand() {

@@ -451,9 +451,10 @@ impl<A: Session> Endpoint<A> {
     /// Registers a WebSocket session (already admitted) with the manager
     /// and starts it with its receiver attached.
     ///
-    /// An uncapped endpoint's session starts before this returns; with a
-    /// cap, or at a worker's first session, the manager's answer is awaited
-    /// in a boxed future (see [`Step`]).
+    /// An uncapped endpoint's session starts before this returns. With a
+    /// cap, at a worker's first WebSocket session (and any opened before
+    /// the manager's answer to it), or while the manager shuts down, the
+    /// manager's answer is awaited in a boxed future (see [`Step`]).
     pub(crate) fn open_socket<'a>(
         &'a self,
         req: &'a HttpRequest,

@@ -392,9 +392,11 @@ mod tests {
 
     /// actix-web boxes every request's future. Up to 1,032 bytes glibc
     /// serves the box from its per-thread cache; above, each request took
-    /// its `malloc` and `free` through the arenas (~400 instructions more,
-    /// callgrind). A manager round trip awaited in place, on paths only a
-    /// new session takes, made it 1,368 bytes (see `endpoint::Step`).
+    /// its `malloc` and `free` through the arenas. Manager round trips
+    /// awaited in place, on paths only a new session or a worker's first
+    /// request takes, made it 1,368 bytes in a release build (1,376 here);
+    /// boxing them (see `endpoint::Step`) took a WebSocket set-up from
+    /// 46.8k to 45.5k instructions (callgrind, `benches/README.md`).
     #[test]
     fn a_requests_future_is_small() {
         actix::System::new().block_on(async {

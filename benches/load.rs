@@ -17,6 +17,12 @@
 //!   100,10000): xhr_streaming receivers for the SockJS servers, WebSockets
 //!   for the floor; and again with SockJS WebSocket receivers for ours
 //!   ("ws fan-out"), against the same floor;
+//! - an interactive client, `LOAD_INTERACTIVE` round trips (default 100;
+//!   0 skips it): the client sends a message on `/broadcast` and waits for
+//!   it, a second session broadcasts 5 ms later, and the latency is that
+//!   broadcast's (the p50 is the summary's figure). Ours runs twice, the
+//!   second time with Nagle's algorithm off (`sockjs_bench` under
+//!   `SOCKJS_BENCH_NODELAY`); every other scenario keeps the OS default;
 //! - a broadcast to a group among many sessions, `LOAD_GROUP` (`N:TOTAL`,
 //!   default `100:10000`: 100 xhr_streaming members among 10,000 open
 //!   sessions, the rest idle WebSockets), ours only, compared with the
@@ -72,6 +78,9 @@ const MESSAGE: &str = "hello, world: 0123456789abcdef";
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Server {
     Ours,
+    /// Ours with `HttpServer::tcp_nodelay(true)` (`sockjs_bench` reads
+    /// `SOCKJS_BENCH_NODELAY`): the interactive scenario only.
+    OursNoDelay,
     Node,
     /// The raw actix WebSocket floor (`benches/ws_floor.rs`).
     Floor,
@@ -85,6 +94,7 @@ impl Server {
     fn name(self) -> &'static str {
         match self {
             Server::Ours => "actix-sockjs",
+            Server::OursNoDelay => "actix-sockjs, nodelay",
             Server::Node => "sockjs-node 0.3.24",
             Server::Floor => "raw actix ws (floor)",
             Server::WsFloor => "actix-ws (floor)",
@@ -95,6 +105,7 @@ impl Server {
     fn key(self) -> &'static str {
         match self {
             Server::Ours => "ours",
+            Server::OursNoDelay => "oursnodelay",
             Server::Node => "node",
             Server::Floor => "floor",
             Server::WsFloor => "actixws",
@@ -103,7 +114,7 @@ impl Server {
     }
 
     fn sockjs(self) -> bool {
-        matches!(self, Server::Ours | Server::Node)
+        matches!(self, Server::Ours | Server::OursNoDelay | Server::Node)
     }
 
     /// Serves WebSockets (SockJS or raw).
@@ -124,6 +135,11 @@ impl Proc {
         let release = root.join("target/release/examples");
         let mut cmd = match server {
             Server::Ours => Command::new(release.join(ours_example())),
+            Server::OursNoDelay => {
+                let mut c = Command::new(release.join(ours_example()));
+                c.env("SOCKJS_BENCH_NODELAY", "1");
+                c
+            }
             Server::Floor => Command::new(release.join("ws_floor")),
             Server::HttpFloor => Command::new(release.join("http_floor")),
             Server::WsFloor => Command::new(release.join("ws_floor_actix_ws")),
@@ -137,8 +153,16 @@ impl Proc {
             // taskset execs the server: the child's pid is the server's.
             let program = cmd.get_program().to_owned();
             let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+            let envs: Vec<_> =
+                cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned))).collect();
             cmd = Command::new("taskset");
             cmd.args(["-c", cpus]).arg(program).args(args);
+            for (key, value) in envs {
+                match value {
+                    Some(value) => cmd.env(key, value),
+                    None => cmd.env_remove(key),
+                };
+            }
         }
         let mut child = cmd
             .args(["--port", "0"])
@@ -722,6 +746,81 @@ async fn fan_out_to(
     Ok(sample)
 }
 
+/// The gap between an interactive client's message coming back and the
+/// next sender's broadcast ([`interactive`]).
+const INTERACTIVE_GAP: Duration = Duration::from_millis(5);
+
+/// The messages of the next text frame that carries any: SockJS `a[...]`
+/// frames on a SockJS server (heartbeats and other frames skipped), the
+/// frame itself on a raw one. The bench's messages hold no commas.
+async fn messages(server: Server, conn: &mut Conn) -> io::Result<Vec<String>> {
+    loop {
+        let frame = conn.ws_recv().await?;
+        if !server.sockjs() {
+            return Ok(vec![frame]);
+        }
+        if let Some(msgs) = frame.strip_prefix("a[").and_then(|l| l.strip_suffix(']')) {
+            return Ok(msgs.split(',').map(|m| m.trim_matches('"').to_owned()).collect());
+        }
+    }
+}
+
+/// Waits for the message `text` on `conn`.
+async fn until_message(server: Server, conn: &mut Conn, text: &str) -> io::Result<()> {
+    while !messages(server, conn).await?.iter().any(|m| m == text) {}
+    Ok(())
+}
+
+/// An interactive client and a second sender on `/broadcast`, `rounds`
+/// times: the client sends a message and waits for it to come back, then
+/// the sender broadcasts [`INTERACTIVE_GAP`] later; the latency is that
+/// broadcast's, from the sender's write to the client's read. A client
+/// that answers what it reads keeps its kernel holding back its ACKs, to
+/// send them with its next message; with Nagle's algorithm on (the OS
+/// default, which actix-web keeps) the server's second small write then
+/// waits for the ACK of its first, up to the client's delayed-ACK timer.
+async fn interactive(server: Server, proc: &Proc, rounds: usize) -> io::Result<Sample> {
+    let mut client = open_ws(server, proc.port, "/broadcast", None).await?;
+    let sender = open_ws(server, proc.port, "/broadcast", None).await?;
+    // The sender gets every broadcast too: drained, so that it never holds
+    // the server back.
+    let (mut sender_rd, mut sender_wr) = sender.io.into_inner().into_split();
+    let drain = async move {
+        let mut buf = vec![0; 64 * 1024];
+        while matches!(sender_rd.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let text = |t: String| if server.sockjs() { format!("[\"{t}\"]") } else { t };
+    let work = async {
+        let mut lat = Vec::with_capacity(rounds);
+        for i in 0..rounds {
+            client.write(&ws_frame(&text(format!("c{i}")))).await?;
+            until_message(server, &mut client, &format!("c{i}")).await?;
+            tokio::time::sleep(INTERACTIVE_GAP).await;
+            let sent = Instant::now();
+            sender_wr.write_all(&ws_frame(&text(format!("s{i}")))).await?;
+            until_message(server, &mut client, &format!("s{i}")).await?;
+            lat.push(micros(sent));
+        }
+        Ok::<_, io::Error>(lat)
+    };
+    let mut failed = None;
+    let sample = measure(proc, async {
+        match select(pin!(work), pin!(drain)).await {
+            Either::Left((Ok(lat), _)) => (lat.len(), lat),
+            Either::Left((Err(e), _)) => {
+                failed = Some(e);
+                (0, Vec::new())
+            }
+            Either::Right(((), _)) => {
+                failed = Some(broken("the sender's connection ended"));
+                (0, Vec::new())
+            }
+        }
+    })
+    .await;
+    failed.map_or(Ok(sample), Err)
+}
+
 /// Opens `n` WebSocket sessions, 50 at a time (a SockJS one counts as open
 /// at its `o`), and closes them; answers server CPU and latency per
 /// session opened.
@@ -1050,8 +1149,25 @@ fn main() {
             Box::new(move |s, p| rt.block_on(fan_out_to(s, p, n, audience, window))),
         ));
     }
+    let interactive_rounds: usize = env("LOAD_INTERACTIVE", 100);
+    if interactive_rounds > 0 {
+        // Ours also with Nagle's algorithm off, as the README recommends
+        // (only `sockjs_bench` reads the variable).
+        let mut targets = servers.clone();
+        let at = targets.iter().position(|s| *s == Server::Ours).filter(|_| ours_example() == "sockjs_bench");
+        if let Some(at) = at {
+            targets.insert(at + 1, Server::OursNoDelay);
+        }
+        scenarios.push((
+            format!("interactive, {interactive_rounds}"),
+            targets,
+            Box::new(move |s, p| rt.block_on(interactive(s, p, interactive_rounds))),
+        ));
+    }
     let mut summary = Vec::new();
     for (name, targets, run) in &scenarios {
+        // The interactive scenario is about latency: its summary is the p50.
+        let latency = name.starts_with("interactive");
         let mut per_op: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
         // One run first, not counted: the first run of a scenario was slow
         // for whichever server went first (its connect figure up to 1.9x
@@ -1066,8 +1182,12 @@ fn main() {
                 let server = targets[i];
                 let proc = Proc::start(server);
                 match run(server, &proc) {
-                    Ok(sample) => {
-                        per_op[i].push(sample.server_us());
+                    Ok(mut sample) => {
+                        per_op[i].push(if latency {
+                            f64::from(sample.percentile(0.5)) / 1000.0
+                        } else {
+                            sample.server_us()
+                        });
                         print_row(&mut Row { scenario: name.clone(), server, sample });
                     }
                     Err(e) => println!("{name:<28} {:<22} failed: {e}", server.name()),
@@ -1076,7 +1196,7 @@ fn main() {
         }
         let figures: Vec<(Server, f64)> =
             targets.iter().copied().zip(per_op.into_iter().map(median)).collect();
-        summary.push((name.clone(), figures));
+        summary.push((if latency { format!("{name} (p50 ms)") } else { name.clone() }, figures));
     }
 
     let idle_cpu_sessions: usize = env("LOAD_IDLE_CPU", 10_000);

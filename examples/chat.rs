@@ -288,6 +288,10 @@ async fn main() -> std::io::Result<()> {
     .h1_allow_half_closed(false)
     // Close a WebSocket's connection once its closing handshake is done.
     .client_disconnect_timeout(Duration::ZERO)
+    // A chat page sends as well as reads: without this, a message that
+    // follows another within the page's delayed-ACK time waits for it
+    // (README: "Nagle's algorithm").
+    .tcp_nodelay(true)
     .shutdown_signal(signal)
     .bind(("127.0.0.1", port))?;
     for addr in server.addrs() {

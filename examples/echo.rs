@@ -45,6 +45,8 @@ async fn main() -> std::io::Result<()> {
         .h1_allow_half_closed(false)
         // Close a WebSocket's connection once its closing handshake is done.
         .client_disconnect_timeout(std::time::Duration::ZERO)
+        // Each frame leaves at once (README: "Nagle's algorithm").
+        .tcp_nodelay(true)
         .shutdown_signal(signal)
         .bind(("127.0.0.1", port))?;
     for addr in server.addrs() {

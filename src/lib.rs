@@ -59,6 +59,8 @@
 //!     HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
 //!         .h1_allow_half_closed(false)
 //!         .client_disconnect_timeout(std::time::Duration::ZERO)
+//!         // Frames leave at once; see the README's "Nagle's algorithm" (actix-web 4.13+).
+//!         .tcp_nodelay(true)
 //!         .shutdown_signal(signal)
 //!         .bind(("127.0.0.1", 8080))?
 //!         .run()
@@ -84,8 +86,8 @@
 //! # Where to go next
 //!
 //! The repository's README covers the options with their defaults, the
-//! behaviour worth knowing (client aborts, closing WebSockets, slow
-//! clients, shutdown), running several nodes behind a balancer, and the
+//! behaviour worth knowing (client aborts, closing WebSockets, Nagle's
+//! algorithm, slow clients, shutdown), running several nodes behind a balancer, and the
 //! metrics; `examples/` has an echo server, a rooms chat and the server the
 //! protocol suites use; `docs/protocol.md` is the protocol, endpoint by
 //! endpoint.

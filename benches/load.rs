@@ -765,10 +765,16 @@ async fn messages(server: Server, conn: &mut Conn) -> io::Result<Vec<String>> {
     }
 }
 
-/// Waits for the message `text` on `conn`.
+/// Waits for the message `text` on `conn`, for 5 s at most: a lost
+/// message fails the run instead of hanging the bench.
 async fn until_message(server: Server, conn: &mut Conn, text: &str) -> io::Result<()> {
-    while !messages(server, conn).await?.iter().any(|m| m == text) {}
-    Ok(())
+    let wait = async {
+        while !messages(server, conn).await?.iter().any(|m| m == text) {}
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .unwrap_or_else(|_| Err(broken(format!("no {text} within 5 s"))))
 }
 
 /// An interactive client and a second sender on `/broadcast`, `rounds`

@@ -88,9 +88,9 @@
 //! The repository's README covers the options with their defaults, the
 //! behaviour worth knowing (client aborts, closing WebSockets, Nagle's
 //! algorithm, slow clients, shutdown), running several nodes behind a
-//! balancer, and the metrics; `examples/` has an echo server, a rooms chat and the server the
-//! protocol suites use; `docs/protocol.md` is the protocol, endpoint by
-//! endpoint.
+//! balancer, and the metrics; `examples/` has an echo server, a rooms
+//! chat and the server the protocol suites use; `docs/protocol.md` is the
+//! protocol, endpoint by endpoint.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

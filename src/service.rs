@@ -379,16 +379,7 @@ async fn session_url<A: Session>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Nothing;
-
-    impl actix::Actor for Nothing {
-        type Context = crate::SessionContext<Self>;
-    }
-
-    impl Session for Nothing {
-        fn on_message(&mut self, _: String, _: &mut crate::SessionContext<Self>) {}
-    }
+    use crate::session::Nothing;
 
     /// actix-web boxes every request's future. Up to 1,032 bytes glibc
     /// serves the box from its per-thread cache; above, each request took

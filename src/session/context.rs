@@ -1216,16 +1216,7 @@ pub(crate) fn start_session<A: Session>(
 #[cfg(test)]
 mod size {
     use super::*;
-
-    struct Nothing;
-
-    impl Actor for Nothing {
-        type Context = SessionContext<Self>;
-    }
-
-    impl Session for Nothing {
-        fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
-    }
+    use crate::session::Nothing;
 
     /// A session's runtime is shared with whoever runs its turns in place:
     /// an `Rc` (16 bytes of counts) of the slot, which glibc serves from a

@@ -55,6 +55,21 @@ pub(crate) use turn::{inbound_weight, run as run_turn, InPlace, LocalTurns, Ran,
 
 use crate::cause::CloseCause;
 
+/// A session that ignores everything, for tests that need a session type
+/// (the sizes of what every session carries, say).
+#[cfg(test)]
+pub(crate) struct Nothing;
+
+#[cfg(test)]
+impl Actor for Nothing {
+    type Context = SessionContext<Self>;
+}
+
+#[cfg(test)]
+impl Session for Nothing {
+    fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+}
+
 /// A SockJS session's application logic.
 ///
 /// Implement it on an actix actor whose context is [`SessionContext`]. One

@@ -611,10 +611,8 @@ async fn receive(server: Server, ws: bool, mut conn: Conn, url: String, fan: Rc<
     if ws {
         loop {
             let frame = conn.sockjs_frame().await?;
-            if let Some(msgs) = frame.strip_prefix("a[").and_then(|l| l.strip_suffix(']')) {
-                for msg in msgs.split(',') {
-                    fan.delivered(msg.trim_matches('"'));
-                }
+            for msg in sockjs_messages(&frame).into_iter().flatten() {
+                fan.delivered(msg);
             }
         }
     }
@@ -750,18 +748,24 @@ async fn fan_out_to(
 /// next sender's broadcast ([`interactive`]).
 const INTERACTIVE_GAP: Duration = Duration::from_millis(5);
 
+/// The messages of a SockJS `a[...]` frame; `None` for any other frame.
+/// The bench's messages hold no commas and no escapes.
+fn sockjs_messages(frame: &str) -> Option<impl Iterator<Item = &str>> {
+    let msgs = frame.strip_prefix("a[")?.strip_suffix(']')?;
+    Some(msgs.split(',').map(|m| m.trim_matches('"')))
+}
+
 /// The messages of the next text frame that carries any: SockJS `a[...]`
 /// frames on a SockJS server (heartbeats and other frames skipped), the
-/// frame itself on a raw one. The bench's messages hold no commas.
+/// frame itself on a raw one.
 async fn messages(server: Server, conn: &mut Conn) -> io::Result<Vec<String>> {
     loop {
         let frame = conn.ws_recv().await?;
         if !server.sockjs() {
             return Ok(vec![frame]);
         }
-        if let Some(msgs) = frame.strip_prefix("a[").and_then(|l| l.strip_suffix(']')) {
-            return Ok(msgs.split(',').map(|m| m.trim_matches('"').to_owned()).collect());
-        }
+        let Some(msgs) = sockjs_messages(&frame) else { continue };
+        return Ok(msgs.map(str::to_owned).collect());
     }
 }
 
@@ -1068,6 +1072,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// One run of a scenario against a server.
+type Run<'a> = Box<dyn Fn(Server, &Proc) -> io::Result<Sample> + 'a>;
+
+/// A scenario: its name, the servers it runs against, one run of it, and
+/// what its summary compares.
+struct Scenario<'a> {
+    name: String,
+    targets: Vec<Server>,
+    run: Run<'a>,
+    /// The summary's figure is the p50 latency in ms (a latency scenario)
+    /// rather than server CPU per operation.
+    latency: bool,
+}
+
+impl<'a> Scenario<'a> {
+    /// Compared by server CPU per operation.
+    fn cpu(name: String, targets: Vec<Server>, run: Run<'a>) -> Self {
+        Self { name, targets, run, latency: false }
+    }
+
+    /// Compared by p50 latency.
+    fn latency(name: String, targets: Vec<Server>, run: Run<'a>) -> Self {
+        Self { name, targets, run, latency: true }
+    }
+}
+
 fn main() {
     prepare();
     let (descriptors, hard_limit) = raise_descriptor_limit();
@@ -1103,37 +1133,36 @@ fn main() {
         "{:<28} {:<22} {:>10} {:>9} {:>9} {:>12} {:>12}",
         "scenario", "server", "ops/s", "p50 µs", "p99 µs", "server µs/op", "client µs/op"
     );
-    type Scenario<'a> = (String, Vec<Server>, Box<dyn Fn(Server, &Proc) -> io::Result<Sample> + 'a>);
     let mut scenarios: Vec<Scenario<'_>> = Vec::new();
     let rt = &runtime;
     for n in env_list("LOAD_SESSIONS", "50,500") {
-        scenarios.push((
+        scenarios.push(Scenario::cpu(
             format!("websocket echo, {n}"),
             servers.clone(),
             Box::new(move |s, p| rt.block_on(ws_echo(s, p, n, window))),
         ));
     }
     for n in env_list("LOAD_CONNECT", "5000") {
-        scenarios.push((
+        scenarios.push(Scenario::cpu(
             format!("websocket connect, {n}"),
             servers.clone(),
             Box::new(move |s, p| rt.block_on(connect(s, p, n))),
         ));
     }
     for n in env_list("LOAD_POLL_SESSIONS", "50,500") {
-        scenarios.push((
+        scenarios.push(Scenario::cpu(
             format!("xhr-polling echo, {n}"),
             all.iter().copied().filter(|s| !matches!(s, Server::Floor | Server::WsFloor)).collect(),
             Box::new(move |s, p| rt.block_on(xhr_echo(s, p, n, window))),
         ));
     }
     for n in env_list("LOAD_FANOUT", "100,10000") {
-        scenarios.push((
+        scenarios.push(Scenario::cpu(
             format!("fan-out to {n} (deliveries)"),
             servers.clone(),
             Box::new(move |s, p| rt.block_on(fan_out(s, p, n, window))),
         ));
-        scenarios.push((
+        scenarios.push(Scenario::cpu(
             format!("ws fan-out to {n} (deliveries)"),
             servers.iter().copied().filter(|s| *s != Server::Node).collect(),
             Box::new(move |s, p| rt.block_on(fan_out_to(s, p, n, Audience::AllOverWebSocket, window))),
@@ -1149,7 +1178,7 @@ fn main() {
             continue;
         };
         let audience = Audience::Group { bystanders: among.saturating_sub(n) };
-        scenarios.push((
+        scenarios.push(Scenario::cpu(
             format!("group of {n} among {among}"),
             servers.iter().copied().filter(|s| *s == Server::Ours).collect(),
             Box::new(move |s, p| rt.block_on(fan_out_to(s, p, n, audience, window))),
@@ -1164,16 +1193,14 @@ fn main() {
         if let Some(at) = at {
             targets.insert(at + 1, Server::OursNoDelay);
         }
-        scenarios.push((
+        scenarios.push(Scenario::latency(
             format!("interactive, {interactive_rounds}"),
             targets,
             Box::new(move |s, p| rt.block_on(interactive(s, p, interactive_rounds))),
         ));
     }
     let mut summary = Vec::new();
-    for (name, targets, run) in &scenarios {
-        // The interactive scenario is about latency: its summary is the p50.
-        let latency = name.starts_with("interactive");
+    for Scenario { name, targets, run, latency } in &scenarios {
         let mut per_op: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
         // One run first, not counted: the first run of a scenario was slow
         // for whichever server went first (its connect figure up to 1.9x
@@ -1189,7 +1216,7 @@ fn main() {
                 let proc = Proc::start(server);
                 match run(server, &proc) {
                     Ok(mut sample) => {
-                        per_op[i].push(if latency {
+                        per_op[i].push(if *latency {
                             f64::from(sample.percentile(0.5)) / 1000.0
                         } else {
                             sample.server_us()
@@ -1202,7 +1229,7 @@ fn main() {
         }
         let figures: Vec<(Server, f64)> =
             targets.iter().copied().zip(per_op.into_iter().map(median)).collect();
-        summary.push((if latency { format!("{name} (p50 ms)") } else { name.clone() }, figures));
+        summary.push((if *latency { format!("{name} (p50 ms)") } else { name.clone() }, figures));
     }
 
     let idle_cpu_sessions: usize = env("LOAD_IDLE_CPU", 10_000);

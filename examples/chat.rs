@@ -224,14 +224,13 @@ async fn main() -> std::io::Result<()> {
     let node = arg("--node").unwrap_or_else(|| "guest".to_owned());
     let secret = arg("--secret").unwrap_or_else(|| "change me".to_owned());
     static GUESTS: AtomicUsize = AtomicUsize::new(1);
-    let manager = SessionManager::<Member>::create(|ctx| {
-        let manager = ctx.address();
-        SessionManager::from_request(move |req: &RequestInfo| Member {
+    let manager = SessionManager::start_with_request(|manager| {
+        move |req: &RequestInfo| Member {
             // What the authorisation hook below found.
             name: req.get::<User>().map_or_else(|| "anonymous".to_owned(), |u| u.0.clone()),
             room: None,
             manager: manager.clone(),
-        })
+        }
     });
     // Redis is chosen at run time; the bridge needs the `redis` feature.
     #[cfg(feature = "redis")]

@@ -17,7 +17,7 @@
 //! [dependencies]
 //! actix-sockjs = "0.1"
 //! actix = "0.13"
-//! actix-web = "4"
+//! actix-web = "4.13"  # 4.13 or later for HttpServer::tcp_nodelay, which the quick start sets
 //! ```
 //!
 //! # Feature flags

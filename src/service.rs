@@ -105,7 +105,11 @@ impl<A: Session> SockJs<A> {
     /// the user the hook identified is not looked up twice. `Err` refuses:
     /// with an HTTP error, or with a close frame the browser's `onclose`
     /// sees (see [`Refuse`]). Requests on a session that is already open
-    /// are not asked again.
+    /// are not asked again. A query parameter is read with actix-web's
+    /// `web::Query::<T>::from_query(req.query_string())`. sockjs-client
+    /// sends no header of yours (browsers allow none on a WebSocket or an
+    /// EventSource), so a browser's token comes in the query string, as in
+    /// `new SockJS(url + "?token=..")`, or in a cookie.
     ///
     /// # Examples
     ///

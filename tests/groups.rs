@@ -393,12 +393,89 @@ fn delivery_by_id_listings_and_counts() {
     let counts = s.ask(SessionCount);
     assert_eq!((counts.opening, counts.open, counts.closing), (0, 3, 0));
 
-    // A closed polling session is closing until its disconnect delay ends.
+    // A closed polling session is closing until its disconnect delay ends,
+    // and out of its groups and past messages by id from its close on.
     poll.send("close");
-    assert!(matches!(s.next(), Event::Closed(..)));
+    assert_eq!(
+        s.next(),
+        Event::Closed(poll_id.clone(), CloseCause::Application { code: 3001, reason: "bye".into() })
+    );
     let counts = s.ask(SessionCount);
     assert_eq!((counts.open, counts.closing), (2, 1));
+    assert_eq!(s.members(), sorted(vec![ws_id.clone(), raw_id.clone()]));
+    assert!(s.ask(GroupMembers::new("vip")).is_empty());
+    assert_eq!(s.ask(GroupSizes), vec![("all".to_owned(), 2)]);
+    assert_eq!(s.ask(SendTo::text(&poll_id, "too late")), Delivery::Unknown);
+    assert_eq!(s.ask(Deliver::new(&poll_id, Whisper("too late".into()))), Delivery::Unknown);
+    assert!(!s.ask(Join::new(&poll_id, "vip")));
+    assert!(s.ask(GetSession::new(poll_id.clone())).is_none());
+    let info = s.ask(ListSessions).into_iter().find(|i| i.id == poll_id).expect("still listed");
+    assert_eq!((info.state, info.groups.len()), (SessionState::Closed, 0));
+    s.manager.do_send(Broadcast::text("after the close"));
+    assert_eq!(ws.recv(), "after the close");
+    assert_eq!(raw.recv_text(), "after the close");
+    // Its client's next request still gets the close frame, and nothing else.
+    assert_eq!(post(s.port, &format!("{}/xhr", poll.url()), "").body, "c[3001,\"bye\"]\n");
     eventually("the closed session ends", || s.ask(SessionCount).closing == 0);
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_unstable();
+    ids
+}
+
+/// Clients choose their session ids: two WebSockets may share one. By id,
+/// the newest open one is reached, and the one before it once it closes.
+#[test]
+fn a_reused_websocket_id_reaches_the_newest_open_session_then_the_one_before() {
+    let s = Server::start(Duration::from_secs(5));
+    let id = session();
+    let url = format!("/m/000/{id}/websocket");
+    let mut sockets: Vec<WsClient> = (0..3)
+        .map(|_| {
+            let mut ws = WsClient::connect(s.port, &url);
+            assert_eq!(ws.recv_text(), "o");
+            assert_eq!(s.opened(), id);
+            ws
+        })
+        .collect();
+    let listed = s.ask(ListSessions);
+    assert_eq!(listed.iter().filter(|i| i.id == id).count(), 3, "three sessions share the id");
+    // Whether a socket got nothing: it answers its own echo first.
+    let quiet = |ws: &mut WsClient| {
+        ws.send_text(r#"["ping"]"#);
+        assert_eq!(ws.recv_text(), r#"a["ping"]"#);
+    };
+    let closes = |s: &Server, ws: &mut WsClient| {
+        ws.send_text(r#"["close"]"#);
+        assert_eq!(ws.recv_text(), r#"c[3001,"bye"]"#);
+        assert!(matches!(s.next(), Event::Closed(who, _) if who == id));
+    };
+
+    assert_eq!(s.ask(SendTo::text(&id, "one")), Delivery::Delivered);
+    assert_eq!(sockets[2].recv_text(), r#"a["one"]"#);
+    quiet(&mut sockets[0]);
+    quiet(&mut sockets[1]);
+
+    // The middle one closes: the newest still has the id.
+    closes(&s, &mut sockets[1]);
+    assert_eq!(s.ask(Deliver::new(&id, Whisper("two".into()))), Delivery::Delivered);
+    assert_eq!(sockets[2].recv_text(), r#"a["whisper: two"]"#);
+    quiet(&mut sockets[0]);
+
+    // The newest closes: the oldest is reached at once, whether or not the
+    // manager has forgotten the closed one yet.
+    closes(&s, &mut sockets[2]);
+    assert_eq!(s.ask(SendTo::text(&id, "three")), Delivery::Delivered);
+    assert_eq!(sockets[0].recv_text(), r#"a["three"]"#);
+    assert!(s.ask(Join::new(&id, "late")));
+    s.manager.do_send(Broadcast::text("four").group("late"));
+    assert_eq!(sockets[0].recv_text(), r#"a["four"]"#);
+
+    // And once it closes too, no session has the id.
+    closes(&s, &mut sockets[0]);
+    assert_eq!(s.ask(SendTo::text(&id, "five")), Delivery::Unknown);
+    eventually("the manager forgets them", || s.ask(SessionCount).total() == 0);
 }
 
 #[test]

@@ -91,6 +91,10 @@ impl Broadcast {
 
     /// Only to the members of `group` (see [`SessionContext::join`](crate::SessionContext::join)).
     ///
+    /// A broadcast has one audience: everyone, a group, or a list of ids.
+    /// `group` and [`ids`](Self::ids) each set it, and the later call
+    /// replaces the earlier; [`except`](Self::except) applies to any.
+    ///
     /// # Examples
     ///
     /// ```
@@ -102,7 +106,9 @@ impl Broadcast {
         self
     }
 
-    /// Only to the sessions with these ids.
+    /// Only to the sessions with these ids (for each id, the HTTP session
+    /// and the newest open WebSocket session with it). Replaces a
+    /// [`group`](Self::group) set before.
     ///
     /// # Examples
     ///
@@ -168,24 +174,32 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Delivery {
-    /// A session of this node has it in its queue.
+    /// An open session of this node has it in its queue.
     Delivered,
-    /// No session of this node has the id; the message went to the other
-    /// nodes (the `redis` feature), and the one holding the session, if any,
-    /// delivers it.
+    /// No open session of this node has the id; the message went to the
+    /// other nodes (the `redis` feature), and the one holding the session,
+    /// if any, delivers it.
     Forwarded,
-    /// No session has the id (none on this node, and no other node to ask).
+    /// No open session has the id (none on this node, and no other node to
+    /// ask). A session that has closed counts as none, though an HTTP one
+    /// stays listed until its disconnect delay ends.
     Unknown,
 }
 
 /// Sends one message to the session with this id, wherever it is; answers
 /// a [`Delivery`].
 ///
-/// On this node the message goes to the HTTP session with that id and to
-/// the newest WebSocket session that used it (a raw WebSocket's id is the
-/// one [`SessionContext::session_id`](crate::SessionContext::session_id)
-/// gives, `raw-` and a number). When no session here has the id and the
-/// manager is bridged to other nodes, the message goes to them.
+/// On this node the message goes to the open HTTP session with that id
+/// and to the newest open WebSocket session that used it (a raw
+/// WebSocket's id is the one
+/// [`SessionContext::session_id`](crate::SessionContext::session_id)
+/// gives, `raw-` and a number). When no open session here has the id and
+/// the manager is bridged to other nodes, the message goes to them.
+///
+/// Session ids are chosen by clients, and two WebSocket clients may choose
+/// the same one: an id addresses a connection, not a user. To reach a user
+/// wherever they are connected, see the README's "Reaching a user, not a
+/// session" (a group per user).
 ///
 /// # Examples
 ///
@@ -265,8 +279,8 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 }
 
 /// Hands one of the application's own messages to the session actor with
-/// this id, whatever its transport; answers whether a session of this node
-/// took it ([`Delivery::Delivered`]) or none has the id
+/// this id, whatever its transport; answers whether an open session of
+/// this node took it ([`Delivery::Delivered`]) or none has the id
 /// ([`Delivery::Unknown`]; typed messages do not cross nodes).
 ///
 /// # Examples
@@ -359,7 +373,7 @@ where
 }
 
 /// Puts the session with this id in a group, from outside the session;
-/// answers `false` if no session of this node has the id.
+/// answers `false` if no open session of this node has the id.
 ///
 /// # Examples
 ///
@@ -409,7 +423,7 @@ impl<A: Session> Handler<Join> for SessionManager<A> {
 }
 
 /// Takes the session with this id out of a group, from outside the
-/// session; answers `false` if no session of this node has the id.
+/// session; answers `false` if no open session of this node has the id.
 ///
 /// # Examples
 ///
@@ -475,7 +489,10 @@ pub struct SessionInfo {
     pub groups: Vec<String>,
 }
 
-/// Lists the sessions of this node, ordered by id.
+/// Lists the sessions of this node, ordered by id: open ones, ones still
+/// opening, and closed HTTP sessions that answer their client's late
+/// requests until the disconnect delay ends ([`SessionState::Closed`], in no
+/// group). Filter on [`SessionInfo::state`] for the open ones.
 ///
 /// # Examples
 ///
@@ -651,13 +668,16 @@ pub struct SessionCounts {
     pub opening: usize,
     /// Open.
     pub open: usize,
-    /// Closed, and still answering late requests with their close frame
-    /// (an HTTP session, for the disconnect delay).
+    /// Closed ([`SessionState::Closing`] or [`SessionState::Closed`]), and
+    /// still answering late requests with their close frame (an HTTP
+    /// session, for the disconnect delay). They take no messages and are in
+    /// no group.
     pub closing: usize,
 }
 
 impl SessionCounts {
-    /// Every session the manager tracks.
+    /// Every session the manager tracks, closed ones included (`open` is
+    /// the number that takes messages).
     ///
     /// # Examples
     ///
@@ -706,8 +726,9 @@ impl<A: Session> Handler<SessionCount> for SessionManager<A> {
     }
 }
 
-/// Looks up a session by its id, whatever its transport; answers the
-/// session actor's address.
+/// Looks up an open session by its id, whatever its transport; answers the
+/// session actor's address (`None` if no open session of this node has the
+/// id).
 ///
 /// # Examples
 ///

@@ -245,6 +245,10 @@ pub struct SessionManager<A: Session> {
     /// WebSocket sessions by id (the newest, should a client reuse one),
     /// raw ones under their generated id.
     sockets: HashMap<Arc<str>, u64>,
+    /// The older WebSocket sessions of an id that a newer one reuses,
+    /// oldest first: when the newest ends or closes, the one before it is
+    /// reached by id again. Empty unless clients reuse ids.
+    shadowed: HashMap<Arc<str>, Vec<u64>>,
     /// Group -> members.
     groups: HashMap<Arc<str>, SerialSet>,
     per_client: HashMap<IpAddr, usize>,
@@ -313,6 +317,11 @@ struct Entry {
 }
 
 impl Entry {
+    /// Not closed: it takes messages.
+    fn live(&self) -> bool {
+        !matches!(self.phase, SessionState::Closing | SessionState::Closed)
+    }
+
     /// When the session opened.
     fn opened_at(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(self.opened_at)
@@ -403,6 +412,7 @@ impl<A: Session> SessionManager<A> {
             sessions: SerialMap::default(),
             directory: Directory::default(),
             sockets: HashMap::new(),
+            shadowed: HashMap::new(),
             groups: HashMap::new(),
             per_client: HashMap::new(),
             shutting_down: false,
@@ -438,6 +448,45 @@ impl<A: Session> SessionManager<A> {
         F: Fn() -> A + Send + Sync + 'static,
     {
         Self::create(|ctx| Self::new(make(ctx.address())))
+    }
+
+    /// Starts a manager whose factory needs both the manager's own address
+    /// and each session's opening request (a chat whose sessions broadcast
+    /// and know who [`SockJs::authorize`](crate::SockJs::authorize)
+    /// identified, say): [`start_with`](Self::start_with) with the factory
+    /// of [`from_request`](Self::from_request). `make` gets the address and
+    /// returns the factory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Broadcast, RequestInfo, Session, SessionContext, SessionManager};
+    /// /// Who `authorize` identified (see `SockJs::authorize`).
+    /// struct User(String);
+    ///
+    /// struct Chat {
+    ///     room: Addr<SessionManager<Chat>>,
+    ///     name: String,
+    /// }
+    /// # impl Actor for Chat { type Context = SessionContext<Self>; }
+    /// # impl Session for Chat { fn on_message(&mut self, m: String, _: &mut SessionContext<Self>) { self.room.do_send(Broadcast::text(format!("{}: {m}", self.name))); } }
+    ///
+    /// # actix::System::new().block_on(async {
+    /// let room = SessionManager::start_with_request(|room| {
+    ///     move |req: &RequestInfo| Chat {
+    ///         room: room.clone(),
+    ///         name: req.get::<User>().map_or_else(|| "anonymous".to_owned(), |user| user.0.clone()),
+    ///     }
+    /// });
+    /// # });
+    /// ```
+    pub fn start_with_request<M, F>(make: M) -> Addr<Self>
+    where
+        M: FnOnce(Addr<Self>) -> F,
+        F: Fn(&RequestInfo) -> A + Send + Sync + 'static,
+    {
+        Self::create(|ctx| Self::from_request(make(ctx.address())))
     }
 
     fn starter(&self) -> Starter<A> {
@@ -479,7 +528,7 @@ impl<A: Session> SessionManager<A> {
         match note {
             Note::Opened => self.set_phase(serial, SessionState::Open),
             Note::Deferred => self.set_phase(serial, SessionState::New),
-            Note::Closed => self.set_phase(serial, SessionState::Closed),
+            Note::Closed => self.closed(serial),
             Note::Ended => self.remove(serial),
             Note::Join(group) => {
                 self.join(serial, group);
@@ -496,9 +545,26 @@ impl<A: Session> SessionManager<A> {
         }
     }
 
-    /// Puts the session `serial` in `group`; `false` if there is no such session.
+    /// The session `serial` closed: it takes no more messages and leaves
+    /// its groups now. An HTTP one stays listed (closed) for the disconnect
+    /// delay, to answer its client's late requests with its close frame.
+    fn closed(&mut self, serial: u64) {
+        let Some(entry) = self.sessions.get_mut(&serial) else { return };
+        entry.phase = SessionState::Closed;
+        for group in std::mem::take(&mut entry.groups) {
+            self.unlist(serial, &group);
+        }
+    }
+
+    /// Whether the session `serial` is listed and not closed.
+    fn live(&self, serial: u64) -> bool {
+        self.sessions.get(&serial).is_some_and(Entry::live)
+    }
+
+    /// Puts the session `serial` in `group`; `false` if there is no such
+    /// session, or it has closed.
     fn join(&mut self, serial: u64, group: Arc<str>) -> bool {
-        let Some(entry) = self.sessions.get_mut(&serial) else { return false };
+        let Some(entry) = self.sessions.get_mut(&serial).filter(|e| e.live()) else { return false };
         if !entry.groups.contains(&group) {
             entry.groups = entry.groups.iter().cloned().chain([group.clone()]).collect();
             let members = self.groups.entry(group.clone()).or_default();
@@ -539,9 +605,7 @@ impl<A: Session> SessionManager<A> {
     fn remove(&mut self, serial: u64) {
         let Some(entry) = self.sessions.remove(&serial) else { return };
         if entry.socket {
-            if self.sockets.get(&entry.id) == Some(&serial) {
-                self.sockets.remove(&entry.id);
-            }
+            self.unlist_socket(&entry.id, serial);
         } else {
             self.directory.remove(&entry.id, serial);
         }
@@ -555,6 +619,23 @@ impl<A: Session> SessionManager<A> {
                     self.per_client.remove(&ip);
                 }
             }
+        }
+    }
+
+    /// Takes the WebSocket session `serial` out of the index by id; the
+    /// newest older one with its id, if any, takes its place.
+    fn unlist_socket(&mut self, id: &Arc<str>, serial: u64) {
+        let older = self.shadowed.get_mut(id);
+        if self.sockets.get(id) == Some(&serial) {
+            match older.and_then(Vec::pop) {
+                Some(previous) => self.sockets.insert(id.clone(), previous),
+                None => self.sockets.remove(id),
+            };
+        } else if let Some(older) = older {
+            older.retain(|s| *s != serial);
+        }
+        if self.shadowed.get(id).is_some_and(Vec::is_empty) {
+            self.shadowed.remove(id);
         }
     }
 
@@ -590,7 +671,12 @@ impl<A: Session> SessionManager<A> {
             _ => false,
         };
         if socket {
-            self.sockets.insert(id.clone(), serial);
+            if let Some(older) = self.sockets.insert(id.clone(), serial) {
+                log::debug!(
+                    "sockjs: WebSocket session id {id} reused; the newest session gets messages sent to it"
+                );
+                self.shadowed.entry(id.clone()).or_default().push(older);
+            }
         } else {
             self.directory.insert(id.clone(), serial, tx.clone(), open.bound.clone());
         }
@@ -612,10 +698,14 @@ impl<A: Session> SessionManager<A> {
         Ok(())
     }
 
-    /// The serials of the sessions of this node with this id: the HTTP one
-    /// and the newest WebSocket one.
+    /// The serials of the open sessions of this node with this id: the
+    /// HTTP one and the newest open WebSocket one. Closed sessions take no
+    /// messages.
     fn serials_of(&self, id: &str) -> impl Iterator<Item = u64> {
-        [self.directory.serial(id), self.sockets.get(id).copied()].into_iter().flatten()
+        let http = self.directory.serial(id).filter(|s| self.live(*s));
+        let older = self.shadowed.get(id).into_iter().flat_map(|older| older.iter().rev());
+        let socket = self.sockets.get(id).into_iter().chain(older).copied().find(|s| self.live(*s));
+        [http, socket].into_iter().flatten()
     }
 
     /// Hands a broadcast to its recipients on this node; answers how many
@@ -627,7 +717,7 @@ impl<A: Session> SessionManager<A> {
         let mut dead = Vec::new();
         let mut sent = 0;
         let mut push = |serial: u64, entry: &Entry| {
-            if skip.contains(&serial) {
+            if skip.contains(&serial) || !entry.live() {
                 return;
             }
             if entry.tx.send(Command::Push(payload.clone())).is_ok() {

@@ -564,7 +564,8 @@ where
 
     /// Joins the group `group` of this endpoint: broadcasts to the group
     /// (see [`Broadcast::group`](crate::Broadcast::group)) reach the session
-    /// from then on, until it leaves or ends. Joining twice is joining once.
+    /// from then on, until it leaves or closes. Joining twice is joining
+    /// once; a closed session joins nothing.
     ///
     /// The manager learns of it before it handles any message sent after
     /// this call, so whatever the client does once it sees an answer sent
@@ -591,7 +592,7 @@ where
     }
 
     /// Leaves the group `group` (nothing happens if the session is not in
-    /// it). A session leaves all its groups when it ends.
+    /// it). A session leaves all its groups when it closes.
     ///
     /// # Examples
     ///

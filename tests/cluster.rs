@@ -784,3 +784,58 @@ fn beyond_the_outbox_bound_the_counted_drops_are_what_clients_miss() {
         assert_eq!(from(got, "B-"), all_of("B-", 300), "node 2's bound was not reached");
     }
 }
+
+/// A session that does nothing: the in-process node below holds none, it
+/// only sends.
+struct Silent;
+
+impl actix::Actor for Silent {
+    type Context = actix_sockjs::SessionContext<Self>;
+}
+
+impl actix_sockjs::Session for Silent {
+    fn on_message(&mut self, _: String, _: &mut actix_sockjs::SessionContext<Self>) {}
+}
+
+/// A list broadcast that leaves out one of its own ids leaves it out on
+/// every node: the id's session is on another node than the sender.
+#[test]
+fn a_list_broadcast_leaves_out_its_except_on_every_node() {
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let holder = test_node("holder", redis_port, &[]);
+    let mut b = common::Client::websocket(holder.port, "/groups");
+    let b_id = b.ask("id");
+    // The sender: a manager in this process, bridged to test_server's
+    // `/groups` stream.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = format!("redis://127.0.0.1:{redis_port}/");
+    std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            use actix::Actor;
+            let manager = actix_sockjs::SessionManager::new(|| Silent).start();
+            let bridge = actix_sockjs::cluster::RedisBridge::new(&url, "sockjs-test:groups")
+                .expect("redis URL")
+                .node("sender")
+                .start(&manager);
+            tx.send((manager, bridge, actix::System::current())).expect("test waits");
+            std::future::pending::<()>().await;
+        });
+    });
+    let (manager, bridge_handle, system) = rx.recv_timeout(Duration::from_secs(10)).expect("sender node");
+    wait_for("both bridges up", || {
+        bridge_handle.is_up() && {
+            let res = request(holder.port, "GET", "/cluster", &[], None);
+            let health: serde_json::Value = serde_json::from_str(&res.body).expect("JSON health");
+            health["bridges"]["/groups"]["up"] == true
+        }
+    });
+    use actix_sockjs::Broadcast;
+    manager.do_send(Broadcast::text("not for b").ids([b_id.as_str(), "nobody"]).except([b_id.as_str()]));
+    manager.do_send(Broadcast::text("for b").ids([b_id.as_str()]));
+    // One sender's messages arrive in order: had the first crossed, it
+    // would come first.
+    assert_eq!(b.recv(), "for b");
+    assert_eq!(b.ask("ping"), "ping", "nothing else came");
+    system.stop();
+}

@@ -154,11 +154,15 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
             return;
         }
         // Other nodes get what this one could not deliver: a list's ids
-        // that have no session here; everything else as it is.
+        // that have no session here (less those left out: the relay
+        // carries no `except` with a list); everything else as it is.
         let audience = match target {
             Audience::Ids(ids) => {
-                let elsewhere: Box<[Arc<str>]> =
-                    ids.iter().filter(|id| self.serials_of(id).next().is_none()).cloned().collect();
+                let elsewhere: Box<[Arc<str>]> = ids
+                    .iter()
+                    .filter(|id| self.serials_of(id).next().is_none() && !except.contains(id))
+                    .cloned()
+                    .collect();
                 if elsewhere.is_empty() {
                     return;
                 }
@@ -174,7 +178,7 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Delivery {
-    /// An open session of this node has it in its queue.
+    /// A session of this node that has not closed has it in its queue.
     Delivered,
     /// No open session of this node has the id; the message went to the
     /// other nodes (the `redis` feature), and the one holding the session,

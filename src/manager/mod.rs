@@ -4,7 +4,7 @@
 //!
 //! The manager keeps, per session, its command queue, id, transport, phase
 //! and groups; group -> members and member -> groups are both kept, so a
-//! group broadcast costs per member and a session's end releases its
+//! group broadcast costs per member and a session's close releases its
 //! groups. Sessions tell it of their life and their groups through one
 //! ordered queue of notes ([`Note`]), read before every message.
 
@@ -708,11 +708,19 @@ impl<A: Session> SessionManager<A> {
         [http, socket].into_iter().flatten()
     }
 
+    /// The serials of every session of this node with this id, closed ones
+    /// and older WebSockets that reused it included: what `except` leaves
+    /// out.
+    fn every_serial_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = u64> + 'a {
+        let older = self.shadowed.get(id).into_iter().flatten();
+        self.directory.serial(id).into_iter().chain(self.sockets.get(id).into_iter().chain(older).copied())
+    }
+
     /// Hands a broadcast to its recipients on this node; answers how many
     /// got it.
     fn fan_out(&mut self, payload: &Arc<Shared>, audience: &Audience, except: &[Arc<str>]) -> usize {
         let start = Instant::now();
-        let skip: SerialSet = except.iter().flat_map(|id| self.serials_of(id)).collect();
+        let skip: SerialSet = except.iter().flat_map(|id| self.every_serial_of(id)).collect();
         let mut recipients: Vec<u64> = Vec::new();
         let mut dead = Vec::new();
         let mut sent = 0;

@@ -84,9 +84,10 @@ impl NotesTx {
 
     /// Tells the manager (ignored once it is gone).
     ///
-    /// `Opened` and `Closed` only change a session's phase, which the
-    /// manager reads only in its handlers, and it reads its notes before
-    /// every message: they wait for its next turn rather than wake it, so
+    /// `Opened` and `Closed` change a session's phase (and `Closed` takes
+    /// it out of its groups), which the manager reads only in its handlers,
+    /// and it reads its notes before every message: they wait for its next
+    /// turn rather than wake it, so
     /// that opening a session costs no wake-up of the manager's thread
     /// (`benches/README.md`). [`QUIET_WAKE_AT`] of them wake it, which
     /// bounds what waits. The others change what the manager does between

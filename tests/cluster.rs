@@ -811,7 +811,8 @@ fn a_list_broadcast_leaves_out_its_except_on_every_node() {
     let (tx, rx) = std::sync::mpsc::channel();
     let url = format!("redis://127.0.0.1:{redis_port}/");
     std::thread::spawn(move || {
-        actix::System::new().block_on(async move {
+        let system = actix::System::new();
+        system.block_on(async move {
             use actix::Actor;
             let manager = actix_sockjs::SessionManager::new(|| Silent).start();
             let bridge = actix_sockjs::cluster::RedisBridge::new(&url, "sockjs-test:groups")
@@ -819,8 +820,9 @@ fn a_list_broadcast_leaves_out_its_except_on_every_node() {
                 .node("sender")
                 .start(&manager);
             tx.send((manager, bridge, actix::System::current())).expect("test waits");
-            std::future::pending::<()>().await;
         });
+        // Until the test stops it.
+        let _ = system.run();
     });
     let (manager, bridge_handle, system) = rx.recv_timeout(Duration::from_secs(10)).expect("sender node");
     wait_for("both bridges up", || {

@@ -671,6 +671,23 @@ pub(crate) fn error(status: StatusCode, body: impl Into<String>) -> HttpResponse
     HttpResponseBuilder::new(status).content_type(TEXT).body(body.into())
 }
 
+/// An error answer on a session URL whose origin is allowed: with the
+/// CORS headers and the cookie of the transport's other answers, as
+/// sockjs-node sends them, so that a page on another origin sees the
+/// status (a 404 for an expired session, say) rather than a CORS failure.
+pub(crate) fn session_error(
+    req: &HttpRequest,
+    config: &Config,
+    status: StatusCode,
+    body: impl Into<String>,
+) -> HttpResponse {
+    let mut res = HttpResponseBuilder::new(status);
+    res.content_type(TEXT);
+    cors(&mut res, req);
+    session_cookie(&mut res, req, config);
+    res.body(body.into())
+}
+
 /// `Cache-Control` and friends that forbid caching (docs/protocol.md §4.2).
 pub(crate) fn never_cache(res: &mut HttpResponseBuilder) {
     res.insert_header((

@@ -759,6 +759,30 @@ fn jsessionid_cookie() {
     assert!(post(s.port, &format!("/echo/000/{}/xhr", session()), "").header("set-cookie").is_none());
 }
 
+/// Errors on session URLs carry the CORS headers and the cookie of the
+/// transport's other answers, as sockjs-node's do: a page on another
+/// origin sees a 404 for an expired session, not a CORS failure.
+#[test]
+fn errors_on_session_urls_carry_cors_and_the_cookie() {
+    let s = TestServer::start();
+    let base = "/cookie_needed_echo/000";
+    let headers = [("Origin", "https://a.example"), ("Cookie", "JSESSIONID=n1")];
+    let check = |r: &Response, status: u16, body: &str| {
+        assert_eq!((r.status(), r.body.as_str()), (status, body));
+        assert_eq!(r.header("access-control-allow-origin"), Some("https://a.example"));
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        assert_eq!(r.header("set-cookie"), Some("JSESSIONID=n1; path=/"));
+    };
+    let r = request(s.port, "POST", &format!("{base}/nosuch/xhr_send"), &headers, Some(b"[\"x\"]"));
+    check(&r, 404, "Session not found.");
+    let url = format!("{base}/{}", session());
+    assert_eq!(request(s.port, "POST", &format!("{url}/xhr"), &headers, Some(b"")).body, "o\n");
+    let r = request(s.port, "POST", &format!("{url}/xhr_send"), &headers, Some(b"[\"x"));
+    check(&r, 500, "Broken JSON encoding.");
+    let r = request(s.port, "POST", &format!("{url}/xhr_send"), &headers, Some(b""));
+    check(&r, 500, "Payload expected.");
+}
+
 // RawWebsocket
 
 #[test]

@@ -16,7 +16,8 @@ use futures_util::{stream, StreamExt as _};
 use super::{Prelude, Receiving, Row, Sending};
 use crate::{
     endpoint::{
-        cors, error, never_cache, session_cookie, Endpoint, ReachError, BIND_COOKIE, JAVASCRIPT, TEXT,
+        cors, error, never_cache, session_cookie, session_error, Endpoint, ReachError, BIND_COOKIE,
+        JAVASCRIPT, TEXT,
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
     receiver::{body_stream, out_queue, poll_text, PeerSocket, Receiver},
@@ -77,7 +78,7 @@ pub(crate) async fn receive<A: Session>(
         Ok(cookie) => bind_cookie = cookie,
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} {}: no such session for this client", req.method(), req.path());
-            return error(StatusCode::NOT_FOUND, "Session not found.");
+            return session_error(&req, &ep.config, StatusCode::NOT_FOUND, "Session not found.");
         }
         Err(ReachError::Denied(refuse)) => match refuse.close_frame() {
             // Refused with a close frame: the transport's ordinary answer,
@@ -93,7 +94,12 @@ pub(crate) async fn receive<A: Session>(
         Err(ReachError::Panicked) => return OpenPanicked.error_response(),
         Err(e) => {
             log::error!("sockjs: cannot open a receiver: {e:?}");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.");
+            return session_error(
+                &req,
+                &ep.config,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Session manager unavailable.",
+            );
         }
     }
 
@@ -165,10 +171,10 @@ pub(crate) async fn send<A: Session>(
     let body = match actix_web::rt::time::timeout(timeout, read_body(body, ep.config.max_message_bytes)).await
     {
         Ok(Ok(b)) => b,
-        Ok(Err((status, text))) => return error(status, text),
+        Ok(Err((status, text))) => return session_error(&req, &ep.config, status, text),
         Err(_) => {
             log::info!("sockjs: {} {}: body not in within {timeout:?}", req.method(), req.path());
-            let mut res = error(StatusCode::REQUEST_TIMEOUT, "Request timeout.");
+            let mut res = session_error(&req, &ep.config, StatusCode::REQUEST_TIMEOUT, "Request timeout.");
             res.head_mut().set_connection_type(ConnectionType::Close);
             return res;
         }
@@ -178,18 +184,23 @@ pub(crate) async fn send<A: Session>(
         Ok(m) => m,
         Err(e) => {
             log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
-            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            return session_error(&req, &ep.config, StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
     match ep.deliver(&req, id.clone(), messages).await {
         Ok(()) => {}
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} to unknown session {id}", req.path());
-            return error(StatusCode::NOT_FOUND, "Session not found.");
+            return session_error(&req, &ep.config, StatusCode::NOT_FOUND, "Session not found.");
         }
         // A send opens no session, so neither of the last two happens.
         Err(ReachError::Manager | ReachError::Denied(_) | ReachError::Panicked) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.")
+            return session_error(
+                &req,
+                &ep.config,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Session manager unavailable.",
+            )
         }
     }
     let (status, ok_body) = match how {

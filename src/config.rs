@@ -191,7 +191,10 @@ impl Config {
     }
 
     /// Whether session responses carry a `JSESSIONID` cookie, for load
-    /// balancers that route by it; `/info` reports it. Default: off.
+    /// balancers that route by it; `/info` reports it. Default: off. The
+    /// cookie is `JSESSIONID=<value>; path=/`, the value being the request's
+    /// own `JSESSIONID` (one a balancer set) or else `dummy`, as
+    /// sockjs-node's `jsessionid: true` sends it.
     pub fn cookie_needed(mut self, enabled: bool) -> Self {
         self.cookie_needed = enabled;
         self

@@ -137,6 +137,12 @@ impl Session for Member {
     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
         match msg.as_str() {
             "close" => ctx.close(3001, "bye"),
+            m if m.starts_with("close:") => {
+                // close:CODE:REASON
+                let mut parts = m.splitn(3, ':').skip(1);
+                let code = parts.next().and_then(|c| c.parse().ok()).expect("close:CODE:REASON");
+                ctx.close(code, parts.next().unwrap_or_default());
+            }
             "stop" => ctx.stop(),
             "panic" => panic!("the member was asked to panic"),
             "flood" => {
@@ -570,4 +576,29 @@ fn a_panic_in_a_websocket_session_ends_that_session_only() {
     // The other session, and new ones, go on.
     assert_eq!(other.ask("still here"), "still here");
     s.goes_on_after_a_panic(Client::websocket(s.port, "/m"));
+}
+
+/// RFC 6455 limits a close frame: a raw WebSocket's carries the
+/// application's reason cut to 123 bytes (at a character boundary), and a
+/// code no endpoint may send becomes 1011. The SockJS framing's
+/// `c[code,"reason"]` carries both whole, and its close frame is 1000.
+#[test]
+fn close_frames_are_ones_rfc_6455_allows() {
+    let s = Server::start(Duration::from_secs(5));
+    let long = "é".repeat(100);
+    let mut raw = WsClient::connect(s.port, "/m/websocket");
+    s.opened();
+    raw.send_text(&format!("close:4001:{long}"));
+    assert_eq!(raw.recv(), Ws::Close(Some(4001), "é".repeat(61)));
+    assert!(matches!(s.next(), Event::Closed(..)));
+    let mut raw = WsClient::connect(s.port, "/m/websocket");
+    s.opened();
+    raw.send_text("close:1006:no such code on the wire");
+    assert_eq!(raw.recv(), Ws::Close(Some(1011), "no such code on the wire".to_owned()));
+    assert!(matches!(s.next(), Event::Closed(..)));
+    let mut framed = Client::websocket(s.port, "/m");
+    s.opened();
+    framed.send(&format!("close:4001:{long}"));
+    assert_eq!(framed.ws().recv_text(), format!("c[4001,\"{long}\"]"));
+    assert_eq!(framed.ws().recv(), Ws::Close(Some(1000), "Normal closure".to_owned()));
 }

@@ -423,8 +423,11 @@ where
     /// The client gets `c[code,"reason"]` (on a raw WebSocket, a close frame
     /// with that code and reason) after the messages already sent, and
     /// [`Session::on_close`] runs with [`CloseCause::Application`]. Codes
-    /// 3000–4999 are for applications. Closing a session that is not open
-    /// does nothing.
+    /// 3000–4999 are for applications; `close(1000, "Normal closure")` is
+    /// sockjs-node's `conn.end()`. A raw WebSocket's close frame holds what
+    /// RFC 6455 allows: the reason's first 123 bytes, and 1011 in place of a
+    /// code no endpoint may send (below 1000, 1004–1006, 1015–2999, 5000
+    /// and up). Closing a session that is not open does nothing.
     ///
     /// # Examples
     ///

@@ -223,9 +223,28 @@ fn refused(raw: bool, code: u16, reason: &str) -> Bytes {
         let _ = codec.encode(Message::Text(close_frame(code, reason).into()), &mut out);
         (1000, "Normal closure".to_owned())
     };
-    let close = CloseReason { code: CloseCode::from(close_code), description: Some(description) };
-    let _ = codec.encode(Message::Close(Some(close)), &mut out);
+    let _ = codec.encode(Message::Close(Some(wire_close(close_code, description))), &mut out);
     out.freeze()
+}
+
+/// A close frame that RFC 6455 lets a server send (§5.5, §7.4.1): its
+/// payload is 125 bytes at most, so the reason is cut to 123 bytes at a
+/// character boundary, and a code no endpoint may send (below 1000,
+/// 1004-1006, 1015-2999, 5000 and up) becomes 1011. Browsers fail a socket
+/// whose close frame breaks either rule and report 1006, losing code and
+/// reason both. (In the SockJS framing the `c[code,"reason"]` frame
+/// before it carries both whole.)
+fn wire_close(code: u16, mut reason: String) -> CloseReason {
+    let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+    if !sendable {
+        log::debug!("sockjs: close code {code} cannot go in a WebSocket close frame; 1011 instead");
+    }
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    reason.truncate(cut);
+    CloseReason { code: CloseCode::from(if sendable { code } else { 1011 }), description: Some(reason) }
 }
 
 /// The body of a WebSocket response, and the transport itself: it decodes
@@ -632,10 +651,7 @@ impl WsStream {
                         Out::Close(close) => {
                             self.gather(alone.take());
                             let (code, reason) = *close;
-                            self.close(Some(CloseReason {
-                                code: CloseCode::from(code),
-                                description: Some(reason),
-                            }));
+                            self.close(Some(wire_close(code, reason)));
                         }
                     }
                     // What was taken is returned now, and the next poll

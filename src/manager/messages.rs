@@ -653,7 +653,8 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
         self.close_arrivals();
         if !self.shutting_down {
-            log::info!("sockjs: closing {} sessions for shutdown", self.sessions.len());
+            let open = self.sessions.values().filter(|e| e.live()).count();
+            log::info!("sockjs: closing {open} sessions for shutdown");
         }
         self.shutting_down = true;
         for entry in self.sessions.values() {

@@ -455,6 +455,12 @@ where
     /// The session id from the URL. For raw WebSocket sessions, which have
     /// none, a unique generated one (`raw-` and a number).
     ///
+    /// The client chose it, and on the HTTP transports it is the key to
+    /// the session: whoever knows it can read the session's messages and
+    /// send as it (README, "Security"). Do not show it to other users; if
+    /// they must name a session, give it a name of your own. (sockjs-node's
+    /// `conn.id` is a UUID the server makes, not this.)
+    ///
     /// # Examples
     ///
     /// ```

@@ -698,9 +698,9 @@ impl<A: Session> SessionManager<A> {
         Ok(())
     }
 
-    /// The serials of the open sessions of this node with this id: the
-    /// HTTP one and the newest open WebSocket one. Closed sessions take no
-    /// messages.
+    /// The serials of the sessions of this node with this id that have not
+    /// closed: the HTTP one and the newest such WebSocket one. Closed
+    /// sessions take no messages.
     fn serials_of(&self, id: &str) -> impl Iterator<Item = u64> {
         let http = self.directory.serial(id).filter(|s| self.live(*s));
         let older = self.shadowed.get(id).into_iter().flat_map(|older| older.iter().rev());

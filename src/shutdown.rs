@@ -1,7 +1,7 @@
 //! Closing sessions when the server stops, and keeping panics to one log
 //! line.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use actix::Recipient;
 
@@ -12,11 +12,16 @@ use crate::manager::Shutdown;
 ///
 /// It waits for SIGINT (Ctrl-C), SIGTERM or SIGQUIT, sends [`Shutdown`] to
 /// each manager (every open session gets `c[1001,"Server shutting down"]`
-/// and its `on_close`; no new session opens), then resolves, and actix-web
-/// begins its graceful stop. Long-polls and streams end with the close
-/// frame, so the stop does not wait for them. Without it, actix-web stops
-/// on those signals by itself and sessions end without a close frame when
-/// their worker is dropped.
+/// and its `on_close`; no new session opens: 503), goes on serving for
+/// [`SHUTDOWN_DRAIN`], then resolves, and actix-web begins its graceful
+/// stop (it stops accepting connections). Long-polls and streams end with
+/// the close frame, so the stop does not wait for them; the drain is for a
+/// polling client that was between two polls, whose close frame waits for
+/// its next poll: without it, that poll would find the port closed (or,
+/// behind a balancer, another node), and the client would never learn why
+/// its session ended. Without this signal, actix-web stops on those
+/// signals by itself and sessions end without a close frame when their
+/// worker is dropped.
 ///
 /// [`HttpServer::shutdown_signal`]: actix_web::HttpServer::shutdown_signal
 ///
@@ -49,7 +54,7 @@ where
 
 /// Like [`shutdown_signal`], with your own trigger instead of the process
 /// signals: when `trigger` completes, the managers close their sessions,
-/// then the returned future completes.
+/// and [`SHUTDOWN_DRAIN`] later the returned future completes.
 ///
 /// # Examples
 ///
@@ -80,8 +85,23 @@ where
                 log::warn!("sockjs: a session manager was gone at shutdown");
             }
         }
+        log::info!("sockjs: sessions closed; serving their clients' last polls for {SHUTDOWN_DRAIN:?}");
+        actix_web::rt::time::sleep(SHUTDOWN_DRAIN).await;
     }
 }
+
+/// How long [`shutdown_signal`] and [`shutdown_on`] keep the server serving
+/// after they closed the sessions: enough for a polling client between two
+/// polls to come back for its close frame (it polls again within
+/// milliseconds of its last answer). Requests that would open a session
+/// get 503 meanwhile.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(actix_sockjs::SHUTDOWN_DRAIN, std::time::Duration::from_secs(1));
+/// ```
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 /// Completes on SIGINT, SIGTERM or SIGQUIT (Ctrl-C elsewhere).
 async fn stop_requested() {

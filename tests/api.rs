@@ -860,13 +860,21 @@ fn shutdown_closes_every_session_and_opens_no_new_one() {
     assert!(matches!(next(), Event::Open { .. }));
     assert!(matches!(next(), Event::Open { .. }));
 
+    // A polling session between two polls.
+    let polled = format!("/probe/000/{}/xhr", session());
+    assert_eq!(post(port, &polled, "").body, "o\n");
+    assert!(matches!(next(), Event::Open { .. }));
+
     stop_tx.send(()).expect("trigger");
     assert_eq!(ws.recv_text(), r#"c[1001,"Server shutting down"]"#);
     ws.expect_end();
     assert_eq!(stream.chunk().unwrap(), "c[1001,\"Server shutting down\"]\n");
     assert_eq!(stream.chunk(), None);
-    assert_eq!(next(), Event::Closed(CloseCause::Shutdown));
-    assert_eq!(next(), Event::Closed(CloseCause::Shutdown));
+    // Its next poll still finds the server, and the close frame.
+    assert_eq!(post(port, &polled, "").body, "c[1001,\"Server shutting down\"]\n");
+    for _ in 0..3 {
+        assert_eq!(next(), Event::Closed(CloseCause::Shutdown));
+    }
     // The streams ended, so the graceful stop does not wait for them.
     server_thread.join().expect("server thread");
 }

@@ -282,6 +282,17 @@ impl ManagerMetrics {
         }
     }
 
+    /// Handles that record nothing, until the manager learns its endpoint
+    /// ([`Mounted`]): registering them under a made-up label would export
+    /// series for an endpoint that does not exist.
+    fn unmounted() -> Self {
+        Self {
+            fanout: Histogram::noop(),
+            receivers: Histogram::noop(),
+            sent_to: [Counter::noop(), Counter::noop(), Counter::noop()],
+        }
+    }
+
     fn broadcast(&self, took: std::time::Duration, receivers: usize) {
         self.fanout.record(took);
         self.receivers.record(receivers as f64);
@@ -420,7 +431,7 @@ impl<A: Session> SessionManager<A> {
             notes,
             notes_rx,
             arrivals: Arc::default(),
-            metrics: ManagerMetrics::new(""),
+            metrics: ManagerMetrics::unmounted(),
         }
     }
 

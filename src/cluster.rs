@@ -355,6 +355,7 @@ impl RedisBridge {
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
             epoch: Instant::now(),
+            started_ms: unix_ms(),
             publisher: Side::new("publisher", gauge!(REDIS_PUBLISHER_UP, "channel" => label.clone())),
             reader: Side::new("reader", gauge!(REDIS_SUBSCRIBER_UP, "channel" => label.clone())),
             metrics: BridgeMetrics::new(&label),
@@ -491,9 +492,29 @@ struct Bridge {
     stopped: AtomicBool,
     /// What [`Side::last_ok`] counts from.
     epoch: Instant,
+    /// When the bridge started, in Unix milliseconds: entries sent before
+    /// it (read again from the start margin) are delivered but not timed.
+    started_ms: u64,
     publisher: Side,
     reader: Side,
     metrics: BridgeMetrics,
+}
+
+impl Drop for Bridge {
+    /// What never reached Redis is lost to the other nodes: said once, as
+    /// the bridge goes (a node stopped during a Redis outage, say), and
+    /// counted with the bound's drops.
+    fn drop(&mut self) {
+        let waiting = self.outbox.get_mut().unwrap_or_else(PoisonError::into_inner).waiting;
+        if waiting > 0 {
+            log::error!(
+                "sockjs: redis bridge of {:?} stopped with {waiting} message(s) never published; \
+                 the other nodes will not get them",
+                self.stream
+            );
+            self.metrics.dropped.increment(waiting as u64);
+        }
+    }
 }
 
 impl Bridge {
@@ -1131,8 +1152,12 @@ fn take(bridge: &Bridge, senders: &mut Senders, manager: &Recipient<Relayed>, fr
                 bridge.metrics.missed.increment(missed);
             }
             bridge.metrics.received.increment(1);
-            let lag = unix_ms().saturating_sub(entry.sent_at);
-            bridge.metrics.lag.record(Duration::from_millis(lag));
+            // What was sent before this node started comes from the start
+            // margin: its age is not cross-node lag.
+            if entry.sent_at >= bridge.started_ms {
+                let lag = unix_ms().saturating_sub(entry.sent_at);
+                bridge.metrics.lag.record(Duration::from_millis(lag));
+            }
             // Not try_send: a busy manager's mailbox is full, not gone.
             manager.do_send(Relayed(entry.msg));
         }

@@ -848,3 +848,63 @@ fn a_list_broadcast_leaves_out_its_except_on_every_node() {
     assert_eq!(b.ask("ping"), "ping", "nothing else came");
     system.stop();
 }
+
+/// A bridge that goes (its node stops) while Redis is away says how many
+/// messages the other nodes will never get.
+#[test]
+fn a_bridge_stopped_with_unpublished_messages_says_so() {
+    common::capture_errors();
+    // Nothing listens there: Redis is away for the bridge's whole life.
+    let url = format!("redis://127.0.0.1:{}/", free_port());
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            use actix::Actor;
+            let manager = actix_sockjs::SessionManager::new(|| Silent).start();
+            let bridge = actix_sockjs::cluster::RedisBridge::new(&url, "sockjs-test:away")
+                .expect("redis URL")
+                .node("leaving")
+                .start(&manager);
+            for text in ["one", "two"] {
+                manager.do_send(actix_sockjs::Broadcast::text(text));
+            }
+            while bridge.health().outbox_messages < 2 {
+                actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+            }
+            bridge.stop();
+            done_tx.send(()).expect("test waits");
+        });
+    });
+    done.recv_timeout(Duration::from_secs(10)).expect("both messages in the outbox");
+    wait_for("the lost messages to be logged", || {
+        common::logged(|line| {
+            line.contains("\"sockjs-test:away\"")
+                && line.contains("stopped with 2 message(s) never published")
+        })
+    });
+}
+
+/// Entries a node reads from before it started (its reader's start
+/// margin) are delivered but not timed as cross-node lag: a deploy does
+/// not look like a lag spike.
+#[test]
+fn entries_from_before_a_node_started_are_not_timed_as_lag() {
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let n1 = node("n1", redis_port);
+    wait_for("node 1's bridge", || metric(n1.port, "sockjs_redis_bridge_up") == 1.0);
+    let mut c = Client::open(Kind::WebSocket, n1.port);
+    c.send("/join lobby");
+    c.read_until("you are in lobby");
+    c.send("before");
+    c.read_until(": before");
+    wait_for("node 1 to publish", || metric(n1.port, "sockjs_redis_outbox_messages") == 0.0);
+    let n2 = node("n2", redis_port);
+    wait_for("node 2 to read node 1's entries from its start margin", || {
+        metric(n2.port, "sockjs_redis_received_total") >= 1.0
+    });
+    assert_eq!(metric(n2.port, "sockjs_redis_lag_seconds_count"), 0.0, "entries from before it started");
+    c.send("after");
+    c.read_until(": after");
+    wait_for("a message sent since to be timed", || metric(n2.port, "sockjs_redis_lag_seconds_count") >= 1.0);
+}

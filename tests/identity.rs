@@ -6,11 +6,7 @@
 
 mod common;
 
-use std::{
-    sync::{mpsc, Mutex},
-    thread,
-    time::Duration,
-};
+use std::{sync::mpsc, thread, time::Duration};
 
 use actix::prelude::*;
 use actix_sockjs::{Config, Refuse, RequestInfo, Session, SessionContext, SessionManager, SockJs};
@@ -204,29 +200,9 @@ fn an_http_refusal_answers_its_status() {
     assert_eq!(refused.err().map(|r| r.status()), Some(403));
 }
 
-/// Keeps what the crate logs, to read it back.
-struct Captured;
-
-static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-impl log::Log for Captured {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Error
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record.args().to_string());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
 #[test]
 fn one_manager_per_worker_is_reported_at_start() {
-    let _ = log::set_boxed_logger(Box::new(Captured));
-    log::set_max_level(log::LevelFilter::Error);
+    capture_errors();
     let (ready_tx, ready) = mpsc::channel();
     thread::spawn(move || {
         actix::System::new().block_on(async move {
@@ -246,7 +222,7 @@ fn one_manager_per_worker_is_reported_at_start() {
     ready.recv_timeout(READ_TIMEOUT).expect("server started");
     let deadline = std::time::Instant::now() + READ_TIMEOUT;
     let reported = || {
-        LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|line| {
+        logged(|line| {
             line.contains("\"/per_worker\"") && line.contains("different SessionManager in another worker")
         })
     };

@@ -733,3 +733,33 @@ pub fn hixie76_request(port: u16, path: &str) -> (Conn, Head) {
     let head = conn.head();
     (conn, head)
 }
+
+/// Keeps the error lines the crate logs, to read back with [`logged`].
+struct Captured;
+
+static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl log::Log for Captured {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Error
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// From now on, keeps every error line logged in this test process.
+pub fn capture_errors() {
+    let _ = log::set_boxed_logger(Box::new(Captured));
+    log::set_max_level(log::LevelFilter::Error);
+}
+
+/// Whether an error line kept since [`capture_errors`] satisfies `matches`.
+pub fn logged(matches: impl Fn(&str) -> bool) -> bool {
+    LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|line| matches(line))
+}

@@ -29,7 +29,7 @@ use crate::{
         next_serial, Acquire, Acquired, Bound, Directory, GetDirectory, Opening, RegisterSocket,
         SessionManager, Starter,
     },
-    metrics::EndpointMetrics,
+    metrics::{EndpointMetrics, Refused},
     protocol::{self, Transport},
     receiver::Receiver,
     session::{
@@ -246,6 +246,7 @@ impl<A: Session> Endpoint<A> {
         if origin_allowed(req, &self.config.allowed_origins) {
             return Ok(());
         }
+        self.metrics.refused(Refused::Origin);
         log::info!(
             "sockjs: {} {}: origin {:?} not allowed",
             req.method(),
@@ -264,6 +265,7 @@ impl<A: Session> Endpoint<A> {
             match hook(req).await {
                 Ok(produced) => values.extend(produced),
                 Err(refuse) => {
+                    self.metrics.refused(Refused::Authorize);
                     log::info!(
                         "sockjs: {} {}: session refused by the authorisation hook: {refuse}",
                         req.method(),
@@ -312,6 +314,7 @@ impl<A: Session> Endpoint<A> {
         let cookie_ok =
             bound.cookie.as_deref().is_none_or(|c| util::cookie(req.headers(), BIND_COOKIE) == Some(c));
         if !(ip_ok && cookie_ok) {
+            self.metrics.refused(Refused::Bound);
             log::info!(
                 "sockjs: {} {}: the session is bound to another client ({})",
                 req.method(),
@@ -421,7 +424,10 @@ impl<A: Session> Endpoint<A> {
                     values = admitted.values;
                     new_cookie = admitted.new_cookie;
                 }
-                Acquired::Refused(refusal) => return Err(ReachError::Denied(refusal.into())),
+                Acquired::Refused(refusal) => {
+                    self.metrics.refused(Refused::from(&refusal));
+                    return Err(ReachError::Denied(refusal.into()));
+                }
             }
         }
         Err(ReachError::Manager)
@@ -490,7 +496,10 @@ impl<A: Session> Endpoint<A> {
             let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
             let starter = match self.manager.send(register).await {
                 Ok(Ok(starter)) => starter,
-                Ok(Err(refusal)) => return Err(refusal.into()),
+                Ok(Err(refusal)) => {
+                    self.metrics.refused(Refused::from(&refusal));
+                    return Err(refusal.into());
+                }
                 Err(e) => {
                     log::error!("sockjs: session manager unavailable: {e}");
                     return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));

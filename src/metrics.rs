@@ -37,7 +37,7 @@ use std::{
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 
-use crate::{cause::CloseCause, protocol::Transport};
+use crate::{admission::Refusal, cause::CloseCause, protocol::Transport};
 
 /// Sessions open now, by endpoint and the transport that opened them (gauge).
 pub const SESSIONS_OPEN: &str = "sockjs_sessions_open";
@@ -62,6 +62,12 @@ pub const QUEUE_HIGH_WATER: &str = "sockjs_queue_bytes_high_water";
 /// 4 KiB or more, or emptied, at its next turn (every message and
 /// heartbeat): healthy sessions, whose queues stay small, cost nothing.
 pub const QUEUE_BYTES: &str = "sockjs_queue_bytes";
+/// Requests refused, by endpoint and `reason` (counter): `origin` (not in
+/// `allowed_origins`, 403), `authorize` (the hook refused), `full`
+/// (`max_sessions`, 503), `per_address` (`max_sessions_per_ip`, 429),
+/// `shutting_down` (503) and `bound` (a session bound to another client,
+/// 404). Each is also an `info` log line.
+pub const REQUESTS_REFUSED: &str = "sockjs_requests_refused_total";
 /// How long a manager takes to hand one broadcast to all its sessions, by
 /// endpoint (histogram, seconds; buckets: [`FANOUT_BUCKETS`]).
 pub const BROADCAST_FANOUT: &str = "sockjs_broadcast_fanout_seconds";
@@ -86,7 +92,8 @@ pub const REDIS_CONNECTS: &str = "sockjs_redis_connects_total";
 /// Messages a Redis bridge published (retries after a failure included), by channel (counter).
 pub const REDIS_PUBLISHED: &str = "sockjs_redis_published_total";
 /// Messages a Redis bridge dropped from its outbox unpublished, because the
-/// outbox was over its bound while Redis was unreachable, by channel (counter).
+/// outbox was over its bound while Redis was unreachable, or because the
+/// bridge stopped before Redis took them, by channel (counter).
 pub const REDIS_DROPPED: &str = "sockjs_redis_dropped_total";
 /// Messages a Redis bridge received from other nodes and delivered, by channel (counter).
 pub const REDIS_RECEIVED: &str = "sockjs_redis_received_total";
@@ -167,12 +174,16 @@ pub(crate) fn describe() {
     describe_histogram!(BROADCAST_FANOUT, Unit::Seconds, "Time to hand one broadcast to every session");
     describe_histogram!(BROADCAST_RECEIVERS, "Sessions one broadcast was handed to");
     describe_counter!(SEND_TO, "Messages sent to one session by id, by result");
+    describe_counter!(REQUESTS_REFUSED, "Requests refused, by reason");
     describe_gauge!(REDIS_UP, "1 while the Redis bridge can publish and read, else 0");
     describe_gauge!(REDIS_PUBLISHER_UP, "1 while the Redis publisher gets answers, else 0");
     describe_gauge!(REDIS_SUBSCRIBER_UP, "1 while the Redis reader gets answers, else 0");
     describe_counter!(REDIS_CONNECTS, "Redis bridge connections made");
     describe_counter!(REDIS_PUBLISHED, "Messages published to Redis");
-    describe_counter!(REDIS_DROPPED, "Messages dropped from the outbox over its bound, unpublished");
+    describe_counter!(
+        REDIS_DROPPED,
+        "Messages dropped unpublished: over the outbox bound, or left when the bridge stopped"
+    );
     describe_counter!(REDIS_RECEIVED, "Messages received from other nodes through Redis");
     describe_counter!(REDIS_DUPLICATES, "Messages of other nodes seen again and skipped");
     describe_counter!(REDIS_MISSED, "Messages of other nodes that never arrived (sequence gaps)");
@@ -195,6 +206,33 @@ pub(crate) struct EndpointMetrics {
     queued: ::metrics::Gauge,
     /// The endpoint's high-water mark, shared by all workers.
     high_water_seen: Arc<AtomicUsize>,
+    refused: [::metrics::Counter; 6],
+}
+
+/// Why a request was refused, for [`REQUESTS_REFUSED`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refused {
+    Origin,
+    Authorize,
+    Full,
+    PerAddress,
+    ShuttingDown,
+    Bound,
+}
+
+impl Refused {
+    const LABELS: [&'static str; 6] =
+        ["origin", "authorize", "full", "per_address", "shutting_down", "bound"];
+}
+
+impl From<&Refusal> for Refused {
+    fn from(refusal: &Refusal) -> Self {
+        match refusal {
+            Refusal::Full => Self::Full,
+            Refusal::TooManyFromClient => Self::PerAddress,
+            Refusal::ShuttingDown => Self::ShuttingDown,
+        }
+    }
 }
 
 /// The high-water mark of an endpoint, the same for every worker's handles.
@@ -224,8 +262,14 @@ impl EndpointMetrics {
             bytes_in: counter!(BYTES_IN, "endpoint" => endpoint.clone()),
             bytes_out: counter!(BYTES_OUT, "endpoint" => endpoint.clone()),
             high_water_seen: high_water_of(&endpoint),
+            refused: Refused::LABELS
+                .map(|reason| counter!(REQUESTS_REFUSED, "endpoint" => endpoint.clone(), "reason" => reason)),
             high_water: gauge!(QUEUE_HIGH_WATER, "endpoint" => endpoint),
         }
+    }
+
+    pub(crate) fn refused(&self, why: Refused) {
+        self.refused[why as usize].increment(1);
     }
 
     pub(crate) fn session_opened(&self, transport: Transport) {

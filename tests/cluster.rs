@@ -908,3 +908,20 @@ fn entries_from_before_a_node_started_are_not_timed_as_lag() {
     c.read_until(": after");
     wait_for("a message sent since to be timed", || metric(n2.port, "sockjs_redis_lag_seconds_count") >= 1.0);
 }
+
+/// Refused requests are counted by reason in `/metrics` (the chat
+/// example refuses a bad token with a close frame).
+#[test]
+fn refusals_are_counted_by_reason() {
+    let chat = TestServer::start_example_with("chat", &["redis"], &[]);
+    let refused = "sockjs_requests_refused_total";
+    assert_eq!(metric(chat.port, refused), 0.0);
+    for _ in 0..2 {
+        let r = request(chat.port, "POST", &format!("/chat/000/{}/xhr?token=forged", session()), &[], None);
+        assert_eq!(r.body, "c[4401,\"Unauthorized\"]\n");
+    }
+    let text = request(chat.port, "GET", "/metrics", &[], None).body;
+    let line = format!("{refused}{{endpoint=\"/chat\",reason=\"authorize\"}} 2");
+    assert!(text.lines().any(|l| l == line), "{line} in /metrics:\n{text}");
+    assert_eq!(metric(chat.port, refused), 2.0, "no other reason counted");
+}

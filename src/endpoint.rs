@@ -145,6 +145,17 @@ impl From<Refusal> for Refuse {
     }
 }
 
+impl Refuse {
+    /// The endpoint's own refusal (its caps, its shutdown) this carries,
+    /// if it is one and not the application's.
+    pub(crate) fn refusal(&self) -> Option<&Refusal> {
+        match &self.0 {
+            RefuseWith::Http(e) => e.as_error::<Refusal>(),
+            RefuseWith::Close(..) => None,
+        }
+    }
+}
+
 impl fmt::Display for Refuse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
@@ -681,18 +692,23 @@ pub(crate) fn error(status: StatusCode, body: impl Into<String>) -> HttpResponse
 }
 
 /// An error answer on a session URL whose origin is allowed: with the
-/// CORS headers and the cookie of the transport's other answers, as
-/// sockjs-node sends them, so that a page on another origin sees the
-/// status (a 404 for an expired session, say) rather than a CORS failure.
+/// no-cache headers, the CORS headers (where the transport's other answers
+/// have them: `with_cors`) and the cookie, as sockjs-node sends them, so
+/// that a page on another origin sees the status (a 404 for an expired
+/// session, say) rather than a CORS failure.
 pub(crate) fn session_error(
     req: &HttpRequest,
     config: &Config,
+    with_cors: bool,
     status: StatusCode,
     body: impl Into<String>,
 ) -> HttpResponse {
     let mut res = HttpResponseBuilder::new(status);
     res.content_type(TEXT);
-    cors(&mut res, req);
+    never_cache(&mut res);
+    if with_cors {
+        cors(&mut res, req);
+    }
     session_cookie(&mut res, req, config);
     res.body(body.into())
 }

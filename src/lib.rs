@@ -136,7 +136,7 @@ pub use protocol::Transport;
 pub use receiver::on_connect;
 pub use service::SockJs;
 pub use session::{RequestInfo, Session, SessionContext, SessionState};
-pub use shutdown::{log_panics, shutdown_on, shutdown_signal, SHUTDOWN_DRAIN};
+pub use shutdown::{log_panics, shutdown_on, shutdown_on_draining, shutdown_signal, SHUTDOWN_DRAIN};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[cfg(feature = "fuzzing")]

@@ -19,9 +19,12 @@ use crate::manager::Shutdown;
 /// polling client that was between two polls, whose close frame waits for
 /// its next poll: without it, that poll would find the port closed (or,
 /// behind a balancer, another node), and the client would never learn why
-/// its session ended. Without this signal, actix-web stops on those
-/// signals by itself and sessions end without a close frame when their
-/// worker is dropped.
+/// its session ended. A second signal ends the drain at once. The stop
+/// that follows takes up to actix-web's `HttpServer::shutdown_timeout`
+/// (30 s by default): keep drain and timeout within what your process
+/// manager waits before it kills (Kubernetes: 30 s). Without this signal,
+/// actix-web stops on those signals by itself and sessions end without a
+/// close frame when their worker is dropped.
 ///
 /// [`HttpServer::shutdown_signal`]: actix_web::HttpServer::shutdown_signal
 ///
@@ -49,12 +52,20 @@ pub fn shutdown_signal<I>(managers: I) -> impl Future<Output = ()> + Send + 'sta
 where
     I: IntoIterator<Item = Recipient<Shutdown>>,
 {
-    shutdown_on(stop_requested(), managers)
+    let managers: Vec<_> = managers.into_iter().collect();
+    async move {
+        stop_requested().await;
+        close_sessions(&managers).await;
+        // A second signal ends the drain at once.
+        let drain = std::pin::pin!(actix_web::rt::time::sleep(SHUTDOWN_DRAIN));
+        futures_util::future::select(drain, Box::pin(stop_requested())).await;
+    }
 }
 
 /// Like [`shutdown_signal`], with your own trigger instead of the process
 /// signals: when `trigger` completes, the managers close their sessions,
-/// and [`SHUTDOWN_DRAIN`] later the returned future completes.
+/// and [`SHUTDOWN_DRAIN`] later the returned future completes
+/// ([`shutdown_on_draining`] takes another drain).
 ///
 /// # Examples
 ///
@@ -77,16 +88,56 @@ where
     F: Future<Output = ()> + Send + 'static,
     I: IntoIterator<Item = Recipient<Shutdown>>,
 {
+    shutdown_on_draining(trigger, managers, SHUTDOWN_DRAIN)
+}
+
+/// [`shutdown_on`] with a drain of your choice: `Duration::ZERO` for none
+/// (a test, or a deployment that drains the node at its balancer first),
+/// longer for clients that poll slowly.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct Echo;
+/// # impl Actor for Echo { type Context = SessionContext<Self>; }
+/// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # fn f(manager: Addr<SessionManager<Echo>>) {
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let trigger = async move {
+///     stopped.await.ok();
+/// };
+/// let signal = actix_sockjs::shutdown_on_draining(trigger, [manager.recipient()], std::time::Duration::ZERO);
+/// # drop((stop, signal));
+/// # }
+/// ```
+pub fn shutdown_on_draining<F, I>(
+    trigger: F,
+    managers: I,
+    drain: Duration,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    F: Future<Output = ()> + Send + 'static,
+    I: IntoIterator<Item = Recipient<Shutdown>>,
+{
     let managers: Vec<_> = managers.into_iter().collect();
     async move {
         trigger.await;
-        for manager in &managers {
-            if manager.send(Shutdown).await.is_err() {
-                log::warn!("sockjs: a session manager was gone at shutdown");
-            }
+        close_sessions(&managers).await;
+        if !drain.is_zero() {
+            log::info!("sockjs: sessions closed; serving their clients' last polls for {drain:?}");
+            actix_web::rt::time::sleep(drain).await;
         }
-        log::info!("sockjs: sessions closed; serving their clients' last polls for {SHUTDOWN_DRAIN:?}");
-        actix_web::rt::time::sleep(SHUTDOWN_DRAIN).await;
+    }
+}
+
+/// Sends [`Shutdown`] to each manager and waits for its answer.
+async fn close_sessions(managers: &[Recipient<Shutdown>]) {
+    for manager in managers {
+        if manager.send(Shutdown).await.is_err() {
+            log::warn!("sockjs: a session manager was gone at shutdown");
+        }
     }
 }
 

@@ -883,8 +883,12 @@ fn shutdown_closes_every_session_and_opens_no_new_one() {
 fn after_shutdown_no_session_opens() {
     let p = probed(Config::default());
     p.ask(actix_sockjs::Shutdown);
-    let r = post(p.port, &format!("/probe/000/{}/xhr", session()), "");
-    assert_eq!(r.status(), 503);
+    let origin = [("Origin", "https://a.example")];
+    let r = request(p.port, "POST", &format!("/probe/000/{}/xhr", session()), &origin, Some(b""));
+    assert_eq!((r.status(), r.body.as_str()), (503, "Server shutting down."));
+    // With the transport's headers, so that a page on another origin sees the 503.
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://a.example"));
+    assert!(r.header("cache-control").is_some_and(|v| v.contains("no-store")));
     assert!(WsClient::connect_with(p.port, "/probe/websocket", &[]).is_err());
 }
 

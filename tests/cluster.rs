@@ -364,7 +364,12 @@ fn cluster_broadcast_through_haproxy_and_redis() {
 
     // Redis goes away: each node keeps broadcasting to its own sessions at
     // once, and the other node's sessions get it once Redis is back. (What
-    // the joins above broadcast is out first: the count below is exact.)
+    // the joins above broadcast is out first: z, in the lobby on n2, has
+    // read both, and the outboxes are empty, so the count below is exact.)
+    for i in [a, b] {
+        let joined = format!("{} joined lobby", clients[i].name);
+        clients[z].read_until(&joined);
+    }
     for port in [n1.port, n2_port] {
         wait_for("the joins to be published", || metric(port, "sockjs_redis_outbox_messages") == 0.0);
     }
@@ -889,6 +894,11 @@ fn a_bridge_stopped_with_unpublished_messages_says_so() {
 /// not look like a lag spike.
 #[test]
 fn entries_from_before_a_node_started_are_not_timed_as_lag() {
+    // Node 2 must start within its 5 s start margin of what node 1 sends
+    // below: no build of an example may hold it up then.
+    for example in ["chat", "test_server"] {
+        common::example_binary(example, &["redis"]);
+    }
     let redis_port = free_port();
     let _redis = redis(redis_port);
     let n1 = node("n1", redis_port);

@@ -74,11 +74,12 @@ pub(crate) async fn receive<A: Session>(
     };
     let (attached, mut rx) = receiver();
     let mut bind_cookie = None;
+    let fail = |status: StatusCode, body: String| session_error(&req, &ep.config, how.cors, status, body);
     match ep.attach(&req, id, attached).await {
         Ok(cookie) => bind_cookie = cookie,
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} {}: no such session for this client", req.method(), req.path());
-            return session_error(&req, &ep.config, StatusCode::NOT_FOUND, "Session not found.");
+            return fail(StatusCode::NOT_FOUND, "Session not found.".to_owned());
         }
         Err(ReachError::Denied(refuse)) => match refuse.close_frame() {
             // Refused with a close frame: the transport's ordinary answer,
@@ -88,18 +89,21 @@ pub(crate) async fn receive<A: Session>(
                 let _ = refused.write(close_frame(code, reason));
                 rx = refused_rx;
             }
-            None => return refuse.error_response(),
+            // The endpoint's own refusals (503, 429) get the transport's
+            // headers; the application's stay as it built them.
+            None => match refuse.refusal() {
+                Some(refusal) => {
+                    log::info!("sockjs: session refused: {refusal:?}");
+                    return fail(refusal.status_code(), refusal.to_string());
+                }
+                None => return refuse.error_response(),
+            },
         },
         // Logged where it was caught.
-        Err(ReachError::Panicked) => return OpenPanicked.error_response(),
+        Err(ReachError::Panicked) => return fail(OpenPanicked.status_code(), OpenPanicked.to_string()),
         Err(e) => {
             log::error!("sockjs: cannot open a receiver: {e:?}");
-            return session_error(
-                &req,
-                &ep.config,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Session manager unavailable.",
-            );
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.".to_owned());
         }
     }
 
@@ -171,10 +175,11 @@ pub(crate) async fn send<A: Session>(
     let body = match actix_web::rt::time::timeout(timeout, read_body(body, ep.config.max_message_bytes)).await
     {
         Ok(Ok(b)) => b,
-        Ok(Err((status, text))) => return session_error(&req, &ep.config, status, text),
+        Ok(Err((status, text))) => return session_error(&req, &ep.config, true, status, text),
         Err(_) => {
             log::info!("sockjs: {} {}: body not in within {timeout:?}", req.method(), req.path());
-            let mut res = session_error(&req, &ep.config, StatusCode::REQUEST_TIMEOUT, "Request timeout.");
+            let mut res =
+                session_error(&req, &ep.config, true, StatusCode::REQUEST_TIMEOUT, "Request timeout.");
             res.head_mut().set_connection_type(ConnectionType::Close);
             return res;
         }
@@ -184,20 +189,21 @@ pub(crate) async fn send<A: Session>(
         Ok(m) => m,
         Err(e) => {
             log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
-            return session_error(&req, &ep.config, StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            return session_error(&req, &ep.config, true, StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
     match ep.deliver(&req, id.clone(), messages).await {
         Ok(()) => {}
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} to unknown session {id}", req.path());
-            return session_error(&req, &ep.config, StatusCode::NOT_FOUND, "Session not found.");
+            return session_error(&req, &ep.config, true, StatusCode::NOT_FOUND, "Session not found.");
         }
         // A send opens no session, so neither of the last two happens.
         Err(ReachError::Manager | ReachError::Denied(_) | ReachError::Panicked) => {
             return session_error(
                 &req,
                 &ep.config,
+                true,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Session manager unavailable.",
             )

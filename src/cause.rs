@@ -38,11 +38,12 @@ pub enum CloseCause {
         /// The close reason sent to the client.
         reason: String,
     },
-    /// The client closed its WebSocket.
+    /// The client closed its WebSocket (it began the closing handshake).
     ClientClosed,
     /// The client went away: it aborted a long-poll or a stream (later
     /// requests get `c[1002,"Connection interrupted"]`), or its WebSocket
-    /// stopped answering pings.
+    /// connection ended without a closing handshake (a killed browser, a
+    /// lost network) or stopped answering pings.
     Interrupted,
     /// No receiving request came within the disconnect delay.
     Timeout,

@@ -296,6 +296,12 @@ fn every_end_runs_on_close_once_and_leaves_the_groups() {
     c.ws().send_close(1000);
     expect_close(&s, &id, CloseCause::ClientClosed);
 
+    // The client's WebSocket connection breaks: no closing handshake.
+    let c = Client::websocket(s.port, "/m");
+    let id = s.opened();
+    drop(c);
+    expect_close(&s, &id, CloseCause::Interrupted);
+
     // The client breaks the protocol.
     let mut c = Client::websocket(s.port, "/m");
     let id = s.opened();

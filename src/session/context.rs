@@ -121,8 +121,9 @@ pub(crate) enum Command {
     /// The server is shutting down.
     Shutdown,
     /// The WebSocket transport attached to the session has ended (its
-    /// socket closed or failed).
-    ReceiverGone,
+    /// socket closed or failed); `aborted` when it ended without a closing
+    /// handshake begun by either side (the connection broke).
+    ReceiverGone { aborted: bool },
     /// Someone wants the session actor's address ([`GetSession`](crate::GetSession)).
     Address(Box<AddressRequest>),
 }
@@ -698,9 +699,9 @@ where
             Command::Attach(receiver) => self.attach(act, *receiver),
             Command::Messages(mut messages) => self.on_messages(act, &mut messages),
             Command::Push(shared) => self.push(&shared),
-            Command::ReceiverGone => {
+            Command::ReceiverGone { aborted } => {
                 if let Some(token) = self.machine.token() {
-                    self.receiver_gone(act, token);
+                    self.receiver_gone(act, token, aborted);
                 }
             }
             Command::Address(request) => (request.0)(Box::new(self.parts.address())),
@@ -807,16 +808,20 @@ where
     }
 
     /// The receiver `token` ended: an HTTP session is interrupted, a
-    /// WebSocket session ends.
-    fn receiver_gone(&mut self, act: &mut A, token: u32) {
+    /// WebSocket session ends (closed by the client, or interrupted when
+    /// its connection broke without a closing handshake: `aborted`).
+    fn receiver_gone(&mut self, act: &mut A, token: u32, aborted: bool) {
         if !self.machine.receiver_gone(token) {
             return;
         }
         self.cancel_timers(Some(token));
         let websocket = self.machine.transport().is_websocket();
         if self.machine.close_ended() {
-            if websocket {
+            if websocket && !aborted {
                 self.notify_close(act, CloseCause::ClientClosed);
+            } else if websocket {
+                log::debug!("sockjs {}: websocket connection ended without a close", self.setup.id);
+                self.notify_close(act, CloseCause::Interrupted);
             } else {
                 log::debug!("sockjs {}: client aborted its receiving request", self.setup.id);
                 self.notify_close(act, CloseCause::Interrupted);
@@ -1020,7 +1025,7 @@ impl<A: Session> ActorFuture<A> for ReceiverTimers {
         // Also leaves the task's waker where the alarm rings it.
         if this.out.poll_closed(task).is_ready() {
             if this.watch {
-                ctx.receiver_gone(act, this.token);
+                ctx.receiver_gone(act, this.token, false);
             }
             return Poll::Ready(());
         }

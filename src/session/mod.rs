@@ -120,9 +120,11 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 
 /// What the request that opened a session carried, captured at open.
 ///
-/// The usual place to authenticate: read a cookie, a header or a query
-/// token in [`Session::on_open`] and [`SessionContext::close`] the session
-/// if it is not allowed.
+/// To refuse a client, prefer [`SockJs::authorize`](crate::SockJs::authorize):
+/// it decides before any session exists, so a refused client never sees
+/// `onopen`, and what it finds (the user) is here, through [`get`](Self::get).
+/// Closing the session from [`Session::on_open`] after reading a cookie, a
+/// header or a query token works too, but the client sees it open first.
 ///
 /// The path, query and headers are copied into one compact buffer (every
 /// idle session keeps it, so it is kept small). By default the WebSocket

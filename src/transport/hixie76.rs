@@ -85,7 +85,7 @@ pub(crate) async fn open<A: Session>(
         let max = ep.config.max_message_bytes;
         read_frames(&session, payload, buf, max).await;
         // The socket is done, whichever way: the session hears of it.
-        let _ = session.send(Command::ReceiverGone);
+        let _ = session.send(Command::ReceiverGone { aborted: false });
     });
 
     let mut digest = Some(digest_rx);

@@ -699,7 +699,9 @@ impl Drop for WsStream {
     /// session hears of it through its command queue, and its task is
     /// woken even if that queue is gone (so that it lets go of the slot).
     fn drop(&mut self) {
-        let _ = self.session.send(Command::ReceiverGone);
+        // No closing handshake begun by either side: the connection broke
+        // (a killed browser, a lost network), not a close by the client.
+        let _ = self.session.send(Command::ReceiverGone { aborted: !self.closing });
         if let Some(turn) = &self.turn {
             turn.wake();
         }

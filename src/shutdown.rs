@@ -56,6 +56,7 @@ where
     async move {
         stop_requested().await;
         close_sessions(&managers).await;
+        log::info!("sockjs: sessions closed; serving their clients' last polls for {SHUTDOWN_DRAIN:?}");
         // A second signal ends the drain at once.
         let drain = std::pin::pin!(actix_web::rt::time::sleep(SHUTDOWN_DRAIN));
         futures_util::future::select(drain, Box::pin(stop_requested())).await;

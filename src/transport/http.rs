@@ -171,15 +171,15 @@ pub(crate) async fn send<A: Session>(
     if let Err(e) = ep.check_origin(&req) {
         return e.error_response();
     }
+    let fail = |status: StatusCode, body: String| session_error(&req, &ep.config, true, status, body);
     let timeout = ep.config.request_timeout;
     let body = match actix_web::rt::time::timeout(timeout, read_body(body, ep.config.max_message_bytes)).await
     {
         Ok(Ok(b)) => b,
-        Ok(Err((status, text))) => return session_error(&req, &ep.config, true, status, text),
+        Ok(Err((status, text))) => return fail(status, text.to_owned()),
         Err(_) => {
             log::info!("sockjs: {} {}: body not in within {timeout:?}", req.method(), req.path());
-            let mut res =
-                session_error(&req, &ep.config, true, StatusCode::REQUEST_TIMEOUT, "Request timeout.");
+            let mut res = fail(StatusCode::REQUEST_TIMEOUT, "Request timeout.".to_owned());
             res.head_mut().set_connection_type(ConnectionType::Close);
             return res;
         }
@@ -189,24 +189,18 @@ pub(crate) async fn send<A: Session>(
         Ok(m) => m,
         Err(e) => {
             log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
-            return session_error(&req, &ep.config, true, StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
     match ep.deliver(&req, id.clone(), messages).await {
         Ok(()) => {}
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} to unknown session {id}", req.path());
-            return session_error(&req, &ep.config, true, StatusCode::NOT_FOUND, "Session not found.");
+            return fail(StatusCode::NOT_FOUND, "Session not found.".to_owned());
         }
         // A send opens no session, so neither of the last two happens.
         Err(ReachError::Manager | ReachError::Denied(_) | ReachError::Panicked) => {
-            return session_error(
-                &req,
-                &ep.config,
-                true,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Session manager unavailable.",
-            )
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.".to_owned())
         }
     }
     let (status, ok_body) = match how {

@@ -714,8 +714,7 @@ impl<A: Session> SessionManager<A> {
     /// sessions take no messages.
     fn serials_of(&self, id: &str) -> impl Iterator<Item = u64> {
         let http = self.directory.serial(id).filter(|s| self.live(*s));
-        let older = self.shadowed.get(id).into_iter().flat_map(|older| older.iter().rev());
-        let socket = self.sockets.get(id).into_iter().chain(older).copied().find(|s| self.live(*s));
+        let socket = self.sockets_of(id).find(|s| self.live(*s));
         [http, socket].into_iter().flatten()
     }
 
@@ -723,8 +722,13 @@ impl<A: Session> SessionManager<A> {
     /// and older WebSockets that reused it included: what `except` leaves
     /// out.
     fn every_serial_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = u64> + 'a {
-        let older = self.shadowed.get(id).into_iter().flatten();
-        self.directory.serial(id).into_iter().chain(self.sockets.get(id).into_iter().chain(older).copied())
+        self.directory.serial(id).into_iter().chain(self.sockets_of(id))
+    }
+
+    /// The WebSocket sessions with this id, newest first.
+    fn sockets_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = u64> + 'a {
+        let older = self.shadowed.get(id).into_iter().flat_map(|older| older.iter().rev());
+        self.sockets.get(id).into_iter().chain(older).copied()
     }
 
     /// Hands a broadcast to its recipients on this node; answers how many

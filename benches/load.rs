@@ -34,7 +34,9 @@
 //!   polling session between polls (no receiver) and per idle
 //!   xhr_streaming session (SockJS servers);
 //! - idle WebSocket sessions, `LOAD_IDLE` (default 1000,10000,100000), from
-//!   several 127.0.0.x source addresses. The bench raises its descriptor
+//!   several 127.0.0.x source addresses: server RSS per session, and the
+//!   heap committed per session (`VmData`), which does not depend on where
+//!   the untouched pages of each connection's buffers fall. The bench raises its descriptor
 //!   limit to the hard limit (the servers inherit it) and skips a count
 //!   that does not fit: the server and the generator each hold one
 //!   descriptor per session.
@@ -181,10 +183,24 @@ impl Proc {
     }
 
     fn rss(&self) -> usize {
+        self.status("VmRSS:")
+    }
+
+    /// The process's writable private mappings (`VmData`), in bytes: the
+    /// heap the allocator has committed, whether its pages were written or
+    /// not. RSS counts only written pages, and where a connection's
+    /// untouched buffer pages fall decides it (see benches/README.md, "Idle
+    /// memory"); this does not move with that.
+    fn data(&self) -> usize {
+        self.status("VmData:")
+    }
+
+    /// A `kB` line of `/proc/PID/status`, in bytes (0 if unreadable).
+    fn status(&self, field: &str) -> usize {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
             .unwrap_or(0)
             * 1024
@@ -936,21 +952,23 @@ fn source_address() -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 2 + (n % 250) as u8)
 }
 
-async fn idle(server: Server, proc: &Proc, sessions: usize) -> io::Result<f64> {
+/// RSS and committed heap ([`Proc::data`]) per idle WebSocket session, in bytes.
+async fn idle(server: Server, proc: &Proc, sessions: usize) -> io::Result<(f64, f64)> {
     let mut warm = Vec::new();
     for _ in 0..20 {
         warm.push(open_ws(server, proc.port, "/echo", None).await?);
     }
     drop(warm);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = proc.rss();
+    let before = (proc.rss(), proc.data());
     let mut conns = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         conns.push(open_ws(server, proc.port, "/echo", Some(source_address())).await?);
     }
-    let after = proc.rss();
+    let after = (proc.rss(), proc.data());
     drop(conns);
-    Ok(after.saturating_sub(before) as f64 / sessions as f64)
+    let per = |after: usize, before: usize| after.saturating_sub(before) as f64 / sessions as f64;
+    Ok((per(after.0, before.0), per(after.1, before.1)))
 }
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
@@ -1291,33 +1309,36 @@ fn main() {
         // Rounds too: a server's RSS grows in steps (the floor measured
         // 10.4-11.5 KB per session from one run to the next), so one
         // reading each is not enough to compare two servers by 3%.
-        let mut per_server: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        let mut per_server: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
         for round in 0..rounds {
             for i in rotation(round, servers.len()) {
                 let server = servers[i];
                 let proc = Proc::start(server);
                 match runtime.block_on(idle(server, &proc, n)) {
-                    Ok(bytes) => {
+                    Ok((rss, heap)) => {
                         println!(
-                            "{:<28} {:<22} {:>10.2} KB",
+                            "{:<28} {:<22} {:>10.2} KB ({:.2} KB of heap)",
                             format!("idle, {n}"),
                             server.name(),
-                            bytes / 1024.0
+                            rss / 1024.0,
+                            heap / 1024.0
                         );
-                        per_server[i].push(bytes / 1024.0);
+                        per_server[i].push((rss / 1024.0, heap / 1024.0));
                     }
                     Err(e) => println!("{:<28} {:<22} failed: {e}", format!("idle, {n}"), server.name()),
                 }
             }
         }
-        let figures = servers
-            .iter()
-            .copied()
-            .zip(per_server)
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(server, v)| (server, median(v)))
-            .collect();
-        summary.push((format!("idle {n} (KB/session)"), figures));
+        let figures = |pick: fn(&(f64, f64)) -> f64| {
+            servers
+                .iter()
+                .zip(&per_server)
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(server, v)| (*server, median(v.iter().map(pick).collect())))
+                .collect()
+        };
+        summary.push((format!("idle {n} (KB/session)"), figures(|f| f.0)));
+        summary.push((format!("idle {n} heap (KB/session)"), figures(|f| f.1)));
     }
 
     // A group's broadcast against a broadcast to as many sessions alone.

@@ -26,7 +26,7 @@ use crate::{
     admission::{client_ip, origin_allowed, Refusal},
     config::Config,
     manager::{
-        next_serial, Acquire, Acquired, Bound, Directory, GetDirectory, Opening, RegisterSocket,
+        next_serial, Acquire, Acquired, Bound, Directory, GetDirectory, Mounted, Opening, RegisterSocket,
         SessionManager, Starter,
     },
     metrics::{EndpointMetrics, Refused},
@@ -169,7 +169,11 @@ impl fmt::Display for Refuse {
 pub(crate) struct Endpoint<A: Session> {
     pub(crate) config: Arc<Config>,
     pub(crate) manager: Addr<SessionManager<A>>,
-    pub(crate) metrics: Arc<EndpointMetrics>,
+    /// The prefix the endpoint was given (without the scopes around it).
+    prefix: String,
+    /// Labelled with the path the endpoint is mounted at, scopes included,
+    /// which only a request tells (see [`Endpoint::mounted`]).
+    metrics: OnceCell<Arc<EndpointMetrics>>,
     /// The manager's session directory, fetched at this worker's first request.
     directory: OnceCell<Directory>,
     /// What starts a session without asking the manager, once it has
@@ -243,7 +247,8 @@ impl<A: Session> Endpoint<A> {
             iframe: protocol::iframe_page(&config.sockjs_url),
             config: Arc::new(config),
             manager,
-            metrics: Arc::new(EndpointMetrics::new(prefix)),
+            prefix: prefix.to_owned(),
+            metrics: OnceCell::new(),
             directory: OnceCell::new(),
             starter: OnceCell::new(),
             turns: LocalTurns::default(),
@@ -252,12 +257,35 @@ impl<A: Session> Endpoint<A> {
         }
     }
 
+    /// Learns, at this worker's first request, the path the endpoint is
+    /// mounted at: its prefix after the scopes around it (`/v1/echo` for
+    /// `SockJs::new("/echo", ..)` in `web::scope("/v1")`; a dynamic scope's
+    /// pattern, such as `/t/{tenant}/echo`). Its metrics, and its
+    /// manager's, are labelled with it: two endpoints that share a prefix
+    /// in different scopes are two series. `HttpServiceFactory::register`
+    /// is not told the scopes; a request's resource map knows them.
+    pub(crate) fn mounted(&self, req: &HttpRequest) {
+        if self.metrics.get().is_some() {
+            return;
+        }
+        let path = req.match_pattern().unwrap_or_else(|| self.prefix.clone());
+        log::debug!("sockjs: the endpoint {:?} is mounted at {path:?}", self.prefix);
+        self.manager.do_send(Mounted(path.clone()));
+        let _ = self.metrics.set(Arc::new(EndpointMetrics::new(&path)));
+    }
+
+    /// The endpoint's metrics (labelled with its prefix alone before its
+    /// first request, which no session precedes).
+    pub(crate) fn metrics(&self) -> &Arc<EndpointMetrics> {
+        self.metrics.get_or_init(|| Arc::new(EndpointMetrics::new(&self.prefix)))
+    }
+
     /// 403 for a browser origin outside the allow-list.
     pub(crate) fn check_origin(&self, req: &HttpRequest) -> Result<(), actix_web::Error> {
         if origin_allowed(req, &self.config.allowed_origins) {
             return Ok(());
         }
-        self.metrics.refused(Refused::Origin);
+        self.metrics().refused(Refused::Origin);
         log::info!(
             "sockjs: {} {}: origin {:?} not allowed",
             req.method(),
@@ -276,7 +304,7 @@ impl<A: Session> Endpoint<A> {
             match hook(req).await {
                 Ok(produced) => values.extend(produced),
                 Err(refuse) => {
-                    self.metrics.refused(Refused::Authorize);
+                    self.metrics().refused(Refused::Authorize);
                     log::info!(
                         "sockjs: {} {}: session refused by the authorisation hook: {refuse}",
                         req.method(),
@@ -325,7 +353,7 @@ impl<A: Session> Endpoint<A> {
         let cookie_ok =
             bound.cookie.as_deref().is_none_or(|c| util::cookie(req.headers(), BIND_COOKIE) == Some(c));
         if !(ip_ok && cookie_ok) {
-            self.metrics.refused(Refused::Bound);
+            self.metrics().refused(Refused::Bound);
             log::info!(
                 "sockjs: {} {}: the session is bound to another client ({})",
                 req.method(),
@@ -436,7 +464,7 @@ impl<A: Session> Endpoint<A> {
                     new_cookie = admitted.new_cookie;
                 }
                 Acquired::Refused(refusal) => {
-                    self.metrics.refused(Refused::from(&refusal));
+                    self.metrics().refused(Refused::from(&refusal));
                     return Err(ReachError::Denied(refusal.into()));
                 }
             }
@@ -508,7 +536,7 @@ impl<A: Session> Endpoint<A> {
             let starter = match self.manager.send(register).await {
                 Ok(Ok(starter)) => starter,
                 Ok(Err(refusal)) => {
-                    self.metrics.refused(Refused::from(&refusal));
+                    self.metrics().refused(Refused::from(&refusal));
                     return Err(refusal.into());
                 }
                 Err(e) => {
@@ -595,7 +623,7 @@ impl<A: Session> Endpoint<A> {
             config: self.config.clone(),
             request,
             notes: starter.notes,
-            metrics: self.metrics.clone(),
+            metrics: self.metrics().clone(),
         };
         start_session(session, transport, setup, (rx, first), in_place)
     }

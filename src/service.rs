@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     endpoint::split_session_url,
     endpoint::{Authorize, Carry, Endpoint, Refuse},
-    manager::{Mounted, SessionManager},
+    manager::SessionManager,
     session::Session,
     transport::{http, meta, websocket, Role, Row, TABLE},
 };
@@ -230,34 +230,57 @@ impl<A: Session> SockJs<A> {
 /// different managers (a manager created inside the `HttpServer::new`
 /// closure): each worker would then know only its own sessions, so
 /// broadcasts would reach some clients and polling clients would lose
-/// their sessions. Endpoints are told apart by their actix system and
-/// prefix.
-fn check_one_manager<A: Session>(prefix: &str, manager: &Addr<SessionManager<A>>) {
-    type Seen = Vec<(Option<usize>, String, Box<dyn Any + Send>, bool)>;
+/// their sessions.
+///
+/// A worker's registrations are told apart by their actix system, their
+/// prefix and how many of that prefix the worker's thread has registered
+/// before: every worker builds the same `App`, in the same order, so the
+/// n-th `/echo` of one worker is the n-th `/echo` of every other. Two
+/// endpoints that share a prefix inside different scopes (`/v1` + `/echo`,
+/// `/v2` + `/echo`) are then two endpoints, not one with two managers.
+fn check_one_manager<M: PartialEq + Clone + Send + 'static>(prefix: &str, manager: &M) -> bool {
+    type Key = (Option<usize>, String, usize);
+    type Seen = Vec<(Key, Box<dyn Any + Send>, bool)>;
     static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
+    thread_local!(static MOUNTED: std::cell::RefCell<Vec<(Option<usize>, String, usize)>> = const {
+        std::cell::RefCell::new(Vec::new())
+    });
     let system = actix::System::try_current().map(|s| s.id());
+    let nth = MOUNTED.with_borrow_mut(|mounted| {
+        match mounted.iter_mut().find(|(s, p, _)| *s == system && p == prefix) {
+            Some((_, _, count)) => {
+                *count += 1;
+                *count - 1
+            }
+            None => {
+                mounted.push((system, prefix.to_owned(), 1));
+                0
+            }
+        }
+    });
+    let key = (system, prefix.to_owned(), nth);
     let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some((_, _, first, reported)) = seen.iter_mut().find(|(s, p, _, _)| *s == system && p == prefix)
-    else {
-        seen.push((system, prefix.to_owned(), Box::new(manager.clone()), false));
-        return;
+    let Some((_, first, reported)) = seen.iter_mut().find(|(k, _, _)| *k == key) else {
+        seen.push((key, Box::new(manager.clone()), false));
+        return false;
     };
-    let same = first.downcast_ref::<Addr<SessionManager<A>>>().is_some_and(|first| first == manager);
-    if !same && !*reported {
-        *reported = true;
-        log::error!(
-            "sockjs: the endpoint {prefix:?} is mounted with a different SessionManager in another worker. \
-             Start one manager per endpoint outside the HttpServer::new closure and clone its address \
-             into the closure; with one manager per worker, broadcasts reach only some clients and \
-             polling clients lose their sessions."
-        );
+    let same = first.downcast_ref::<M>().is_some_and(|first| first == manager);
+    if same || *reported {
+        return false;
     }
+    *reported = true;
+    log::error!(
+        "sockjs: the endpoint {prefix:?} is mounted with a different SessionManager in another worker. \
+         Start one manager per endpoint outside the HttpServer::new closure and clone its address \
+         into the closure; with one manager per worker, broadcasts reach only some clients and \
+         polling clients lose their sessions."
+    );
+    true
 }
 
 impl<A: Session> HttpServiceFactory for SockJs<A> {
     fn register(self, config: &mut AppService) {
         check_one_manager(&self.prefix, &self.manager);
-        self.manager.do_send(Mounted(self.prefix.clone()));
         let endpoint = Endpoint::new(&self.prefix, self.manager, self.config, self.authorize, self.carry);
         let rows: Vec<&'static Row> =
             TABLE.iter().filter(|row| endpoint.config.is_enabled(row.transport)).collect();
@@ -289,6 +312,7 @@ async fn serve<A: Session>(
     req: ServiceRequest,
 ) -> Result<ServiceResponse, actix_web::Error> {
     let (req, mut payload) = req.into_parts();
+    routes.ep.mounted(&req);
     let payload = web::Payload::from_request(&req, &mut payload).await?;
     let res = routes.answer(req.clone(), payload).await;
     Ok(ServiceResponse::new(req, res))
@@ -403,6 +427,27 @@ mod tests {
             let size = std::mem::size_of_val(&serve(routes, req));
             assert!(size <= 1032, "a request's future takes {size} bytes");
         });
+    }
+
+    /// Workers build the same `App`: the n-th registration of a prefix on
+    /// one worker's thread is compared with the n-th on every other.
+    #[test]
+    fn one_manager_per_endpoint_is_checked_per_registration_not_per_prefix() {
+        const PREFIX: &str = "/check-one-manager";
+        let worker = |managers: &'static [u32]| {
+            std::thread::spawn(move || {
+                managers.iter().map(|m| check_one_manager(PREFIX, m)).collect::<Vec<_>>()
+            })
+            .join()
+            .expect("the worker's thread")
+        };
+        // Two endpoints at `/check-one-manager` (in two scopes), each with its
+        // own manager, in every worker: nothing to say.
+        assert_eq!(worker(&[1, 2]), [false, false]);
+        assert_eq!(worker(&[1, 2]), [false, false]);
+        // A worker whose first one has another manager: said once.
+        assert_eq!(worker(&[3, 2]), [true, false]);
+        assert_eq!(worker(&[4, 2]), [false, false], "reported once per endpoint");
     }
 
     #[test]

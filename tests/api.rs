@@ -1041,6 +1041,61 @@ fn metrics_count_sessions_messages_and_causes() {
     assert_eq!(sample(&text, &series("sockjs_queue_bytes")), 0.0);
 }
 
+/// A session that only echoes, for servers built in a test.
+struct Quiet;
+
+impl Actor for Quiet {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Quiet {
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        ctx.send(msg);
+    }
+}
+
+#[test]
+fn endpoints_in_scopes_are_labelled_with_their_whole_path() {
+    let handle = prometheus();
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            // Three endpoints with the same prefix, in three scopes, each
+            // with its own manager.
+            let managers: [Addr<SessionManager<Quiet>>; 3] =
+                std::array::from_fn(|_| SessionManager::new(|| Quiet).start());
+            let server = HttpServer::new(move || {
+                let [v1, v2, tenant] = managers.clone();
+                App::new()
+                    .service(actix_web::web::scope("/v1").service(SockJs::new("/labelled", v1)))
+                    .service(actix_web::web::scope("/v2").service(SockJs::new("/labelled", v2)))
+                    .service(actix_web::web::scope("/t/{tenant}").service(SockJs::new("/labelled", tenant)))
+            })
+            .workers(2)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send((server.addrs()[0].port(), ())).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    let (port, ()) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    let open = |path: &str| assert_eq!(post(port, &format!("{path}/000/{}/xhr", session()), "").body, "o\n");
+    open("/v1/labelled");
+    open("/v2/labelled");
+    open("/v2/labelled");
+    open("/t/a/labelled");
+    open("/t/b/labelled");
+    open("/t/c/labelled");
+    let text = handle.render();
+    let opened = |endpoint: &str| {
+        sample(&text, &format!("sockjs_sessions_opened_total{{endpoint=\"{endpoint}\",transport=\"xhr\"}}"))
+    };
+    assert_eq!(opened("/v1/labelled"), 1.0);
+    assert_eq!(opened("/v2/labelled"), 2.0);
+    assert_eq!(opened("/t/{tenant}/labelled"), 3.0);
+    assert!(!text.contains("endpoint=\"/labelled\""), "no series under the prefix alone:\n{text}");
+}
+
 #[test]
 fn test_server_holds_one_descriptor_per_connection() {
     // test_server notices aborted receivers through actix-web's

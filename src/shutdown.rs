@@ -23,8 +23,11 @@ use crate::manager::Shutdown;
 /// that follows takes up to actix-web's `HttpServer::shutdown_timeout`
 /// (30 s by default): keep drain and timeout within what your process
 /// manager waits before it kills (Kubernetes: 30 s). Without this signal,
-/// actix-web stops on those signals by itself and sessions end without a
-/// close frame when their worker is dropped.
+/// actix-web stops on those signals by itself: streams and WebSockets hold
+/// its graceful stop for the whole `shutdown_timeout`, and the sessions
+/// still open when their worker stops get `on_close` with
+/// [`CloseCause::Shutdown`](crate::CloseCause::Shutdown) as they are
+/// dropped, their clients no close frame.
 ///
 /// [`HttpServer::shutdown_signal`]: actix_web::HttpServer::shutdown_signal
 ///

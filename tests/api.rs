@@ -827,6 +827,52 @@ fn an_ended_session_frees_its_place_under_the_per_address_cap() {
 }
 
 #[test]
+fn on_close_runs_when_the_server_stops_without_shutdown_signal() {
+    // An app with its own shutdown: actix-web's graceful stop, then its
+    // workers end with the sessions' tasks still there.
+    let (events_tx, events) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    let server_thread = thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
+            let server = HttpServer::new(move || App::new().service(SockJs::new("/probe", manager.clone())))
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .bind(("127.0.0.1", 0))
+                .expect("bind");
+            let port = server.addrs()[0].port();
+            let server = server.run();
+            ready_tx.send((port, server.handle())).expect("ready");
+            server.await.expect("server ran");
+        });
+    });
+    let (port, handle) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    let next = || events.recv_timeout(READ_TIMEOUT).expect("an event");
+    let mut ws = WsClient::connect(port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(next(), Event::Open { .. }));
+    let mut stream = Conn::open(port);
+    stream.send("POST", &format!("/probe/000/{}/xhr_streaming", session()), &[], Some(b""));
+    stream.head();
+    stream.chunk();
+    assert_eq!(stream.chunk().unwrap(), "o\n");
+    assert!(matches!(next(), Event::Open { .. }));
+    // A polling session between two polls.
+    assert_eq!(post(port, &format!("/probe/000/{}/xhr", session()), "").body, "o\n");
+    assert!(matches!(next(), Event::Open { .. }));
+
+    let stopping = thread::spawn(move || actix::System::new().block_on(handle.stop(true)));
+    for _ in 0..3 {
+        assert_eq!(next(), Event::Closed(CloseCause::Shutdown));
+    }
+    stopping.join().expect("stopped");
+    server_thread.join().expect("the server's thread");
+    assert!(events.try_recv().is_err(), "on_close ran once each");
+    drop((ws, stream));
+}
+
+#[test]
 fn shutdown_closes_every_session_and_opens_no_new_one() {
     let (events_tx, events) = mpsc::channel();
     let (ready_tx, ready) = mpsc::channel();

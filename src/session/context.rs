@@ -333,8 +333,8 @@ where
     stop_requested: bool,
     /// The queue depth last reported to the metrics, in 4 KiB steps.
     queue_reported: u16,
-    /// [`IN_PLACE`] and [`QUEUE_ARMED`]: one byte, so that the session's
-    /// slot keeps its size.
+    /// [`IN_PLACE`], [`QUEUE_ARMED`], [`DROPPING`] and [`PANICKED`]: one
+    /// byte, so that the session's slot keeps its size.
     turn_bits: u8,
 }
 
@@ -349,6 +349,15 @@ const IN_PLACE: u8 = 1;
 /// poll of the task clears it first: one that stops before the pump (the
 /// actor waits on a future of its own) leaves it clear.
 const QUEUE_ARMED: u8 = 2;
+
+/// A bit of [`SessionContext::turn_bits`]: the session is being dropped
+/// with its worker (see `Drop for SessionFut`); its pump reads no more
+/// commands and shuts the session down instead.
+const DROPPING: u8 = 4;
+
+/// A bit of [`SessionContext::turn_bits`]: a turn of the session panicked
+/// and was caught; it is dropped as it is, without more of its code.
+const PANICKED: u8 = 8;
 
 impl<A> fmt::Debug for SessionContext<A>
 where
@@ -1069,6 +1078,10 @@ impl<A: Session> ActorFuture<A> for Pump {
         task: &mut Context<'_>,
     ) -> Poll<()> {
         let this = self.get_mut();
+        if ctx.turn_bits & DROPPING != 0 {
+            ctx.handle(act, Command::Shutdown);
+            return Poll::Ready(());
+        }
         if let Some(receiver) = this.first.take() {
             ctx.attach(act, receiver);
         }
@@ -1153,6 +1166,47 @@ impl<A: Session> Future for SessionFut<A> {
     }
 }
 
+/// A session dropped while it is open: its worker stopped with the
+/// session's task still there, as when the server stops without
+/// [`shutdown_signal`](crate::shutdown_signal) (actix-web's own signal
+/// handling, `ServerHandle::stop`). actix then stops the actor and runs
+/// `stopping` and `stopped`; first, the session is shut down as by
+/// [`Shutdown`](crate::Shutdown), so that `on_close` runs once for every
+/// session that opened, whatever ended it (with [`CloseCause::Shutdown`],
+/// or the cause of a close already under way). Its client gets no close
+/// frame: the connection goes with the worker. Not for a session whose
+/// turn panicked (it is dropped while unwinding, or marked [`PANICKED`]):
+/// it is dropped as it is, without more of its code.
+impl<A: Session> Drop for SessionFut<A> {
+    fn drop(&mut self) {
+        let ctx = self.fut.ctx();
+        if std::thread::panicking() || ctx.turn_bits & PANICKED != 0 {
+            return;
+        }
+        let closing = ctx.cold.as_ref().is_some_and(|cold| cold.deferred_close.is_some());
+        if !ctx.counted_open && !closing {
+            return;
+        }
+        log::debug!("sockjs {}: session dropped with its worker; it shuts down", ctx.setup.id);
+        ctx.turn_bits |= DROPPING;
+        // One poll runs the pump, which shuts the session down, and any
+        // deferred `on_close`; a second the stop they ask for. A panic in
+        // them stops here: this may run while the worker's runtime is torn
+        // down.
+        for _ in 0..4 {
+            let poll = || Pin::new(&mut self.fut).poll(&mut Context::from_waker(Waker::noop()));
+            match catch_unwind(AssertUnwindSafe(poll)) {
+                Ok(Poll::Pending) => {}
+                Ok(Poll::Ready(())) => return,
+                Err(_) => {
+                    log::error!("sockjs: a session panicked as its worker stopped");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// A session's first turn panicked: it is gone ([`start_session`]).
 #[derive(Debug)]
 pub(crate) struct OpenPanicked;
@@ -1213,6 +1267,7 @@ pub(crate) fn start_session<A: Session>(
         }
         Err(_) => {
             log::error!("sockjs: a session panicked as it opened (in `started` or `on_open`); it is dropped");
+            fut.fut.ctx().turn_bits |= PANICKED;
             drop(fut);
             return Err(OpenPanicked);
         }

@@ -332,7 +332,7 @@ impl<A: Session> Routes<A> {
     /// page; 405 with the `Allow` list to another method, 404 elsewhere.
     async fn answer(&self, req: HttpRequest, payload: web::Payload) -> HttpResponse {
         let ep = self.ep.clone();
-        let rest = req.match_info().unprocessed();
+        let rest = tolerate_trailing_slash(req.match_info().unprocessed());
         let method = req.method().clone();
         if rest.is_empty() || rest == "/" {
             return if method == Method::GET {
@@ -368,6 +368,18 @@ impl<A: Session> Routes<A> {
             };
         }
         meta::not_found(req).await
+    }
+}
+
+/// A path after the prefix without one trailing `/`, which sockjs-node
+/// tolerates on every route (its patterns end in `[/]?`), and which
+/// actix-web's `NormalizePath::new(TrailingSlash::Always)` adds to every
+/// path of an app that uses it. Only one, after a segment: `//` and `/a//`
+/// stay malformed (404), as the protocol's tests ask.
+fn tolerate_trailing_slash(rest: &str) -> &str {
+    match rest.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() && !trimmed.ends_with('/') => trimmed,
+        _ => rest,
     }
 }
 
@@ -448,6 +460,26 @@ mod tests {
         // A worker whose first one has another manager: said once.
         assert_eq!(worker(&[3, 2]), [true, false]);
         assert_eq!(worker(&[4, 2]), [false, false], "reported once per endpoint");
+    }
+
+    #[test]
+    fn one_trailing_slash_after_a_segment_is_tolerated() {
+        for (path, routed) in [
+            ("", ""),
+            ("/", "/"),
+            ("/info/", "/info"),
+            ("/000/abc/xhr/", "/000/abc/xhr"),
+            ("/websocket/", "/websocket"),
+            ("/info", "/info"),
+            // Malformed stays malformed.
+            ("//", "//"),
+            ("///", "///"),
+            ("/info//", "/info//"),
+            ("/000/abc//", "/000/abc//"),
+        ] {
+            assert_eq!(tolerate_trailing_slash(path), routed, "{path:?}");
+        }
+        assert_eq!(split_session_url(tolerate_trailing_slash("/a/a/")), None, "`/a/a/` is no session URL");
     }
 
     #[test]

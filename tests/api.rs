@@ -1143,6 +1143,47 @@ fn endpoints_in_scopes_are_labelled_with_their_whole_path() {
 }
 
 #[test]
+fn an_app_that_adds_a_trailing_slash_to_every_path_still_works() {
+    // `NormalizePath::new(TrailingSlash::Always)`, common in existing apps,
+    // turns `/n/info` into `/n/info/`; sockjs-node tolerates that slash.
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = SessionManager::new(|| Quiet).start();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .wrap(actix_web::middleware::NormalizePath::new(
+                        actix_web::middleware::TrailingSlash::Always,
+                    ))
+                    .service(SockJs::new("/n", manager.clone()))
+            })
+            .workers(1)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send(server.addrs()[0].port()).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    let port = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    let greeting = get(port, "/n");
+    assert_eq!((greeting.status(), greeting.body.as_str()), (200, "Welcome to SockJS!\n"));
+    let info = get(port, "/n/info");
+    assert_eq!(info.status(), 200);
+    assert!(info.body.contains("\"websocket\":true"), "{}", info.body);
+    let xhr = format!("/n/000/{}", session());
+    assert_eq!(post(port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert_eq!(post(port, &format!("{xhr}/xhr_send"), r#"["over http"]"#).status(), 204);
+    assert_eq!(post(port, &format!("{xhr}/xhr"), "").body, "a[\"over http\"]\n");
+    let mut ws = WsClient::connect(port, &format!("/n/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    ws.send_text(r#"["over a socket"]"#);
+    assert_eq!(ws.recv_text(), r#"a["over a socket"]"#);
+    // A session URL without a session is still 404 (the middleware merges
+    // the two slashes: `/n/xhr/`).
+    assert_eq!(post(port, "/n//xhr", "").status(), 404);
+}
+
+#[test]
 fn test_server_holds_one_descriptor_per_connection() {
     // test_server notices aborted receivers through actix-web's
     // half-close handling, not `on_connect`'s duplicate descriptors: each

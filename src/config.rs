@@ -267,8 +267,11 @@ impl Config {
     /// WebSocket transports ping the client every [heartbeat](Config::heartbeat);
     /// a client that sends nothing (not even the pong) within this time
     /// after a ping is taken for gone and its session closes with
-    /// [`CloseCause::Interrupted`](crate::CloseCause::Interrupted).
-    /// Default: 10 seconds. Like the heartbeat, it may end up to a 64th of
+    /// [`CloseCause::Interrupted`](crate::CloseCause::Interrupted). The
+    /// socket is sent `c[3000,"No response from heartbeat"]` (a raw
+    /// WebSocket: a close frame with that code and reason), as by
+    /// sockjs-node, for a client whose network comes back in time to read
+    /// it, and the connection ends. Default: 10 seconds. Like the heartbeat, it may end up to a 64th of
     /// itself late (a quarter of a second at most).
     pub fn ping_timeout(mut self, timeout: Duration) -> Self {
         self.ping_timeout = timeout;

@@ -504,6 +504,38 @@ fn a_websocket_peer_that_stops_answering_is_closed() {
     assert_eq!(ws.recv_any(), Ws::Text("h".into()));
     assert_eq!(ws.recv_any(), Ws::Ping(Vec::new()));
     assert_eq!(p.next(), Event::Closed(CloseCause::Interrupted));
+    // A peer whose network comes back learns why, as from sockjs-node:
+    // after any heartbeats sent in the meantime, the close frames, then
+    // the end of the connection.
+    let closed = loop {
+        match ws.recv_any() {
+            Ws::Text(h) if h == "h" => {}
+            Ws::Ping(_) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(closed, Ws::Text(r#"c[3000,"No response from heartbeat"]"#.into()));
+    assert_eq!(ws.recv_any(), Ws::Close(Some(3000), "No response from heartbeat".into()));
+    assert_eq!(ws.recv_any(), Ws::Eof);
+}
+
+#[test]
+fn a_raw_websocket_peer_that_stops_answering_gets_a_close_frame() {
+    let p = probed(
+        Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),
+    );
+    let mut ws = WsClient::connect(p.port, "/probe/websocket");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // Pings only (no SockJS frames on a raw socket), left unanswered.
+    let closed = loop {
+        match ws.recv_any() {
+            Ws::Ping(_) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(closed, Ws::Close(Some(3000), "No response from heartbeat".into()));
+    assert_eq!(ws.recv_any(), Ws::Eof);
+    assert_eq!(p.next(), Event::Closed(CloseCause::Interrupted));
 }
 
 #[test]

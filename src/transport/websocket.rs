@@ -612,7 +612,20 @@ impl WsStream {
             if !self.heard {
                 log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
                 let _ = self.session.send(Command::TransportFailed(Failure::Silent));
-                return Beat::Gone;
+                // Why, for a client whose network comes back in time to
+                // read it, as sockjs-node says it: the SockJS close frame,
+                // then the socket's own with the same code; nothing else
+                // goes out after them, and no answer is awaited.
+                if !self.raw {
+                    self.put(wsframe::TEXT, SILENT_CLOSE_FRAME.as_bytes());
+                }
+                let (code, reason) = SILENT_CLOSE;
+                self.close(Some(CloseReason {
+                    code: CloseCode::Other(code),
+                    description: Some(reason.into()),
+                }));
+                self.done = true;
+                return Beat::Quiet;
             }
         }
         self.arm(self.next_ping.min(self.ping_sent.saturating_add(clock::millis(timeout))));
@@ -683,6 +696,13 @@ impl WsStream {
         }
     }
 }
+
+/// How a socket whose peer did not answer a ping in time is closed:
+/// sockjs-node's code and reason.
+const SILENT_CLOSE: (u16, &str) = (3000, "No response from heartbeat");
+
+/// [`SILENT_CLOSE`] as a SockJS close frame.
+const SILENT_CLOSE_FRAME: &str = r#"c[3000,"No response from heartbeat"]"#;
 
 /// What [`WsStream::keep_alive`] found.
 enum Beat {

@@ -904,6 +904,81 @@ fn on_close_runs_when_the_server_stops_without_shutdown_signal() {
     drop((ws, stream));
 }
 
+/// A session that says when it opens, closes and stops, and ends itself
+/// as its client asks.
+struct Ender {
+    events: mpsc::Sender<&'static str>,
+}
+
+impl Actor for Ender {
+    type Context = SessionContext<Self>;
+
+    fn stopped(&mut self, _: &mut SessionContext<Self>) {
+        let _ = self.events.send("stopped");
+    }
+}
+
+impl Session for Ender {
+    fn on_open(&mut self, _: &mut SessionContext<Self>) {
+        let _ = self.events.send("open");
+    }
+
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        match msg.as_str() {
+            "terminate" => ctx.terminate(),
+            "stop" => ctx.stop(),
+            _ => ctx.send(msg),
+        }
+    }
+
+    fn on_close(&mut self, _: CloseCause, _: &mut SessionContext<Self>) {
+        let _ = self.events.send("closed");
+    }
+}
+
+#[test]
+fn a_session_that_ends_itself_runs_its_hooks_once() {
+    let (events_tx, events) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = SessionManager::new(move || Ender { events: events_tx.clone() }).start();
+            // One worker: its sessions' hooks run in order on one thread.
+            let server = HttpServer::new(move || App::new().service(SockJs::new("/ender", manager.clone())))
+                .workers(1)
+                .bind(("127.0.0.1", 0))
+                .expect("bind");
+            ready_tx.send(server.addrs()[0].port()).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    let port = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    let next = || events.recv_timeout(READ_TIMEOUT).expect("an event");
+    // terminate: no on_close (actix's terminate), `stopped` once each.
+    let mut ws = WsClient::connect(port, &format!("/ender/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(next(), "open");
+    ws.send_text(r#"["terminate"]"#);
+    assert_eq!(next(), "stopped");
+    let xhr = format!("/ender/000/{}", session());
+    assert_eq!(post(port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert_eq!(next(), "open");
+    assert_eq!(post(port, &format!("{xhr}/xhr_send"), r#"["terminate"]"#).status(), 204);
+    assert_eq!(next(), "stopped");
+    // stop: on_close, then `stopped`, once each.
+    let mut ws = WsClient::connect(port, &format!("/ender/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(next(), "open");
+    ws.send_text(r#"["stop"]"#);
+    assert_eq!(ws.recv_text(), r#"c[1000,"Normal closure"]"#);
+    assert_eq!((next(), next()), ("closed", "stopped"));
+    // A last session, opened after the others ended: its `open` comes
+    // after every hook they ran, on the one worker.
+    let mut last = WsClient::connect(port, &format!("/ender/000/{}/websocket", session()));
+    assert_eq!(last.recv_text(), "o");
+    assert_eq!(next(), "open");
+}
+
 #[test]
 fn shutdown_closes_every_session_and_opens_no_new_one() {
     let (events_tx, events) = mpsc::channel();

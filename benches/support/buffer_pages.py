@@ -5,7 +5,9 @@ Usage: buffer_pages.py PID   (as root, or as the server's user with ptrace
 rights; glibc malloc, x86-64 Linux)
 
 Finds the process's largest anonymous read-write mapping (with one
-actix-web worker, the worker's malloc arena), reads which of its pages are
+actix-web worker, the worker's malloc arena: one 64 MiB heap of it, about
+3,400 idle WebSocket sessions; past that, glibc adds heaps and this counts
+only the largest), reads which of its pages are
 resident from /proc/PID/pagemap (first: reading the memory would fault
 the pages in), walks glibc's chunks through it and counts, for the
 8,208-byte chunks (actix-http's two 8 KiB buffers per connection), the

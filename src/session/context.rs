@@ -920,6 +920,10 @@ where
         }
     }
 
+    /// Stops the actor at once, as actix's `terminate` does: no
+    /// `stopping`, and no [`Session::on_close`]; an open session's client
+    /// gets no close frame (its receiver ends). Prefer
+    /// [`stop`](ActorContext::stop) or [`close`](SessionContext::close).
     fn terminate(&mut self) {
         self.parts.terminate();
     }
@@ -1171,16 +1175,23 @@ impl<A: Session> Future for SessionFut<A> {
 /// [`shutdown_signal`](crate::shutdown_signal) (actix-web's own signal
 /// handling, `ServerHandle::stop`). actix then stops the actor and runs
 /// `stopping` and `stopped`; first, the session is shut down as by
-/// [`Shutdown`](crate::Shutdown), so that `on_close` runs once for every
-/// session that opened, whatever ended it (with [`CloseCause::Shutdown`],
-/// or the cause of a close already under way). Its client gets no close
-/// frame: the connection goes with the worker. Not for a session whose
-/// turn panicked (it is dropped while unwinding, or marked [`PANICKED`]):
-/// it is dropped as it is, without more of its code.
+/// [`Shutdown`](crate::Shutdown), so that `on_close` runs (with
+/// [`CloseCause::Shutdown`], or the cause of a close already under way).
+/// Its client gets no close frame: the connection goes with the worker.
+/// This runs as the worker's runtime is torn down, as actix's own
+/// `stopped` does there: no timer starts and nothing spawned runs.
+///
+/// Not for a session whose turn panicked (it is dropped while unwinding,
+/// or marked [`PANICKED`]), nor for an actor that has stopped or is
+/// stopping (its `stopped` has run or runs: a poll would run it again),
+/// nor, in effect, for one waiting on a future of its own (`ctx.wait`):
+/// actix polls nothing else meanwhile, so its pump does not run.
 impl<A: Session> Drop for SessionFut<A> {
     fn drop(&mut self) {
         let ctx = self.fut.ctx();
-        if std::thread::panicking() || ctx.turn_bits & PANICKED != 0 {
+        // An actor that stopped (or is stopping) has run, or runs, its
+        // `stopped` already; polling it again would run that twice.
+        if std::thread::panicking() || ctx.turn_bits & PANICKED != 0 || !ctx.parts.state().alive() {
             return;
         }
         let closing = ctx.cold.as_ref().is_some_and(|cold| cold.deferred_close.is_some());

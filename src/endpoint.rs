@@ -221,6 +221,27 @@ pub(crate) struct Admitted {
 /// The cookie an HTTP session is bound to, with `Config::bind_sessions`.
 pub(crate) const BIND_COOKIE: &str = "sockjs_bind";
 
+/// An existing session a send may reach ([`Endpoint::reach`]).
+pub(crate) struct Reached {
+    tx: CommandTx,
+    /// Its turn, when it lives on this worker (run in place after the
+    /// messages are handed).
+    turn: Option<Rc<dyn Turn>>,
+}
+
+impl Reached {
+    /// Hands client messages to the session; [`ReachError::Missing`] if it
+    /// has ended since it was found.
+    pub(crate) async fn deliver(self, messages: Vec<String>) -> Result<(), ReachError> {
+        let Self { tx, turn } = self;
+        hand(&tx, Command::messages(messages), turn.as_deref()).map_err(|_| ReachError::Missing)?;
+        // Answered once the session has room again: a client that sends
+        // faster than its session handles waits for its answers.
+        futures_util::future::poll_fn(|cx| tx.poll_room(cx)).await;
+        Ok(())
+    }
+}
+
 /// Why a request could not reach its session.
 #[derive(Debug)]
 pub(crate) enum ReachError {
@@ -552,13 +573,12 @@ impl<A: Session> Endpoint<A> {
         }))
     }
 
-    /// Hands client messages to the existing session `id`.
-    pub(crate) async fn deliver(
-        &self,
-        req: &HttpRequest,
-        id: Arc<str>,
-        messages: Vec<String>,
-    ) -> Result<(), ReachError> {
+    /// The existing HTTP session `id`, if this request may reach it (its
+    /// binding, if any, holds): what a send then hands its messages to
+    /// ([`Reached::deliver`]). A send looks its session up before it
+    /// reads its body, so that a body for no session (or one bound to
+    /// another client) is not read and held at all.
+    pub(crate) async fn reach(&self, req: &HttpRequest, id: Arc<str>) -> Result<Reached, ReachError> {
         let (tx, bound, turn) = match self.find(&id).await {
             Some((serial, tx, bound)) => (tx, bound, self.turns.get(serial)),
             None => match Box::pin(self.manager.send(Acquire::new(id, None)))
@@ -572,11 +592,7 @@ impl<A: Session> Endpoint<A> {
         if !self.may_reach(bound.as_deref(), req) {
             return Err(ReachError::Missing);
         }
-        hand(&tx, Command::messages(messages), turn.as_deref()).map_err(|_| ReachError::Missing)?;
-        // Answered once the session has room again: a client that sends
-        // faster than its session handles waits for its answers.
-        futures_util::future::poll_fn(|cx| tx.poll_room(cx)).await;
-        Ok(())
+        Ok(Reached { tx, turn })
     }
 
     /// The live HTTP session `id` from the manager's directory, without a

@@ -520,6 +520,29 @@ fn a_websocket_peer_that_stops_answering_is_closed() {
 }
 
 #[test]
+fn a_send_to_no_session_is_answered_before_its_body_comes() {
+    // A body for no session is not read: 1 MiB announced, 2 bytes sent,
+    // and the 404 comes at once, not after the body or its timeout.
+    let p = probed(Config::default());
+    for url in ["/probe/000/{}/xhr_send", "/probe/000/{}/jsonp_send"] {
+        let mut conn = Conn::open(p.port);
+        let path = url.replace("{}", &session());
+        conn.write(
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n[\"").as_bytes(),
+        );
+        let head = conn.head();
+        assert_eq!(head.status, 404, "{path}");
+        assert_eq!(String::from_utf8(conn.read_exact(18)).unwrap(), "Session not found.");
+    }
+    // A send to a live session still reads its body and delivers it.
+    let xhr = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["delivered"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("delivered".into()));
+}
+
+#[test]
 fn a_raw_websocket_peer_that_stops_answering_gets_a_close_frame() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),

@@ -172,6 +172,20 @@ pub(crate) async fn send<A: Session>(
         return e.error_response();
     }
     let fail = |status: StatusCode, body: String| session_error(&req, &ep.config, true, status, body);
+    let missing = || {
+        log::debug!("sockjs: {} to unknown session {id}", req.path());
+        fail(StatusCode::NOT_FOUND, "Session not found.".to_owned())
+    };
+    // The session first: a body for no session is not read (actix-web
+    // closes the connection after the answer, as for any unread body).
+    let reached = match ep.reach(&req, id.clone()).await {
+        Ok(reached) => reached,
+        Err(ReachError::Missing) => return missing(),
+        // A send opens no session, so neither of the last two happens.
+        Err(ReachError::Manager | ReachError::Denied(_) | ReachError::Panicked) => {
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.".to_owned())
+        }
+    };
     let timeout = ep.config.request_timeout;
     let body = match actix_web::rt::time::timeout(timeout, read_body(body, ep.config.max_message_bytes)).await
     {
@@ -192,16 +206,9 @@ pub(crate) async fn send<A: Session>(
             return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
-    match ep.deliver(&req, id.clone(), messages).await {
-        Ok(()) => {}
-        Err(ReachError::Missing) => {
-            log::debug!("sockjs: {} to unknown session {id}", req.path());
-            return fail(StatusCode::NOT_FOUND, "Session not found.".to_owned());
-        }
-        // A send opens no session, so neither of the last two happens.
-        Err(ReachError::Manager | ReachError::Denied(_) | ReachError::Panicked) => {
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.".to_owned())
-        }
+    if reached.deliver(messages).await.is_err() {
+        // It ended while the body came.
+        return missing();
     }
     let (status, ok_body) = match how {
         Sending::Xhr => (StatusCode::NO_CONTENT, ""),

@@ -543,6 +543,22 @@ fn a_send_to_no_session_is_answered_before_its_body_comes() {
 }
 
 #[test]
+fn a_hixie76_handshake_whose_key_never_comes_is_closed() {
+    // The key is the request's body: it has `request_timeout` to come, as
+    // a send's body has, or the connection is closed (it held it for good).
+    let p = probed(Config::default().request_timeout(Duration::from_millis(300)));
+    let (mut conn, head) = hixie76_request(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(head.status, 101);
+    assert!(conn.wait_closed(), "the connection stays open without its key");
+    // A key in time still opens the session.
+    let (mut conn, _) = hixie76_request(p.port, &format!("/probe/000/{}/websocket", session()));
+    conn.write(b"aaaaaaaa");
+    conn.read_exact(16);
+    assert_eq!(conn.read_exact(3), b"\x00o\xff");
+    assert!(matches!(p.next(), Event::Open { .. }));
+}
+
+#[test]
 fn a_raw_websocket_peer_that_stops_answering_gets_a_close_frame() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),

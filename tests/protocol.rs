@@ -432,12 +432,20 @@ fn websocket_hixie76_echoes_many_frames() {
     conn.write(b"aaaaaaaa");
     conn.read_exact(16);
     assert_eq!(conn.read_exact(3), b"\x00o\xff");
+    let frame = |text: String| [&[0u8][..], text.as_bytes(), &[0xff]].concat();
     for i in 0..20 {
-        let frame = |text: String| [&[0u8][..], text.as_bytes(), &[0xff]].concat();
         conn.write(&frame(format!("[\"m{i:02}\"]")));
         let echo = frame(format!("a[\"m{i:02}\"]"));
         assert_eq!(conn.read_exact(echo.len()), echo, "message {i}");
     }
+    // A frame in one-byte pieces, after bytes that are no frame: the
+    // garbage is dropped, the frame read whole.
+    let sent = [&b"junk"[..], &frame(r#"["pieces"]"#.into())].concat();
+    for byte in sent.chunks(1) {
+        conn.write(byte);
+    }
+    let echo = frame(r#"a["pieces"]"#.into());
+    assert_eq!(conn.read_exact(echo.len()), echo);
 }
 
 #[test]

@@ -249,7 +249,8 @@ impl Config {
 
     /// The most sessions one client address holds at once; a request that
     /// would open one more gets 429. The address is the peer's, or the one
-    /// a [trusted proxy](Config::trusted_proxies) reports. Default: no limit.
+    /// a [trusted proxy](Config::trusted_proxies) reports; IPv6 addresses
+    /// count by their /64, which one client holds whole. Default: no limit.
     pub fn max_sessions_per_ip(mut self, sessions: usize) -> Self {
         self.max_sessions_per_ip = Some(sessions);
         self

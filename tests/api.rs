@@ -898,6 +898,32 @@ fn an_ended_session_frees_its_place_under_the_per_address_cap() {
 }
 
 #[test]
+fn the_per_address_cap_counts_an_ipv6_client_by_its_slash_64() {
+    // One client is given a whole /64; counted by address, it could open
+    // 2^64 times the cap.
+    let p = probed(Config::default().max_sessions_per_ip(2).trusted_proxies(["127.0.0.1".parse().unwrap()]));
+    let open = |from: &str| {
+        let path = format!("/probe/000/{}/websocket", session());
+        match WsClient::connect_with(p.port, &path, &[("X-Forwarded-For", from)]) {
+            Ok(mut ws) => {
+                assert_eq!(ws.recv_text(), "o");
+                assert!(matches!(p.next(), Event::Open { .. }));
+                Ok(ws)
+            }
+            Err(refused) => Err(refused.status()),
+        }
+    };
+    let _a = open("2001:db8:1:2::a").expect("first");
+    let _b = open("2001:db8:1:2:ffff::b").expect("second");
+    assert_eq!(open("2001:db8:1:2::c").err(), Some(429), "a third address of the same /64");
+    let _c = open("2001:db8:1:3::a").expect("another /64");
+    // An IPv4-mapped address counts as its IPv4 one.
+    let _d = open("192.0.2.7").expect("IPv4");
+    let _e = open("::ffff:192.0.2.7").expect("the same IPv4, mapped");
+    assert_eq!(open("192.0.2.7").err(), Some(429));
+}
+
+#[test]
 fn on_close_runs_when_the_server_stops_without_shutdown_signal() {
     // An app with its own shutdown: actix-web's graceful stop, then its
     // workers end with the sessions' tasks still there.

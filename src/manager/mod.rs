@@ -339,6 +339,20 @@ impl Entry {
     }
 }
 
+/// Whose sessions `max_sessions_per_ip` counts together: an IPv4 address
+/// (an IPv4-mapped IPv6 one as IPv4), or an IPv6 address's /64, which one
+/// client is given whole (SLAAC, privacy addresses: 2^64 addresses to
+/// choose from), as rate limiters count IPv6.
+fn cap_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 /// Now, in milliseconds since the Unix epoch, as an entry keeps it.
 fn millis_now() -> u64 {
     SystemTime::now()
@@ -623,7 +637,7 @@ impl<A: Session> SessionManager<A> {
         for group in &entry.groups {
             self.unlist(serial, group);
         }
-        if let Some(ip) = entry.client.filter(|_| entry.counted) {
+        if let Some(ip) = entry.client.filter(|_| entry.counted).map(cap_key) {
             if let Some(n) = self.per_client.get_mut(&ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -667,7 +681,7 @@ impl<A: Session> SessionManager<A> {
             return Err(Refusal::Full);
         }
         // Sessions per address are counted only where they are capped.
-        let counted = match (open.client, caps.max_per_ip) {
+        let counted = match (open.client.map(cap_key), caps.max_per_ip) {
             (Some(ip), Some(max)) => {
                 let n = self.per_client.entry(ip).or_insert(0);
                 if *n >= max {

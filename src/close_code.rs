@@ -1,9 +1,16 @@
 //! The close codes the server puts in close frames (`c[code,"reason"]`),
 //! with their reasons (docs/protocol.md §5.4).
 //!
-//! Codes 3000–4999 are the application's, for
+//! Codes 3000–4999 may be given to
 //! [`SessionContext::close`](crate::SessionContext::close); the ones below
-//! are the server's own.
+//! are the server's own. The server also uses 3000 on WebSockets, as
+//! sockjs-node does: `c[3000,"No response from heartbeat"]` and a close
+//! frame with that code for a socket that did not answer a ping, and a
+//! close frame 3000 "Broken framing." for a message that is not a JSON
+//! array of strings; so give your own codes from 4000 to 4999. Otherwise a
+//! WebSocket's own close frame carries the session's code, or RFC 6455's
+//! for a protocol error (1002, 1007, 1009), or 1011 for a code RFC 6455
+//! does not let a server send.
 //!
 //! # Examples
 //!

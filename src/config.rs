@@ -153,7 +153,9 @@ impl Config {
 
     /// Switches one transport off: its URLs answer 404. Switching
     /// [`Transport::WebSocket`] off switches the raw WebSocket off too.
-    /// Default: all on.
+    /// `xhr_send` is polling's URL, but the xhr_streaming, eventsource and
+    /// htmlfile clients send with it too: it answers while any of the four
+    /// is on. Default: all on.
     pub fn disable(self, transport: Transport) -> Self {
         self.switch(transport, false)
     }
@@ -282,7 +284,9 @@ impl Config {
     /// How long the body of an `xhr_send` or `jsonp_send` request may take
     /// to arrive. A client that sends it slower (one byte a second, say)
     /// gets 408 and its connection is closed, so a slow body holds a
-    /// connection for this long at most. Default: 30 seconds.
+    /// connection for this long at most. The 8-byte key of a hixie-76
+    /// handshake has as long to come (its connection is closed otherwise).
+    /// Default: 30 seconds.
     ///
     /// # Examples
     ///

@@ -18,6 +18,8 @@
 //! actix-sockjs = "0.1"
 //! actix = "0.13"
 //! actix-web = "4.13"  # 4.13 or later for HttpServer::tcp_nodelay, which the quick start sets
+//! log = "0.4"
+//! env_logger = "0.11"
 //! ```
 //!
 //! # Feature flags

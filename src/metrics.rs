@@ -2,8 +2,9 @@
 //! names of its metrics.
 //!
 //! The names, kinds and labels are listed in the README ("Metrics"). Handles
-//! are looked up once per endpoint and worker, when the endpoint is mounted,
-//! so the per-message cost is an atomic add (nothing at all when no recorder
+//! are looked up once per endpoint and worker, at the worker's first request
+//! for the endpoint (which tells its whole path, scopes included), so the
+//! per-message cost is an atomic add (nothing at all when no recorder
 //! is installed). Install a recorder before building the `HttpServer`:
 //! handles taken earlier stay no-ops.
 //!
@@ -58,9 +59,10 @@ pub const BYTES_OUT: &str = "sockjs_message_bytes_out_total";
 /// never goes down: see [`QUEUE_BYTES`] for the present).
 pub const QUEUE_HIGH_WATER: &str = "sockjs_queue_bytes_high_water";
 /// Bytes waiting in the outgoing queues of an endpoint's sessions now, by
-/// endpoint (gauge). Each session reports its queue when it has changed by
-/// 4 KiB or more, or emptied, at its next turn (every message and
-/// heartbeat): healthy sessions, whose queues stay small, cost nothing.
+/// endpoint (gauge), in 4 KiB steps: each session reports its queue,
+/// rounded down to a multiple of 4 KiB, when that changes, at its next turn
+/// (every message and heartbeat). A queue under 4 KiB counts 0: healthy
+/// sessions, whose queues stay small, cost nothing.
 pub const QUEUE_BYTES: &str = "sockjs_queue_bytes";
 /// Requests refused, by endpoint and `reason` (counter): `origin` (not in
 /// `allowed_origins`, 403), `authorize` (the hook refused), `full`

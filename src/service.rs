@@ -282,8 +282,7 @@ impl<A: Session> HttpServiceFactory for SockJs<A> {
     fn register(self, config: &mut AppService) {
         check_one_manager(&self.prefix, &self.manager);
         let endpoint = Endpoint::new(&self.prefix, self.manager, self.config, self.authorize, self.carry);
-        let rows: Vec<&'static Row> =
-            TABLE.iter().filter(|row| endpoint.config.is_enabled(row.transport)).collect();
+        let rows: Vec<&'static Row> = TABLE.iter().filter(|row| row.enabled(&endpoint.config)).collect();
         let (raw, session_rows): (Vec<&'static Row>, Vec<&'static Row>) =
             rows.into_iter().partition(|row| matches!(row.role, Role::RawWebSocket));
         let routes =

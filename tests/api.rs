@@ -559,6 +559,31 @@ fn a_hixie76_handshake_whose_key_never_comes_is_closed() {
 }
 
 #[test]
+fn streaming_transports_still_send_with_polling_switched_off() {
+    use actix_sockjs::Transport;
+    // xhr_streaming, eventsource and htmlfile clients send with xhr_send,
+    // which is polling's URL too.
+    let p = probed(Config::default().disable(Transport::XhrPolling));
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").status(), 404, "polling is off");
+    let mut stream = Conn::open(p.port);
+    stream.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
+    assert_eq!(stream.head().status, 200);
+    stream.chunk();
+    assert_eq!(stream.chunk().unwrap(), "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["sent"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("sent".into()));
+    // With every transport that sends through it off, xhr_send is off too.
+    let only_sockets =
+        [Transport::XhrPolling, Transport::XhrStreaming, Transport::EventSource, Transport::HtmlFile]
+            .into_iter()
+            .fold(Config::default(), Config::disable);
+    let p = probed(only_sockets);
+    assert_eq!(post(p.port, &format!("/probe/000/{}/xhr_send", session()), r#"["x"]"#).status(), 404);
+}
+
+#[test]
 fn a_raw_websocket_peer_that_stops_answering_gets_a_close_frame() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),

@@ -205,8 +205,8 @@ pub(crate) fn next_serial() -> u64 {
 /// Start one per endpoint, outside the `HttpServer::new` closure, and give
 /// its address to [`SockJs::new`](crate::SockJs::new) in every worker: the
 /// session table must be shared by all workers (an endpoint whose workers
-/// were given different managers is reported at its first requests, see
-/// [`SockJs::new`](crate::SockJs::new)). Sessions themselves run on the
+/// were given different managers is logged as an error when the workers
+/// start). Sessions themselves run on the
 /// worker threads; the manager only keeps their handles, so that requests
 /// find their session by id, [`Broadcast`] reaches all of them or a group,
 /// and [`Deliver`] hands one of them a typed message.

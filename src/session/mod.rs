@@ -100,9 +100,11 @@ impl Session for Nothing {
 /// }
 /// ```
 pub trait Session: Actor<Context = SessionContext<Self>> {
-    /// Called once when the session opens, after the client got its open
-    /// frame. [`SessionContext::request`] tells what the opening request
-    /// carried. Default: does nothing.
+    /// Called once when the session opens; its client gets the open frame
+    /// `o` once this returns, with what it sent in the same write.
+    /// [`SessionContext::request`] tells what the opening request carried.
+    /// (What `Actor::started` sends is dropped: the session is not open
+    /// yet.) Default: does nothing.
     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
         let _ = ctx;
     }
@@ -112,7 +114,10 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 
     /// Called once when an open session ends, with the cause. The actor stops
     /// after it (for HTTP sessions, once the disconnect delay has passed, so
-    /// that late requests still get the close frame). Default: does nothing.
+    /// that late requests still get the close frame). Not called for a
+    /// session whose handler panicked (it is dropped as it is, counted as
+    /// `stopped`), after `ctx.terminate()`, or for one waiting on
+    /// `ctx.wait` when its worker is torn down. Default: does nothing.
     fn on_close(&mut self, cause: CloseCause, ctx: &mut SessionContext<Self>) {
         let _ = (cause, ctx);
     }

@@ -12,7 +12,7 @@
 
 use actix_web::http::Method;
 
-use crate::{endpoint::JAVASCRIPT, protocol::Transport, receiver::Framing};
+use crate::{config::Config, endpoint::JAVASCRIPT, protocol::Transport, receiver::Framing};
 
 pub(crate) mod hixie76;
 pub(crate) mod http;
@@ -34,6 +34,24 @@ pub(crate) struct Row {
     pub(crate) allow: &'static str,
     pub(crate) role: Role,
 }
+
+impl Row {
+    /// Whether the URL is offered under `config`: with its transport, but
+    /// `xhr_send` with any transport whose client sends through it
+    /// (sockjs-client's xhr-polling, xhr-streaming, and the eventsource
+    /// and htmlfile ones behind an iframe), so that switching polling off
+    /// leaves the streaming transports able to send.
+    pub(crate) fn enabled(&self, config: &Config) -> bool {
+        match self.role {
+            Role::Send(Sending::Xhr) => XHR_SENDERS.iter().any(|t| config.is_enabled(*t)),
+            _ => config.is_enabled(self.transport),
+        }
+    }
+}
+
+/// The transports whose clients send with `xhr_send`.
+const XHR_SENDERS: [Transport; 4] =
+    [Transport::XhrPolling, Transport::XhrStreaming, Transport::EventSource, Transport::HtmlFile];
 
 /// What a URL does.
 #[derive(Debug)]

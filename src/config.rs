@@ -310,9 +310,13 @@ impl Config {
     /// and loses its session (it reconnects with a new one); behind a
     /// proxy, list it in [`trusted_proxies`](Config::trusted_proxies) or
     /// every client has the proxy's address; the cookie is only sent where
-    /// the browser sends cookies (same site, or cross-site XHR with
-    /// credentials, which sockjs-client uses, when third-party cookies are
-    /// allowed). WebSocket sessions are one connection and need no binding.
+    /// the browser sends cookies. It is set without a `SameSite` attribute,
+    /// which Chrome reads as `Lax` (since version 80), and browsers that
+    /// block third-party cookies keep it from another site too: from a
+    /// page on another site than the server it may not come back, and then
+    /// every request after the first gets 404. Bind to the cookie only
+    /// where page and server share a site; bind to the address otherwise.
+    /// WebSocket sessions are one connection and need no binding.
     /// Default: not bound.
     ///
     /// # Examples

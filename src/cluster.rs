@@ -371,7 +371,27 @@ impl RedisBridge {
     }
 }
 
-/// A running [`RedisBridge`].
+/// A running [`RedisBridge`]: ask it whether Redis answers, or
+/// [`stop`](Self::stop) the bridge (dropping the handle leaves it running).
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{cluster::{BridgeHandle, RedisBridge}, Session, SessionContext, SessionManager};
+/// # struct Member;
+/// # impl Actor for Member { type Context = SessionContext<Self>; }
+/// # impl Session for Member { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// # #[actix_web::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let room = SessionManager::new(|| Member).start();
+/// let bridge: BridgeHandle = RedisBridge::new("redis://127.0.0.1:6379/", "chat")?.start(&room);
+/// // A readiness probe can report it.
+/// let ready = bridge.is_up();
+/// # let _ = ready;
+/// # Ok(())
+/// # }
+/// ```
 pub struct BridgeHandle {
     bridge: Arc<Bridge>,
     relay: Recipient<SetRelay>,

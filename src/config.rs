@@ -79,6 +79,12 @@ impl BindTo {
 }
 
 /// The client script the iframe page loads unless told otherwise.
+///
+/// # Examples
+///
+/// ```
+/// assert!(actix_sockjs::DEFAULT_SOCKJS_URL.contains("sockjs-client@1.6.1"));
+/// ```
 pub const DEFAULT_SOCKJS_URL: &str = "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js";
 
 impl Default for Config {
@@ -118,6 +124,15 @@ impl Config {
     /// for each. Each heartbeat is timed from the one before (the first
     /// from the open frame, or from a poll's start). `Duration::MAX` means
     /// no heartbeat in effect; zero means one every millisecond.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// // Behind a proxy that drops connections idle for 15 s.
+    /// let config = actix_sockjs::Config::default().heartbeat(Duration::from_secs(10));
+    /// ```
     pub fn heartbeat(mut self, delay: Duration) -> Self {
         self.heartbeat = delay;
         self
@@ -125,6 +140,15 @@ impl Config {
 
     /// How long a session lives without an attached receiver before it is
     /// closed and removed. Default: 5 seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// // Mobile clients that pause between polls for longer.
+    /// let config = actix_sockjs::Config::default().disconnect_delay(Duration::from_secs(30));
+    /// ```
     pub fn disconnect_delay(mut self, delay: Duration) -> Self {
         self.disconnect_delay = delay;
         self
@@ -133,6 +157,14 @@ impl Config {
     /// How many bytes a streaming response (xhr_streaming, eventsource,
     /// htmlfile) carries before the server ends it and the client opens a
     /// new one. Default: 131072 (128 KiB).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Streams reopen after 1 MiB: fewer reconnects, more memory in proxies that buffer.
+    /// let config = actix_sockjs::Config::default().response_limit(1 << 20);
+    /// assert_eq!(config.response_limit_bytes(), 1 << 20);
+    /// ```
     pub fn response_limit(mut self, bytes: usize) -> Self {
         self.response_limit = bytes;
         self
@@ -140,6 +172,16 @@ impl Config {
 
     /// Whether the WebSocket transports (`websocket` and the raw
     /// `/websocket`) are offered; `/info` reports it. Default: on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::{Config, Transport};
+    ///
+    /// // Behind a proxy that cannot pass WebSockets: clients go straight to HTTP.
+    /// let config = Config::default().websocket(false);
+    /// assert!(!config.is_enabled(Transport::WebSocket));
+    /// ```
     pub fn websocket(self, enabled: bool) -> Self {
         self.switch(Transport::WebSocket, enabled)
     }
@@ -147,6 +189,16 @@ impl Config {
     /// Whether the raw WebSocket endpoint `<prefix>/websocket` (no SockJS
     /// framing) is offered. Has no effect while [`Config::websocket`] is off.
     /// Default: on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::{Config, Transport};
+    ///
+    /// let config = Config::default().raw_websocket(false);
+    /// assert!(!config.is_enabled(Transport::RawWebSocket));
+    /// assert!(config.is_enabled(Transport::WebSocket));
+    /// ```
     pub fn raw_websocket(self, enabled: bool) -> Self {
         self.switch(Transport::RawWebSocket, enabled)
     }
@@ -156,6 +208,16 @@ impl Config {
     /// `xhr_send` is polling's URL, but the xhr_streaming, eventsource and
     /// htmlfile clients send with it too: it answers while any of the four
     /// is on. Default: all on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::{Config, Transport};
+    ///
+    /// // No JSONP: no callback scripts from this endpoint.
+    /// let config = Config::default().disable(Transport::JsonpPolling);
+    /// assert!(!config.is_enabled(Transport::JsonpPolling));
+    /// ```
     pub fn disable(self, transport: Transport) -> Self {
         self.switch(transport, false)
     }
@@ -187,6 +249,13 @@ impl Config {
 
     /// The sockjs-client script the iframe page loads (iframe transports).
     /// It must start with `/` or `http`. Default: [`DEFAULT_SOCKJS_URL`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // The iframe page loads the client the application serves itself.
+    /// let config = actix_sockjs::Config::default().sockjs_url("/static/sockjs.min.js");
+    /// ```
     pub fn sockjs_url(mut self, url: impl Into<String>) -> Self {
         self.sockjs_url = url.into();
         self
@@ -197,6 +266,13 @@ impl Config {
     /// cookie is `JSESSIONID=<value>; path=/`, the value being the request's
     /// own `JSESSIONID` (one a balancer set) or else `dummy`, as
     /// sockjs-node's `jsessionid: true` sends it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Behind a balancer that keeps a session on one node by JSESSIONID.
+    /// let config = actix_sockjs::Config::default().cookie_needed(true);
+    /// ```
     pub fn cookie_needed(mut self, enabled: bool) -> Self {
         self.cookie_needed = enabled;
         self
@@ -209,6 +285,13 @@ impl Config {
     /// closed with [`CloseCause::Overflow`](crate::CloseCause::Overflow)
     /// and `c[3008,"Outgoing queue overflow"]`, so memory per session stays
     /// bounded. Default: 1 MiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Clients that fall behind by 256 KiB are closed with 3008.
+    /// let config = actix_sockjs::Config::default().max_queue_bytes(256 * 1024);
+    /// ```
     pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
         self.max_queue_bytes = bytes;
         self
@@ -217,6 +300,13 @@ impl Config {
     /// The largest payload a client may send in one request or WebSocket
     /// message. Larger `xhr_send`/`jsonp_send` bodies get 413; larger
     /// WebSocket messages close the socket with 1009. Default: 1 MiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Chat lines, not uploads.
+    /// let config = actix_sockjs::Config::default().max_message_bytes(16 * 1024);
+    /// ```
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
         self
@@ -233,6 +323,13 @@ impl Config {
     /// iframe-xhr-polling) send their requests from the iframe page this
     /// endpoint serves, so their `Origin` is the endpoint's own origin: list
     /// it too if clients may fall back to them. Default: any origin.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = actix_sockjs::Config::default()
+    ///     .allowed_origins(["https://app.example.com", "https://*.example.com"]);
+    /// ```
     pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -244,6 +341,12 @@ impl Config {
 
     /// The most sessions the endpoint holds at once; a request that would
     /// open one more gets 503. Default: no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = actix_sockjs::Config::default().max_sessions(50_000);
+    /// ```
     pub fn max_sessions(mut self, sessions: usize) -> Self {
         self.max_sessions = Some(sessions);
         self
@@ -253,6 +356,13 @@ impl Config {
     /// would open one more gets 429. The address is the peer's, or the one
     /// a [trusted proxy](Config::trusted_proxies) reports; IPv6 addresses
     /// count by their /64, which one client holds whole. Default: no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Ten tabs per client address (per /64 for IPv6).
+    /// let config = actix_sockjs::Config::default().max_sessions_per_ip(10);
+    /// ```
     pub fn max_sessions_per_ip(mut self, sessions: usize) -> Self {
         self.max_sessions_per_ip = Some(sessions);
         self
@@ -262,6 +372,15 @@ impl Config {
     /// when telling the client's address (for the per-address cap and
     /// [`RequestInfo::client_ip`](crate::RequestInfo::client_ip)); from any
     /// other peer those headers are ignored. Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    ///
+    /// // The local haproxy reports the client address in X-Forwarded-For.
+    /// let config = actix_sockjs::Config::default().trusted_proxies([IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    /// ```
     pub fn trusted_proxies<I: IntoIterator<Item = IpAddr>>(mut self, proxies: I) -> Self {
         self.trusted_proxies = proxies.into_iter().collect();
         self
@@ -274,8 +393,17 @@ impl Config {
     /// socket is sent `c[3000,"No response from heartbeat"]` (a raw
     /// WebSocket: a close frame with that code and reason), as by
     /// sockjs-node, for a client whose network comes back in time to read
-    /// it, and the connection ends. Default: 10 seconds. Like the heartbeat, it may end up to a 64th of
-    /// itself late (a quarter of a second at most).
+    /// it, and the connection ends. Default: 10 seconds. Like the
+    /// heartbeat, it may end up to a 64th of itself late (a quarter of a
+    /// second at most).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = actix_sockjs::Config::default().ping_timeout(Duration::from_secs(20));
+    /// ```
     pub fn ping_timeout(mut self, timeout: Duration) -> Self {
         self.ping_timeout = timeout;
         self
@@ -407,6 +535,13 @@ impl Config {
     }
 
     /// The configured response limit in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = actix_sockjs::Config::default();
+    /// assert_eq!(config.response_limit_bytes(), 128 * 1024);
+    /// ```
     pub fn response_limit_bytes(&self) -> usize {
         self.response_limit
     }

@@ -87,6 +87,29 @@ impl<A: Session> fmt::Debug for SockJs<A> {
 impl<A: Session> SockJs<A> {
     /// An endpoint at `prefix` (such as `/echo`; no trailing `/`) whose
     /// sessions are tracked by `manager`, with the default [`Config`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+    /// # use actix_web::{web, App, HttpServer};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// # impl Session for Echo { fn on_message(&mut self, m: String, ctx: &mut SessionContext<Self>) { ctx.send(m) } }
+    /// # #[actix_web::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// // One manager for every worker: started outside the closure.
+    /// let manager = SessionManager::new(|| Echo).start();
+    /// HttpServer::new(move || {
+    ///     // At /echo, and at /api/v1/echo: metrics label it with the whole path.
+    ///     App::new().service(web::scope("/api/v1").service(SockJs::new("/echo", manager.clone())))
+    /// })
+    /// .bind(("127.0.0.1", 8080))?
+    /// .run()
+    /// .await
+    /// # }
+    /// ```
     pub fn new(prefix: impl Into<String>, manager: Addr<SessionManager<A>>) -> Self {
         let prefix = prefix.into().trim_end_matches('/').to_owned();
         Self { prefix, manager, config: Config::default(), authorize: None, carry: Vec::new() }
@@ -220,6 +243,26 @@ impl<A: Session> SockJs<A> {
     }
 
     /// Replaces the endpoint's options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+    /// # struct Echo;
+    /// # impl Actor for Echo { type Context = SessionContext<Self>; }
+    /// # impl Session for Echo { fn on_message(&mut self, m: String, ctx: &mut SessionContext<Self>) { ctx.send(m) } }
+    /// use std::time::Duration;
+    ///
+    /// use actix_sockjs::Config;
+    ///
+    /// # actix::System::new().block_on(async {
+    /// let manager = SessionManager::new(|| Echo).start();
+    /// let endpoint = SockJs::new("/echo", manager)
+    ///     .config(Config::default().heartbeat(Duration::from_secs(10)).max_sessions_per_ip(20));
+    /// # let _ = endpoint;
+    /// # });
+    /// ```
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self

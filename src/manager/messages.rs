@@ -175,6 +175,25 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
 }
 
 /// Whether a message sent to one session by id reached it.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct S;
+/// # impl Actor for S { type Context = SessionContext<Self>; }
+/// # impl Session for S { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// use actix_sockjs::{Delivery, SendTo};
+///
+/// async fn notify(manager: &Addr<SessionManager<S>>, id: &str) -> bool {
+///     match manager.send(SendTo::text(id, "you have mail")).await {
+///         Ok(Delivery::Delivered | Delivery::Forwarded) => true,
+///         // Gone, or never there: keep the mail for the next visit.
+///         Ok(_) | Err(_) => false,
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Delivery {
@@ -476,6 +495,27 @@ impl<A: Session> Handler<Leave> for SessionManager<A> {
 }
 
 /// One session as [`ListSessions`] describes it.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct S;
+/// # impl Actor for S { type Context = SessionContext<Self>; }
+/// # impl Session for S { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// use actix_sockjs::{ListSessions, SessionState};
+///
+/// /// The open sessions of one room, with where they come from.
+/// async fn who(manager: &Addr<SessionManager<S>>, room: &str) -> Vec<String> {
+///     let sessions = manager.send(ListSessions).await.unwrap_or_default();
+///     sessions
+///         .into_iter()
+///         .filter(|s| s.state == SessionState::Open && s.groups.iter().any(|g| g == room))
+///         .map(|s| format!("{} ({:?}, {})", s.id, s.client_ip, s.transport.name()))
+///         .collect()
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionInfo {
@@ -664,6 +704,24 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
 }
 
 /// The sessions the manager tracks, by phase.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext, SessionManager};
+/// # struct S;
+/// # impl Actor for S { type Context = SessionContext<Self>; }
+/// # impl Session for S { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// use actix_sockjs::SessionCount;
+///
+/// async fn gauge(manager: &Addr<SessionManager<S>>) -> String {
+///     match manager.send(SessionCount).await {
+///         Ok(counts) => format!("{} open, {} opening, {} closing", counts.open, counts.opening, counts.closing),
+///         Err(_) => "manager gone".to_owned(),
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionCounts {

@@ -41,6 +41,20 @@ pub enum Transport {
 
 impl Transport {
     /// Every transport, in declaration order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::{Config, Transport};
+    ///
+    /// // WebSockets only.
+    /// let config = Transport::ALL
+    ///     .into_iter()
+    ///     .filter(|t| !t.is_websocket())
+    ///     .fold(Config::default(), Config::disable);
+    /// assert!(config.is_enabled(Transport::WebSocket));
+    /// assert!(!config.is_enabled(Transport::XhrStreaming));
+    /// ```
     pub const ALL: [Self; 7] = [
         Self::WebSocket,
         Self::RawWebSocket,

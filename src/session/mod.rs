@@ -314,6 +314,23 @@ impl RequestInfo {
     }
 
     /// The request headers, as a `HeaderMap` (built at the first call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// impl Session for S {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         // Every value of a header sent more than once.
+    ///         let languages: Vec<_> = ctx.request().headers().get_all("accept-language").collect();
+    ///         let _ = languages;
+    ///     }
+    ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn headers(&self) -> &HeaderMap {
         self.map.get_or_init(|| {
             let mut map = HeaderMap::new();
@@ -329,6 +346,22 @@ impl RequestInfo {
     /// The first value of one request header (names are case-insensitive),
     /// if it is UTF-8 text; [`headers`](Self::headers) has every value as
     /// sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// impl Session for S {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         let agent = ctx.request().header("User-Agent").unwrap_or("unknown");
+    ///         log::debug!("{} opened by {agent}", ctx.session_id());
+    ///     }
+    ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         self.header_records()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -336,12 +369,46 @@ impl RequestInfo {
     }
 
     /// The address of the connected peer (a proxy's address behind a proxy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// impl Session for S {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         // A proxy's address when there is one: see `client_ip` for the client's.
+    ///         if let Some(peer) = ctx.request().peer_addr() {
+    ///             log::debug!("connected from {peer}");
+    ///         }
+    ///     }
+    ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         read_socket(self.bytes(self.addresses_at(), self.peer_len.into()))
     }
 
     /// The client's address: the peer's, or the one a trusted proxy reported
     /// (see [`Config::trusted_proxies`](crate::Config::trusted_proxies)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// impl Session for S {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         let from = ctx.request().client_ip().map_or("unknown".to_owned(), |ip| ip.to_string());
+    ///         log::info!("{} opened from {from}", ctx.session_id());
+    ///     }
+    ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn client_ip(&self) -> Option<IpAddr> {
         if self.client_len == 0 {
             return self.peer_addr().map(|a| a.ip());
@@ -351,16 +418,67 @@ impl RequestInfo {
     }
 
     /// The request path, as sent (not percent-decoded).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// impl Session for S {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         // `/echo/000/abc/xhr`, `/echo/000/abc/websocket`, ... : the transport is the last segment.
+    ///         let transport = ctx.request().path().rsplit('/').next().unwrap_or_default();
+    ///         let _ = transport;
+    ///     }
+    ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn path(&self) -> &str {
         self.text(0, self.path_len)
     }
 
     /// The raw query string, without `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// impl Session for S {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         // sockjs-client passes the query of the URL it was given to every request.
+    ///         let raw = ctx.request().query_string().to_owned();
+    ///         let _ = raw;
+    ///     }
+    ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn query_string(&self) -> &str {
         self.text(self.path_len as usize, self.query_len)
     }
 
     /// The value of one query parameter, percent-decoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// impl Session for S {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         // new SockJS("/echo?room=lobby")
+    ///         let room = ctx.request().query("room").unwrap_or_else(|| "lobby".to_owned());
+    ///         ctx.join(&room);
+    ///     }
+    ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn query(&self, name: &str) -> Option<String> {
         crate::util::query_param(self.query_string(), name)
     }
@@ -368,6 +486,23 @@ impl RequestInfo {
     /// The value of one cookie of the request's `Cookie` headers (`None`
     /// when [`Config::keep_headers`](crate::Config::keep_headers) does not
     /// keep `Cookie`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// impl Session for S {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         if ctx.request().cookie("session").is_none() {
+    ///             ctx.close(4001, "Log in first");
+    ///         }
+    ///     }
+    ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
     pub fn cookie(&self, name: &str) -> Option<&str> {
         let values = self
             .header_records()

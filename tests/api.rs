@@ -521,8 +521,8 @@ fn a_websocket_peer_that_stops_answering_is_closed() {
 
 #[test]
 fn a_send_to_no_session_is_answered_before_its_body_comes() {
-    // A body for no session is not read: 1 MiB announced, 2 bytes sent,
-    // and the 404 comes at once, not after the body or its timeout.
+    // A large body for no session is not read: 1 MiB announced, 2 bytes
+    // sent, and the 404 comes at once, not after the body or its timeout.
     let p = probed(Config::default());
     for url in ["/probe/000/{}/xhr_send", "/probe/000/{}/jsonp_send"] {
         let mut conn = Conn::open(p.port);
@@ -534,6 +534,22 @@ fn a_send_to_no_session_is_answered_before_its_body_comes() {
         assert_eq!(head.status, 404, "{path}");
         assert_eq!(String::from_utf8(conn.read_exact(18)).unwrap(), "Session not found.");
     }
+    // Unannounced (chunked), it is read up to 16 KiB, then answered.
+    let mut conn = Conn::open(p.port);
+    let chunk = format!("[\"{}\"", "x".repeat(20 * 1024));
+    conn.write(
+        format!(
+            "POST /probe/000/{}/xhr_send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n",
+            session(),
+            chunk.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(conn.head().status, 404);
+    // A small one is read, so that a broken payload is still 500 and a
+    // good one 404, in the protocol's order.
+    assert_eq!(post(p.port, &format!("/probe/000/{}/xhr_send", session()), "[").status(), 500);
+    assert_eq!(post(p.port, &format!("/probe/000/{}/xhr_send", session()), "[]").status(), 404);
     // A send to a live session still reads its body and delivers it.
     let xhr = format!("/probe/000/{}", session());
     assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");

@@ -172,24 +172,32 @@ pub(crate) async fn send<A: Session>(
         return e.error_response();
     }
     let fail = |status: StatusCode, body: String| session_error(&req, &ep.config, true, status, body);
-    let missing = || {
-        log::debug!("sockjs: {} to unknown session {id}", req.path());
-        fail(StatusCode::NOT_FOUND, "Session not found.".to_owned())
-    };
-    // The session first: a body for no session is not read (actix-web
-    // closes the connection after the answer, as for any unread body).
-    let reached = match ep.reach(&req, id.clone()).await {
-        Ok(reached) => reached,
-        Err(ReachError::Missing) => return missing(),
-        // A send opens no session, so neither of the last two happens.
-        Err(ReachError::Manager | ReachError::Denied(_) | ReachError::Panicked) => {
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.".to_owned())
+    let unreached = |e: Option<ReachError>| match e {
+        // A send opens no session, so only these two happen.
+        Some(ReachError::Manager | ReachError::Denied(_) | ReachError::Panicked) => {
+            fail(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.".to_owned())
+        }
+        Some(ReachError::Missing) | None => {
+            log::debug!("sockjs: {} to unknown session {id}", req.path());
+            fail(StatusCode::NOT_FOUND, "Session not found.".to_owned())
         }
     };
+    // The session is looked up first, but answered for after the payload
+    // is checked, as the protocol orders it (a broken payload to no session
+    // is 500, a good one 404). A body for no session (or for one bound to
+    // another client) may only be small: over UNREACHED_BODY it gets its
+    // 404 unread, so that nobody can make the server hold bodies for
+    // sessions that do not exist (actix-web closes a connection whose body
+    // was left unread).
+    let reached = ep.reach(&req, id.clone()).await;
+    let limit = match reached {
+        Ok(_) => ep.config.max_message_bytes,
+        Err(_) => UNREACHED_BODY.min(ep.config.max_message_bytes),
+    };
     let timeout = ep.config.request_timeout;
-    let body = match actix_web::rt::time::timeout(timeout, read_body(body, ep.config.max_message_bytes)).await
-    {
+    let body = match actix_web::rt::time::timeout(timeout, read_body(&req, body, limit)).await {
         Ok(Ok(b)) => b,
+        Ok(Err((StatusCode::PAYLOAD_TOO_LARGE, _))) if reached.is_err() => return unreached(reached.err()),
         Ok(Err((status, text))) => return fail(status, text.to_owned()),
         Err(_) => {
             log::info!("sockjs: {} {}: body not in within {timeout:?}", req.method(), req.path());
@@ -206,9 +214,13 @@ pub(crate) async fn send<A: Session>(
             return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
+    let reached = match reached {
+        Ok(reached) => reached,
+        Err(e) => return unreached(Some(e)),
+    };
     if reached.deliver(messages).await.is_err() {
         // It ended while the body came.
-        return missing();
+        return unreached(Some(ReachError::Missing));
     }
     let (status, ok_body) = match how {
         Sending::Xhr => (StatusCode::NO_CONTENT, ""),
@@ -222,8 +234,25 @@ pub(crate) async fn send<A: Session>(
     res.body(ok_body)
 }
 
-/// Reads a request body up to `limit` bytes; over it answers 413.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, (StatusCode, &'static str)> {
+/// The most a send to no session may carry and still be read (to tell a
+/// broken payload, 500, from a good one, 404, as the protocol orders it).
+const UNREACHED_BODY: usize = 16 * 1024;
+
+/// Reads a request body up to `limit` bytes; over it (or announced over it
+/// by `Content-Length`, then unread) answers 413.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, (StatusCode, &'static str)> {
+    let announced = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit as u64) {
+        log::info!("sockjs: request body of {} bytes over {limit} refused", announced.unwrap_or_default());
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."));
+    }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {

@@ -34,7 +34,7 @@ use crate::{
     receiver::Receiver,
     session::{
         command_channel, run_turn, start_session, Command, CommandRx, CommandTx, InPlace, LocalTurns,
-        OpenPanicked, RequestInfo, Session, SessionSetup, Turn, Values,
+        OpenPanicked, RequestInfo, SendTurn, Session, SessionSetup, Turn, Values,
     },
     util,
 };
@@ -230,6 +230,13 @@ pub(crate) struct Reached {
 }
 
 impl Reached {
+    /// Waits for the session's send turn (see
+    /// [`CommandTx::poll_send_turn`]): a send holds it from before it reads
+    /// its body until its messages are handed over.
+    pub(crate) async fn send_turn(&self) -> SendTurn {
+        futures_util::future::poll_fn(|cx| self.tx.poll_send_turn(cx)).await
+    }
+
     /// Hands client messages to the session; [`ReachError::Missing`] if it
     /// has ended since it was found.
     pub(crate) async fn deliver(self, messages: Vec<String>) -> Result<(), ReachError> {

@@ -600,6 +600,35 @@ fn streaming_transports_still_send_with_polling_switched_off() {
 }
 
 #[test]
+fn overlapping_sends_to_one_session_take_turns_and_all_deliver() {
+    // One send at a time reads its body: B waits while A's body is still
+    // coming, then goes. Nothing is lost and both are answered.
+    let p = probed(Config::default());
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let body = br#"["first"]"#;
+    let mut a = Conn::open(p.port);
+    a.write(
+        format!("POST {url}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len())
+            .as_bytes(),
+    );
+    a.write(&body[..3]);
+    let port = p.port;
+    let send = format!("{url}/xhr_send");
+    let b = thread::spawn(move || post(port, &send, r#"["second"]"#).status());
+    a.write(&body[3..]);
+    assert_eq!(a.head().status, 204);
+    assert_eq!(b.join().expect("B's thread"), 204);
+    let mut got = [p.next(), p.next()].map(|e| match e {
+        Event::Message(m) => m,
+        other => panic!("expected a message, got {other:?}"),
+    });
+    got.sort();
+    assert_eq!(got, ["first", "second"]);
+}
+
+#[test]
 fn a_raw_websocket_peer_that_stops_answering_gets_a_close_frame() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),

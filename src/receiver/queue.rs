@@ -32,7 +32,8 @@ struct State<T> {
     #[expect(clippy::box_collection, reason = "boxed to keep idle queues small, see above")]
     rest: Option<Box<VecDeque<T>>>,
     /// Live senders (the receiver sees the end when none is left),
-    /// [`RECEIVER_GONE`], [`MUTED`] and [`SENDER_ALARM`]; one word, so that the state keeps
+    /// [`RECEIVER_GONE`], [`MUTED`], [`SENDER_ALARM`] and [`TURN_TAKEN`];
+    /// one word, so that the state keeps
     /// its size with `load` beside it.
     ends: u32,
     /// What the queued items weigh, as the sender declared
@@ -76,9 +77,13 @@ const MUTED: u32 = 1 << 30;
 /// [`State::ends`]).
 const SENDER_ALARM: u32 = 1 << 29;
 
+/// A sender holds the queue's turn ([`Tx::poll_turn`]; a bit of
+/// [`State::ends`]).
+const TURN_TAKEN: u32 = 1 << 28;
+
 impl<T> State<T> {
     fn senders(&self) -> u32 {
-        self.ends & !(RECEIVER_GONE | MUTED | SENDER_ALARM)
+        self.ends & !(RECEIVER_GONE | MUTED | SENDER_ALARM | TURN_TAKEN)
     }
 
     fn receiver_gone(&self) -> bool {
@@ -249,6 +254,26 @@ impl<T> Tx<T> {
         Poll::Pending
     }
 
+    /// Takes the queue's turn, one sender at a time: ready with a [`Turn`]
+    /// that gives it back when dropped, or at once (with no turn to give
+    /// back) when the receiver is gone. Those waiting wait with the ones
+    /// waiting for room ([`Tx::poll_room`]), and are woken with them.
+    pub(crate) fn poll_turn(&self, cx: &mut Context<'_>) -> Poll<Turn<T>> {
+        let mut state = self.0.lock();
+        if state.receiver_gone() {
+            return Poll::Ready(Turn(None));
+        }
+        if state.ends & TURN_TAKEN == 0 {
+            state.ends |= TURN_TAKEN;
+            return Poll::Ready(Turn(Some(self.0.clone())));
+        }
+        let room = &mut state.waiting.get_or_insert_default().room;
+        if !room.iter().any(|w| w.will_wake(cx.waker())) {
+            room.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Ready once the receiver is gone. One task at a time may wait: the
     /// last to poll is the one woken.
     pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -310,6 +335,27 @@ impl<T> Drop for Tx<T> {
 impl<T> fmt::Debug for Tx<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tx").field("closed", &self.is_closed()).finish()
+    }
+}
+
+/// A queue's turn ([`Tx::poll_turn`]), given back when dropped.
+pub(crate) struct Turn<T>(Option<Arc<Shared<T>>>);
+
+impl<T> Drop for Turn<T> {
+    fn drop(&mut self) {
+        let Some(shared) = self.0.take() else { return };
+        let waiting = {
+            let mut state = shared.lock();
+            state.ends &= !TURN_TAKEN;
+            state.waiting.as_mut().map(|w| std::mem::take(&mut w.room))
+        };
+        waiting.into_iter().flatten().for_each(Waker::wake);
+    }
+}
+
+impl<T> fmt::Debug for Turn<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Turn").field("held", &self.0.is_some()).finish()
     }
 }
 
@@ -610,6 +656,47 @@ mod tests {
         drop(rx);
         assert_eq!((wakes(), other.0.load(std::sync::atomic::Ordering::SeqCst)), (2, 1));
         assert_eq!(tx.poll_room(&mut cx, 100), Poll::Ready(()));
+    }
+
+    #[test]
+    fn one_sender_at_a_time_holds_the_turn() {
+        let (tx, rx) = queue::<u8>();
+        let tx2 = tx.clone();
+        let (count, waker) = Count::waker();
+        let mut cx = Context::from_waker(&waker);
+        let Poll::Ready(first) = tx.poll_turn(&mut cx) else { panic!("the turn is free") };
+        assert!(tx2.poll_turn(&mut cx).is_pending(), "taken");
+        assert!(tx.poll_turn(&mut cx).is_pending(), "taken, by any sender");
+        assert_eq!(count.wakes(), 0);
+        drop(first);
+        assert_eq!(count.wakes(), 1, "the waiting sender is woken once it is given back");
+        let Poll::Ready(second) = tx2.poll_turn(&mut cx) else { panic!("free again") };
+        drop(rx);
+        assert_eq!(count.wakes(), 1, "nobody waits");
+        assert!(
+            matches!(tx.poll_turn(&mut cx), Poll::Ready(Turn(None))),
+            "no turn once the receiver is gone"
+        );
+        drop(second);
+        // The turn's bit is no sender: the receiver's end is not held up.
+        let (tx, mut rx) = queue::<u8>();
+        let Poll::Ready(held) = tx.poll_turn(&mut cx) else { panic!("the turn is free") };
+        drop(tx);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+        drop(held);
+    }
+
+    #[test]
+    fn a_sender_waiting_for_the_turn_is_woken_when_the_receiver_goes() {
+        let (tx, rx) = queue::<u8>();
+        let (count, waker) = Count::waker();
+        let mut cx = Context::from_waker(&waker);
+        let Poll::Ready(held) = tx.poll_turn(&mut cx) else { panic!("the turn is free") };
+        assert!(tx.poll_turn(&mut cx).is_pending());
+        drop(rx);
+        assert_eq!(count.wakes(), 1);
+        assert!(tx.poll_turn(&mut cx).is_ready());
+        drop(held);
     }
 
     #[test]

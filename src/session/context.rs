@@ -203,7 +203,19 @@ impl CommandTx {
     pub(crate) fn is_closed(&self) -> bool {
         self.0.is_closed()
     }
+
+    /// Takes the session's send turn: one send request at a time reads
+    /// its body and hands its messages over ([`queue::Tx::poll_turn`]), so
+    /// that requests in flight to one session cannot make the server hold
+    /// a body each. Ready at once when the session is gone.
+    pub(crate) fn poll_send_turn(&self, cx: &mut Context<'_>) -> Poll<SendTurn> {
+        self.0.poll_turn(cx)
+    }
 }
+
+/// A session's send turn ([`CommandTx::poll_send_turn`]), given back when
+/// dropped.
+pub(crate) type SendTurn = queue::Turn<Command>;
 
 /// The receiving end of a session's command channel.
 #[derive(Debug)]

@@ -48,7 +48,7 @@ pub enum SessionState {
 }
 pub(crate) use context::{
     command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Note, NotesRx,
-    NotesTx, OpenPanicked, SessionSetup,
+    NotesTx, OpenPanicked, SendTurn, SessionSetup,
 };
 pub(crate) use machine::Shared;
 pub(crate) use turn::{inbound_weight, run as run_turn, InPlace, LocalTurns, Ran, Turn, INBOUND_ROOM};

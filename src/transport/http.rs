@@ -194,8 +194,19 @@ pub(crate) async fn send<A: Session>(
         Ok(_) => ep.config.max_message_bytes,
         Err(_) => UNREACHED_BODY.min(ep.config.max_message_bytes),
     };
+    // One send at a time per session reads its body and hands its
+    // messages over (sockjs-client sends one at a time): requests in
+    // flight to one session hold one body, not one each. The wait for the
+    // turn counts against the request's timeout.
     let timeout = ep.config.request_timeout;
-    let body = match actix_web::rt::time::timeout(timeout, read_body(&req, body, limit)).await {
+    let turn_and_body = async {
+        let turn = match &reached {
+            Ok(reached) => Some(reached.send_turn().await),
+            Err(_) => None,
+        };
+        read_body(&req, body, limit).await.map(|body| (turn, body))
+    };
+    let (turn, body) = match actix_web::rt::time::timeout(timeout, turn_and_body).await {
         Ok(Ok(b)) => b,
         Ok(Err((StatusCode::PAYLOAD_TOO_LARGE, _))) if reached.is_err() => return unreached(reached.err()),
         Ok(Err((status, text))) => return fail(status, text.to_owned()),
@@ -218,7 +229,9 @@ pub(crate) async fn send<A: Session>(
         Ok(reached) => reached,
         Err(e) => return unreached(Some(e)),
     };
-    if reached.deliver(messages).await.is_err() {
+    let delivered = reached.deliver(messages).await;
+    drop(turn);
+    if delivered.is_err() {
         // It ended while the body came.
         return unreached(Some(ReachError::Missing));
     }

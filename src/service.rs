@@ -102,7 +102,7 @@ impl<A: Session> SockJs<A> {
     /// // One manager for every worker: started outside the closure.
     /// let manager = SessionManager::new(|| Echo).start();
     /// HttpServer::new(move || {
-    ///     // At /echo, and at /api/v1/echo: metrics label it with the whole path.
+    ///     // Answers at /api/v1/echo; its metrics are labelled with that path.
     ///     App::new().service(web::scope("/api/v1").service(SockJs::new("/echo", manager.clone())))
     /// })
     /// .bind(("127.0.0.1", 8080))?

@@ -186,9 +186,13 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
 /// # impl Session for S { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
 /// use actix_sockjs::{Delivery, SendTo};
 ///
+/// /// Whether the mail surely reached a session of the user's.
 /// async fn notify(manager: &Addr<SessionManager<S>>, id: &str) -> bool {
 ///     match manager.send(SendTo::text(id, "you have mail")).await {
-///         Ok(Delivery::Delivered | Delivery::Forwarded) => true,
+///         Ok(Delivery::Delivered) => true,
+///         // Another node holds the session, or none does: keep the mail
+///         // until the client acknowledges it.
+///         Ok(Delivery::Forwarded) => false,
 ///         // Gone, or never there: keep the mail for the next visit.
 ///         Ok(_) | Err(_) => false,
 ///     }

@@ -173,6 +173,14 @@ async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: By
                 }
             }
             let Some(end) = buf[scanned..].iter().position(|&b| b == 0xff).map(|at| scanned + at) else {
+                // What is left is one unfinished frame: bounded like any
+                // message, so that a frame never ended with 0xFF cannot
+                // grow the buffer for as long as the client sends.
+                if buf.len() > max + 2 {
+                    log::info!("sockjs: hixie-76 frame over {max} bytes refused");
+                    let _ = session.send(Command::TransportFailed(Failure::Protocol));
+                    return;
+                }
                 scanned = buf.len();
                 break;
             };
@@ -194,15 +202,11 @@ async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: By
         // Held back, like an RFC 6455 client, while the session has a
         // backlog of this client's messages.
         futures_util::future::poll_fn(|cx| session.poll_room(cx)).await;
+        // A read adds at most what actix-http reads at once (its buffers
+        // are bounded); the frames it completes are taken before the
+        // unfinished one's length is checked, so that a burst of small
+        // frames is not taken for one large one.
         match payload.next().await {
-            // What is left in `buf` is one unfinished frame: bounded like
-            // any message, so that a frame never ended with 0xFF cannot
-            // grow the buffer for as long as the client sends.
-            Some(Ok(chunk)) if buf.len() + chunk.len() > max + 2 => {
-                log::info!("sockjs: hixie-76 frame over {max} bytes refused");
-                let _ = session.send(Command::TransportFailed(Failure::Protocol));
-                return;
-            }
             Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
             _ => return,
         }

@@ -187,8 +187,8 @@ pub(crate) async fn send<A: Session>(
     // is 500, a good one 404). A body for no session (or for one bound to
     // another client) may only be small: over UNREACHED_BODY it gets its
     // 404 unread, so that nobody can make the server hold bodies for
-    // sessions that do not exist (actix-web closes a connection whose body
-    // was left unread).
+    // sessions that do not exist (actix-web then closes the connection,
+    // or drains a chunked body without keeping it).
     let reached = ep.reach(&req, id.clone()).await;
     let limit = match reached {
         Ok(_) => ep.config.max_message_bytes,

@@ -631,6 +631,24 @@ fn overlapping_sends_to_one_session_take_turns_and_all_deliver() {
 }
 
 #[test]
+fn a_burst_of_small_hixie76_frames_is_not_one_large_one() {
+    // Ten 10-byte frames in one write, with a 16-byte message limit: each
+    // frame is within it, though the read is not.
+    let p = probed(Config::default().max_message_bytes(16));
+    let (mut conn, _) = hixie76_request(p.port, &format!("/probe/000/{}/websocket", session()));
+    conn.write(b"aaaaaaaa");
+    conn.read_exact(16);
+    assert_eq!(conn.read_exact(3), b"\x00o\xff");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let burst: Vec<u8> =
+        (0..10).flat_map(|i| [&[0u8][..], format!("[\"m{i}\"]").as_bytes(), &[0xff]].concat()).collect();
+    conn.write(&burst);
+    for i in 0..10 {
+        assert_eq!(p.next(), Event::Message(format!("m{i}")));
+    }
+}
+
+#[test]
 fn a_raw_websocket_peer_that_stops_answering_gets_a_close_frame() {
     let p = probed(
         Config::default().heartbeat(Duration::from_millis(200)).ping_timeout(Duration::from_millis(300)),

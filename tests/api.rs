@@ -262,6 +262,20 @@ fn probed_by(
     Probed { port, events, manager, system }
 }
 
+/// Runs the server that `build` binds (inside an actix system on a thread
+/// of its own, so that it may start managers) and answers its port.
+fn serve_on_thread(build: impl FnOnce() -> (u16, actix_web::dev::Server) + Send + 'static) -> u16 {
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let (port, server) = build();
+            ready_tx.send(port).expect("ready");
+            let _ = server.await;
+        });
+    });
+    ready.recv_timeout(READ_TIMEOUT).expect("server started")
+}
+
 #[test]
 fn open_sees_the_request_and_the_factory_state() {
     let p = probed(Config::default());
@@ -1094,20 +1108,15 @@ impl Session for Ender {
 #[test]
 fn a_session_that_ends_itself_runs_its_hooks_once() {
     let (events_tx, events) = mpsc::channel();
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let manager = SessionManager::new(move || Ender { events: events_tx.clone() }).start();
-            // One worker: its sessions' hooks run in order on one thread.
-            let server = HttpServer::new(move || App::new().service(SockJs::new("/ender", manager.clone())))
-                .workers(1)
-                .bind(("127.0.0.1", 0))
-                .expect("bind");
-            ready_tx.send(server.addrs()[0].port()).expect("ready");
-            let _ = server.run().await;
-        });
+    let port = serve_on_thread(move || {
+        let manager = SessionManager::new(move || Ender { events: events_tx.clone() }).start();
+        // One worker: its sessions' hooks run in order on one thread.
+        let server = HttpServer::new(move || App::new().service(SockJs::new("/ender", manager.clone())))
+            .workers(1)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+        (server.addrs()[0].port(), server.run())
     });
-    let port = ready.recv_timeout(READ_TIMEOUT).expect("server started");
     let next = || events.recv_timeout(READ_TIMEOUT).expect("an event");
     // terminate: no on_close (actix's terminate), `stopped` once each.
     let mut ws = WsClient::connect(port, &format!("/ender/000/{}/websocket", session()));
@@ -1365,28 +1374,23 @@ impl Session for Quiet {
 #[test]
 fn endpoints_in_scopes_are_labelled_with_their_whole_path() {
     let handle = prometheus();
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            // Three endpoints with the same prefix, in three scopes, each
-            // with its own manager.
-            let managers: [Addr<SessionManager<Quiet>>; 3] =
-                std::array::from_fn(|_| SessionManager::new(|| Quiet).start());
-            let server = HttpServer::new(move || {
-                let [v1, v2, tenant] = managers.clone();
-                App::new()
-                    .service(actix_web::web::scope("/v1").service(SockJs::new("/labelled", v1)))
-                    .service(actix_web::web::scope("/v2").service(SockJs::new("/labelled", v2)))
-                    .service(actix_web::web::scope("/t/{tenant}").service(SockJs::new("/labelled", tenant)))
-            })
-            .workers(2)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            ready_tx.send((server.addrs()[0].port(), ())).expect("ready");
-            let _ = server.run().await;
-        });
+    let port = serve_on_thread(|| {
+        // Three endpoints with the same prefix, in three scopes, each with
+        // its own manager.
+        let managers: [Addr<SessionManager<Quiet>>; 3] =
+            std::array::from_fn(|_| SessionManager::new(|| Quiet).start());
+        let server = HttpServer::new(move || {
+            let [v1, v2, tenant] = managers.clone();
+            App::new()
+                .service(actix_web::web::scope("/v1").service(SockJs::new("/labelled", v1)))
+                .service(actix_web::web::scope("/v2").service(SockJs::new("/labelled", v2)))
+                .service(actix_web::web::scope("/t/{tenant}").service(SockJs::new("/labelled", tenant)))
+        })
+        .workers(2)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        (server.addrs()[0].port(), server.run())
     });
-    let (port, ()) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
     let open = |path: &str| assert_eq!(post(port, &format!("{path}/000/{}/xhr", session()), "").body, "o\n");
     open("/v1/labelled");
     open("/v2/labelled");
@@ -1408,25 +1412,18 @@ fn endpoints_in_scopes_are_labelled_with_their_whole_path() {
 fn an_app_that_adds_a_trailing_slash_to_every_path_still_works() {
     // `NormalizePath::new(TrailingSlash::Always)`, common in existing apps,
     // turns `/n/info` into `/n/info/`; sockjs-node tolerates that slash.
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let manager = SessionManager::new(|| Quiet).start();
-            let server = HttpServer::new(move || {
-                App::new()
-                    .wrap(actix_web::middleware::NormalizePath::new(
-                        actix_web::middleware::TrailingSlash::Always,
-                    ))
-                    .service(SockJs::new("/n", manager.clone()))
-            })
-            .workers(1)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            ready_tx.send(server.addrs()[0].port()).expect("ready");
-            let _ = server.run().await;
-        });
+    let port = serve_on_thread(|| {
+        let manager = SessionManager::new(|| Quiet).start();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::NormalizePath::new(actix_web::middleware::TrailingSlash::Always))
+                .service(SockJs::new("/n", manager.clone()))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        (server.addrs()[0].port(), server.run())
     });
-    let port = ready.recv_timeout(READ_TIMEOUT).expect("server started");
     let greeting = get(port, "/n");
     assert_eq!((greeting.status(), greeting.body.as_str()), (200, "Welcome to SockJS!\n"));
     let info = get(port, "/n/info");

@@ -209,7 +209,12 @@ pub(crate) async fn send<A: Session>(
     let (turn, body) = match actix_web::rt::time::timeout(timeout, turn_and_body).await {
         Ok(Ok(b)) => b,
         Ok(Err((StatusCode::PAYLOAD_TOO_LARGE, _))) if reached.is_err() => return unreached(reached.err()),
-        Ok(Err((status, text))) => return fail(status, text.to_owned()),
+        Ok(Err((status, text))) => {
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                log::info!("sockjs: {} {}: body over {limit} bytes refused", req.method(), req.path());
+            }
+            return fail(status, text.to_owned());
+        }
         Err(_) => {
             log::info!("sockjs: {} {}: body not in within {timeout:?}", req.method(), req.path());
             let mut res = fail(StatusCode::REQUEST_TIMEOUT, "Request timeout.".to_owned());
@@ -252,7 +257,8 @@ pub(crate) async fn send<A: Session>(
 const UNREACHED_BODY: usize = 16 * 1024;
 
 /// Reads a request body up to `limit` bytes; over it (or announced over it
-/// by `Content-Length`, then unread) answers 413.
+/// by `Content-Length`, then unread) answers 413, which the caller logs
+/// (for a send to no session it is no refusal of the body but a 404).
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -263,7 +269,6 @@ async fn read_body(
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if announced.is_some_and(|len| len > limit as u64) {
-        log::info!("sockjs: request body of {} bytes over {limit} refused", announced.unwrap_or_default());
         return Err((StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."));
     }
     let mut body = BytesMut::new();
@@ -273,7 +278,6 @@ async fn read_body(
             (StatusCode::BAD_REQUEST, "Cannot read the request body.")
         })?;
         if body.len() + chunk.len() > limit {
-            log::info!("sockjs: request body over {limit} bytes refused");
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."));
         }
         body.extend_from_slice(&chunk);

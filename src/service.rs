@@ -285,7 +285,7 @@ fn check_one_manager<M: PartialEq + Clone + Send + 'static>(prefix: &str, manage
     type Key = (Option<usize>, String, usize);
     type Seen = Vec<(Key, Box<dyn Any + Send>, bool)>;
     static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
-    thread_local!(static MOUNTED: std::cell::RefCell<Vec<(Option<usize>, String, usize)>> = const {
+    thread_local!(static MOUNTED: std::cell::RefCell<Vec<Key>> = const {
         std::cell::RefCell::new(Vec::new())
     });
     let system = actix::System::try_current().map(|s| s.id());

@@ -1027,6 +1027,25 @@ fn the_per_address_cap_counts_an_ipv6_client_by_its_slash_64() {
     assert_eq!(open("192.0.2.7").err(), Some(429));
 }
 
+/// Opens a `/probe` session of each kind a shutdown treats differently: a
+/// WebSocket, an xhr_streaming stream, and a polling session between two
+/// polls (its poll URL); each past its open frame and its `Open` event.
+fn open_one_of_each(port: u16, next: &dyn Fn() -> Event) -> (WsClient, Conn, String) {
+    let mut ws = WsClient::connect(port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(next(), Event::Open { .. }));
+    let mut stream = Conn::open(port);
+    stream.send("POST", &format!("/probe/000/{}/xhr_streaming", session()), &[], Some(b""));
+    stream.head();
+    stream.chunk();
+    assert_eq!(stream.chunk().unwrap(), "o\n");
+    assert!(matches!(next(), Event::Open { .. }));
+    let polled = format!("/probe/000/{}/xhr", session());
+    assert_eq!(post(port, &polled, "").body, "o\n");
+    assert!(matches!(next(), Event::Open { .. }));
+    (ws, stream, polled)
+}
+
 #[test]
 fn on_close_runs_when_the_server_stops_without_shutdown_signal() {
     // An app with its own shutdown: actix-web's graceful stop, then its
@@ -1050,18 +1069,7 @@ fn on_close_runs_when_the_server_stops_without_shutdown_signal() {
     });
     let (port, handle) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
     let next = || events.recv_timeout(READ_TIMEOUT).expect("an event");
-    let mut ws = WsClient::connect(port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    assert!(matches!(next(), Event::Open { .. }));
-    let mut stream = Conn::open(port);
-    stream.send("POST", &format!("/probe/000/{}/xhr_streaming", session()), &[], Some(b""));
-    stream.head();
-    stream.chunk();
-    assert_eq!(stream.chunk().unwrap(), "o\n");
-    assert!(matches!(next(), Event::Open { .. }));
-    // A polling session between two polls.
-    assert_eq!(post(port, &format!("/probe/000/{}/xhr", session()), "").body, "o\n");
-    assert!(matches!(next(), Event::Open { .. }));
+    let (ws, stream, _) = open_one_of_each(port, &next);
 
     let stopping = thread::spawn(move || actix::System::new().block_on(handle.stop(true)));
     for _ in 0..3 {
@@ -1166,21 +1174,7 @@ fn shutdown_closes_every_session_and_opens_no_new_one() {
     });
     let port = ready.recv_timeout(READ_TIMEOUT).expect("server started");
     let next = || events.recv_timeout(READ_TIMEOUT).expect("an event");
-
-    let mut ws = WsClient::connect(port, &format!("/probe/000/{}/websocket", session()));
-    assert_eq!(ws.recv_text(), "o");
-    let mut stream = Conn::open(port);
-    stream.send("POST", &format!("/probe/000/{}/xhr_streaming", session()), &[], Some(b""));
-    stream.head();
-    stream.chunk();
-    assert_eq!(stream.chunk().unwrap(), "o\n");
-    assert!(matches!(next(), Event::Open { .. }));
-    assert!(matches!(next(), Event::Open { .. }));
-
-    // A polling session between two polls.
-    let polled = format!("/probe/000/{}/xhr", session());
-    assert_eq!(post(port, &polled, "").body, "o\n");
-    assert!(matches!(next(), Event::Open { .. }));
+    let (mut ws, mut stream, polled) = open_one_of_each(port, &next);
 
     stop_tx.send(()).expect("trigger");
     assert_eq!(ws.recv_text(), r#"c[1001,"Server shutting down"]"#);

@@ -78,6 +78,22 @@ impl BindTo {
     }
 }
 
+/// The bytes a second a send's body must bring once its
+/// [`Config::request_timeout`] is spent: every byte received moves its
+/// deadline 1/500 s later (Apache's `mod_reqtimeout` rule, `MinRate=500`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// // A 64 KB message on a 1.4 KB/s uplink takes 46 s: within the default
+/// // 30 s plus what its bytes buy.
+/// let bought = Duration::from_secs(64_000 / actix_sockjs::BODY_MIN_RATE);
+/// assert!(Duration::from_secs(30) + bought > Duration::from_secs(46));
+/// ```
+pub const BODY_MIN_RATE: u64 = 500;
+
 /// The client script the iframe page loads unless told otherwise.
 ///
 /// # Examples
@@ -410,11 +426,15 @@ impl Config {
     }
 
     /// How long the body of an `xhr_send` or `jsonp_send` request may take
-    /// to arrive. A client that sends it slower (one byte a second, say)
-    /// gets 408 and its connection is closed, so a slow body holds a
-    /// connection for this long at most. The 8-byte key of a hixie-76
-    /// handshake has as long to come (its connection is closed otherwise).
-    /// Default: 30 seconds.
+    /// to arrive, before the bytes it brings buy more: each byte received
+    /// moves the deadline 1/500 s later (Apache's `mod_reqtimeout` rule,
+    /// [`BODY_MIN_RATE`](crate::BODY_MIN_RATE) bytes a second). So a large
+    /// message on a slow uplink gets through (64 KB at 1.4 KB/s takes 46 s),
+    /// while a client that trickles (one byte a second, say) gets 408 just
+    /// after this time and its connection is closed. The wait for the
+    /// session's send turn counts against it. The 8-byte key of a hixie-76
+    /// handshake has this long to come (its connection is closed
+    /// otherwise). Default: 30 seconds.
     ///
     /// # Examples
     ///

@@ -51,6 +51,57 @@ fn a_body_that_trickles_in_gets_408_and_the_connection_closes() {
 }
 
 #[test]
+fn a_long_body_that_comes_steadily_is_taken_after_the_timeout() {
+    // 500 ms for the head's turn and the first bytes, then each byte buys
+    // 2 ms more (500 bytes a second): 10 pieces of 400 bytes, one every
+    // 150 ms (~2.7 KB/s), take ~1.4 s in all and are in time throughout.
+    let port = server(Duration::from_millis(500));
+    let id = session();
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    let text = "y".repeat(3996);
+    let body = format!("[\"{text}\"]");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+    let head = format!(
+        "POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("head");
+    let started = std::time::Instant::now();
+    for piece in body.as_bytes().chunks(400) {
+        s.write_all(piece).expect("piece");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(started.elapsed() > Duration::from_millis(1000), "the body came too fast to test anything");
+    let answer = answer_then_close(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    let polled = post(port, &format!("/echo/000/{id}/xhr"), "").body;
+    assert_eq!(polled, format!("a[\"{text}\"]\n"));
+}
+
+#[test]
+fn a_body_that_trickles_a_byte_at_a_time_gets_408() {
+    // Each byte buys 2 ms: one every 100 ms falls behind at once, and the
+    // answer comes just after the 500 ms, long before the 100 bytes.
+    let port = server(Duration::from_millis(500));
+    let id = session();
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    let mut s = slow_send(port, &id);
+    let mut writer = s.try_clone().expect("clone");
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(100));
+            if writer.write_all(b" ").is_err() {
+                return;
+            }
+        }
+    });
+    let answer = answer_then_close(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    trickle.join().expect("trickle");
+}
+
+#[test]
 fn a_thousand_slow_bodies_do_not_hold_others_back() {
     // Two descriptors per slow client in this process (client and server ends).
     let _ = rlimit::increase_nofile_limit(u64::MAX);

@@ -4,10 +4,18 @@
 //!
 //! [`TABLE`]: super::TABLE
 
-use std::{convert::Infallible, sync::Arc};
+use std::{
+    convert::Infallible,
+    future::{poll_fn, Future},
+    pin::{pin, Pin},
+    sync::Arc,
+    task::Poll,
+    time::Duration,
+};
 
 use actix_web::{
     http::{header, ConnectionType, StatusCode, Version},
+    rt::time::{sleep_until, Instant, Sleep},
     web::{self, Bytes, BytesMut},
     HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _,
 };
@@ -15,6 +23,7 @@ use futures_util::{stream, StreamExt as _};
 
 use super::{Prelude, Receiving, Row, Sending};
 use crate::{
+    config::BODY_MIN_RATE,
     endpoint::{
         cors, error, never_cache, session_cookie, session_error, Endpoint, ReachError, BIND_COOKIE,
         JAVASCRIPT, TEXT,
@@ -197,29 +206,27 @@ pub(crate) async fn send<A: Session>(
     // One send at a time per session reads its body and hands its
     // messages over (sockjs-client sends one at a time): requests in
     // flight to one session hold one body, not one each. The wait for the
-    // turn counts against the request's timeout.
-    let timeout = ep.config.request_timeout;
-    let turn_and_body = async {
-        let turn = match &reached {
-            Ok(reached) => Some(reached.send_turn().await),
-            Err(_) => None,
-        };
-        read_body(&req, body, limit).await.map(|body| (turn, body))
+    // turn counts against the request's time (see [`BodyClock`]).
+    let start = Instant::now();
+    let sleep = pin!(sleep_until(BodyClock::first_deadline(start, ep.config.request_timeout)));
+    let mut clock = BodyClock::new(start, sleep);
+    let turn = match &reached {
+        Ok(reached) => match clock.before(reached.send_turn()).await {
+            Some(turn) => Some(turn),
+            None => return timed_out(&req, &clock, fail),
+        },
+        Err(_) => None,
     };
-    let (turn, body) = match actix_web::rt::time::timeout(timeout, turn_and_body).await {
-        Ok(Ok(b)) => b,
-        Ok(Err((StatusCode::PAYLOAD_TOO_LARGE, _))) if reached.is_err() => return unreached(reached.err()),
-        Ok(Err((status, text))) => {
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                log::info!("sockjs: {} {}: body over {limit} bytes refused", req.method(), req.path());
-            }
-            return fail(status, text.to_owned());
+    let body = match read_body(&req, body, limit, &mut clock).await {
+        Ok(body) => body,
+        Err(BodyError::TimedOut) => return timed_out(&req, &clock, fail),
+        Err(BodyError::TooLarge) if reached.is_err() => return unreached(reached.err()),
+        Err(BodyError::TooLarge) => {
+            log::info!("sockjs: {} {}: body over {limit} bytes refused", req.method(), req.path());
+            return fail(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large.".to_owned());
         }
-        Err(_) => {
-            log::info!("sockjs: {} {}: body not in within {timeout:?}", req.method(), req.path());
-            let mut res = fail(StatusCode::REQUEST_TIMEOUT, "Request timeout.".to_owned());
-            res.head_mut().set_connection_type(ConnectionType::Close);
-            return res;
+        Err(BodyError::Broken) => {
+            return fail(StatusCode::BAD_REQUEST, "Cannot read the request body.".to_owned())
         }
     };
     let payload = if how == Sending::Jsonp { jsonp_payload(&req, body) } else { body };
@@ -256,30 +263,106 @@ pub(crate) async fn send<A: Session>(
 /// broken payload, 500, from a good one, 404, as the protocol orders it).
 const UNREACHED_BODY: usize = 16 * 1024;
 
-/// Reads a request body up to `limit` bytes; over it (or announced over it
-/// by `Content-Length`, then unread) answers 413, which the caller logs
-/// (for a send to no session it is no refusal of the body but a 404).
+/// The time a send has for its turn and its body: `request_timeout` from
+/// its start, and 1/[`BODY_MIN_RATE`] of a second more for each byte
+/// received. One timer, reset only when the request waits for bytes (a
+/// body that comes with its head, as most do, never arms it).
+struct BodyClock<'a> {
+    start: Instant,
+    deadline: Instant,
+    sleep: Pin<&'a mut Sleep>,
+}
+
+impl<'a> BodyClock<'a> {
+    /// The clock of a request that starts now and has `timeout`, with its
+    /// timer (`sleep`, from [`BodyClock::first_deadline`]).
+    fn new(start: Instant, sleep: Pin<&'a mut Sleep>) -> Self {
+        Self { start, deadline: sleep.deadline(), sleep }
+    }
+
+    /// When a request that starts at `start` and has `timeout` runs out,
+    /// before any byte of its body.
+    fn first_deadline(start: Instant, timeout: Duration) -> Instant {
+        start.checked_add(timeout).unwrap_or(start + FAR)
+    }
+
+    /// Gives `bytes` more received bytes their time.
+    fn received(&mut self, bytes: usize) {
+        let more = Duration::from_micros((bytes as u64).saturating_mul(1_000_000 / BODY_MIN_RATE));
+        self.deadline = self.deadline.checked_add(more).unwrap_or(self.deadline);
+    }
+
+    /// `fut`'s output, or `None` if the deadline comes first.
+    async fn before<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if self.sleep.deadline() != self.deadline {
+                let deadline = self.deadline;
+                self.sleep.as_mut().reset(deadline);
+            }
+            self.sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
+/// A far deadline, for a `request_timeout` too long to add to a clock.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// The 408 of a send whose turn or body did not come in time; the
+/// connection is closed (its unread body cannot be skipped).
+fn timed_out(
+    req: &HttpRequest,
+    clock: &BodyClock<'_>,
+    fail: impl Fn(StatusCode, String) -> HttpResponse,
+) -> HttpResponse {
+    let took = clock.start.elapsed();
+    log::info!("sockjs: {} {}: body not in after {took:.1?}", req.method(), req.path());
+    let mut res = fail(StatusCode::REQUEST_TIMEOUT, "Request timeout.".to_owned());
+    res.head_mut().set_connection_type(ConnectionType::Close);
+    res
+}
+
+/// Why a body was not read whole.
+#[derive(Debug)]
+enum BodyError {
+    /// Over the limit (or announced over it by `Content-Length`, then
+    /// unread): 413, which the caller logs (for a send to no session it is
+    /// no refusal of the body but a 404).
+    TooLarge,
+    /// Not in within its [`BodyClock`]: 408.
+    TimedOut,
+    /// The connection broke mid-body: 400.
+    Broken,
+}
+
+/// Reads a request body up to `limit` bytes, within `clock`'s time.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Bytes, (StatusCode, &'static str)> {
+    clock: &mut BodyClock<'_>,
+) -> Result<Bytes, BodyError> {
     let announced = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if announced.is_some_and(|len| len > limit as u64) {
-        return Err((StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."));
+        return Err(BodyError::TooLarge);
     }
     let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    while let Some(chunk) = clock.before(payload.next()).await.ok_or(BodyError::TimedOut)? {
         let chunk = chunk.map_err(|e| {
             log::debug!("sockjs: cannot read request body: {e}");
-            (StatusCode::BAD_REQUEST, "Cannot read the request body.")
+            BodyError::Broken
         })?;
         if body.len() + chunk.len() > limit {
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."));
+            return Err(BodyError::TooLarge);
         }
+        clock.received(chunk.len());
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())

@@ -20,12 +20,19 @@ fn server(timeout: Duration) -> u16 {
 
 /// Starts an `xhr_send` whose body announces 100,000 bytes and sends one.
 fn slow_send(port: u16, id: &str) -> TcpStream {
+    start_send(port, id, 100_000, b"[")
+}
+
+/// Starts an `xhr_send` (which asks for the connection to be closed after
+/// the answer) whose body announces `length` bytes, and sends `first`.
+fn start_send(port: u16, id: &str, length: usize, first: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
     let head = format!(
-        "POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n["
+        "POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n"
     );
     s.write_all(head.as_bytes()).expect("write");
+    s.write_all(first).expect("write");
     s
 }
 
@@ -60,13 +67,7 @@ fn a_long_body_that_comes_steadily_is_taken_after_the_timeout() {
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
     let text = "y".repeat(3996);
     let body = format!("[\"{text}\"]");
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
-    let head = format!(
-        "POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("head");
+    let mut s = start_send(port, &id, body.len(), b"");
     let started = std::time::Instant::now();
     for piece in body.as_bytes().chunks(400) {
         s.write_all(piece).expect("piece");
@@ -82,7 +83,7 @@ fn a_long_body_that_comes_steadily_is_taken_after_the_timeout() {
 #[test]
 fn a_body_that_trickles_a_byte_at_a_time_gets_408() {
     // Each byte buys 2 ms: one every 100 ms falls behind at once, and the
-    // answer comes just after the 500 ms, long before the 100 bytes.
+    // answer comes just after the 500 ms, long before the 100,000 bytes.
     let port = server(Duration::from_millis(500));
     let id = session();
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");

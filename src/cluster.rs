@@ -938,27 +938,38 @@ async fn run_id(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<Option
     }
 }
 
-/// An outage as a task sees it: when it began, for the log line at its end.
+/// An outage as a task sees it, for the log line at its end. It is
+/// counted from the task's last command that worked: a stall is noticed
+/// only when a command times out (`health_timeout` later), so counting
+/// from the first failure read a 5 s stall as ~4 s.
 #[derive(Default)]
-struct Outage(Option<Instant>);
+struct Outage {
+    /// When the last command that worked answered.
+    last_ok: Option<Instant>,
+    /// When the outage began (the last good answer before it; the first
+    /// failure when nothing worked before), while it lasts.
+    began: Option<Instant>,
+}
 
 impl Outage {
-    /// A command failed: the first failure of an outage is logged as a
-    /// warning, the others at debug level.
-    fn failed(&mut self, role: &str, what: impl fmt::Display) {
-        if self.0.is_none() {
+    /// A command failed at `now`: the first failure of an outage is logged
+    /// as a warning, the others at debug level.
+    fn failed(&mut self, role: &str, what: impl fmt::Display, now: Instant) {
+        if self.began.is_none() {
             log::warn!("sockjs: redis {role}: {what}; retrying");
-            self.0 = Some(Instant::now());
+            self.began = Some(self.last_ok.unwrap_or(now));
         } else {
             log::debug!("sockjs: redis {role}: {what}");
         }
     }
 
-    /// A command succeeded: answers whether an outage ended.
-    fn ended(&mut self, role: &str) -> bool {
-        let Some(since) = self.0.take() else { return false };
-        log::info!("sockjs: redis {role} works again after {:.1?}", since.elapsed());
-        true
+    /// A command worked at `now`: how long the outage it ends lasted, if
+    /// it ends one.
+    fn ended(&mut self, role: &str, now: Instant) -> Option<Duration> {
+        self.last_ok = Some(now);
+        let down = now.saturating_duration_since(self.began.take()?);
+        log::info!("sockjs: redis {role} works again, {down:.1?} after its last command that worked");
+        Some(down)
     }
 }
 
@@ -1006,6 +1017,7 @@ async fn publish(bridge: Arc<Bridge>) {
                     outage.failed(
                         "publisher",
                         format_args!("cannot connect ({e}); messages wait in the outbox"),
+                        Instant::now(),
                     );
                     delay = bridge.back_off(delay).await;
                 }
@@ -1021,12 +1033,12 @@ async fn publish(bridge: Arc<Bridge>) {
                     Ok(()) => {
                         bridge.ok(side);
                         delay = bridge.backoff.0;
-                        if outage.ended("publisher") {
+                        if outage.ended("publisher", Instant::now()).is_some() {
                             bridge.outbox().told = false;
                         }
                     }
                     Err(e) => {
-                        outage.failed("publisher", format_args!("PING failed ({e})"));
+                        outage.failed("publisher", format_args!("PING failed ({e})"), Instant::now());
                         conn = None;
                         delay = bridge.back_off(delay).await;
                     }
@@ -1056,7 +1068,7 @@ async fn publish(bridge: Arc<Bridge>) {
                 bridge.metrics.published.increment(batch.len() as u64);
                 next = last + 1;
                 let mut outbox = bridge.outbox();
-                if outage.ended("publisher") {
+                if outage.ended("publisher", Instant::now()).is_some() {
                     outbox.told = false;
                 }
                 outbox.stored(last, bridge.retain);
@@ -1064,7 +1076,7 @@ async fn publish(bridge: Arc<Bridge>) {
                 bridge.metrics.outbox_bytes.set(outbox.waiting_bytes as f64);
             }
             Err(e) => {
-                outage.failed("publisher", format_args!("XADD failed ({e})"));
+                outage.failed("publisher", format_args!("XADD failed ({e})"), Instant::now());
                 conn = None;
                 delay = bridge.back_off(delay).await;
             }
@@ -1126,7 +1138,11 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
         let mut conn = match bridge.connect(side, bridge.health_timeout.saturating_add(block)).await {
             Ok(c) => c,
             Err(e) => {
-                outage.failed("reader", format_args!("cannot connect ({e}); local sessions still served"));
+                outage.failed(
+                    "reader",
+                    format_args!("cannot connect ({e}); local sessions still served"),
+                    Instant::now(),
+                );
                 delay = bridge.back_off(delay).await;
                 continue;
             }
@@ -1145,14 +1161,14 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(e) => {
-                    outage.failed("reader", format_args!("XREAD failed ({e})"));
+                    outage.failed("reader", format_args!("XREAD failed ({e})"), Instant::now());
                     delay = bridge.back_off(delay).await;
                     break;
                 }
             };
             bridge.ok(side);
             delay = bridge.backoff.0;
-            outage.ended("reader");
+            outage.ended("reader", Instant::now());
             for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                 last_id.clone_from(&entry.id);
                 let Some(Value::BulkString(frame)) = entry.map.get("m") else { continue };
@@ -1281,6 +1297,26 @@ mod tests {
         assert!(decode(b"something else").is_none());
         assert!(decode(b"sockjs2 a/1 x 5 b hi").is_none(), "a bad sequence number");
         assert_eq!(wire_id("web 1/a"), "web%201%2Fa");
+    }
+
+    #[test]
+    fn an_outage_counts_from_the_last_command_that_worked() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut outage = Outage::default();
+        assert_eq!(outage.ended("reader", at(0)), None, "no outage to end");
+        // Redis stalls just after 1,000 ms; the first command notices at
+        // 2,000 (its timeout), the last failure is at 5,000, and it works
+        // again at 6,000: down 5 s, not 4.
+        assert_eq!(outage.ended("reader", at(1_000)), None);
+        outage.failed("reader", "XREAD failed", at(2_000));
+        outage.failed("reader", "XREAD failed", at(5_000));
+        assert_eq!(outage.ended("reader", at(6_000)), Some(Duration::from_secs(5)));
+        assert_eq!(outage.ended("reader", at(7_000)), None, "ended once");
+        // With nothing that worked before, from the first failure.
+        let mut fresh = Outage::default();
+        fresh.failed("publisher", "cannot connect", at(1_000));
+        assert_eq!(fresh.ended("publisher", at(3_500)), Some(Duration::from_millis(2_500)));
     }
 
     #[test]

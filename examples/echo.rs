@@ -21,7 +21,7 @@ impl Actor for Echo {
 
 impl Session for Echo {
     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
-        log::info!("session {} opened from {:?}", ctx.session_id(), ctx.request().peer_addr());
+        log::info!("session {} opened from {:?}", ctx.session_tag(), ctx.request().peer_addr());
     }
 
     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
@@ -29,7 +29,7 @@ impl Session for Echo {
     }
 
     fn on_close(&mut self, reason: CloseCause, ctx: &mut SessionContext<Self>) {
-        log::info!("session {} closed: {reason}", ctx.session_id());
+        log::info!("session {} closed: {reason}", ctx.session_tag());
     }
 }
 

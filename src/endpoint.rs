@@ -314,11 +314,12 @@ impl<A: Session> Endpoint<A> {
             return Ok(());
         }
         self.metrics().refused(Refused::Origin);
-        log::info!(
-            "sockjs: {} {}: origin {:?} not allowed",
+        util::log_limited!(
+            log::Level::Info,
+            "sockjs: {} {}: origin {} not allowed",
             req.method(),
-            req.path(),
-            req.headers().get(header::ORIGIN)
+            LogPath(req),
+            util::LogValue(req.headers().get(header::ORIGIN).map(header::HeaderValue::as_bytes))
         );
         Err(actix_web::error::ErrorForbidden("Origin not allowed."))
     }
@@ -333,10 +334,11 @@ impl<A: Session> Endpoint<A> {
                 Ok(produced) => values.extend(produced),
                 Err(refuse) => {
                     self.metrics().refused(Refused::Authorize);
-                    log::info!(
+                    util::log_limited!(
+                        log::Level::Info,
                         "sockjs: {} {}: session refused by the authorisation hook: {refuse}",
                         req.method(),
-                        req.path()
+                        LogPath(req)
                     );
                     return Err(refuse);
                 }
@@ -382,10 +384,11 @@ impl<A: Session> Endpoint<A> {
             bound.cookie.as_deref().is_none_or(|c| util::cookie(req.headers(), BIND_COOKIE) == Some(c));
         if !(ip_ok && cookie_ok) {
             self.metrics().refused(Refused::Bound);
-            log::info!(
+            util::log_limited!(
+                log::Level::Info,
                 "sockjs: {} {}: the session is bound to another client ({})",
                 req.method(),
-                req.path(),
+                LogPath(req),
                 if ip_ok { "cookie" } else { "address" }
             );
         }
@@ -665,6 +668,31 @@ fn hand(tx: &CommandTx, command: Command, turn: Option<&dyn Turn>) -> Result<(),
     Ok(())
 }
 
+/// A request's path as log lines show it: a session URL's id replaced by
+/// its [`SessionTag`](crate::SessionTag) (the id is the key to an HTTP
+/// session), and cut to 200 bytes.
+pub(crate) struct LogPath<'a>(pub(crate) &'a HttpRequest);
+
+impl fmt::Display for LogPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 200;
+        let path = self.0.match_info().as_str();
+        let rest = self.0.match_info().unprocessed();
+        let prefix = path.strip_suffix(rest).unwrap_or("");
+        let trimmed = rest.strip_suffix('/').filter(|r| !r.is_empty() && !r.ends_with('/'));
+        let session = split_session_url(rest).or_else(|| trimmed.and_then(split_session_url));
+        let Some((id, transport)) = session else {
+            return f.write_str(util::cut(path, MAX));
+        };
+        // `/<server>/<session>/<transport>`: the server segment is short
+        // (sockjs-client sends three digits) but the client's to choose.
+        let server = &rest[1..rest.len() - id.len() - transport.len() - 2];
+        let (prefix, server, transport) =
+            (util::cut(prefix, 120), util::cut(server, 16), util::cut(transport, 20));
+        write!(f, "{prefix}/{server}/{}/{transport}", crate::SessionTag::of(id))
+    }
+}
+
 /// The session id and the transport of a session URL,
 /// `/<server>/<session>/<transport>` after the prefix (as actix-web
 /// decoded it); `None` for any other path. The server and session
@@ -722,7 +750,7 @@ impl ResponseError for Refusal {
     }
 
     fn error_response(&self) -> HttpResponse {
-        log::info!("sockjs: session refused: {self:?}");
+        util::log_limited!(log::Level::Info, "sockjs: session refused: {self}");
         error(self.status_code(), self.to_string())
     }
 }

@@ -1,5 +1,15 @@
-//! Small helpers: percent-decoding, query strings, cookies, forms, and the
-//! hash of maps keyed by session serial.
+//! Small helpers: percent-decoding, query strings, cookies, forms, the
+//! hash of maps keyed by session serial, and log lines that a client
+//! cannot flood.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        OnceLock,
+    },
+    time::Instant,
+};
 
 use actix_web::http::header::{HeaderMap, COOKIE};
 
@@ -108,11 +118,142 @@ impl std::hash::Hasher for SerialHasher {
     }
 }
 
+/// How many lines one call site of [`log_limited!`] logs per
+/// [`LOG_WINDOW_MS`]; the lines past them are counted, not logged.
+pub(crate) const LOG_BURST: u32 = 10;
+
+/// The window of [`LOG_BURST`]: ten seconds.
+pub(crate) const LOG_WINDOW_MS: u64 = 10_000;
+
+/// The lines one call site of [`log_limited!`] logged and skipped: lines
+/// that a client can cause one per request (refusals, bodies too large or
+/// too slow, frames refused) must not let it fill a disk or bury other
+/// lines. The first line logged after some were skipped says how many.
+/// Races between threads can let a line or two more through; the counts
+/// are a guard, not a meter (the metrics count every refusal).
+pub(crate) struct LogLimit {
+    /// The start of the current window, in [`log_clock`] milliseconds.
+    window: AtomicU64,
+    /// Lines asked for in the current window.
+    count: AtomicU32,
+    /// Lines skipped since the last one logged.
+    skipped: AtomicU32,
+}
+
+impl LogLimit {
+    pub(crate) const fn new() -> Self {
+        Self { window: AtomicU64::new(0), count: AtomicU32::new(0), skipped: AtomicU32::new(0) }
+    }
+
+    /// Whether a line may be logged now: with how many were skipped since
+    /// the last one, or `None` to skip it.
+    pub(crate) fn admit(&self) -> Option<u32> {
+        self.admit_at(log_clock())
+    }
+
+    fn admit_at(&self, now: u64) -> Option<u32> {
+        let start = self.window.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= LOG_WINDOW_MS
+            && self.window.compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.count.store(0, Ordering::Relaxed);
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) < LOG_BURST {
+            Some(self.skipped.swap(0, Ordering::Relaxed))
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// Milliseconds since the process's first limited line (one clock for all
+/// threads: [`crate::clock`]'s is per thread).
+fn log_clock() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `log::log!` through a [`LogLimit`] of its own call site: at most
+/// [`LOG_BURST`] lines per ten seconds, and the next one logged after
+/// that says how many it skipped.
+macro_rules! log_limited {
+    ($level:expr, $($arg:tt)+) => {{
+        static LIMIT: $crate::util::LogLimit = $crate::util::LogLimit::new();
+        if log::log_enabled!($level) {
+            match LIMIT.admit() {
+                Some(0) => log::log!($level, $($arg)+),
+                Some(skipped) => log::log!(
+                    $level,
+                    "{} ({skipped} more like it not logged since the last)",
+                    format_args!($($arg)+)
+                ),
+                None => {}
+            }
+        }
+    }};
+}
+pub(crate) use log_limited;
+
+/// A header value as a log line shows it: quoted and escaped, cut to 100
+/// bytes (an `Origin` can be as long as actix-web lets a header be).
+pub(crate) struct LogValue<'a>(pub(crate) Option<&'a [u8]>);
+
+impl fmt::Display for LogValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 100;
+        let Some(bytes) = self.0 else { return f.write_str("none") };
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]);
+        // A character cut in two shows as U+FFFD.
+        write!(f, "{text:?}")?;
+        if bytes.len() > MAX {
+            write!(f, " (cut from {} bytes)", bytes.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// `s` cut to `max` bytes at most, at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::http::header::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn a_call_site_logs_ten_lines_in_ten_seconds_then_says_how_many_it_skipped() {
+        let limit = LogLimit::new();
+        for at in 0..10 {
+            assert_eq!(limit.admit_at(at), Some(0), "line {at}");
+        }
+        for at in 10..15 {
+            assert_eq!(limit.admit_at(at * 100), None, "line {at} is skipped");
+        }
+        assert_eq!(limit.admit_at(9_999), None, "still the first window");
+        // The next window: its first line says six were skipped.
+        assert_eq!(limit.admit_at(10_000), Some(6));
+        assert_eq!(limit.admit_at(10_001), Some(0));
+    }
+
+    #[test]
+    fn logged_values_are_escaped_and_cut() {
+        assert_eq!(LogValue(None).to_string(), "none");
+        assert_eq!(LogValue(Some(b"https://a.example")).to_string(), "\"https://a.example\"");
+        assert_eq!(LogValue(Some(b"a\nb")).to_string(), "\"a\\nb\"");
+        let long = "x".repeat(30_000);
+        let shown = LogValue(Some(long.as_bytes())).to_string();
+        assert_eq!(shown, format!("{:?} (cut from 30000 bytes)", "x".repeat(100)));
+        assert_eq!(cut("aé", 2), "a", "at a character boundary");
+        assert_eq!(cut("abc", 10), "abc");
+    }
 
     #[test]
     fn decoding() {

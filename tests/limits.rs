@@ -157,11 +157,59 @@ fn overlong_cors_headers_are_not_reflected() {
 fn a_huge_header_name_costs_a_log_line_not_a_backtrace() {
     // actix-http 3.20 panics on a header name of 64 KiB or more; test_server
     // installs `log_panics`, so each such request logs one line.
-    let log = std::env::temp_dir().join(format!("sockjs-panics-{}.log", std::process::id()));
+    let (mut child, port, log) = logging_test_server("panics", "error");
+    let name = "a".repeat(65_536);
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+        let _ = s.write_all(format!("GET /echo/info HTTP/1.1\r\nHost: x\r\n{name}: v\r\n\r\n").as_bytes());
+        let _ = answer_then_close(&mut s);
+    }
+    assert_eq!(get(port, "/echo").body, "Welcome to SockJS!\n", "the server goes on serving");
+    let text = stop_and_read_log(&mut child, &log);
+    assert!(!text.contains("stack backtrace"), "a backtrace was printed:\n{}", &text[..text.len().min(2000)]);
+    let lines = text.lines().count();
+    assert!((1..=20).contains(&lines), "{lines} log lines for 20 panics:\n{}", &text[..text.len().min(2000)]);
+}
+
+#[test]
+fn refusals_log_no_session_id_and_a_flood_of_them_is_cut_short() {
+    let (mut child, port, log) = logging_test_server("refusals", "info");
+    let id = format!("{}live", session());
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    // 50 sends announced over the 1 MiB limit: 413 each, unread.
+    for i in 0..50 {
+        let mut s = start_send(port, &id, 2 << 20, b"[");
+        let answer = answer_then_close(&mut s);
+        assert!(answer.starts_with("HTTP/1.1 413"), "send {i}: {answer:?}");
+    }
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr_send"), r#"["still here"]"#).status(), 204);
+    let text = stop_and_read_log(&mut child, &log);
+    assert!(!text.contains(&id), "the session id is in the log:\n{text}");
+    let refused: Vec<&str> = text.lines().filter(|l| l.contains("bytes refused")).collect();
+    assert!((1..=20).contains(&refused.len()), "{} lines for 50 refusals:\n{text}", refused.len());
+    // Each names the session by its tag: `#` and six hex digits.
+    for line in &refused {
+        let tag = line
+            .split("/echo/000/")
+            .nth(1)
+            .and_then(|rest| rest.strip_suffix(": body over 1048576 bytes refused"));
+        let tag = tag.and_then(|t| t.strip_suffix("/xhr_send")).unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            tag.len() == 7 && tag.starts_with('#') && tag[1..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line}"
+        );
+    }
+}
+
+/// Starts `test_server` logging at `level` into a file named after `what`;
+/// answers the child, its port and the file.
+fn logging_test_server(what: &str, level: &str) -> (std::process::Child, u16, std::path::PathBuf) {
+    let log = std::env::temp_dir().join(format!("sockjs-{what}-{}.log", std::process::id()));
     let mut child = std::process::Command::new(example_binary("test_server", &[]))
         .args(["--port", "0"])
         .env("RUST_BACKTRACE", "1")
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", level)
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
@@ -173,19 +221,14 @@ fn a_huge_header_name_costs_a_log_line_not_a_backtrace() {
     )
     .expect("first line");
     let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
-    let name = "a".repeat(65_536);
-    for _ in 0..20 {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
-        let _ = s.write_all(format!("GET /echo/info HTTP/1.1\r\nHost: x\r\n{name}: v\r\n\r\n").as_bytes());
-        let _ = answer_then_close(&mut s);
-    }
-    assert_eq!(get(port, "/echo").body, "Welcome to SockJS!\n", "the server goes on serving");
+    (child, port, log)
+}
+
+/// Stops a [`logging_test_server`] and answers what it logged.
+fn stop_and_read_log(child: &mut std::process::Child, log: &std::path::Path) -> String {
     let _ = child.kill();
     let _ = child.wait();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    assert!(!text.contains("stack backtrace"), "a backtrace was printed:\n{}", &text[..text.len().min(2000)]);
-    let lines = text.lines().count();
-    assert!((1..=20).contains(&lines), "{lines} log lines for 20 panics:\n{}", &text[..text.len().min(2000)]);
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let _ = std::fs::remove_file(log);
+    text
 }

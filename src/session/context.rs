@@ -421,7 +421,7 @@ where
     pub fn send(&mut self, msg: impl AsRef<str>) {
         let msg = msg.as_ref();
         if !self.machine.is_open() {
-            log::trace!("sockjs {}: send on a session that is not open ignored", self.setup.id);
+            log::trace!("sockjs {}: send on a session that is not open ignored", self.session_tag());
             return;
         }
         self.setup.metrics.sent(msg.len());
@@ -480,8 +480,30 @@ where
     /// The client chose it, and on the HTTP transports it is the key to
     /// the session: whoever knows it can read the session's messages and
     /// send as it (README, "Security"). Do not show it to other users; if
-    /// they must name a session, give it a name of your own. (sockjs-node's
+    /// they must name a session, give it a name of your own, and log its
+    /// [`session_tag`](Self::session_tag) rather than the id. (sockjs-node's
     /// `conn.id` is a UUID the server makes, not this.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager};
+    /// # struct Chat { room: actix::Addr<SessionManager<Chat>> }
+    /// # impl Actor for Chat { type Context = SessionContext<Self>; }
+    /// impl Session for Chat {
+    ///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+    ///         // To everyone but the sender.
+    ///         self.room.do_send(Broadcast::text(msg).except([ctx.session_id()]));
+    ///     }
+    /// }
+    /// ```
+    pub fn session_id(&self) -> &str {
+        &self.setup.id
+    }
+
+    /// The session's [`SessionTag`](crate::SessionTag): what to log
+    /// instead of its id, the same as the crate's own log lines show.
     ///
     /// # Examples
     ///
@@ -492,13 +514,13 @@ where
     /// # impl Actor for Echo { type Context = SessionContext<Self>; }
     /// impl Session for Echo {
     ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
-    ///         log::info!("session {} opened", ctx.session_id());
+    ///         log::info!("session {} opened", ctx.session_tag());
     ///     }
     ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
     /// }
     /// ```
-    pub fn session_id(&self) -> &str {
-        &self.setup.id
+    pub fn session_tag(&self) -> crate::SessionTag {
+        crate::SessionTag::of(&self.setup.id)
     }
 
     /// What the request that opened the session carried.
@@ -679,9 +701,10 @@ where
     }
 
     fn overflowed(&mut self) {
-        log::warn!(
+        crate::util::log_limited!(
+            log::Level::Warn,
             "sockjs {}: outgoing queue over {} bytes, closing the session",
-            self.setup.id,
+            self.session_tag(),
             self.setup.config.max_queue_bytes
         );
         self.defer_on_close(CloseCause::Overflow);
@@ -757,7 +780,7 @@ where
         self.setup.metrics.received(messages);
         for msg in messages.drain(..) {
             if !self.machine.is_open() {
-                log::debug!("sockjs {}: message after close dropped", self.setup.id);
+                log::debug!("sockjs {}: message after close dropped", self.session_tag());
                 break;
             }
             act.on_message(msg, self);
@@ -781,9 +804,9 @@ where
                 act.on_open(self);
             }
             Attach::Attached { token } => self.installed(token),
-            Attach::Refused => log::debug!("sockjs {}: second receiver refused", self.setup.id),
+            Attach::Refused => log::debug!("sockjs {}: second receiver refused", self.session_tag()),
             Attach::Interrupted { old } => {
-                log::debug!("sockjs {}: previous receiver was aborted", self.setup.id);
+                log::debug!("sockjs {}: previous receiver was aborted", self.session_tag());
                 self.cancel_timers(Some(old));
                 self.notify_close(act, CloseCause::Interrupted);
             }
@@ -841,10 +864,10 @@ where
             if websocket && !aborted {
                 self.notify_close(act, CloseCause::ClientClosed);
             } else if websocket {
-                log::debug!("sockjs {}: websocket connection ended without a close", self.setup.id);
+                log::debug!("sockjs {}: websocket connection ended without a close", self.session_tag());
                 self.notify_close(act, CloseCause::Interrupted);
             } else {
-                log::debug!("sockjs {}: client aborted its receiving request", self.setup.id);
+                log::debug!("sockjs {}: client aborted its receiving request", self.session_tag());
                 self.notify_close(act, CloseCause::Interrupted);
             }
         }
@@ -865,7 +888,7 @@ where
             match ctx.machine.expire() {
                 None => return,
                 Some(true) => {
-                    log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.setup.id);
+                    log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.session_tag());
                     ctx.notify_close(act, CloseCause::Timeout);
                 }
                 Some(false) => {}
@@ -911,7 +934,7 @@ where
         self.setup.metrics.queue_depth(0, &mut self.queue_reported);
         self.machine.end();
         self.setup.notes.note(self.setup.serial, Note::Ended);
-        log::trace!("sockjs {}: session ended", self.setup.id);
+        log::trace!("sockjs {}: session ended", crate::SessionTag::of(&self.setup.id));
     }
 }
 
@@ -1210,7 +1233,7 @@ impl<A: Session> Drop for SessionFut<A> {
         if !ctx.counted_open && !closing {
             return;
         }
-        log::debug!("sockjs {}: session dropped with its worker; it shuts down", ctx.setup.id);
+        log::debug!("sockjs {}: session dropped with its worker; it shuts down", ctx.session_tag());
         ctx.turn_bits |= DROPPING;
         // One poll runs the pump, which shuts the session down, and any
         // deferred `on_close`; a second the stop they ask for. A panic in

@@ -403,7 +403,10 @@ impl Machine {
                     written.detached = self.detach();
                 } else if backlog > self.max_queue && self.state == State::Open {
                     // The client stopped reading: its transport must not hoard memory.
-                    log::warn!("sockjs: client is not reading ({backlog} bytes waiting)");
+                    crate::util::log_limited!(
+                        log::Level::Warn,
+                        "sockjs: client is not reading ({backlog} bytes waiting)"
+                    );
                     self.overflow();
                     written.overflow = true;
                 }

@@ -46,6 +46,49 @@ pub enum SessionState {
     /// late requests with its close frame, then ends.
     Closed,
 }
+/// A short name of a session id for log lines: `#` and six hex digits,
+/// the same for the same id within one process, and too short to give the
+/// id back (a keyed hash, its key drawn when the process starts). The id
+/// itself is the key to an HTTP session (README, "Security"), so neither
+/// the crate's log lines nor yours should carry it; this tag lets one
+/// session's lines be told apart and matched with the crate's.
+///
+/// # Examples
+///
+/// ```
+/// use actix_sockjs::SessionTag;
+///
+/// let tag = SessionTag::of("x1aet53d");
+/// assert_eq!(tag, SessionTag::of("x1aet53d"));
+/// let shown = tag.to_string();
+/// assert!(shown.starts_with('#') && shown.len() == 7 && !shown.contains("x1aet53d"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionTag(u32);
+
+impl SessionTag {
+    /// The tag of the session id `id` (see
+    /// [`SessionContext::session_tag`] for a session's own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tag = actix_sockjs::SessionTag::of("abc");
+    /// assert_ne!(tag, actix_sockjs::SessionTag::of("abd"));
+    /// ```
+    pub fn of(id: &str) -> Self {
+        static KEY: OnceLock<std::hash::RandomState> = OnceLock::new();
+        let hash = std::hash::BuildHasher::hash_one(KEY.get_or_init(std::hash::RandomState::new), id);
+        Self((hash & 0xff_ffff) as u32)
+    }
+}
+
+impl fmt::Display for SessionTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{:06x}", self.0)
+    }
+}
+
 pub(crate) use context::{
     command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Note, NotesRx,
     NotesTx, OpenPanicked, SendTurn, SessionSetup,
@@ -357,7 +400,7 @@ impl RequestInfo {
     /// impl Session for S {
     ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
     ///         let agent = ctx.request().header("User-Agent").unwrap_or("unknown");
-    ///         log::debug!("{} opened by {agent}", ctx.session_id());
+    ///         log::debug!("{} opened by {agent}", ctx.session_tag());
     ///     }
     ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
     /// }
@@ -404,7 +447,7 @@ impl RequestInfo {
     /// impl Session for S {
     ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
     ///         let from = ctx.request().client_ip().map_or("unknown".to_owned(), |ip| ip.to_string());
-    ///         log::info!("{} opened from {from}", ctx.session_id());
+    ///         log::info!("{} opened from {from}", ctx.session_tag());
     ///     }
     ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
     /// }

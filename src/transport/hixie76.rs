@@ -73,7 +73,10 @@ pub(crate) async fn open<A: Session>(
             Ok(true) => {}
             Ok(false) => return,
             Err(_) => {
-                log::info!("sockjs: hixie-76 key not in within {timeout:?}; connection closed");
+                crate::util::log_limited!(
+                    log::Level::Info,
+                    "sockjs: hixie-76 key not in within {timeout:?}; connection closed"
+                );
                 return;
             }
         }
@@ -177,7 +180,10 @@ async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: By
                 // message, so that a frame never ended with 0xFF cannot
                 // grow the buffer for as long as the client sends.
                 if buf.len() > max + 2 {
-                    log::info!("sockjs: hixie-76 frame over {max} bytes refused");
+                    crate::util::log_limited!(
+                        log::Level::Info,
+                        "sockjs: hixie-76 frame over {max} bytes refused"
+                    );
                     let _ = session.send(Command::TransportFailed(Failure::Protocol));
                     return;
                 }

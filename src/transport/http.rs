@@ -25,7 +25,7 @@ use super::{Prelude, Receiving, Row, Sending};
 use crate::{
     config::BODY_MIN_RATE,
     endpoint::{
-        cors, error, never_cache, session_cookie, session_error, Endpoint, ReachError, BIND_COOKIE,
+        cors, error, never_cache, session_cookie, session_error, Endpoint, LogPath, ReachError, BIND_COOKIE,
         JAVASCRIPT, TEXT,
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
@@ -41,7 +41,7 @@ fn callback(req: &HttpRequest) -> Result<String, Box<HttpResponse>> {
     match validate_callback(raw.as_deref()) {
         Ok(cb) => Ok(cb.to_owned()),
         Err(e) => {
-            log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
+            log::debug!("sockjs: {} {}: {e}", req.method(), LogPath(req));
             Err(Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))
         }
     }
@@ -87,7 +87,7 @@ pub(crate) async fn receive<A: Session>(
     match ep.attach(&req, id, attached).await {
         Ok(cookie) => bind_cookie = cookie,
         Err(ReachError::Missing) => {
-            log::debug!("sockjs: {} {}: no such session for this client", req.method(), req.path());
+            log::debug!("sockjs: {} {}: no such session for this client", req.method(), LogPath(&req));
             return fail(StatusCode::NOT_FOUND, "Session not found.".to_owned());
         }
         Err(ReachError::Denied(refuse)) => match refuse.close_frame() {
@@ -102,7 +102,12 @@ pub(crate) async fn receive<A: Session>(
             // headers; the application's stay as it built them.
             None => match refuse.refusal() {
                 Some(refusal) => {
-                    log::info!("sockjs: session refused: {refusal:?}");
+                    util::log_limited!(
+                        log::Level::Info,
+                        "sockjs: {} {}: session refused: {refusal}",
+                        req.method(),
+                        LogPath(&req)
+                    );
                     return fail(refusal.status_code(), refusal.to_string());
                 }
                 None => return refuse.error_response(),
@@ -187,7 +192,7 @@ pub(crate) async fn send<A: Session>(
             fail(StatusCode::SERVICE_UNAVAILABLE, "Session manager unavailable.".to_owned())
         }
         Some(ReachError::Missing) | None => {
-            log::debug!("sockjs: {} to unknown session {id}", req.path());
+            log::debug!("sockjs: {} {}: no such session", req.method(), LogPath(&req));
             fail(StatusCode::NOT_FOUND, "Session not found.".to_owned())
         }
     };
@@ -222,7 +227,12 @@ pub(crate) async fn send<A: Session>(
         Err(BodyError::TimedOut) => return timed_out(&req, &clock, fail),
         Err(BodyError::TooLarge) if reached.is_err() => return unreached(reached.err()),
         Err(BodyError::TooLarge) => {
-            log::info!("sockjs: {} {}: body over {limit} bytes refused", req.method(), req.path());
+            util::log_limited!(
+                log::Level::Info,
+                "sockjs: {} {}: body over {limit} bytes refused",
+                req.method(),
+                LogPath(&req)
+            );
             return fail(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large.".to_owned());
         }
         Err(BodyError::Broken) => {
@@ -233,7 +243,7 @@ pub(crate) async fn send<A: Session>(
     let messages = match parse_messages(&payload, false) {
         Ok(m) => m,
         Err(e) => {
-            log::debug!("sockjs: {} {}: {e}", req.method(), req.path());
+            log::debug!("sockjs: {} {}: {e}", req.method(), LogPath(&req));
             return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
@@ -320,7 +330,12 @@ fn timed_out(
     fail: impl Fn(StatusCode, String) -> HttpResponse,
 ) -> HttpResponse {
     let took = clock.start.elapsed();
-    log::info!("sockjs: {} {}: body not in after {took:.1?}", req.method(), req.path());
+    util::log_limited!(
+        log::Level::Info,
+        "sockjs: {} {}: body not in after {took:.1?}",
+        req.method(),
+        LogPath(req)
+    );
     let mut res = fail(StatusCode::REQUEST_TIMEOUT, "Request timeout.".to_owned());
     res.head_mut().set_connection_type(ConnectionType::Close);
     res

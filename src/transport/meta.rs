@@ -6,7 +6,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 
 use super::{Role, TABLE};
 use crate::{
-    endpoint::{cors, long_cache, never_cache, Endpoint, LONG_CACHE_SECS, TEXT},
+    endpoint::{cors, long_cache, never_cache, Endpoint, LogPath, LONG_CACHE_SECS, TEXT},
     protocol::{self, GREETING},
     session::Session,
 };
@@ -65,12 +65,12 @@ pub(crate) async fn preflight<A: Session>(
 
 /// 405 with this `Allow` list, an empty body and no content type.
 pub(crate) fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
-    log::debug!("sockjs: {} {} not allowed", req.method(), req.path());
+    log::debug!("sockjs: {} {} not allowed", req.method(), LogPath(req));
     HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, allow)).finish()
 }
 
 /// 404 for anything else under the prefix.
 pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
-    log::debug!("sockjs: no route for {} {}", req.method(), req.path());
+    log::debug!("sockjs: no route for {} {}", req.method(), LogPath(&req));
     HttpResponse::NotFound().content_type(TEXT).body("Not found.")
 }

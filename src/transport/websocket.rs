@@ -29,7 +29,7 @@ use tokio_util::codec::{Decoder as _, Encoder as _};
 use crate::{
     clock,
     config::Config,
-    endpoint::{error, Endpoint},
+    endpoint::{error, Endpoint, LogPath},
     protocol::{
         close_frame, parse_text_into,
         wsframe::{self, HEARTBEAT_AND_PING, PING_ONLY, PONG},
@@ -90,7 +90,7 @@ async fn open<A: Session>(
             h
         }
         Err(e) => {
-            log::debug!("sockjs: {}: not a valid websocket request: {e}", req.path());
+            log::debug!("sockjs: {}: not a valid websocket request: {e}", LogPath(&req));
             return error(StatusCode::BAD_REQUEST, format!("Not a valid websocket request: {e}"));
         }
     };
@@ -484,7 +484,7 @@ impl WsStream {
         let Some(buf) = self.partial.as_mut() else { return };
         let max = self.config.max_message_bytes;
         if buf.len() + bytes.len() > max {
-            log::info!("sockjs: websocket message over {max} bytes refused");
+            crate::util::log_limited!(log::Level::Info, "sockjs: websocket message over {max} bytes refused");
             self.fail(CloseCode::Size, None);
             return;
         }
@@ -552,7 +552,10 @@ impl WsStream {
             }
             while !self.closing {
                 if let Some(code) = refused_by_header(&self.read, self.config.max_message_bytes) {
-                    log::info!("sockjs: websocket frame refused by its announced length");
+                    crate::util::log_limited!(
+                        log::Level::Info,
+                        "sockjs: websocket frame refused by its announced length"
+                    );
                     self.read = BytesMut::new();
                     self.fail(code, None);
                     break;
@@ -610,7 +613,10 @@ impl WsStream {
         if self.ping_sent != NEVER && now >= answer_by {
             self.ping_sent = NEVER;
             if !self.heard {
-                log::info!("sockjs: websocket peer silent for {timeout:?} after a ping, closing");
+                crate::util::log_limited!(
+                    log::Level::Info,
+                    "sockjs: websocket peer silent for {timeout:?} after a ping, closing"
+                );
                 let _ = self.session.send(Command::TransportFailed(Failure::Silent));
                 // Why, for a client whose network comes back in time to
                 // read it, as sockjs-node says it: the SockJS close frame,

@@ -304,6 +304,12 @@ impl EndpointMetrics {
             self.queued.increment((f64::from(steps) - f64::from(*reported)) * QUEUE_STEP as f64);
             *reported = steps;
         }
+        self.high_water(bytes);
+    }
+
+    /// Records a queue of `bytes` in [`QUEUE_HIGH_WATER`] if it is the
+    /// largest yet (an overflow's, which its flush does not see, included).
+    pub(crate) fn high_water(&self, bytes: usize) {
         if bytes > self.high_water_seen.load(Ordering::Relaxed) {
             let before = self.high_water_seen.fetch_max(bytes, Ordering::Relaxed);
             if bytes > before {

@@ -1352,6 +1352,26 @@ fn metrics_count_sessions_messages_and_causes() {
     assert_eq!(sample(&text, &series("sockjs_queue_bytes")), 0.0);
 }
 
+#[test]
+fn an_overflow_in_one_turn_reaches_the_queue_high_water_mark() {
+    let handle = prometheus();
+    let p = probed_at("/overflowing", Config::default().max_queue_bytes(5_000), |s| s);
+    let mut ws = WsClient::connect(p.port, &format!("/overflowing/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // 100 messages of 100 bytes in one turn: past 5,000 bytes the queue
+    // is dropped and the session closed, before any flush sees it.
+    ws.send_text(r#"["flood"]"#);
+    assert_eq!(ws.recv_text(), r#"c[3008,"Outgoing queue overflow"]"#);
+    assert_eq!(p.next(), Event::Message("flood".into()));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Overflow));
+    let text = handle.render();
+    let high = sample(&text, "sockjs_queue_bytes_high_water{endpoint=\"/overflowing\"}");
+    assert!((5_000.0..5_200.0).contains(&high), "high water {high}");
+    let overflowed = "sockjs_sessions_closed_total{endpoint=\"/overflowing\",cause=\"overflow\"}";
+    assert_eq!(sample(&text, overflowed), 1.0);
+}
+
 /// A session that only echoes, for servers built in a test.
 struct Quiet;
 

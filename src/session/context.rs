@@ -28,7 +28,7 @@ use actix::{
 };
 
 use super::{
-    machine::{Attach, Machine, Shared, State, Written},
+    machine::{Attach, Machine, Overflow, Shared, State, Written},
     turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
     RequestInfo, Session, SessionState,
 };
@@ -425,8 +425,8 @@ where
             return;
         }
         self.setup.metrics.sent(msg.len());
-        if self.machine.send(msg).is_err() {
-            self.overflowed();
+        if let Err(Overflow(bytes)) = self.machine.send(msg) {
+            self.overflowed(bytes);
         }
     }
 
@@ -435,8 +435,8 @@ where
             return;
         }
         self.setup.metrics.sent(shared.text.len());
-        if self.machine.push(shared).is_err() {
-            self.overflowed();
+        if let Err(Overflow(bytes)) = self.machine.push(shared) {
+            self.overflowed(bytes);
         }
     }
 
@@ -700,7 +700,10 @@ where
         self.cold.get_or_insert_default()
     }
 
-    fn overflowed(&mut self) {
+    /// The queue went past its limit, to `bytes` (dropped since): the
+    /// largest queue yet, maybe, though no flush will see it.
+    fn overflowed(&mut self, bytes: usize) {
+        self.setup.metrics.high_water(bytes);
         crate::util::log_limited!(
             log::Level::Warn,
             "sockjs {}: outgoing queue over {} bytes, closing the session",
@@ -846,8 +849,8 @@ where
         if let Some(token) = written.detached {
             self.cancel_timers(Some(token));
         }
-        if written.overflow {
-            self.overflowed();
+        if let Some(bytes) = written.overflow {
+            self.overflowed(bytes);
         }
     }
 

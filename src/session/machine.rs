@@ -75,14 +75,16 @@ pub(crate) struct Written {
     /// The receiver with this token was detached (a polling response got
     /// its frame, a stream reached its limit, or the close frame went out).
     pub(crate) detached: Option<u32>,
-    /// The client stopped reading past the queue limit: the session is
-    /// closed with 3008. Run `on_close(Overflow)`.
-    pub(crate) overflow: bool,
+    /// The client stopped reading past the queue limit, with this many
+    /// bytes waiting: the session is closed with 3008. Run
+    /// `on_close(Overflow)`.
+    pub(crate) overflow: Option<usize>,
 }
 
-/// The queue grew past its limit: the session is closed with 3008.
+/// The queue grew past its limit, to this many bytes (now dropped): the
+/// session is closed with 3008.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Overflow;
+pub(crate) struct Overflow(pub(crate) usize);
 
 /// A session's state, its outgoing queue and its receiver.
 #[derive(Debug)]
@@ -233,7 +235,7 @@ impl Machine {
             return Ok(());
         }
         self.overflow();
-        Err(Overflow)
+        Err(Overflow(queued))
     }
 
     /// Drops what waits and closes the session with 3008.
@@ -408,7 +410,7 @@ impl Machine {
                         "sockjs: client is not reading ({backlog} bytes waiting)"
                     );
                     self.overflow();
-                    written.overflow = true;
+                    written.overflow = Some(backlog);
                 }
             }
             // The receiver's end is reported (by its watcher or its
@@ -439,7 +441,7 @@ impl Machine {
 impl Written {
     fn merge(&mut self, other: Self) {
         self.detached = self.detached.or(other.detached);
-        self.overflow |= other.overflow;
+        self.overflow = self.overflow.max(other.overflow);
     }
 }
 
@@ -501,7 +503,7 @@ mod tests {
         assert_eq!(m.queued(), r#""a","b\"""#.len());
         let (r, mut rx) = poll_receiver();
         assert_eq!(m.attach(r), Attach::Attached { token: 2 });
-        assert_eq!(m.flush(), Written { detached: Some(2), overflow: false });
+        assert_eq!(m.flush(), Written { detached: Some(2), overflow: None });
         assert_eq!(read(&mut rx), ["a[\"a\",\"b\\\"\"]\n"]);
         assert_eq!(m.queued(), 0);
     }
@@ -555,7 +557,7 @@ mod tests {
         let (r, _rx) = poll_receiver();
         m.attach(r);
         m.send("12345").unwrap();
-        assert_eq!(m.send("67890"), Err(Overflow));
+        assert_eq!(m.send("67890"), Err(Overflow(15)), "what had come: two quoted messages and a comma");
         assert_eq!(m.queued(), 0);
         assert_eq!(m.state(), &State::Closed(Box::new((3008, "Outgoing queue overflow".into()))));
         assert_eq!(m.send("more"), Ok(()), "ignored once closed");
@@ -571,7 +573,9 @@ mod tests {
         assert_eq!(m.flush(), Written::default());
         m.send(&big).unwrap();
         // The close frame still goes out, in the same flush.
-        assert_eq!(m.flush(), Written { detached: Some(1), overflow: true });
+        let written = m.flush();
+        assert_eq!(written.detached, Some(1));
+        assert!(written.overflow.is_some_and(|backlog| backlog > 100), "{written:?}");
         assert!(matches!(m.state(), State::Closed(_)));
         let got = read(&mut rx);
         assert_eq!(got.last().map(String::as_str), Some("c[3008,\"Outgoing queue overflow\"]"));

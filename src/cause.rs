@@ -79,8 +79,13 @@ impl CloseCause {
         (index, Self::LABELS[index])
     }
 
-    /// Every label of [`label`](Self::label), by index.
-    pub(crate) const LABELS: [&'static str; 8] = [
+    /// The label of a session whose handler panicked: it is dropped
+    /// without a cause, and counted apart from those that stopped.
+    pub(crate) const PANICKED_LABEL: usize = 8;
+
+    /// Every label of [`label`](Self::label), by index, and
+    /// [`PANICKED_LABEL`](Self::PANICKED_LABEL)'s.
+    pub(crate) const LABELS: [&'static str; 9] = [
         "application",
         "client_closed",
         "interrupted",
@@ -89,6 +94,7 @@ impl CloseCause {
         "protocol_error",
         "shutdown",
         "stopped",
+        "panicked",
     ];
 }
 

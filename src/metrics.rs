@@ -44,15 +44,20 @@ use crate::{admission::Refusal, cause::CloseCause, protocol::Transport};
 pub const SESSIONS_OPEN: &str = "sockjs_sessions_open";
 /// Sessions opened, by endpoint and transport (counter).
 pub const SESSIONS_OPENED: &str = "sockjs_sessions_opened_total";
-/// Sessions closed, by endpoint and close cause (counter).
+/// Sessions closed, by endpoint and close cause (counter): the
+/// [`CloseCause`](crate::CloseCause) in snake case, or `panicked` for a
+/// session dropped as its handler panicked.
 pub const SESSIONS_CLOSED: &str = "sockjs_sessions_closed_total";
-/// Messages received from clients, by endpoint (counter).
+/// Messages received from clients, by endpoint (counter): handled or not
+/// (what follows a close in one batch is dropped unhandled).
 pub const MESSAGES_IN: &str = "sockjs_messages_in_total";
-/// Messages sent to clients, broadcasts included, by endpoint (counter).
+/// Messages queued for clients, broadcasts included, by endpoint
+/// (counter): an overflow or the session's end may drop some before they
+/// are written.
 pub const MESSAGES_OUT: &str = "sockjs_messages_out_total";
 /// Message payload bytes received from clients, by endpoint (counter).
 pub const BYTES_IN: &str = "sockjs_message_bytes_in_total";
-/// Message payload bytes sent to clients, by endpoint (counter).
+/// Message payload bytes queued for clients, by endpoint (counter).
 pub const BYTES_OUT: &str = "sockjs_message_bytes_out_total";
 /// The largest outgoing queue of any session so far, in bytes: messages
 /// waiting for a receiver plus what a transport holds unread (gauge; it
@@ -167,10 +172,10 @@ pub(crate) fn describe() {
     describe_gauge!(SESSIONS_OPEN, "SockJS sessions open now, by the transport that opened them");
     describe_counter!(SESSIONS_OPENED, "SockJS sessions opened, by transport");
     describe_counter!(SESSIONS_CLOSED, "SockJS sessions closed, by close cause");
-    describe_counter!(MESSAGES_IN, "Messages received from clients");
-    describe_counter!(MESSAGES_OUT, "Messages sent to clients");
+    describe_counter!(MESSAGES_IN, "Messages received from clients, handled or not");
+    describe_counter!(MESSAGES_OUT, "Messages queued for clients");
     describe_counter!(BYTES_IN, Unit::Bytes, "Message payload bytes received from clients");
-    describe_counter!(BYTES_OUT, Unit::Bytes, "Message payload bytes sent to clients");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "Message payload bytes queued for clients");
     describe_gauge!(QUEUE_HIGH_WATER, Unit::Bytes, "Largest outgoing queue of any session so far");
     describe_gauge!(QUEUE_BYTES, Unit::Bytes, "Bytes waiting in sessions' outgoing queues (4 KiB steps)");
     describe_histogram!(BROADCAST_FANOUT, Unit::Seconds, "Time to hand one broadcast to every session");
@@ -199,7 +204,7 @@ pub(crate) fn describe() {
 pub(crate) struct EndpointMetrics {
     open: [::metrics::Gauge; 7],
     opened: [::metrics::Counter; 7],
-    closed: [::metrics::Counter; 8],
+    closed: [::metrics::Counter; 9],
     messages_in: ::metrics::Counter,
     messages_out: ::metrics::Counter,
     bytes_in: ::metrics::Counter,
@@ -280,9 +285,11 @@ impl EndpointMetrics {
     }
 
     /// `cause` is `None` for a session actor stopped without `close`.
-    pub(crate) fn session_closed(&self, transport: Transport, cause: Option<&CloseCause>) {
+    /// A session counted open closed, with the `cause` label of index
+    /// `label` ([`CloseCause::LABELS`]).
+    pub(crate) fn session_closed(&self, transport: Transport, label: usize) {
         self.open[transport.index()].decrement(1.0);
-        self.closed[CloseCause::label(cause).0].increment(1);
+        self.closed[label].increment(1);
     }
 
     pub(crate) fn received(&self, messages: &[String]) {

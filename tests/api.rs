@@ -132,6 +132,7 @@ impl Session for Probe {
         let _ = self.events.send(Event::Message(msg.clone()));
         match msg.as_str() {
             "close" => ctx.close(3001, "bye"),
+            "panic" => panic!("the probe was asked to panic"),
             "flood" => {
                 for _ in 0..100 {
                     ctx.send("y".repeat(100));
@@ -1370,6 +1371,30 @@ fn an_overflow_in_one_turn_reaches_the_queue_high_water_mark() {
     assert!((5_000.0..5_200.0).contains(&high), "high water {high}");
     let overflowed = "sockjs_sessions_closed_total{endpoint=\"/overflowing\",cause=\"overflow\"}";
     assert_eq!(sample(&text, overflowed), 1.0);
+}
+
+#[test]
+fn sessions_whose_handler_panicked_are_counted_as_panicked() {
+    let handle = prometheus();
+    let p = probed_at("/panicky", Config::default(), |s| s);
+    let mut ws = WsClient::connect(p.port, &format!("/panicky/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let xhr = format!("/panicky/000/{}", session());
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // A turn in the socket's task, and one in place in the send.
+    ws.send_text(r#"["panic"]"#);
+    assert_eq!(p.next(), Event::Message("panic".into()));
+    assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("panic".into()));
+    let closed = |c: &str| format!("sockjs_sessions_closed_total{{endpoint=\"/panicky\",cause=\"{c}\"}}");
+    eventually("both are counted closed", || sample(&handle.render(), &closed("panicked")) == 2.0);
+    let text = handle.render();
+    assert_eq!(sample(&text, &closed("stopped")), 0.0);
+    let open = |t: &str| format!("sockjs_sessions_open{{endpoint=\"/panicky\",transport=\"{t}\"}}");
+    assert_eq!(sample(&text, &open("websocket")), 0.0);
+    assert_eq!(sample(&text, &open("xhr")), 0.0);
 }
 
 /// A session that only echoes, for servers built in a test.

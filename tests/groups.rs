@@ -4,12 +4,7 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    sync::mpsc,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::mpsc, thread, time::Duration};
 
 use actix::prelude::*;
 use actix_sockjs::{
@@ -19,16 +14,6 @@ use actix_sockjs::{
 };
 use actix_web::{App, HttpServer};
 use common::*;
-
-/// Asks until `check` holds, for states only the manager's next notes
-/// settle (a session that ended is forgotten once its note is read).
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + READ_TIMEOUT;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {READ_TIMEOUT:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn test_server_groups_over_websocket_streaming_and_polling() {

@@ -387,7 +387,10 @@ where
     /// Counts the session as closed in the metrics and with its manager, once.
     fn record_close(&mut self, cause: Option<&CloseCause>) {
         if std::mem::take(&mut self.counted_open) {
-            self.setup.metrics.session_closed(self.machine.transport(), cause);
+            // Dropped without a cause as its handler panicked.
+            let panicked = cause.is_none() && (std::thread::panicking() || self.turn_bits & PANICKED != 0);
+            let label = if panicked { CloseCause::PANICKED_LABEL } else { CloseCause::label(cause).0 };
+            self.setup.metrics.session_closed(self.machine.transport(), label);
             self.setup.notes.note(self.setup.serial, Note::Closed);
         }
     }
@@ -933,6 +936,16 @@ where
     A: Actor<Context = SessionContext<A>>,
 {
     fn drop(&mut self) {
+        // Every panic in a handler (a turn in place or in the session's
+        // task) drops the session as it unwinds; this is the one line it
+        // gets. (One in `started` or `on_open`, caught before the drop,
+        // and one as the worker stops, log their own.)
+        if std::thread::panicking() {
+            log::error!(
+                "sockjs {}: a session panicked in its handler; it is dropped",
+                crate::SessionTag::of(&self.setup.id)
+            );
+        }
         self.record_close(None);
         self.setup.metrics.queue_depth(0, &mut self.queue_reported);
         self.machine.end();
@@ -1248,7 +1261,11 @@ impl<A: Session> Drop for SessionFut<A> {
                 Ok(Poll::Pending) => {}
                 Ok(Poll::Ready(())) => return,
                 Err(_) => {
-                    log::error!("sockjs: a session panicked as its worker stopped");
+                    log::error!(
+                        "sockjs {}: a session panicked as its worker stopped",
+                        self.fut.ctx().session_tag()
+                    );
+                    self.fut.ctx().turn_bits |= PANICKED;
                     return;
                 }
             }

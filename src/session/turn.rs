@@ -229,7 +229,7 @@ pub(crate) fn run(turn: &dyn Turn) -> Ran {
             Ran::Open { waiting: turn.inbox_weight() }
         }
         Err(_) => {
-            log::error!("sockjs: a session panicked in its handler; it is dropped");
+            // The session logged it as it was dropped.
             turn.wake();
             Ran::Panicked
         }

@@ -763,3 +763,13 @@ pub fn capture_errors() {
 pub fn logged(matches: impl Fn(&str) -> bool) -> bool {
     LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|line| matches(line))
 }
+
+/// Asks until `check` holds, for states only the manager's next notes
+/// settle (a session that ended is forgotten once its note is read).
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {READ_TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -698,7 +698,12 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
         self.close_arrivals();
         if !self.shutting_down {
             let open = self.sessions.values().filter(|e| e.live()).count();
-            log::info!("sockjs: closing {open} sessions for shutdown");
+            // A manager learns its endpoint at its first request.
+            let endpoint = match self.metrics.endpoint.as_str() {
+                "" => "an endpoint with no request yet",
+                mounted => mounted,
+            };
+            log::info!("sockjs: closing {open} sessions of {endpoint} for shutdown");
         }
         self.shutting_down = true;
         for entry in self.sessions.values() {

@@ -268,6 +268,8 @@ pub(crate) struct ManagerMetrics {
     receivers: Histogram,
     /// [`SendTo`] and [`Deliver`] answers: delivered, forwarded, unknown.
     sent_to: [Counter; 3],
+    /// The `endpoint` label, which log lines name too (empty until mounted).
+    endpoint: String,
 }
 
 impl ManagerMetrics {
@@ -279,6 +281,7 @@ impl ManagerMetrics {
             receivers: histogram!(BROADCAST_RECEIVERS, "endpoint" => endpoint.clone()),
             sent_to: ["delivered", "forwarded", "unknown"]
                 .map(|result| counter!(SEND_TO, "endpoint" => endpoint.clone(), "result" => result)),
+            endpoint,
         }
     }
 
@@ -290,6 +293,7 @@ impl ManagerMetrics {
             fanout: Histogram::noop(),
             receivers: Histogram::noop(),
             sent_to: [Counter::noop(), Counter::noop(), Counter::noop()],
+            endpoint: String::new(),
         }
     }
 

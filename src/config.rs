@@ -78,9 +78,12 @@ impl BindTo {
     }
 }
 
-/// The bytes a second a send's body must bring once its
-/// [`Config::request_timeout`] is spent: every byte received moves its
-/// deadline 1/500 s later (Apache's `mod_reqtimeout` rule, `MinRate=500`).
+/// What a send's body buys with its bytes: every byte received moves its
+/// deadline 1/500 s later (Apache `mod_reqtimeout`'s `MinRate=500`), from
+/// [`Config::request_timeout`] after its start, up to 4 times
+/// `request_timeout` in all (see there for the rest of the rule). A body
+/// slower than this on average falls behind and gets 408. Fixed, not a
+/// setting.
 ///
 /// # Examples
 ///
@@ -425,16 +428,19 @@ impl Config {
         self
     }
 
-    /// How long the body of an `xhr_send` or `jsonp_send` request may take
-    /// to arrive, before the bytes it brings buy more: each byte received
-    /// moves the deadline 1/500 s later (Apache's `mod_reqtimeout` rule,
-    /// [`BODY_MIN_RATE`](crate::BODY_MIN_RATE) bytes a second). So a large
-    /// message on a slow uplink gets through (64 KB at 1.4 KB/s takes 46 s),
-    /// while a client that trickles (one byte a second, say) gets 408 just
-    /// after this time and its connection is closed. The wait for the
-    /// session's send turn counts against it. The 8-byte key of a hixie-76
-    /// handshake has this long to come (its connection is closed
-    /// otherwise). Default: 30 seconds.
+    /// How long the body of an `xhr_send` or `jsonp_send` request (and its
+    /// wait for the session's send turn) may take, before its bytes buy
+    /// more: each byte received moves the deadline 1/500 s later
+    /// ([`BODY_MIN_RATE`](crate::BODY_MIN_RATE), Apache `mod_reqtimeout`'s
+    /// `MinRate=500`), up to 4 times this in all; and the body fails once
+    /// this passes with no byte coming, whatever its bytes bought. So a
+    /// large message on a slow uplink gets through (64 KB at 1.4 KB/s takes
+    /// 46 s, within the 120 s the default allows), while a client that
+    /// trickles (one byte a second) or stalls gets 408 after about this
+    /// long, and its connection is closed. A connection holds a body 4
+    /// times this at most. The 8-byte key of a hixie-76 handshake has this
+    /// long to come (its connection is closed otherwise). Default: 30
+    /// seconds.
     ///
     /// # Examples
     ///

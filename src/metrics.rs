@@ -45,7 +45,7 @@ pub const SESSIONS_OPEN: &str = "sockjs_sessions_open";
 /// Sessions opened, by endpoint and transport (counter).
 pub const SESSIONS_OPENED: &str = "sockjs_sessions_opened_total";
 /// Sessions closed, by endpoint and close cause (counter): the
-/// [`CloseCause`](crate::CloseCause) in snake case, or `panicked` for a
+/// [`CloseCause`] in snake case, or `panicked` for a
 /// session dropped as its handler panicked.
 pub const SESSIONS_CLOSED: &str = "sockjs_sessions_closed_total";
 /// Messages received from clients, by endpoint (counter): handled or not

@@ -20,27 +20,34 @@ fn server(timeout: Duration) -> u16 {
 
 /// Starts an `xhr_send` whose body announces 100,000 bytes and sends one.
 fn slow_send(port: u16, id: &str) -> TcpStream {
-    start_send(port, id, 100_000, b"[")
+    start_send(port, id, "Content-Length: 100000", b"[")
 }
 
-/// Starts an `xhr_send` (which asks for the connection to be closed after
-/// the answer) whose body announces `length` bytes, and sends `first`.
-fn start_send(port: u16, id: &str, length: usize, first: &[u8]) -> TcpStream {
+/// Starts an `xhr_send` with the header `framing` (its body's length, or
+/// chunked), and sends `first` of its body.
+fn start_send(port: u16, id: &str, framing: &str, first: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
     let head = format!(
-        "POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n"
+        "POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n{framing}\r\n\r\n"
     );
     s.write_all(head.as_bytes()).expect("write");
     s.write_all(first).expect("write");
     s
 }
 
-/// What the server answered before it closed the connection.
+/// What the server answered before it closed the connection (or before
+/// `READ_TIMEOUT`, if it did not).
 fn answer_then_close(s: &mut TcpStream) -> String {
+    answer_and_whether_closed(s).0
+}
+
+/// What the server answered, and whether it then closed the connection
+/// within `READ_TIMEOUT`.
+fn answer_and_whether_closed(s: &mut TcpStream) -> (String, bool) {
     let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    String::from_utf8_lossy(&got).into_owned()
+    let closed = s.read_to_end(&mut got).is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
 }
 
 #[test]
@@ -49,9 +56,10 @@ fn a_body_that_trickles_in_gets_408_and_the_connection_closes() {
     let id = session();
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
     let mut slow = slow_send(port, &id);
-    let answer = answer_then_close(&mut slow);
+    let (answer, closed) = answer_and_whether_closed(&mut slow);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.ends_with("Request timeout."), "{answer}");
+    assert!(closed, "the connection stays open after the 408");
     // The session is still there for a client that sends in time.
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr_send"), r#"["x"]"#).status(), 204);
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "a[\"x\"]\n");
@@ -67,7 +75,8 @@ fn a_long_body_that_comes_steadily_is_taken_after_the_timeout() {
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
     let text = "y".repeat(3996);
     let body = format!("[\"{text}\"]");
-    let mut s = start_send(port, &id, body.len(), b"");
+    let length = format!("Content-Length: {}\r\nConnection: close", body.len());
+    let mut s = start_send(port, &id, &length, b"");
     let started = std::time::Instant::now();
     for piece in body.as_bytes().chunks(400) {
         s.write_all(piece).expect("piece");
@@ -87,6 +96,7 @@ fn a_body_that_trickles_a_byte_at_a_time_gets_408() {
     let port = server(Duration::from_millis(500));
     let id = session();
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    let started = std::time::Instant::now();
     let mut s = slow_send(port, &id);
     let mut writer = s.try_clone().expect("clone");
     let trickle = std::thread::spawn(move || {
@@ -98,8 +108,41 @@ fn a_body_that_trickles_a_byte_at_a_time_gets_408() {
         }
     });
     let answer = answer_then_close(&mut s);
+    let took = started.elapsed();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    // ~0.5 s by the rule; a timeout that each byte restarted would answer
+    // only once the trickle stops, after 6 s.
+    assert!(took < Duration::from_secs(3), "408 after {took:?}");
     trickle.join().expect("trickle");
+}
+
+#[test]
+fn a_body_that_comes_fast_then_stops_is_not_held_for_long() {
+    // 20,000 bytes at once would buy 40 s by their rate; the wait after
+    // the last byte is still 500 ms.
+    let port = server(Duration::from_millis(500));
+    let id = session();
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    let started = std::time::Instant::now();
+    let mut s = start_send(port, &id, "Content-Length: 100000", &[b' '; 20_000]);
+    let answer = answer_then_close(&mut s);
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "after {took:?}: {answer:?}");
+    assert!(took < Duration::from_secs(5), "408 after {took:?}");
+}
+
+#[test]
+fn a_chunked_body_that_stalls_gets_408_and_its_connection_closes() {
+    // actix-http drains a chunked body its handler dropped for as long as
+    // the client sends; the refused body is kept unread instead, and the
+    // connection closes.
+    let port = server(Duration::from_millis(500));
+    let id = session();
+    assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    let mut s = start_send(port, &id, "Transfer-Encoding: chunked", b"1\r\n[\r\n");
+    let (answer, closed) = answer_and_whether_closed(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(closed, "the connection stays open after the 408");
 }
 
 #[test]
@@ -179,7 +222,7 @@ fn refusals_log_no_session_id_and_a_flood_of_them_is_cut_short() {
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
     // 50 sends announced over the 1 MiB limit: 413 each, unread.
     for i in 0..50 {
-        let mut s = start_send(port, &id, 2 << 20, b"[");
+        let mut s = start_send(port, &id, "Content-Length: 2097152\r\nConnection: close", b"[");
         let answer = answer_then_close(&mut s);
         assert!(answer.starts_with("HTTP/1.1 413"), "send {i}: {answer:?}");
     }

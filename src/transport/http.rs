@@ -14,6 +14,7 @@ use std::{
 };
 
 use actix_web::{
+    body::{BodySize, BoxBody, MessageBody},
     http::{header, ConnectionType, StatusCode, Version},
     rt::time::{sleep_until, Instant, Sleep},
     web::{self, Bytes, BytesMut},
@@ -177,7 +178,7 @@ fn jsonp_payload(req: &HttpRequest, body: Bytes) -> Bytes {
 /// to its session (docs/protocol.md §6.5, §6.10).
 pub(crate) async fn send<A: Session>(
     req: HttpRequest,
-    body: web::Payload,
+    mut body: web::Payload,
     ep: web::Data<Endpoint<A>>,
     how: Sending,
     id: Arc<str>,
@@ -214,18 +215,18 @@ pub(crate) async fn send<A: Session>(
     // turn counts against the request's time (see [`BodyClock`]).
     let start = Instant::now();
     let sleep = pin!(sleep_until(BodyClock::first_deadline(start, ep.config.request_timeout)));
-    let mut clock = BodyClock::new(start, sleep);
+    let mut clock = BodyClock::new(start, ep.config.request_timeout, sleep);
     let turn = match &reached {
         Ok(reached) => match clock.before(reached.send_turn()).await {
             Some(turn) => Some(turn),
-            None => return timed_out(&req, &clock, fail),
+            None => return keep_unread(timed_out(&req, &clock, fail), body),
         },
         Err(_) => None,
     };
-    let body = match read_body(&req, body, limit, &mut clock).await {
-        Ok(body) => body,
-        Err(BodyError::TimedOut) => return timed_out(&req, &clock, fail),
-        Err(BodyError::TooLarge) if reached.is_err() => return unreached(reached.err()),
+    let body = match read_body(&req, &mut body, limit, &mut clock).await {
+        Ok(read) => read,
+        Err(BodyError::TimedOut) => return keep_unread(timed_out(&req, &clock, fail), body),
+        Err(BodyError::TooLarge) if reached.is_err() => return keep_unread(unreached(reached.err()), body),
         Err(BodyError::TooLarge) => {
             util::log_limited!(
                 log::Level::Info,
@@ -233,7 +234,7 @@ pub(crate) async fn send<A: Session>(
                 req.method(),
                 LogPath(&req)
             );
-            return fail(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large.".to_owned());
+            return keep_unread(fail(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large.".to_owned()), body);
         }
         Err(BodyError::Broken) => {
             return fail(StatusCode::BAD_REQUEST, "Cannot read the request body.".to_owned())
@@ -275,19 +276,32 @@ const UNREACHED_BODY: usize = 16 * 1024;
 
 /// The time a send has for its turn and its body: `request_timeout` from
 /// its start, and 1/[`BODY_MIN_RATE`] of a second more for each byte
-/// received. One timer, reset only when the request waits for bytes (a
-/// body that comes with its head, as most do, never arms it).
+/// received, up to [`BODY_TIME_CAP`] times `request_timeout` in all; and
+/// never more than `request_timeout` after the last byte (bytes sent at
+/// once do not buy a stall). One timer, reset only when the request waits
+/// for bytes (a body that comes with its head, as most do, never arms it).
 struct BodyClock<'a> {
     start: Instant,
+    timeout: Duration,
+    /// What the bytes so far have bought, up to `cap`.
+    bought: Instant,
+    cap: Instant,
+    /// `bought`, or `timeout` after the last byte if that is sooner.
     deadline: Instant,
     sleep: Pin<&'a mut Sleep>,
 }
 
+/// A send's turn and body take [`BODY_TIME_CAP`] times `request_timeout`
+/// at most, however fast its bytes come.
+pub(crate) const BODY_TIME_CAP: u32 = 4;
+
 impl<'a> BodyClock<'a> {
-    /// The clock of a request that starts now and has `timeout`, with its
-    /// timer (`sleep`, from [`BodyClock::first_deadline`]).
-    fn new(start: Instant, sleep: Pin<&'a mut Sleep>) -> Self {
-        Self { start, deadline: sleep.deadline(), sleep }
+    /// The clock of a request that started at `start` and has `timeout`,
+    /// with its timer (`sleep`, set to [`BodyClock::first_deadline`]).
+    fn new(start: Instant, timeout: Duration, sleep: Pin<&'a mut Sleep>) -> Self {
+        let first = sleep.deadline();
+        let cap = start.checked_add(timeout.saturating_mul(BODY_TIME_CAP)).unwrap_or(first).max(first);
+        Self { start, timeout, bought: first, cap, deadline: first, sleep }
     }
 
     /// When a request that starts at `start` and has `timeout` runs out,
@@ -299,7 +313,10 @@ impl<'a> BodyClock<'a> {
     /// Gives `bytes` more received bytes their time.
     fn received(&mut self, bytes: usize) {
         let more = Duration::from_micros((bytes as u64).saturating_mul(1_000_000 / BODY_MIN_RATE));
-        self.deadline = self.deadline.checked_add(more).unwrap_or(self.deadline);
+        self.bought = self.bought.checked_add(more).unwrap_or(self.cap).min(self.cap);
+        let now = Instant::now();
+        let idle = now.checked_add(self.timeout).unwrap_or(self.cap);
+        self.deadline = self.bought.min(idle);
     }
 
     /// `fut`'s output, or `None` if the deadline comes first.
@@ -357,7 +374,7 @@ enum BodyError {
 /// Reads a request body up to `limit` bytes, within `clock`'s time.
 async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
     limit: usize,
     clock: &mut BodyClock<'_>,
 ) -> Result<Bytes, BodyError> {
@@ -381,4 +398,35 @@ async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// `res`, holding the request's unread `payload` until it is sent: the
+/// answer to a body refused before its end (408, 413, 404). actix-http
+/// closes a connection whose request payload is unread but alive when the
+/// answer goes out; one the handler dropped it drains instead, and a
+/// chunked body it drains for as long as the client sends (a client that
+/// trickled into a 408 kept its connection for good).
+fn keep_unread(res: HttpResponse, payload: web::Payload) -> HttpResponse {
+    res.map_body(|_, body| BoxBody::new(Unread { body, _payload: payload }))
+}
+
+/// See [`keep_unread`].
+struct Unread {
+    body: BoxBody,
+    _payload: web::Payload,
+}
+
+impl MessageBody for Unread {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }

@@ -668,28 +668,29 @@ fn hand(tx: &CommandTx, command: Command, turn: Option<&dyn Turn>) -> Result<(),
     Ok(())
 }
 
-/// A request's path as log lines show it: a session URL's id replaced by
-/// its [`SessionTag`](crate::SessionTag) (the id is the key to an HTTP
-/// session), and cut to 200 bytes.
+/// A request's path as log lines show it: the segment after the server
+/// id (a session URL's session id, the key to an HTTP session) replaced
+/// by its [`SessionTag`](crate::SessionTag), control characters escaped
+/// (the router decodes `%0A` into a line feed), and each piece cut short.
 pub(crate) struct LogPath<'a>(pub(crate) &'a HttpRequest);
 
 impl fmt::Display for LogPath<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX: usize = 200;
         let path = self.0.match_info().as_str();
         let rest = self.0.match_info().unprocessed();
         let prefix = path.strip_suffix(rest).unwrap_or("");
-        let trimmed = rest.strip_suffix('/').filter(|r| !r.is_empty() && !r.ends_with('/'));
-        let session = split_session_url(rest).or_else(|| trimmed.and_then(split_session_url));
-        let Some((id, transport)) = session else {
-            return f.write_str(util::cut(path, MAX));
+        write!(f, "{}", util::Escaped(util::cut(prefix, 120)))?;
+        // `/<server>/<session>/<transport>`, or any path with a second
+        // segment (a malformed session URL still carries the id).
+        let mut parts = rest.strip_prefix('/').unwrap_or(rest).splitn(3, '/');
+        let (Some(server), Some(id)) = (parts.next(), parts.next()) else {
+            return write!(f, "{}", util::Escaped(util::cut(rest, 80)));
         };
-        // `/<server>/<session>/<transport>`: the server segment is short
-        // (sockjs-client sends three digits) but the client's to choose.
-        let server = &rest[1..rest.len() - id.len() - transport.len() - 2];
-        let (prefix, server, transport) =
-            (util::cut(prefix, 120), util::cut(server, 16), util::cut(transport, 20));
-        write!(f, "{prefix}/{server}/{}/{transport}", crate::SessionTag::of(id))
+        write!(f, "/{}/{}", util::Escaped(util::cut(server, 16)), crate::SessionTag::of(id))?;
+        match parts.next() {
+            Some(tail) => write!(f, "/{}", util::Escaped(util::cut(tail, 40))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -284,7 +284,6 @@ impl EndpointMetrics {
         self.open[transport.index()].increment(1.0);
     }
 
-    /// `cause` is `None` for a session actor stopped without `close`.
     /// A session counted open closed, with the `cause` label of index
     /// `label` ([`CloseCause::LABELS`]).
     pub(crate) fn session_closed(&self, transport: Transport, label: usize) {

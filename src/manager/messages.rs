@@ -297,7 +297,7 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
         }) {
             Delivery::Forwarded
         } else {
-            log::debug!("sockjs: message for unknown session {}", msg.id);
+            log::debug!("sockjs: message for unknown session {}", crate::SessionTag::of(&msg.id));
             Delivery::Unknown
         };
         self.metrics.sent_to(delivery);
@@ -872,7 +872,10 @@ impl<A: Session> Handler<Relayed> for SessionManager<A> {
         let RelayMessage { audience, except, payload } = msg;
         if let Audience::Session(id) = &audience {
             if !self.deliver_to(id, &payload) {
-                log::trace!("sockjs: a relayed message for {id} found no session here");
+                log::trace!(
+                    "sockjs: a relayed message for {} found no session here",
+                    crate::SessionTag::of(id)
+                );
             }
             return;
         }

@@ -702,7 +702,8 @@ impl<A: Session> SessionManager<A> {
         if socket {
             if let Some(older) = self.sockets.insert(id.clone(), serial) {
                 log::debug!(
-                    "sockjs: WebSocket session id {id} reused; the newest session gets messages sent to it"
+                    "sockjs: WebSocket session id {} reused; the newest session gets messages sent to it",
+                    crate::SessionTag::of(&id)
                 );
                 self.shadowed.entry(id.clone()).or_default().push(older);
             }

@@ -387,8 +387,11 @@ where
     /// Counts the session as closed in the metrics and with its manager, once.
     fn record_close(&mut self, cause: Option<&CloseCause>) {
         if std::mem::take(&mut self.counted_open) {
-            // Dropped without a cause as its handler panicked.
-            let panicked = cause.is_none() && (std::thread::panicking() || self.turn_bits & PANICKED != 0);
+            // Dropped without a cause as its handler panicked (marked by
+            // whoever caught it: a turn's `Runtime::panicked`, the first
+            // turn, the worker's stop); not a session dropped as its thread
+            // unwinds for some other reason.
+            let panicked = cause.is_none() && self.turn_bits & PANICKED != 0;
             let label = if panicked { CloseCause::PANICKED_LABEL } else { CloseCause::label(cause).0 };
             self.setup.metrics.session_closed(self.machine.transport(), label);
             self.setup.notes.note(self.setup.serial, Note::Closed);
@@ -936,16 +939,6 @@ where
     A: Actor<Context = SessionContext<A>>,
 {
     fn drop(&mut self) {
-        // Every panic in a handler (a turn in place or in the session's
-        // task) drops the session as it unwinds; this is the one line it
-        // gets. (One in `started` or `on_open`, caught before the drop,
-        // and one as the worker stops, log their own.)
-        if std::thread::panicking() {
-            log::error!(
-                "sockjs {}: a session panicked in its handler; it is dropped",
-                crate::SessionTag::of(&self.setup.id)
-            );
-        }
         self.record_close(None);
         self.setup.metrics.queue_depth(0, &mut self.queue_reported);
         self.machine.end();
@@ -1201,6 +1194,12 @@ impl<A: Session> Runtime for SessionFut<A> {
         &mut self.fut.ctx().inbox
     }
 
+    fn panicked(&mut self) {
+        let ctx = self.fut.ctx();
+        log::error!("sockjs {}: a session panicked in its handler; it is dropped", ctx.session_tag());
+        ctx.turn_bits |= PANICKED;
+    }
+
     fn in_place(&mut self, in_place: bool) {
         let ctx = self.fut.ctx();
         // A poll of the task re-arms only if it reads the queue to the end.
@@ -1332,7 +1331,10 @@ pub(crate) fn start_session<A: Session>(
             }
         }
         Err(_) => {
-            log::error!("sockjs: a session panicked as it opened (in `started` or `on_open`); it is dropped");
+            log::error!(
+                "sockjs {}: a session panicked as it opened (in `started` or `on_open`); it is dropped",
+                fut.fut.ctx().session_tag()
+            );
             fut.fut.ctx().turn_bits |= PANICKED;
             drop(fut);
             return Err(OpenPanicked);

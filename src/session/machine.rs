@@ -234,8 +234,11 @@ impl Machine {
         if queued <= self.max_queue {
             return Ok(());
         }
+        // The depth the high-water mark is told: what waits here and what
+        // the attached receiver holds unread.
+        let unread = self.attached.as_ref().map_or(0, |att| att.receiver.backlog());
         self.overflow();
-        Err(Overflow(queued))
+        Err(Overflow(queued.saturating_add(unread)))
     }
 
     /// Drops what waits and closes the session with 3008.

@@ -48,10 +48,12 @@ pub enum SessionState {
 }
 /// A short name of a session id for log lines: `#` and six hex digits,
 /// the same for the same id within one process, and too short to give the
-/// id back (a keyed hash, its key drawn when the process starts). The id
-/// itself is the key to an HTTP session (README, "Security"), so neither
-/// the crate's log lines nor yours should carry it; this tag lets one
-/// session's lines be told apart and matched with the crate's.
+/// id back (a keyed hash, its key drawn at the first use in the process).
+/// The id itself is the key to an HTTP session (README, "Security"), so
+/// neither the crate's log lines nor yours should carry it; this tag lets
+/// one session's lines be told apart and matched with the crate's. It is
+/// a name for reading logs, not an identity: with 24 bits, two of 100,000
+/// sessions share a tag about 300 times.
 ///
 /// # Examples
 ///
@@ -63,8 +65,14 @@ pub enum SessionState {
 /// let shown = tag.to_string();
 /// assert!(shown.starts_with('#') && shown.len() == 7 && !shown.contains("x1aet53d"));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionTag(u32);
+
+impl fmt::Debug for SessionTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionTag({self})")
+    }
+}
 
 impl SessionTag {
     /// The tag of the session id `id` (see

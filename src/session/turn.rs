@@ -91,6 +91,10 @@ pub(super) trait Runtime: Future<Output = ()> + Unpin {
     /// Tells the runtime whether its next poll is a turn run in place (by
     /// a request, with the task's waker) rather than its task's own poll.
     fn in_place(&mut self, in_place: bool);
+
+    /// Its poll panicked, and it is about to be dropped as the panic
+    /// unwinds: it logs the panic and counts its end as one.
+    fn panicked(&mut self);
 }
 
 /// The session's runtime and its task's waker, once the task has run.
@@ -135,15 +139,18 @@ impl<F: Runtime> Slot<F> {
 /// handler say), as tokio drops a task that panics: a turn run in place
 /// panics in a connection's task, and the session's own task must not poll
 /// it again.
-struct Unwinding<'a, F> {
+struct Unwinding<'a, F: Runtime> {
     fut: &'a mut Option<F>,
     /// Set until the poll returns.
     armed: bool,
 }
 
-impl<F> Drop for Unwinding<'_, F> {
+impl<F: Runtime> Drop for Unwinding<'_, F> {
     fn drop(&mut self) {
         if self.armed {
+            if let Some(fut) = self.fut.as_mut() {
+                fut.panicked();
+            }
             drop(self.fut.take());
         }
     }
@@ -350,6 +357,8 @@ mod tests {
         }
 
         fn in_place(&mut self, _: bool) {}
+
+        fn panicked(&mut self) {}
     }
 
     fn stand<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin>(poll: P) -> Stand<P> {

@@ -850,3 +850,34 @@ pub(crate) fn session_cookie(res: &mut HttpResponseBuilder, req: &HttpRequest, c
 fn is_cookie_value(v: &str) -> bool {
     !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
 }
+
+/// `res`, holding the request's unread `payload` until it is sent: the
+/// answer to a body refused before its end (408, 413, 404). actix-http
+/// closes a connection whose request payload is unread but alive when the
+/// answer goes out; one the handler dropped it drains instead, and a
+/// chunked body it drains for as long as the client sends (a client that
+/// trickled into a 408 kept its connection for good).
+pub(crate) fn keep_unread(res: HttpResponse, payload: actix_web::web::Payload) -> HttpResponse {
+    res.map_body(|_, body| actix_web::body::BoxBody::new(Unread { body, _payload: payload }))
+}
+
+/// See [`keep_unread`].
+struct Unread {
+    body: actix_web::body::BoxBody,
+    _payload: actix_web::web::Payload,
+}
+
+impl actix_web::body::MessageBody for Unread {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}

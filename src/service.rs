@@ -14,14 +14,14 @@ use std::{
 use actix::Addr;
 use actix_web::{
     dev::{fn_service, AppService, HttpServiceFactory, ResourceDef, ServiceRequest, ServiceResponse},
-    http::Method,
+    http::{header, Method},
     web, FromRequest as _, HttpMessage as _, HttpRequest, HttpResponse,
 };
 
 use crate::{
     config::Config,
     endpoint::split_session_url,
-    endpoint::{Authorize, Carry, Endpoint, Refuse},
+    endpoint::{keep_unread, Authorize, Carry, Endpoint, Refuse},
     manager::SessionManager,
     session::Session,
     transport::{http, meta, websocket, Role, Row, TABLE},
@@ -356,7 +356,13 @@ async fn serve<A: Session>(
     let (req, mut payload) = req.into_parts();
     routes.ep.mounted(&req);
     let payload = web::Payload::from_request(&req, &mut payload).await?;
-    let res = routes.answer(req.clone(), payload).await;
+    let (mut res, unread) = routes.answer(req.clone(), payload).await;
+    // A chunked body nobody read: held until the answer is out, so that
+    // actix-http closes the connection rather than drain it for as long
+    // as the client sends (see `keep_unread`).
+    if let Some(payload) = unread.filter(|_| req.headers().contains_key(header::TRANSFER_ENCODING)) {
+        res = keep_unread(res, payload);
+    }
     Ok(ServiceResponse::new(req, res))
 }
 
@@ -372,29 +378,32 @@ struct Routes<A: Session> {
 impl<A: Session> Routes<A> {
     /// The greeting, `/info`, the raw WebSocket, session URLs, the iframe
     /// page; 405 with the `Allow` list to another method, 404 elsewhere.
-    async fn answer(&self, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    /// With the answer, the request's payload if the route left it unread.
+    async fn answer(&self, req: HttpRequest, payload: web::Payload) -> (HttpResponse, Option<web::Payload>) {
         let ep = self.ep.clone();
         let rest = tolerate_trailing_slash(req.match_info().unprocessed());
         let method = req.method().clone();
         if rest.is_empty() || rest == "/" {
-            return if method == Method::GET {
+            let res = if method == Method::GET {
                 meta::greeting().await
             } else {
                 meta::method_not_allowed(&req, "GET")
             };
+            return (res, Some(payload));
         }
         if rest == "/info" {
-            return match method {
+            let res = match method {
                 Method::GET => meta::info(req, ep).await,
                 Method::OPTIONS => meta::preflight(req, ep, "OPTIONS, GET").await,
                 _ => meta::method_not_allowed(&req, "OPTIONS, GET"),
             };
+            return (res, Some(payload));
         }
         if let Some(row) = self.raw.filter(|row| rest.strip_prefix('/') == Some(row.path)) {
             return if method == row.method {
-                websocket::raw(req, payload, ep).await
+                (websocket::raw(req, payload, ep).await, None)
             } else {
-                meta::method_not_allowed(&req, row.allow)
+                (meta::method_not_allowed(&req, row.allow), Some(payload))
             };
         }
         if let Some((session, transport)) = split_session_url(rest) {
@@ -403,13 +412,14 @@ impl<A: Session> Routes<A> {
                 return session_url(req, payload, ep, row, id).await;
             }
         } else if is_iframe(rest) {
-            return if method == Method::GET {
+            let res = if method == Method::GET {
                 meta::iframe_page(req, ep).await
             } else {
                 meta::method_not_allowed(&req, "GET")
             };
+            return (res, Some(payload));
         }
-        meta::not_found(req).await
+        (meta::not_found(req).await, Some(payload))
     }
 }
 
@@ -443,18 +453,18 @@ async fn session_url<A: Session>(
     ep: web::Data<Endpoint<A>>,
     row: &'static Row,
     id: Arc<str>,
-) -> HttpResponse {
+) -> (HttpResponse, Option<web::Payload>) {
     if *req.method() == row.method {
         match &row.role {
-            Role::Receive(how) => http::receive(req, ep, row, how, id).await,
-            Role::Send(how) => http::send::<A>(req, payload, ep, *how, id).await,
-            Role::WebSocket => websocket::framed::<A>(req, payload, ep, id).await,
-            Role::RawWebSocket => meta::not_found(req).await,
+            Role::Receive(how) => (http::receive(req, ep, row, how, id).await, Some(payload)),
+            Role::Send(how) => (http::send::<A>(req, payload, ep, *how, id).await, None),
+            Role::WebSocket => (websocket::framed::<A>(req, payload, ep, id).await, None),
+            Role::RawWebSocket => (meta::not_found(req).await, Some(payload)),
         }
     } else if *req.method() == Method::OPTIONS && row.allow.starts_with("OPTIONS") {
-        meta::preflight(req, ep, row.allow).await
+        (meta::preflight(req, ep, row.allow).await, Some(payload))
     } else {
-        meta::method_not_allowed(&req, row.allow)
+        (meta::method_not_allowed(&req, row.allow), Some(payload))
     }
 }
 

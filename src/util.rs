@@ -213,19 +213,15 @@ impl fmt::Display for LogValue<'_> {
     }
 }
 
-/// Text for a log line, its control characters escaped (`\n`, `\u{1b}`):
-/// a client's bytes must not start lines of their own or drive a terminal.
+/// Text for a log line, escaped as Rust's `escape_debug` does: control
+/// characters, line and paragraph separators, direction overrides and the
+/// backslash itself (`\n`, `\u{2028}`, `\\`). A client's bytes must not
+/// start lines of their own, drive a terminal, or pass for an escape.
 pub(crate) struct Escaped<'a>(pub(crate) &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for piece in self.0.split_inclusive(char::is_control) {
-            match piece.char_indices().last() {
-                Some((at, c)) if c.is_control() => write!(f, "{}{}", &piece[..at], c.escape_default())?,
-                _ => f.write_str(piece)?,
-            }
-        }
-        Ok(())
+        write!(f, "{}", self.0.escape_debug())
     }
 }
 
@@ -268,6 +264,7 @@ mod tests {
         let shown = LogValue(Some(long.as_bytes())).to_string();
         assert_eq!(shown, format!("{:?} (cut from 30000 bytes)", "x".repeat(100)));
         assert_eq!(Escaped("a\nb\u{1b}[31mc\r").to_string(), "a\\nb\\u{1b}[31mc\\r");
+        assert_eq!(Escaped("x\u{2028}y\u{202e}z\\n").to_string(), "x\\u{2028}y\\u{202e}z\\\\n");
         assert_eq!(Escaped("plain é").to_string(), "plain é");
         assert_eq!(cut("aé", 2), "a", "at a character boundary");
         assert_eq!(cut("abc", 10), "abc");

@@ -150,6 +150,28 @@ fn a_chunked_body_that_stalls_gets_408_and_its_connection_closes() {
 }
 
 #[test]
+fn a_chunked_body_to_a_route_that_reads_none_does_not_keep_its_connection() {
+    // A 404 (and the 403 of an origin refused, a 405, a poll) leaves the
+    // body unread: it is held until the answer is out, and the connection
+    // closes, however long the client goes on sending chunks.
+    let port = server(Duration::from_millis(500));
+    let mut s = start_send_to(port, "/echo/nothing/here", "Transfer-Encoding: chunked", b"1\r\nx\r\n");
+    let mut writer = s.try_clone().expect("clone");
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(200));
+            if writer.write_all(b"1\r\nx\r\n").is_err() {
+                return;
+            }
+        }
+    });
+    let (answer, closed) = answer_and_whether_closed(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
+    assert!(closed, "the connection stays open while the client sends");
+    trickle.join().expect("trickle");
+}
+
+#[test]
 fn a_thousand_slow_bodies_do_not_hold_others_back() {
     // Two descriptors per slow client in this process (client and server ends).
     let _ = rlimit::increase_nofile_limit(u64::MAX);

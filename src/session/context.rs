@@ -376,7 +376,10 @@ where
     A: Actor<Context = SessionContext<A>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionContext").field("id", &self.setup.id).field("machine", &self.machine).finish()
+        f.debug_struct("SessionContext")
+            .field("session", &crate::SessionTag::of(&self.setup.id))
+            .field("machine", &self.machine)
+            .finish()
     }
 }
 

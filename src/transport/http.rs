@@ -14,7 +14,6 @@ use std::{
 };
 
 use actix_web::{
-    body::{BodySize, BoxBody, MessageBody},
     http::{header, ConnectionType, StatusCode, Version},
     rt::time::{sleep_until, Instant, Sleep},
     web::{self, Bytes, BytesMut},
@@ -26,8 +25,8 @@ use super::{Prelude, Receiving, Row, Sending};
 use crate::{
     config::BODY_MIN_RATE,
     endpoint::{
-        cors, error, never_cache, session_cookie, session_error, Endpoint, LogPath, ReachError, BIND_COOKIE,
-        JAVASCRIPT, TEXT,
+        cors, error, keep_unread, never_cache, session_cookie, session_error, Endpoint, LogPath, ReachError,
+        BIND_COOKIE, JAVASCRIPT, TEXT,
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
     receiver::{body_stream, out_queue, poll_text, PeerSocket, Receiver},
@@ -184,7 +183,7 @@ pub(crate) async fn send<A: Session>(
     id: Arc<str>,
 ) -> HttpResponse {
     if let Err(e) = ep.check_origin(&req) {
-        return e.error_response();
+        return keep_unread(e.error_response(), body);
     }
     let fail = |status: StatusCode, body: String| session_error(&req, &ep.config, true, status, body);
     let unreached = |e: Option<ReachError>| match e {
@@ -398,35 +397,4 @@ async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
-}
-
-/// `res`, holding the request's unread `payload` until it is sent: the
-/// answer to a body refused before its end (408, 413, 404). actix-http
-/// closes a connection whose request payload is unread but alive when the
-/// answer goes out; one the handler dropped it drains instead, and a
-/// chunked body it drains for as long as the client sends (a client that
-/// trickled into a 408 kept its connection for good).
-fn keep_unread(res: HttpResponse, payload: web::Payload) -> HttpResponse {
-    res.map_body(|_, body| BoxBody::new(Unread { body, _payload: payload }))
-}
-
-/// See [`keep_unread`].
-struct Unread {
-    body: BoxBody,
-    _payload: web::Payload,
-}
-
-impl MessageBody for Unread {
-    type Error = Box<dyn std::error::Error>;
-
-    fn size(&self) -> BodySize {
-        self.body.size()
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_next(cx)
-    }
 }

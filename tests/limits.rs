@@ -40,6 +40,20 @@ fn start_send_to(port: u16, path: &str, framing: &str, first: &[u8]) -> TcpStrea
     s
 }
 
+/// Writes `piece` to `s` every `every`, 60 times, until a write fails (the
+/// server closed the connection).
+fn trickle(s: &TcpStream, piece: &'static [u8], every: Duration) -> std::thread::JoinHandle<()> {
+    let mut writer = s.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        for _ in 0..60 {
+            std::thread::sleep(every);
+            if writer.write_all(piece).is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// What the server answered before it closed the connection (or before
 /// `READ_TIMEOUT`, if it did not).
 fn answer_then_close(s: &mut TcpStream) -> String {
@@ -102,15 +116,7 @@ fn a_body_that_trickles_a_byte_at_a_time_gets_408() {
     assert_eq!(post(port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
     let started = std::time::Instant::now();
     let mut s = slow_send(port, &id);
-    let mut writer = s.try_clone().expect("clone");
-    let trickle = std::thread::spawn(move || {
-        for _ in 0..60 {
-            std::thread::sleep(Duration::from_millis(100));
-            if writer.write_all(b" ").is_err() {
-                return;
-            }
-        }
-    });
+    let trickle = trickle(&s, b" ", Duration::from_millis(100));
     let answer = answer_then_close(&mut s);
     let took = started.elapsed();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
@@ -156,15 +162,7 @@ fn a_chunked_body_to_a_route_that_reads_none_does_not_keep_its_connection() {
     // closes, however long the client goes on sending chunks.
     let port = server(Duration::from_millis(500));
     let mut s = start_send_to(port, "/echo/nothing/here", "Transfer-Encoding: chunked", b"1\r\nx\r\n");
-    let mut writer = s.try_clone().expect("clone");
-    let trickle = std::thread::spawn(move || {
-        for _ in 0..60 {
-            std::thread::sleep(Duration::from_millis(200));
-            if writer.write_all(b"1\r\nx\r\n").is_err() {
-                return;
-            }
-        }
-    });
+    let trickle = trickle(&s, b"1\r\nx\r\n", Duration::from_millis(200));
     let (answer, closed) = answer_and_whether_closed(&mut s);
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
     assert!(closed, "the connection stays open while the client sends");

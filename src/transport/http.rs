@@ -201,8 +201,8 @@ pub(crate) async fn send<A: Session>(
     // is 500, a good one 404). A body for no session (or for one bound to
     // another client) may only be small: over UNREACHED_BODY it gets its
     // 404 unread, so that nobody can make the server hold bodies for
-    // sessions that do not exist (actix-web then closes the connection,
-    // or drains a chunked body without keeping it).
+    // sessions that do not exist (the answer holds the unread body, so
+    // actix-http closes the connection: see `keep_unread`).
     let reached = ep.reach(&req, id.clone()).await;
     let limit = match reached {
         Ok(_) => ep.config.max_message_bytes,
@@ -292,7 +292,7 @@ struct BodyClock<'a> {
 
 /// A send's turn and body take [`BODY_TIME_CAP`] times `request_timeout`
 /// at most, however fast its bytes come.
-pub(crate) const BODY_TIME_CAP: u32 = 4;
+const BODY_TIME_CAP: u32 = 4;
 
 impl<'a> BodyClock<'a> {
     /// The clock of a request that started at `start` and has `timeout`,

@@ -239,11 +239,8 @@ fn wire_close(code: u16, mut reason: String) -> CloseReason {
     if !sendable {
         log::debug!("sockjs: close code {code} cannot go in a WebSocket close frame; 1011 instead");
     }
-    let mut cut = reason.len().min(123);
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    reason.truncate(cut);
+    let kept = crate::util::cut(&reason, 123).len();
+    reason.truncate(kept);
     CloseReason { code: CloseCode::from(if sendable { code } else { 1011 }), description: Some(reason) }
 }
 

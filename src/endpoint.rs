@@ -639,9 +639,12 @@ impl<A: Session> Endpoint<A> {
         values: Values,
         in_place: InPlace,
     ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
-        let request =
+        let mut request =
             RequestInfo::from_request(req, self.client_ip(req), self.config.keep_headers.as_deref())
                 .with_values(values);
+        if transport != Transport::RawWebSocket {
+            request = request.with_id_in_path();
+        }
         let session = (starter.factory)(&request);
         let setup = SessionSetup {
             id,

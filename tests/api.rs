@@ -9,7 +9,7 @@ use std::{sync::mpsc, thread, time::Duration};
 use actix::prelude::*;
 use actix_sockjs::{
     Broadcast, CloseCause, Config, GetSession, SendTo, Session, SessionContext, SessionCount, SessionManager,
-    SockJs,
+    SessionTag, SockJs,
 };
 use actix_web::{App, HttpServer};
 use common::*;
@@ -133,6 +133,7 @@ impl Session for Probe {
         match msg.as_str() {
             "close" => ctx.close(3001, "bye"),
             "panic" => panic!("the probe was asked to panic"),
+            "debug" => ctx.send(format!("{:?}", ctx.request())),
             "flood" => {
                 for _ in 0..100 {
                     ctx.send("y".repeat(100));
@@ -306,6 +307,15 @@ fn open_sees_the_request_and_the_factory_state() {
     addr.do_send(Say("from outside".into()));
     assert_eq!(post(p.port, &format!("/probe/000/{id}/xhr"), "").body, "a[\"from outside\"]\n");
     assert!(p.ask(GetSession::<Probe>::new("nobody")).is_none());
+    // What `{:?}` of the request shows has none of the keys to the session
+    // or the user.
+    assert_eq!(post(p.port, &format!("/probe/000/{id}/xhr_send"), r#"["debug"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("debug".into()));
+    let shown = post(p.port, &format!("/probe/000/{id}/xhr"), "").body;
+    for secret in [id.as_str(), "ecret", "xyz"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains(&format!("/probe/000/{}/xhr", SessionTag::of(&id))), "{shown}");
 }
 
 #[test]

@@ -194,6 +194,11 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 /// itself is kept: holding actix-web's header values would keep the
 /// connection's 8 KiB read buffer from being reused.
 ///
+/// Its `Debug` output may go into logs: it shows a session URL's id as its
+/// [`SessionTag`](crate::SessionTag), the query's names without their
+/// values, and no value of the `Cookie`, `Authorization` and
+/// `Proxy-Authorization` headers.
+///
 /// # Examples
 ///
 /// ```
@@ -227,6 +232,9 @@ pub struct RequestInfo {
     query_len: u32,
     peer_len: u8,
     client_len: u8,
+    /// The path ends in `/<session>/<transport>`: `Debug` shows that
+    /// segment as its [`SessionTag`](crate::SessionTag).
+    id_in_path: bool,
     map: OnceLock<Box<HeaderMap>>,
     /// Values by type: what the authorisation hook produced and the request
     /// extensions the endpoint carries (see [`RequestInfo::get`]).
@@ -290,9 +298,17 @@ impl RequestInfo {
             query_len: len(query),
             peer_len: short(peer_len),
             client_len: short(client_len),
+            id_in_path: false,
             map: OnceLock::new(),
             values: None,
         }
+    }
+
+    /// Marks the path's second segment from the end as the session id (a
+    /// SockJS session URL's), which `Debug` then hides.
+    pub(crate) fn with_id_in_path(mut self) -> Self {
+        self.id_in_path = true;
+        self
     }
 
     /// Adds values by type (a later value of a type replaces an earlier one).
@@ -627,16 +643,46 @@ fn is_handshake_header(name: &HeaderName) -> bool {
     [CONNECTION, UPGRADE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, SEC_WEBSOCKET_EXTENSIONS].contains(name)
 }
 
+/// Header values `Debug` hides: credentials.
+const HIDDEN_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// What `Debug` shows in place of a hidden value.
+const HIDDEN: &str = "<hidden>";
+
+/// Shows the path (a session URL's id as its tag), the query's names, the
+/// headers (credentials' values hidden) and the addresses: what a log line
+/// may carry. The id, query values, cookies and `Authorization` headers
+/// are what a session or a user is reached with.
 impl fmt::Debug for RequestInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<_> = self.header_records().map(|(k, v)| (k, String::from_utf8_lossy(v))).collect();
+        let path = self.path();
+        let path = match path.rsplitn(3, '/').collect::<Vec<_>>()[..] {
+            [transport, id, head] if self.id_in_path => {
+                format!("{head}/{}/{transport}", crate::SessionTag::of(id))
+            }
+            _ => path.to_owned(),
+        };
+        let query: Vec<_> = (self.query_string().split('&'))
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}={HIDDEN}"),
+                None => pair.to_owned(),
+            })
+            .collect();
+        let headers: Vec<_> = self
+            .header_records()
+            .map(|(k, v)| match HIDDEN_HEADERS.contains(&k) {
+                true => (k, HIDDEN.into()),
+                false => (k, String::from_utf8_lossy(v)),
+            })
+            .collect();
         f.debug_struct("RequestInfo")
-            .field("path", &self.path())
-            .field("query", &self.query_string())
+            .field("path", &path)
+            .field("query", &query.join("&"))
             .field("headers", &headers)
             .field("peer_addr", &self.peer_addr())
             .field("client_ip", &self.client_ip())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -702,6 +748,33 @@ mod tests {
         assert_eq!((bare.path(), bare.query_string(), bare.header("host")), ("/", "", None));
         assert_eq!((bare.peer_addr(), bare.client_ip()), (None, None));
         assert!(bare.headers().is_empty());
+    }
+
+    #[test]
+    fn debug_hides_the_session_id_query_values_and_credentials() {
+        let req = TestRequest::get()
+            .uri("/chat/000/s3cr3t-id/xhr_streaming?token=t0ken-value&flag&c=cb")
+            .insert_header(("Cookie", "auth=c00kie-value"))
+            .insert_header(("Authorization", "Bearer b3arer-value"))
+            .insert_header(("Proxy-Authorization", "Basic pr0xy-value"))
+            .insert_header(("User-Agent", "test/1.0"))
+            .peer_addr("10.1.2.3:4567".parse().unwrap())
+            .to_http_request();
+        let shown = format!("{:?}", RequestInfo::from_request(&req, None, None).with_id_in_path());
+        for secret in ["s3cr3t-id", "t0ken-value", "c00kie-value", "b3arer-value", "pr0xy-value", "=cb"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        let tag = crate::SessionTag::of("s3cr3t-id").to_string();
+        for shows in [format!("/chat/000/{tag}/xhr_streaming"), "token=<hidden>&flag&c=<hidden>".into()] {
+            assert!(shown.contains(&shows), "{shows} not in {shown}");
+        }
+        for shows in ["(\"cookie\", \"<hidden>\")", "\"test/1.0\"", "10.1.2.3:4567"] {
+            assert!(shown.contains(shows), "{shows} not in {shown}");
+        }
+        // A raw WebSocket's path has no id: shown whole.
+        let raw = TestRequest::get().uri("/a/b/websocket").to_http_request();
+        let shown = format!("{:?}", RequestInfo::from_request(&raw, None, None));
+        assert!(shown.contains("\"/a/b/websocket\""), "{shown}");
     }
 
     #[test]

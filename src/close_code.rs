@@ -29,6 +29,9 @@ pub const NORMAL: u16 = 1000;
 pub const SHUTDOWN: u16 = 1001;
 /// A receiving connection was aborted by its client: "Connection interrupted".
 pub const INTERRUPTED: u16 = 1002;
+/// The session's handler panicked, and the session was dropped:
+/// "Internal error" (RFC 6455's 1011).
+pub const INTERNAL_ERROR: u16 = 1011;
 /// A second receiver while one is attached: "Another connection still open".
 pub const ANOTHER_CONNECTION: u16 = 2010;
 /// The outgoing queue overflowed: "Outgoing queue overflow".
@@ -47,6 +50,7 @@ pub fn reason(code: u16) -> Option<&'static str> {
         NORMAL => "Normal closure",
         SHUTDOWN => "Server shutting down",
         INTERRUPTED => "Connection interrupted",
+        INTERNAL_ERROR => "Internal error",
         ANOTHER_CONNECTION => "Another connection still open",
         OVERFLOW => "Outgoing queue overflow",
         _ => return None,

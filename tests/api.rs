@@ -104,6 +104,7 @@ impl Handler<Say> for Probe {
     type Result = ();
 
     fn handle(&mut self, msg: Say, ctx: &mut SessionContext<Self>) {
+        assert_ne!(msg.0, "panic", "the probe was told to panic");
         ctx.send(msg.0);
     }
 }
@@ -1390,16 +1391,51 @@ fn sessions_whose_handler_panicked_are_counted_as_panicked() {
     let mut ws = WsClient::connect(p.port, &format!("/panicky/000/{}/websocket", session()));
     assert_eq!(ws.recv_text(), "o");
     assert!(matches!(p.next(), Event::Open { .. }));
+    let mut raw = WsClient::connect(p.port, "/panicky/websocket");
+    assert!(matches!(p.next(), Event::Open { .. }));
     let xhr = format!("/panicky/000/{}", session());
     assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
-    // A turn in the socket's task, and one in place in the send.
+    let streamed = format!("/panicky/000/{}", session());
+    let mut stream = open_xhr_stream_at(p.port, &streamed);
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // A turn in place in the socket's poll, and one in place in the send.
     ws.send_text(r#"["panic"]"#);
     assert_eq!(p.next(), Event::Message("panic".into()));
+    raw.send_text("panic");
+    assert_eq!(p.next(), Event::Message("panic".into()));
+    // Each client hears that the server failed, not a normal closure: the
+    // close frame 1011 (RFC 6455's "Internal Error"), as sockjs-client
+    // reports it, and then its socket's close frame with that code.
+    assert_eq!(ws.recv_text(), r#"c[1011,"Internal error"]"#);
+    assert_eq!(ws.recv(), Ws::Close(Some(1011), "Internal error".into()));
+    assert_eq!(raw.recv(), Ws::Close(Some(1011), "Internal error".into()));
+    // A turn of the session's own task, for a message from the app.
+    let id = session();
+    let mut told = WsClient::connect(p.port, &format!("/panicky/000/{id}/websocket"));
+    assert_eq!(told.recv_text(), "o");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    p.ask(GetSession::new(id)).expect("the session").do_send(Say("panic".into()));
+    assert_eq!(told.recv_text(), r#"c[1011,"Internal error"]"#);
+    assert_eq!(told.recv(), Ws::Close(Some(1011), "Internal error".into()));
+    // Two polls: the one refused with 2010 shows that the other is attached.
+    let mut polls: Vec<_> = (0..2)
+        .map(|_| {
+            let (port, url) = (p.port, format!("{xhr}/xhr"));
+            std::thread::spawn(move || post(port, &url, "").body)
+        })
+        .collect();
+    eventually("one poll is refused", || polls.iter().any(std::thread::JoinHandle::is_finished));
+    let refused = polls.remove(usize::from(!polls[0].is_finished()));
+    assert_eq!(refused.join().expect("poll"), "c[2010,\"Another connection still open\"]\n");
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("panic".into()));
+    assert_eq!(polls.remove(0).join().expect("poll"), "c[1011,\"Internal error\"]\n");
+    assert_eq!(post(p.port, &format!("{streamed}/xhr_send"), r#"["panic"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("panic".into()));
+    assert_eq!(stream.chunk().as_deref(), Some("c[1011,\"Internal error\"]\n"));
     let closed = |c: &str| format!("sockjs_sessions_closed_total{{endpoint=\"/panicky\",cause=\"{c}\"}}");
-    eventually("both are counted closed", || sample(&handle.render(), &closed("panicked")) == 2.0);
+    eventually("all are counted closed", || sample(&handle.render(), &closed("panicked")) == 5.0);
     let text = handle.render();
     assert_eq!(sample(&text, &closed("stopped")), 0.0);
     let open = |t: &str| format!("sockjs_sessions_open{{endpoint=\"/panicky\",transport=\"{t}\"}}");

@@ -944,7 +944,7 @@ where
     fn drop(&mut self) {
         self.record_close(None);
         self.setup.metrics.queue_depth(0, &mut self.queue_reported);
-        self.machine.end();
+        self.machine.end(self.turn_bits & PANICKED != 0);
         self.setup.notes.note(self.setup.serial, Note::Ended);
         log::trace!("sockjs {}: session ended", crate::SessionTag::of(&self.setup.id));
     }

@@ -425,11 +425,14 @@ impl Machine {
 
     /// The session is dropped: what its attached receiver still needs to
     /// hear (the close frame of an open or closing session), and the code
-    /// and reason for a WebSocket's close frame.
-    pub(crate) fn end(&mut self) {
+    /// and reason for a WebSocket's close frame. An open session that
+    /// `failed` (its handler panicked) ends with 1011 "Internal error"
+    /// rather than a normal closure, so that its client can tell.
+    pub(crate) fn end(&mut self, failed: bool) {
         let Some(att) = self.attached.take() else { return };
         let (code, reason) = match &self.state {
             State::Closing(close) | State::Closed(close) => (close.0, close.1.clone()),
+            _ if failed => (close_code::INTERNAL_ERROR, "Internal error".to_owned()),
             _ => (close_code::NORMAL, "Normal closure".to_owned()),
         };
         let mut receiver = att.receiver;
@@ -681,7 +684,7 @@ mod tests {
         let mut m = Machine::new(Transport::WebSocket, 1024);
         let (r, mut rx) = socket(Transport::WebSocket);
         m.attach(r);
-        m.end();
+        m.end(false);
         assert_eq!(read(&mut rx), ["o", "c[1000,\"Normal closure\"]"]);
         assert!(!m.attached());
     }

@@ -167,8 +167,11 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
     /// after it (for HTTP sessions, once the disconnect delay has passed, so
     /// that late requests still get the close frame). Not called for a
     /// session whose handler panicked (it is dropped as it is, counted as
-    /// `stopped`), after `ctx.terminate()`, or for one waiting on
-    /// `ctx.wait` when its worker is torn down. Default: does nothing.
+    /// `panicked`, and its client gets `c[1011,"Internal error"]`), after
+    /// `ctx.terminate()`, or for one waiting on `ctx.wait` when its worker
+    /// is torn down. The actor's own `Drop` runs in every case: state that
+    /// must not outlive the session (a presence count, say) is safest
+    /// undone there. Default: does nothing.
     fn on_close(&mut self, cause: CloseCause, ctx: &mut SessionContext<Self>) {
         let _ = (cause, ctx);
     }

@@ -411,28 +411,18 @@ impl WsStream {
     /// poll ([`run_turn`]). The frame queue mutes this socket's waker
     /// first: the socket takes what the session writes in the same poll,
     /// and a wake-up of its task would only poll it again. Lets go of the
-    /// session once it is done. A panic in the turn (in the user's
-    /// `on_message`, say) has dropped the session; it ends the socket here.
-    /// Returns `false` then.
-    fn run_turn(&mut self) -> bool {
+    /// session once it is done, or once a panic in the turn (in the user's
+    /// `on_message`, say) has dropped it: its drop wrote its close frames
+    /// (1011), which go out before the socket ends, as after any other end.
+    fn run_turn(&mut self) {
         if std::mem::take(&mut self.handed) == 0 {
-            return true;
+            return;
         }
-        let Some(turn) = &self.turn else { return true };
+        let Some(turn) = &self.turn else { return };
         self.out.mute();
         match run_turn(&**turn) {
-            Ran::Open { waiting } => {
-                self.set_waiting(waiting);
-                true
-            }
-            Ran::Done => {
-                self.turn = None;
-                true
-            }
-            Ran::Panicked => {
-                self.turn = None;
-                false
-            }
+            Ran::Open { waiting } => self.set_waiting(waiting),
+            Ran::Done | Ran::Panicked => self.turn = None,
         }
     }
 
@@ -740,13 +730,13 @@ impl Stream for WsStream {
             return Poll::Ready(None);
         }
         let open = this.receive(cx);
-        let alive = this.run_turn();
+        this.run_turn();
         // Reading stopped for a full inbox, which this turn emptied: read
         // on, after the others had their turn.
         if std::mem::take(&mut this.stalled) && this.turn.is_some() && this.waiting as usize <= INBOUND_ROOM {
             cx.waker().wake_by_ref();
         }
-        let beat = if open && alive { this.keep_alive() } else { Beat::Gone };
+        let beat = if open { this.keep_alive() } else { Beat::Gone };
         match beat {
             Beat::Gone => {
                 this.done = true;

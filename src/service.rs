@@ -142,11 +142,24 @@ impl<A: Session> SockJs<A> {
     /// # struct Echo;
     /// # impl Actor for Echo { type Context = SessionContext<Self>; }
     /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// use std::collections::HashMap;
+    ///
+    /// use actix_sockjs::Refuse;
+    /// use actix_web::web::Query;
+    ///
+    /// struct User(String);
+    ///
     /// # fn f(manager: Addr<SessionManager<Echo>>) -> SockJs<Echo> {
+    /// // The browser opens `new SockJS("/echo?token=let-me-in")`, and
+    /// // sockjs-client sends that query with every request.
     /// SockJs::new("/echo", manager).authorize(|req| {
-    ///     match req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
-    ///         Some("let-me-in") => Ok(()),
-    ///         _ => Err(actix_web::error::ErrorForbidden("log in first")),
+    ///     let query = Query::<HashMap<String, String>>::from_query(req.query_string()).ok();
+    ///     match query.as_ref().and_then(|q| q.get("token")).map(String::as_str) {
+    ///         // The session reads it back: `ctx.request().get::<User>()`.
+    ///         Some("let-me-in") => Ok(User("ann".into())),
+    ///         // `onclose` sees 4401; an HTTP error would reach the browser
+    ///         // as sockjs-client's 2000 "All transports failed".
+    ///         _ => Err(Refuse::close(4401, "Unauthorized")),
     ///     }
     /// })
     /// # }
@@ -173,7 +186,10 @@ impl<A: Session> SockJs<A> {
     /// # struct Echo;
     /// # impl Actor for Echo { type Context = SessionContext<Self>; }
     /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// use std::collections::HashMap;
+    ///
     /// use actix_sockjs::Refuse;
+    /// use actix_web::web::Query;
     ///
     /// struct User {
     ///     name: String,
@@ -185,7 +201,11 @@ impl<A: Session> SockJs<A> {
     ///
     /// # fn f(manager: Addr<SessionManager<Echo>>) -> SockJs<Echo> {
     /// SockJs::new("/chat", manager).authorize_async(|req| {
-    ///     let token = req.headers().get("x-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    ///     // `new SockJS("/chat?token=..")`: sockjs-client sends the query
+    ///     // with every request.
+    ///     let token = Query::<HashMap<String, String>>::from_query(req.query_string())
+    ///         .ok()
+    ///         .and_then(|mut q| q.remove("token"));
     ///     async move {
     ///         match token {
     ///             Some(token) => look_up(&token).await.ok_or(Refuse::close(4401, "Unauthorized")),

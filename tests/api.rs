@@ -38,9 +38,19 @@ static HOLD: std::sync::Mutex<Vec<(String, tokio::sync::oneshot::Sender<()>)>> =
 
 /// Lets the session `id`, told to `hold`, go on.
 fn release(id: &str) {
+    release_where(|held| held == id);
+}
+
+/// Lets the first held session whose id passes `which` go on.
+fn release_where(which: impl Fn(&str) -> bool) {
     let mut held = HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let at = held.iter().position(|(held, _)| held == id).expect("the session holds");
+    let at = held.iter().position(|(held, _)| which(held)).expect("the session holds");
     held.remove(at).1.send(()).expect("the session waits");
+}
+
+/// Whether a session whose id passes `which` holds.
+fn holds(which: impl Fn(&str) -> bool) -> bool {
+    HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|(held, _)| which(held))
 }
 
 /// The stalled sessions, by id, that may go on (see [`stall`]).
@@ -90,8 +100,10 @@ fn hold(ctx: &mut SessionContext<Probe>) {
     let (open, opened) = tokio::sync::oneshot::channel::<()>();
     let id = ctx.session_id().to_owned();
     HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, open));
+    let then_panic = ctx.request().query("then_panic").is_some();
     ctx.wait(actix::fut::wrap_future(async move {
         let _ = opened.await;
+        assert!(!then_panic, "the probe was told to panic once released");
     }));
 }
 
@@ -1441,6 +1453,32 @@ fn sessions_whose_handler_panicked_are_counted_as_panicked() {
     let open = |t: &str| format!("sockjs_sessions_open{{endpoint=\"/panicky\",transport=\"{t}\"}}");
     assert_eq!(sample(&text, &open("websocket")), 0.0);
     assert_eq!(sample(&text, &open("xhr")), 0.0);
+}
+
+#[test]
+fn a_session_whose_wait_from_started_panics_closes_with_1011() {
+    // Its receiver is not attached yet when the session is dropped: it
+    // must hear the failure all the same, not an empty answer or a bare
+    // end of its connection.
+    let p = probed(Config::default());
+    let id = session();
+    let mut ws = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket?hold_start&then_panic"));
+    release(&id);
+    assert_eq!(ws.recv_text(), r#"c[1011,"Internal error"]"#);
+    assert_eq!(ws.recv(), Ws::Close(Some(1011), "Internal error".into()));
+
+    let mut raw = WsClient::connect(p.port, "/probe/websocket?hold_start&then_panic");
+    release_where(|id| id.starts_with("raw-"));
+    assert_eq!(raw.recv(), Ws::Close(Some(1011), "Internal error".into()));
+
+    let id = session();
+    let poll = thread::spawn({
+        let (port, url) = (p.port, format!("/probe/000/{id}/xhr?hold_start&then_panic"));
+        move || post(port, &url, "").body
+    });
+    eventually("the poll's session holds", || holds(|held| held == id));
+    release(&id);
+    assert_eq!(poll.join().expect("poll"), "c[1011,\"Internal error\"]\n");
 }
 
 /// A session that only echoes, for servers built in a test.

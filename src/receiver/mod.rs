@@ -14,7 +14,10 @@ use std::{borrow::Cow, task::Poll};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 
-use crate::protocol::{json_string, wsframe, Escape, Transport};
+use crate::{
+    close_code,
+    protocol::{json_string, wsframe, Escape, Transport},
+};
 
 pub use aborts::on_connect;
 pub(crate) use aborts::PeerSocket;
@@ -288,6 +291,17 @@ impl Receiver {
             Self::Socket { out, .. } => out.nudge(),
             Self::Http(http) => http.out.nudge(),
         }
+    }
+
+    /// Ends a receiver that its session never attached, as the session
+    /// was dropped after a panic: `c[1011,"Internal error"]` (not on a raw
+    /// WebSocket) and, on a WebSocket, the close frame 1011.
+    pub(crate) fn fail(mut self) {
+        let (code, reason) = close_code::with_reason(close_code::INTERNAL_ERROR);
+        if !matches!(self, Self::Socket { transport: Transport::RawWebSocket, .. }) {
+            let _ = self.write(crate::protocol::close_frame(code, reason));
+        }
+        self.close_socket(code, reason);
     }
 
     /// Ends a WebSocket with a close frame; HTTP responses end when the

@@ -1119,6 +1119,28 @@ struct Pump {
     first: Option<Receiver>,
 }
 
+/// Dropped with a session whose turn panicked (the session is dropped as
+/// the panic unwinds, see `turn::Unwinding`): receivers it never attached
+/// (its socket's, while `started` waits on a future; polls queued behind
+/// the turn) hear the failure as an attached one does from
+/// `Machine::end`, rather than an empty answer or a bare end of the
+/// connection.
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Some(receiver) = self.first.take() {
+            receiver.fail();
+        }
+        while let Some(command) = self.rx.0.try_recv() {
+            if let Command::Attach(receiver) = command {
+                receiver.fail();
+            }
+        }
+    }
+}
+
 impl<A: Session> ActorFuture<A> for Pump {
     type Output = ();
 

@@ -199,8 +199,8 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 ///
 /// Its `Debug` output may go into logs: it shows a session URL's id as its
 /// [`SessionTag`](crate::SessionTag), the query's names without their
-/// values, and no value of the `Cookie`, `Authorization` and
-/// `Proxy-Authorization` headers.
+/// values, and no value of the `Cookie`, `Authorization`,
+/// `Proxy-Authorization` and `Sec-WebSocket-Protocol` headers.
 ///
 /// # Examples
 ///
@@ -235,9 +235,10 @@ pub struct RequestInfo {
     query_len: u32,
     peer_len: u8,
     client_len: u8,
-    /// The path ends in `/<session>/<transport>`: `Debug` shows that
-    /// segment as its [`SessionTag`](crate::SessionTag).
-    id_in_path: bool,
+    /// The [`SessionTag`] of the id a session URL's path carries before
+    /// its transport, which `Debug` shows in its place; [`NO_TAG`] for a
+    /// raw WebSocket's path (a tag takes 24 bits).
+    id_tag: u32,
     map: OnceLock<Box<HeaderMap>>,
     /// Values by type: what the authorisation hook produced and the request
     /// extensions the endpoint carries (see [`RequestInfo::get`]).
@@ -301,16 +302,17 @@ impl RequestInfo {
             query_len: len(query),
             peer_len: short(peer_len),
             client_len: short(client_len),
-            id_in_path: false,
+            id_tag: NO_TAG,
             map: OnceLock::new(),
             values: None,
         }
     }
 
-    /// Marks the path's second segment from the end as the session id (a
-    /// SockJS session URL's), which `Debug` then hides.
-    pub(crate) fn with_id_in_path(mut self) -> Self {
-        self.id_in_path = true;
+    /// Marks the path as a SockJS session URL's, whose second segment from
+    /// the end (before one trailing `/`) is `id` as the client wrote it:
+    /// `Debug` shows `id`'s tag there.
+    pub(crate) fn with_id_in_path(mut self, id: &str) -> Self {
+        self.id_tag = SessionTag::of(id).0;
         self
     }
 
@@ -646,30 +648,37 @@ fn is_handshake_header(name: &HeaderName) -> bool {
     [CONNECTION, UPGRADE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, SEC_WEBSOCKET_EXTENSIONS].contains(name)
 }
 
-/// Header values `Debug` hides: credentials.
-const HIDDEN_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+/// [`RequestInfo::id_tag`] of a path with no session id.
+const NO_TAG: u32 = u32::MAX;
+
+/// Header values `Debug` hides: credentials (a WebSocket client that
+/// cannot set `Authorization` may carry a token as its subprotocol).
+const HIDDEN_HEADERS: [&str; 4] =
+    ["authorization", "cookie", "proxy-authorization", "sec-websocket-protocol"];
 
 /// What `Debug` shows in place of a hidden value.
 const HIDDEN: &str = "<hidden>";
 
 /// Shows the path (a session URL's id as its tag), the query's names, the
 /// headers (credentials' values hidden) and the addresses: what a log line
-/// may carry. The id, query values, cookies and `Authorization` headers
-/// are what a session or a user is reached with.
+/// may carry. The id, query values, cookies and credentials are what a
+/// session or a user is reached with.
 impl fmt::Debug for RequestInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let path = self.path();
-        let path = match path.rsplitn(3, '/').collect::<Vec<_>>()[..] {
-            [transport, id, head] if self.id_in_path => {
-                format!("{head}/{}/{transport}", crate::SessionTag::of(id))
+        let (bare, slash) = path.strip_suffix('/').map_or((path, ""), |bare| (bare, "/"));
+        let path = match bare.rsplitn(3, '/').collect::<Vec<_>>()[..] {
+            [transport, _, head] if self.id_tag != NO_TAG => {
+                format!("{head}/{}/{transport}{slash}", SessionTag(self.id_tag))
             }
             _ => path.to_owned(),
         };
+        // A part without `=` may be a token too (`?s3cr3t`).
         let query: Vec<_> = (self.query_string().split('&'))
             .filter(|pair| !pair.is_empty())
             .map(|pair| match pair.split_once('=') {
                 Some((name, _)) => format!("{name}={HIDDEN}"),
-                None => pair.to_owned(),
+                None => HIDDEN.to_owned(),
             })
             .collect();
         let headers: Vec<_> = self
@@ -756,24 +765,34 @@ mod tests {
     #[test]
     fn debug_hides_the_session_id_query_values_and_credentials() {
         let req = TestRequest::get()
-            .uri("/chat/000/s3cr3t-id/xhr_streaming?token=t0ken-value&flag&c=cb")
+            .uri("/chat/000/s3cr3t-id/xhr_streaming?token=t0ken-value&fl4g-value&c=cb")
             .insert_header(("Cookie", "auth=c00kie-value"))
             .insert_header(("Authorization", "Bearer b3arer-value"))
             .insert_header(("Proxy-Authorization", "Basic pr0xy-value"))
+            .insert_header(("Sec-WebSocket-Protocol", "pr0tocol-value"))
             .insert_header(("User-Agent", "test/1.0"))
             .peer_addr("10.1.2.3:4567".parse().unwrap())
             .to_http_request();
-        let shown = format!("{:?}", RequestInfo::from_request(&req, None, None).with_id_in_path());
-        for secret in ["s3cr3t-id", "t0ken-value", "c00kie-value", "b3arer-value", "pr0xy-value", "=cb"] {
+        let shown = format!("{:?}", RequestInfo::from_request(&req, None, None).with_id_in_path("s3cr3t-id"));
+        let secrets =
+            ["s3cr3t-id", "t0ken-value", "fl4g-value", "c00kie-value", "b3arer-value", "pr0xy-value"];
+        for secret in secrets.iter().chain(&["pr0tocol-value", "=cb"]) {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         let tag = crate::SessionTag::of("s3cr3t-id").to_string();
-        for shows in [format!("/chat/000/{tag}/xhr_streaming"), "token=<hidden>&flag&c=<hidden>".into()] {
+        for shows in [format!("/chat/000/{tag}/xhr_streaming"), "token=<hidden>&<hidden>&c=<hidden>".into()] {
             assert!(shown.contains(&shows), "{shows} not in {shown}");
         }
         for shows in ["(\"cookie\", \"<hidden>\")", "\"test/1.0\"", "10.1.2.3:4567"] {
             assert!(shown.contains(shows), "{shows} not in {shown}");
         }
+        // One trailing slash (the router takes it); the tag of the id as the
+        // router decoded it (`%71` is `q`), the one the log lines show.
+        let slashed = TestRequest::get().uri("/chat/000/s3cr3t-i%71/xhr/").to_http_request();
+        let shown =
+            format!("{:?}", RequestInfo::from_request(&slashed, None, None).with_id_in_path("s3cr3t-iq"));
+        let tag = crate::SessionTag::of("s3cr3t-iq");
+        assert!(shown.contains(&format!("\"/chat/000/{tag}/xhr/\"")), "{shown}");
         // A raw WebSocket's path has no id: shown whole.
         let raw = TestRequest::get().uri("/a/b/websocket").to_http_request();
         let shown = format!("{:?}", RequestInfo::from_request(&raw, None, None));

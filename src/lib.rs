@@ -137,7 +137,7 @@ pub use manager::{
 pub use protocol::Transport;
 pub use receiver::on_connect;
 pub use service::SockJs;
-pub use session::{RequestInfo, Session, SessionContext, SessionState, SessionTag};
+pub use session::{log_path, RequestInfo, Session, SessionContext, SessionState, SessionTag};
 pub use shutdown::{log_panics, shutdown_on, shutdown_on_draining, shutdown_signal, SHUTDOWN_DRAIN};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.

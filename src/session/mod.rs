@@ -4,6 +4,7 @@
 
 use std::{
     any::{Any, TypeId},
+    borrow::Cow,
     fmt,
     net::{IpAddr, SocketAddr, SocketAddrV6},
     str::FromStr,
@@ -88,6 +89,50 @@ impl SessionTag {
         static KEY: OnceLock<std::hash::RandomState> = OnceLock::new();
         let hash = std::hash::BuildHasher::hash_one(KEY.get_or_init(std::hash::RandomState::new), id);
         Self((hash & 0xff_ffff) as u32)
+    }
+}
+
+/// The last segments of a SockJS session URL, `<prefix>/<server>/<session>/<segment>`.
+const SESSION_URL_ENDS: [&str; 8] =
+    ["websocket", "xhr", "xhr_send", "xhr_streaming", "eventsource", "htmlfile", "jsonp", "jsonp_send"];
+
+/// `path` fit for an access log: a SockJS session URL
+/// (`<prefix>/<server>/<session>/<transport>`, one trailing `/` allowed)
+/// with its session segment replaced by that segment's [`SessionTag`],
+/// the tag the crate's own log lines show; any other path as it is. Use it
+/// with actix-web's `Logger`, whose default format logs the request line:
+/// the session id, which on the HTTP transports is the key to the session.
+///
+/// The path's last segment decides: a path that ends in a transport's
+/// name (`websocket`, `xhr`, `xhr_send`, ...) after two segments or more
+/// is taken for a session URL, so a raw WebSocket's `<prefix>/websocket`
+/// under a prefix of two or more segments loses its prefix's last
+/// segment to a tag (it carries no id). The query is not part of a path:
+/// log it only if your tokens do not travel there. A session id written
+/// with `%` escapes gets the tag of the escaped form.
+///
+/// # Examples
+///
+/// ```
+/// use actix_sockjs::{log_path, SessionTag};
+/// use actix_web::middleware::Logger;
+///
+/// let tag = SessionTag::of("k2j4l1");
+/// assert_eq!(log_path("/chat/000/k2j4l1/xhr_send"), format!("/chat/000/{tag}/xhr_send"));
+/// assert_eq!(log_path("/chat/info"), "/chat/info");
+///
+/// // The access log, with the session id out of it (and no query).
+/// let logger = Logger::new(r#"%a "%{path}xi" %s %b %T"#)
+///     .custom_request_replace("path", |req| format!("{} {}", req.method(), log_path(req.path())));
+/// # let _ = logger;
+/// ```
+pub fn log_path(path: &str) -> Cow<'_, str> {
+    let (bare, slash) = path.strip_suffix('/').map_or((path, ""), |bare| (bare, "/"));
+    match bare.rsplitn(4, '/').collect::<Vec<_>>()[..] {
+        [end, id, server, head] if SESSION_URL_ENDS.contains(&end) && !id.is_empty() => {
+            Cow::Owned(format!("{head}/{server}/{}/{end}{slash}", SessionTag::of(id)))
+        }
+        _ => Cow::Borrowed(path),
     }
 }
 
@@ -760,6 +805,29 @@ mod tests {
         assert_eq!((bare.path(), bare.query_string(), bare.header("host")), ("/", "", None));
         assert_eq!((bare.peer_addr(), bare.client_ip()), (None, None));
         assert!(bare.headers().is_empty());
+    }
+
+    #[test]
+    fn log_paths_hide_session_ids() {
+        let tag = SessionTag::of("s3cr3t");
+        for (path, logged) in [
+            ("/chat/000/s3cr3t/xhr", format!("/chat/000/{tag}/xhr")),
+            ("/chat/000/s3cr3t/jsonp_send/", format!("/chat/000/{tag}/jsonp_send/")),
+            ("/000/s3cr3t/websocket", format!("/000/{tag}/websocket")),
+            ("/t/acme/chat/000/s3cr3t/eventsource", format!("/t/acme/chat/000/{tag}/eventsource")),
+            // Not session URLs.
+            ("/chat/info", "/chat/info".into()),
+            ("/chat/iframe.html", "/chat/iframe.html".into()),
+            ("/chat/websocket", "/chat/websocket".into()),
+            ("/chat/000/s3cr3t/unknown", "/chat/000/s3cr3t/unknown".into()),
+            ("/chat//s3cr3t/xhr", format!("/chat//{tag}/xhr")),
+            ("/chat/000//xhr", "/chat/000//xhr".into()),
+            ("", String::new()),
+        ] {
+            assert_eq!(log_path(path), logged, "{path}");
+        }
+        // The documented guess: a raw WebSocket under a two-segment prefix.
+        assert_eq!(log_path("/a/b/websocket"), format!("/a/{}/websocket", SessionTag::of("b")));
     }
 
     #[test]

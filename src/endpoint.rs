@@ -498,6 +498,13 @@ impl<A: Session> Endpoint<A> {
                     self.metrics().refused(Refused::from(&refusal));
                     return Err(ReachError::Denied(refusal.into()));
                 }
+                Acquired::Failed(bound) => {
+                    if !self.may_reach(bound.as_deref(), req) {
+                        return Err(ReachError::Missing);
+                    }
+                    receiver.fail();
+                    return Ok(None);
+                }
             }
         }
         Err(ReachError::Manager)

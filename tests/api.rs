@@ -1481,6 +1481,33 @@ fn a_session_whose_wait_from_started_panics_closes_with_1011() {
     assert_eq!(poll.join().expect("poll"), "c[1011,\"Internal error\"]\n");
 }
 
+#[test]
+fn an_http_session_that_panicked_answers_1011_until_its_disconnect_delay_ends() {
+    // Like a session that closed: its client's late requests (here, a poll
+    // that comes after the panic) hear the close, not a new session's open
+    // frame, which sockjs-client would report as 1006 "Server lost session".
+    let p = probed(Config::default().disconnect_delay(Duration::from_millis(600)));
+    let xhr = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("panic".into()));
+    for _ in 0..2 {
+        assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "c[1011,\"Internal error\"]\n");
+    }
+    let mut stream = Conn::open(p.port);
+    stream.send("POST", &format!("{xhr}/xhr_streaming"), &[], Some(b""));
+    assert_eq!(stream.head().status, 200);
+    assert_eq!(stream.chunk().as_deref(), Some(format!("{}\n", "h".repeat(2048)).as_str()));
+    assert_eq!(stream.chunk().as_deref(), Some("c[1011,\"Internal error\"]\n"));
+    // It takes no messages, and counts as closing.
+    assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["late"]"#).status(), 404);
+    assert_eq!((p.ask(SessionCount).open, p.ask(SessionCount).closing), (0, 1));
+    // Once the delay is over, the id is free: a poll opens a new session.
+    eventually("the id opens a new session", || post(p.port, &format!("{xhr}/xhr"), "").body == "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+}
+
 /// A session that only echoes, for servers built in a test.
 struct Quiet;
 

@@ -526,9 +526,13 @@ fn a_panic_in_an_http_session_ends_that_session_only() {
     // dropped (no `on_close`), the request is answered, the worker lives.
     doomed.send("panic");
     eventually("the session that panicked leaves `all`", || s.members().len() == 2);
-    eventually("the manager forgets it", || s.ask(SessionCount).total() == 2);
+    // It stays (closed) for the disconnect delay: its polls get 1011.
+    eventually("the manager closes it", || s.ask(SessionCount).closing == 1);
+    assert_eq!(s.ask(SessionCount).open, 2);
     let send = post(s.port, &format!("{}/xhr_send", doomed.url()), r#"["again"]"#);
     assert_eq!(send.status(), 404, "its next send finds no session");
+    let poll = post(s.port, &format!("{}/xhr", doomed.url()), "");
+    assert_eq!(poll.body, "c[1011,\"Internal error\"]\n", "its next poll hears why");
 
     // A session with its receiver attached: the send's turn panics, and
     // the streaming response ends with the session.
@@ -551,16 +555,20 @@ fn a_panic_in_a_websocket_session_ends_that_session_only() {
 
     // The socket runs its session's turns in the connection's task: a
     // panic there must end that session and its connection, as a panic in
-    // the session's own task would (no `on_close`: the actor is dropped).
-    // Heartbeats (every 300 ms here) may come first.
+    // the session's own task would (no `on_close`: the actor is dropped),
+    // with the close 1011. Heartbeats (every 300 ms here) may come first.
     doomed.ws().send_text(r#"["panic"]"#);
     loop {
         match doomed.ws().recv() {
             Ws::Text(h) if h == "h" => {}
-            Ws::Eof => break,
-            other => panic!("expected the end of the connection, got {other:?}"),
+            Ws::Text(close) => {
+                assert_eq!(close, r#"c[1011,"Internal error"]"#);
+                break;
+            }
+            other => panic!("expected the close frame, got {other:?}"),
         }
     }
+    doomed.ws().expect_end();
     eventually("the session that panicked leaves `all`", || s.members() == [other_id.clone()]);
     eventually("the manager forgets it", || s.ask(SessionCount).total() == 1);
 

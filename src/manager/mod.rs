@@ -9,7 +9,7 @@
 //! ordered queue of notes ([`Note`]), read before every message.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     net::IpAddr,
     pin::Pin,
@@ -172,6 +172,11 @@ impl Directory {
         Some((*serial, tx.clone(), bound.clone()))
     }
 
+    /// What the session listed under this id is bound to.
+    fn bound(&self, id: &str) -> Option<Arc<Bound>> {
+        self.read().get(id).and_then(|(_, _, bound)| bound.clone())
+    }
+
     /// The serial of the session listed under this id.
     fn serial(&self, id: &str) -> Option<u64> {
         self.read().get(id).map(|(serial, _, _)| *serial)
@@ -252,6 +257,10 @@ pub struct SessionManager<A: Session> {
     /// Group -> members.
     groups: HashMap<Arc<str>, SerialSet>,
     per_client: HashMap<IpAddr, usize>,
+    /// HTTP sessions whose handler panicked, listed (closed, with no actor
+    /// behind them) until the instant given, to answer their client's late
+    /// requests with 1011 ([`Note::Failed`]); oldest first.
+    failed: VecDeque<(Instant, u64)>,
     shutting_down: bool,
     /// Where broadcasts also go, to reach other nodes.
     relay: Option<Box<dyn Relay>>,
@@ -444,6 +453,7 @@ impl<A: Session> SessionManager<A> {
             shadowed: HashMap::new(),
             groups: HashMap::new(),
             per_client: HashMap::new(),
+            failed: VecDeque::new(),
             shutting_down: false,
             relay: None,
             notes,
@@ -554,11 +564,19 @@ impl<A: Session> SessionManager<A> {
 
     fn note(&mut self, serial: u64, note: Note) {
         self.enter_arrivals();
+        self.forget_failed(false);
         match note {
             Note::Opened => self.set_phase(serial, SessionState::Open),
             Note::Deferred => self.set_phase(serial, SessionState::New),
             Note::Closed => self.closed(serial),
             Note::Ended => self.remove(serial),
+            Note::Failed(keep) => {
+                self.closed(serial);
+                match self.sessions.get(&serial).filter(|e| !e.socket) {
+                    Some(_) => self.failed.push_back((Instant::now() + keep, serial)),
+                    None => self.remove(serial),
+                }
+            }
             Note::Join(group) => {
                 self.join(serial, group);
             }
@@ -583,6 +601,25 @@ impl<A: Session> SessionManager<A> {
         for group in std::mem::take(&mut entry.groups) {
             self.unlist(serial, &group);
         }
+    }
+
+    /// Unlists the failed sessions whose time is up (`all`: every one).
+    /// Lazily, at the manager's next note or request: an entry outlives
+    /// its time only while nothing happens on the endpoint.
+    fn forget_failed(&mut self, all: bool) {
+        if self.failed.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(&(_, serial)) = self.failed.front().filter(|(until, _)| all || *until <= now) {
+            self.failed.pop_front();
+            self.remove(serial);
+        }
+    }
+
+    /// Whether the session `serial` failed and is still listed.
+    fn is_failed(&self, serial: u64) -> bool {
+        self.failed.iter().any(|(_, failed)| *failed == serial)
     }
 
     /// Whether the session `serial` is listed and not closed.

@@ -59,6 +59,10 @@ pub(crate) enum Note {
     Closed,
     /// The session actor is gone.
     Ended,
+    /// The open session's actor is gone after a panic. An HTTP one stays listed
+    /// for this long (its disconnect delay), so that its client's late
+    /// requests get `c[1011,"Internal error"]` rather than a new session.
+    Failed(std::time::Duration),
     /// The session joins a group.
     Join(Arc<str>),
     /// The session leaves a group.
@@ -345,7 +349,7 @@ where
     stop_requested: bool,
     /// The queue depth last reported to the metrics, in 4 KiB steps.
     queue_reported: u16,
-    /// [`IN_PLACE`], [`QUEUE_ARMED`], [`DROPPING`] and [`PANICKED`]: one
+    /// [`IN_PLACE`], [`QUEUE_ARMED`], [`DROPPING`], [`PANICKED`] and [`OPEN_FAILED`]: one
     /// byte, so that the session's slot keeps its size.
     turn_bits: u8,
 }
@@ -370,6 +374,11 @@ const DROPPING: u8 = 4;
 /// A bit of [`SessionContext::turn_bits`]: a turn of the session panicked
 /// and was caught; it is dropped as it is, without more of its code.
 const PANICKED: u8 = 8;
+
+/// A bit of [`SessionContext::turn_bits`], beside [`PANICKED`]: the panic
+/// came in the session's first turn, and the request that opened it is
+/// answered 500 ([`OpenPanicked`]): no client of it comes back.
+const OPEN_FAILED: u8 = 16;
 
 impl<A> fmt::Debug for SessionContext<A>
 where
@@ -945,7 +954,15 @@ where
         self.record_close(None);
         self.setup.metrics.queue_depth(0, &mut self.queue_reported);
         self.machine.end(self.turn_bits & PANICKED != 0);
-        self.setup.notes.note(self.setup.serial, Note::Ended);
+        // An open HTTP session's client polls again; one that failed as it
+        // opened was answered 500 and has no session to come back to.
+        let failed = self.turn_bits & (PANICKED | OPEN_FAILED) == PANICKED
+            && matches!(self.machine.state(), State::Open);
+        let note = match failed && !self.machine.transport().is_websocket() {
+            true => Note::Failed(self.setup.config.disconnect_delay),
+            false => Note::Ended,
+        };
+        self.setup.notes.note(self.setup.serial, note);
         log::trace!("sockjs {}: session ended", crate::SessionTag::of(&self.setup.id));
     }
 }
@@ -1360,7 +1377,7 @@ pub(crate) fn start_session<A: Session>(
                 "sockjs {}: a session panicked as it opened (in `started` or `on_open`); it is dropped",
                 fut.fut.ctx().session_tag()
             );
-            fut.fut.ctx().turn_bits |= PANICKED;
+            fut.fut.ctx().turn_bits |= PANICKED | OPEN_FAILED;
             drop(fut);
             return Err(OpenPanicked);
         }

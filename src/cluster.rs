@@ -83,6 +83,7 @@ use crate::{
     },
     relay::{payload, Audience, Relay, RelayMessage, Relayed, SetRelay},
     session::Session,
+    util,
 };
 
 /// Marks the bridge's entries, and their format's version.
@@ -91,8 +92,12 @@ const MAGIC: &str = "sockjs2";
 /// one entry goes), so that a pipeline fits the response timeout.
 const BATCH: usize = 512;
 const BATCH_BYTES: usize = 256 << 10;
-/// A reader starts at entries added this long before its bridge started.
+/// A reader starts at entries added this long before its bridge started,
+/// by Redis's clock.
 const START_MARGIN_MS: u64 = 5_000;
+/// The most of an error a log line carries (a pipeline's error lists every
+/// command's: 41 KB for 512 refused appends).
+const ERROR_IN_LINE: usize = 300;
 /// Entries read in one `XREAD` at most.
 const READ_COUNT: usize = 1024;
 /// Senders a reader remembers (their last sequence number) at most.
@@ -955,6 +960,8 @@ impl Outage {
     /// A command failed at `now`: the first failure of an outage is logged
     /// as a warning, the others at debug level.
     fn failed(&mut self, role: &str, what: impl fmt::Display, now: Instant) {
+        let what = what.to_string();
+        let what = util::cut(&what, ERROR_IN_LINE);
         if self.began.is_none() {
             log::warn!("sockjs: redis {role}: {what}; retrying");
             self.began = Some(self.last_ok.unwrap_or(now));
@@ -1127,16 +1134,24 @@ impl Senders {
 /// It starts at the entries added from a few seconds before the bridge
 /// started (the node has no sessions yet, so older ones reach nobody), so
 /// that what other nodes publish while this one connects is not skipped.
+/// Those seconds are Redis's, which numbers the entries: a node whose
+/// clock ran ahead of Redis's would skip what others publish meanwhile.
 async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
     let side = &bridge.reader;
     let block = bridge.health_timeout / 4;
-    let mut last_id = format!("{}-0", unix_ms().saturating_sub(START_MARGIN_MS));
+    let mut last_id: Option<String> = None;
+    let mut server: Option<String> = None;
     let mut senders = Senders::default();
     let mut delay = bridge.backoff.0;
     let mut outage = Outage::default();
     while !bridge.stopped() && manager.connected() {
-        let mut conn = match bridge.connect(side, bridge.health_timeout.saturating_add(block)).await {
-            Ok(c) => c,
+        let connected = async {
+            let mut c = bridge.connect(side, bridge.health_timeout.saturating_add(block)).await?;
+            let id = run_id(&mut c).await?;
+            Ok::<_, ::redis::RedisError>((c, id))
+        };
+        let (mut conn, id) = match connected.await {
+            Ok(connected) => connected,
             Err(e) => {
                 outage.failed(
                     "reader",
@@ -1147,6 +1162,30 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
                 continue;
             }
         };
+        // A Redis that restarted numbers its entries by its clock from
+        // then on, which may be behind the last entry read (another host,
+        // a clock set back): the reader then goes back to the start margin
+        // before Redis's now, and the senders' numbers drop what it reads
+        // twice.
+        let restarted = matches!((&server, &id), (Some(known), Some(id)) if known != id);
+        if id.is_some() {
+            server = id;
+        }
+        if last_id.is_none() || restarted {
+            let start = match redis_ms(&mut conn).await {
+                Ok(ms) => ms.saturating_sub(START_MARGIN_MS),
+                Err(e) => {
+                    outage.failed("reader", format_args!("TIME failed ({e})"), Instant::now());
+                    delay = bridge.back_off(delay).await;
+                    continue;
+                }
+            };
+            last_id = Some(match last_id.take() {
+                Some(last) if entry_ms(&last) < start => last,
+                _ => format!("{start}-0"),
+            });
+        }
+        let Some(last_id) = last_id.as_mut() else { continue };
         while !bridge.stopped() {
             let reply: ::redis::RedisResult<Option<StreamReadReply>> = ::redis::cmd("XREAD")
                 .arg("COUNT")
@@ -1155,7 +1194,7 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
                 .arg(u64::try_from(block.as_millis()).unwrap_or(1000).max(1))
                 .arg("STREAMS")
                 .arg(&bridge.stream)
-                .arg(&last_id)
+                .arg(&*last_id)
                 .query_async(&mut conn)
                 .await;
             let reply = match reply {
@@ -1181,6 +1220,32 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
         }
     }
     log::debug!("sockjs: redis reader of {:?} stopped", bridge.stream);
+}
+
+/// Redis's clock (`TIME`), in milliseconds since the Unix epoch: the one
+/// that numbers the stream's entries. A server that refuses `TIME` (an ACL
+/// without it) gives this node's clock instead, once said in the log.
+async fn redis_ms(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<u64> {
+    static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match ::redis::cmd("TIME").query_async::<(u64, u64)>(conn).await {
+        Ok((secs, micros)) => Ok(secs.saturating_mul(1000).saturating_add(micros / 1000)),
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
+        Err(e) => {
+            if !TOLD.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "sockjs: redis refuses TIME ({}); readers start by this node's clock, and one that runs \
+                     ahead of Redis's skips what others publish as it starts",
+                    util::cut(&e.to_string(), ERROR_IN_LINE)
+                );
+            }
+            Ok(unix_ms())
+        }
+    }
+}
+
+/// The milliseconds of a stream entry id (`<ms>-<seq>`); 0 if it has none.
+fn entry_ms(id: &str) -> u64 {
+    id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
 }
 
 /// Hands one entry to the manager unless it is this node's own or seen.
@@ -1234,7 +1299,7 @@ async fn watch_health(bridge: Arc<Bridge>) {
                     log::info!("sockjs: redis {} of {:?} is up", side.role, bridge.stream);
                 } else {
                     log::warn!(
-                        "sockjs: redis {} of {:?} is down: no answer within {:?}",
+                        "sockjs: redis {} of {:?} is down: no command worked within {:?}",
                         side.role,
                         bridge.stream,
                         bridge.health_timeout
@@ -1272,6 +1337,14 @@ async fn watch_health(bridge: Arc<Bridge>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_ids_give_their_milliseconds() {
+        assert_eq!(entry_ms("1733400000123-7"), 1_733_400_000_123);
+        assert_eq!(entry_ms("42"), 42);
+        assert_eq!(entry_ms("0-0"), 0);
+        assert_eq!(entry_ms("junk-1"), 0);
+    }
 
     #[test]
     fn wire_format_round_trips() {

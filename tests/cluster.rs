@@ -3,7 +3,8 @@
 //! a free loopback port, and clients of several transports talking to the
 //! balancer only.
 //!
-//! Needs `redis-server` and `haproxy` on the PATH (`.ci/run` installs them).
+//! Needs `redis-server` and `haproxy` on the PATH, and libfaketime (Debian's
+//! `faketime`; `.ci/run` installs them).
 #![cfg(feature = "redis")]
 
 mod common;
@@ -447,6 +448,23 @@ fn test_node(name: &str, redis_port: u16, extra: &[&str]) -> TestServer {
     TestServer::start_example_with("test_server", &["redis"], &args)
 }
 
+/// A test server in the cluster on `redis_port` whose wall clock runs
+/// `offset` (libfaketime's `+30s`) ahead of the machine's, and so of
+/// Redis's (its monotonic clock, which times its timers, left alone).
+fn test_node_with_clock(name: &str, redis_port: u16, offset: &str) -> TestServer {
+    let dirs =
+        ["/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime", "/usr/lib/faketime"];
+    let lib = dirs.iter().map(|dir| Path::new(dir).join("libfaketimeMT.so.1")).find(|lib| lib.is_file());
+    let lib = lib.expect("libfaketime is not installed (Debian package faketime); .ci/run installs it");
+    let url = format!("redis://127.0.0.1:{redis_port}/");
+    let env = [
+        ("LD_PRELOAD", lib.to_str().expect("a UTF-8 path")),
+        ("FAKETIME", offset),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    TestServer::start_example_env("test_server", &["redis"], &["--redis", &url, "--node", name], &env)
+}
+
 /// The `/broadcast` bridge's health from a test server's `GET /cluster`.
 fn bridge(port: u16) -> serde_json::Value {
     let res = request(port, "GET", "/cluster", &[], None);
@@ -715,6 +733,56 @@ fn authenticated_redis_urls_work() {
         let mut sender = common::Client::websocket(nodes[0].port, "/broadcast");
         sender.send("across, authenticated");
         assert_eq!(receiver.recv(), "across, authenticated", "{url}");
+    }
+}
+
+#[test]
+fn a_node_whose_clock_runs_ahead_of_redis_misses_nothing_as_it_starts() {
+    // Its reader starts 5 s before Redis's now, not its own: by its own
+    // clock it would start 25 s after the entries the other node adds.
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let nodes = [test_node_with_clock("ahead", redis_port, "+30s"), test_node("n2", redis_port, &[])];
+    let ports = nodes.each_ref().map(|node| node.port);
+    for port in ports {
+        wait_for("the bridges to be up", || is_up(port));
+    }
+    let mut mesh = Mesh::open(ports);
+    broadcast_while(&mut mesh, 100, Duration::ZERO, ports, || {});
+    for got in mesh.collect() {
+        assert_eq!(from(&got, "A-"), all_of("A-", 100), "node 1's broadcasts, each once, in order");
+        assert_eq!(from(&got, "B-"), all_of("B-", 100), "node 2's broadcasts, each once, in order");
+    }
+}
+
+#[test]
+fn a_redis_that_restarts_with_lower_entry_ids_is_read_from_its_new_ones() {
+    // The readers have read an entry numbered a minute ahead (as from a
+    // Redis whose clock ran ahead); the Redis that restarts numbers its
+    // entries by the machine's clock, below it. They must go back to
+    // Redis's now rather than wait a minute for its numbers to catch up.
+    let mut cluster = Cluster::start(&[]);
+    let ports = cluster.ports();
+    let ahead = format!(
+        "{}-0",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+            + 60_000
+    );
+    redis_cli(cluster.redis_port, &["XADD", "sockjs-test:broadcast", &ahead, "m", "not ours"]);
+    let mut mesh = Mesh::open(ports);
+    // Entries after it are numbered after it: once each node has heard the
+    // other's, both have read past it.
+    let mut watchers = ports.map(|port| common::Client::websocket(port, "/broadcast"));
+    mesh.senders[0].send("mark-1");
+    mesh.senders[1].send("mark-2");
+    for (watcher, other) in watchers.iter_mut().zip(["mark-2", "mark-1"]) {
+        while watcher.recv() != other {}
+    }
+    cluster.restart_redis(Duration::from_millis(100));
+    broadcast_while(&mut mesh, 100, Duration::ZERO, ports, || {});
+    for got in mesh.collect() {
+        assert_eq!(from(&got, "A-"), all_of("A-", 100), "node 1's broadcasts, each once, in order");
+        assert_eq!(from(&got, "B-"), all_of("B-", 100), "node 2's broadcasts, each once, in order");
     }
 }
 

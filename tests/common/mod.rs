@@ -48,9 +48,14 @@ impl TestServer {
 
     /// Like `start_example`, for an example that needs cargo features.
     pub fn start_example_with(name: &str, features: &[&str], args: &[&str]) -> Self {
+        Self::start_example_env(name, features, args, &[])
+    }
+
+    /// Like `start_example_with`, with these environment variables.
+    pub fn start_example_env(name: &str, features: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
         let exe = example_binary(name, features);
         let mut command = Command::new(&exe);
-        command.args(["--port", "0"]).args(args);
+        command.args(["--port", "0"]).args(args).envs(env.iter().copied());
         Self::spawn(command)
     }
 

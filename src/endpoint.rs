@@ -650,7 +650,7 @@ impl<A: Session> Endpoint<A> {
             RequestInfo::from_request(req, self.client_ip(req), self.config.keep_headers.as_deref())
                 .with_values(values);
         if transport != Transport::RawWebSocket {
-            request = request.with_id_in_path(&id);
+            request = request.with_id_in_path();
         }
         let session = (starter.factory)(&request);
         let setup = SessionSetup {

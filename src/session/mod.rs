@@ -280,10 +280,10 @@ pub struct RequestInfo {
     query_len: u32,
     peer_len: u8,
     client_len: u8,
-    /// The [`SessionTag`] of the id a session URL's path carries before
-    /// its transport, which `Debug` shows in its place; [`NO_TAG`] for a
-    /// raw WebSocket's path (a tag takes 24 bits).
-    id_tag: u32,
+    /// The path is a session URL's, whose second segment from the end
+    /// (before one trailing `/`) is the session id: `Debug` shows its
+    /// [`SessionTag`] there (taken at `Debug`, not at every open).
+    id_in_path: bool,
     map: OnceLock<Box<HeaderMap>>,
     /// Values by type: what the authorisation hook produced and the request
     /// extensions the endpoint carries (see [`RequestInfo::get`]).
@@ -347,17 +347,17 @@ impl RequestInfo {
             query_len: len(query),
             peer_len: short(peer_len),
             client_len: short(client_len),
-            id_tag: NO_TAG,
+            id_in_path: false,
             map: OnceLock::new(),
             values: None,
         }
     }
 
     /// Marks the path as a SockJS session URL's, whose second segment from
-    /// the end (before one trailing `/`) is `id` as the client wrote it:
-    /// `Debug` shows `id`'s tag there.
-    pub(crate) fn with_id_in_path(mut self, id: &str) -> Self {
-        self.id_tag = SessionTag::of(id).0;
+    /// the end (before one trailing `/`) is the session id, which `Debug`
+    /// then shows as its tag.
+    pub(crate) fn with_id_in_path(mut self) -> Self {
+        self.id_in_path = true;
         self
     }
 
@@ -693,9 +693,6 @@ fn is_handshake_header(name: &HeaderName) -> bool {
     [CONNECTION, UPGRADE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, SEC_WEBSOCKET_EXTENSIONS].contains(name)
 }
 
-/// [`RequestInfo::id_tag`] of a path with no session id.
-const NO_TAG: u32 = u32::MAX;
-
 /// Header values `Debug` hides: credentials (a WebSocket client that
 /// cannot set `Authorization` may carry a token as its subprotocol).
 const HIDDEN_HEADERS: [&str; 4] =
@@ -713,8 +710,8 @@ impl fmt::Debug for RequestInfo {
         let path = self.path();
         let (bare, slash) = path.strip_suffix('/').map_or((path, ""), |bare| (bare, "/"));
         let path = match bare.rsplitn(3, '/').collect::<Vec<_>>()[..] {
-            [transport, _, head] if self.id_tag != NO_TAG => {
-                format!("{head}/{}/{transport}{slash}", SessionTag(self.id_tag))
+            [transport, segment, head] if self.id_in_path => {
+                format!("{head}/{}/{transport}{slash}", SessionTag::of(segment))
             }
             _ => path.to_owned(),
         };
@@ -841,7 +838,7 @@ mod tests {
             .insert_header(("User-Agent", "test/1.0"))
             .peer_addr("10.1.2.3:4567".parse().unwrap())
             .to_http_request();
-        let shown = format!("{:?}", RequestInfo::from_request(&req, None, None).with_id_in_path("s3cr3t-id"));
+        let shown = format!("{:?}", RequestInfo::from_request(&req, None, None).with_id_in_path());
         let secrets =
             ["s3cr3t-id", "t0ken-value", "fl4g-value", "c00kie-value", "b3arer-value", "pr0xy-value"];
         for secret in secrets.iter().chain(&["pr0tocol-value", "=cb"]) {
@@ -854,12 +851,11 @@ mod tests {
         for shows in ["(\"cookie\", \"<hidden>\")", "\"test/1.0\"", "10.1.2.3:4567"] {
             assert!(shown.contains(shows), "{shows} not in {shown}");
         }
-        // One trailing slash (the router takes it); the tag of the id as the
-        // router decoded it (`%71` is `q`), the one the log lines show.
+        // One trailing slash (the router takes it). An id written with `%`
+        // escapes shows the tag of its escaped form, as `log_path` does.
         let slashed = TestRequest::get().uri("/chat/000/s3cr3t-i%71/xhr/").to_http_request();
-        let shown =
-            format!("{:?}", RequestInfo::from_request(&slashed, None, None).with_id_in_path("s3cr3t-iq"));
-        let tag = crate::SessionTag::of("s3cr3t-iq");
+        let shown = format!("{:?}", RequestInfo::from_request(&slashed, None, None).with_id_in_path());
+        let tag = crate::SessionTag::of("s3cr3t-i%71");
         assert!(shown.contains(&format!("\"/chat/000/{tag}/xhr/\"")), "{shown}");
         // A raw WebSocket's path has no id: shown whole.
         let raw = TestRequest::get().uri("/a/b/websocket").to_http_request();

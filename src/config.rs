@@ -133,7 +133,8 @@ impl Config {
     /// How often the server writes a heartbeat frame `h` to an attached
     /// receiver (a long poll ends with it), whatever else was written, as
     /// sockjs-node does: no receiver is silent for longer, so proxies with
-    /// idle timeouts leave it be. WebSockets get a ping in the same write.
+    /// idle timeouts leave it be. WebSockets get a ping in the same write
+    /// (sockjs-node 0.3 pings a WebSocket instead of writing `h`).
     /// Default: 25 seconds.
     ///
     /// The heartbeats that fall due close together on one worker thread go

@@ -414,7 +414,7 @@ impl<A: Session> Routes<A> {
         if rest == "/info" {
             let res = match method {
                 Method::GET => meta::info(req, ep).await,
-                Method::OPTIONS => meta::preflight(req, ep, "OPTIONS, GET").await,
+                Method::OPTIONS => meta::preflight(req, ep, "OPTIONS, GET", false).await,
                 _ => meta::method_not_allowed(&req, "OPTIONS, GET"),
             };
             return (res, Some(payload));
@@ -482,7 +482,7 @@ async fn session_url<A: Session>(
             Role::RawWebSocket => (meta::not_found(req).await, Some(payload)),
         }
     } else if *req.method() == Method::OPTIONS && row.allow.starts_with("OPTIONS") {
-        (meta::preflight(req, ep, row.allow).await, Some(payload))
+        (meta::preflight(req, ep, row.allow, true).await, Some(payload))
     } else {
         (meta::method_not_allowed(&req, row.allow), Some(payload))
     }

@@ -763,6 +763,15 @@ fn jsessionid_cookie() {
     let r = request(s.port, "POST", &format!("{base}/{id}/jsonp_send"), &form, Some(b"d=%5B%22x%22%5D"));
     assert_eq!(r.body, "ok");
     check(&r, "dummy");
+    // The session URLs' preflights too, as sockjs-node's (its `h_sid`),
+    // and not /info's.
+    for transport in ["xhr", "xhr_send", "xhr_streaming"] {
+        let r = request(s.port, "OPTIONS", &format!("{base}/{id}/{transport}"), &[("Origin", "test")], None);
+        assert_eq!(r.status(), 204);
+        check(&r, "dummy");
+    }
+    let info = request(s.port, "OPTIONS", "/cookie_needed_echo/info", &[("Origin", "test")], None);
+    assert!(info.header("set-cookie").is_none());
     // Elsewhere: no cookie.
     assert!(post(s.port, &format!("/echo/000/{}/xhr", session()), "").header("set-cookie").is_none());
 }

@@ -6,7 +6,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 
 use super::{Role, TABLE};
 use crate::{
-    endpoint::{cors, long_cache, never_cache, Endpoint, LogPath, LONG_CACHE_SECS, TEXT},
+    endpoint::{cors, long_cache, never_cache, session_cookie, Endpoint, LogPath, LONG_CACHE_SECS, TEXT},
     protocol::{self, GREETING},
     session::Session,
 };
@@ -46,16 +46,22 @@ pub(crate) async fn iframe_page<A: Session>(req: HttpRequest, ep: web::Data<Endp
     res.content_type("text/html; charset=UTF-8").body(page.clone())
 }
 
-/// `OPTIONS` on a URL that allows `methods`: a CORS preflight answer.
+/// `OPTIONS` on a URL that allows `methods`: a CORS preflight answer,
+/// with the `JSESSIONID` cookie on a session URL (`session`), as
+/// sockjs-node sets it there.
 pub(crate) async fn preflight<A: Session>(
     req: HttpRequest,
     ep: web::Data<Endpoint<A>>,
     methods: &'static str,
+    session: bool,
 ) -> HttpResponse {
     if let Err(e) = ep.check_origin(&req) {
         return e.error_response();
     }
     let mut res = HttpResponse::NoContent();
+    if session {
+        session_cookie(&mut res, &req, &ep.config);
+    }
     cors(&mut res, &req);
     long_cache(&mut res);
     res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, methods));

@@ -498,11 +498,11 @@ impl<A: Session> Endpoint<A> {
                     self.metrics().refused(Refused::from(&refusal));
                     return Err(ReachError::Denied(refusal.into()));
                 }
-                Acquired::Failed(bound) => {
+                Acquired::Failed(bound, (code, reason)) => {
                     if !self.may_reach(bound.as_deref(), req) {
                         return Err(ReachError::Missing);
                     }
-                    receiver.fail();
+                    receiver.close_with(code, &reason);
                     return Ok(None);
                 }
             }

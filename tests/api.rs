@@ -1506,6 +1506,39 @@ fn an_http_session_that_panicked_answers_1011_until_its_disconnect_delay_ends() 
     // Once the delay is over, the id is free: a poll opens a new session.
     eventually("the id opens a new session", || post(p.port, &format!("{xhr}/xhr"), "").body == "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
+
+    // A session that had closed keeps its own close frame.
+    let closed = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{closed}/xhr"), "").body, "o\n");
+    let Event::Open { id, .. } = p.next() else { panic!("not an open") };
+    let addr = p.ask(GetSession::new(id)).expect("the session");
+    assert_eq!(post(p.port, &format!("{closed}/xhr_send"), r#"["close"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("close".into()));
+    assert!(matches!(p.next(), Event::Closed(_)));
+    // Its handler panics; the answer never comes, as the actor is gone.
+    let (tx, rx) = mpsc::channel();
+    p.system.arbiter().spawn(async move {
+        let _ = tx.send(addr.send(Say("panic".into())).await.is_err());
+    });
+    assert!(rx.recv_timeout(READ_TIMEOUT).expect("the session's end"), "no answer");
+    assert_eq!(post(p.port, &format!("{closed}/xhr"), "").body, "c[3001,\"bye\"]\n");
+}
+
+#[test]
+fn a_panicked_session_frees_its_place_once_its_disconnect_delay_ends() {
+    // Under a cap of one session, the place a panicked HTTP session held
+    // (while it answered late polls) goes to the next client when its
+    // delay ends, though nothing else happened on the endpoint since.
+    let p = probed(Config::default().max_sessions(1).disconnect_delay(Duration::from_millis(300)));
+    let xhr = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("panic".into()));
+    eventually("a WebSocket takes the place", || {
+        WsClient::connect_with(p.port, &format!("/probe/000/{}/websocket", session()), &[]).is_ok()
+    });
+    assert!(matches!(p.next(), Event::Open { .. }));
 }
 
 /// A session that only echoes, for servers built in a test.

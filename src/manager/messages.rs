@@ -936,9 +936,9 @@ pub(crate) enum Acquired<A: Session> {
     Missing,
     /// It does not exist and the caps forbid creating it.
     Refused(Refusal),
-    /// Its handler panicked; its receivers get 1011 until its disconnect
-    /// delay ends (and it is bound to this, if anything).
-    Failed(Option<Arc<super::Bound>>),
+    /// Its handler panicked; its receivers get this close frame until its
+    /// disconnect delay ends (and it is bound to this, if anything).
+    Failed(Option<Arc<super::Bound>>, (u16, Box<str>)),
 }
 
 /// Finds the HTTP session with an id, creating an entry for it if `open`
@@ -965,14 +965,16 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
     fn handle(&mut self, msg: Acquire<A>, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
         let Acquire { id, open, .. } = msg;
-        self.forget_failed(false);
         if let Some(serial) = self.directory.serial(&id) {
             match self.directory.find(&id) {
                 Some((_, tx, bound)) => return MessageResult(Acquired::Found(tx, bound)),
-                None if self.is_failed(serial) => {
-                    return MessageResult(Acquired::Failed(self.directory.bound(&id)))
-                }
-                None => self.remove(serial),
+                None => match self.tombstone(serial) {
+                    Some(t) => {
+                        let close = (t.code, t.reason.clone());
+                        return MessageResult(Acquired::Failed(self.directory.bound(&id), close));
+                    }
+                    None => self.remove(serial),
+                },
             }
         }
         let Some(open) = open else {

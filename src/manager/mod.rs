@@ -29,7 +29,9 @@ use crate::{
     metrics::{describe, endpoint_label, BROADCAST_FANOUT, BROADCAST_RECEIVERS, SEND_TO},
     protocol::Transport,
     relay::{Audience, Relay, RelayMessage},
-    session::{Command, CommandTx, Note, NotesRx, NotesTx, RequestInfo, Session, SessionState, Shared},
+    session::{
+        Command, CommandTx, Note, NotesRx, NotesTx, RequestInfo, Session, SessionState, Shared, Tombstone,
+    },
     util::{SerialMap, SerialSet},
 };
 
@@ -260,7 +262,7 @@ pub struct SessionManager<A: Session> {
     /// HTTP sessions whose handler panicked, listed (closed, with no actor
     /// behind them) until the instant given, to answer their client's late
     /// requests with 1011 ([`Note::Failed`]); oldest first.
-    failed: VecDeque<(Instant, u64)>,
+    failed: VecDeque<(Instant, u64, Box<Tombstone>)>,
     shutting_down: bool,
     /// Where broadcasts also go, to reach other nodes.
     relay: Option<Box<dyn Relay>>,
@@ -535,6 +537,7 @@ impl<A: Session> SessionManager<A> {
     /// Reads the notes sessions have queued; runs before every message, so
     /// that what a session told before it answered its client is known.
     fn read_notes(&mut self) {
+        self.forget_failed(false);
         self.enter_arrivals();
         while let Some((serial, note)) = self.notes_rx.try_recv() {
             self.note(serial, note);
@@ -564,16 +567,15 @@ impl<A: Session> SessionManager<A> {
 
     fn note(&mut self, serial: u64, note: Note) {
         self.enter_arrivals();
-        self.forget_failed(false);
         match note {
             Note::Opened => self.set_phase(serial, SessionState::Open),
             Note::Deferred => self.set_phase(serial, SessionState::New),
             Note::Closed => self.closed(serial),
             Note::Ended => self.remove(serial),
-            Note::Failed(keep) => {
+            Note::Failed(tombstone) => {
                 self.closed(serial);
                 match self.sessions.get(&serial).filter(|e| !e.socket) {
-                    Some(_) => self.failed.push_back((Instant::now() + keep, serial)),
+                    Some(_) => self.failed.push_back((Instant::now() + tombstone.keep, serial, tombstone)),
                     None => self.remove(serial),
                 }
             }
@@ -603,23 +605,24 @@ impl<A: Session> SessionManager<A> {
         }
     }
 
-    /// Unlists the failed sessions whose time is up (`all`: every one).
-    /// Lazily, at the manager's next note or request: an entry outlives
-    /// its time only while nothing happens on the endpoint.
+    /// Unlists the failed sessions whose time is up (`all`: every one),
+    /// before the manager reads its notes and at the deadline of the first
+    /// ([`NotesPump`]).
     fn forget_failed(&mut self, all: bool) {
         if self.failed.is_empty() {
             return;
         }
         let now = Instant::now();
-        while let Some(&(_, serial)) = self.failed.front().filter(|(until, _)| all || *until <= now) {
+        while let Some(&(_, serial, _)) = self.failed.front().filter(|(until, _, _)| all || *until <= now) {
             self.failed.pop_front();
             self.remove(serial);
         }
     }
 
-    /// Whether the session `serial` failed and is still listed.
-    fn is_failed(&self, serial: u64) -> bool {
-        self.failed.iter().any(|(_, failed)| *failed == serial)
+    /// The close frame of the session `serial`, if it failed and is still
+    /// listed.
+    fn tombstone(&self, serial: u64) -> Option<&Tombstone> {
+        self.failed.iter().find(|(_, failed, _)| *failed == serial).map(|(_, _, tombstone)| &**tombstone)
     }
 
     /// Whether the session `serial` is listed and not closed.
@@ -865,7 +868,7 @@ impl<A: Session> Actor for SessionManager<A> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.spawn(NotesPump);
+        ctx.spawn(NotesPump::default());
     }
 }
 
@@ -873,8 +876,13 @@ impl<A: Session> Actor for SessionManager<A> {
 /// arrivals wake the manager (between messages; handlers read both too,
 /// first thing). `Opened` and `Closed` notes do not wake it
 /// ([`NotesTx::note`]), nor do arrivals up to [`ARRIVALS_WAKE_AT`]: they
-/// wait for the next.
-struct NotesPump;
+/// wait for the next. It also wakes the manager when the first failed
+/// session's time is up, so that an endpoint gone quiet lets it go.
+#[derive(Default)]
+struct NotesPump {
+    /// Set to the first failed session's deadline while there is one.
+    sweep: Option<Pin<Box<actix_web::rt::time::Sleep>>>,
+}
 
 impl<A: Session> ActorFuture<SessionManager<A>> for NotesPump {
     type Output = ();
@@ -885,17 +893,37 @@ impl<A: Session> ActorFuture<SessionManager<A>> for NotesPump {
         _: &mut Context<SessionManager<A>>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
+        let this = self.get_mut();
+        act.forget_failed(false);
         let arrivals = act.arrivals.take_and_listen(task.waker());
         act.enter(arrivals);
         // Bounded per turn, so that messages get their turn during churn.
+        let mut more = true;
         for _ in 0..1024 {
             match act.notes_rx.poll_recv(task) {
                 Poll::Ready(Some((serial, note))) => act.note(serial, note),
                 // The manager holds a sender itself: the queue does not end.
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) | Poll::Pending => {
+                    more = false;
+                    break;
+                }
             }
         }
-        task.waker().wake_by_ref();
+        match act.failed.front() {
+            None => this.sweep = None,
+            Some(&(until, _, _)) => {
+                let until = actix_web::rt::time::Instant::from_std(until);
+                let sweep =
+                    this.sweep.get_or_insert_with(|| Box::pin(actix_web::rt::time::sleep_until(until)));
+                if sweep.deadline() != until {
+                    sweep.as_mut().reset(until);
+                }
+                more |= std::future::Future::poll(sweep.as_mut(), task).is_ready();
+            }
+        }
+        if more {
+            task.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 }

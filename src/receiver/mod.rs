@@ -296,8 +296,14 @@ impl Receiver {
     /// Ends a receiver that its session never attached, as the session
     /// was dropped after a panic: `c[1011,"Internal error"]` (not on a raw
     /// WebSocket) and, on a WebSocket, the close frame 1011.
-    pub(crate) fn fail(mut self) {
+    pub(crate) fn fail(self) {
         let (code, reason) = close_code::with_reason(close_code::INTERNAL_ERROR);
+        self.close_with(code, reason);
+    }
+
+    /// Ends the receiver with the close frame `c[code,"reason"]` (not on a
+    /// raw WebSocket) and, on a WebSocket, its close frame.
+    pub(crate) fn close_with(mut self, code: u16, reason: &str) {
         if !matches!(self, Self::Socket { transport: Transport::RawWebSocket, .. }) {
             let _ = self.write(crate::protocol::close_frame(code, reason));
         }

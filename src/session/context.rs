@@ -59,14 +59,26 @@ pub(crate) enum Note {
     Closed,
     /// The session actor is gone.
     Ended,
-    /// The open session's actor is gone after a panic. An HTTP one stays listed
-    /// for this long (its disconnect delay), so that its client's late
-    /// requests get `c[1011,"Internal error"]` rather than a new session.
-    Failed(std::time::Duration),
+    /// The session's actor is gone after a panic. An HTTP one stays listed
+    /// for its disconnect delay, so that its client's late requests get its
+    /// close frame rather than a new session.
+    Failed(Box<Tombstone>),
     /// The session joins a group.
     Join(Arc<str>),
     /// The session leaves a group.
     Leave(Arc<str>),
+}
+
+/// What is left of an HTTP session whose handler panicked after it opened:
+/// the close frame its client's late requests get ([`Note::Failed`]).
+#[derive(Debug)]
+pub(crate) struct Tombstone {
+    /// How long it answers them: the session's disconnect delay.
+    pub(crate) keep: std::time::Duration,
+    /// The session's close frame: 1011 if it was open, its own if it had
+    /// closed.
+    pub(crate) code: u16,
+    pub(crate) reason: Box<str>,
 }
 
 /// How many quiet notes ([`NotesTx::note`]) wait before they wake the manager.
@@ -954,13 +966,22 @@ where
         self.record_close(None);
         self.setup.metrics.queue_depth(0, &mut self.queue_reported);
         self.machine.end(self.turn_bits & PANICKED != 0);
-        // An open HTTP session's client polls again; one that failed as it
-        // opened was answered 500 and has no session to come back to.
-        let failed = self.turn_bits & (PANICKED | OPEN_FAILED) == PANICKED
-            && matches!(self.machine.state(), State::Open);
-        let note = match failed && !self.machine.transport().is_websocket() {
-            true => Note::Failed(self.setup.config.disconnect_delay),
-            false => Note::Ended,
+        // An HTTP session's client polls again, and hears why it ended; one
+        // that failed as it opened was answered 500 and has no session to
+        // come back to.
+        let failed = self.turn_bits & (PANICKED | OPEN_FAILED) == PANICKED;
+        let close = match self.machine.state() {
+            State::Open => Some(close_code::with_reason(close_code::INTERNAL_ERROR)),
+            State::Closing(close) | State::Closed(close) => Some((close.0, close.1.as_str())),
+            State::New => None,
+        };
+        let note = match close.filter(|_| failed && !self.machine.transport().is_websocket()) {
+            Some((code, reason)) => Note::Failed(Box::new(Tombstone {
+                keep: self.setup.config.disconnect_delay,
+                code,
+                reason: reason.into(),
+            })),
+            None => Note::Ended,
         };
         self.setup.notes.note(self.setup.serial, note);
         log::trace!("sockjs {}: session ended", crate::SessionTag::of(&self.setup.id));

@@ -934,12 +934,34 @@ fn decode(frame: &[u8]) -> Option<Received<'_>> {
 /// without `run_id`): restarts then go unnoticed, and what Redis lost in
 /// one is not published again. An error when Redis does not answer.
 async fn run_id(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<Option<String>> {
+    Ok(server_info(conn).await?.run_id)
+}
+
+/// What `INFO server` says of the server, as far as it tells.
+#[derive(Debug, Default)]
+struct ServerInfo {
+    run_id: Option<String>,
+    /// How long the server has run, in milliseconds.
+    uptime_ms: Option<u64>,
+}
+
+/// The server's [`ServerInfo`] (see [`run_id`]); an error when Redis does
+/// not answer.
+async fn server_info(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<ServerInfo> {
     match ::redis::cmd("INFO").arg("server").query_async::<String>(conn).await {
-        Ok(info) => {
-            Ok(info.lines().find_map(|line| line.strip_prefix("run_id:")).map(|id| id.trim().to_owned()))
-        }
+        Ok(info) => Ok(parse_server_info(&info)),
         Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
-        Err(_) => Ok(None),
+        Err(_) => Ok(ServerInfo::default()),
+    }
+}
+
+fn parse_server_info(info: &str) -> ServerInfo {
+    let field = |name: &str| info.lines().find_map(|line| line.strip_prefix(name)).map(str::trim);
+    ServerInfo {
+        run_id: field("run_id:").map(str::to_owned),
+        uptime_ms: field("uptime_in_seconds:")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(|s| s.saturating_mul(1000)),
     }
 }
 
@@ -1133,9 +1155,10 @@ impl Senders {
 ///
 /// It starts at the entries added from a few seconds before the bridge
 /// started (the node has no sessions yet, so older ones reach nobody), so
-/// that what other nodes publish while this one connects is not skipped.
-/// Those seconds are Redis's, which numbers the entries: a node whose
-/// clock ran ahead of Redis's would skip what others publish meanwhile.
+/// that what other nodes publish while this one connects is not skipped,
+/// however late it reaches Redis. Those seconds are Redis's, which numbers
+/// the entries: a node whose clock ran ahead of Redis's would skip what
+/// others publish meanwhile.
 async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
     let side = &bridge.reader;
     let block = bridge.health_timeout / 4;
@@ -1147,10 +1170,10 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
     while !bridge.stopped() && manager.connected() {
         let connected = async {
             let mut c = bridge.connect(side, bridge.health_timeout.saturating_add(block)).await?;
-            let id = run_id(&mut c).await?;
-            Ok::<_, ::redis::RedisError>((c, id))
+            let info = server_info(&mut c).await?;
+            Ok::<_, ::redis::RedisError>((c, info))
         };
-        let (mut conn, id) = match connected.await {
+        let (mut conn, ServerInfo { run_id: id, uptime_ms }) = match connected.await {
             Ok(connected) => connected,
             Err(e) => {
                 outage.failed(
@@ -1162,18 +1185,25 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
                 continue;
             }
         };
-        // A Redis that restarted numbers its entries by its clock from
-        // then on, which may be behind the last entry read (another host,
-        // a clock set back): the reader then goes back to the start margin
-        // before Redis's now, and the senders' numbers drop what it reads
-        // twice.
+        // Where to read from, by Redis's clock: at the first connection,
+        // the start margin before the bridge started (however long Redis
+        // took to answer). A Redis that restarted numbers its entries by
+        // its clock from then on, which may be behind the last entry read
+        // (another host, a clock set back): the reader then goes back to
+        // the margin before the restart, if that is earlier, and the
+        // senders' numbers drop what it reads twice.
         let restarted = matches!((&server, &id), (Some(known), Some(id)) if known != id);
         if id.is_some() {
             server = id;
         }
         if last_id.is_none() || restarted {
+            let since_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let back = match last_id {
+                None => since_ms(bridge.epoch.elapsed()),
+                Some(_) => uptime_ms.unwrap_or(0),
+            };
             let start = match redis_ms(&mut conn).await {
-                Ok(ms) => ms.saturating_sub(START_MARGIN_MS),
+                Ok(ms) => ms.saturating_sub(back).saturating_sub(START_MARGIN_MS),
                 Err(e) => {
                     outage.failed("reader", format_args!("TIME failed ({e})"), Instant::now());
                     delay = bridge.back_off(delay).await;
@@ -1337,6 +1367,15 @@ async fn watch_health(bridge: Arc<Bridge>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_info_gives_the_run_id_and_the_uptime() {
+        let info =
+            parse_server_info("# Server\r\nredis_version:7.0.15\r\nrun_id:ab12\r\nuptime_in_seconds:42\r\n");
+        assert_eq!((info.run_id.as_deref(), info.uptime_ms), (Some("ab12"), Some(42_000)));
+        let none = parse_server_info("# Server\r\nredis_version:7.0.15\r\n");
+        assert_eq!((none.run_id, none.uptime_ms), (None, None));
+    }
 
     #[test]
     fn entry_ids_give_their_milliseconds() {

@@ -744,6 +744,16 @@ fn a_node_whose_clock_runs_ahead_of_redis_misses_nothing_as_it_starts() {
     let _redis = redis(redis_port);
     let nodes = [test_node_with_clock("ahead", redis_port, "+30s"), test_node("n2", redis_port, &[])];
     let ports = nodes.each_ref().map(|node| node.port);
+    // Its clock is ahead: the `Date` its answers carry (`Sat, 05 Dec 2026
+    // 12:00:46 GMT`), by the time of day.
+    let date = request(ports[0], "GET", "/cluster", &[], None).header("date").map(str::to_owned);
+    let time_of_day = date
+        .as_deref()
+        .and_then(|d| d.split(' ').nth(4))
+        .map(|hms| hms.split(':').filter_map(|n| n.parse::<u64>().ok()).fold(0, |secs, n| secs * 60 + n));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let ahead = time_of_day.map(|t| (t + 86_400 - now % 86_400) % 86_400);
+    assert!(ahead.is_some_and(|s| (25..=35).contains(&s)), "{date:?} is not 30 s ahead");
     for port in ports {
         wait_for("the bridges to be up", || is_up(port));
     }
@@ -784,6 +794,58 @@ fn a_redis_that_restarts_with_lower_entry_ids_is_read_from_its_new_ones() {
         assert_eq!(from(&got, "A-"), all_of("A-", 100), "node 1's broadcasts, each once, in order");
         assert_eq!(from(&got, "B-"), all_of("B-", 100), "node 2's broadcasts, each once, in order");
     }
+}
+
+/// Forwards connections on `port` to `to` once `ready` says so (nothing
+/// listens on `port` before).
+fn forward_when(port: u16, to: u16, ready: std::sync::mpsc::Receiver<()>) {
+    std::thread::spawn(move || {
+        let _ = ready.recv();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the forwarder");
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { continue };
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let (Ok(mut from_server), Ok(mut to_client)) = (server.try_clone(), client.try_clone()) else {
+                continue;
+            };
+            let (mut from_client, mut to_server) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+                let _ = to_server.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+}
+
+#[test]
+fn a_node_that_reaches_redis_late_gets_what_was_broadcast_since_it_started() {
+    // A node that starts while Redis is out of its reach (a partition)
+    // serves its sessions; once it reaches Redis, they get what the other
+    // nodes broadcast since it started, not only the last 5 s of it.
+    common::example_binary("test_server", &["redis"]);
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let n2 = test_node("n2", redis_port, &[]);
+    wait_for("node 2's bridge", || is_up(n2.port));
+    let (reach, reached) = std::sync::mpsc::channel();
+    let proxy_port = free_port();
+    forward_when(proxy_port, redis_port, reached);
+    let late = test_node("late", proxy_port, &[]);
+    let mut watcher = common::Client::websocket(late.port, "/broadcast");
+    let mut sender = common::Client::websocket(n2.port, "/broadcast");
+    sender.send("early");
+    assert_eq!(sender.recv(), "early");
+    // Longer than the reader's 5 s start margin: nothing but time tells.
+    std::thread::sleep(Duration::from_secs(6));
+    reach.send(()).expect("the forwarder waits");
+    wait_for("the late node's bridge", || is_up(late.port));
+    sender.send("later");
+    assert_eq!(watcher.recv(), "early");
+    assert_eq!(watcher.recv(), "later");
 }
 
 #[test]

@@ -360,6 +360,7 @@ impl RedisBridge {
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
             epoch: Instant::now(),
+            catch_up: self.limits.age,
             started_ms: unix_ms(),
             publisher: Side::new("publisher", gauge!(REDIS_PUBLISHER_UP, "channel" => label.clone())),
             reader: Side::new("reader", gauge!(REDIS_SUBSCRIBER_UP, "channel" => label.clone())),
@@ -517,6 +518,10 @@ struct Bridge {
     stopped: AtomicBool,
     /// What [`Side::last_ok`] counts from.
     epoch: Instant,
+    /// How far back a reader catches up at most, beyond its start margin:
+    /// the outbox's age bound, past which a publisher drops what Redis
+    /// did not take either.
+    catch_up: Duration,
     /// When the bridge started, in Unix milliseconds: entries sent before
     /// it (read again from the start margin) are delivered but not timed.
     started_ms: u64,
@@ -1197,10 +1202,15 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
             server = id;
         }
         if last_id.is_none() || restarted {
-            let since_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            // Never further back than the bridge has lived (a promoted
+            // replica may have run for days, its stream holding what
+            // predates this node), nor than the outbox's age bound (what
+            // sessions open now would get as news).
+            let lived = bridge.epoch.elapsed().min(bridge.catch_up);
+            let lived = u64::try_from(lived.as_millis()).unwrap_or(u64::MAX);
             let back = match last_id {
-                None => since_ms(bridge.epoch.elapsed()),
-                Some(_) => uptime_ms.unwrap_or(0),
+                None => lived,
+                Some(_) => uptime_ms.unwrap_or(0).min(lived),
             };
             let start = match redis_ms(&mut conn).await {
                 Ok(ms) => ms.saturating_sub(back).saturating_sub(START_MARGIN_MS),

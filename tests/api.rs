@@ -1525,6 +1525,19 @@ fn an_http_session_that_panicked_answers_1011_until_its_disconnect_delay_ends() 
 }
 
 #[test]
+fn a_session_that_panics_under_an_endless_disconnect_delay_stays_closed() {
+    // `Duration::MAX` means never: its tombstone has no deadline to compute.
+    let p = probed(Config::default().disconnect_delay(Duration::MAX));
+    let xhr = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("panic".into()));
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "c[1011,\"Internal error\"]\n");
+    assert_eq!(p.ask(SessionCount).closing, 1, "the manager goes on");
+}
+
+#[test]
 fn a_panicked_session_frees_its_place_once_its_disconnect_delay_ends() {
     // Under a cap of one session, the place a panicked HTTP session held
     // (while it answered late polls) goes to the next client when its

@@ -796,29 +796,55 @@ fn a_redis_that_restarts_with_lower_entry_ids_is_read_from_its_new_ones() {
     }
 }
 
-/// Forwards connections on `port` to `to` once `ready` says so (nothing
-/// listens on `port` before).
-fn forward_when(port: u16, to: u16, ready: std::sync::mpsc::Receiver<()>) {
-    std::thread::spawn(move || {
-        let _ = ready.recv();
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the forwarder");
-        for conn in listener.incoming() {
-            let Ok(client) = conn else { continue };
-            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
-            let (Ok(mut from_server), Ok(mut to_client)) = (server.try_clone(), client.try_clone()) else {
-                continue;
-            };
-            let (mut from_client, mut to_server) = (client, server);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut from_client, &mut to_server);
-                let _ = to_server.shutdown(std::net::Shutdown::Both);
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut from_server, &mut to_client);
-                let _ = to_client.shutdown(std::net::Shutdown::Both);
-            });
+/// A port in front of Redis, as a failover or a partition moves it: it
+/// forwards each connection to its target, and drops it while it has none.
+struct Switch {
+    port: u16,
+    to: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Switch {
+    /// Forwards to `to` (0: none yet).
+    fn start(to: u16) -> Self {
+        use std::sync::{atomic::AtomicU16, Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the switch");
+        let port = listener.local_addr().expect("its address").port();
+        let (target, conns) = (Arc::new(AtomicU16::new(to)), Arc::new(Mutex::new(Vec::new())));
+        let (t, c) = (target.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                let to = t.load(std::sync::atomic::Ordering::SeqCst);
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+                let (Ok(mut from_server), Ok(mut to_client)) = (server.try_clone(), client.try_clone())
+                else {
+                    continue;
+                };
+                if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
+                    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend([a, b]);
+                }
+                let (mut from_client, mut to_server) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { port, to: target, conns }
+    }
+
+    /// Forwards new connections to `to`, and cuts the ones made before.
+    fn switch(&self, to: u16) {
+        self.to.store(to, std::sync::atomic::Ordering::SeqCst);
+        for conn in self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
         }
-    });
+    }
 }
 
 #[test]
@@ -831,21 +857,44 @@ fn a_node_that_reaches_redis_late_gets_what_was_broadcast_since_it_started() {
     let _redis = redis(redis_port);
     let n2 = test_node("n2", redis_port, &[]);
     wait_for("node 2's bridge", || is_up(n2.port));
-    let (reach, reached) = std::sync::mpsc::channel();
-    let proxy_port = free_port();
-    forward_when(proxy_port, redis_port, reached);
-    let late = test_node("late", proxy_port, &[]);
+    let partition = Switch::start(0);
+    let late = test_node("late", partition.port, &[]);
     let mut watcher = common::Client::websocket(late.port, "/broadcast");
     let mut sender = common::Client::websocket(n2.port, "/broadcast");
     sender.send("early");
     assert_eq!(sender.recv(), "early");
     // Longer than the reader's 5 s start margin: nothing but time tells.
     std::thread::sleep(Duration::from_secs(6));
-    reach.send(()).expect("the forwarder waits");
+    partition.switch(redis_port);
     wait_for("the late node's bridge", || is_up(late.port));
     sender.send("later");
     assert_eq!(watcher.recv(), "early");
     assert_eq!(watcher.recv(), "later");
+}
+
+#[test]
+fn a_failover_to_a_long_running_replica_replays_nothing_from_before_the_node() {
+    // A promoted replica has its own run_id and may have run for days:
+    // its stream holds what predates this node, which must not reach the
+    // node's sessions as news.
+    common::example_binary("test_server", &["redis"]);
+    let (primary_port, replica_port) = (free_port(), free_port());
+    let (_primary, _replica) = (redis(primary_port), redis(replica_port));
+    let stale = ["XADD", "sockjs-test:broadcast", "*", "m", "sockjs2 gone/1 1 1 b stale"];
+    let id = redis_cli(primary_port, &stale);
+    let copied = ["XADD", "sockjs-test:broadcast", id.trim(), "m", "sockjs2 gone/1 1 1 b stale"];
+    redis_cli(replica_port, &copied);
+    // Older than the reader's 5 s start margin: nothing but time tells.
+    std::thread::sleep(Duration::from_secs(6));
+    let sentinel = Switch::start(primary_port);
+    let node = test_node("n1", sentinel.port, &[]);
+    wait_for("the bridge", || is_up(node.port));
+    let mut watcher = common::Client::websocket(node.port, "/broadcast");
+    // The node reconnects, to the replica (its reader reads from before
+    // the entry below, whenever that comes).
+    sentinel.switch(replica_port);
+    redis_cli(replica_port, &["XADD", "sockjs-test:broadcast", "*", "m", "sockjs2 live/1 1 1 b fresh"]);
+    assert_eq!(watcher.recv(), "fresh", "what predates the node reached its session");
 }
 
 #[test]

@@ -262,7 +262,7 @@ pub struct SessionManager<A: Session> {
     /// HTTP sessions whose handler panicked, listed (closed, with no actor
     /// behind them) until the instant given, to answer their client's late
     /// requests with 1011 ([`Note::Failed`]); oldest first.
-    failed: VecDeque<(Instant, u64, Box<Tombstone>)>,
+    failed: VecDeque<(Option<Instant>, u64, Box<Tombstone>)>,
     shutting_down: bool,
     /// Where broadcasts also go, to reach other nodes.
     relay: Option<Box<dyn Relay>>,
@@ -575,7 +575,12 @@ impl<A: Session> SessionManager<A> {
             Note::Failed(tombstone) => {
                 self.closed(serial);
                 match self.sessions.get(&serial).filter(|e| !e.socket) {
-                    Some(_) => self.failed.push_back((Instant::now() + tombstone.keep, serial, tombstone)),
+                    // No deadline for a disconnect delay too long to add
+                    // (`Duration::MAX`: never), as for a closed session.
+                    Some(_) => {
+                        let until = Instant::now().checked_add(tombstone.keep);
+                        self.failed.push_back((until, serial, tombstone));
+                    }
                     None => self.remove(serial),
                 }
             }
@@ -613,7 +618,8 @@ impl<A: Session> SessionManager<A> {
             return;
         }
         let now = Instant::now();
-        while let Some(&(_, serial, _)) = self.failed.front().filter(|(until, _, _)| all || *until <= now) {
+        let due = |until: &Option<Instant>| all || until.is_some_and(|until| until <= now);
+        while let Some(&(_, serial, _)) = self.failed.front().filter(|(until, _, _)| due(until)) {
             self.failed.pop_front();
             self.remove(serial);
         }
@@ -910,8 +916,8 @@ impl<A: Session> ActorFuture<SessionManager<A>> for NotesPump {
             }
         }
         match act.failed.front() {
-            None => this.sweep = None,
-            Some(&(until, _, _)) => {
+            None | Some((None, _, _)) => this.sweep = None,
+            Some(&(Some(until), _, _)) => {
                 let until = actix_web::rt::time::Instant::from_std(until);
                 let sweep =
                     this.sweep.get_or_insert_with(|| Box::pin(actix_web::rt::time::sleep_until(until)));

@@ -260,8 +260,9 @@ pub struct SessionManager<A: Session> {
     groups: HashMap<Arc<str>, SerialSet>,
     per_client: HashMap<IpAddr, usize>,
     /// HTTP sessions whose handler panicked, listed (closed, with no actor
-    /// behind them) until the instant given, to answer their client's late
-    /// requests with 1011 ([`Note::Failed`]); oldest first.
+    /// behind them) until the instant given (none: never), to answer their
+    /// client's late requests with their close frame ([`Note::Failed`]);
+    /// oldest first.
     failed: VecDeque<(Option<Instant>, u64, Box<Tombstone>)>,
     shutting_down: bool,
     /// Where broadcasts also go, to reach other nodes.

@@ -294,8 +294,8 @@ impl Receiver {
     }
 
     /// Ends a receiver that its session never attached, as the session
-    /// was dropped after a panic: `c[1011,"Internal error"]` (not on a raw
-    /// WebSocket) and, on a WebSocket, the close frame 1011.
+    /// was dropped after a panic: [`close_with`](Self::close_with) 1011
+    /// "Internal error".
     pub(crate) fn fail(self) {
         let (code, reason) = close_code::with_reason(close_code::INTERNAL_ERROR);
         self.close_with(code, reason);

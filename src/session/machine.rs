@@ -431,16 +431,14 @@ impl Machine {
     pub(crate) fn end(&mut self, failed: bool) {
         let Some(att) = self.attached.take() else { return };
         let (code, reason) = match &self.state {
-            State::Closing(close) | State::Closed(close) => (close.0, close.1.clone()),
-            _ if failed => (close_code::INTERNAL_ERROR, "Internal error".to_owned()),
-            _ => (close_code::NORMAL, "Normal closure".to_owned()),
+            State::Closing(close) | State::Closed(close) => (close.0, close.1.as_str()),
+            _ if failed => close_code::with_reason(close_code::INTERNAL_ERROR),
+            _ => close_code::with_reason(close_code::NORMAL),
         };
-        let mut receiver = att.receiver;
-        let unsent = matches!(self.state, State::Open | State::Closing(_));
-        if !self.is_raw() && unsent {
-            let _ = receiver.write(close_frame(code, &reason));
+        match self.state {
+            State::Open | State::Closing(_) => att.receiver.close_with(code, reason),
+            _ => att.receiver.close_socket(code, reason),
         }
-        receiver.close_socket(code, &reason);
     }
 }
 

@@ -707,13 +707,9 @@ const HIDDEN: &str = "<hidden>";
 /// session or a user is reached with.
 impl fmt::Debug for RequestInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = self.path();
-        let (bare, slash) = path.strip_suffix('/').map_or((path, ""), |bare| (bare, "/"));
-        let path = match bare.rsplitn(3, '/').collect::<Vec<_>>()[..] {
-            [transport, segment, head] if self.id_in_path => {
-                format!("{head}/{}/{transport}{slash}", SessionTag::of(segment))
-            }
-            _ => path.to_owned(),
+        let path = match self.id_in_path {
+            true => log_path(self.path()),
+            false => Cow::Borrowed(self.path()),
         };
         // A part without `=` may be a token too (`?s3cr3t`).
         let query: Vec<_> = (self.query_string().split('&'))

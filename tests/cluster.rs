@@ -510,6 +510,15 @@ impl Mesh {
     fn collect(self) -> Vec<Vec<String>> {
         self.readers.into_iter().map(|r| r.join().expect("a reader")).collect()
     }
+
+    /// Every receiver got both senders' `n` messages and their ends, each
+    /// once, in order.
+    fn expect_all(self, n: usize) {
+        for got in self.collect() {
+            assert_eq!(from(&got, "A-"), all_of("A-", n), "node 1's broadcasts, each once, in order");
+            assert_eq!(from(&got, "B-"), all_of("B-", n), "node 2's broadcasts, each once, in order");
+        }
+    }
 }
 
 /// Reads until both `A-end` and `B-end` came; a read that times out ends
@@ -637,10 +646,7 @@ fn nothing_is_lost_across_a_redis_restart() {
     broadcast_while(&mut mesh, 1000, Duration::from_millis(2500), ports, || {
         cluster.restart_redis(Duration::from_secs(5));
     });
-    for got in mesh.collect() {
-        assert_eq!(from(&got, "A-"), all_of("A-", 1000), "node 1's broadcasts, each once, in order");
-        assert_eq!(from(&got, "B-"), all_of("B-", 1000), "node 2's broadcasts, each once, in order");
-    }
+    mesh.expect_all(1000);
     for port in ports {
         assert_eq!(bridge(port)["dropped"], 0, "nothing dropped within the outbox's bound");
     }
@@ -668,10 +674,7 @@ fn a_stalled_redis_is_reported_down_and_loses_nothing() {
         // The bound: down within 2 s (the health timeout is 1 s).
         assert!(took < Duration::from_secs(2), "a stalled Redis was reported after {took:?}");
     }
-    for got in mesh.collect() {
-        assert_eq!(from(&got, "A-"), all_of("A-", 800), "node 1's broadcasts, each once, in order");
-        assert_eq!(from(&got, "B-"), all_of("B-", 800), "node 2's broadcasts, each once, in order");
-    }
+    mesh.expect_all(800);
 }
 
 /// Runs a redis-cli command on the cluster's Redis; answers its output.
@@ -701,10 +704,7 @@ fn a_redis_that_refuses_writes_is_reported_down_and_loses_nothing() {
         std::thread::sleep(Duration::from_secs(2));
         assert_eq!(redis_cli(cluster.redis_port, &["CONFIG", "SET", "min-replicas-to-write", "0"]), "OK");
     });
-    for got in mesh.collect() {
-        assert_eq!(from(&got, "A-"), all_of("A-", 300), "node 1's broadcasts, each once, in order");
-        assert_eq!(from(&got, "B-"), all_of("B-", 300), "node 2's broadcasts, each once, in order");
-    }
+    mesh.expect_all(300);
 }
 
 #[test]
@@ -759,10 +759,7 @@ fn a_node_whose_clock_runs_ahead_of_redis_misses_nothing_as_it_starts() {
     }
     let mut mesh = Mesh::open(ports);
     broadcast_while(&mut mesh, 100, Duration::ZERO, ports, || {});
-    for got in mesh.collect() {
-        assert_eq!(from(&got, "A-"), all_of("A-", 100), "node 1's broadcasts, each once, in order");
-        assert_eq!(from(&got, "B-"), all_of("B-", 100), "node 2's broadcasts, each once, in order");
-    }
+    mesh.expect_all(100);
 }
 
 #[test]
@@ -790,10 +787,7 @@ fn a_redis_that_restarts_with_lower_entry_ids_is_read_from_its_new_ones() {
     }
     cluster.restart_redis(Duration::from_millis(100));
     broadcast_while(&mut mesh, 100, Duration::ZERO, ports, || {});
-    for got in mesh.collect() {
-        assert_eq!(from(&got, "A-"), all_of("A-", 100), "node 1's broadcasts, each once, in order");
-        assert_eq!(from(&got, "B-"), all_of("B-", 100), "node 2's broadcasts, each once, in order");
-    }
+    mesh.expect_all(100);
 }
 
 /// A port in front of Redis, as a failover or a partition moves it: it
@@ -912,10 +906,7 @@ fn connections_cut_by_redis_lose_nothing() {
             std::thread::sleep(Duration::from_millis(400));
         }
     });
-    for got in mesh.collect() {
-        assert_eq!(from(&got, "A-"), all_of("A-", 300), "node 1's broadcasts, each once, in order");
-        assert_eq!(from(&got, "B-"), all_of("B-", 300), "node 2's broadcasts, each once, in order");
-    }
+    mesh.expect_all(300);
 }
 
 #[test]

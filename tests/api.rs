@@ -1175,6 +1175,82 @@ fn a_session_that_ends_itself_runs_its_hooks_once() {
     assert_eq!(next(), "open");
 }
 
+/// A session whose `on_close` hands work to a task of its own, as the
+/// docs of `on_close` advise, and whose client can ask it to close or stop.
+struct Saver {
+    events: mpsc::Sender<String>,
+}
+
+impl Actor for Saver {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Saver {
+    fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+        match msg.as_str() {
+            "close" => ctx.close(3000, "Bye"),
+            _ => ctx.stop(),
+        }
+    }
+
+    fn on_close(&mut self, cause: CloseCause, ctx: &mut SessionContext<Self>) {
+        let events = self.events.clone();
+        let id = ctx.session_id().to_owned();
+        let _ = events.send(format!("{id} closed: {cause:?}"));
+        actix::spawn(async move {
+            // Past a yield: work that does not finish in its first poll.
+            tokio::task::yield_now().await;
+            let _ = events.send(format!("{id} saved"));
+        });
+    }
+}
+
+#[test]
+fn work_that_on_close_spawns_runs_however_the_session_ended() {
+    let (events_tx, events) = mpsc::channel();
+    let port = serve_on_thread(move || {
+        let manager = SessionManager::new(move || Saver { events: events_tx.clone() }).start();
+        let config = Config::default().disconnect_delay(Duration::from_millis(200));
+        let server = HttpServer::new(move || {
+            App::new().service(SockJs::new("/saver", manager.clone()).config(config.clone()))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        (server.addrs()[0].port(), server.run())
+    });
+    let expect = |id: &str, cause: &str| {
+        let next = || events.recv_timeout(READ_TIMEOUT).expect("an event");
+        assert_eq!(next(), format!("{id} closed: {cause}"));
+        assert_eq!(next(), format!("{id} saved"));
+    };
+    // Over WebSocket: the client closes (the actor stops at once), the
+    // session closes itself, or stops.
+    for (ask, cause) in [
+        (None, "ClientClosed"),
+        (Some("close"), r#"Application { code: 3000, reason: "Bye" }"#),
+        (Some("stop"), "Stopped"),
+    ] {
+        let id = session();
+        let mut ws = WsClient::connect(port, &format!("/saver/000/{id}/websocket"));
+        assert_eq!(ws.recv_text(), "o");
+        match ask {
+            Some(ask) => ws.send_text(&format!(r#"["{ask}"]"#)),
+            None => ws.send_close(1000),
+        }
+        expect(&id, cause);
+    }
+    // Over HTTP: a poller that does not come back, and a session that
+    // closes itself.
+    let id = session();
+    assert_eq!(post(port, &format!("/saver/000/{id}/xhr"), "").body, "o\n");
+    expect(&id, "Timeout");
+    let id = session();
+    assert_eq!(post(port, &format!("/saver/000/{id}/xhr"), "").body, "o\n");
+    assert_eq!(post(port, &format!("/saver/000/{id}/xhr_send"), r#"["close"]"#).status(), 204);
+    expect(&id, r#"Application { code: 3000, reason: "Bye" }"#);
+}
+
 #[test]
 fn shutdown_closes_every_session_and_opens_no_new_one() {
     let (events_tx, events) = mpsc::channel();

@@ -217,6 +217,46 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
     /// is torn down. The actor's own `Drop` runs in every case: state that
     /// must not outlive the session (a presence count, say) is safest
     /// undone there. Default: does nothing.
+    ///
+    /// This is the session's last turn: what it starts on its own context
+    /// (`ctx.spawn`, `ctx.run_later`, `ctx.notify`, a message to
+    /// `ctx.address()`) may or may not run, depending on how the session
+    /// ended (after a client's close or a timeout the actor stops at
+    /// once). Work that must happen after the close, such as saving the
+    /// session's state, goes to a task or actor of its own:
+    /// `actix::spawn`, or a message to another actor (either runs unless
+    /// the worker itself is being torn down).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix::prelude::*;
+    /// use actix_sockjs::{CloseCause, Session, SessionContext};
+    ///
+    /// /// Keeps what its client typed, and stores it when the session ends.
+    /// struct Notes {
+    ///     lines: Vec<String>,
+    /// }
+    ///
+    /// impl Actor for Notes {
+    ///     type Context = SessionContext<Self>;
+    /// }
+    ///
+    /// impl Session for Notes {
+    ///     fn on_message(&mut self, msg: String, _: &mut SessionContext<Self>) {
+    ///         self.lines.push(msg);
+    ///     }
+    ///
+    ///     fn on_close(&mut self, cause: CloseCause, ctx: &mut SessionContext<Self>) {
+    ///         let lines = std::mem::take(&mut self.lines);
+    ///         let tag = ctx.session_tag();
+    ///         // A task of its own: it runs however the session ended.
+    ///         actix::spawn(async move {
+    ///             log::info!("session {tag} ({cause}) leaves {} lines to store", lines.len());
+    ///         });
+    ///     }
+    /// }
+    /// ```
     fn on_close(&mut self, cause: CloseCause, ctx: &mut SessionContext<Self>) {
         let _ = (cause, ctx);
     }

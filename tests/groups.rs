@@ -323,6 +323,36 @@ fn every_end_runs_on_close_once_and_leaves_the_groups() {
 }
 
 #[test]
+fn a_typed_message_keeps_its_order_with_text_sent_after_it() {
+    // `Deliver` used to hand the message to the session's actix address,
+    // a queue of its own that text sent later overtook (a trial saw 8
+    // rounds of 20 reordered).
+    let s = Server::start(Duration::from_secs(5));
+    let mut clients =
+        vec![Client::websocket(s.port, "/m"), Client::poll(s.port, "/m"), Client::stream(s.port, "/m")];
+    let ids: Vec<String> = clients.iter().map(|_| s.opened()).collect();
+    for round in 0..20 {
+        for id in &ids {
+            let (manager, id) = (s.manager.clone(), id.clone());
+            // One after another from one task: the manager gets them in
+            // this order.
+            s.system.arbiter().spawn(async move {
+                manager.do_send(Deliver::new(&id, Whisper(format!("{round}"))));
+                manager.do_send(SendTo::text(&id, format!("text {round}")));
+                manager.do_send(Broadcast::text(format!("broadcast {round}")).ids([&id]));
+            });
+        }
+        for client in &mut clients {
+            let got = [client.recv(), client.recv(), client.recv()];
+            assert_eq!(
+                got,
+                [format!("whisper: {round}"), format!("text {round}"), format!("broadcast {round}")]
+            );
+        }
+    }
+}
+
+#[test]
 fn delivery_by_id_listings_and_counts() {
     // The default delay: a closed polling session stays (closing) for 5 s.
     let s = Server::start(Duration::from_secs(5));

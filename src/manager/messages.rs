@@ -13,6 +13,7 @@ use crate::{
     relay::{payload, Audience, RelayMessage, Relayed, SetRelay},
     session::{
         command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared,
+        TypedMessage,
     },
 };
 
@@ -310,6 +311,14 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// this node took it ([`Delivery::Delivered`]) or none has the id
 /// ([`Delivery::Unknown`]; typed messages do not cross nodes).
 ///
+/// The message joins the session's queue, as [`SendTo`] and [`Broadcast`]
+/// text does: what the manager gets after it reaches the session after it,
+/// and the handler runs before what follows it in the queue. `Delivered`
+/// says the message is queued, not that the handler has run; a reply
+/// travels in the message (a oneshot sender, say). A message sent to the
+/// actor's own address ([`GetSession`](crate::GetSession)) goes through
+/// actix's mailbox instead, which keeps no order with the queue.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -382,15 +391,11 @@ where
             self.metrics.sent_to(Delivery::Unknown);
             return MessageResult(Delivery::Unknown);
         };
-        // The manager keeps no `Addr` per session (an actix address costs a
-        // shared allocation of its own); the session hands the message to
-        // its own address.
-        let hand_over = AddressRequest::new(move |addr| {
-            if let Ok(addr) = addr.downcast::<Addr<A>>() {
-                addr.do_send(msg);
-            }
-        });
-        let delivery = match entry.tx.send(Command::Address(Box::new(hand_over))) {
+        // Through the session's command queue, where text sent to it later
+        // queues behind it, and its handler runs in the message's turn (an
+        // actix address would have its own queue, which text overtakes).
+        let typed = TypedMessage::new::<A, M>(msg);
+        let delivery = match entry.tx.send(Command::Typed(Box::new(typed))) {
             Ok(()) => Delivery::Delivered,
             Err(_) => Delivery::Unknown,
         };

@@ -142,6 +142,10 @@ pub(crate) enum Command {
     ReceiverGone { aborted: bool },
     /// Someone wants the session actor's address ([`GetSession`](crate::GetSession)).
     Address(Box<AddressRequest>),
+    /// A message of the application's own type, for the actor's handler
+    /// ([`Deliver`](crate::Deliver)): handled in its place among the other
+    /// commands, so that it keeps its order with text sent after it.
+    Typed(Box<TypedMessage>),
 }
 
 const _: () = assert!(std::mem::size_of::<Command>() == 16);
@@ -159,6 +163,28 @@ impl AddressRequest {
 impl fmt::Debug for AddressRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AddressRequest")
+    }
+}
+
+/// An actix [`Envelope`] for the session's actor type, boxed as `Any`
+/// (commands are not generic over the session type).
+pub(crate) struct TypedMessage(Box<dyn Any + Send>);
+
+impl TypedMessage {
+    /// `msg` for the handler of `A`.
+    pub(crate) fn new<A, M>(msg: M) -> Self
+    where
+        A: Actor<Context = SessionContext<A>> + Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        Self(Box::new(Envelope::<A>::new(msg, None)))
+    }
+}
+
+impl fmt::Debug for TypedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TypedMessage")
     }
 }
 
@@ -782,6 +808,13 @@ where
                 }
             }
             Command::Address(request) => (request.0)(Box::new(self.parts.address())),
+            Command::Typed(typed) => {
+                // Made by the manager of this session type, so the downcast
+                // holds; a mismatch would be a bug, and drops the message.
+                if let Ok(mut envelope) = typed.0.downcast::<Envelope<A>>() {
+                    actix::dev::EnvelopeProxy::handle(&mut *envelope, act, self);
+                }
+            }
             Command::Shutdown => {
                 let (code, reason) = crate::close_code::with_reason(crate::close_code::SHUTDOWN);
                 if self.machine.close(code, reason) {

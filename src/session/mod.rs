@@ -144,7 +144,7 @@ impl fmt::Display for SessionTag {
 
 pub(crate) use context::{
     command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Note, NotesRx,
-    NotesTx, OpenPanicked, SendTurn, SessionSetup, Tombstone,
+    NotesTx, OpenPanicked, SendTurn, SessionSetup, Tombstone, TypedMessage,
 };
 pub(crate) use machine::Shared;
 pub(crate) use turn::{inbound_weight, run as run_turn, InPlace, LocalTurns, Ran, Turn, INBOUND_ROOM};

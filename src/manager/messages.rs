@@ -824,11 +824,25 @@ impl<A: Session> Handler<SessionCount> for SessionManager<A> {
 /// }
 /// # }
 /// ```
-#[derive(Debug, Clone, Message)]
+#[derive(Message)]
 #[rtype(result = "Option<Addr<A>>")]
 pub struct GetSession<A: Session> {
-    id: String,
+    id: Arc<str>,
     _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+// By hand: derived, they would ask the session actor for `Debug` and
+// `Clone` too.
+impl<A: Session> std::fmt::Debug for GetSession<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetSession").field("id", &self.id).finish()
+    }
+}
+
+impl<A: Session> Clone for GetSession<A> {
+    fn clone(&self) -> Self {
+        Self { id: self.id.clone(), _actor: std::marker::PhantomData }
+    }
 }
 
 impl<A: Session> GetSession<A> {
@@ -843,9 +857,12 @@ impl<A: Session> GetSession<A> {
     /// # impl Actor for Echo { type Context = SessionContext<Self>; }
     /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
     /// let lookup = actix_sockjs::GetSession::<Echo>::new("a1b2c3");
+    /// // Neither `Debug` nor `Clone` asks anything of the session type.
+    /// let again = lookup.clone();
+    /// println!("{again:?}");
     /// ```
-    pub fn new(id: impl Into<String>) -> Self {
-        Self { id: id.into(), _actor: std::marker::PhantomData }
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self { id: Arc::from(id.as_ref()), _actor: std::marker::PhantomData }
     }
 }
 

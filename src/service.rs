@@ -85,8 +85,11 @@ impl<A: Session> fmt::Debug for SockJs<A> {
 }
 
 impl<A: Session> SockJs<A> {
-    /// An endpoint at `prefix` (such as `/echo`; no trailing `/`) whose
-    /// sessions are tracked by `manager`, with the default [`Config`].
+    /// An endpoint at `prefix` (such as `/echo`) whose sessions are tracked
+    /// by `manager`, with the default [`Config`]. A trailing `/` is
+    /// dropped, and a missing leading `/` added: inside
+    /// `web::scope("/api")`, `"echo"` answers at `/api/echo`, as `"/echo"`
+    /// does.
     ///
     /// # Examples
     ///
@@ -111,7 +114,13 @@ impl<A: Session> SockJs<A> {
     /// # }
     /// ```
     pub fn new(prefix: impl Into<String>, manager: Addr<SessionManager<A>>) -> Self {
-        let prefix = prefix.into().trim_end_matches('/').to_owned();
+        let prefix = prefix.into();
+        let prefix = match prefix.trim_end_matches('/') {
+            // actix-web joins a scope's path and this one as they are:
+            // `/api` and `echo` would be `/apiecho`.
+            trimmed if trimmed.is_empty() || trimmed.starts_with('/') => trimmed.to_owned(),
+            trimmed => format!("/{trimmed}"),
+        };
         Self { prefix, manager, config: Config::default(), authorize: None, carry: Vec::new() }
     }
 

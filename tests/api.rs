@@ -1944,9 +1944,19 @@ fn an_endpoint_in_a_scope_answers_under_the_scope_prefix() {
     let (ready_tx, ready) = mpsc::channel();
     thread::spawn(move || {
         actix::System::new().block_on(async move {
+            let bare = SessionManager::new({
+                let events_tx = events_tx.clone();
+                move || Probe { events: events_tx.clone() }
+            })
+            .start();
             let m = SessionManager::new(move || Probe { events: events_tx.clone() }).start();
             let server = HttpServer::new(move || {
-                App::new().service(actix_web::web::scope("/api").service(SockJs::new("/probe", m.clone())))
+                App::new().service(
+                    actix_web::web::scope("/api")
+                        .service(SockJs::new("/probe", m.clone()))
+                        // A prefix written without its leading `/`.
+                        .service(SockJs::new("bare/", bare.clone())),
+                )
             })
             .workers(1)
             .bind(("127.0.0.1", 0))
@@ -1969,6 +1979,9 @@ fn an_endpoint_in_a_scope_answers_under_the_scope_prefix() {
     assert!(matches!(events.recv_timeout(READ_TIMEOUT).expect("an event"), Event::Open { .. }));
     let mut ws = WsClient::connect(port, &format!("/api/probe/000/{}/websocket", session()));
     assert_eq!(ws.recv_text(), "o");
+    // Joined as `/api/bare`, not `/apibare`.
+    assert_eq!(get(port, "/api/bare/info").status(), 200);
+    assert_eq!(get(port, "/apibare/info").status(), 404);
 }
 
 #[test]

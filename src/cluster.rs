@@ -344,6 +344,11 @@ impl RedisBridge {
     /// # })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a running actix system (its tasks are spawned on the
+    /// current one).
     pub fn start<A: Session>(self, manager: &Addr<SessionManager<A>>) -> BridgeHandle {
         describe();
         let sender = format!("{}/{:016x}", wire_id(&self.node), incarnation());

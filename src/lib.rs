@@ -85,6 +85,56 @@
 //! | [`metrics`] | the names of the metrics reported through the `metrics` facade |
 //! | `cluster` | the Redis bridge between nodes (feature `redis`) |
 //!
+//! # Testing your sessions
+//!
+//! The HTTP transports run in `actix_web::test::init_service`, with no
+//! server and no socket: a poll (`xhr`) answers what the session queued, a
+//! send (`xhr_send`) takes a JSON array of strings and answers `204`.
+//!
+//! ```
+//! use actix::prelude::*;
+//! use actix_sockjs::{Session, SessionContext, SessionManager, SockJs};
+//! use actix_web::{test, App};
+//!
+//! struct Greeter;
+//!
+//! impl Actor for Greeter {
+//!     type Context = SessionContext<Self>;
+//! }
+//!
+//! impl Session for Greeter {
+//!     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+//!         ctx.send("welcome");
+//!     }
+//!
+//!     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+//!         ctx.send(format!("you said {msg}"));
+//!     }
+//! }
+//!
+//! actix_web::rt::System::new().block_on(async {
+//!     let manager = SessionManager::new(|| Greeter).start();
+//!     let app = test::init_service(App::new().service(SockJs::new("/greet", manager))).await;
+//!     let poll = || test::TestRequest::post().uri("/greet/000/s1/xhr").to_request();
+//!     // The first poll opens the session and answers the open frame alone;
+//!     // what `on_open` sent comes with the next one.
+//!     assert_eq!(test::call_and_read_body(&app, poll()).await, "o\n");
+//!     assert_eq!(test::call_and_read_body(&app, poll()).await, "a[\"welcome\"]\n");
+//!     let send = test::TestRequest::post().uri("/greet/000/s1/xhr_send").set_payload(r#"["hi"]"#);
+//!     assert_eq!(test::call_service(&app, send.to_request()).await.status(), 204);
+//!     assert_eq!(test::call_and_read_body(&app, poll()).await, "a[\"you said hi\"]\n");
+//! });
+//! ```
+//!
+//! A poll that finds nothing waits for the next heartbeat (25 s by
+//! default): poll when you know something is queued, or shorten
+//! [`Config::heartbeat`] for the test. A WebSocket needs a real server:
+//! `init_service` answers its upgrade with `101` but carries no frames, so
+//! the session opens and then ends as interrupted. Bind an `HttpServer` to
+//! `127.0.0.1` port 0, and stop it through [`shutdown_on_draining`] with a
+//! drain of `Duration::ZERO`. The README's "Testing your sessions" has
+//! more: per-address limits, metrics, waiting without sleeping.
+//!
 //! # Where to go next
 //!
 //! The repository's README covers the options with their defaults, the

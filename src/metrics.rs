@@ -8,6 +8,13 @@
 //! is installed). Install a recorder before building the `HttpServer`:
 //! handles taken earlier stay no-ops.
 //!
+//! The facade is `metrics` 0.24: a recorder built for another `metrics`
+//! release (an exporter that depends on 0.23 or 0.25, say) is another
+//! crate's global and sees none of these metrics, without an error. Pick
+//! an exporter release built on `metrics` 0.24 (the chat example's
+//! `metrics-exporter-prometheus` 0.18 is); `cargo tree -i metrics` shows
+//! one `metrics` when they agree.
+//!
 //! # Examples
 //!
 //! The names, for dashboards and alerts:

@@ -484,6 +484,11 @@ impl<A: Session> SessionManager<A> {
     /// let room = SessionManager::start_with(|room| move || Chat { room: room.clone() });
     /// # });
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a running actix system (actix's `Actor::create` needs one):
+    /// call it inside `#[actix_web::main]` or `System::block_on`.
     pub fn start_with<M, F>(make: M) -> Addr<Self>
     where
         M: FnOnce(Addr<Self>) -> F,
@@ -523,6 +528,10 @@ impl<A: Session> SessionManager<A> {
     /// });
     /// # });
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a running actix system, as [`start_with`](Self::start_with).
     pub fn start_with_request<M, F>(make: M) -> Addr<Self>
     where
         M: FnOnce(Addr<Self>) -> F,

@@ -636,7 +636,7 @@ where
     /// impl Session for Echo {
     ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
     ///         if ctx.transport() == Transport::XhrPolling {
-    ///             log::info!("{} polls: expect latency", ctx.session_id());
+    ///             log::info!("{} polls: expect latency", ctx.session_tag());
     ///         }
     ///     }
     ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}

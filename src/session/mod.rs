@@ -197,7 +197,10 @@ impl Session for Nothing {
 /// ```
 pub trait Session: Actor<Context = SessionContext<Self>> {
     /// Called once when the session opens; its client gets the open frame
-    /// `o` once this returns, with what it sent in the same write.
+    /// `o` once this returns. What it sends follows `o` in the same write on
+    /// a WebSocket and the streaming transports; a polling client (`xhr`,
+    /// `jsonp`) gets `o` as a response of its own and the messages at its
+    /// next poll.
     /// [`SessionContext::request`] tells what the opening request carried.
     /// (What `Actor::started` sends is dropped: the session is not open
     /// yet.) Default: does nothing.

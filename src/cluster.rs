@@ -169,6 +169,37 @@ impl fmt::Debug for RedisBridge {
     }
 }
 
+/// The error of [`RedisBridge::new`]: the URL is not one redis-rs takes.
+/// Its [`source`](std::error::Error::source) is redis-rs's own error; the
+/// URL is not repeated (it may hold a password).
+///
+/// # Examples
+///
+/// ```
+/// use actix_sockjs::cluster::{InvalidUrl, RedisBridge};
+///
+/// let err: InvalidUrl = RedisBridge::new("http://127.0.0.1/", "chat").unwrap_err();
+/// assert!(err.to_string().starts_with("invalid Redis URL"));
+/// // `?` turns it into `Box<dyn Error>` or `std::io::Error::other(err)`.
+/// let _: Box<dyn std::error::Error + Send + Sync> = err.into();
+/// ```
+#[derive(Debug)]
+pub struct InvalidUrl {
+    source: ::redis::RedisError,
+}
+
+impl fmt::Display for InvalidUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid Redis URL: {}", self.source)
+    }
+}
+
+impl std::error::Error for InvalidUrl {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 impl RedisBridge {
     /// A bridge to the Redis server at `url` (such as
     /// `redis://127.0.0.1:6379/`) on the stream `channel`. Nothing connects
@@ -176,8 +207,8 @@ impl RedisBridge {
     ///
     /// # Errors
     ///
-    /// The URL is not one redis-rs takes (a `rediss://` URL without a TLS
-    /// feature of redis-rs, say).
+    /// [`InvalidUrl`]: the URL is not one redis-rs takes (a `rediss://`
+    /// URL without a TLS feature of redis-rs, say).
     ///
     /// # Examples
     ///
@@ -185,11 +216,12 @@ impl RedisBridge {
     /// use actix_sockjs::cluster::RedisBridge;
     ///
     /// assert!(RedisBridge::new("redis://:secret@127.0.0.1:6379/0", "chat").is_ok());
-    /// assert!(RedisBridge::new("not a url", "chat").is_err());
+    /// let bad = RedisBridge::new("not a url", "chat").unwrap_err();
+    /// println!("{bad}");
     /// ```
-    pub fn new(url: &str, channel: impl Into<String>) -> Result<Self, ::redis::RedisError> {
+    pub fn new(url: &str, channel: impl Into<String>) -> Result<Self, InvalidUrl> {
         Ok(Self {
-            client: ::redis::Client::open(url)?,
+            client: ::redis::Client::open(url).map_err(|source| InvalidUrl { source })?,
             stream: channel.into(),
             node: format!("pid{}", std::process::id()),
             health_timeout: Duration::from_secs(1),

@@ -526,7 +526,7 @@ impl BridgeHandle {
     /// # }
     /// ```
     pub fn stop(self) {
-        self.relay.do_send(SetRelay(None));
+        self.relay.do_send(SetRelay::none());
         self.bridge.stop();
         for task in &self.tasks {
             task.abort();
@@ -1353,7 +1353,7 @@ fn take(bridge: &Bridge, senders: &mut Senders, manager: &Recipient<Relayed>, fr
                 bridge.metrics.lag.record(Duration::from_millis(lag));
             }
             // Not try_send: a busy manager's mailbox is full, not gone.
-            manager.do_send(Relayed(entry.msg));
+            manager.do_send(Relayed::new(entry.msg));
         }
     }
 }

@@ -41,7 +41,7 @@
 //!
 //! impl Relay for Direct {
 //!     fn publish(&mut self, msg: RelayMessage) {
-//!         self.0.do_send(Relayed(msg));
+//!         self.0.do_send(Relayed::new(msg));
 //!     }
 //! }
 //!
@@ -265,12 +265,42 @@ pub trait Relay: Send + 'static {
 /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
 /// # actix::System::new().block_on(async {
 /// let manager = SessionManager::new(|| Echo).start();
-/// manager.do_send(Relayed(RelayMessage::new(Audience::All, [] as [&str; 0], "from afar")));
+/// manager.do_send(Relayed::new(RelayMessage::new(Audience::All, [] as [&str; 0], "from afar")));
 /// # });
 /// ```
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Relayed(pub RelayMessage);
+pub struct Relayed(pub(crate) RelayMessage);
+
+impl Relayed {
+    /// `msg`, arrived from another node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::relay::{Audience, RelayMessage, Relayed};
+    ///
+    /// let arrived = Relayed::new(RelayMessage::new(Audience::Group("lobby".into()), ["a1"], "hi"));
+    /// assert_eq!(arrived.message().text(), "hi");
+    /// ```
+    pub fn new(msg: RelayMessage) -> Self {
+        Self(msg)
+    }
+
+    /// The message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::relay::{Audience, RelayMessage, Relayed};
+    ///
+    /// let arrived = Relayed::new(RelayMessage::new(Audience::All, [] as [&str; 0], "hi"));
+    /// assert_eq!(arrived.message().audience(), &Audience::All);
+    /// ```
+    pub fn message(&self) -> &RelayMessage {
+        &self.0
+    }
+}
 
 /// Gives a manager its relay (or, with `None`, takes it away: broadcasts
 /// stay on this node from then on). A new relay is told of every group
@@ -292,12 +322,12 @@ pub struct Relayed(pub RelayMessage);
 /// # actix::System::new().block_on(async {
 /// let manager = SessionManager::new(|| Echo).start();
 /// manager.do_send(SetRelay::to(Nowhere));
-/// manager.do_send(SetRelay(None));
+/// manager.do_send(SetRelay::none());
 /// # });
 /// ```
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetRelay(pub Option<Box<dyn Relay>>);
+pub struct SetRelay(pub(crate) Option<Box<dyn Relay>>);
 
 impl SetRelay {
     /// Installs `relay`.
@@ -311,10 +341,36 @@ impl SetRelay {
     ///     fn publish(&mut self, _: RelayMessage) {}
     /// }
     /// let set = SetRelay::to(Nowhere);
-    /// assert!(set.0.is_some());
+    /// assert!(set.is_some());
     /// ```
     pub fn to(relay: impl Relay) -> Self {
         Self(Some(Box::new(relay)))
+    }
+
+    /// Takes the relay away: broadcasts stay on this node from then on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let unset = actix_sockjs::relay::SetRelay::none();
+    /// assert!(!unset.is_some());
+    /// ```
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Whether it installs a relay (rather than take one away).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::relay::{Relay, RelayMessage, SetRelay};
+    /// # struct Nowhere;
+    /// # impl Relay for Nowhere { fn publish(&mut self, _: RelayMessage) {} }
+    /// assert!(SetRelay::to(Nowhere).is_some());
+    /// ```
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
     }
 }
 

@@ -181,8 +181,8 @@ pub use cause::CloseCause;
 pub use config::{BindTo, Config, BODY_MIN_RATE, DEFAULT_SOCKJS_URL};
 pub use endpoint::Refuse;
 pub use manager::{
-    Broadcast, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave, ListSessions, SendTo,
-    SessionCount, SessionCounts, SessionInfo, SessionManager, Shutdown,
+    Broadcast, CountSessions, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave,
+    ListSessions, SendTo, SessionCounts, SessionInfo, SessionManager, Shutdown,
 };
 pub use protocol::Transport;
 pub use receiver::on_connect;

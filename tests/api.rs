@@ -8,8 +8,8 @@ use std::{sync::mpsc, thread, time::Duration};
 
 use actix::prelude::*;
 use actix_sockjs::{
-    Broadcast, CloseCause, Config, GetSession, SendTo, Session, SessionContext, SessionCount, SessionManager,
-    SessionTag, SockJs,
+    Broadcast, CloseCause, Config, CountSessions, GetSession, SendTo, Session, SessionContext,
+    SessionManager, SessionTag, SockJs,
 };
 use actix_web::{App, HttpServer};
 use common::*;
@@ -313,7 +313,7 @@ fn open_sees_the_request_and_the_factory_state() {
             local_peer: true
         }
     );
-    assert_eq!(p.ask(SessionCount).total(), 1);
+    assert_eq!(p.ask(CountSessions).total(), 1);
     // Reach the session actor by id and send it our own message.
     assert!(p.ask(GetSession::new("no-such-session")).is_none());
     let addr = p.ask(GetSession::new(id.clone())).expect("session found by id");
@@ -408,7 +408,7 @@ fn close_causes() {
         let r = post(p.port, &format!("{url}/xhr_send"), r#"["x"]"#);
         r.status() == 404 || {
             // The actor stops right after on_close; let the manager hear of it.
-            let _ = p.ask(SessionCount);
+            let _ = p.ask(CountSessions);
             false
         }
     });
@@ -932,7 +932,7 @@ fn authorisation_runs_before_any_session_exists() {
         WsClient::connect_with(p.port, &format!("/probe/000/{}/websocket", session()), &[]).err().unwrap();
     assert_eq!(r.status(), 403);
     assert!(WsClient::connect_with(p.port, "/probe/websocket", &[]).is_err());
-    assert_eq!(p.ask(SessionCount).total(), 0, "no session opened for refused requests");
+    assert_eq!(p.ask(CountSessions).total(), 0, "no session opened for refused requests");
 
     let url = format!("/probe/000/{}", session());
     assert_eq!(request(p.port, "POST", &format!("{url}/xhr"), &key, Some(b"")).body, "o\n");
@@ -1017,7 +1017,7 @@ fn an_ended_session_frees_its_place_under_the_per_address_cap() {
     assert!(matches!(p.next(), Event::Closed(_)));
     // The manager removes the session once its actor has stopped.
     let deadline = std::time::Instant::now() + READ_TIMEOUT;
-    while p.ask(SessionCount).total() > 0 {
+    while p.ask(CountSessions).total() > 0 {
         assert!(std::time::Instant::now() < deadline, "the session was never removed");
         thread::yield_now();
     }
@@ -1578,7 +1578,7 @@ fn an_http_session_that_panicked_answers_1011_until_its_disconnect_delay_ends() 
     assert_eq!(stream.chunk().as_deref(), Some("c[1011,\"Internal error\"]\n"));
     // It takes no messages, and counts as closing.
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["late"]"#).status(), 404);
-    assert_eq!((p.ask(SessionCount).open, p.ask(SessionCount).closing), (0, 1));
+    assert_eq!((p.ask(CountSessions).open, p.ask(CountSessions).closing), (0, 1));
     // Once the delay is over, the id is free: a poll opens a new session.
     eventually("the id opens a new session", || post(p.port, &format!("{xhr}/xhr"), "").body == "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
@@ -1610,7 +1610,7 @@ fn a_session_that_panics_under_an_endless_disconnect_delay_stays_closed() {
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("panic".into()));
     assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "c[1011,\"Internal error\"]\n");
-    assert_eq!(p.ask(SessionCount).closing, 1, "the manager goes on");
+    assert_eq!(p.ask(CountSessions).closing, 1, "the manager goes on");
 }
 
 #[test]
@@ -1843,17 +1843,17 @@ fn a_websocket_session_counts_as_opening_until_its_open_frame() {
     // actor waits on a future from `started`, which holds the socket back.
     let p = probed(Config::default());
     let open = p.websocket(&session());
-    let counts = p.ask(SessionCount);
+    let counts = p.ask(CountSessions);
     assert_eq!((counts.opening, counts.open), (0, 1));
 
     let id = session();
     let mut held = WsClient::connect(p.port, &format!("/probe/000/{id}/websocket?hold_start=1"));
-    let counts = p.ask(SessionCount);
+    let counts = p.ask(CountSessions);
     assert_eq!((counts.opening, counts.open), (1, 1), "a session that has not sent its open frame");
     release(&id);
     assert_eq!(held.recv_text(), "o");
     assert!(matches!(p.next(), Event::Open { .. }));
-    let counts = p.ask(SessionCount);
+    let counts = p.ask(CountSessions);
     assert_eq!((counts.opening, counts.open), (0, 2));
     drop(open);
 }

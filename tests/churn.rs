@@ -6,7 +6,7 @@ mod common;
 use std::{sync::mpsc, thread, time::Duration};
 
 use actix::prelude::*;
-use actix_sockjs::{Config, Session, SessionContext, SessionCount, SessionManager, SockJs};
+use actix_sockjs::{Config, CountSessions, Session, SessionContext, SessionManager, SockJs};
 use actix_web::{App, HttpServer};
 use common::*;
 
@@ -121,7 +121,7 @@ fn ten_thousand_sessions_leave_nothing_behind() {
         .map(|_| {
             let (m, tx) = (manager.clone(), count_tx.clone());
             system.arbiter().spawn(async move {
-                let _ = tx.send(m.send(SessionCount).await.map_or(usize::MAX, |c| c.total()));
+                let _ = tx.send(m.send(CountSessions).await.map_or(usize::MAX, |c| c.total()));
             });
             count_rx.recv_timeout(READ_TIMEOUT).expect("manager answers")
         })

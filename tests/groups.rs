@@ -8,8 +8,8 @@ use std::{collections::HashMap, sync::mpsc, thread, time::Duration};
 
 use actix::prelude::*;
 use actix_sockjs::{
-    Broadcast, CloseCause, Config, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave,
-    ListSessions, SendTo, Session, SessionContext, SessionCount, SessionManager, SessionState, Shutdown,
+    Broadcast, CloseCause, Config, CountSessions, Deliver, Delivery, GetSession, GroupMembers, GroupSizes,
+    Join, Leave, ListSessions, SendTo, Session, SessionContext, SessionManager, SessionState, Shutdown,
     SockJs, Transport,
 };
 use actix_web::{App, HttpServer};
@@ -318,7 +318,7 @@ fn every_end_runs_on_close_once_and_leaves_the_groups() {
 
     eventually("every session leaves `all`", || s.members().is_empty());
     assert!(s.ask(GroupSizes).is_empty(), "an empty group is forgotten");
-    eventually("the manager forgets them all", || s.ask(SessionCount).total() == 0);
+    eventually("the manager forgets them all", || s.ask(CountSessions).total() == 0);
     assert!(s.events.recv_timeout(Duration::from_millis(300)).is_err(), "no further on_close");
 }
 
@@ -417,7 +417,7 @@ fn delivery_by_id_listings_and_counts() {
     assert_eq!(poll_info.groups, ["all", "vip"]);
     assert!(poll_info.client_ip.is_some_and(|ip| ip.is_loopback()));
     assert!(poll_info.opened_at <= std::time::SystemTime::now());
-    let counts = s.ask(SessionCount);
+    let counts = s.ask(CountSessions);
     assert_eq!((counts.opening, counts.open, counts.closing), (0, 3, 0));
 
     // A closed polling session is closing until its disconnect delay ends,
@@ -427,7 +427,7 @@ fn delivery_by_id_listings_and_counts() {
         s.next(),
         Event::Closed(poll_id.clone(), CloseCause::Application { code: 3001, reason: "bye".into() })
     );
-    let counts = s.ask(SessionCount);
+    let counts = s.ask(CountSessions);
     assert_eq!((counts.open, counts.closing), (2, 1));
     assert_eq!(s.members(), sorted(vec![ws_id.clone(), raw_id.clone()]));
     assert!(s.ask(GroupMembers::new("vip")).is_empty());
@@ -443,7 +443,7 @@ fn delivery_by_id_listings_and_counts() {
     assert_eq!(raw.recv_text(), "after the close");
     // Its client's next request still gets the close frame, and nothing else.
     assert_eq!(post(s.port, &format!("{}/xhr", poll.url()), "").body, "c[3001,\"bye\"]\n");
-    eventually("the closed session ends", || s.ask(SessionCount).closing == 0);
+    eventually("the closed session ends", || s.ask(CountSessions).closing == 0);
 }
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
@@ -530,7 +530,7 @@ fn a_panic_as_a_session_opens_is_answered_with_500() {
     assert_eq!(refused.status(), 500);
     let poll = post(s.port, &format!("/m/000/panicopen{}/xhr", session()), "");
     assert_eq!(poll.status(), 500);
-    eventually("the manager forgets both", || s.ask(SessionCount).total() == 0);
+    eventually("the manager forgets both", || s.ask(CountSessions).total() == 0);
 
     // The server goes on.
     let mut ws = Client::websocket(s.port, "/m");
@@ -557,8 +557,8 @@ fn a_panic_in_an_http_session_ends_that_session_only() {
     doomed.send("panic");
     eventually("the session that panicked leaves `all`", || s.members().len() == 2);
     // It stays (closed) for the disconnect delay: its polls get 1011.
-    eventually("the manager closes it", || s.ask(SessionCount).closing == 1);
-    assert_eq!(s.ask(SessionCount).open, 2);
+    eventually("the manager closes it", || s.ask(CountSessions).closing == 1);
+    assert_eq!(s.ask(CountSessions).open, 2);
     let send = post(s.port, &format!("{}/xhr_send", doomed.url()), r#"["again"]"#);
     assert_eq!(send.status(), 404, "its next send finds no session");
     let poll = post(s.port, &format!("{}/xhr", doomed.url()), "");
@@ -600,7 +600,7 @@ fn a_panic_in_a_websocket_session_ends_that_session_only() {
     }
     doomed.ws().expect_end();
     eventually("the session that panicked leaves `all`", || s.members() == [other_id.clone()]);
-    eventually("the manager forgets it", || s.ask(SessionCount).total() == 1);
+    eventually("the manager forgets it", || s.ask(CountSessions).total() == 1);
 
     // The other session, and new ones, go on.
     assert_eq!(other.ask("still here"), "still here");

@@ -728,10 +728,10 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
 /// # struct S;
 /// # impl Actor for S { type Context = SessionContext<Self>; }
 /// # impl Session for S { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
-/// use actix_sockjs::SessionCount;
+/// use actix_sockjs::CountSessions;
 ///
 /// async fn gauge(manager: &Addr<SessionManager<S>>) -> String {
-///     match manager.send(SessionCount).await {
+///     match manager.send(CountSessions).await {
 ///         Ok(counts) => format!("{} open, {} opening, {} closing", counts.open, counts.opening, counts.closing),
 ///         Err(_) => "manager gone".to_owned(),
 ///     }
@@ -778,19 +778,19 @@ impl SessionCounts {
 /// # impl Actor for Echo { type Context = SessionContext<Self>; }
 /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
 /// # async fn f(manager: Addr<SessionManager<Echo>>) {
-/// if let Ok(counts) = manager.send(actix_sockjs::SessionCount).await {
+/// if let Ok(counts) = manager.send(actix_sockjs::CountSessions).await {
 ///     log::info!("{} open, {} closing", counts.open, counts.closing);
 /// }
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "SessionCounts")]
-pub struct SessionCount;
+pub struct CountSessions;
 
-impl<A: Session> Handler<SessionCount> for SessionManager<A> {
-    type Result = MessageResult<SessionCount>;
+impl<A: Session> Handler<CountSessions> for SessionManager<A> {
+    type Result = MessageResult<CountSessions>;
 
-    fn handle(&mut self, _: SessionCount, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: CountSessions, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
         let mut counts = SessionCounts::default();
         for entry in self.sessions.values() {

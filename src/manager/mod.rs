@@ -39,8 +39,8 @@ mod messages;
 
 pub(crate) use messages::{Acquire, Acquired, GetDirectory, Mounted, RegisterSocket};
 pub use messages::{
-    Broadcast, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave, ListSessions, SendTo,
-    SessionCount, SessionCounts, SessionInfo, Shutdown,
+    Broadcast, CountSessions, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave,
+    ListSessions, SendTo, SessionCounts, SessionInfo, Shutdown,
 };
 
 /// Builds a session actor for each new session, from its opening request.
@@ -240,7 +240,7 @@ pub(crate) fn next_serial() -> u64 {
 ///
 /// # actix::System::new().block_on(async {
 /// let manager = SessionManager::start_with(|room| move || Chat { room: room.clone() });
-/// let counts = manager.send(actix_sockjs::SessionCount).await;
+/// let counts = manager.send(actix_sockjs::CountSessions).await;
 /// assert_eq!(counts.map(|c| c.total()).ok(), Some(0));
 /// # });
 /// ```

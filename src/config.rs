@@ -242,6 +242,25 @@ impl Config {
         self.switch(transport, false)
     }
 
+    /// Switches a transport back on, undoing [`disable`](Self::disable)
+    /// (or [`websocket(false)`](Self::websocket)) on a shared base
+    /// configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::{Config, Transport};
+    ///
+    /// let strict = Config::default().disable(Transport::JsonpPolling).disable(Transport::HtmlFile);
+    /// // One endpoint that old browsers reach: htmlfile again, JSONP still off.
+    /// let legacy = strict.clone().enable(Transport::HtmlFile);
+    /// assert!(legacy.is_enabled(Transport::HtmlFile));
+    /// assert!(!legacy.is_enabled(Transport::JsonpPolling));
+    /// ```
+    pub fn enable(self, transport: Transport) -> Self {
+        self.switch(transport, true)
+    }
+
     fn switch(mut self, transport: Transport, enabled: bool) -> Self {
         self.disabled.retain(|t| *t != transport);
         if !enabled {

@@ -115,11 +115,40 @@ impl Refuse {
         Self(RefuseWith::Close(code, reason.into()))
     }
 
-    /// The close code and reason of a [`Refuse::close`].
-    pub(crate) fn close_frame(&self) -> Option<(u16, &str)> {
+    /// The close code and reason of a [`Refuse::close`] (`None` for an
+    /// HTTP refusal): what a test of an `authorize` hook checks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::Refuse;
+    ///
+    /// assert_eq!(Refuse::close(4401, "Unauthorized").close_frame(), Some((4401, "Unauthorized")));
+    /// assert_eq!(Refuse::http(actix_web::error::ErrorForbidden("no")).close_frame(), None);
+    /// ```
+    pub fn close_frame(&self) -> Option<(u16, &str)> {
         match &self.0 {
             RefuseWith::Close(code, reason) => Some((*code, reason)),
             RefuseWith::Http(_) => None,
+        }
+    }
+
+    /// The status of a [`Refuse::http`] (`None` for a close refusal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::Refuse;
+    /// use actix_web::http::StatusCode;
+    ///
+    /// let no = Refuse::http(actix_web::error::ErrorForbidden("log in first"));
+    /// assert_eq!(no.http_status(), Some(StatusCode::FORBIDDEN));
+    /// assert_eq!(Refuse::close(4401, "Unauthorized").http_status(), None);
+    /// ```
+    pub fn http_status(&self) -> Option<StatusCode> {
+        match &self.0 {
+            RefuseWith::Http(e) => Some(e.as_response_error().status_code()),
+            RefuseWith::Close(..) => None,
         }
     }
 
@@ -155,6 +184,8 @@ impl Refuse {
         }
     }
 }
+
+impl std::error::Error for Refuse {}
 
 impl fmt::Display for Refuse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -268,6 +268,7 @@ pub trait Relay: Send + 'static {
 /// manager.do_send(Relayed::new(RelayMessage::new(Audience::All, [] as [&str; 0], "from afar")));
 /// # });
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Relayed(pub(crate) RelayMessage);
@@ -325,6 +326,7 @@ impl Relayed {
 /// manager.do_send(SetRelay::none());
 /// # });
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetRelay(pub(crate) Option<Box<dyn Relay>>);

@@ -46,6 +46,7 @@ use crate::{
 /// manager.do_send(Broadcast::text("you two").ids(["a1b2", "c3d4"]));
 /// # }
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Broadcast {
@@ -101,7 +102,6 @@ impl Broadcast {
     /// ```
     /// let news = actix_sockjs::Broadcast::text("goal!").group("match-42");
     /// ```
-    #[must_use]
     pub fn group(mut self, group: impl AsRef<str>) -> Self {
         self.target = Audience::Group(Arc::from(group.as_ref()));
         self
@@ -116,7 +116,6 @@ impl Broadcast {
     /// ```
     /// let pair = actix_sockjs::Broadcast::text("your turn").ids(["a1", "b2"]);
     /// ```
-    #[must_use]
     pub fn ids<I, S>(mut self, list: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -133,7 +132,6 @@ impl Broadcast {
     /// ```
     /// let others = actix_sockjs::Broadcast::text("bob joined").group("lobby").except(["bob-session"]);
     /// ```
-    #[must_use]
     pub fn except<I, S>(mut self, list: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -245,6 +243,7 @@ pub enum Delivery {
 /// }
 /// # }
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Delivery")]
 pub struct SendTo {
@@ -348,6 +347,7 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// assert!(matches!(kicked, Ok(Delivery::Delivered | Delivery::Unknown)));
 /// # }
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 pub struct Deliver<M> {
     id: Arc<str>,
     msg: M,
@@ -419,6 +419,7 @@ where
 /// let joined = manager.send(Join::new("a1b2c3", "admins")).await.unwrap_or(false);
 /// # }
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "bool")]
 pub struct Join {
@@ -469,6 +470,7 @@ impl<A: Session> Handler<Join> for SessionManager<A> {
 /// manager.do_send(Leave::new("a1b2c3", "admins"));
 /// # }
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "bool")]
 pub struct Leave {
@@ -601,6 +603,7 @@ impl<A: Session> Handler<ListSessions> for SessionManager<A> {
 /// let who = manager.send(GroupMembers::new("lobby")).await.unwrap_or_default();
 /// # }
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Vec<String>")]
 pub struct GroupMembers {
@@ -824,6 +827,7 @@ impl<A: Session> Handler<CountSessions> for SessionManager<A> {
 /// }
 /// # }
 /// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Message)]
 #[rtype(result = "Option<Addr<A>>")]
 pub struct GetSession<A: Session> {

@@ -85,6 +85,21 @@ impl Transport {
         }
     }
 
+    /// The transport of a [`name`](Self::name) (from a configuration
+    /// file, say); `None` for any other text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::Transport;
+    ///
+    /// assert_eq!(Transport::from_name("jsonp"), Some(Transport::JsonpPolling));
+    /// assert_eq!(Transport::from_name("JSONP"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     /// Whether the transport is a WebSocket: one connection for the whole
     /// session, rather than HTTP requests that come and go.
     ///

@@ -78,8 +78,7 @@ use crate::{
     manager::SessionManager,
     metrics::{
         describe, REDIS_CONNECTS, REDIS_DROPPED, REDIS_DUPLICATES, REDIS_LAG, REDIS_MISSED, REDIS_OUTBOX,
-        REDIS_OUTBOX_BYTES, REDIS_PUBLISHED, REDIS_PUBLISHER_UP, REDIS_RECEIVED, REDIS_SUBSCRIBER_UP,
-        REDIS_UP,
+        REDIS_OUTBOX_BYTES, REDIS_PUBLISHED, REDIS_PUBLISHER_UP, REDIS_READER_UP, REDIS_RECEIVED, REDIS_UP,
     },
     relay::{payload, Audience, Relay, RelayMessage, Relayed, SetRelay},
     session::Session,
@@ -400,7 +399,7 @@ impl RedisBridge {
             catch_up: self.limits.age,
             started_ms: unix_ms(),
             publisher: Side::new("publisher", gauge!(REDIS_PUBLISHER_UP, "channel" => label.clone())),
-            reader: Side::new("reader", gauge!(REDIS_SUBSCRIBER_UP, "channel" => label.clone())),
+            reader: Side::new("reader", gauge!(REDIS_READER_UP, "channel" => label.clone())),
             metrics: BridgeMetrics::new(&label),
         });
         log::info!("sockjs: redis bridge on stream {:?} starting as {}", bridge.stream, bridge.sender);

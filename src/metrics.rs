@@ -99,7 +99,7 @@ pub const REDIS_UP: &str = "sockjs_redis_bridge_up";
 pub const REDIS_PUBLISHER_UP: &str = "sockjs_redis_publisher_up";
 /// 1 while a Redis bridge's reader has had an answer from Redis within
 /// its health timeout, else 0, by channel (gauge).
-pub const REDIS_SUBSCRIBER_UP: &str = "sockjs_redis_subscriber_up";
+pub const REDIS_READER_UP: &str = "sockjs_redis_reader_up";
 /// Times a Redis bridge (re)connected, by channel and `role` (`publisher`,
 /// `reader`) (counter).
 pub const REDIS_CONNECTS: &str = "sockjs_redis_connects_total";
@@ -191,7 +191,7 @@ pub(crate) fn describe() {
     describe_counter!(REQUESTS_REFUSED, "Requests refused, by reason");
     describe_gauge!(REDIS_UP, "1 while the Redis bridge can publish and read, else 0");
     describe_gauge!(REDIS_PUBLISHER_UP, "1 while the Redis publisher gets answers, else 0");
-    describe_gauge!(REDIS_SUBSCRIBER_UP, "1 while the Redis reader gets answers, else 0");
+    describe_gauge!(REDIS_READER_UP, "1 while the Redis reader gets answers, else 0");
     describe_counter!(REDIS_CONNECTS, "Redis bridge connections made");
     describe_counter!(REDIS_PUBLISHED, "Messages published to Redis");
     describe_counter!(

@@ -106,6 +106,68 @@ impl Handler<Whisper> for Member {
     }
 }
 
+/// Has the session wait on a timer of its own (`ctx.wait`), then say so.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Hold;
+
+impl Handler<Hold> for Member {
+    type Result = ();
+
+    fn handle(&mut self, _: Hold, ctx: &mut SessionContext<Self>) {
+        ctx.wait(
+            actix::clock::sleep(Duration::from_millis(200))
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.send("held")),
+        );
+    }
+}
+
+/// The same through actix's `AtomicResponse`, which promises that the
+/// actor handles nothing else until it is done.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Atomic;
+
+impl Handler<Atomic> for Member {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Atomic, _: &mut SessionContext<Self>) -> Self::Result {
+        let done = actix::clock::sleep(Duration::from_millis(200)).into_actor(self);
+        AtomicResponse::new(Box::pin(done.map(|_, _, ctx: &mut SessionContext<Self>| ctx.send("atomic"))))
+    }
+}
+
+/// Ends the actor at once (no close frame; the socket just ends).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Terminate;
+
+impl Handler<Terminate> for Member {
+    type Result = ();
+
+    fn handle(&mut self, _: Terminate, ctx: &mut SessionContext<Self>) {
+        ctx.terminate();
+    }
+}
+
+/// How many `Flag`s sessions have handled.
+static FLAGS_HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts itself in `FLAGS_HANDLED`: a handler whose run shows even when
+/// what it sends cannot reach the client.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flag;
+
+impl Handler<Flag> for Member {
+    type Result = ();
+
+    fn handle(&mut self, _: Flag, _: &mut SessionContext<Self>) {
+        FLAGS_HANDLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl Session for Member {
     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
         if ctx.request().path().contains("/panicopen") {
@@ -349,6 +411,81 @@ fn a_typed_message_keeps_its_order_with_text_sent_after_it() {
                 [format!("whisper: {round}"), format!("text {round}"), format!("broadcast {round}")]
             );
         }
+    }
+}
+
+#[test]
+fn a_typed_handler_that_waits_holds_back_what_follows_it() {
+    // As actix's mailbox does: nothing else while the actor waits on a
+    // future of its own (the review of the queued `Deliver` found the queue
+    // drained past a `ctx.wait` and an `AtomicResponse`).
+    let s = Server::start(Duration::from_secs(5));
+    let mut clients =
+        vec![Client::websocket(s.port, "/m"), Client::poll(s.port, "/m"), Client::stream(s.port, "/m")];
+    for client in &mut clients {
+        let id = s.opened();
+        let manager = s.manager.clone();
+        s.system.arbiter().spawn(async move {
+            manager.do_send(Deliver::new(&id, Hold));
+            manager.do_send(Deliver::new(&id, Whisper("after".into())));
+            manager.do_send(SendTo::text(&id, "text"));
+            manager.do_send(Deliver::new(&id, Atomic));
+            manager.do_send(SendTo::text(&id, "last"));
+        });
+        let got: Vec<String> = (0..5).map(|_| client.recv()).collect();
+        assert_eq!(got, ["held", "whisper: after", "text", "atomic", "last"]);
+    }
+    // Nothing either once a handler has ended the actor.
+    let mut ws = Client::websocket(s.port, "/m");
+    let id = s.opened();
+    let manager = s.manager.clone();
+    s.system.arbiter().spawn(async move {
+        manager.do_send(Deliver::new(&id, Terminate));
+        manager.do_send(Deliver::new(&id, Flag));
+    });
+    // The session is dropped once its socket ends; a `Flag` it handled
+    // would have been handled before.
+    loop {
+        match ws.ws().recv() {
+            Ws::Close(..) | Ws::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(FLAGS_HANDLED.load(std::sync::atomic::Ordering::SeqCst), 0, "handled after terminate");
+}
+
+#[test]
+fn what_comes_for_an_http_session_before_its_first_request_attaches_waits_for_it() {
+    // The manager lists an HTTP session before the request that opens it
+    // hands the session its receiver. Text and typed messages sent in
+    // between used to be handled by a session that had not opened: the
+    // text dropped, the handler run before `on_open`, yet `Delivered`.
+    let s = Server::start(Duration::from_secs(5));
+    for _ in 0..10 {
+        let id = session();
+        let (answered_tx, answered) = mpsc::channel();
+        let manager = s.manager.clone();
+        let target = id.clone();
+        s.system.arbiter().spawn(async move {
+            // Until the manager knows the session: from its first moment on.
+            loop {
+                if manager.send(Deliver::new(&target, Whisper("early".into()))).await
+                    == Ok(Delivery::Delivered)
+                {
+                    break;
+                }
+                actix::clock::sleep(Duration::from_micros(50)).await;
+            }
+            let text = manager.send(SendTo::text(&target, "early text")).await;
+            let _ = answered_tx.send(text);
+        });
+        assert_eq!(post(s.port, &format!("/m/000/{id}/xhr"), "").body, "o\n");
+        assert_eq!(answered.recv_timeout(READ_TIMEOUT), Ok(Ok(Delivery::Delivered)));
+        assert_eq!(s.next(), Event::Opened(id.clone()), "on_open first");
+        assert_eq!(
+            post(s.port, &format!("/m/000/{id}/xhr"), "").body,
+            "a[\"whisper: early\",\"early text\"]\n"
+        );
     }
 }
 

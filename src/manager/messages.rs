@@ -312,8 +312,12 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 ///
 /// The message joins the session's queue, as [`SendTo`] and [`Broadcast`]
 /// text does: what the manager gets after it reaches the session after it,
-/// and the handler runs before what follows it in the queue. `Delivered`
-/// says the message is queued, not that the handler has run; a reply
+/// and the handler runs before what follows it in the queue (a handler
+/// that waits, with `ctx.wait` or an `AtomicResponse`, holds back what
+/// follows until it is done, as actix's mailbox does). A session whose
+/// first request is still on its way keeps the message until it has
+/// opened: the handler runs after `on_open`. `Delivered` says the message
+/// is queued, not that the handler has run; a reply
 /// travels in the message (a oneshot sender, say). A message sent to the
 /// actor's own address ([`GetSession`](crate::GetSession)) goes through
 /// actix's mailbox instead, which keeps no order with the queue.

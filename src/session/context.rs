@@ -298,7 +298,15 @@ struct Cold {
     /// A socket's session whose first turn did not attach its socket: it
     /// tells its manager when it opens ([`Note::Deferred`]).
     open_deferred: bool,
+    /// Messages for the session (text, typed) that came before its first
+    /// receiver: the manager lists an HTTP session before its request
+    /// queues the receiver. Handled, in order, once it has opened.
+    early: std::collections::VecDeque<Command>,
 }
+
+/// The most messages a session keeps from before its first receiver (see
+/// `Cold::early`); more are dropped, and logged.
+const EARLY_KEPT: usize = 4096;
 
 /// The future the session runs for its attached HTTP receiver or hixie-76
 /// socket ([`ReceiverTimers`]; an RFC 6455 WebSocket has none: it reports
@@ -756,6 +764,15 @@ where
         self.cold.get_or_insert_default()
     }
 
+    /// The next message kept from before the session opened, once it has.
+    fn take_early(&mut self) -> Option<Command> {
+        let cold = self.cold.as_mut().filter(|cold| !cold.early.is_empty())?;
+        if *self.machine.state() == State::New {
+            return None;
+        }
+        cold.early.pop_front()
+    }
+
     /// The queue went past its limit, to `bytes` (dropped since): the
     /// largest queue yet, maybe, though no flush will see it.
     fn overflowed(&mut self, bytes: usize) {
@@ -798,6 +815,15 @@ where
     }
 
     fn handle(&mut self, act: &mut A, command: Command) {
+        if *self.machine.state() == State::New && matches!(command, Command::Push(_) | Command::Typed(_)) {
+            let early = &mut self.cold().early;
+            if early.len() < EARLY_KEPT {
+                early.push_back(command);
+            } else {
+                log::debug!("sockjs {}: message before open dropped", self.session_tag());
+            }
+            return;
+        }
         match command {
             Command::Attach(receiver) => self.attach(act, *receiver),
             Command::Messages(mut messages) => self.on_messages(act, &mut messages),
@@ -823,8 +849,12 @@ where
                     // Before its first receiver (the manager can answer a
                     // new HTTP session and then shut down before the
                     // worker queues its `Attach`): that receiver gets the
-                    // close frame, and `on_open` never runs.
+                    // close frame, and `on_open` never runs (nor do the
+                    // handlers of what came for it before).
                     self.machine.close_unopened(code);
+                    if let Some(cold) = self.cold.as_mut() {
+                        cold.early.clear();
+                    }
                 }
             }
             Command::TransportFailed(failure) => {
@@ -1039,8 +1069,10 @@ where
     }
 
     /// Stops the actor at once, as actix's `terminate` does: no
-    /// `stopping`, and no [`Session::on_close`]; an open session's client
-    /// gets no close frame (its receiver ends). Prefer
+    /// `stopping`, no [`Session::on_close`], and nothing more is handled.
+    /// The session is dropped with the actor: an attached receiver gets
+    /// `c[1000,"Normal closure"]` (a WebSocket then closes), and the
+    /// client's next request finds no session. Prefer
     /// [`stop`](ActorContext::stop) or [`close`](SessionContext::close).
     fn terminate(&mut self) {
         self.parts.terminate();
@@ -1262,6 +1294,16 @@ impl<A: Session> ActorFuture<A> for Pump {
         }
         // Bounded per turn, so that one busy session cannot hog its worker.
         for _ in 0..64 {
+            // As actix's mailbox: nothing more while the actor waits on a
+            // future of its own (a handler's `ctx.wait`, an
+            // `AtomicResponse`) or has stopped.
+            if ctx.waiting() {
+                return Poll::Pending;
+            }
+            if let Some(command) = ctx.take_early() {
+                ctx.handle(act, command);
+                continue;
+            }
             match this.rx.0.poll_recv_weighed(task, Command::weight) {
                 Poll::Ready(Some(command)) => ctx.handle(act, command),
                 Poll::Ready(None) => return Poll::Ready(()),

@@ -106,24 +106,41 @@ impl Handler<Whisper> for Member {
     }
 }
 
-/// Has the session wait on a timer of its own (`ctx.wait`), then say so.
+/// What a typed message may do to the session's queue.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Hold;
+enum Act {
+    /// Wait on a timer of its own (`ctx.wait`), then say `held`.
+    Hold,
+    /// End the actor at once.
+    Terminate,
+    /// Count itself in `FLAGS_HANDLED`: a run that shows even when what it
+    /// sends cannot reach the client.
+    Flag,
+}
 
-impl Handler<Hold> for Member {
+/// How many `Act::Flag`s sessions have handled.
+static FLAGS_HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Handler<Act> for Member {
     type Result = ();
 
-    fn handle(&mut self, _: Hold, ctx: &mut SessionContext<Self>) {
-        ctx.wait(
-            actix::clock::sleep(Duration::from_millis(200))
-                .into_actor(self)
-                .map(|_, _, ctx| ctx.send("held")),
-        );
+    fn handle(&mut self, act: Act, ctx: &mut SessionContext<Self>) {
+        match act {
+            Act::Hold => ctx.wait(
+                actix::clock::sleep(Duration::from_millis(200))
+                    .into_actor(self)
+                    .map(|_, _, ctx| ctx.send("held")),
+            ),
+            Act::Terminate => ctx.terminate(),
+            Act::Flag => {
+                FLAGS_HANDLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
     }
 }
 
-/// The same through actix's `AtomicResponse`, which promises that the
+/// `Act::Hold` through actix's `AtomicResponse`, which promises that the
 /// actor handles nothing else until it is done.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -135,36 +152,6 @@ impl Handler<Atomic> for Member {
     fn handle(&mut self, _: Atomic, _: &mut SessionContext<Self>) -> Self::Result {
         let done = actix::clock::sleep(Duration::from_millis(200)).into_actor(self);
         AtomicResponse::new(Box::pin(done.map(|_, _, ctx: &mut SessionContext<Self>| ctx.send("atomic"))))
-    }
-}
-
-/// Ends the actor at once (no close frame; the socket just ends).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Terminate;
-
-impl Handler<Terminate> for Member {
-    type Result = ();
-
-    fn handle(&mut self, _: Terminate, ctx: &mut SessionContext<Self>) {
-        ctx.terminate();
-    }
-}
-
-/// How many `Flag`s sessions have handled.
-static FLAGS_HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Counts itself in `FLAGS_HANDLED`: a handler whose run shows even when
-/// what it sends cannot reach the client.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Flag;
-
-impl Handler<Flag> for Member {
-    type Result = ();
-
-    fn handle(&mut self, _: Flag, _: &mut SessionContext<Self>) {
-        FLAGS_HANDLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -426,7 +413,7 @@ fn a_typed_handler_that_waits_holds_back_what_follows_it() {
         let id = s.opened();
         let manager = s.manager.clone();
         s.system.arbiter().spawn(async move {
-            manager.do_send(Deliver::new(&id, Hold));
+            manager.do_send(Deliver::new(&id, Act::Hold));
             manager.do_send(Deliver::new(&id, Whisper("after".into())));
             manager.do_send(SendTo::text(&id, "text"));
             manager.do_send(Deliver::new(&id, Atomic));
@@ -440,8 +427,8 @@ fn a_typed_handler_that_waits_holds_back_what_follows_it() {
     let id = s.opened();
     let manager = s.manager.clone();
     s.system.arbiter().spawn(async move {
-        manager.do_send(Deliver::new(&id, Terminate));
-        manager.do_send(Deliver::new(&id, Flag));
+        manager.do_send(Deliver::new(&id, Act::Terminate));
+        manager.do_send(Deliver::new(&id, Act::Flag));
     });
     // The session is dropped once its socket ends; a `Flag` it handled
     // would have been handled before.

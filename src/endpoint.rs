@@ -147,7 +147,9 @@ impl Refuse {
     /// ```
     pub fn http_status(&self) -> Option<StatusCode> {
         match &self.0 {
-            RefuseWith::Http(e) => Some(e.as_response_error().status_code()),
+            // The status of what the client gets (a `ResponseError` may
+            // answer another than its `status_code`).
+            RefuseWith::Http(e) => Some(e.error_response().status()),
             RefuseWith::Close(..) => None,
         }
     }

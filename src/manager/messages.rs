@@ -244,11 +244,27 @@ pub enum Delivery {
 /// # }
 /// ```
 #[must_use = "a message does nothing until it is sent to the manager"]
-#[derive(Debug, Clone, Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "Delivery")]
 pub struct SendTo {
     id: Arc<str>,
     payload: Arc<Shared>,
+}
+
+/// A session id in a message's `Debug`: its [`SessionTag`](crate::SessionTag),
+/// as log lines show it (an HTTP session's id is the key to it).
+struct IdTag<'a>(&'a str);
+
+impl std::fmt::Debug for IdTag<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::SessionTag::of(self.0))
+    }
+}
+
+impl std::fmt::Debug for SendTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendTo").field("id", &IdTag(&self.id)).field("payload", &self.payload).finish()
+    }
 }
 
 impl SendTo {
@@ -258,6 +274,8 @@ impl SendTo {
     ///
     /// ```
     /// let private = actix_sockjs::SendTo::text("a1b2c3", "psst");
+    /// // `Debug` shows the session by its tag, as log lines do.
+    /// assert!(!format!("{private:?}").contains("a1b2c3"));
     /// ```
     pub fn text(id: impl AsRef<str>, msg: impl Into<String>) -> Self {
         Self { id: Arc::from(id.as_ref()), payload: payload(msg.into()) }
@@ -359,7 +377,7 @@ pub struct Deliver<M> {
 
 impl<M> std::fmt::Debug for Deliver<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deliver").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Deliver").field("id", &IdTag(&self.id)).finish_non_exhaustive()
     }
 }
 
@@ -424,11 +442,17 @@ where
 /// # }
 /// ```
 #[must_use = "a message does nothing until it is sent to the manager"]
-#[derive(Debug, Clone, Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "bool")]
 pub struct Join {
     id: Arc<str>,
     group: Arc<str>,
+}
+
+impl std::fmt::Debug for Join {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Join").field("id", &IdTag(&self.id)).field("group", &self.group).finish()
+    }
 }
 
 impl Join {
@@ -475,11 +499,17 @@ impl<A: Session> Handler<Join> for SessionManager<A> {
 /// # }
 /// ```
 #[must_use = "a message does nothing until it is sent to the manager"]
-#[derive(Debug, Clone, Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "bool")]
 pub struct Leave {
     id: Arc<str>,
     group: Arc<str>,
+}
+
+impl std::fmt::Debug for Leave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leave").field("id", &IdTag(&self.id)).field("group", &self.group).finish()
+    }
 }
 
 impl Leave {
@@ -843,7 +873,7 @@ pub struct GetSession<A: Session> {
 // `Clone` too.
 impl<A: Session> std::fmt::Debug for GetSession<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetSession").field("id", &self.id).finish()
+        f.debug_struct("GetSession").field("id", &IdTag(&self.id)).finish()
     }
 }
 
@@ -867,7 +897,8 @@ impl<A: Session> GetSession<A> {
     /// let lookup = actix_sockjs::GetSession::<Echo>::new("a1b2c3");
     /// // Neither `Debug` nor `Clone` asks anything of the session type.
     /// let again = lookup.clone();
-    /// println!("{again:?}");
+    /// // The id shows as its tag, as in log lines.
+    /// assert!(!format!("{again:?}").contains("a1b2c3"));
     /// ```
     pub fn new(id: impl AsRef<str>) -> Self {
         Self { id: Arc::from(id.as_ref()), _actor: std::marker::PhantomData }

@@ -61,7 +61,7 @@ use actix::Message;
 
 use crate::{
     protocol::{json_string, Escape},
-    session::Shared,
+    session::{Shared, Tags},
 };
 
 /// A payload from a text, encoded once for every session that gets it.
@@ -80,7 +80,7 @@ pub(crate) fn payload(text: String) -> Arc<Shared> {
 /// let room = Audience::Group("lobby".into());
 /// assert!(matches!(room, Audience::Group(name) if &*name == "lobby"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Audience {
     /// Every session of the endpoint.
@@ -91,6 +91,18 @@ pub enum Audience {
     Ids(Box<[Arc<str>]>),
     /// The session with this id (a [`SendTo`](crate::SendTo)).
     Session(Arc<str>),
+}
+
+/// Shows session ids by their tags, as log lines do.
+impl fmt::Debug for Audience {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("All"),
+            Self::Group(group) => f.debug_tuple("Group").field(group).finish(),
+            Self::Ids(ids) => f.debug_tuple("Ids").field(&Tags(ids)).finish(),
+            Self::Session(id) => f.debug_tuple("Session").field(&crate::SessionTag::of(id)).finish(),
+        }
+    }
 }
 
 /// A message for the sessions of other nodes: who it is for, whom to leave
@@ -117,7 +129,7 @@ impl fmt::Debug for RelayMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RelayMessage")
             .field("audience", &self.audience)
-            .field("except", &self.except)
+            .field("except", &Tags(&self.except))
             .field("text", &self.payload.text)
             .finish()
     }

@@ -12,7 +12,7 @@ use crate::{
     protocol::Transport,
     relay::{payload, Audience, RelayMessage, Relayed, SetRelay},
     session::{
-        command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared,
+        command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared, Tags,
         TypedMessage,
     },
 };
@@ -47,12 +47,22 @@ use crate::{
 /// # }
 /// ```
 #[must_use = "a message does nothing until it is sent to the manager"]
-#[derive(Debug, Clone, Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "()")]
 pub struct Broadcast {
     payload: Arc<Shared>,
     target: Audience,
     except: Box<[Arc<str>]>,
+}
+
+impl std::fmt::Debug for Broadcast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcast")
+            .field("payload", &self.payload)
+            .field("target", &self.target)
+            .field("except", &Tags(&self.except))
+            .finish()
+    }
 }
 
 fn ids<I, S>(ids: I) -> Box<[Arc<str>]>
@@ -115,6 +125,10 @@ impl Broadcast {
     ///
     /// ```
     /// let pair = actix_sockjs::Broadcast::text("your turn").ids(["a1", "b2"]);
+    /// // `Debug` shows the sessions by their tags, as log lines do.
+    /// let listed = actix_sockjs::Broadcast::text("hi").ids(["ann-tab"]).except(["bob-tab"]);
+    /// let shown = format!("{listed:?}");
+    /// assert!(!shown.contains("ann-tab") && !shown.contains("bob-tab"));
     /// ```
     pub fn ids<I, S>(mut self, list: I) -> Self
     where
@@ -251,19 +265,12 @@ pub struct SendTo {
     payload: Arc<Shared>,
 }
 
-/// A session id in a message's `Debug`: its [`SessionTag`](crate::SessionTag),
-/// as log lines show it (an HTTP session's id is the key to it).
-struct IdTag<'a>(&'a str);
-
-impl std::fmt::Debug for IdTag<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", crate::SessionTag::of(self.0))
-    }
-}
-
 impl std::fmt::Debug for SendTo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendTo").field("id", &IdTag(&self.id)).field("payload", &self.payload).finish()
+        f.debug_struct("SendTo")
+            .field("id", &crate::SessionTag::of(&self.id))
+            .field("payload", &self.payload)
+            .finish()
     }
 }
 
@@ -273,9 +280,9 @@ impl SendTo {
     /// # Examples
     ///
     /// ```
-    /// let private = actix_sockjs::SendTo::text("a1b2c3", "psst");
+    /// let private = actix_sockjs::SendTo::text("ann-tab", "psst");
     /// // `Debug` shows the session by its tag, as log lines do.
-    /// assert!(!format!("{private:?}").contains("a1b2c3"));
+    /// assert!(!format!("{private:?}").contains("ann-tab"));
     /// ```
     pub fn text(id: impl AsRef<str>, msg: impl Into<String>) -> Self {
         Self { id: Arc::from(id.as_ref()), payload: payload(msg.into()) }
@@ -377,7 +384,7 @@ pub struct Deliver<M> {
 
 impl<M> std::fmt::Debug for Deliver<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deliver").field("id", &IdTag(&self.id)).finish_non_exhaustive()
+        f.debug_struct("Deliver").field("id", &crate::SessionTag::of(&self.id)).finish_non_exhaustive()
     }
 }
 
@@ -451,7 +458,10 @@ pub struct Join {
 
 impl std::fmt::Debug for Join {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Join").field("id", &IdTag(&self.id)).field("group", &self.group).finish()
+        f.debug_struct("Join")
+            .field("id", &crate::SessionTag::of(&self.id))
+            .field("group", &self.group)
+            .finish()
     }
 }
 
@@ -508,7 +518,10 @@ pub struct Leave {
 
 impl std::fmt::Debug for Leave {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leave").field("id", &IdTag(&self.id)).field("group", &self.group).finish()
+        f.debug_struct("Leave")
+            .field("id", &crate::SessionTag::of(&self.id))
+            .field("group", &self.group)
+            .finish()
     }
 }
 
@@ -873,7 +886,7 @@ pub struct GetSession<A: Session> {
 // `Clone` too.
 impl<A: Session> std::fmt::Debug for GetSession<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetSession").field("id", &IdTag(&self.id)).finish()
+        f.debug_struct("GetSession").field("id", &crate::SessionTag::of(&self.id)).finish()
     }
 }
 
@@ -894,11 +907,11 @@ impl<A: Session> GetSession<A> {
     /// # struct Echo;
     /// # impl Actor for Echo { type Context = SessionContext<Self>; }
     /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
-    /// let lookup = actix_sockjs::GetSession::<Echo>::new("a1b2c3");
+    /// let lookup = actix_sockjs::GetSession::<Echo>::new("ann-tab");
     /// // Neither `Debug` nor `Clone` asks anything of the session type.
     /// let again = lookup.clone();
     /// // The id shows as its tag, as in log lines.
-    /// assert!(!format!("{again:?}").contains("a1b2c3"));
+    /// assert!(!format!("{again:?}").contains("ann-tab"));
     /// ```
     pub fn new(id: impl AsRef<str>) -> Self {
         Self { id: Arc::from(id.as_ref()), _actor: std::marker::PhantomData }

@@ -92,6 +92,16 @@ impl SessionTag {
     }
 }
 
+/// Session ids in a `Debug` output (of a message, say): their tags, as log
+/// lines show them (an HTTP session's id is the key to it).
+pub(crate) struct Tags<'a>(pub(crate) &'a [std::sync::Arc<str>]);
+
+impl fmt::Debug for Tags<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|id| SessionTag::of(id))).finish()
+    }
+}
+
 /// The last segments of a SockJS session URL, `<prefix>/<server>/<session>/<segment>`.
 const SESSION_URL_ENDS: [&str; 8] =
     ["websocket", "xhr", "xhr_send", "xhr_streaming", "eventsource", "htmlfile", "jsonp", "jsonp_send"];

@@ -477,6 +477,31 @@ fn what_comes_for_an_http_session_before_its_first_request_attaches_waits_for_it
 }
 
 #[test]
+fn an_http_session_that_ends_between_polls_keeps_what_it_queued_and_its_close_frame() {
+    // A race trial: closed with no poll waiting, a session dropped what it
+    // had queued (the next poll got the close frame alone); stopped, it
+    // vanished, and the next poll opened a new session under its id.
+    let s = Server::start(Duration::from_secs(5));
+    let closes = [
+        ("close", r#"c[3001,"bye"]"#, CloseCause::Application { code: 3001, reason: "bye".into() }),
+        ("stop", r#"c[1000,"Normal closure"]"#, CloseCause::Stopped),
+    ];
+    for (ask, frame, cause) in closes {
+        let mut c = Client::poll(s.port, "/m");
+        let id = s.opened();
+        assert_eq!(s.ask(Deliver::new(&id, Whisper("1".into()))), Delivery::Delivered);
+        assert_eq!(s.ask(SendTo::text(&id, "2")), Delivery::Delivered);
+        // Sent, not polled: no receiver is attached as the session ends.
+        c.send(ask);
+        assert_eq!(s.next(), Event::Closed(id.clone(), cause));
+        let poll = || post(s.port, &format!("{}/xhr", c.url()), "").body;
+        assert_eq!(poll(), "a[\"whisper: 1\",\"2\"]\n", "{ask}");
+        assert_eq!(poll(), format!("{frame}\n"), "{ask}");
+        assert_eq!(poll(), format!("{frame}\n"), "{ask}: still the session's own, not a new one");
+    }
+}
+
+#[test]
 fn delivery_by_id_listings_and_counts() {
     // The default delay: a closed polling session stays (closing) for 5 s.
     let s = Server::start(Duration::from_secs(5));

@@ -341,8 +341,12 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// that waits, with `ctx.wait` or an `AtomicResponse`, holds back what
 /// follows until it is done, as actix's mailbox does). A session whose
 /// first request is still on its way keeps the message until it has
-/// opened: the handler runs after `on_open`. `Delivered` says the message
-/// is queued, not that the handler has run; a reply
+/// opened: the handler runs after `on_open`. A session that has closed
+/// but not yet stopped (an HTTP session answers its client's late requests
+/// for its disconnect delay) still runs the handler, and drops what it
+/// sends: [`SessionContext::is_open`](crate::SessionContext::is_open)
+/// tells. `Delivered` says the message is queued, not that the handler has
+/// run; a reply
 /// travels in the message (a oneshot sender, say). A message sent to the
 /// actor's own address ([`GetSession`](crate::GetSession)) goes through
 /// actix's mailbox instead, which keeps no order with the queue.

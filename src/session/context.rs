@@ -1000,7 +1000,13 @@ where
     fn flush(&mut self) -> bool {
         if std::mem::take(&mut self.stop_requested) {
             self.defer_on_close(CloseCause::Stopped);
-            self.finish();
+            // A socket's session ends with it. An HTTP session stays, closed,
+            // for its disconnect delay (below), as one that `close()`d does:
+            // its client's next request gets what was queued and the close
+            // frame, not a new session under the same id.
+            if self.machine.transport().is_websocket() {
+                self.finish();
+            }
         }
         let before = (self.machine.attached(), self.parts.state());
         self.setup.metrics.queue_depth(self.machine.queued(), &mut self.queue_reported);
@@ -1057,7 +1063,11 @@ where
 {
     /// Stops the session actor. An open session is closed first: its
     /// client gets `c[1000,"Normal closure"]` and [`Session::on_close`]
-    /// runs with [`CloseCause::Stopped`], then the actor stops.
+    /// runs with [`CloseCause::Stopped`], then the actor stops: a
+    /// WebSocket's at once, an HTTP session's once its disconnect delay has
+    /// passed, as after [`close`](SessionContext::close), so that its
+    /// client's next request still gets what was queued and the close
+    /// frame.
     fn stop(&mut self) {
         let (code, reason) = close_code::with_reason(close_code::NORMAL);
         if self.machine.close(code, reason) {
@@ -1070,7 +1080,8 @@ where
 
     /// Stops the actor at once, as actix's `terminate` does: no
     /// `stopping`, no [`Session::on_close`], and nothing more is handled.
-    /// The session is dropped with the actor: an attached receiver gets
+    /// The session is dropped with the actor: what it had queued and not
+    /// yet written is lost, an attached receiver gets
     /// `c[1000,"Normal closure"]` (a WebSocket then closes), and the
     /// client's next request finds no session. Prefer
     /// [`stop`](ActorContext::stop) or [`close`](SessionContext::close).

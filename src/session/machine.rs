@@ -181,6 +181,16 @@ impl Machine {
                 None => Attach::Attached { token: self.install(receiver) },
             },
             State::Closing(close) | State::Closed(close) => {
+                // What was queued when the session closed with no receiver
+                // (between two polls) comes first, as it would have to an
+                // attached one: a poll ends with it, and the next gets the
+                // close frame.
+                if !self.pending.is_empty() {
+                    let pending = std::mem::take(&mut self.pending);
+                    if !matches!(receiver.write_parts(&["a[", &pending, "]"]), Ok(false)) {
+                        return Attach::Closed;
+                    }
+                }
                 let (code, reason) = (close.0, close.1.as_str());
                 let _ = receiver.write(close_frame(code, reason));
                 receiver.close_socket(code, reason);
@@ -553,6 +563,32 @@ mod tests {
         idle.attach(r);
         assert!(idle.close(3000, "x"));
         assert!(matches!(idle.state(), State::Closed(_)), "no receiver: closed at once");
+    }
+
+    #[test]
+    fn what_was_queued_when_a_session_closed_between_polls_comes_before_the_close() {
+        let mut m = Machine::new(Transport::XhrPolling, 1024);
+        let (r, mut rx) = poll_receiver();
+        m.attach(r);
+        assert_eq!(read(&mut rx), ["o\n"]);
+        m.send("one").unwrap();
+        m.send("two").unwrap();
+        assert!(m.close(4000, "bye"));
+        let (r, mut rx) = poll_receiver();
+        assert_eq!(m.attach(r), Attach::Closed);
+        assert_eq!(read(&mut rx), ["a[\"one\",\"two\"]\n"], "a poll ends with the messages");
+        let (r, mut rx) = poll_receiver();
+        assert_eq!(m.attach(r), Attach::Closed);
+        assert_eq!(read(&mut rx), ["c[4000,\"bye\"]\n"]);
+        // A streaming receiver gets both.
+        let mut m = Machine::new(Transport::XhrStreaming, 1024);
+        let (r, _rx) = poll_receiver();
+        m.attach(r);
+        m.send("last").unwrap();
+        assert!(m.close(4000, "bye"));
+        let (r, mut rx) = stream_receiver(usize::MAX);
+        assert_eq!(m.attach(r), Attach::Closed);
+        assert_eq!(read(&mut rx), ["a[\"last\"]\n", "c[4000,\"bye\"]\n"]);
     }
 
     #[test]

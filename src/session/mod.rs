@@ -224,8 +224,9 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
     /// Called once when an open session ends, with the cause. The actor stops
     /// after it (for HTTP sessions, once the disconnect delay has passed, so
     /// that late requests still get the close frame). Not called for a
-    /// session whose handler panicked (it is dropped as it is, counted as
-    /// `panicked`, and its client gets `c[1011,"Internal error"]`), after
+    /// session whose handler panicked (it is dropped as it is, what it had
+    /// queued and not yet written is lost, it counts as `panicked`, and its
+    /// client gets `c[1011,"Internal error"]`), after
     /// `ctx.terminate()`, or for one waiting on `ctx.wait` when its worker
     /// is torn down. The actor's own `Drop` runs in every case: state that
     /// must not outlive the session (a presence count, say) is safest

@@ -178,6 +178,10 @@ impl Session for Member {
                 ctx.close(code, parts.next().unwrap_or_default());
             }
             "stop" => ctx.stop(),
+            "close+stop" => {
+                ctx.close(3001, "bye");
+                ctx.stop();
+            }
             "panic" => panic!("the member was asked to panic"),
             "flood" => {
                 for _ in 0..100 {
@@ -485,6 +489,9 @@ fn an_http_session_that_ends_between_polls_keeps_what_it_queued_and_its_close_fr
     let closes = [
         ("close", r#"c[3001,"bye"]"#, CloseCause::Application { code: 3001, reason: "bye".into() }),
         ("stop", r#"c[1000,"Normal closure"]"#, CloseCause::Stopped),
+        // A review: a stop after the close stopped the actor before its
+        // `on_close` ran, and the session vanished as above.
+        ("close+stop", r#"c[3001,"bye"]"#, CloseCause::Application { code: 3001, reason: "bye".into() }),
     ];
     for (ask, frame, cause) in closes {
         let mut c = Client::poll(s.port, "/m");
@@ -499,6 +506,12 @@ fn an_http_session_that_ends_between_polls_keeps_what_it_queued_and_its_close_fr
         assert_eq!(poll(), format!("{frame}\n"), "{ask}");
         assert_eq!(poll(), format!("{frame}\n"), "{ask}: still the session's own, not a new one");
     }
+    // Over a WebSocket, the same stop ends the socket, after `on_close`.
+    let mut ws = Client::websocket(s.port, "/m");
+    let id = s.opened();
+    ws.send("close+stop");
+    assert_eq!(ws.ws().recv_text(), r#"c[3001,"bye"]"#);
+    assert_eq!(s.next(), Event::Closed(id, CloseCause::Application { code: 3001, reason: "bye".into() }));
 }
 
 #[test]

@@ -770,7 +770,12 @@ where
         if *self.machine.state() == State::New {
             return None;
         }
-        cold.early.pop_front()
+        let command = cold.early.pop_front();
+        if cold.early.is_empty() {
+            // Its buffer goes with the last of them.
+            cold.early = std::collections::VecDeque::new();
+        }
+        command
     }
 
     /// The queue went past its limit, to `bytes` (dropped since): the
@@ -906,7 +911,15 @@ where
                 self.cancel_timers(Some(old));
                 self.notify_close(act, CloseCause::Interrupted);
             }
-            Attach::Closed => {}
+            Attach::Closed => {
+                // As a receiver's end does: the delay counts from the last
+                // request, so that a client that polls for what was queued
+                // has a whole delay to poll for the close frame.
+                if let Some(expiry) = self.cold.as_mut().and_then(|cold| cold.expiry.take()) {
+                    self.parts.cancel_future(expiry);
+                    self.schedule_expiry();
+                }
+            }
         }
     }
 
@@ -1073,9 +1086,20 @@ where
         if self.machine.close(code, reason) {
             self.stop_requested = true;
             self.needs_poll = true;
-        } else {
-            self.parts.stop();
+        } else if self.stop_requested {
+            // A stop is on its way already.
+        } else if self.machine.transport().is_websocket() || *self.machine.state() == State::New {
+            if self.cold.as_ref().is_some_and(|cold| cold.deferred_close.is_some()) {
+                // After the deferred `on_close`: actix polls nothing spawned
+                // once the actor is stopping. The finisher that runs it
+                // stops the actor next.
+                self.finish_requested = true;
+            } else {
+                self.parts.stop();
+            }
         }
+        // An HTTP session that has closed already stops when its disconnect
+        // delay ends, its late requests answered until then.
     }
 
     /// Stops the actor at once, as actix's `terminate` does: no

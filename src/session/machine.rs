@@ -185,10 +185,19 @@ impl Machine {
                 // (between two polls) comes first, as it would have to an
                 // attached one: a poll ends with it, and the next gets the
                 // close frame.
-                if !self.pending.is_empty() {
-                    let pending = std::mem::take(&mut self.pending);
-                    if !matches!(receiver.write_parts(&["a[", &pending, "]"]), Ok(false)) {
-                        return Attach::Closed;
+                // Not while a receiver is still attached: the close frame
+                // and the messages are its own at the next flush.
+                if !self.pending.is_empty() && self.attached.is_none() {
+                    match receiver.write_parts(&["a[", &self.pending, "]"]) {
+                        // A poll ends with them.
+                        Ok(true) => {
+                            self.pending = String::new();
+                            return Attach::Closed;
+                        }
+                        Ok(false) => self.pending = String::new(),
+                        // A receiver whose client has gone leaves them for
+                        // the next.
+                        Err(_) => return Attach::Closed,
                     }
                 }
                 let (code, reason) = (close.0, close.1.as_str());
@@ -589,6 +598,30 @@ mod tests {
         let (r, mut rx) = stream_receiver(usize::MAX);
         assert_eq!(m.attach(r), Attach::Closed);
         assert_eq!(read(&mut rx), ["a[\"last\"]\n", "c[4000,\"bye\"]\n"]);
+        // A poll whose client has gone leaves them to the next.
+        let mut m = Machine::new(Transport::XhrPolling, 1024);
+        let (r, _rx) = poll_receiver();
+        m.attach(r);
+        m.send("kept").unwrap();
+        assert!(m.close(4000, "bye"));
+        let (r, rx) = poll_receiver();
+        drop(rx);
+        assert_eq!(m.attach(r), Attach::Closed);
+        let (r, mut rx) = poll_receiver();
+        m.attach(r);
+        assert_eq!(read(&mut rx), ["a[\"kept\"]\n"]);
+        // While a receiver is attached to a closing session, what waits is
+        // its own, with the close frame; another gets the frame alone.
+        let mut m = Machine::new(Transport::XhrStreaming, 1024);
+        let (r, mut first) = stream_receiver(usize::MAX);
+        m.attach(r);
+        m.send("mine").unwrap();
+        assert!(m.close(4000, "bye"));
+        let (r, mut second) = stream_receiver(usize::MAX);
+        assert_eq!(m.attach(r), Attach::Closed);
+        assert_eq!(read(&mut second), ["c[4000,\"bye\"]\n"]);
+        m.flush();
+        assert_eq!(read(&mut first), ["o\n", "a[\"mine\"]\n", "c[4000,\"bye\"]\n"]);
     }
 
     #[test]

@@ -178,6 +178,11 @@ impl Session for Member {
                 ctx.close(code, parts.next().unwrap_or_default());
             }
             "stop" => ctx.stop(),
+            "hold" => ctx.wait(
+                actix::clock::sleep(Duration::from_millis(200))
+                    .into_actor(self)
+                    .map(|_, _, ctx| ctx.send("held")),
+            ),
             "close+stop" => {
                 ctx.close(3001, "bye");
                 ctx.stop();
@@ -443,6 +448,22 @@ fn a_typed_handler_that_waits_holds_back_what_follows_it() {
         }
     }
     assert_eq!(FLAGS_HANDLED.load(std::sync::atomic::Ordering::SeqCst), 0, "handled after terminate");
+}
+
+#[test]
+fn a_client_message_that_waits_holds_back_the_rest_of_its_batch() {
+    // One WebSocket frame, or one send, with two messages: the first's
+    // handler waits (`ctx.wait`), and the second waits for it, as actix's
+    // mailbox would make it (a review: the batch was handled whole).
+    let s = Server::start(Duration::from_secs(5));
+    let mut ws = Client::websocket(s.port, "/m");
+    s.opened();
+    ws.ws().send_text(r#"["hold","after"]"#);
+    assert_eq!([ws.recv(), ws.recv()], ["held", "after"]);
+    let mut poll = Client::poll(s.port, "/m");
+    s.opened();
+    assert_eq!(post(s.port, &format!("{}/xhr_send", poll.url()), r#"["hold","after"]"#).status(), 204);
+    assert_eq!([poll.recv(), poll.recv()], ["held", "after"]);
 }
 
 #[test]

@@ -831,7 +831,10 @@ where
         }
         match command {
             Command::Attach(receiver) => self.attach(act, *receiver),
-            Command::Messages(mut messages) => self.on_messages(act, &mut messages),
+            Command::Messages(mut messages) => {
+                self.on_messages(act, &mut messages);
+                self.keep_waiting(*messages);
+            }
             Command::Push(shared) => self.push(&shared),
             Command::ReceiverGone { aborted } => {
                 if let Some(token) = self.machine.token() {
@@ -876,15 +879,41 @@ where
     }
 
     /// Hands the client's messages to `on_message`, in order, while the
-    /// session is open; leaves `messages` empty (its buffer kept).
+    /// session is open; leaves in `messages` (its buffer kept) those that
+    /// must wait, as actix's mailbox makes its messages wait, because a
+    /// handler started a wait of the actor's own (`ctx.wait`) or stopped
+    /// it. Messages after a close are dropped.
     fn on_messages(&mut self, act: &mut A, messages: &mut Vec<String>) {
-        self.setup.metrics.received(messages);
-        for msg in messages.drain(..) {
-            if !self.machine.is_open() {
-                log::debug!("sockjs {}: message after close dropped", self.session_tag());
+        let mut taken = 0;
+        while taken < messages.len() {
+            if self.waiting() {
                 break;
             }
+            if !self.machine.is_open() {
+                log::debug!("sockjs {}: message after close dropped", self.session_tag());
+                taken = messages.len();
+                break;
+            }
+            let msg = std::mem::take(&mut messages[taken]);
+            // Counted as taken: the metric counts messages received,
+            // handled or not (those left wait to be counted when taken).
+            self.setup.metrics.received(std::slice::from_ref(&msg));
+            taken += 1;
             act.on_message(msg, self);
+        }
+        if taken < messages.len() && !self.machine.is_open() {
+            // Closed by the last one handled: the rest are dropped.
+            taken = messages.len();
+        }
+        messages.drain(..taken);
+    }
+
+    /// Keeps client messages that must wait (see [`Self::on_messages`])
+    /// for the next turn: the inbox comes first then.
+    fn keep_waiting(&mut self, mut rest: Vec<String>) {
+        if !rest.is_empty() {
+            rest.append(&mut self.inbox);
+            self.inbox = rest;
         }
     }
 
@@ -1306,13 +1335,20 @@ impl<A: Session> ActorFuture<A> for Pump {
             let full = inbound_weight(&ctx.inbox) > INBOUND_ROOM;
             let mut messages = std::mem::take(&mut ctx.inbox);
             ctx.on_messages(act, &mut messages);
-            // The buffer waits for the client's next messages, which then
-            // cost no allocation; the socket lets it go once its client is
-            // quiet (`Turn::release_inbox`), and a burst's at once.
-            if messages.capacity() <= INBOX_KEPT && ctx.inbox.is_empty() {
+            if !messages.is_empty() {
+                // The actor waits (see `on_messages`): they come first at
+                // its next turn.
+                ctx.keep_waiting(messages);
+            } else if messages.capacity() <= INBOX_KEPT && ctx.inbox.is_empty() {
+                // The buffer waits for the client's next messages, which
+                // then cost no allocation; the socket lets it go once its
+                // client is quiet (`Turn::release_inbox`), and a burst's at
+                // once.
                 ctx.inbox = messages;
             }
-            if let Some(receiver) = ctx.machine.receiver().filter(|_| full) {
+            if let Some(receiver) =
+                ctx.machine.receiver().filter(|_| full && inbound_weight(&ctx.inbox) <= INBOUND_ROOM)
+            {
                 receiver.nudge();
             }
         }

@@ -298,9 +298,9 @@ impl EndpointMetrics {
         self.closed[label].increment(1);
     }
 
-    pub(crate) fn received(&self, messages: &[String]) {
-        self.messages_in.increment(messages.len() as u64);
-        self.bytes_in.increment(messages.iter().map(|m| m.len() as u64).sum());
+    pub(crate) fn received(&self, messages: usize, bytes: usize) {
+        self.messages_in.increment(messages as u64);
+        self.bytes_in.increment(bytes as u64);
     }
 
     pub(crate) fn sent(&self, bytes: usize) {

@@ -346,10 +346,10 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// for its disconnect delay) still runs the handler, and drops what it
 /// sends: [`SessionContext::is_open`](crate::SessionContext::is_open)
 /// tells. `Delivered` says the message is queued, not that the handler has
-/// run; a reply
-/// travels in the message (a oneshot sender, say). A message sent to the
-/// actor's own address ([`GetSession`](crate::GetSession)) goes through
-/// actix's mailbox instead, which keeps no order with the queue.
+/// run; a reply travels in the message (a oneshot sender, say). A message
+/// sent to the actor's own address ([`GetSession`](crate::GetSession))
+/// goes through actix's mailbox instead, which keeps no order with the
+/// queue.
 ///
 /// # Examples
 ///
@@ -462,11 +462,13 @@ pub struct Join {
 
 impl std::fmt::Debug for Join {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Join")
-            .field("id", &crate::SessionTag::of(&self.id))
-            .field("group", &self.group)
-            .finish()
+        debug_membership(f, "Join", &self.id, &self.group)
     }
+}
+
+/// The `Debug` of [`Join`] and [`Leave`]: the session by its tag.
+fn debug_membership(f: &mut std::fmt::Formatter<'_>, name: &str, id: &str, group: &str) -> std::fmt::Result {
+    f.debug_struct(name).field("id", &crate::SessionTag::of(id)).field("group", &group).finish()
 }
 
 impl Join {
@@ -522,10 +524,7 @@ pub struct Leave {
 
 impl std::fmt::Debug for Leave {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leave")
-            .field("id", &crate::SessionTag::of(&self.id))
-            .field("group", &self.group)
-            .finish()
+        debug_membership(f, "Leave", &self.id, &self.group)
     }
 }
 

@@ -884,27 +884,24 @@ where
     /// handler started a wait of the actor's own (`ctx.wait`) or stopped
     /// it. Messages after a close are dropped.
     fn on_messages(&mut self, act: &mut A, messages: &mut Vec<String>) {
-        let mut taken = 0;
+        // Counted as taken, handled or dropped (those left are counted when
+        // a later turn takes them).
+        let (mut taken, mut bytes) = (0, 0);
         while taken < messages.len() {
-            if self.waiting() {
-                break;
-            }
             if !self.machine.is_open() {
                 log::debug!("sockjs {}: message after close dropped", self.session_tag());
+                bytes += messages[taken..].iter().map(String::len).sum::<usize>();
                 taken = messages.len();
                 break;
             }
+            if self.waiting() {
+                break;
+            }
             let msg = std::mem::take(&mut messages[taken]);
-            // Counted as taken: the metric counts messages received,
-            // handled or not (those left wait to be counted when taken).
-            self.setup.metrics.received(std::slice::from_ref(&msg));
-            taken += 1;
+            (taken, bytes) = (taken + 1, bytes + msg.len());
             act.on_message(msg, self);
         }
-        if taken < messages.len() && !self.machine.is_open() {
-            // Closed by the last one handled: the rest are dropped.
-            taken = messages.len();
-        }
+        self.setup.metrics.received(taken, bytes);
         messages.drain(..taken);
     }
 

@@ -188,7 +188,7 @@ impl Machine {
                 // Not while a receiver is still attached: the close frame
                 // and the messages are its own at the next flush.
                 if !self.pending.is_empty() && self.attached.is_none() {
-                    match receiver.write_parts(&["a[", &self.pending, "]"]) {
+                    match write_queued(&mut receiver, &self.pending) {
                         // A poll ends with them.
                         Ok(true) => {
                             self.pending = String::new();
@@ -380,7 +380,7 @@ impl Machine {
                 // Joined by the receiver: an RFC 6455 WebSocket's frame is
                 // then made in one allocation, its head included.
                 let mut pending = std::mem::take(&mut self.pending);
-                written.merge(self.write_by(|receiver| receiver.write_parts(&["a[", &pending, "]"])));
+                written.merge(self.write_by(|receiver| write_queued(receiver, &pending)));
                 // Its buffer is kept for the next messages, unless this write
                 // closed the session (an overflow gives the memory back).
                 if self.state == State::Open {
@@ -459,6 +459,12 @@ impl Machine {
             _ => att.receiver.close_socket(code, reason),
         }
     }
+}
+
+/// Writes the queued messages (`pending`, JSON strings joined by commas)
+/// as one `a[...]` frame.
+fn write_queued(receiver: &mut Receiver, pending: &str) -> Result<bool, Gone> {
+    receiver.write_parts(&["a[", pending, "]"])
 }
 
 impl Written {

@@ -82,6 +82,8 @@ fn test_server_groups_over_websocket_streaming_and_polling() {
 enum Event {
     Opened(String),
     Closed(String, CloseCause),
+    /// A typed message's handler ran (`Act::Report`).
+    Handled(String),
 }
 
 /// Joins `all` at open and reports its life; obeys a few commands.
@@ -117,6 +119,8 @@ enum Act {
     /// Count itself in `FLAGS_HANDLED`: a run that shows even when what it
     /// sends cannot reach the client.
     Flag,
+    /// Report that its handler ran ([`Event::Handled`]).
+    Report,
 }
 
 /// How many `Act::Flag`s sessions have handled.
@@ -135,6 +139,9 @@ impl Handler<Act> for Member {
             Act::Terminate => ctx.terminate(),
             Act::Flag => {
                 FLAGS_HANDLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Act::Report => {
+                let _ = self.events.send(Event::Handled(ctx.session_id().to_owned()));
             }
         }
     }
@@ -499,6 +506,50 @@ fn what_comes_for_an_http_session_before_its_first_request_attaches_waits_for_it
             "a[\"whisper: early\",\"early text\"]\n"
         );
     }
+}
+
+#[test]
+fn a_session_shut_down_before_its_first_request_attached_runs_no_handler_and_is_not_listed_live() {
+    // A race trial: a shutdown between the manager admitting an HTTP
+    // session and its request attaching closed the session unopened; its
+    // manager still listed it as live (`Delivered`, forever), and the
+    // handlers of typed messages sent to it ran on an actor whose
+    // `on_open` never had. The race is the server's to decide: a round
+    // where the request attached first sees an open session shut down.
+    let mut landed = 0;
+    for _ in 0..20 {
+        let s = Server::start(Duration::from_secs(5));
+        let id = session();
+        let manager = s.manager.clone();
+        let target = id.clone();
+        let (shut_tx, shut) = mpsc::channel();
+        s.system.arbiter().spawn(async move {
+            // From the session's first moment on, as closely as a client
+            // of the manager can.
+            while manager.send(Deliver::new(&target, Act::Report)).await != Ok(Delivery::Delivered) {}
+            manager.send(Shutdown).await.expect("shut down");
+            let _ = shut_tx.send(());
+        });
+        let first = post(s.port, &format!("/m/000/{id}/xhr"), "").body;
+        shut.recv_timeout(READ_TIMEOUT).expect("shut down");
+        let shut_frame = "c[1001,\"Server shutting down\"]\n";
+        if first == shut_frame {
+            landed += 1;
+            // Until the session has told its manager; then for good.
+            eventually("the unopened session is no longer live", || {
+                s.ask(Deliver::new(&id, Act::Report)) == Delivery::Unknown
+            });
+            assert_eq!(s.ask(Deliver::new(&id, Act::Report)), Delivery::Unknown);
+            assert_eq!(post(s.port, &format!("/m/000/{id}/xhr"), "").body, shut_frame, "its close frame");
+            let events: Vec<Event> = s.events.try_iter().collect();
+            assert!(events.is_empty(), "neither on_open nor a handler ran: {events:?}");
+        } else {
+            assert_eq!(first, "o\n");
+            assert_eq!(s.opened(), id);
+            assert_eq!(post(s.port, &format!("/m/000/{id}/xhr"), "").body, shut_frame);
+        }
+    }
+    println!("the shutdown came before the first request attached in {landed} of 20 rounds");
 }
 
 #[test]

@@ -395,8 +395,8 @@ where
     stop_requested: bool,
     /// The queue depth last reported to the metrics, in 4 KiB steps.
     queue_reported: u16,
-    /// [`IN_PLACE`], [`QUEUE_ARMED`], [`DROPPING`], [`PANICKED`] and [`OPEN_FAILED`]: one
-    /// byte, so that the session's slot keeps its size.
+    /// [`IN_PLACE`], [`QUEUE_ARMED`], [`DROPPING`], [`PANICKED`],
+    /// [`OPEN_FAILED`] and [`NEVER_OPENED`]: one byte, so that the session's slot keeps its size.
     turn_bits: u8,
 }
 
@@ -425,6 +425,11 @@ const PANICKED: u8 = 8;
 /// came in the session's first turn, and the request that opened it is
 /// answered 500 ([`OpenPanicked`]): no client of it comes back.
 const OPEN_FAILED: u8 = 16;
+
+/// A bit of [`SessionContext::turn_bits`]: the session closed before it
+/// opened (a shutdown before its first receiver): the handlers of typed
+/// messages already on their way do not run, as `on_open` never did.
+const NEVER_OPENED: u8 = 32;
 
 impl<A> fmt::Debug for SessionContext<A>
 where
@@ -825,7 +830,11 @@ where
             if early.len() < EARLY_KEPT {
                 early.push_back(command);
             } else {
-                log::debug!("sockjs {}: message before open dropped", self.session_tag());
+                crate::util::log_limited!(
+                    log::Level::Warn,
+                    "sockjs {}: more than {EARLY_KEPT} messages before the session opened; dropped",
+                    self.session_tag()
+                );
             }
             return;
         }
@@ -842,6 +851,12 @@ where
                 }
             }
             Command::Address(request) => (request.0)(Box::new(self.parts.address())),
+            Command::Typed(_) if self.turn_bits & NEVER_OPENED != 0 => {
+                log::debug!(
+                    "sockjs {}: typed message for a session that never opened dropped",
+                    self.session_tag()
+                );
+            }
             Command::Typed(typed) => {
                 // Made by the manager of this session type, so the downcast
                 // holds; a mismatch would be a bug, and drops the message.
@@ -859,7 +874,12 @@ where
                     // worker queues its `Attach`): that receiver gets the
                     // close frame, and `on_open` never runs (nor do the
                     // handlers of what came for it before).
-                    self.machine.close_unopened(code);
+                    if self.machine.close_unopened(code) {
+                        // Its manager stops listing it as live: what is
+                        // sent to its id from now on is `Unknown`.
+                        self.turn_bits |= NEVER_OPENED;
+                        self.setup.notes.note(self.setup.serial, Note::Closed);
+                    }
                     if let Some(cold) = self.cold.as_mut() {
                         cold.early.clear();
                     }

@@ -466,6 +466,20 @@ impl<A: Session> Endpoint<A> {
         }
     }
 
+    /// Gives the session `id` the messages frame its poll `ticket` wrote
+    /// and could not deliver (see `Command::Undelivered`); if the session
+    /// has ended since, there is no one to give them to.
+    pub(crate) fn give_back(&self, id: &str, ticket: u32, frame: String) {
+        match self.directory.get().and_then(|directory| directory.find(id)) {
+            Some((_, tx, _)) => {
+                let _ = tx.send(Command::Undelivered(Box::new((ticket, frame))));
+            }
+            None => {
+                log::debug!("sockjs {}: an undelivered poll outlived its session", crate::SessionTag::of(id));
+            }
+        }
+    }
+
     /// Hands `receiver` to the live session `directory` lists under `id`;
     /// gives it back if there is none (or it has just ended).
     fn attach_listed(

@@ -76,6 +76,21 @@ impl Framing {
         }
         Cow::Owned(out)
     }
+
+    /// The frame inside what [`wrap`](Self::wrap) made, for the polling
+    /// framings (xhr, JSONP); `None` for the streaming ones, or for bytes
+    /// that are not such a frame.
+    pub(crate) fn unwrap(&self, wire: &[u8], callback: &str) -> Option<String> {
+        let wire = std::str::from_utf8(wire).ok()?;
+        match self {
+            Self::Xhr => wire.strip_suffix('\n').map(str::to_owned),
+            Self::Jsonp => {
+                let quoted = wire.strip_prefix("/**/")?.strip_prefix(callback)?.strip_prefix('(')?;
+                serde_json::from_str(quoted.strip_suffix(");\r\n")?).ok()
+            }
+            Self::EventSource | Self::HtmlFile => None,
+        }
+    }
 }
 
 /// What a session writes to its receiver's queue. A frame's weight in the
@@ -188,14 +203,42 @@ pub(crate) struct HttpReceiver {
     /// its first frame (polling, whose limit is 0).
     limit: usize,
     peer: Option<PeerSocket>,
+    /// Tells this receiver from every other: its session's token for it
+    /// ([`Receiver::ticket`]).
+    ticket: u32,
 }
+
+/// The next HTTP receiver's [`HttpReceiver::ticket`].
+static NEXT_TICKET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Receiver {
     /// A receiver for an HTTP response body; `limit` is the response limit
     /// of a streaming transport (polling transports end after one frame).
     pub(crate) fn http(transport: Transport, framing: Framing, out: OutTx, limit: usize) -> Self {
         let (callback, peer) = (Box::default(), None);
-        Self::Http(Box::new(HttpReceiver { out, transport, framing, callback, written: 0, limit, peer }))
+        let ticket = NEXT_TICKET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::Http(Box::new(HttpReceiver {
+            out,
+            transport,
+            framing,
+            callback,
+            written: 0,
+            limit,
+            peer,
+            ticket,
+        }))
+    }
+
+    /// An HTTP receiver's number, unique in the process (until it wraps
+    /// at 2^32): its session takes it as the receiver's token, so that a
+    /// frame the receiver's request could not deliver comes back to a
+    /// session that can tell whether it wrote to another receiver since
+    /// (`Machine::restore`).
+    pub(crate) fn ticket(&self) -> Option<u32> {
+        match self {
+            Self::Http(http) => Some(http.ticket),
+            Self::Socket { .. } => None,
+        }
     }
 
     /// The JSONP callback of an HTTP receiver.
@@ -353,6 +396,22 @@ mod tests {
 
     fn wrap(framing: Framing, frame: &str) -> String {
         framing.wrap(Cow::Borrowed(frame), "cb").into_owned()
+    }
+
+    #[test]
+    fn a_polling_frame_unwraps_to_what_was_wrapped() {
+        let frame = "a[\"</script>\",\"\\u2028 \\\"q\\\" %\"]";
+        for framing in [Framing::Xhr, Framing::Jsonp] {
+            let wire = wrap(framing.clone(), frame);
+            assert_eq!(framing.unwrap(wire.as_bytes(), "cb").as_deref(), Some(frame), "{framing:?}");
+        }
+        assert_eq!(
+            Framing::Jsonp.unwrap(wrap(Framing::Jsonp, "h").as_bytes(), "other"),
+            None,
+            "its callback"
+        );
+        assert_eq!(Framing::Xhr.unwrap(b"a[\"cut", ""), None);
+        assert_eq!(Framing::EventSource.unwrap(wrap(Framing::EventSource, "h").as_bytes(), ""), None);
     }
 
     #[test]

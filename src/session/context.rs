@@ -28,7 +28,7 @@ use actix::{
 };
 
 use super::{
-    machine::{Attach, Machine, Overflow, Shared, State, Written},
+    machine::{Attach, Machine, Overflow, Restore, Shared, State, Written},
     turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
     RequestInfo, Session, SessionState,
 };
@@ -146,6 +146,10 @@ pub(crate) enum Command {
     /// ([`Deliver`](crate::Deliver)): handled in its place among the other
     /// commands, so that it keeps its order with text sent after it.
     Typed(Box<TypedMessage>),
+    /// A frame written to the HTTP receiver with this ticket that its
+    /// request could not deliver: the client closed the connection before
+    /// actix-web took the frame ([`SessionContext::undelivered`]).
+    Undelivered(Box<(u32, String)>),
 }
 
 const _: () = assert!(std::mem::size_of::<Command>() == 16);
@@ -302,6 +306,9 @@ struct Cold {
     /// receiver: the manager lists an HTTP session before its request
     /// queues the receiver. Handled, in order, once it has opened.
     early: std::collections::VecDeque<Command>,
+    /// The ticket of an HTTP session's first receiver (see
+    /// [`SessionContext::undelivered`]).
+    first_ticket: u32,
 }
 
 /// The most messages a session keeps from before its first receiver (see
@@ -885,6 +892,7 @@ where
                     }
                 }
             }
+            Command::Undelivered(back) => self.undelivered(act, back.0, &back.1),
             Command::TransportFailed(failure) => {
                 self.cancel_timers(self.machine.token());
                 if self.machine.fail() {
@@ -895,6 +903,38 @@ where
                     self.notify_close(act, cause);
                 }
             }
+        }
+    }
+
+    /// Takes back what the HTTP receiver `ticket` could not deliver (see
+    /// [`Command::Undelivered`]): its messages go first to the next
+    /// receiver. If another receiver came since, they cannot keep their
+    /// order and are lost: the session is closed as interrupted (1002), as
+    /// it would have been had the abort been seen before the write, so that
+    /// the client learns of it.
+    fn undelivered(&mut self, act: &mut A, ticket: u32, frame: &str) {
+        // Tickets grow: one below the first receiver's was an earlier
+        // session's, under the same id.
+        if self.cold.as_ref().is_none_or(|cold| ticket < cold.first_ticket) {
+            return;
+        }
+        match self.machine.restore(ticket, frame) {
+            Restore::Kept => {
+                log::debug!(
+                    "sockjs {}: a poll's client left before its frame went out; kept for the next",
+                    self.session_tag()
+                );
+                return;
+            }
+            Restore::Late => {}
+        }
+        crate::util::log_limited!(
+            log::Level::Info,
+            "sockjs {}: a poll's client left before its frame went out, and another poll came since: closing the session as interrupted",
+            self.session_tag()
+        );
+        if self.machine.close_ended() {
+            self.notify_close(act, CloseCause::Interrupted);
         }
     }
 
@@ -937,6 +977,10 @@ where
     fn attach(&mut self, act: &mut A, receiver: Receiver) {
         match self.machine.attach(receiver) {
             Attach::Opened { token } => {
+                if !self.machine.transport().is_websocket() {
+                    // An HTTP receiver's token is its ticket.
+                    self.cold().first_ticket = token;
+                }
                 self.counted_open = true;
                 self.setup.metrics.session_opened(self.machine.transport());
                 // A socket's session is entered open, as its socket is

@@ -81,6 +81,16 @@ pub(crate) struct Written {
     pub(crate) overflow: Option<usize>,
 }
 
+/// What [`Machine::restore`] did with a frame a poll could not deliver.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Restore {
+    /// Its messages wait at the head of the queue.
+    Kept,
+    /// Another receiver came since, which may have been written to: the
+    /// messages would go out of order, and are lost.
+    Late,
+}
+
 /// The queue grew past its limit, to this many bytes (now dropped): the
 /// session is closed with 3008.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,7 +106,9 @@ pub(crate) struct Machine {
     /// Raw WebSocket sessions only; boxed, as other sessions never need it.
     raw: Option<Box<RawQueue>>,
     attached: Option<Attached>,
-    next_token: u32,
+    /// The token of the last receiver attached or written to: an HTTP
+    /// receiver's ticket ([`Receiver::ticket`]), a socket's count.
+    last_token: u32,
     /// The transport that opened the session.
     transport: Transport,
     max_queue: usize,
@@ -111,7 +123,7 @@ impl Machine {
             pending: String::new(),
             raw: None,
             attached: None,
-            next_token: 0,
+            last_token: 0,
             transport,
             max_queue,
         }
@@ -188,6 +200,9 @@ impl Machine {
                 // Not while a receiver is still attached: the close frame
                 // and the messages are its own at the next flush.
                 if !self.pending.is_empty() && self.attached.is_none() {
+                    // The receiver they go to, if it cannot deliver them
+                    // (`restore`).
+                    self.last_token = receiver.ticket().unwrap_or(self.last_token);
                     match write_queued(&mut receiver, &self.pending) {
                         // A poll ends with them.
                         Ok(true) => {
@@ -209,9 +224,30 @@ impl Machine {
     }
 
     fn install(&mut self, receiver: Receiver) -> u32 {
-        self.next_token = self.next_token.wrapping_add(1);
-        self.attached = Some(Attached { receiver, token: self.next_token, dead: false });
-        self.next_token
+        self.last_token = receiver.ticket().unwrap_or(self.last_token.wrapping_add(1));
+        self.attached = Some(Attached { receiver, token: self.last_token, dead: false });
+        self.last_token
+    }
+
+    /// Takes back `frame`, written to the HTTP receiver `ticket` whose
+    /// request ended before it took the frame (its client closed the
+    /// connection as the frame came): the messages in it go back to the
+    /// head of the queue, for the next receiver. Frames other than
+    /// messages (`o`, `h`, a close frame) are not kept, and need not be.
+    pub(crate) fn restore(&mut self, ticket: u32, frame: &str) -> Restore {
+        if self.attached.is_some() || self.last_token != ticket {
+            return Restore::Late;
+        }
+        let Some(messages) = frame.strip_prefix("a[").and_then(|f| f.strip_suffix(']')) else {
+            return Restore::Kept;
+        };
+        if !self.pending.is_empty() {
+            let newer = std::mem::take(&mut self.pending);
+            self.pending = format!("{messages},{newer}");
+        } else {
+            messages.clone_into(&mut self.pending);
+        }
+        Restore::Kept
     }
 
     /// Queues one message; ignored unless the session is open.
@@ -522,7 +558,8 @@ mod tests {
         let mut m = Machine::new(Transport::XhrPolling, 1024);
         assert_eq!(m.state(), &State::New);
         let (r, mut rx) = poll_receiver();
-        assert_eq!(m.attach(r), Attach::Opened { token: 1 });
+        let ticket = r.ticket().unwrap();
+        assert_eq!(m.attach(r), Attach::Opened { token: ticket }, "an HTTP receiver's token is its ticket");
         assert!(m.is_open());
         assert!(!m.attached(), "a poll is done after the open frame");
         assert_eq!(read(&mut rx), ["o\n"]);
@@ -531,8 +568,9 @@ mod tests {
         assert_eq!(m.flush(), Written::default(), "no receiver: the messages wait");
         assert_eq!(m.queued(), r#""a","b\"""#.len());
         let (r, mut rx) = poll_receiver();
-        assert_eq!(m.attach(r), Attach::Attached { token: 2 });
-        assert_eq!(m.flush(), Written { detached: Some(2), overflow: None });
+        let ticket = r.ticket().unwrap();
+        assert_eq!(m.attach(r), Attach::Attached { token: ticket });
+        assert_eq!(m.flush(), Written { detached: Some(ticket), overflow: None });
         assert_eq!(read(&mut rx), ["a[\"a\",\"b\\\"\"]\n"]);
         assert_eq!(m.queued(), 0);
     }
@@ -541,7 +579,8 @@ mod tests {
     fn a_second_live_receiver_is_refused_and_an_aborted_one_interrupts() {
         let mut m = Machine::new(Transport::XhrStreaming, 1024);
         let (first, mut first_rx) = stream_receiver(4096);
-        assert_eq!(m.attach(first), Attach::Opened { token: 1 });
+        let ticket = first.ticket().unwrap();
+        assert_eq!(m.attach(first), Attach::Opened { token: ticket });
         let (second, mut second_rx) = poll_receiver();
         assert_eq!(m.attach(second), Attach::Refused);
         assert_eq!(read(&mut second_rx), ["c[2010,\"Another connection still open\"]\n"]);
@@ -550,7 +589,7 @@ mod tests {
 
         drop(first_rx);
         let (third, mut third_rx) = poll_receiver();
-        assert_eq!(m.attach(third), Attach::Interrupted { old: 1 });
+        assert_eq!(m.attach(third), Attach::Interrupted { old: ticket });
         assert_eq!(read(&mut third_rx), ["c[1002,\"Connection interrupted\"]\n"]);
         assert_eq!(m.state(), &State::Closed(Box::new((1002, "Connection interrupted".into()))));
         let (late, mut late_rx) = poll_receiver();
@@ -568,7 +607,7 @@ mod tests {
         assert!(!m.close(3001, "again"), "only an open session closes");
         assert!(matches!(m.state(), State::Closing(_)));
         m.send("dropped").unwrap();
-        assert_eq!(m.flush().detached, Some(1));
+        assert_eq!(m.flush().detached, m.last_token.into());
         assert_eq!(read(&mut rx), ["o\n", "a[\"bye\"]\n", "c[3000,\"Go away!\"]\n"]);
         assert!(matches!(m.state(), State::Closed(_)));
         assert!(!m.attached());
@@ -653,7 +692,7 @@ mod tests {
         m.send(&big).unwrap();
         // The close frame still goes out, in the same flush.
         let written = m.flush();
-        assert_eq!(written.detached, Some(1));
+        assert_eq!(written.detached, m.last_token.into());
         assert!(written.overflow.is_some_and(|backlog| backlog > 100), "{written:?}");
         assert!(matches!(m.state(), State::Closed(_)));
         let got = read(&mut rx);
@@ -693,8 +732,50 @@ mod tests {
         let (r, _rx) = stream_receiver(10);
         m.attach(r);
         m.send("0123456789").unwrap();
-        assert_eq!(m.flush().detached, Some(1));
+        assert_eq!(m.flush().detached, m.last_token.into());
         assert!(m.is_open(), "the session lives on for the next request");
+    }
+
+    #[test]
+    fn a_frame_its_poll_could_not_deliver_goes_first_to_the_next_unless_another_poll_came() {
+        let mut m = Machine::new(Transport::XhrPolling, 1024);
+        let (r, _rx) = poll_receiver();
+        m.attach(r);
+        m.send("one").unwrap();
+        let (r, mut lost) = poll_receiver();
+        let ticket = r.ticket().unwrap();
+        m.attach(r);
+        m.flush();
+        assert_eq!(read(&mut lost), ["a[\"one\"]\n"]);
+        m.send("two").unwrap();
+        assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Kept);
+        let (r, mut rx) = poll_receiver();
+        m.attach(r);
+        m.flush();
+        assert_eq!(read(&mut rx), ["a[\"one\",\"two\"]\n"], "in their order");
+        // The poll after it wrote (with `two`), or one that is waiting now:
+        // the frame cannot take its place any more.
+        assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Late);
+        let (r, _rx) = poll_receiver();
+        m.attach(r);
+        assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Late);
+        // A closed session keeps them for the next poll, before its close.
+        let mut m = Machine::new(Transport::XhrPolling, 1024);
+        let (r, _rx) = poll_receiver();
+        m.attach(r);
+        m.send("last").unwrap();
+        assert!(m.close(3000, "Go away!"));
+        let (r, mut lost) = poll_receiver();
+        let ticket = r.ticket().unwrap();
+        assert_eq!(m.attach(r), Attach::Closed);
+        assert_eq!(read(&mut lost), ["a[\"last\"]\n"]);
+        assert_eq!(m.restore(ticket, "a[\"last\"]"), Restore::Kept);
+        let (r, mut rx) = poll_receiver();
+        m.attach(r);
+        assert_eq!(read(&mut rx), ["a[\"last\"]\n"]);
+        let (r, mut rx) = poll_receiver();
+        m.attach(r);
+        assert_eq!(read(&mut rx), ["c[3000,\"Go away!\"]\n"]);
     }
 
     #[test]
@@ -725,7 +806,7 @@ mod tests {
         let (r, _rx) = stream_receiver(usize::MAX);
         m.attach(r);
         assert_eq!(m.expire(), None, "a receiver is attached");
-        assert!(m.receiver_gone(1) && m.close_ended());
+        assert!(m.receiver_gone(m.last_token) && m.close_ended());
         assert_eq!(m.state(), &State::Closed(Box::new((1002, "Connection interrupted".into()))));
         assert_eq!(m.expire(), Some(false));
 

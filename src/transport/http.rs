@@ -29,7 +29,7 @@ use crate::{
         BIND_COOKIE, JAVASCRIPT, TEXT,
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
-    receiver::{body_stream, out_queue, poll_text, PeerSocket, Receiver},
+    receiver::{body_stream, out_queue, poll_text, Framing, Out, OutRx, PeerSocket, Receiver},
     session::{OpenPanicked, Session},
     util,
 };
@@ -82,9 +82,10 @@ pub(crate) async fn receive<A: Session>(
         (receiver, rx)
     };
     let (attached, mut rx) = receiver();
+    let ticket = attached.ticket();
     let mut bind_cookie = None;
     let fail = |status: StatusCode, body: String| session_error(&req, &ep.config, how.cors, status, body);
-    match ep.attach(&req, id, attached).await {
+    match ep.attach(&req, id.clone(), attached).await {
         Ok(cookie) => bind_cookie = cookie,
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} {}: no such session for this client", req.method(), LogPath(&req));
@@ -141,7 +142,9 @@ pub(crate) async fn receive<A: Session>(
         // head and body in one write, instead of a head now and a chunk
         // later (two small writes, which Nagle's algorithm and the client's
         // delayed ACK can hold back by 40 ms).
-        let frame = futures_util::future::poll_fn(|cx| poll_text(&mut rx, cx)).await;
+        let mut end = PollEnd { rx, ep: &ep, id: &id, ticket, framing: &how.framing, callback: &callback };
+        let frame = futures_util::future::poll_fn(|cx| poll_text(&mut end.rx, cx)).await;
+        end.ticket = None;
         return res.body(frame.unwrap_or_default());
     }
     // One body item per frame: actix-web writes each as its own chunk.
@@ -154,6 +157,38 @@ pub(crate) async fn receive<A: Session>(
         res.head_mut().set_connection_type(ConnectionType::Close);
     }
     res
+}
+
+/// A poll's end of its receiver's queue, while it waits for its frame.
+///
+/// actix-web drops a request whose client closed the connection: if the
+/// session wrote the poll's frame in between (it had seen no end: the
+/// receiver was alive when written to), the frame would go with it,
+/// unseen by anyone, and the session, whose poll got its frame, would go
+/// on without those messages. Dropped with a messages frame in it, this
+/// gives the frame back to the session, which queues the messages again
+/// (or, if another poll came since, closes as interrupted).
+struct PollEnd<'a, A: Session> {
+    rx: OutRx,
+    ep: &'a Endpoint<A>,
+    id: &'a str,
+    /// The receiver's ticket; `None` once the frame went to actix-web.
+    ticket: Option<u32>,
+    framing: &'a Framing,
+    callback: &'a str,
+}
+
+impl<A: Session> Drop for PollEnd<'_, A> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else { return };
+        while let Some(out) = self.rx.try_recv() {
+            let Out::Frame(wire) = out else { continue };
+            match self.framing.unwrap(&wire, self.callback) {
+                Some(frame) if frame.starts_with("a[") => self.ep.give_back(self.id, ticket, frame),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// The JSON payload of a jsonp_send body: the form field `d` when the body

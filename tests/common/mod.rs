@@ -221,6 +221,12 @@ impl Conn {
         self.reader.get_mut().write_all(bytes).expect("write");
     }
 
+    /// Closes our sending half (a FIN, as a client that aborts does); what
+    /// the server sends after it can still be read.
+    pub fn shut_write(&self) {
+        let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Write);
+    }
+
     /// Writes bytes; an error (the server closed first) is the caller's.
     pub fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.reader.get_mut().write_all(bytes)

@@ -292,6 +292,8 @@ async fn main() -> std::io::Result<()> {
     // (README: "Nagle's algorithm").
     .tcp_nodelay(true)
     .shutdown_signal(signal)
+    // With the 1 s drain, within the 30 s a process manager waits.
+    .shutdown_timeout(25)
     .bind(("127.0.0.1", port))?;
     for addr in server.addrs() {
         // The first line on stdout, for scripts and tests that pass `--port 0`.

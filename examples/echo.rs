@@ -48,6 +48,8 @@ async fn main() -> std::io::Result<()> {
         // Each frame leaves at once (README: "Nagle's algorithm").
         .tcp_nodelay(true)
         .shutdown_signal(signal)
+        // With the 1 s drain, within the 30 s a process manager waits.
+        .shutdown_timeout(25)
         .bind(("127.0.0.1", port))?;
     for addr in server.addrs() {
         println!("listening on http://{addr}");

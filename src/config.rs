@@ -323,7 +323,9 @@ impl Config {
     /// stream whose socket is full). A session that would exceed it is
     /// closed with [`CloseCause::Overflow`](crate::CloseCause::Overflow)
     /// and `c[3008,"Outgoing queue overflow"]`, so memory per session stays
-    /// bounded. Default: 1 MiB.
+    /// bounded. What the kernel's send buffer of the connection holds is
+    /// not counted: a WebSocket whose client never reads takes that too
+    /// (a few MB on Linux loopback) before its queue fills. Default: 1 MiB.
     ///
     /// # Examples
     ///
@@ -379,7 +381,9 @@ impl Config {
     }
 
     /// The most sessions the endpoint holds at once; a request that would
-    /// open one more gets 503. Default: no limit.
+    /// open one more gets 503. A closed HTTP session counts until its
+    /// disconnect delay ends, while its client's next poll may still come
+    /// for its close frame. Default: no limit.
     ///
     /// # Examples
     ///

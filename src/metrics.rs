@@ -56,7 +56,8 @@ pub const SESSIONS_OPENED: &str = "sockjs_sessions_opened_total";
 /// session dropped as its handler panicked.
 pub const SESSIONS_CLOSED: &str = "sockjs_sessions_closed_total";
 /// Messages received from clients, by endpoint (counter): handled or not
-/// (what follows a close in one batch is dropped unhandled).
+/// (what follows a close in one batch is dropped unhandled); a batch (one
+/// WebSocket frame, one send) in which a handler panicked is not counted.
 pub const MESSAGES_IN: &str = "sockjs_messages_in_total";
 /// Messages queued for clients, broadcasts included, by endpoint
 /// (counter): an overflow or the session's end may drop some before they

@@ -21,8 +21,10 @@ use crate::manager::Shutdown;
 /// behind a balancer, another node), and the client would never learn why
 /// its session ended. A second signal ends the drain at once. The stop
 /// that follows takes up to actix-web's `HttpServer::shutdown_timeout`
-/// (30 s by default): keep drain and timeout within what your process
-/// manager waits before it kills (Kubernetes: 30 s). Without this signal,
+/// (30 s by default), which a request still reading a stalled body holds
+/// to the end: keep drain and timeout within what your process manager
+/// waits before it kills (Kubernetes: 30 s; so `shutdown_timeout(25)` with
+/// the default drain, as below). Without this signal,
 /// actix-web stops on those signals by itself: streams and WebSockets hold
 /// its graceful stop for the whole `shutdown_timeout`, and the sessions
 /// still open when their worker stops get `on_close` with
@@ -46,6 +48,7 @@ use crate::manager::Shutdown;
 /// let signal = actix_sockjs::shutdown_signal([manager.clone().recipient()]);
 /// HttpServer::new(move || App::new().service(SockJs::new("/echo", manager.clone())))
 ///     .shutdown_signal(signal)
+///     .shutdown_timeout(25)
 ///     .bind(("127.0.0.1", 8080))?
 ///     .run()
 ///     .await

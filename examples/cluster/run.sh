@@ -23,7 +23,7 @@ for program in redis-server haproxy; do
 done
 
 cargo build --quiet --example chat --features redis
-chat=target/debug/examples/chat
+chat="${CARGO_TARGET_DIR:-target}/debug/examples/chat"
 
 pids=()
 stop() {

@@ -363,7 +363,10 @@ impl Config {
     /// The iframe transports (iframe-eventsource, iframe-htmlfile,
     /// iframe-xhr-polling) send their requests from the iframe page this
     /// endpoint serves, so their `Origin` is the endpoint's own origin: list
-    /// it too if clients may fall back to them. Default: any origin.
+    /// it too if clients may fall back to them. An entry that no browser's
+    /// `Origin` can match (`app.example.com` without its scheme, a trailing
+    /// `/`) is logged as a warning when the endpoint takes the
+    /// configuration. Default: any origin.
     ///
     /// # Examples
     ///
@@ -584,6 +587,28 @@ impl Config {
         self
     }
 
+    /// What in this configuration is almost surely a mistake: values that
+    /// make every session or request fail, and origins no browser sends.
+    /// [`SockJs::config`](crate::SockJs::config) logs each as a warning.
+    pub(crate) fn doubts(&self) -> Vec<String> {
+        let mut doubts = Vec::new();
+        let zero = [
+            (self.heartbeat.is_zero(), "heartbeat is zero: heartbeats would be written without pause"),
+            (self.disconnect_delay.is_zero(), "disconnect_delay is zero: an HTTP session would end between two polls, with what was queued for it"),
+            (self.ping_timeout.is_zero(), "ping_timeout is zero: every WebSocket would be closed at its first heartbeat"),
+            (self.request_timeout.is_zero(), "request_timeout is zero: every xhr_send and jsonp_send would time out"),
+            (self.max_queue_bytes == 0, "max_queue_bytes is zero: every session would close (3008) at its first message"),
+            (self.max_message_bytes == 0, "max_message_bytes is zero: every client message would be refused"),
+        ];
+        doubts.extend(zero.into_iter().filter(|(zero, _)| *zero).map(|(_, what)| what.to_owned()));
+        doubts.extend(self.allowed_origins.iter().filter(|entry| !origin_entry_can_match(entry)).map(|entry| {
+            format!(
+                "allowed_origins entry {entry:?} matches no Origin a browser sends (one is scheme://host or scheme://host:port, with no path; or *.domain after the scheme; or null)"
+            )
+        }));
+        doubts
+    }
+
     /// The configured response limit in bytes.
     ///
     /// # Examples
@@ -598,5 +623,69 @@ impl Config {
 
     pub(crate) fn caps(&self) -> crate::admission::Caps {
         crate::admission::Caps { max_sessions: self.max_sessions, max_per_ip: self.max_sessions_per_ip }
+    }
+}
+
+/// Whether an `allowed_origins` entry can match an `Origin` header: `*`,
+/// `null`, `scheme://host[:port]` or `scheme://*.domain[:port]`.
+fn origin_entry_can_match(entry: &str) -> bool {
+    if entry == "*" || entry.eq_ignore_ascii_case("null") {
+        return true;
+    }
+    let Some((scheme, authority)) = entry.split_once("://") else { return false };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let host = authority.strip_prefix("*.").unwrap_or(authority);
+    let (host, port) = match host.rsplit_once(':') {
+        // Not inside an IPv6 literal's brackets.
+        Some((name, port)) if !host.ends_with(']') => (name, Some(port)),
+        _ => (host, None),
+    };
+    let port_ok = port.is_none_or(|port| !port.is_empty() && port.parse::<u16>().is_ok());
+    scheme_ok && port_ok && !host.is_empty() && !host.contains(['/', '?', '#', '*', ' ', '@'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubts_name_what_makes_every_session_fail_and_origins_no_browser_sends() {
+        assert!(Config::default().doubts().is_empty());
+        let good = [
+            "*",
+            "null",
+            "https://app.example.com",
+            "http://127.0.0.1:8080",
+            "https://*.example.com",
+            "http://[::1]:8080",
+            "http://[::1]",
+        ];
+        assert!(
+            Config::default().allowed_origins(good).doubts().is_empty(),
+            "{:?}",
+            Config::default().allowed_origins(good).doubts()
+        );
+        let bad = [
+            "app.example.com",
+            "http://app.example.com/",
+            ":80",
+            "*.example.com",
+            "",
+            "https://",
+            "http://a.com:x",
+        ];
+        let doubts = Config::default().allowed_origins(bad).doubts();
+        assert_eq!(doubts.len(), bad.len(), "{doubts:?}");
+        let zero = Config::default()
+            .heartbeat(Duration::ZERO)
+            .disconnect_delay(Duration::ZERO)
+            .ping_timeout(Duration::ZERO)
+            .request_timeout(Duration::ZERO)
+            .max_queue_bytes(0)
+            .max_message_bytes(0);
+        let doubts = zero.doubts();
+        assert_eq!(doubts.len(), 6, "{doubts:?}");
+        assert!(doubts[1].starts_with("disconnect_delay is zero"), "{doubts:?}");
     }
 }

@@ -273,6 +273,12 @@ impl<A: Session> SockJs<A> {
 
     /// Replaces the endpoint's options.
     ///
+    /// Values that would make every session or request fail (a zero
+    /// `disconnect_delay`, `ping_timeout`, `request_timeout`, `heartbeat`,
+    /// `max_queue_bytes` or `max_message_bytes`) and `allowed_origins`
+    /// entries that no browser's `Origin` matches are logged as warnings
+    /// here, once per worker.
+    ///
     /// # Examples
     ///
     /// ```
@@ -293,6 +299,9 @@ impl<A: Session> SockJs<A> {
     /// # });
     /// ```
     pub fn config(mut self, config: Config) -> Self {
+        for doubt in config.doubts() {
+            crate::util::log_limited!(log::Level::Warn, "sockjs: {}: {doubt}", self.prefix);
+        }
         self.config = config;
         self
     }

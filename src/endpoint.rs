@@ -428,6 +428,27 @@ impl<A: Session> Endpoint<A> {
         ip_ok && cookie_ok
     }
 
+    /// Logs a refusal of the endpoint's caps with its request, and with the
+    /// client's address when that client holds too many sessions.
+    pub(crate) fn log_refusal(&self, req: &HttpRequest, refusal: Refusal) {
+        if refusal == Refusal::TooManyFromClient {
+            let client = self.client_ip(req).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            util::log_limited!(
+                log::Level::Info,
+                "sockjs: {} {}: session refused: {refusal} (client {client})",
+                req.method(),
+                LogPath(req)
+            );
+        } else {
+            util::log_limited!(
+                log::Level::Info,
+                "sockjs: {} {}: session refused: {refusal}",
+                req.method(),
+                LogPath(req)
+            );
+        }
+    }
+
     fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         client_ip(req, &self.config.trusted_proxies)
     }
@@ -622,6 +643,7 @@ impl<A: Session> Endpoint<A> {
                 Ok(Ok(starter)) => starter,
                 Ok(Err(refusal)) => {
                     self.metrics().refused(Refused::from(&refusal));
+                    self.log_refusal(req, refusal);
                     return Err(refusal.into());
                 }
                 Err(e) => {
@@ -807,8 +829,8 @@ impl ResponseError for Refusal {
         }
     }
 
+    /// Logged by whoever had the request ([`Endpoint::log_refusal`]).
     fn error_response(&self) -> HttpResponse {
-        util::log_limited!(log::Level::Info, "sockjs: session refused: {self}");
         error(self.status_code(), self.to_string())
     }
 }

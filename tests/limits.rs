@@ -312,3 +312,36 @@ fn stop_and_read_log(child: &mut std::process::Child, log: &std::path::Path) -> 
     let _ = std::fs::remove_file(log);
     text
 }
+
+#[test]
+fn a_websocket_closed_for_its_client_is_logged_with_the_session_tag() {
+    // An operator's trial: the lines for an oversized message and for a
+    // silent peer named no session, so an operator could not tell whose
+    // socket closed. The session logs them now, with its tag.
+    let (mut child, port, log) = logging_test_server("wsfail", "info");
+    let mut ws = open_websocket(port, "/echo");
+    // A header announcing 2 MiB (over test_server's 1 MiB), and one broken
+    // SockJS frame on another socket.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(2u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    ws.send_raw(&frame);
+    assert_eq!(ws.recv(), Ws::Close(Some(1009), String::new()));
+    let mut broken = open_websocket(port, "/echo");
+    broken.send_text("[not json");
+    assert!(matches!(broken.recv(), Ws::Close(Some(3000), _)));
+    let whys = ["a message over 1048576 bytes", "a message that is no SockJS frame"];
+    // The socket closes before its session hears of it.
+    eventually("both lines are logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|text| whys.iter().all(|why| text.contains(why)))
+    });
+    let text = stop_and_read_log(&mut child, &log);
+    for why in whys {
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(&format!("websocket closed for {why}")))
+            .unwrap_or_else(|| panic!("no line for {why}:\n{text}"));
+        let tag = line.split("sockjs #").nth(1).and_then(|rest| rest.split(':').next()).unwrap_or_default();
+        assert!(tag.len() == 6 && tag.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+    }
+}

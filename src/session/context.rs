@@ -195,9 +195,13 @@ impl fmt::Debug for TypedMessage {
 /// Why a WebSocket transport closed its socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// The client broke the protocol (undecodable data, a message over the
-    /// size limit).
+    /// The client broke the WebSocket protocol (1002; hixie-76: any
+    /// undecodable data).
     Protocol,
+    /// A message over `max_message_bytes` (1009).
+    TooLarge,
+    /// A message that is no SockJS frame (3000 "Broken framing.").
+    Broken,
     /// The client stopped answering pings.
     Silent,
 }
@@ -894,12 +898,30 @@ where
             }
             Command::Undelivered(back) => self.undelivered(act, back.0, &back.1),
             Command::TransportFailed(failure) => {
+                // Logged here, where the session's tag is known (a socket
+                // does not keep it).
+                let config = &self.setup.config;
+                let (why, cause) = match failure {
+                    Failure::Protocol => ("a WebSocket protocol error".to_owned(), CloseCause::ProtocolError),
+                    Failure::TooLarge => (
+                        format!("a message over {} bytes", config.max_message_bytes),
+                        CloseCause::ProtocolError,
+                    ),
+                    Failure::Broken => {
+                        ("a message that is no SockJS frame".to_owned(), CloseCause::ProtocolError)
+                    }
+                    Failure::Silent => (
+                        format!("no answer to a ping for {:?}", config.ping_timeout),
+                        CloseCause::Interrupted,
+                    ),
+                };
+                crate::util::log_limited!(
+                    log::Level::Info,
+                    "sockjs {}: websocket closed for {why}",
+                    self.session_tag()
+                );
                 self.cancel_timers(self.machine.token());
                 if self.machine.fail() {
-                    let cause = match failure {
-                        Failure::Protocol => CloseCause::ProtocolError,
-                        Failure::Silent => CloseCause::Interrupted,
-                    };
                     self.notify_close(act, cause);
                 }
             }

@@ -103,12 +103,7 @@ pub(crate) async fn receive<A: Session>(
             // headers; the application's stay as it built them.
             None => match refuse.refusal() {
                 Some(refusal) => {
-                    util::log_limited!(
-                        log::Level::Info,
-                        "sockjs: {} {}: session refused: {refusal}",
-                        req.method(),
-                        LogPath(&req)
-                    );
+                    ep.log_refusal(&req, *refusal);
                     return fail(refusal.status_code(), refusal.to_string());
                 }
                 None => return refuse.error_response(),

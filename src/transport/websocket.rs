@@ -361,7 +361,12 @@ impl WsStream {
 
     /// Closes the socket after a client error and tells the session why.
     fn fail(&mut self, code: CloseCode, reason: Option<&str>) {
-        let _ = self.session.send(Command::TransportFailed(Failure::Protocol));
+        let failure = match code {
+            CloseCode::Size => Failure::TooLarge,
+            CloseCode::Other(3000) => Failure::Broken,
+            _ => Failure::Protocol,
+        };
+        let _ = self.session.send(Command::TransportFailed(failure));
         self.close(Some(CloseReason { code, description: reason.map(str::to_owned) }));
     }
 
@@ -471,7 +476,7 @@ impl WsStream {
         let Some(buf) = self.partial.as_mut() else { return };
         let max = self.config.max_message_bytes;
         if buf.len() + bytes.len() > max {
-            crate::util::log_limited!(log::Level::Info, "sockjs: websocket message over {max} bytes refused");
+            // Logged by the session, with its tag.
             self.fail(CloseCode::Size, None);
             return;
         }
@@ -539,10 +544,7 @@ impl WsStream {
             }
             while !self.closing {
                 if let Some(code) = refused_by_header(&self.read, self.config.max_message_bytes) {
-                    crate::util::log_limited!(
-                        log::Level::Info,
-                        "sockjs: websocket frame refused by its announced length"
-                    );
+                    log::debug!("sockjs: websocket frame refused by its announced length");
                     self.read = BytesMut::new();
                     self.fail(code, None);
                     break;
@@ -600,10 +602,7 @@ impl WsStream {
         if self.ping_sent != NEVER && now >= answer_by {
             self.ping_sent = NEVER;
             if !self.heard {
-                crate::util::log_limited!(
-                    log::Level::Info,
-                    "sockjs: websocket peer silent for {timeout:?} after a ping, closing"
-                );
+                // Logged by the session, with its tag.
                 let _ = self.session.send(Command::TransportFailed(Failure::Silent));
                 // Why, for a client whose network comes back in time to
                 // read it, as sockjs-node says it: the SockJS close frame,

@@ -282,6 +282,16 @@ impl Reached {
     }
 }
 
+/// Where [`Endpoint::attach`] handed a receiver.
+#[derive(Debug)]
+pub(crate) struct Handed {
+    /// The session that took it; `None` if none did (a failed session's
+    /// close frame was written to it).
+    pub(crate) serial: Option<u64>,
+    /// The binding cookie to set, for a session this request opened.
+    pub(crate) cookie: Option<String>,
+}
+
 /// Why a request could not reach its session.
 #[derive(Debug)]
 pub(crate) enum ReachError {
@@ -466,14 +476,14 @@ impl<A: Session> Endpoint<A> {
         req: &'a HttpRequest,
         id: Arc<str>,
         receiver: Receiver,
-    ) -> Step<'a, Result<Option<String>, ReachError>> {
+    ) -> Step<'a, Result<Handed, ReachError>> {
         let receiver = Box::new(receiver);
         let Some(directory) = self.directory.get() else {
             return Either::Right(Box::pin(async move {
                 let receiver = match self.directory().await {
                     Some(directory) => match self.attach_listed(directory, req, &id, receiver)? {
-                        None => return Ok(None),
-                        Some(back) => back,
+                        Ok(serial) => return Ok(Handed { serial: Some(serial), cookie: None }),
+                        Err(back) => back,
                     },
                     None => receiver,
                 };
@@ -481,17 +491,19 @@ impl<A: Session> Endpoint<A> {
             }));
         };
         match self.attach_listed(directory, req, &id, receiver) {
-            Ok(None) => Either::Left(ready(Ok(None))),
+            Ok(Ok(serial)) => Either::Left(ready(Ok(Handed { serial: Some(serial), cookie: None }))),
             Err(e) => Either::Left(ready(Err(e))),
-            Ok(Some(receiver)) => Either::Right(Box::pin(self.open_http(req, id, receiver))),
+            Ok(Err(receiver)) => Either::Right(Box::pin(self.open_http(req, id, receiver))),
         }
     }
 
-    /// Gives the session `id` the messages frame its poll `ticket` wrote
-    /// and could not deliver (see `Command::Undelivered`); if the session
-    /// has ended since, there is no one to give them to.
-    pub(crate) fn give_back(&self, id: &str, ticket: u32, frame: String) {
-        match self.directory.get().and_then(|directory| directory.find(id)) {
+    /// Gives the session `serial`, listed under `id`, the messages frame
+    /// its poll `ticket` was written and could not deliver (see
+    /// `Command::Undelivered`); if the session has ended since, there is no
+    /// one to give them to.
+    pub(crate) fn give_back(&self, id: &str, serial: u64, ticket: u32, frame: String) {
+        match self.directory.get().and_then(|directory| directory.find(id)).filter(|found| found.0 == serial)
+        {
             Some((_, tx, _)) => {
                 let _ = tx.send(Command::Undelivered(Box::new((ticket, frame))));
             }
@@ -501,18 +513,22 @@ impl<A: Session> Endpoint<A> {
         }
     }
 
-    /// Hands `receiver` to the live session `directory` lists under `id`;
-    /// gives it back if there is none (or it has just ended).
+    /// Hands `receiver` to the live session `directory` lists under `id`
+    /// (answering its serial); gives it back if there is none (or it has
+    /// just ended).
     fn attach_listed(
         &self,
         directory: &Directory,
         req: &HttpRequest,
         id: &str,
         receiver: Box<Receiver>,
-    ) -> Result<Option<Box<Receiver>>, ReachError> {
-        let Some((serial, tx, bound)) = directory.find(id) else { return Ok(Some(receiver)) };
+    ) -> Result<Result<u64, Box<Receiver>>, ReachError> {
+        let Some((serial, tx, bound)) = directory.find(id) else { return Ok(Err(receiver)) };
         let turn = self.turns.get(serial);
-        self.hand_over(req, &tx, bound.as_deref(), receiver, turn.as_deref())
+        Ok(match self.hand_over(req, &tx, bound.as_deref(), receiver, turn.as_deref())? {
+            None => Ok(serial),
+            Some(back) => Err(back),
+        })
     }
 
     /// Attaches `receiver` to the HTTP session `id` through the manager,
@@ -522,7 +538,7 @@ impl<A: Session> Endpoint<A> {
         req: &HttpRequest,
         id: Arc<str>,
         mut receiver: Box<Receiver>,
-    ) -> Result<Option<String>, ReachError> {
+    ) -> Result<Handed, ReachError> {
         let mut values = Values::new();
         let mut new_cookie = None;
         let mut opening: Option<Opening> = None;
@@ -531,9 +547,9 @@ impl<A: Session> Endpoint<A> {
         for _ in 0..3 {
             let acquire = Acquire::new(id.clone(), opening.clone());
             match self.manager.send(acquire).await.map_err(|_| ReachError::Manager)? {
-                Acquired::Found(tx, bound) => {
+                Acquired::Found(serial, tx, bound) => {
                     match self.hand_over(req, &tx, bound.as_deref(), receiver, None)? {
-                        None => return Ok(None),
+                        None => return Ok(Handed { serial: Some(serial), cookie: None }),
                         Some(back) => receiver = back,
                     }
                 }
@@ -554,7 +570,7 @@ impl<A: Session> Endpoint<A> {
                         in_place,
                     )
                     .map_err(|OpenPanicked| ReachError::Panicked)?;
-                    return Ok(new_cookie);
+                    return Ok(Handed { serial: Some(serial), cookie: new_cookie });
                 }
                 Acquired::Missing => {
                     let admitted = self.admit(req, receiver.transport()).await.map_err(ReachError::Denied)?;
@@ -571,7 +587,7 @@ impl<A: Session> Endpoint<A> {
                         return Err(ReachError::Missing);
                     }
                     receiver.close_with(code, &reason);
-                    return Ok(None);
+                    return Ok(Handed { serial: None, cookie: None });
                 }
             }
         }
@@ -671,7 +687,7 @@ impl<A: Session> Endpoint<A> {
                 .await
                 .map_err(|_| ReachError::Manager)?
             {
-                Acquired::Found(tx, bound) => (tx, bound, None),
+                Acquired::Found(_, tx, bound) => (tx, bound, None),
                 _ => return Err(ReachError::Missing),
             },
         };

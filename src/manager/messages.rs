@@ -1006,7 +1006,7 @@ impl<A: Session> Handler<GetDirectory> for SessionManager<A> {
 /// The answer to [`Acquire`].
 pub(crate) enum Acquired<A: Session> {
     /// The session exists (and is bound to this, if anything).
-    Found(CommandTx, Option<Arc<super::Bound>>),
+    Found(u64, CommandTx, Option<Arc<super::Bound>>),
     /// It did not; the caller must start it with this channel and starter.
     Created { serial: u64, tx: CommandTx, rx: CommandRx, starter: Starter<A> },
     /// It does not exist and was not to be created.
@@ -1044,7 +1044,7 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
         let Acquire { id, open, .. } = msg;
         if let Some(serial) = self.directory.serial(&id) {
             match self.directory.find(&id) {
-                Some((_, tx, bound)) => return MessageResult(Acquired::Found(tx, bound)),
+                Some((serial, tx, bound)) => return MessageResult(Acquired::Found(serial, tx, bound)),
                 None => match self.tombstone(serial) {
                     Some(t) => {
                         let close = (t.code, t.reason.clone());

@@ -310,9 +310,6 @@ struct Cold {
     /// receiver: the manager lists an HTTP session before its request
     /// queues the receiver. Handled, in order, once it has opened.
     early: std::collections::VecDeque<Command>,
-    /// The ticket of an HTTP session's first receiver (see
-    /// [`SessionContext::undelivered`]).
-    first_ticket: u32,
 }
 
 /// The most messages a session keeps from before its first receiver (see
@@ -930,16 +927,12 @@ where
 
     /// Takes back what the HTTP receiver `ticket` could not deliver (see
     /// [`Command::Undelivered`]): its messages go first to the next
-    /// receiver. If another receiver came since, they cannot keep their
-    /// order and are lost: the session is closed as interrupted (1002), as
-    /// it would have been had the abort been seen before the write, so that
-    /// the client learns of it.
+    /// receiver (the poll waiting now, if one is). If messages or a close
+    /// frame went to another receiver since, they cannot keep their order
+    /// and are lost: the session is closed as interrupted (1002), as it
+    /// would have been had the abort been seen before the write, so that the
+    /// client learns of it.
     fn undelivered(&mut self, act: &mut A, ticket: u32, frame: &str) {
-        // Tickets grow: one below the first receiver's was an earlier
-        // session's, under the same id.
-        if self.cold.as_ref().is_none_or(|cold| ticket < cold.first_ticket) {
-            return;
-        }
         match self.machine.restore(ticket, frame) {
             Restore::Kept => {
                 log::debug!(
@@ -999,10 +992,6 @@ where
     fn attach(&mut self, act: &mut A, receiver: Receiver) {
         match self.machine.attach(receiver) {
             Attach::Opened { token } => {
-                if !self.machine.transport().is_websocket() {
-                    // An HTTP receiver's token is its ticket.
-                    self.cold().first_ticket = token;
-                }
                 self.counted_open = true;
                 self.setup.metrics.session_opened(self.machine.transport());
                 // A socket's session is entered open, as its socket is

@@ -86,8 +86,8 @@ pub(crate) struct Written {
 pub(crate) enum Restore {
     /// Its messages wait at the head of the queue.
     Kept,
-    /// Another receiver came since, which may have been written to: the
-    /// messages would go out of order, and are lost.
+    /// Messages or the close frame went to another receiver since: these
+    /// would go out of order, and are lost.
     Late,
 }
 
@@ -106,8 +106,9 @@ pub(crate) struct Machine {
     /// Raw WebSocket sessions only; boxed, as other sessions never need it.
     raw: Option<Box<RawQueue>>,
     attached: Option<Attached>,
-    /// The token of the last receiver attached or written to: an HTTP
-    /// receiver's ticket ([`Receiver::ticket`]), a socket's count.
+    /// A socket's session: the token of its receiver. An HTTP session: the
+    /// token (ticket, [`Receiver::ticket`]) of the last receiver it wrote
+    /// messages or its close frame to ([`Machine::restore`]).
     last_token: u32,
     /// The transport that opened the session.
     transport: Transport,
@@ -199,10 +200,9 @@ impl Machine {
                 // close frame.
                 // Not while a receiver is still attached: the close frame
                 // and the messages are its own at the next flush.
+                // Written to, whatever it gets (`restore`).
+                self.last_token = receiver.ticket().unwrap_or(self.last_token);
                 if !self.pending.is_empty() && self.attached.is_none() {
-                    // The receiver they go to, if it cannot deliver them
-                    // (`restore`).
-                    self.last_token = receiver.ticket().unwrap_or(self.last_token);
                     match write_queued(&mut receiver, &self.pending) {
                         // A poll ends with them.
                         Ok(true) => {
@@ -224,9 +224,16 @@ impl Machine {
     }
 
     fn install(&mut self, receiver: Receiver) -> u32 {
-        self.last_token = receiver.ticket().unwrap_or(self.last_token.wrapping_add(1));
-        self.attached = Some(Attached { receiver, token: self.last_token, dead: false });
-        self.last_token
+        // An HTTP receiver's token is its ticket; a socket's counts.
+        let token = match receiver.ticket() {
+            Some(ticket) => ticket,
+            None => {
+                self.last_token = self.last_token.wrapping_add(1);
+                self.last_token
+            }
+        };
+        self.attached = Some(Attached { receiver, token, dead: false });
+        token
     }
 
     /// Takes back `frame`, written to the HTTP receiver `ticket` whose
@@ -235,7 +242,9 @@ impl Machine {
     /// head of the queue, for the next receiver. Frames other than
     /// messages (`o`, `h`, a close frame) are not kept, and need not be.
     pub(crate) fn restore(&mut self, ticket: u32, frame: &str) -> Restore {
-        if self.attached.is_some() || self.last_token != ticket {
+        // A receiver attached since that has been written nothing (a poll
+        // waiting) takes them, in order.
+        if self.last_token != ticket {
             return Restore::Late;
         }
         let Some(messages) = frame.strip_prefix("a[").and_then(|f| f.strip_suffix(']')) else {
@@ -416,6 +425,7 @@ impl Machine {
                 // Joined by the receiver: an RFC 6455 WebSocket's frame is
                 // then made in one allocation, its head included.
                 let mut pending = std::mem::take(&mut self.pending);
+                self.last_token = self.token().unwrap_or(self.last_token);
                 written.merge(self.write_by(|receiver| write_queued(receiver, &pending)));
                 // Its buffer is kept for the next messages, unless this write
                 // closed the session (an overflow gives the memory back).
@@ -430,6 +440,7 @@ impl Machine {
             self.state = State::Closed(close.clone());
             let (code, reason) = *close;
             if !self.is_raw() {
+                self.last_token = self.token().unwrap_or(self.last_token);
                 written.merge(self.write(close_frame(code, &reason)));
             }
             if let Some(att) = &self.attached {
@@ -753,12 +764,41 @@ mod tests {
         m.attach(r);
         m.flush();
         assert_eq!(read(&mut rx), ["a[\"one\",\"two\"]\n"], "in their order");
-        // The poll after it wrote (with `two`), or one that is waiting now:
-        // the frame cannot take its place any more.
+        // The poll after it was written newer messages: the frame cannot
+        // take its place any more.
         assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Late);
+
+        // A review: a poll that came since and waits, written nothing, takes
+        // them (the session was closed as interrupted).
+        let mut m = Machine::new(Transport::XhrPolling, 1024);
         let (r, _rx) = poll_receiver();
         m.attach(r);
-        assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Late);
+        m.send("one").unwrap();
+        let (r, mut lost) = poll_receiver();
+        let ticket = r.ticket().unwrap();
+        m.attach(r);
+        m.flush();
+        assert_eq!(read(&mut lost), ["a[\"one\"]\n"]);
+        let (r, mut waiting) = poll_receiver();
+        m.attach(r);
+        assert_eq!(m.flush(), Written::default(), "nothing for it yet");
+        m.send("two").unwrap();
+        assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Kept);
+        m.flush();
+        assert_eq!(read(&mut waiting), ["a[\"one\",\"two\"]\n"]);
+        // A heartbeat carries no message: it does not stand in the way.
+        let (r, mut lost) = poll_receiver();
+        let ticket = r.ticket().unwrap();
+        m.attach(r);
+        m.send("three").unwrap();
+        m.flush();
+        assert_eq!(read(&mut lost), ["a[\"three\"]\n"]);
+        let (r, mut beat) = poll_receiver();
+        m.attach(r);
+        m.heartbeat();
+        assert_eq!(read(&mut beat), ["h\n"]);
+        assert_eq!(m.restore(ticket, "a[\"three\"]"), Restore::Kept);
+
         // A closed session keeps them for the next poll, before its close.
         let mut m = Machine::new(Transport::XhrPolling, 1024);
         let (r, _rx) = poll_receiver();
@@ -776,6 +816,19 @@ mod tests {
         let (r, mut rx) = poll_receiver();
         m.attach(r);
         assert_eq!(read(&mut rx), ["c[3000,\"Go away!\"]\n"]);
+        // A review: not once the close frame went to a poll after it.
+        let mut m = Machine::new(Transport::XhrPolling, 1024);
+        let (r, _rx) = poll_receiver();
+        m.attach(r);
+        m.send("last").unwrap();
+        assert!(m.close(3000, "Go away!"));
+        let (r, _lost) = poll_receiver();
+        let ticket = r.ticket().unwrap();
+        m.attach(r);
+        let (r, mut rx) = poll_receiver();
+        m.attach(r);
+        assert_eq!(read(&mut rx), ["c[3000,\"Go away!\"]\n"]);
+        assert_eq!(m.restore(ticket, "a[\"last\"]"), Restore::Late);
     }
 
     #[test]
@@ -806,7 +859,7 @@ mod tests {
         let (r, _rx) = stream_receiver(usize::MAX);
         m.attach(r);
         assert_eq!(m.expire(), None, "a receiver is attached");
-        assert!(m.receiver_gone(m.last_token) && m.close_ended());
+        assert!(m.receiver_gone(m.token().unwrap()) && m.close_ended());
         assert_eq!(m.state(), &State::Closed(Box::new((1002, "Connection interrupted".into()))));
         assert_eq!(m.expire(), Some(false));
 

@@ -83,10 +83,10 @@ pub(crate) async fn receive<A: Session>(
     };
     let (attached, mut rx) = receiver();
     let ticket = attached.ticket();
-    let mut bind_cookie = None;
+    let (mut bind_cookie, mut serial) = (None, None);
     let fail = |status: StatusCode, body: String| session_error(&req, &ep.config, how.cors, status, body);
     match ep.attach(&req, id.clone(), attached).await {
-        Ok(cookie) => bind_cookie = cookie,
+        Ok(handed) => (bind_cookie, serial) = (handed.cookie, handed.serial),
         Err(ReachError::Missing) => {
             log::debug!("sockjs: {} {}: no such session for this client", req.method(), LogPath(&req));
             return fail(StatusCode::NOT_FOUND, "Session not found.".to_owned());
@@ -137,7 +137,8 @@ pub(crate) async fn receive<A: Session>(
         // head and body in one write, instead of a head now and a chunk
         // later (two small writes, which Nagle's algorithm and the client's
         // delayed ACK can hold back by 40 ms).
-        let mut end = PollEnd { rx, ep: &ep, id: &id, ticket, framing: &how.framing, callback: &callback };
+        let mut end =
+            PollEnd { rx, ep: &ep, id: &id, serial, ticket, framing: &how.framing, callback: &callback };
         let frame = futures_util::future::poll_fn(|cx| poll_text(&mut end.rx, cx)).await;
         end.ticket = None;
         return res.body(frame.unwrap_or_default());
@@ -167,6 +168,8 @@ struct PollEnd<'a, A: Session> {
     rx: OutRx,
     ep: &'a Endpoint<A>,
     id: &'a str,
+    /// The session that took the receiver, if one did.
+    serial: Option<u64>,
     /// The receiver's ticket; `None` once the frame went to actix-web.
     ticket: Option<u32>,
     framing: &'a Framing,
@@ -175,11 +178,11 @@ struct PollEnd<'a, A: Session> {
 
 impl<A: Session> Drop for PollEnd<'_, A> {
     fn drop(&mut self) {
-        let Some(ticket) = self.ticket else { return };
+        let (Some(ticket), Some(serial)) = (self.ticket, self.serial) else { return };
         while let Some(out) = self.rx.try_recv() {
             let Out::Frame(wire) = out else { continue };
             match self.framing.unwrap(&wire, self.callback) {
-                Some(frame) if frame.starts_with("a[") => self.ep.give_back(self.id, ticket, frame),
+                Some(frame) if frame.starts_with("a[") => self.ep.give_back(self.id, serial, ticket, frame),
                 _ => {}
             }
         }

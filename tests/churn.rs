@@ -145,11 +145,13 @@ struct Life {
 
 impl Life {
     /// Whether the session told its client that it lost the messages of
-    /// its gaps: it closed as interrupted right after them (no messages
-    /// frame after the first gap's), as it does when a frame its poll could
-    /// not deliver comes back after the next poll was written to.
+    /// its gaps: it closed as interrupted right after them, as it does when
+    /// a frame its request could not deliver comes back after the next
+    /// request was written to. "Right after": within two more messages
+    /// frames, as the request that drops the frame may be dropped a little
+    /// after its client has gone and come back, on a loaded machine.
     fn announced(&self) -> bool {
-        self.end.as_deref() == Some(r#"c[1002,"Connection interrupted"]"#) && self.after_gap == 0
+        self.end.as_deref() == Some(r#"c[1002,"Connection interrupted"]"#) && self.after_gap <= 2
     }
 
     /// Takes one poll's body; `false` when the session has ended (`c`).
@@ -185,24 +187,42 @@ fn body_of(raw: &[u8]) -> Option<String> {
     Some(body.to_owned())
 }
 
-#[test]
-fn polls_whose_clients_leave_as_a_burst_arrives_lose_no_message() {
-    // A churn trial: a poll whose client closed its connection (a FIN) as
-    // a burst of broadcasts came lost the frame written to it: actix-web
-    // dropped the request with the frame unread, and the session, which
-    // had written to a live receiver, went on without those messages
-    // (8 gaps in 40 s of 100 such clients). The frame now goes back to the
-    // session. What a client legitimately misses comes before its `o` or
-    // after its `c`, and a poll answered after the client's FIN is read,
-    // as a half-closed client can: so any gap in a session's life is a
-    // loss.
+/// The whole chunks of a chunked response in `raw` (read to the end of a
+/// connection that may have been cut): one frame each.
+fn chunks_of(raw: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw);
+    let Some((_, mut rest)) = text.split_once("\r\n\r\n") else { return Vec::new() };
+    let mut chunks = Vec::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size, 16) else { break };
+        if size == 0 || after.len() < size + 2 {
+            break;
+        }
+        chunks.push(after[..size].to_owned());
+        rest = &after[size + 2..];
+    }
+    chunks
+}
+
+/// What the receiving clients of a churn run saw.
+#[derive(Default)]
+struct Seen {
+    /// Gaps in lives that went on.
+    gaps: Vec<String>,
+    /// Gaps right before the session closed as interrupted.
+    announced: usize,
+    aborts: usize,
+}
+
+/// `RECEIVERS` clients of the broadcast endpoint at `prefix` receive over
+/// `transport` (xhr or xhr_streaming) for 6 s, leaving a third of their
+/// requests at once or after up to 20 ms (a FIN; what comes after it is
+/// read), while a WebSocket client sends numbered bursts.
+fn churn(port: u16, prefix: &'static str, transport: &'static str) -> Seen {
     const RECEIVERS: u64 = 40;
     const BURST: usize = 80;
-    let s = TestServer::start();
-    let port = s.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-
-    let mut sender = WsClient::connect(port, &format!("/broadcast/000/{}/websocket", session()));
+    let mut sender = WsClient::connect(port, &format!("{prefix}/000/{}/websocket", session()));
     assert_eq!(sender.recv_text(), "o");
     let mut drain = sender.split_reader();
     thread::spawn(move || while let Ws::Text(_) = drain.recv() {});
@@ -219,7 +239,6 @@ fn polls_whose_clients_leave_as_a_burst_arrives_lose_no_message() {
             }
         })
     };
-
     let until = std::time::Instant::now() + Duration::from_secs(6);
     let receivers: Vec<_> = (0..RECEIVERS)
         .map(|r| {
@@ -231,28 +250,38 @@ fn polls_whose_clients_leave_as_a_burst_arrives_lose_no_message() {
                     rng ^= rng << 17;
                     rng
                 };
-                let (mut gaps, mut announced, mut aborts) = (Vec::new(), 0, 0);
+                let mut seen = Seen::default();
                 while std::time::Instant::now() < until {
                     let (id, mut life) = (session(), Life::default());
                     let mut conn = Conn::open(port);
                     // A life with a gap is followed to its end (20 more
-                    // polls at most): the session must tell its client.
+                    // requests at most): the session must tell its client.
                     let mut after_gap = 20;
-                    loop {
-                        conn.send("POST", &format!("/broadcast/000/{id}/xhr"), &[], Some(b""));
-                        let body = if next() % 3 == 0 {
-                            // Leave as the poll waits or as its frame comes.
-                            aborts += 1;
+                    'life: loop {
+                        conn.send("POST", &format!("{prefix}/000/{id}/{transport}"), &[], Some(b""));
+                        let frames = if next() % 3 == 0 {
+                            // Leave as the request waits or as its frames come.
+                            seen.aborts += 1;
                             thread::sleep(Duration::from_micros(next() % 20_000));
                             conn.shut_write();
                             let raw = conn.read_to_end();
                             conn = Conn::open(port);
-                            body_of(&raw)
+                            if transport == "xhr" {
+                                body_of(&raw).into_iter().collect()
+                            } else {
+                                chunks_of(&raw)
+                            }
+                        } else if transport == "xhr" {
+                            vec![conn.response("POST").body]
                         } else {
-                            Some(conn.response("POST").body)
+                            // To its end, at the response limit.
+                            conn.head();
+                            std::iter::from_fn(|| conn.chunk()).collect()
                         };
-                        if body.is_some_and(|body| !life.take(&body)) {
-                            break;
+                        for frame in frames {
+                            if !life.take(&frame) {
+                                break 'life;
+                            }
                         }
                         if !life.gaps.is_empty() {
                             after_gap -= 1;
@@ -263,24 +292,88 @@ fn polls_whose_clients_leave_as_a_burst_arrives_lose_no_message() {
                         }
                     }
                     if life.announced() {
-                        announced += life.gaps.len();
+                        seen.announced += life.gaps.len();
                     } else {
-                        gaps.extend(life.gaps.iter().map(|&(a, b)| format!("{id}: {a} then {b}")));
+                        seen.gaps.extend(life.gaps.iter().map(|&(a, b)| format!("{id}: {a} then {b}")));
                     }
                 }
-                (gaps, announced, aborts)
+                seen
             })
         })
         .collect();
-    let (mut gaps, mut announced, mut aborts) = (Vec::new(), 0, 0);
+    let mut seen = Seen::default();
     for receiver in receivers {
-        let (g, n, a) = receiver.join().expect("receiver");
-        gaps.extend(g);
-        announced += n;
-        aborts += a;
+        let one = receiver.join().expect("receiver");
+        seen.gaps.extend(one.gaps);
+        seen.announced += one.announced;
+        seen.aborts += one.aborts;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     burster.join().expect("sender");
-    println!("{aborts} polls left by their clients; gaps: {} unannounced, {announced} announced", gaps.len());
-    assert!(gaps.is_empty(), "messages lost inside a session's life, which went on: {gaps:?}");
+    println!(
+        "{transport}: {} requests left by their clients; gaps: {} unannounced, {} announced",
+        seen.aborts,
+        seen.gaps.len(),
+        seen.announced
+    );
+    seen
+}
+
+#[test]
+fn polls_whose_clients_leave_as_a_burst_arrives_lose_no_message() {
+    // A churn trial: a poll whose client closed its connection (a FIN) as
+    // a burst of broadcasts came lost the frame written to it: actix-web
+    // dropped the request with the frame unread, and the session, which
+    // had written to a live receiver, went on without those messages
+    // (8 gaps in 40 s of 100 such clients). The frame now goes back to the
+    // session. What a client legitimately misses comes before its `o` or
+    // after its `c`, and a poll answered after the client's FIN is read,
+    // as a half-closed client can: so any gap in a session's life is a
+    // loss, unless the session closes as interrupted right after it.
+    let s = TestServer::start();
+    let seen = churn(s.port, "/broadcast", "xhr");
+    assert!(seen.gaps.is_empty(), "messages lost inside a session's life, which went on: {:?}", seen.gaps);
+}
+
+/// Sends every message to every session of its endpoint.
+struct Relay {
+    room: Addr<SessionManager<Relay>>,
+}
+
+impl Actor for Relay {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Relay {
+    fn on_message(&mut self, msg: String, _: &mut SessionContext<Self>) {
+        self.room.do_send(actix_sockjs::Broadcast::text(msg));
+    }
+}
+
+#[test]
+fn streams_whose_clients_leave_at_their_response_limit_lose_no_message() {
+    // The same for a stream: one that reached its response limit is
+    // detached from its session with its last frames still queued for the
+    // response, which a client that leaves then never gets (a review).
+    // A limit of 256 bytes ends a stream at about every frame here.
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let room = SessionManager::start_with(|room| move || Relay { room: room.clone() });
+            let config = Config::default().response_limit(256);
+            let server = HttpServer::new(move || {
+                App::new().service(SockJs::new("/relay", room.clone()).config(config.clone()))
+            })
+            .workers(2)
+            .h1_allow_half_closed(false)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send((server.addrs()[0].port(), actix::System::current())).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    let (port, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    let seen = churn(port, "/relay", "xhr_streaming");
+    system.stop();
+    assert!(seen.gaps.is_empty(), "messages lost inside a session's life, which went on: {:?}", seen.gaps);
 }

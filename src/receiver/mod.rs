@@ -12,7 +12,6 @@
 use std::{borrow::Cow, task::Poll};
 
 use actix_web::web::Bytes;
-use futures_util::Stream;
 
 use crate::{
     close_code,
@@ -77,18 +76,23 @@ impl Framing {
         Cow::Owned(out)
     }
 
-    /// The frame inside what [`wrap`](Self::wrap) made, for the polling
-    /// framings (xhr, JSONP); `None` for the streaming ones, or for bytes
+    /// The frame inside what [`wrap`](Self::wrap) made; `None` for bytes
     /// that are not such a frame.
     pub(crate) fn unwrap(&self, wire: &[u8], callback: &str) -> Option<String> {
         let wire = std::str::from_utf8(wire).ok()?;
         match self {
             Self::Xhr => wire.strip_suffix('\n').map(str::to_owned),
+            Self::EventSource => {
+                Some(wire.strip_prefix("data: ")?.strip_suffix("\r\n\r\n")?.replace("%25", "%"))
+            }
+            Self::HtmlFile => {
+                let quoted = wire.strip_prefix("<script>\np(")?.strip_suffix(");\n</script>\r\n")?;
+                serde_json::from_str(quoted).ok()
+            }
             Self::Jsonp => {
                 let quoted = wire.strip_prefix("/**/")?.strip_prefix(callback)?.strip_prefix('(')?;
                 serde_json::from_str(quoted.strip_suffix(");\r\n")?).ok()
             }
-            Self::EventSource | Self::HtmlFile => None,
         }
     }
 }
@@ -160,12 +164,6 @@ pub(crate) fn poll_text(rx: &mut OutRx, cx: &mut std::task::Context<'_>) -> Poll
             Poll::Pending => Poll::Pending,
         };
     }
-}
-
-/// An HTTP response body made of what the session writes, one chunk per
-/// frame.
-pub(crate) fn body_stream(mut rx: OutRx) -> impl Stream<Item = Bytes> {
-    futures_util::stream::poll_fn(move |cx| poll_text(&mut rx, cx))
 }
 
 /// The receiver went away before the frame could be handed over.
@@ -400,8 +398,8 @@ mod tests {
 
     #[test]
     fn a_polling_frame_unwraps_to_what_was_wrapped() {
-        let frame = "a[\"</script>\",\"\\u2028 \\\"q\\\" %\"]";
-        for framing in [Framing::Xhr, Framing::Jsonp] {
+        let frame = "a[\"</script>\",\"\\u2028 \\\"q\\\" %25 %\"]";
+        for framing in [Framing::Xhr, Framing::Jsonp, Framing::EventSource, Framing::HtmlFile] {
             let wire = wrap(framing.clone(), frame);
             assert_eq!(framing.unwrap(wire.as_bytes(), "cb").as_deref(), Some(frame), "{framing:?}");
         }
@@ -411,7 +409,7 @@ mod tests {
             "its callback"
         );
         assert_eq!(Framing::Xhr.unwrap(b"a[\"cut", ""), None);
-        assert_eq!(Framing::EventSource.unwrap(wrap(Framing::EventSource, "h").as_bytes(), ""), None);
+        assert_eq!(Framing::HtmlFile.unwrap(b"<script>\np(\"cut);\n</script>\r\n", ""), None);
     }
 
     #[test]

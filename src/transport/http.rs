@@ -19,7 +19,7 @@ use actix_web::{
     web::{self, Bytes, BytesMut},
     HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _,
 };
-use futures_util::{stream, StreamExt as _};
+use futures_util::{stream, Stream, StreamExt as _};
 
 use super::{Prelude, Receiving, Row, Sending};
 use crate::{
@@ -29,7 +29,7 @@ use crate::{
         BIND_COOKIE, JAVASCRIPT, TEXT,
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
-    receiver::{body_stream, out_queue, poll_text, Framing, Out, OutRx, PeerSocket, Receiver},
+    receiver::{out_queue, poll_text, Framing, Out, OutRx, PeerSocket, Receiver},
     session::{OpenPanicked, Session},
     util,
 };
@@ -144,7 +144,9 @@ pub(crate) async fn receive<A: Session>(
         return res.body(frame.unwrap_or_default());
     }
     // One body item per frame: actix-web writes each as its own chunk.
-    let body = stream::iter(prelude).chain(body_stream(rx)).map(Ok::<_, Infallible>);
+    let rest =
+        StreamEnd { rx, ep, id, serial, ticket, framing: how.framing.clone(), callback: callback.into() };
+    let body = stream::iter(prelude).chain(rest).map(Ok::<_, Infallible>);
     let mut res = res.streaming(body);
     if req.version() == Version::HTTP_10 {
         // HTTP/1.0 has no chunked encoding: raw bytes, then close
@@ -178,13 +180,77 @@ struct PollEnd<'a, A: Session> {
 
 impl<A: Session> Drop for PollEnd<'_, A> {
     fn drop(&mut self) {
-        let (Some(ticket), Some(serial)) = (self.ticket, self.serial) else { return };
-        while let Some(out) = self.rx.try_recv() {
+        if let (Some(ticket), Some(serial)) = (self.ticket, self.serial) {
+            let unread = Unread { ticket, framing: self.framing, callback: self.callback };
+            unread.give_back(&mut self.rx, self.ep, self.id, serial);
+        }
+    }
+}
+
+/// A stream's end of its receiver's queue: the response body after its
+/// prelude. A stream that reached its response limit is detached from its
+/// session with what the session wrote last still queued here; dropped
+/// before actix-web took it (its client closed the connection), this
+/// gives the messages back, as [`PollEnd`] does. (A stream still attached
+/// when its client goes closes its session as interrupted; what it held
+/// goes back too, and its next poll gets it before the close frame.)
+struct StreamEnd<A: Session> {
+    rx: OutRx,
+    ep: web::Data<Endpoint<A>>,
+    id: Arc<str>,
+    serial: Option<u64>,
+    /// `None` once the stream has ended: nothing is left unread.
+    ticket: Option<u32>,
+    framing: Framing,
+    callback: Box<str>,
+}
+
+impl<A: Session> Stream for StreamEnd<A> {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        let next = poll_text(&mut this.rx, cx);
+        if let Poll::Ready(None) = next {
+            this.ticket = None;
+        }
+        next
+    }
+}
+
+impl<A: Session> Drop for StreamEnd<A> {
+    fn drop(&mut self) {
+        if let (Some(ticket), Some(serial)) = (self.ticket, self.serial) {
+            let unread = Unread { ticket, framing: &self.framing, callback: &self.callback };
+            unread.give_back(&mut self.rx, &self.ep, &self.id, serial);
+        }
+    }
+}
+
+/// What a dropped response needs to give its unread frames back.
+struct Unread<'a> {
+    ticket: u32,
+    framing: &'a Framing,
+    callback: &'a str,
+}
+
+impl Unread<'_> {
+    /// Gives the messages of the frames still in `rx` (a poll has one; a
+    /// stream may have several), in one frame, to the session `serial`.
+    fn give_back<A: Session>(&self, rx: &mut OutRx, ep: &Endpoint<A>, id: &str, serial: u64) {
+        let mut messages = String::new();
+        while let Some(out) = rx.try_recv() {
             let Out::Frame(wire) = out else { continue };
-            match self.framing.unwrap(&wire, self.callback) {
-                Some(frame) if frame.starts_with("a[") => self.ep.give_back(self.id, serial, ticket, frame),
-                _ => {}
+            let frame = self.framing.unwrap(&wire, self.callback);
+            if let Some(inner) = frame.as_deref().and_then(|f| f.strip_prefix("a[")?.strip_suffix(']')) {
+                if !messages.is_empty() {
+                    messages.push(',');
+                }
+                messages.push_str(inner);
             }
+        }
+        if !messages.is_empty() {
+            ep.give_back(id, serial, self.ticket, format!("a[{messages}]"));
         }
     }
 }

@@ -629,7 +629,8 @@ impl Config {
 /// Whether an `allowed_origins` entry can match an `Origin` header: `*`,
 /// `null`, `scheme://host[:port]` or `scheme://*.domain[:port]`.
 fn origin_entry_can_match(entry: &str) -> bool {
-    if entry == "*" || entry.eq_ignore_ascii_case("null") {
+    if entry == "*" || entry.eq_ignore_ascii_case("null") || entry.eq_ignore_ascii_case("file://") {
+        // `file://`: what some WebViews send for a page from a file.
         return true;
     }
     let Some((scheme, authority)) = entry.split_once("://") else { return false };
@@ -641,7 +642,18 @@ fn origin_entry_can_match(entry: &str) -> bool {
         Some((name, port)) if !host.ends_with(']') => (name, Some(port)),
         _ => (host, None),
     };
-    let port_ok = port.is_none_or(|port| !port.is_empty() && port.parse::<u16>().is_ok());
+    // Browsers leave a scheme's default port out of `Origin`.
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => "80",
+        "https" | "wss" => "443",
+        _ => "",
+    };
+    let port_ok = port.is_none_or(|port| {
+        port != default
+            && !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok()
+    });
     scheme_ok && port_ok && !host.is_empty() && !host.contains(['/', '?', '#', '*', ' ', '@'])
 }
 
@@ -655,9 +667,12 @@ mod tests {
         let good = [
             "*",
             "null",
+            "file://",
             "https://app.example.com",
+            "HTTPS://App.example.com",
             "http://127.0.0.1:8080",
             "https://*.example.com",
+            "https://*.example.com:8443",
             "http://[::1]:8080",
             "http://[::1]",
         ];
@@ -674,6 +689,11 @@ mod tests {
             "",
             "https://",
             "http://a.com:x",
+            // A review: browsers send no default port, nor a signed one.
+            "https://app.example.com:443",
+            "http://app.example.com:80",
+            "https://*.example.com:443",
+            "https://a.example.com:+8443",
         ];
         let doubts = Config::default().allowed_origins(bad).doubts();
         assert_eq!(doubts.len(), bad.len(), "{doubts:?}");

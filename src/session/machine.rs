@@ -188,6 +188,9 @@ impl Machine {
                     self.attached = None;
                     self.set_closed(close_code::INTERRUPTED, None);
                     let (code, reason) = with_reason(close_code::INTERRUPTED);
+                    // Its close frame: nothing of the old receiver's may be
+                    // restored behind it (`restore`).
+                    self.last_token = receiver.ticket().unwrap_or(self.last_token);
                     let _ = receiver.write(close_frame(code, reason));
                     Attach::Interrupted { old }
                 }
@@ -829,6 +832,18 @@ mod tests {
         m.attach(r);
         assert_eq!(read(&mut rx), ["c[3000,\"Go away!\"]\n"]);
         assert_eq!(m.restore(ticket, "a[\"last\"]"), Restore::Late);
+        // A review: nor once a request after a dead stream got 1002.
+        let mut m = Machine::new(Transport::XhrStreaming, 1024);
+        let (r, stream) = stream_receiver(usize::MAX);
+        let ticket = r.ticket().unwrap();
+        m.attach(r);
+        m.send("x").unwrap();
+        m.flush();
+        drop(stream);
+        let (r, mut rx) = poll_receiver();
+        assert_eq!(m.attach(r), Attach::Interrupted { old: ticket });
+        assert_eq!(read(&mut rx), ["c[1002,\"Connection interrupted\"]\n"]);
+        assert_eq!(m.restore(ticket, "a[\"x\"]"), Restore::Late);
     }
 
     #[test]

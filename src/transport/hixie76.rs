@@ -180,11 +180,8 @@ async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: By
                 // message, so that a frame never ended with 0xFF cannot
                 // grow the buffer for as long as the client sends.
                 if buf.len() > max + 2 {
-                    crate::util::log_limited!(
-                        log::Level::Info,
-                        "sockjs: hixie-76 frame over {max} bytes refused"
-                    );
-                    let _ = session.send(Command::TransportFailed(Failure::Protocol));
+                    // Logged by the session, with its tag.
+                    let _ = session.send(Command::TransportFailed(Failure::TooLarge));
                     return;
                 }
                 scanned = buf.len();
@@ -200,7 +197,7 @@ async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: By
                 Ok(_) => {}
                 Err(e) => {
                     log::debug!("sockjs: hixie-76 frame refused: {e}");
-                    let _ = session.send(Command::TransportFailed(Failure::Protocol));
+                    let _ = session.send(Command::TransportFailed(Failure::Broken));
                     return;
                 }
             }

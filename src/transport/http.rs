@@ -193,7 +193,8 @@ impl<A: Session> Drop for PollEnd<'_, A> {
 /// before actix-web took it (its client closed the connection), this
 /// gives the messages back, as [`PollEnd`] does. (A stream still attached
 /// when its client goes closes its session as interrupted; what it held
-/// goes back too, and its next poll gets it before the close frame.)
+/// goes back too, and reaches the next request before the close frame, if
+/// no request has been answered with the close frame first.)
 struct StreamEnd<A: Session> {
     rx: OutRx,
     ep: web::Data<Endpoint<A>>,

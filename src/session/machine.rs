@@ -750,17 +750,24 @@ mod tests {
         assert!(m.is_open(), "the session lives on for the next request");
     }
 
-    #[test]
-    fn a_frame_its_poll_could_not_deliver_goes_first_to_the_next_unless_another_poll_came() {
+    /// An open polling session whose poll (the answered ticket) was written
+    /// `msg`, and whose client never got it.
+    fn opened_with_a_lost_poll(msg: &str) -> (Machine, u32) {
         let mut m = Machine::new(Transport::XhrPolling, 1024);
         let (r, _rx) = poll_receiver();
         m.attach(r);
-        m.send("one").unwrap();
+        m.send(msg).unwrap();
         let (r, mut lost) = poll_receiver();
         let ticket = r.ticket().unwrap();
         m.attach(r);
         m.flush();
-        assert_eq!(read(&mut lost), ["a[\"one\"]\n"]);
+        assert_eq!(read(&mut lost), [format!("a[\"{msg}\"]\n")]);
+        (m, ticket)
+    }
+
+    #[test]
+    fn a_frame_its_poll_could_not_deliver_goes_first_to_the_next_unless_another_poll_came() {
+        let (mut m, ticket) = opened_with_a_lost_poll("one");
         m.send("two").unwrap();
         assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Kept);
         let (r, mut rx) = poll_receiver();
@@ -773,15 +780,7 @@ mod tests {
 
         // A review: a poll that came since and waits, written nothing, takes
         // them (the session was closed as interrupted).
-        let mut m = Machine::new(Transport::XhrPolling, 1024);
-        let (r, _rx) = poll_receiver();
-        m.attach(r);
-        m.send("one").unwrap();
-        let (r, mut lost) = poll_receiver();
-        let ticket = r.ticket().unwrap();
-        m.attach(r);
-        m.flush();
-        assert_eq!(read(&mut lost), ["a[\"one\"]\n"]);
+        let (mut m, ticket) = opened_with_a_lost_poll("one");
         let (r, mut waiting) = poll_receiver();
         m.attach(r);
         assert_eq!(m.flush(), Written::default(), "nothing for it yet");

@@ -441,22 +441,19 @@ impl<A: Session> Endpoint<A> {
     /// Logs a refusal of the endpoint's caps with its request, and with the
     /// client's address when that client holds too many sessions.
     pub(crate) fn log_refusal(&self, req: &HttpRequest, refusal: Refusal) {
-        if refusal == Refusal::TooManyFromClient {
-            let client = self.client_ip(req).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            util::log_limited!(
-                log::Level::Info,
-                "sockjs: {} {}: session refused: {refusal} (client {client})",
-                req.method(),
-                LogPath(req)
-            );
-        } else {
-            util::log_limited!(
-                log::Level::Info,
-                "sockjs: {} {}: session refused: {refusal}",
-                req.method(),
-                LogPath(req)
-            );
-        }
+        let client = match refusal {
+            Refusal::TooManyFromClient => match self.client_ip(req) {
+                Some(ip) => format!(" (client {ip})"),
+                None => " (client unknown)".to_owned(),
+            },
+            Refusal::Full | Refusal::ShuttingDown => String::new(),
+        };
+        util::log_limited!(
+            log::Level::Info,
+            "sockjs: {} {}: session refused: {refusal}{client}",
+            req.method(),
+            LogPath(req)
+        );
     }
 
     fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
@@ -497,15 +494,15 @@ impl<A: Session> Endpoint<A> {
         }
     }
 
-    /// Gives the session `serial`, listed under `id`, the messages frame
-    /// its poll `ticket` was written and could not deliver (see
-    /// `Command::Undelivered`); if the session has ended since, there is no
-    /// one to give them to.
-    pub(crate) fn give_back(&self, id: &str, serial: u64, ticket: u32, frame: String) {
+    /// Gives the session `serial`, listed under `id`, the messages (JSON
+    /// strings joined by commas) written to its receiver `ticket` that the
+    /// receiver's request could not deliver (see `Command::Undelivered`);
+    /// if the session has ended since, there is no one to give them to.
+    pub(crate) fn give_back(&self, id: &str, serial: u64, ticket: u32, messages: String) {
         match self.directory.get().and_then(|directory| directory.find(id)).filter(|found| found.0 == serial)
         {
             Some((_, tx, _)) => {
-                let _ = tx.send(Command::Undelivered(Box::new((ticket, frame))));
+                let _ = tx.send(Command::Undelivered(Box::new((ticket, messages))));
             }
             None => {
                 log::debug!("sockjs {}: an undelivered poll outlived its session", crate::SessionTag::of(id));

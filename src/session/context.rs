@@ -146,9 +146,10 @@ pub(crate) enum Command {
     /// ([`Deliver`](crate::Deliver)): handled in its place among the other
     /// commands, so that it keeps its order with text sent after it.
     Typed(Box<TypedMessage>),
-    /// A frame written to the HTTP receiver with this ticket that its
-    /// request could not deliver: the client closed the connection before
-    /// actix-web took the frame ([`SessionContext::undelivered`]).
+    /// Messages (JSON strings joined by commas) written to the HTTP
+    /// receiver with this ticket that its request could not deliver: the
+    /// client closed the connection before actix-web took them
+    /// ([`SessionContext::undelivered`]).
     Undelivered(Box<(u32, String)>),
 }
 
@@ -932,8 +933,8 @@ where
     /// and are lost: the session is closed as interrupted (1002), as it
     /// would have been had the abort been seen before the write, so that the
     /// client learns of it.
-    fn undelivered(&mut self, act: &mut A, ticket: u32, frame: &str) {
-        match self.machine.restore(ticket, frame) {
+    fn undelivered(&mut self, act: &mut A, ticket: u32, messages: &str) {
+        match self.machine.restore(ticket, messages) {
             Restore::Kept => {
                 log::debug!(
                     "sockjs {}: a poll's client left before its frame went out; kept for the next",

@@ -188,9 +188,7 @@ impl Machine {
                     self.attached = None;
                     self.set_closed(close_code::INTERRUPTED, None);
                     let (code, reason) = with_reason(close_code::INTERRUPTED);
-                    // Its close frame: nothing of the old receiver's may be
-                    // restored behind it (`restore`).
-                    self.last_token = receiver.ticket().unwrap_or(self.last_token);
+                    self.written_to(receiver.ticket());
                     let _ = receiver.write(close_frame(code, reason));
                     Attach::Interrupted { old }
                 }
@@ -203,7 +201,8 @@ impl Machine {
                 // close frame.
                 // Not while a receiver is still attached: the close frame
                 // and the messages are its own at the next flush.
-                // Written to, whatever it gets (`restore`).
+                // This receiver gets them or the close frame (`written_to`,
+                // by hand: `close` borrows the state).
                 self.last_token = receiver.ticket().unwrap_or(self.last_token);
                 if !self.pending.is_empty() && self.attached.is_none() {
                     match write_queued(&mut receiver, &self.pending) {
@@ -239,27 +238,31 @@ impl Machine {
         token
     }
 
-    /// Takes back `frame`, written to the HTTP receiver `ticket` whose
-    /// request ended before it took the frame (its client closed the
-    /// connection as the frame came): the messages in it go back to the
-    /// head of the queue, for the next receiver. Frames other than
-    /// messages (`o`, `h`, a close frame) are not kept, and need not be.
-    pub(crate) fn restore(&mut self, ticket: u32, frame: &str) -> Restore {
+    /// Takes back `messages` (JSON strings joined by commas), written to
+    /// the HTTP receiver `ticket` whose request ended before it took them
+    /// (its client closed the connection as they came): they go back to the
+    /// head of the queue, for the next receiver.
+    pub(crate) fn restore(&mut self, ticket: u32, messages: &str) -> Restore {
         // A receiver attached since that has been written nothing (a poll
         // waiting) takes them, in order.
         if self.last_token != ticket {
             return Restore::Late;
         }
-        let Some(messages) = frame.strip_prefix("a[").and_then(|f| f.strip_suffix(']')) else {
-            return Restore::Kept;
-        };
-        if !self.pending.is_empty() {
-            let newer = std::mem::take(&mut self.pending);
-            self.pending = format!("{messages},{newer}");
-        } else {
+        if self.pending.is_empty() {
             messages.clone_into(&mut self.pending);
+        } else {
+            self.pending = format!("{messages},{}", self.pending);
         }
         Restore::Kept
+    }
+
+    /// Notes that messages or the close frame went to the receiver `token`
+    /// (an HTTP receiver's ticket): what an earlier one could not deliver
+    /// would now come after them ([`Machine::restore`]).
+    fn written_to(&mut self, token: Option<u32>) {
+        if let Some(token) = token {
+            self.last_token = token;
+        }
     }
 
     /// Queues one message; ignored unless the session is open.
@@ -428,7 +431,7 @@ impl Machine {
                 // Joined by the receiver: an RFC 6455 WebSocket's frame is
                 // then made in one allocation, its head included.
                 let mut pending = std::mem::take(&mut self.pending);
-                self.last_token = self.token().unwrap_or(self.last_token);
+                self.written_to(self.token());
                 written.merge(self.write_by(|receiver| write_queued(receiver, &pending)));
                 // Its buffer is kept for the next messages, unless this write
                 // closed the session (an overflow gives the memory back).
@@ -443,7 +446,7 @@ impl Machine {
             self.state = State::Closed(close.clone());
             let (code, reason) = *close;
             if !self.is_raw() {
-                self.last_token = self.token().unwrap_or(self.last_token);
+                self.written_to(self.token());
                 written.merge(self.write(close_frame(code, &reason)));
             }
             if let Some(att) = &self.attached {
@@ -769,14 +772,14 @@ mod tests {
     fn a_frame_its_poll_could_not_deliver_goes_first_to_the_next_unless_another_poll_came() {
         let (mut m, ticket) = opened_with_a_lost_poll("one");
         m.send("two").unwrap();
-        assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Kept);
+        assert_eq!(m.restore(ticket, "\"one\""), Restore::Kept);
         let (r, mut rx) = poll_receiver();
         m.attach(r);
         m.flush();
         assert_eq!(read(&mut rx), ["a[\"one\",\"two\"]\n"], "in their order");
         // The poll after it was written newer messages: the frame cannot
         // take its place any more.
-        assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Late);
+        assert_eq!(m.restore(ticket, "\"one\""), Restore::Late);
 
         // A review: a poll that came since and waits, written nothing, takes
         // them (the session was closed as interrupted).
@@ -785,7 +788,7 @@ mod tests {
         m.attach(r);
         assert_eq!(m.flush(), Written::default(), "nothing for it yet");
         m.send("two").unwrap();
-        assert_eq!(m.restore(ticket, "a[\"one\"]"), Restore::Kept);
+        assert_eq!(m.restore(ticket, "\"one\""), Restore::Kept);
         m.flush();
         assert_eq!(read(&mut waiting), ["a[\"one\",\"two\"]\n"]);
         // A heartbeat carries no message: it does not stand in the way.
@@ -799,7 +802,7 @@ mod tests {
         m.attach(r);
         m.heartbeat();
         assert_eq!(read(&mut beat), ["h\n"]);
-        assert_eq!(m.restore(ticket, "a[\"three\"]"), Restore::Kept);
+        assert_eq!(m.restore(ticket, "\"three\""), Restore::Kept);
 
         // A closed session keeps them for the next poll, before its close.
         let mut m = Machine::new(Transport::XhrPolling, 1024);
@@ -811,7 +814,7 @@ mod tests {
         let ticket = r.ticket().unwrap();
         assert_eq!(m.attach(r), Attach::Closed);
         assert_eq!(read(&mut lost), ["a[\"last\"]\n"]);
-        assert_eq!(m.restore(ticket, "a[\"last\"]"), Restore::Kept);
+        assert_eq!(m.restore(ticket, "\"last\""), Restore::Kept);
         let (r, mut rx) = poll_receiver();
         m.attach(r);
         assert_eq!(read(&mut rx), ["a[\"last\"]\n"]);
@@ -830,7 +833,7 @@ mod tests {
         let (r, mut rx) = poll_receiver();
         m.attach(r);
         assert_eq!(read(&mut rx), ["c[3000,\"Go away!\"]\n"]);
-        assert_eq!(m.restore(ticket, "a[\"last\"]"), Restore::Late);
+        assert_eq!(m.restore(ticket, "\"last\""), Restore::Late);
         // A review: nor once a request after a dead stream got 1002.
         let mut m = Machine::new(Transport::XhrStreaming, 1024);
         let (r, stream) = stream_receiver(usize::MAX);
@@ -842,7 +845,7 @@ mod tests {
         let (r, mut rx) = poll_receiver();
         assert_eq!(m.attach(r), Attach::Interrupted { old: ticket });
         assert_eq!(read(&mut rx), ["c[1002,\"Connection interrupted\"]\n"]);
-        assert_eq!(m.restore(ticket, "a[\"x\"]"), Restore::Late);
+        assert_eq!(m.restore(ticket, "\"x\""), Restore::Late);
     }
 
     #[test]

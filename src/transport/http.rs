@@ -132,21 +132,20 @@ pub(crate) async fn receive<A: Session>(
             res.append_header((header::SET_COOKIE, v));
         }
     }
+    let mut end =
+        ResponseEnd { rx, ep, id, serial, ticket, framing: &how.framing, callback: callback.into() };
     if !how.streaming {
         // A polling response carries one frame: answer once it is there,
         // head and body in one write, instead of a head now and a chunk
         // later (two small writes, which Nagle's algorithm and the client's
         // delayed ACK can hold back by 40 ms).
-        let mut end =
-            PollEnd { rx, ep: &ep, id: &id, serial, ticket, framing: &how.framing, callback: &callback };
-        let frame = futures_util::future::poll_fn(|cx| poll_text(&mut end.rx, cx)).await;
+        let frame = end.next().await;
+        // Taken: actix-web has it now.
         end.ticket = None;
         return res.body(frame.unwrap_or_default());
     }
     // One body item per frame: actix-web writes each as its own chunk.
-    let rest =
-        StreamEnd { rx, ep, id, serial, ticket, framing: how.framing.clone(), callback: callback.into() };
-    let body = stream::iter(prelude).chain(rest).map(Ok::<_, Infallible>);
+    let body = stream::iter(prelude).chain(end).map(Ok::<_, Infallible>);
     let mut res = res.streaming(body);
     if req.version() == Version::HTTP_10 {
         // HTTP/1.0 has no chunked encoding: raw bytes, then close
@@ -157,56 +156,34 @@ pub(crate) async fn receive<A: Session>(
     res
 }
 
-/// A poll's end of its receiver's queue, while it waits for its frame.
+/// The request's end of its receiver's queue: a poll's one frame, a
+/// stream's body after its prelude.
 ///
-/// actix-web drops a request whose client closed the connection: if the
-/// session wrote the poll's frame in between (it had seen no end: the
-/// receiver was alive when written to), the frame would go with it,
-/// unseen by anyone, and the session, whose poll got its frame, would go
-/// on without those messages. Dropped with a messages frame in it, this
-/// gives the frame back to the session, which queues the messages again
-/// (or, if another poll came since, closes as interrupted).
-struct PollEnd<'a, A: Session> {
-    rx: OutRx,
-    ep: &'a Endpoint<A>,
-    id: &'a str,
-    /// The session that took the receiver, if one did.
-    serial: Option<u64>,
-    /// The receiver's ticket; `None` once the frame went to actix-web.
-    ticket: Option<u32>,
-    framing: &'a Framing,
-    callback: &'a str,
-}
-
-impl<A: Session> Drop for PollEnd<'_, A> {
-    fn drop(&mut self) {
-        if let (Some(ticket), Some(serial)) = (self.ticket, self.serial) {
-            let unread = Unread { ticket, framing: self.framing, callback: self.callback };
-            unread.give_back(&mut self.rx, self.ep, self.id, serial);
-        }
-    }
-}
-
-/// A stream's end of its receiver's queue: the response body after its
-/// prelude. A stream that reached its response limit is detached from its
-/// session with what the session wrote last still queued here; dropped
-/// before actix-web took it (its client closed the connection), this
-/// gives the messages back, as [`PollEnd`] does. (A stream still attached
-/// when its client goes closes its session as interrupted; what it held
-/// goes back too, and reaches the next request before the close frame, if
-/// no request has been answered with the close frame first.)
-struct StreamEnd<A: Session> {
+/// actix-web drops a request whose client closed the connection. If the
+/// session wrote to the receiver just before and then let it go (a poll
+/// answered, a stream at its response limit), the frames queued here
+/// would go with it, unseen by anyone, and the session would go on
+/// without those messages. Dropped with messages unread, this gives them
+/// back to the session, which queues them again first (or, if it has
+/// written to another request since, closes as interrupted). A stream
+/// still attached when its client goes closes its session as interrupted;
+/// what it held goes back too, and reaches the next request before the
+/// close frame, if no request has been answered with the close frame
+/// first.
+struct ResponseEnd<A: Session> {
     rx: OutRx,
     ep: web::Data<Endpoint<A>>,
     id: Arc<str>,
+    /// The session that took the receiver, if one did.
     serial: Option<u64>,
-    /// `None` once the stream has ended: nothing is left unread.
+    /// The receiver's ticket; `None` once nothing can be left unread (the
+    /// poll's frame went to actix-web, or the stream ended).
     ticket: Option<u32>,
-    framing: Framing,
+    framing: &'static Framing,
     callback: Box<str>,
 }
 
-impl<A: Session> Stream for StreamEnd<A> {
+impl<A: Session> Stream for ResponseEnd<A> {
     type Item = Bytes;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
@@ -219,30 +196,14 @@ impl<A: Session> Stream for StreamEnd<A> {
     }
 }
 
-impl<A: Session> Drop for StreamEnd<A> {
+impl<A: Session> Drop for ResponseEnd<A> {
     fn drop(&mut self) {
-        if let (Some(ticket), Some(serial)) = (self.ticket, self.serial) {
-            let unread = Unread { ticket, framing: &self.framing, callback: &self.callback };
-            unread.give_back(&mut self.rx, &self.ep, &self.id, serial);
-        }
-    }
-}
-
-/// What a dropped response needs to give its unread frames back.
-struct Unread<'a> {
-    ticket: u32,
-    framing: &'a Framing,
-    callback: &'a str,
-}
-
-impl Unread<'_> {
-    /// Gives the messages of the frames still in `rx` (a poll has one; a
-    /// stream may have several), in one frame, to the session `serial`.
-    fn give_back<A: Session>(&self, rx: &mut OutRx, ep: &Endpoint<A>, id: &str, serial: u64) {
+        let (Some(ticket), Some(serial)) = (self.ticket, self.serial) else { return };
+        // The messages of every messages frame still here, in order.
         let mut messages = String::new();
-        while let Some(out) = rx.try_recv() {
+        while let Some(out) = self.rx.try_recv() {
             let Out::Frame(wire) = out else { continue };
-            let frame = self.framing.unwrap(&wire, self.callback);
+            let frame = self.framing.unwrap(&wire, &self.callback);
             if let Some(inner) = frame.as_deref().and_then(|f| f.strip_prefix("a[")?.strip_suffix(']')) {
                 if !messages.is_empty() {
                     messages.push(',');
@@ -251,7 +212,7 @@ impl Unread<'_> {
             }
         }
         if !messages.is_empty() {
-            ep.give_back(id, serial, self.ticket, format!("a[{messages}]"));
+            self.ep.give_back(&self.id, serial, ticket, messages);
         }
     }
 }

@@ -284,7 +284,7 @@ fn refusals_log_no_session_id_and_a_flood_of_them_is_cut_short() {
 
 /// Starts `test_server` logging at `level` into a file named after `what`;
 /// answers the child, its port and the file.
-fn logging_test_server(what: &str, level: &str) -> (std::process::Child, u16, std::path::PathBuf) {
+fn logging_test_server(what: &str, level: &str) -> (Proc, u16, std::path::PathBuf) {
     let log = std::env::temp_dir().join(format!("sockjs-{what}-{}.log", std::process::id()));
     let mut child = std::process::Command::new(example_binary("test_server", &[]))
         .args(["--port", "0"])
@@ -301,13 +301,14 @@ fn logging_test_server(what: &str, level: &str) -> (std::process::Child, u16, st
     )
     .expect("first line");
     let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
-    (child, port, log)
+    // Killed on drop: a failing assertion does not leave it running.
+    (Proc(child), port, log)
 }
 
 /// Stops a [`logging_test_server`] and answers what it logged.
-fn stop_and_read_log(child: &mut std::process::Child, log: &std::path::Path) -> String {
-    let _ = child.kill();
-    let _ = child.wait();
+fn stop_and_read_log(child: &mut Proc, log: &std::path::Path) -> String {
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let _ = std::fs::remove_file(log);
     text

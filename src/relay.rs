@@ -221,6 +221,32 @@ impl RelayMessage {
 /// ```
 pub trait Relay: Send + 'static {
     /// Carries `msg` to the other nodes.
+    ///
+    /// It must not block: hand the message to a task that talks to the
+    /// broker, and return.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use actix_sockjs::relay::{Audience, Relay, RelayMessage};
+    ///
+    /// /// Queues each message for a publishing thread.
+    /// struct Outbox(mpsc::Sender<RelayMessage>);
+    ///
+    /// impl Relay for Outbox {
+    ///     fn publish(&mut self, msg: RelayMessage) {
+    ///         if self.0.send(msg).is_err() {
+    ///             log::warn!("the publishing thread is gone; a broadcast stays on this node");
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let mut relay = Outbox(tx);
+    /// relay.publish(RelayMessage::new(Audience::All, [] as [&str; 0], "hi"));
+    /// assert_eq!(rx.recv().unwrap().text(), "hi");
+    /// ```
     fn publish(&mut self, msg: RelayMessage);
 
     /// This node has members in `group` now (it had none). A broker with

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, program, request, session, wait_for, Conn, Proc, TestServer, Ws, WsClient};
+use common::{free_port, haproxy, program, request, session, wait_for, Conn, Proc, TestServer, Ws, WsClient};
 
 fn redis(port: u16) -> Proc {
     redis_with(port, &[])
@@ -46,26 +46,6 @@ fn metric(port: u16, name: &str) -> f64 {
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn haproxy(lb: u16, cookie_lb: u16, node1: u16, node2: u16) -> Proc {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster/haproxy.cfg");
-    let child = Command::new(program("haproxy"))
-        .arg("-f")
-        .arg(config)
-        .arg("-db")
-        .env("SOCKJS_LB_PORT", lb.to_string())
-        .env("SOCKJS_COOKIE_LB_PORT", cookie_lb.to_string())
-        .env("SOCKJS_NODE1_PORT", node1.to_string())
-        .env("SOCKJS_NODE2_PORT", node2.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start haproxy");
-    wait_for("haproxy to answer", || {
-        std::net::TcpStream::connect(("127.0.0.1", lb)).is_ok()
-            && request(lb, "GET", "/chat/info", &[], None).status() == 200
-    });
-    Proc(child)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

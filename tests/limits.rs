@@ -1,6 +1,8 @@
 //! Slow and oversized requests: a body that trickles in gets 408 and its
 //! connection closed, a thousand of them do not hold the server back, and
-//! overlong CORS headers are not reflected.
+//! overlong CORS headers are not reflected; behind the shipped haproxy
+//! config (Debian's `haproxy` on the PATH), each client address has a
+//! session cap of its own.
 
 mod common;
 
@@ -345,4 +347,38 @@ fn a_websocket_closed_for_its_client_is_logged_with_the_session_tag() {
         let tag = line.split("sockjs #").nth(1).and_then(|rest| rest.split(':').next()).unwrap_or_default();
         assert!(tag.len() == 6 && tag.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
     }
+}
+
+#[test]
+fn behind_the_shipped_haproxy_config_each_client_address_has_its_own_cap() {
+    // The operator's trial: behind haproxy, every client was the balancer's
+    // one address, and the per-address cap refused them all once it was
+    // reached. With `option forwardfor` (examples/cluster/haproxy.cfg) and
+    // the balancer in `trusted_proxies`, as the README sets them up, each
+    // client counts alone, and one cannot pick its address with a header
+    // of its own: haproxy adds the address it saw after it.
+    use std::net::{IpAddr, Ipv4Addr};
+    let node = echo_server_at(
+        "/chat",
+        Config::default()
+            .trusted_proxies([IpAddr::V4(Ipv4Addr::LOCALHOST)])
+            .max_sessions_per_ip(2)
+            // The sessions opened below stay counted until the test ends.
+            .disconnect_delay(Duration::from_secs(120)),
+    );
+    let (lb, cookie_lb) = (free_port(), free_port());
+    let _haproxy = haproxy(lb, cookie_lb, node, node);
+    let open = |from: Ipv4Addr, header: &[(&str, &str)]| {
+        let mut conn = Conn::open_from(from, lb);
+        conn.send("POST", &format!("/chat/000/{}/xhr", session()), header, Some(b""));
+        let res = conn.response("POST");
+        (res.status(), res.body)
+    };
+    let (first, second) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    for n in 1..=2 {
+        assert_eq!(open(first, &[]), (200, "o\n".to_owned()), "session {n} of {first}");
+    }
+    assert_eq!(open(first, &[]).0, 429, "a third session of {first}");
+    assert_eq!(open(first, &[("X-Forwarded-For", "127.0.0.9")]).0, 429, "{first} naming another address");
+    assert_eq!(open(second, &[]), (200, "o\n".to_owned()), "{second} has a count of its own");
 }

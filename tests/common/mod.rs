@@ -211,7 +211,25 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(port: u16) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        Self::on(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+    }
+
+    /// A connection to 127.0.0.1:`port` from the local address `from` (any
+    /// 127.x.y.z): a client of its own address.
+    pub fn open_from(from: std::net::Ipv4Addr, port: u16) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+        let stream = runtime
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind((from, 0).into())?;
+                socket.connect(([127, 0, 0, 1], port).into()).await?.into_std()
+            })
+            .expect("connect");
+        stream.set_nonblocking(false).expect("blocking");
+        Self::on(stream)
+    }
+
+    fn on(stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         Self { reader: BufReader::new(stream) }
@@ -672,6 +690,11 @@ impl Client {
 /// EOF, connections closed as soon as their response is done); answers its
 /// port. It runs until the test process ends.
 pub fn echo_server(config: actix_sockjs::Config) -> u16 {
+    echo_server_at("/echo", config)
+}
+
+/// [`echo_server`] with its endpoint at `prefix`.
+pub fn echo_server_at(prefix: &'static str, config: actix_sockjs::Config) -> u16 {
     use actix::Actor as _;
     let (ready_tx, ready) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -679,7 +702,7 @@ pub fn echo_server(config: actix_sockjs::Config) -> u16 {
             let manager = actix_sockjs::SessionManager::new(|| Echo).start();
             let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()
-                    .service(actix_sockjs::SockJs::new("/echo", manager.clone()).config(config.clone()))
+                    .service(actix_sockjs::SockJs::new(prefix, manager.clone()).config(config.clone()))
             })
             .workers(2)
             .max_connections(10_000)
@@ -692,6 +715,30 @@ pub fn echo_server(config: actix_sockjs::Config) -> u16 {
         });
     });
     ready.recv_timeout(READ_TIMEOUT).expect("server started")
+}
+
+/// haproxy with the shipped `examples/cluster/haproxy.cfg`: the path-hash
+/// frontend on `lb`, the cookie one on `cookie_lb`, in front of two nodes
+/// (the same port twice for one node); returns once it answers
+/// `/chat/info`, which it also checks on the nodes.
+pub fn haproxy(lb: u16, cookie_lb: u16, node1: u16, node2: u16) -> Proc {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster/haproxy.cfg");
+    let child = Command::new(program("haproxy"))
+        .arg("-f")
+        .arg(config)
+        .arg("-db")
+        .env("SOCKJS_LB_PORT", lb.to_string())
+        .env("SOCKJS_COOKIE_LB_PORT", cookie_lb.to_string())
+        .env("SOCKJS_NODE1_PORT", node1.to_string())
+        .env("SOCKJS_NODE2_PORT", node2.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    wait_for("haproxy to answer", || {
+        std::net::TcpStream::connect(("127.0.0.1", lb)).is_ok()
+            && request(lb, "GET", "/chat/info", &[], None).status() == 200
+    });
+    Proc(child)
 }
 
 /// A child process killed on drop.

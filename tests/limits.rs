@@ -358,6 +358,7 @@ fn behind_the_shipped_haproxy_config_each_client_address_has_its_own_cap() {
     // client counts alone, and one cannot pick its address with a header
     // of its own: haproxy adds the address it saw after it.
     use std::net::{IpAddr, Ipv4Addr};
+    capture(log::LevelFilter::Info);
     let node = echo_server_at(
         "/chat",
         Config::default()
@@ -381,4 +382,8 @@ fn behind_the_shipped_haproxy_config_each_client_address_has_its_own_cap() {
     assert_eq!(open(first, &[]).0, 429, "a third session of {first}");
     assert_eq!(open(first, &[("X-Forwarded-For", "127.0.0.9")]).0, 429, "{first} naming another address");
     assert_eq!(open(second, &[]), (200, "o\n".to_owned()), "{second} has a count of its own");
+    // The refusals' log line names the client as the node tells it.
+    let refused = |client: &str| logged(|line| line.contains("session refused") && line.contains(client));
+    assert!(refused(&format!("(client {first})")), "a refusal logged for {first}");
+    assert!(!refused("(client 127.0.0.1)") && !refused("127.0.0.9"), "a refusal logged for another address");
 }

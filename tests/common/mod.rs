@@ -792,14 +792,15 @@ pub fn hixie76_request(port: u16, path: &str) -> (Conn, Head) {
     (conn, head)
 }
 
-/// Keeps the error lines the crate logs, to read back with [`logged`].
+/// Keeps the lines the crate logs at the level [`capture`] was given, to
+/// read back with [`logged`].
 struct Captured;
 
 static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 impl log::Log for Captured {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Error
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -813,11 +814,18 @@ impl log::Log for Captured {
 
 /// From now on, keeps every error line logged in this test process.
 pub fn capture_errors() {
-    let _ = log::set_boxed_logger(Box::new(Captured));
-    log::set_max_level(log::LevelFilter::Error);
+    capture(log::LevelFilter::Error);
 }
 
-/// Whether an error line kept since [`capture_errors`] satisfies `matches`.
+/// From now on, keeps every line logged at `level` or above in this test
+/// process (one level for the process: the first call's).
+pub fn capture(level: log::LevelFilter) {
+    if log::set_boxed_logger(Box::new(Captured)).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// Whether a line kept since [`capture`] satisfies `matches`.
 pub fn logged(matches: impl Fn(&str) -> bool) -> bool {
     LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|line| matches(line))
 }

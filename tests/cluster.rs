@@ -1085,3 +1085,65 @@ fn refusals_are_counted_by_reason() {
     assert!(text.lines().any(|l| l == line), "{line} in /metrics:\n{text}");
     assert_eq!(metric(chat.port, refused), 2.0, "no other reason counted");
 }
+
+/// `examples/cluster/run.sh`, stopped with SIGTERM (as Ctrl-C stops it)
+/// when dropped, so that a failing test leaves none of its processes.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_cluster_demo_script_starts_a_working_cluster_and_stops_all_of_it() {
+    // The README's way to try a cluster, which no test ran (an operator's
+    // trial found it broken under a CARGO_TARGET_DIR of its own).
+    let ports @ [lb, cookie_lb, node1, node2, redis] = [(); 5].map(|()| free_port());
+    // Built here (in this test's target directory, which the script's
+    // `cargo build` then finds up to date), so that the wait below is for
+    // the cluster, not for a compile.
+    let chat = common::example_binary("chat", &["redis"]);
+    let target = chat.ancestors().nth(3).expect("the target directory").to_owned();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster/run.sh");
+    let demo = Demo(
+        common::cluster_ports(Command::new("bash").arg(script), [lb, cookie_lb, node1, node2])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("REDIS_PORT", redis.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start run.sh"),
+    );
+    let answers = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    for port in [node1, node2] {
+        wait_for("a node of the demo", || answers(port));
+        wait_for("its bridge to Redis", || metric(port, "sockjs_redis_bridge_up") == 1.0);
+    }
+    for port in [lb, cookie_lb] {
+        wait_for("a balancer of the demo", || {
+            answers(port) && request(port, "GET", "/chat/info", &[], None).status() == 200
+        });
+    }
+    // A broadcast through one balancer reaches a session opened through the
+    // other, whichever nodes they landed on.
+    let mut reader = WsClient::connect(cookie_lb, &format!("/chat/000/{}/websocket", session()));
+    assert_eq!(reader.recv(), Ws::Text("o".into()));
+    let mut writer = WsClient::connect(lb, &format!("/chat/000/{}/websocket", session()));
+    assert_eq!(writer.recv(), Ws::Text("o".into()));
+    writer.send_text(r#"["through the demo"]"#);
+    let heard = |ws: &mut WsClient| loop {
+        match ws.recv() {
+            Ws::Text(frame) if frame.contains("through the demo") => break frame,
+            Ws::Text(_) => {}
+            other => panic!("the session ended: {other:?}"),
+        }
+    };
+    heard(&mut reader);
+    drop((reader, writer));
+    drop(demo);
+    for port in ports {
+        wait_for("the demo's processes to stop", || !answers(port));
+    }
+}

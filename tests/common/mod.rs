@@ -723,22 +723,28 @@ pub fn echo_server_at(prefix: &'static str, config: actix_sockjs::Config) -> u16
 /// `/chat/info`, which it also checks on the nodes.
 pub fn haproxy(lb: u16, cookie_lb: u16, node1: u16, node2: u16) -> Proc {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster/haproxy.cfg");
-    let child = Command::new(program("haproxy"))
-        .arg("-f")
-        .arg(config)
-        .arg("-db")
-        .env("SOCKJS_LB_PORT", lb.to_string())
-        .env("SOCKJS_COOKIE_LB_PORT", cookie_lb.to_string())
-        .env("SOCKJS_NODE1_PORT", node1.to_string())
-        .env("SOCKJS_NODE2_PORT", node2.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start haproxy");
+    let child = cluster_ports(
+        Command::new(program("haproxy")).arg("-f").arg(config).arg("-db"),
+        [lb, cookie_lb, node1, node2],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("start haproxy");
     wait_for("haproxy to answer", || {
         std::net::TcpStream::connect(("127.0.0.1", lb)).is_ok()
             && request(lb, "GET", "/chat/info", &[], None).status() == 200
     });
     Proc(child)
+}
+
+/// Gives `command` the ports of `examples/cluster` (haproxy.cfg, run.sh):
+/// the two balancers', then the two nodes'.
+pub fn cluster_ports(command: &mut Command, [lb, cookie_lb, node1, node2]: [u16; 4]) -> &mut Command {
+    command
+        .env("SOCKJS_LB_PORT", lb.to_string())
+        .env("SOCKJS_COOKIE_LB_PORT", cookie_lb.to_string())
+        .env("SOCKJS_NODE1_PORT", node1.to_string())
+        .env("SOCKJS_NODE2_PORT", node2.to_string())
 }
 
 /// A child process killed on drop.

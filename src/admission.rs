@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use actix_web::{http::header, HttpRequest};
 
+use crate::config::ProxyHeader;
+
 /// Whether a request's `Origin` is allowed by `allowed` (empty: any).
 ///
 /// A request without `Origin` (not a browser, or a same-origin GET) is
@@ -40,32 +42,48 @@ fn origin_matches(entry: &str, origin: &str) -> bool {
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
-/// the last address in `Forwarded` / `X-Forwarded-For` that is not one.
-pub(crate) fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
-    if !trusted.contains(&peer) {
-        return Some(peer);
+/// the last address in the header `via` that is not one (a proxy appends the
+/// address it saw to what came before it, which the client may have
+/// written). An entry that does not read as an address ends the search
+/// with the nearest proxy's: what lies before it cannot be told from what
+/// the client wrote. IPv4 addresses mapped into IPv6 (`::ffff:1.2.3.4`, the
+/// peers of a dual-stack listener) count as the IPv4 address, in `trusted`
+/// as in the answer.
+pub(crate) fn client_ip(req: &HttpRequest, trusted: &[IpAddr], via: ProxyHeader) -> Option<IpAddr> {
+    let trusts = |ip: IpAddr| trusted.iter().any(|proxy| proxy.to_canonical() == ip);
+    let mut nearest = req.peer_addr()?.ip().to_canonical();
+    if !trusts(nearest) {
+        return Some(nearest);
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for value in req.headers().get_all(header::FORWARDED).filter_map(|v| v.to_str().ok()) {
-        for element in value.split(',') {
-            for pair in element.split(';') {
-                if let Some((k, v)) = pair.trim().split_once('=') {
-                    if k.trim().eq_ignore_ascii_case("for") {
-                        if let Some(ip) = parse_node(v) {
-                            hops.push(ip);
-                        }
-                    }
-                }
-            }
+    let values = match via {
+        ProxyHeader::XForwardedFor => req.headers().get_all("x-forwarded-for"),
+        ProxyHeader::Forwarded => req.headers().get_all(header::FORWARDED),
+    };
+    let mut hops: Vec<&str> = Vec::new();
+    for value in values {
+        let Ok(value) = value.to_str() else { return Some(nearest) };
+        hops.extend(value.split(','));
+    }
+    for hop in hops.into_iter().rev() {
+        let node = match via {
+            ProxyHeader::XForwardedFor => Some(hop),
+            ProxyHeader::Forwarded => forwarded_for(hop),
+        };
+        let Some(ip) = node.and_then(parse_node).map(|ip| ip.to_canonical()) else { return Some(nearest) };
+        if !trusts(ip) {
+            return Some(ip);
         }
+        nearest = ip;
     }
-    if hops.is_empty() {
-        for value in req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()) {
-            hops.extend(value.split(',').filter_map(parse_node));
-        }
-    }
-    Some(hops.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer))
+    Some(nearest)
+}
+
+/// The `for=` value of one element of a `Forwarded` header.
+fn forwarded_for(element: &str) -> Option<&str> {
+    element.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        key.trim().eq_ignore_ascii_case("for").then_some(value)
+    })
 }
 
 /// Parses one node of a forwarding header: `1.2.3.4`, `1.2.3.4:80`,
@@ -135,17 +153,36 @@ mod tests {
     #[test]
     fn client_addresses() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let trusted = [proxy];
-        let xff = [("X-Forwarded-For", "6.6.6.6, 1.2.3.4, 10.0.0.1")];
-        assert_eq!(client_ip(&req(&xff, "10.0.0.1:5"), &trusted), Some("1.2.3.4".parse().unwrap()));
-        assert_eq!(
-            client_ip(&req(&xff, "9.9.9.9:5"), &trusted),
-            Some("9.9.9.9".parse().unwrap()),
-            "untrusted peer"
-        );
-        let fwd = [("Forwarded", r#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#)];
-        assert_eq!(client_ip(&req(&fwd, "10.0.0.1:5"), &trusted), Some("2001:db8::1".parse().unwrap()));
-        let junk = [("X-Forwarded-For", "unknown, nonsense")];
-        assert_eq!(client_ip(&req(&junk, "10.0.0.1:5"), &trusted), Some(proxy));
+        let trusted = [proxy, "10.0.0.2".parse().unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let xff = |headers: &[(&str, &str)], peer: &str| {
+            client_ip(&req(headers, peer), &trusted, ProxyHeader::XForwardedFor)
+        };
+        let fwd = |headers: &[(&str, &str)], peer: &str| {
+            client_ip(&req(headers, peer), &trusted, ProxyHeader::Forwarded)
+        };
+        let chain = [("X-Forwarded-For", "6.6.6.6, 1.2.3.4, 10.0.0.2")];
+        assert_eq!(xff(&chain, "10.0.0.1:5"), ip("1.2.3.4"), "the last address no trusted proxy has");
+        assert_eq!(xff(&chain, "9.9.9.9:5"), ip("9.9.9.9"), "untrusted peer");
+        let lines = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "1.2.3.4")];
+        assert_eq!(xff(&lines, "10.0.0.1:5"), ip("1.2.3.4"), "the last header line is the nearest");
+        // A dual-stack listener's IPv4 peers: mapped into IPv6.
+        assert_eq!(xff(&chain, "[::ffff:10.0.0.1]:5"), ip("1.2.3.4"), "a mapped trusted proxy");
+        assert_eq!(xff(&chain, "[::ffff:9.9.9.9]:5"), ip("9.9.9.9"), "a mapped client, told as IPv4");
+        let mapped = [("X-Forwarded-For", "::ffff:1.2.3.4")];
+        assert_eq!(xff(&mapped, "10.0.0.1:5"), ip("1.2.3.4"));
+        // What a proxy appended cannot be read: nothing before it is believed.
+        assert_eq!(xff(&[("X-Forwarded-For", "unknown, nonsense")], "10.0.0.1:5"), Some(proxy));
+        assert_eq!(xff(&[("X-Forwarded-For", "6.6.6.6, unknown")], "10.0.0.1:5"), Some(proxy));
+        assert_eq!(xff(&[], "10.0.0.1:5"), Some(proxy), "no header");
+        // One header only: a client's own copy of the other is not read.
+        let rfc = [("Forwarded", r#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#)];
+        assert_eq!(fwd(&rfc, "10.0.0.1:5"), ip("2001:db8::1"));
+        let both = [("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "1.2.3.4")];
+        assert_eq!(xff(&both, "10.0.0.1:5"), ip("1.2.3.4"), "a client's Forwarded through an XFF proxy");
+        let both = [("X-Forwarded-For", "6.6.6.6"), ("Forwarded", "for=1.2.3.4")];
+        assert_eq!(fwd(&both, "10.0.0.1:5"), ip("1.2.3.4"), "a client's XFF through a Forwarded proxy");
+        assert_eq!(fwd(&[("Forwarded", "for=6.6.6.6, by=10.0.0.1")], "10.0.0.1:5"), Some(proxy), "no for=");
+        assert_eq!(fwd(&[("Forwarded", "for=_hidden")], "10.0.0.1:5"), Some(proxy), "an obfuscated node");
     }
 }

@@ -38,11 +38,39 @@ pub struct Config {
     pub(crate) max_sessions: Option<usize>,
     pub(crate) max_sessions_per_ip: Option<usize>,
     pub(crate) trusted_proxies: Vec<IpAddr>,
+    pub(crate) proxy_header: ProxyHeader,
     pub(crate) ping_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) bind: Option<BindTo>,
     /// `None`: every header (but the WebSocket handshake's own).
     pub(crate) keep_headers: Option<Vec<HeaderName>>,
+}
+
+/// The header in which [trusted proxies](Config::trusted_proxies) tell the
+/// client's address ([`Config::proxy_header`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::net::{IpAddr, Ipv4Addr};
+/// use actix_sockjs::{Config, ProxyHeader};
+///
+/// // haproxy with `option forwarded` (RFC 7239) in front.
+/// let config = Config::default()
+///     .trusted_proxies([IpAddr::V4(Ipv4Addr::LOCALHOST)])
+///     .proxy_header(ProxyHeader::Forwarded);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For`: haproxy's `option forwardfor`, nginx's
+    /// `$proxy_add_x_forwarded_for`, and most cloud load balancers. The
+    /// default.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239, its `for=` parameters): haproxy's `option
+    /// forwarded`, or nginx told to write it.
+    Forwarded,
 }
 
 /// What [`Config::bind_sessions`] binds an HTTP session to.
@@ -121,6 +149,7 @@ impl Default for Config {
             max_sessions: None,
             max_sessions_per_ip: None,
             trusted_proxies: Vec::new(),
+            proxy_header: ProxyHeader::XForwardedFor,
             ping_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             bind: None,
@@ -414,10 +443,16 @@ impl Config {
         self
     }
 
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed
-    /// when telling the client's address (for the per-address cap and
+    /// Proxies whose [`proxy_header`](Config::proxy_header)
+    /// (`X-Forwarded-For` unless set) is believed when telling the client's
+    /// address (for the per-address cap, [`BindTo::Address`] and
     /// [`RequestInfo::client_ip`](crate::RequestInfo::client_ip)); from any
-    /// other peer those headers are ignored. Default: none.
+    /// other peer the header is ignored. The client's address is the last
+    /// in the header that is not a trusted proxy's: each proxy appends the
+    /// address it saw to what came before it, which the client may have
+    /// written. An IPv4 address also matches its IPv6-mapped form
+    /// (`::ffff:127.0.0.1`), as a dual-stack listener sees IPv4 peers.
+    /// Default: none.
     ///
     /// # Examples
     ///
@@ -429,6 +464,27 @@ impl Config {
     /// ```
     pub fn trusted_proxies<I: IntoIterator<Item = IpAddr>>(mut self, proxies: I) -> Self {
         self.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// The header the [trusted proxies](Config::trusted_proxies) write the
+    /// client's address in. Only that header is read: a proxy passes the
+    /// other one on as the client sent it, so reading it would let a client
+    /// pick its own address (and get past the per-address cap and
+    /// [`BindTo::Address`]). Default: [`ProxyHeader::XForwardedFor`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use actix_sockjs::{Config, ProxyHeader};
+    ///
+    /// let config = Config::default()
+    ///     .trusted_proxies([IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))])
+    ///     .proxy_header(ProxyHeader::Forwarded);
+    /// ```
+    pub fn proxy_header(mut self, header: ProxyHeader) -> Self {
+        self.proxy_header = header;
         self
     }
 

@@ -457,7 +457,7 @@ impl<A: Session> Endpoint<A> {
     }
 
     fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        client_ip(req, &self.config.trusted_proxies)
+        client_ip(req, &self.config.trusted_proxies, self.config.proxy_header)
     }
 
     /// Attaches a receiver to the HTTP session `id`, opening the session

@@ -178,7 +178,7 @@ mod service;
 pub mod cluster;
 
 pub use cause::CloseCause;
-pub use config::{BindTo, Config, BODY_MIN_RATE, DEFAULT_SOCKJS_URL};
+pub use config::{BindTo, Config, ProxyHeader, BODY_MIN_RATE, DEFAULT_SOCKJS_URL};
 pub use endpoint::Refuse;
 pub use manager::{
     Broadcast, CountSessions, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave,

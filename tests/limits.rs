@@ -356,7 +356,8 @@ fn behind_the_shipped_haproxy_config_each_client_address_has_its_own_cap() {
     // reached. With `option forwardfor` (examples/cluster/haproxy.cfg) and
     // the balancer in `trusted_proxies`, as the README sets them up, each
     // client counts alone, and one cannot pick its address with a header
-    // of its own: haproxy adds the address it saw after it.
+    // of its own: haproxy adds the address it saw after it, and passes a
+    // `Forwarded` header on as the client wrote it.
     use std::net::{IpAddr, Ipv4Addr};
     capture(log::LevelFilter::Info);
     let node = echo_server_at(
@@ -381,6 +382,8 @@ fn behind_the_shipped_haproxy_config_each_client_address_has_its_own_cap() {
     }
     assert_eq!(open(first, &[]).0, 429, "a third session of {first}");
     assert_eq!(open(first, &[("X-Forwarded-For", "127.0.0.9")]).0, 429, "{first} naming another address");
+    // haproxy passes a client's own `Forwarded` on untouched: not read.
+    assert_eq!(open(first, &[("Forwarded", "for=127.0.0.9")]).0, 429, "{first} with a Forwarded of its own");
     assert_eq!(open(second, &[]), (200, "o\n".to_owned()), "{second} has a count of its own");
     // The refusals' log line names the client as the node tells it.
     let refused = |client: &str| logged(|line| line.contains("session refused") && line.contains(client));

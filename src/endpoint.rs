@@ -630,7 +630,7 @@ impl<A: Session> Endpoint<A> {
         let serial = next_serial();
         let transport = receiver.transport();
         // A raw WebSocket has no id of the client's: it gets a unique one.
-        let id = id.unwrap_or_else(|| Arc::from(format!("raw-{serial}")));
+        let id = id.unwrap_or_else(|| Arc::from(format!("raw.{serial}")));
         let (cmd_tx, cmd_rx) = command_channel();
         // Attached before the session reads its queue, at its first turn:
         // a shutdown the manager sends once it knows the session comes

@@ -1544,7 +1544,7 @@ fn a_session_whose_wait_from_started_panics_closes_with_1011() {
     assert_eq!(ws.recv(), Ws::Close(Some(1011), "Internal error".into()));
 
     let mut raw = WsClient::connect(p.port, "/probe/websocket?hold_start&then_panic");
-    release_where(|id| id.starts_with("raw-"));
+    release_where(|id| id.starts_with("raw."));
     assert_eq!(raw.recv(), Ws::Close(Some(1011), "Internal error".into()));
 
     let id = session();

@@ -60,7 +60,13 @@ fn test_server_groups_over_websocket_streaming_and_polling() {
     let mut raw = WsClient::connect(s.port, "/groups/websocket");
     raw.send_text("id");
     let idr = raw.recv_text();
-    assert!(idr.starts_with("raw-"), "{idr}");
+    assert!(idr.starts_with("raw."), "{idr}");
+    // No client can take it: a SockJS session id has no dot. (It was
+    // `raw-N`, from a counter: a security review opened polling sessions
+    // under ids it guessed and read what was sent to the raw socket.)
+    assert_eq!(post(s.port, &format!("/groups/000/{idr}/xhr"), "").status(), 404, "a poll under {idr}");
+    let framed = WsClient::connect_with(s.port, &format!("/groups/000/{idr}/websocket"), &[]);
+    assert_eq!(framed.err().map(|res| res.status()), Some(404), "a WebSocket under {idr}");
     raw.send_text("join:g");
     assert_eq!(raw.recv_text(), "ok");
     c.send(&format!("ids:{idr}:raw too"));

@@ -928,6 +928,11 @@ pub(crate) fn cors(res: &mut HttpResponseBuilder, req: &HttpRequest) {
     }
 }
 
+/// The longest `JSESSIONID` value that is echoed back: a longer one is
+/// answered as none (`dummy`). A cookie planted from a sibling domain could
+/// otherwise make every answer carry a header line too long for a proxy.
+pub(crate) const MAX_COOKIE_ECHO: usize = 256;
+
 /// The `JSESSIONID` cookie, when the endpoint wants one (docs/protocol.md §4.4).
 pub(crate) fn session_cookie(res: &mut HttpResponseBuilder, req: &HttpRequest, config: &Config) {
     if !config.cookie_needed {
@@ -940,7 +945,9 @@ pub(crate) fn session_cookie(res: &mut HttpResponseBuilder, req: &HttpRequest, c
 }
 
 fn is_cookie_value(v: &str) -> bool {
-    !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
+    !v.is_empty()
+        && v.len() <= MAX_COOKIE_ECHO
+        && v.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
 }
 
 /// `res`, holding the request's unread `payload` until it is sent: the

@@ -419,6 +419,20 @@ impl<A: Session> Endpoint<A> {
         (Some(Arc::new(Bound { ip, cookie })), new_cookie)
     }
 
+    /// Whether a WebSocket may open under `id`. With sessions bound to
+    /// their clients, not while an HTTP session of another client holds the
+    /// id: what the application sends to the id would reach the socket too
+    /// (a security review read a bound session's messages that way).
+    pub(crate) async fn may_take_id(&self, req: &HttpRequest, id: &str) -> bool {
+        if self.config.bind.is_none() {
+            return true;
+        }
+        match self.find(id).await {
+            Some((_, _, bound)) => self.may_reach(bound.as_deref(), req),
+            None => true,
+        }
+    }
+
     /// Whether a request may reach a session bound to `bound`.
     fn may_reach(&self, bound: Option<&Bound>, req: &HttpRequest) -> bool {
         let Some(bound) = bound else { return true };

@@ -111,3 +111,27 @@ fn a_session_bound_to_a_cookie_needs_it() {
     assert_eq!(next.body, "o\n");
     assert_eq!(next.header("set-cookie"), None, "the client's cookie is reused");
 }
+
+#[test]
+fn a_websocket_cannot_take_the_id_of_a_session_bound_to_another_client() {
+    // A security review: a WebSocket opened under a bound HTTP session's id
+    // got what the application sent to that id (`SendTo`), as the session
+    // did, from a client the binding kept out of the session itself.
+    let port = server(BindTo::Cookie);
+    let url = format!("/echo/000/{}", session());
+    let mut conn = Conn::open(port);
+    conn.send("POST", &format!("{url}/xhr"), &[], Some(b""));
+    let head = conn.head();
+    assert_eq!(head.status, 200);
+    let cookie =
+        head.header("set-cookie").and_then(|c| c.split(';').next()).expect("the bind cookie").to_owned();
+    let refused = WsClient::connect_with(port, &format!("{url}/websocket"), &[]);
+    assert_eq!(
+        refused.err().map(|res| (res.status(), res.body)),
+        Some((404, "Session not found.".to_owned()))
+    );
+    // Its own client may.
+    let mut own = WsClient::connect_with(port, &format!("{url}/websocket"), &[("Cookie", &cookie)])
+        .unwrap_or_else(|res| panic!("the owner's socket: {}", res.status()));
+    assert_eq!(own.recv_text(), "o");
+}

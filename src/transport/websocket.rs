@@ -51,6 +51,9 @@ pub(crate) async fn framed<A: Session>(
     ep: web::Data<Endpoint<A>>,
     id: Arc<str>,
 ) -> HttpResponse {
+    if !ep.may_take_id(&req, &id).await {
+        return error(StatusCode::NOT_FOUND, "Session not found.");
+    }
     // The RFC 6455 key first: a browser's request has it, and one lookup
     // by a standard name is cheaper than one by a name parsed from text.
     let legacy = !req.headers().contains_key(header::SEC_WEBSOCKET_KEY)

@@ -801,9 +801,16 @@ impl fmt::Display for LogPath<'_> {
 }
 
 /// The session id and the transport of a session URL,
+/// The longest session id a session URL may carry, in bytes: a session
+/// and its manager keep the id, and a client could otherwise make every
+/// session it opens hold tens of kilobytes of it (sockjs-client sends 8
+/// characters).
+pub(crate) const MAX_SESSION_ID: usize = 256;
+
 /// `/<server>/<session>/<transport>` after the prefix (as actix-web
 /// decoded it); `None` for any other path. The server and session
-/// segments are not empty and have no dot (docs/protocol.md §3).
+/// segments are not empty and have no dot (docs/protocol.md §3), and the
+/// session id is at most [`MAX_SESSION_ID`] bytes.
 ///
 /// One pass over the bytes, once per request (the router hands the id on):
 /// `str::split` took ~600 instructions a call here (callgrind).
@@ -825,7 +832,9 @@ pub(crate) fn split_session_url(rest: &str) -> Option<(&str, &str)> {
         }
     }
     let segment = |from: usize, to: usize| to > from + 1;
-    (segment(0, first) && segment(first, second) && second + 1 < bytes.len())
+    // The id's length once `segment` has seen that it has one.
+    let id_fits = || second - first - 1 <= MAX_SESSION_ID;
+    (segment(0, first) && segment(first, second) && id_fits() && second + 1 < bytes.len())
         .then(|| (&rest[first + 1..second], &rest[second + 1..]))
 }
 

@@ -576,6 +576,10 @@ mod tests {
     fn session_urls_and_the_iframe_page_are_told_apart_by_hand() {
         assert_eq!(split_session_url("/000/abc/xhr"), Some(("abc", "xhr")));
         assert_eq!(split_session_url("/a/b/websocket"), Some(("b", "websocket")));
+        let longest = format!("/000/{}/xhr", "i".repeat(crate::endpoint::MAX_SESSION_ID));
+        assert!(split_session_url(&longest).is_some(), "an id of MAX_SESSION_ID bytes");
+        let longer = format!("/000/{}/xhr", "i".repeat(crate::endpoint::MAX_SESSION_ID + 1));
+        assert_eq!(split_session_url(&longer), None, "a longer id");
         for not in [
             "",
             "/",

@@ -9,21 +9,44 @@ use crate::config::ProxyHeader;
 
 /// Whether a request's `Origin` is allowed by `allowed` (empty: any).
 ///
-/// A request without `Origin` (not a browser, or a same-origin GET) is
-/// allowed. Entries match the whole origin (`https://app.example.com`,
+/// Entries match the whole origin (`https://app.example.com`,
 /// `http://127.0.0.1:8080`, `null`); an entry `https://*.example.com`
 /// matches any subdomain of `example.com` over https; `*` matches all.
+///
+/// A request without `Origin` is a client that is no browser, a browser's
+/// same-origin GET, or a browser loading a script or a frame: a page of
+/// any site may include `<script src=".../jsonp?c=f">` and read the
+/// session's frames, with the user's cookies. Browsers tell that last case
+/// by `Sec-Fetch-Site` (`cross-site`, `same-site`); it is then allowed
+/// only when its `Referer` names an allowed origin. Others are allowed.
 pub(crate) fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     if allowed.is_empty() {
         return true;
     }
     let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return true;
+        return !from_another_site(req) || referer_origin(req).is_some_and(|o| any_matches(allowed, o));
     };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
+    origin.to_str().is_ok_and(|origin| any_matches(allowed, origin))
+}
+
+fn any_matches(allowed: &[String], origin: &str) -> bool {
     allowed.iter().any(|entry| origin_matches(entry, origin))
+}
+
+/// Whether a browser says the request comes from a page of another origin
+/// (`Sec-Fetch-Site`; browsers from 2020-2023 on send it).
+fn from_another_site(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .is_some_and(|site| matches!(site.as_bytes(), b"cross-site" | b"same-site"))
+}
+
+/// The origin (`scheme://host[:port]`) of the request's `Referer`.
+fn referer_origin(req: &HttpRequest) -> Option<&str> {
+    let referer = req.headers().get(header::REFERER)?.to_str().ok()?;
+    let (_, rest) = referer.split_once("://")?;
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&referer[..referer.len() - rest.len() + host_end])
 }
 
 fn origin_matches(entry: &str, origin: &str) -> bool {
@@ -144,6 +167,19 @@ mod tests {
         assert!(!ok("https://app.example.com.evil.net"));
         assert!(!ok("https://evilexample.org"));
         assert!(origin_allowed(&req(&[], "127.0.0.1:1"), &list), "no Origin header");
+        // A script or frame load (JSONP, htmlfile) carries no Origin: a page
+        // of another site is told by Sec-Fetch-Site, and its Referer decides.
+        let load = |site: &str, referer: Option<&str>| {
+            let mut headers = vec![("Sec-Fetch-Site", site)];
+            headers.extend(referer.map(|r| ("Referer", r)));
+            origin_allowed(&req(&headers, "127.0.0.1:1"), &list)
+        };
+        assert!(!load("cross-site", Some("https://evil.example/page")), "a page of another site");
+        assert!(!load("same-site", None), "no Referer to tell");
+        assert!(load("cross-site", Some("https://app.example.com/chat?room=1")), "an allowed page");
+        assert!(load("cross-site", Some("https://a.b.example.org")), "an allowed page, no path");
+        assert!(!load("cross-site", Some("https://app.example.com.evil.net/")), "a look-alike");
+        assert!(load("same-origin", None) && load("none", None), "the endpoint's own pages, or typed in");
         assert!(
             origin_allowed(&req(&[("Origin", "https://x")], "127.0.0.1:1"), &[]),
             "empty list allows all"

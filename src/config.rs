@@ -384,8 +384,12 @@ impl Config {
 
     /// The browser origins allowed to use the endpoint. Requests whose
     /// `Origin` header is not listed get 403 on `/info`, on every session
-    /// URL and on WebSocket upgrades (cross-site WebSocket hijacking);
-    /// requests without `Origin` are served. Entries are whole origins
+    /// URL and on WebSocket upgrades (cross-site WebSocket hijacking).
+    /// Requests without `Origin` are served, but for a browser's script
+    /// include from another site's page (JSONP polling; `Sec-Fetch-Site:
+    /// cross-site` or `same-site`), which must have a `Referer` of a listed
+    /// origin: otherwise any page could read a JSONP session opened with
+    /// the user's cookies. Entries are whole origins
     /// (`https://app.example.com`, `http://127.0.0.1:8080`, `null`), a
     /// subdomain pattern (`https://*.example.com`), or `*`.
     ///

@@ -970,6 +970,16 @@ fn origins_outside_the_allow_list_are_refused() {
     .is_ok());
     // Without an Origin header (not a browser) the endpoint serves.
     assert_eq!(post(p.port, &format!("/probe/000/{}/xhr", session()), "").body, "o\n");
+    // A browser sends no Origin when a page includes a script: a page of
+    // another site could read a JSONP session opened with the user's
+    // cookies (a security review: 200 and `/**/steal("o");`). Its
+    // Sec-Fetch-Site gives it away, and its Referer decides.
+    let jsonp = |referer: &str| {
+        let h = [("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Dest", "script"), ("Referer", referer)];
+        request(p.port, "GET", &format!("/probe/000/{}/jsonp?c=f", session()), &h, None)
+    };
+    assert_eq!(jsonp("https://evil.example/page").status(), 403, "a script on another site's page");
+    assert_eq!(jsonp("https://good.example/chat").body, "/**/f(\"o\");\r\n", "a script on an allowed page");
 }
 
 #[test]

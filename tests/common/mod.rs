@@ -217,16 +217,12 @@ impl Conn {
     /// A connection to 127.0.0.1:`port` from the local address `from` (any
     /// 127.x.y.z): a client of its own address.
     pub fn open_from(from: std::net::Ipv4Addr, port: u16) -> Self {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
-        let stream = runtime
-            .block_on(async {
-                let socket = tokio::net::TcpSocket::new_v4()?;
-                socket.bind((from, 0).into())?;
-                socket.connect(([127, 0, 0, 1], port).into()).await?.into_std()
-            })
-            .expect("connect");
-        stream.set_nonblocking(false).expect("blocking");
-        Self::on(stream)
+        use std::net::SocketAddr;
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.bind(&SocketAddr::from((from, 0)).into()).expect("bind the source address");
+        socket.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into()).expect("connect");
+        Self::on(socket.into())
     }
 
     fn on(stream: TcpStream) -> Self {

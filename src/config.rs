@@ -88,9 +88,9 @@ pub enum BindTo {
     /// The client address that opened the session (the peer's, or what a
     /// [trusted proxy](Config::trusted_proxies) reports).
     Address,
-    /// A cookie (`sockjs_bind`, `HttpOnly`) the server sets on the response
-    /// that opens the session; a browser that has one keeps it for its
-    /// later sessions.
+    /// A cookie (`sockjs_bind`, `HttpOnly`, and `Secure` over https) the
+    /// server sets on the response that opens the session; a browser that
+    /// has one keeps it for its later sessions.
     Cookie,
     /// Both.
     AddressAndCookie,

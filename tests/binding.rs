@@ -94,7 +94,15 @@ fn a_session_bound_to_a_cookie_needs_it() {
     let open = post(port, &format!("{url}/xhr"), "");
     assert_eq!(open.body, "o\n");
     let set = open.header("set-cookie").expect("a binding cookie").to_owned();
-    assert!(set.starts_with("sockjs_bind=") && set.contains("HttpOnly"), "{set}");
+    assert!(set.starts_with("sockjs_bind=") && set.contains("HttpOnly") && !set.contains("Secure"), "{set}");
+    // Over https (here as a TLS-ending proxy reports it) the cookie is `Secure`.
+    let https = [("X-Forwarded-Proto", "https")];
+    let secure = request(port, "POST", &format!("/echo/000/{}/xhr", session()), &https, Some(b""));
+    assert!(
+        secure.header("set-cookie").is_some_and(|c| c.ends_with("; Secure")),
+        "{:?}",
+        secure.header("set-cookie")
+    );
     let cookie = set.split(';').next().unwrap_or_default().to_owned();
     let with = [("Cookie", cookie.as_str())];
     let wrong = [("Cookie", "sockjs_bind=0123456789abcdef0123456789abcdef")];

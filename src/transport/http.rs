@@ -128,7 +128,13 @@ pub(crate) async fn receive<A: Session>(
     }
     session_cookie(&mut res, &req, &ep.config);
     if let Some(value) = bind_cookie {
-        if let Ok(v) = header::HeaderValue::from_str(&format!("{BIND_COOKIE}={value}; Path=/; HttpOnly")) {
+        // `Secure` over https (as the connection, or a proxy's
+        // `X-Forwarded-Proto`, says), so that the cookie never goes out in
+        // clear: a client that fakes the header only loses its own binding.
+        let secure = if req.connection_info().scheme() == "https" { "; Secure" } else { "" };
+        if let Ok(v) =
+            header::HeaderValue::from_str(&format!("{BIND_COOKIE}={value}; Path=/; HttpOnly{secure}"))
+        {
             res.append_header((header::SET_COOKIE, v));
         }
     }

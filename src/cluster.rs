@@ -12,8 +12,9 @@
 //! The manager delivers a broadcast to its own sessions at once and hands
 //! it to the bridge, which puts it in its **outbox** with the node's next
 //! sequence number. The publisher appends the outbox to the stream in order
-//! (`XADD`, pipelined, the stream capped near [`RedisBridge::stream_len`]
-//! entries). Every node reads the stream from the last entry it read
+//! (`XADD`, a batch at a time in one `MULTI`/`EXEC` transaction, which
+//! Redis applies whole or not at all, the stream capped near
+//! [`RedisBridge::stream_len`] entries). Every node reads the stream from the last entry it read
 //! (`XREAD BLOCK`), skips its own entries and those it has seen (by sender
 //! and sequence number), and hands the rest to its manager. Hence:
 //!
@@ -1116,7 +1117,12 @@ async fn publish(bridge: Arc<Bridge>) {
             }
             continue;
         };
+        // One transaction (MULTI/EXEC): a batch lands whole or not at all.
+        // Pipelined alone, an XADD refused (OOM) between two accepted ones
+        // left a gap that its retry could not fill: readers take a sender's
+        // entries in order and skip what comes after a later one as seen.
         let mut pipe = ::redis::pipe();
+        pipe.atomic();
         for (_, frame) in &batch {
             pipe.cmd("XADD")
                 .arg(&bridge.stream)

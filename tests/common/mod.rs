@@ -642,7 +642,19 @@ impl Client {
         while self.inbox.is_empty() {
             let frame = match &mut self.link {
                 Link::Ws(ws) => ws.recv_text(),
-                Link::Stream(conn) => conn.chunk().expect("the stream goes on"),
+                Link::Stream(conn) => match conn.chunk() {
+                    Some(chunk) => chunk,
+                    None => {
+                        // The response reached its limit: the next request
+                        // takes the stream on, as sockjs-client's does
+                        // (its prelude's `h` frame carries no message).
+                        let mut next = Conn::open(self.port);
+                        next.send("POST", &format!("{}/xhr_streaming", self.url), &[], Some(b""));
+                        assert_eq!(next.head().status, 200, "the stream taken on");
+                        *conn = next;
+                        continue;
+                    }
+                },
                 Link::Poll => post(self.port, &format!("{}/xhr", self.url), "").body,
             };
             // A chunk may carry several frames, a line each.

@@ -20,7 +20,7 @@ use crate::config::ProxyHeader;
 /// by `Sec-Fetch-Site` (`cross-site`, `same-site`); it is then allowed
 /// only when its `Referer` names an allowed origin. Others are allowed.
 pub(crate) fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
-    if allowed.is_empty() {
+    if allowed.is_empty() || allowed.iter().any(|entry| entry == "*") {
         return true;
     }
     let Some(origin) = req.headers().get(header::ORIGIN) else {
@@ -65,48 +65,76 @@ fn origin_matches(entry: &str, origin: &str) -> bool {
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
-/// the last address in the header `via` that is not one (a proxy appends the
-/// address it saw to what came before it, which the client may have
-/// written). An entry that does not read as an address ends the search
-/// with the nearest proxy's: what lies before it cannot be told from what
-/// the client wrote. IPv4 addresses mapped into IPv6 (`::ffff:1.2.3.4`, the
-/// peers of a dual-stack listener) count as the IPv4 address, in `trusted`
-/// as in the answer.
+/// the last address in the header `via` that is not one (a proxy appends
+/// the address it saw to what came before it, which the client may have
+/// written). The entries are read from the nearest on, so that nothing the
+/// client wrote is read before the nearest proxy's entry; one that does
+/// not read as an address ends the search with the nearest proxy's address
+/// (what lies before it cannot be told from what the client wrote). IPv4
+/// addresses mapped into IPv6 (`::ffff:1.2.3.4`, the peers of a dual-stack
+/// listener) count as the IPv4 address, in `trusted` as in the answer.
 pub(crate) fn client_ip(req: &HttpRequest, trusted: &[IpAddr], via: ProxyHeader) -> Option<IpAddr> {
     let trusts = |ip: IpAddr| trusted.iter().any(|proxy| proxy.to_canonical() == ip);
     let mut nearest = req.peer_addr()?.ip().to_canonical();
     if !trusts(nearest) {
         return Some(nearest);
     }
-    let values = match via {
-        ProxyHeader::XForwardedFor => req.headers().get_all("x-forwarded-for"),
-        ProxyHeader::Forwarded => req.headers().get_all(header::FORWARDED),
+    let name = match via {
+        ProxyHeader::XForwardedFor => "x-forwarded-for",
+        ProxyHeader::Forwarded => "forwarded",
     };
-    let mut hops: Vec<&str> = Vec::new();
-    for value in values {
-        let Ok(value) = value.to_str() else { return Some(nearest) };
-        hops.extend(value.split(','));
-    }
-    for hop in hops.into_iter().rev() {
-        let node = match via {
-            ProxyHeader::XForwardedFor => Some(hop),
-            ProxyHeader::Forwarded => forwarded_for(hop),
+    let lines: Vec<&[u8]> = req.headers().get_all(name).map(header::HeaderValue::as_bytes).collect();
+    for line in lines.into_iter().rev() {
+        // `X-Forwarded-For` has no quoting: a quote a client wrote must
+        // not hide the entries a proxy appended after it.
+        let entries = match via {
+            ProxyHeader::XForwardedFor => line.split(|&b| b == b',').collect(),
+            ProxyHeader::Forwarded => split_unquoted(line, b','),
         };
-        let Some(ip) = node.and_then(parse_node).map(|ip| ip.to_canonical()) else { return Some(nearest) };
-        if !trusts(ip) {
-            return Some(ip);
+        for entry in entries.into_iter().rev() {
+            let node = match via {
+                ProxyHeader::XForwardedFor => Some(entry),
+                ProxyHeader::Forwarded => forwarded_for(entry),
+            };
+            let ip = node.and_then(|node| std::str::from_utf8(node).ok()).and_then(parse_node);
+            let Some(ip) = ip.map(|ip| ip.to_canonical()) else { return Some(nearest) };
+            if !trusts(ip) {
+                return Some(ip);
+            }
+            nearest = ip;
         }
-        nearest = ip;
     }
     Some(nearest)
 }
 
 /// The `for=` value of one element of a `Forwarded` header.
-fn forwarded_for(element: &str) -> Option<&str> {
-    element.split(';').find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        key.trim().eq_ignore_ascii_case("for").then_some(value)
+fn forwarded_for(element: &[u8]) -> Option<&[u8]> {
+    split_unquoted(element, b';').into_iter().find_map(|pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        pair[..eq].trim_ascii().eq_ignore_ascii_case(b"for").then_some(&pair[eq + 1..])
     })
+}
+
+/// `bytes` split at each `sep` outside double-quoted strings (RFC 7230's
+/// quoted-string, `\` escaping the next byte), as `Forwarded` quotes
+/// values that hold `,` or `;`.
+fn split_unquoted(bytes: &[u8], sep: u8) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if b == sep && !quoted {
+            parts.push(&bytes[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&bytes[start..]);
+    parts
 }
 
 /// Parses one node of a forwarding header: `1.2.3.4`, `1.2.3.4:80`,
@@ -180,6 +208,9 @@ mod tests {
         assert!(load("cross-site", Some("https://a.b.example.org")), "an allowed page, no path");
         assert!(!load("cross-site", Some("https://app.example.com.evil.net/")), "a look-alike");
         assert!(load("same-origin", None) && load("none", None), "the endpoint's own pages, or typed in");
+        let any = ["*".to_owned()];
+        let load_any = |site: &str| origin_allowed(&req(&[("Sec-Fetch-Site", site)], "127.0.0.1:1"), &any);
+        assert!(load_any("cross-site"), "`*` allows every page, one that sends no Referer too");
         assert!(
             origin_allowed(&req(&[("Origin", "https://x")], "127.0.0.1:1"), &[]),
             "empty list allows all"
@@ -211,6 +242,25 @@ mod tests {
         assert_eq!(xff(&[("X-Forwarded-For", "unknown, nonsense")], "10.0.0.1:5"), Some(proxy));
         assert_eq!(xff(&[("X-Forwarded-For", "6.6.6.6, unknown")], "10.0.0.1:5"), Some(proxy));
         assert_eq!(xff(&[], "10.0.0.1:5"), Some(proxy), "no header");
+        // What the client wrote is not read before the proxy's entry: bytes
+        // that are no text, or a stray quote, do not make it the proxy.
+        let raw = |value: &[u8]| header::HeaderValue::from_bytes(value).unwrap();
+        let mut junk = TestRequest::default().peer_addr("10.0.0.1:5".parse().unwrap());
+        junk = junk
+            .append_header(("X-Forwarded-For", raw(b"\xff")))
+            .append_header(("X-Forwarded-For", "1.2.3.4"));
+        assert_eq!(client_ip(&junk.to_http_request(), &trusted, ProxyHeader::XForwardedFor), ip("1.2.3.4"));
+        let one_line = TestRequest::default()
+            .peer_addr("10.0.0.1:5".parse().unwrap())
+            .insert_header(("X-Forwarded-For", raw(b"\xff, \", 1.2.3.4")))
+            .to_http_request();
+        assert_eq!(client_ip(&one_line, &trusted, ProxyHeader::XForwardedFor), ip("1.2.3.4"), "one line");
+        let forwarded = TestRequest::default()
+            .peer_addr("10.0.0.1:5".parse().unwrap())
+            .append_header(("Forwarded", raw(b"for=\xff")))
+            .append_header(("Forwarded", "for=1.2.3.4"))
+            .to_http_request();
+        assert_eq!(client_ip(&forwarded, &trusted, ProxyHeader::Forwarded), ip("1.2.3.4"), "Forwarded");
         // One header only: a client's own copy of the other is not read.
         let rfc = [("Forwarded", r#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#)];
         assert_eq!(fwd(&rfc, "10.0.0.1:5"), ip("2001:db8::1"));
@@ -220,5 +270,13 @@ mod tests {
         assert_eq!(fwd(&both, "10.0.0.1:5"), ip("1.2.3.4"), "a client's XFF through a Forwarded proxy");
         assert_eq!(fwd(&[("Forwarded", "for=6.6.6.6, by=10.0.0.1")], "10.0.0.1:5"), Some(proxy), "no for=");
         assert_eq!(fwd(&[("Forwarded", "for=_hidden")], "10.0.0.1:5"), Some(proxy), "an obfuscated node");
+        // Quoted values may hold `,` and `;`: a client's part of a proxy's
+        // element (its `host`, say) names no address.
+        let quoted = [("Forwarded", r#"for=1.2.3.4;host="a,for=9.9.9.9""#)];
+        assert_eq!(fwd(&quoted, "10.0.0.1:5"), ip("1.2.3.4"));
+        let quoted = [("Forwarded", r#"host="a;for=9.9.9.9";for=1.2.3.4"#)];
+        assert_eq!(fwd(&quoted, "10.0.0.1:5"), ip("1.2.3.4"));
+        let escaped = [("Forwarded", r#"for=1.2.3.4;host="a\",for=9.9.9.9""#)];
+        assert_eq!(fwd(&escaped, "10.0.0.1:5"), ip("1.2.3.4"), "an escaped quote");
     }
 }

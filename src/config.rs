@@ -389,7 +389,10 @@ impl Config {
     /// include from another site's page (JSONP polling; `Sec-Fetch-Site:
     /// cross-site` or `same-site`), which must have a `Referer` of a listed
     /// origin: otherwise any page could read a JSONP session opened with
-    /// the user's cookies. Entries are whole origins
+    /// the user's cookies. Browsers send `Sec-Fetch-Site` only to https
+    /// (and localhost) URLs: over plain http, disable
+    /// [`Transport::JsonpPolling`](crate::Transport::JsonpPolling) where
+    /// sessions are opened with cookies. Entries are whole origins
     /// (`https://app.example.com`, `http://127.0.0.1:8080`, `null`), a
     /// subdomain pattern (`https://*.example.com`), or `*`.
     ///

@@ -643,8 +643,10 @@ impl<A: Session> Endpoint<A> {
     ) -> Step<'a, Result<SocketOpened, actix_web::Error>> {
         let serial = next_serial();
         let transport = receiver.transport();
-        // A raw WebSocket has no id of the client's: it gets a unique one.
-        let id = id.unwrap_or_else(|| Arc::from(format!("raw.{serial}")));
+        // A raw WebSocket has no id of the client's: it gets one no client
+        // can send (SockJS ids have no dot), unique across the nodes of a
+        // cluster (another node's counter gives the same serials).
+        let id = id.unwrap_or_else(|| Arc::from(format!("raw.{}.{serial}", raw_prefix())));
         let (cmd_tx, cmd_rx) = command_channel();
         // Attached before the session reads its queue, at its first turn:
         // a shutdown the manager sends once it knows the session comes
@@ -800,13 +802,19 @@ impl fmt::Display for LogPath<'_> {
     }
 }
 
-/// The session id and the transport of a session URL,
+/// This process's part of its raw WebSockets' ids: 8 random hex digits.
+fn raw_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| util::random_token().chars().take(8).collect())
+}
+
 /// The longest session id a session URL may carry, in bytes: a session
 /// and its manager keep the id, and a client could otherwise make every
 /// session it opens hold tens of kilobytes of it (sockjs-client sends 8
 /// characters).
 pub(crate) const MAX_SESSION_ID: usize = 256;
 
+/// The session id and the transport of a session URL,
 /// `/<server>/<session>/<transport>` after the prefix (as actix-web
 /// decoded it); `None` for any other path. The server and session
 /// segments are not empty and have no dot (docs/protocol.md §3), and the
@@ -832,10 +840,11 @@ pub(crate) fn split_session_url(rest: &str) -> Option<(&str, &str)> {
         }
     }
     let segment = |from: usize, to: usize| to > from + 1;
-    // The id's length once `segment` has seen that it has one.
-    let id_fits = || second - first - 1 <= MAX_SESSION_ID;
-    (segment(0, first) && segment(first, second) && id_fits() && second + 1 < bytes.len())
-        .then(|| (&rest[first + 1..second], &rest[second + 1..]))
+    if !(segment(0, first) && segment(first, second) && second + 1 < bytes.len()) {
+        return None;
+    }
+    let id = &rest[first + 1..second];
+    (id.len() <= MAX_SESSION_ID).then(|| (id, &rest[second + 1..]))
 }
 
 /// The answer to a request whose new session panicked as it opened: 500.

@@ -67,6 +67,13 @@ fn test_server_groups_over_websocket_streaming_and_polling() {
     assert_eq!(post(s.port, &format!("/groups/000/{idr}/xhr"), "").status(), 404, "a poll under {idr}");
     let framed = WsClient::connect_with(s.port, &format!("/groups/000/{idr}/websocket"), &[]);
     assert_eq!(framed.err().map(|res| res.status()), Some(404), "a WebSocket under {idr}");
+    // Another process (a node of the same cluster) numbers its raw sockets
+    // from 1 too: its ids differ by their process part.
+    let other = TestServer::start();
+    let mut elsewhere = WsClient::connect(other.port, "/groups/websocket");
+    elsewhere.send_text("id");
+    let process = |id: &str| id.rsplit_once('.').map(|(process, _)| process.to_owned());
+    assert_ne!(process(&elsewhere.recv_text()), process(&idr), "raw ids of two processes");
     raw.send_text("join:g");
     assert_eq!(raw.recv_text(), "ok");
     c.send(&format!("ids:{idr}:raw too"));

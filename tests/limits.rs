@@ -384,6 +384,8 @@ fn behind_the_shipped_haproxy_config_each_client_address_has_its_own_cap() {
     assert_eq!(open(first, &[("X-Forwarded-For", "127.0.0.9")]).0, 429, "{first} naming another address");
     // haproxy passes a client's own `Forwarded` on untouched: not read.
     assert_eq!(open(first, &[("Forwarded", "for=127.0.0.9")]).0, 429, "{first} with a Forwarded of its own");
+    // Nor by writing what reads as no address (it counted as the balancer).
+    assert_eq!(open(first, &[("X-Forwarded-For", "é")]).0, 429, "{first} with a header that is no address");
     assert_eq!(open(second, &[]), (200, "o\n".to_owned()), "{second} has a count of its own");
     // The refusals' log line names the client as the node tells it.
     let refused = |client: &str| logged(|line| line.contains("session refused") && line.contains(client));

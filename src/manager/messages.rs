@@ -233,7 +233,7 @@ pub enum Delivery {
 /// and to the newest open WebSocket session that used it (a raw
 /// WebSocket's id is the one
 /// [`SessionContext::session_id`](crate::SessionContext::session_id)
-/// gives, `raw.` and a number). When no open session here has the id and
+/// gives, `raw.`, 8 hex digits of the process and a number). When no open session here has the id and
 /// the manager is bridged to other nodes, the message goes to them.
 ///
 /// Session ids are chosen by clients, and two WebSocket clients may choose

@@ -553,8 +553,9 @@ where
     }
 
     /// The session id from the URL. For raw WebSocket sessions, which have
-    /// none, a unique generated one (`raw.` and a number, which no client
-    /// can send as a session id: SockJS ids have no dot).
+    /// none, a unique generated one (`raw.`, 8 hex digits of the process and a
+    /// number: no client can send it as a session id, SockJS ids have no
+    /// dot).
     ///
     /// The client chose it, and on the HTTP transports it is the key to
     /// the session: whoever knows it can read the session's messages and

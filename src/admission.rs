@@ -5,7 +5,32 @@ use std::net::IpAddr;
 
 use actix_web::{http::header, HttpRequest};
 
-use crate::config::ProxyHeader;
+/// The header in which [trusted proxies](crate::Config::trusted_proxies)
+/// tell the client's address ([`Config::proxy_header`](crate::Config::proxy_header)).
+///
+/// # Examples
+///
+/// ```
+/// use std::net::{IpAddr, Ipv4Addr};
+/// use actix_sockjs::{Config, ProxyHeader};
+///
+/// // haproxy with `option forwarded` (RFC 7239) in front.
+/// let config = Config::default()
+///     .trusted_proxies([IpAddr::V4(Ipv4Addr::LOCALHOST)])
+///     .proxy_header(ProxyHeader::Forwarded);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For`: haproxy's `option forwardfor`, nginx's
+    /// `$proxy_add_x_forwarded_for`, and most cloud load balancers. The
+    /// default.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239, its `for=` parameters): haproxy's `option
+    /// forwarded`, or nginx told to write it.
+    Forwarded,
+}
 
 /// Whether a request's `Origin` is allowed by `allowed` (empty: any).
 ///

@@ -4,7 +4,7 @@ use std::{net::IpAddr, str::FromStr, time::Duration};
 
 use actix_web::http::header::HeaderName;
 
-use crate::protocol::Transport;
+use crate::{admission::ProxyHeader, protocol::Transport};
 
 /// The options of one SockJS endpoint.
 ///
@@ -44,33 +44,6 @@ pub struct Config {
     pub(crate) bind: Option<BindTo>,
     /// `None`: every header (but the WebSocket handshake's own).
     pub(crate) keep_headers: Option<Vec<HeaderName>>,
-}
-
-/// The header in which [trusted proxies](Config::trusted_proxies) tell the
-/// client's address ([`Config::proxy_header`]).
-///
-/// # Examples
-///
-/// ```
-/// use std::net::{IpAddr, Ipv4Addr};
-/// use actix_sockjs::{Config, ProxyHeader};
-///
-/// // haproxy with `option forwarded` (RFC 7239) in front.
-/// let config = Config::default()
-///     .trusted_proxies([IpAddr::V4(Ipv4Addr::LOCALHOST)])
-///     .proxy_header(ProxyHeader::Forwarded);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ProxyHeader {
-    /// `X-Forwarded-For`: haproxy's `option forwardfor`, nginx's
-    /// `$proxy_add_x_forwarded_for`, and most cloud load balancers. The
-    /// default.
-    #[default]
-    XForwardedFor,
-    /// `Forwarded` (RFC 7239, its `for=` parameters): haproxy's `option
-    /// forwarded`, or nginx told to write it.
-    Forwarded,
 }
 
 /// What [`Config::bind_sessions`] binds an HTTP session to.

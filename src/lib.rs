@@ -177,8 +177,9 @@ mod service;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod cluster;
 
+pub use admission::ProxyHeader;
 pub use cause::CloseCause;
-pub use config::{BindTo, Config, ProxyHeader, BODY_MIN_RATE, DEFAULT_SOCKJS_URL};
+pub use config::{BindTo, Config, BODY_MIN_RATE, DEFAULT_SOCKJS_URL};
 pub use endpoint::Refuse;
 pub use manager::{
     Broadcast, CountSessions, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave,

@@ -1201,9 +1201,11 @@ impl Senders {
 /// messages to the manager; connects again whenever Redis fails it.
 ///
 /// It starts at the entries added from a few seconds before the bridge
-/// started (the node has no sessions yet, so older ones reach nobody), so
-/// that what other nodes publish while this one connects is not skipped,
-/// however late it reaches Redis. Those seconds are Redis's, which numbers
+/// started, so that what other nodes publish while this one connects is
+/// not skipped, however late it reaches Redis. Sessions that open on this
+/// node within those seconds (clients of a restarted node come back at
+/// once) get those messages as news: a cluster trial saw broadcasts up to
+/// 5 s old reach them. Those seconds are Redis's, which numbers
 /// the entries: a node whose clock ran ahead of Redis's would skip what
 /// others publish meanwhile.
 async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {

@@ -142,23 +142,26 @@ fn forwarded_for(element: &[u8]) -> Option<&[u8]> {
 
 /// `bytes` split at each `sep` outside double-quoted strings (RFC 7230's
 /// quoted-string, `\` escaping the next byte), as `Forwarded` quotes
-/// values that hold `,` or `;`.
+/// values that hold `,` or `;`. Read from the end, so that what the
+/// nearest proxy appended reads as it wrote it, whatever quote a client
+/// left open before it on the same line.
 fn split_unquoted(bytes: &[u8], sep: u8) -> Vec<&[u8]> {
     let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if quoted && b == b'\\' {
-            escaped = true;
-        } else if b == b'"' {
-            quoted = !quoted;
+    let (mut end, mut quoted) = (bytes.len(), false);
+    for i in (0..bytes.len()).rev() {
+        let b = bytes[i];
+        if b == b'"' {
+            let escapes = bytes[..i].iter().rev().take_while(|&&c| c == b'\\').count();
+            if escapes % 2 == 0 {
+                quoted = !quoted;
+            }
         } else if b == sep && !quoted {
-            parts.push(&bytes[start..i]);
-            start = i + 1;
+            parts.push(&bytes[i + 1..end]);
+            end = i;
         }
     }
-    parts.push(&bytes[start..]);
+    parts.push(&bytes[..end]);
+    parts.reverse();
     parts
 }
 
@@ -303,5 +306,8 @@ mod tests {
         assert_eq!(fwd(&quoted, "10.0.0.1:5"), ip("1.2.3.4"));
         let escaped = [("Forwarded", r#"for=1.2.3.4;host="a\",for=9.9.9.9""#)];
         assert_eq!(fwd(&escaped, "10.0.0.1:5"), ip("1.2.3.4"), "an escaped quote");
+        // A quote a client left open before a proxy's entry on its line.
+        let stray = [("Forwarded", r#"for="6.6.6.6, for=1.2.3.4"#)];
+        assert_eq!(fwd(&stray, "10.0.0.1:5"), ip("1.2.3.4"), "a stray quote");
     }
 }

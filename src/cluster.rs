@@ -975,6 +975,23 @@ fn decode(frame: &[u8]) -> Option<Received<'_>> {
 /// does not tell (an ACL user without `INFO`, a Redis-compatible server
 /// without `run_id`): restarts then go unnoticed, and what Redis lost in
 /// one is not published again. An error when Redis does not answer.
+/// Whether the connection's user may run `MULTI`/`EXEC`: an ACL user
+/// without them (`NOPERM`), or a Redis that renamed them, gets its batches
+/// as a plain pipeline. Redis would refuse the `MULTI` of a transaction and
+/// run its XADDs one by one, then refuse the `EXEC`: the publisher would
+/// append the batch again at every retry.
+async fn transactions(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<bool> {
+    match ::redis::cmd("MULTI").query_async::<()>(conn).await {
+        Ok(()) => ::redis::cmd("DISCARD").query_async::<()>(conn).await.map(|()| true),
+        Err(e)
+            if e.code().is_some_and(|code| code == "NOPERM") || e.to_string().contains("unknown command") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 async fn run_id(conn: &mut MultiplexedConnection) -> ::redis::RedisResult<Option<String>> {
     Ok(server_info(conn).await?.run_id)
 }
@@ -1054,6 +1071,9 @@ async fn publish(bridge: Arc<Bridge>) {
     let mut conn: Option<MultiplexedConnection> = None;
     let mut server: Option<String> = None;
     let mut told_inspection = false;
+    // Whether batches go as transactions (see `transactions`).
+    let mut atomic = true;
+    let mut told_atomic = false;
     let mut next = 1;
     let mut delay = bridge.backoff.0;
     let mut outage = Outage::default();
@@ -1062,10 +1082,19 @@ async fn publish(bridge: Arc<Bridge>) {
             let attempt = async {
                 let mut c = bridge.connect(side, bridge.health_timeout).await?;
                 let id = run_id(&mut c).await?;
-                Ok::<_, ::redis::RedisError>((c, id))
+                let atomic = transactions(&mut c).await?;
+                Ok::<_, ::redis::RedisError>((c, id, atomic))
             };
             match attempt.await {
-                Ok((c, id)) => {
+                Ok((c, id, may)) => {
+                    atomic = may;
+                    if !atomic && !std::mem::replace(&mut told_atomic, true) {
+                        log::error!(
+                            "sockjs: the redis user may not run MULTI/EXEC (grant it +multi +exec); batches \
+                             go as plain pipelines, and one that Redis takes only in part (a write refused \
+                             in its middle: OOM) loses the messages refused"
+                        );
+                    }
                     if id.is_none() && !std::mem::replace(&mut told_inspection, true) {
                         log::warn!(
                             "sockjs: redis does not answer INFO's run_id; a restart of Redis will go unnoticed \
@@ -1122,7 +1151,9 @@ async fn publish(bridge: Arc<Bridge>) {
         // left a gap that its retry could not fill: readers take a sender's
         // entries in order and skip what comes after a later one as seen.
         let mut pipe = ::redis::pipe();
-        pipe.atomic();
+        if atomic {
+            pipe.atomic();
+        }
         for (_, frame) in &batch {
             pipe.cmd("XADD")
                 .arg(&bridge.stream)
@@ -1152,7 +1183,7 @@ async fn publish(bridge: Arc<Bridge>) {
                 bridge.metrics.outbox_bytes.set(outbox.waiting_bytes as f64);
             }
             Err(e) => {
-                outage.failed("publisher", format_args!("XADD failed ({e})"), Instant::now());
+                outage.failed("publisher", format_args!("XADD of a batch failed ({e})"), Instant::now());
                 conn = None;
                 delay = bridge.back_off(delay).await;
             }

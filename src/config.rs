@@ -361,8 +361,8 @@ impl Config {
     /// Requests without `Origin` are served, but for a browser's script
     /// include from another site's page (JSONP polling; `Sec-Fetch-Site:
     /// cross-site` or `same-site`), which must have a `Referer` of a listed
-    /// origin: otherwise any page could read a JSONP session opened with
-    /// the user's cookies. Browsers send `Sec-Fetch-Site` only to https
+    /// origin (any, with `*`): otherwise any page could read a JSONP
+    /// session opened with the user's cookies. Browsers send `Sec-Fetch-Site` only to https
     /// (and localhost) URLs: over plain http, disable
     /// [`Transport::JsonpPolling`](crate::Transport::JsonpPolling) where
     /// sessions are opened with cookies. Entries are whole origins

@@ -479,7 +479,8 @@ impl Mesh {
         let mut receivers = Vec::new();
         for port in ports {
             receivers.push(common::Client::websocket(port, "/broadcast"));
-            receivers.push(common::Client::stream(port, "/broadcast"));
+            // `/broadcast` has the default response limit, 128 KiB.
+            receivers.push(common::Client::stream_taken_on(port, "/broadcast", Some(128 * 1024)));
             receivers.push(common::Client::poll(port, "/broadcast"));
         }
         let readers =
@@ -724,6 +725,40 @@ fn a_redis_that_refuses_part_of_a_batch_loses_nothing() {
     mesh.expect_all(800);
 }
 
+/// Two test servers, `n1` and `n2`, on the Redis at `url`, their bridges up.
+fn nodes_on(url: &str) -> [TestServer; 2] {
+    let nodes = ["n1", "n2"].map(|name| {
+        TestServer::start_example_with("test_server", &["redis"], &["--redis", url, "--node", name])
+    });
+    for node in &nodes {
+        wait_for("the bridges to be up", || is_up(node.port));
+    }
+    nodes
+}
+
+#[test]
+fn a_user_that_may_not_run_transactions_publishes_each_message_once() {
+    // A review of the transactional batches: for an ACL user without
+    // MULTI/EXEC, Redis refused the MULTI, ran the XADDs one by one and
+    // refused the EXEC; the publisher appended the batch again at every
+    // retry (13 entries for one message in 5 s) and stayed down. Such a
+    // user gets plain pipelines, and an error line that says so.
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let acl = ["ACL", "SETUSER", "pub", "on", ">pw", "~*", "+@all", "-multi", "-exec", "-discard"];
+    assert_eq!(redis_cli(redis_port, &acl), "OK");
+    let url = format!("redis://pub:pw@127.0.0.1:{redis_port}/0");
+    let nodes = nodes_on(&url);
+    let mut receiver = common::Client::websocket(nodes[1].port, "/broadcast");
+    let mut sender = common::Client::websocket(nodes[0].port, "/broadcast");
+    for msg in ["once", "twice"] {
+        sender.send(msg);
+        assert_eq!(receiver.recv(), msg);
+    }
+    assert_eq!(redis_cli(redis_port, &["XLEN", "sockjs-test:broadcast"]), "2", "an entry per message");
+    assert!(is_up(nodes[0].port), "node 1's bridge: {}", bridge(nodes[0].port));
+}
+
 #[test]
 fn authenticated_redis_urls_work() {
     let redis_port = free_port();
@@ -740,12 +775,7 @@ fn authenticated_redis_urls_work() {
         format!("redis://sockjs:pw@127.0.0.1:{redis_port}/0"),
         format!("redis://noinfo:pw@127.0.0.1:{redis_port}/0"),
     ] {
-        let nodes = ["n1", "n2"].map(|name| {
-            TestServer::start_example_with("test_server", &["redis"], &["--redis", &url, "--node", name])
-        });
-        for node in &nodes {
-            wait_for("the bridge to be up with credentials", || is_up(node.port));
-        }
+        let nodes = nodes_on(&url);
         let mut receiver = common::Client::websocket(nodes[1].port, "/broadcast");
         let mut sender = common::Client::websocket(nodes[0].port, "/broadcast");
         sender.send("across, authenticated");

@@ -586,8 +586,19 @@ pub struct Client {
 
 enum Link {
     Ws(WsClient),
-    Stream(Conn),
+    Stream(Stream),
     Poll,
+}
+
+/// An xhr_streaming client's response.
+struct Stream {
+    conn: Conn,
+    /// Takes the session on in a new request once a response that carried
+    /// this many bytes ends, as sockjs-client does at the endpoint's
+    /// response limit; `None`: the stream must go on.
+    take_on: Option<usize>,
+    /// Bytes of frames the current response carried.
+    read: usize,
 }
 
 /// The messages of a frame; `None` for the open and heartbeat frames.
@@ -610,15 +621,20 @@ impl Client {
         Self { port, url, link: Link::Ws(ws), inbox: Default::default() }
     }
 
-    /// A session over xhr_streaming, past its prelude and `o`.
+    /// A session over xhr_streaming, past its prelude and `o`; its
+    /// response must not end.
     pub fn stream(port: u16, prefix: &str) -> Self {
+        Self::stream_taken_on(port, prefix, None)
+    }
+
+    /// [`Client::stream`] that takes its session on in a new request, as
+    /// sockjs-client does, when a response that carried `limit` bytes (the
+    /// endpoint's response limit) ends.
+    pub fn stream_taken_on(port: u16, prefix: &str, limit: Option<usize>) -> Self {
         let url = format!("{prefix}/000/{}", session());
-        let mut conn = Conn::open(port);
-        conn.send("POST", &format!("{url}/xhr_streaming"), &[], Some(b""));
-        assert_eq!(conn.head().status, 200);
-        assert_eq!(conn.chunk().unwrap(), format!("{}\n", "h".repeat(2048)));
-        assert_eq!(conn.chunk().unwrap(), "o\n");
-        Self { port, url, link: Link::Stream(conn), inbox: Default::default() }
+        let conn = open_xhr_stream_at(port, &url);
+        let link = Link::Stream(Stream { conn, take_on: limit, read: 0 });
+        Self { port, url, link, inbox: Default::default() }
     }
 
     /// A session over xhr polling, past its `o`.
@@ -642,17 +658,24 @@ impl Client {
         while self.inbox.is_empty() {
             let frame = match &mut self.link {
                 Link::Ws(ws) => ws.recv_text(),
-                Link::Stream(conn) => match conn.chunk() {
-                    Some(chunk) => chunk,
+                Link::Stream(stream) => match stream.conn.chunk() {
+                    Some(chunk) => {
+                        stream.read += chunk.len();
+                        chunk
+                    }
                     None => {
-                        // The response reached its limit: the next request
-                        // takes the stream on, as sockjs-client's does
-                        // (its prelude's `h` frame carries no message).
+                        let limit = stream.take_on.expect("the stream goes on");
+                        assert!(stream.read >= limit, "the stream ended after {} bytes", stream.read);
                         let mut next = Conn::open(self.port);
                         next.send("POST", &format!("{}/xhr_streaming", self.url), &[], Some(b""));
                         assert_eq!(next.head().status, 200, "the stream taken on");
-                        *conn = next;
-                        continue;
+                        assert_eq!(next.chunk().as_deref(), Some(&*format!("{}\n", "h".repeat(2048))));
+                        *stream = Stream { conn: next, take_on: stream.take_on, read: 0 };
+                        // The same session: an `o` would be a new one.
+                        let first = stream.conn.chunk().expect("the stream taken on goes on");
+                        assert_ne!(first, "o\n", "the stream taken on opened a new session");
+                        stream.read += first.len();
+                        first
                     }
                 },
                 Link::Poll => post(self.port, &format!("{}/xhr", self.url), "").body,
@@ -680,8 +703,8 @@ impl Client {
     /// (heartbeats and frames before it are dropped); fails the test if it
     /// does not end within `READ_TIMEOUT`.
     pub fn expect_stream_end(&mut self) {
-        let Link::Stream(conn) = &mut self.link else { panic!("not an xhr_streaming client") };
-        while conn.chunk().is_some() {}
+        let Link::Stream(stream) = &mut self.link else { panic!("not an xhr_streaming client") };
+        while stream.conn.chunk().is_some() {}
     }
 
     /// The WebSocket of a WebSocket client.

@@ -723,6 +723,9 @@ fn a_redis_that_refuses_part_of_a_batch_loses_nothing() {
         assert_eq!(redis_cli(cluster.redis_port, &["CONFIG", "GET", "maxmemory"]), "maxmemory\n0");
     });
     mesh.expect_all(800);
+    // The flips met the publishers: Redis refused some of their writes.
+    let errors = redis_cli(cluster.redis_port, &["INFO", "errorstats"]);
+    assert!(errors.contains("errorstat_OOM:count="), "no write was refused:\n{errors}");
 }
 
 /// Two test servers, `n1` and `n2`, on the Redis at `url`, their bridges up.

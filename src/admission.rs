@@ -104,24 +104,10 @@ pub(crate) fn client_ip(req: &HttpRequest, trusted: &[IpAddr], via: ProxyHeader)
     if !trusts(nearest) {
         return Some(nearest);
     }
-    let name = match via {
-        ProxyHeader::XForwardedFor => "x-forwarded-for",
-        ProxyHeader::Forwarded => "forwarded",
-    };
-    let lines: Vec<&[u8]> = req.headers().get_all(name).map(header::HeaderValue::as_bytes).collect();
+    let lines: Vec<&[u8]> = req.headers().get_all(via.name()).map(header::HeaderValue::as_bytes).collect();
     for line in lines.into_iter().rev() {
-        // `X-Forwarded-For` has no quoting: a quote a client wrote must
-        // not hide the entries a proxy appended after it.
-        let entries = match via {
-            ProxyHeader::XForwardedFor => line.split(|&b| b == b',').collect(),
-            ProxyHeader::Forwarded => split_unquoted(line, b','),
-        };
-        for entry in entries.into_iter().rev() {
-            let node = match via {
-                ProxyHeader::XForwardedFor => Some(entry),
-                ProxyHeader::Forwarded => forwarded_for(entry),
-            };
-            let ip = node.and_then(|node| std::str::from_utf8(node).ok()).and_then(parse_node);
+        for entry in via.entries(line).into_iter().rev() {
+            let ip = via.address(entry).and_then(|node| std::str::from_utf8(node).ok()).and_then(parse_node);
             let Some(ip) = ip.map(|ip| ip.to_canonical()) else { return Some(nearest) };
             if !trusts(ip) {
                 return Some(ip);
@@ -130,6 +116,33 @@ pub(crate) fn client_ip(req: &HttpRequest, trusted: &[IpAddr], via: ProxyHeader)
         }
     }
     Some(nearest)
+}
+
+impl ProxyHeader {
+    fn name(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
+    }
+
+    /// The entries of one line of the header, in order. `X-Forwarded-For`
+    /// has no quoting: a quote a client wrote must not hide the entries a
+    /// proxy appended after it.
+    fn entries(self, line: &[u8]) -> Vec<&[u8]> {
+        match self {
+            Self::XForwardedFor => line.split(|&b| b == b',').collect(),
+            Self::Forwarded => split_unquoted(line, b','),
+        }
+    }
+
+    /// The address part of an entry.
+    fn address(self, entry: &[u8]) -> Option<&[u8]> {
+        match self {
+            Self::XForwardedFor => Some(entry),
+            Self::Forwarded => forwarded_for(entry),
+        }
+    }
 }
 
 /// The `for=` value of one element of a `Forwarded` header.

@@ -480,19 +480,31 @@ impl<T> fmt::Debug for Nudger<T> {
     }
 }
 
-impl<T> Drop for Rx<T> {
-    fn drop(&mut self) {
-        let (items, waiting) = {
+impl<T> Rx<T> {
+    /// Goes as if dropped, and answers what was queued, in order: in one
+    /// step, so that nothing a sender sends can fall between the last
+    /// look and the end, taken by no one while the sender believes it
+    /// delivered (it gets the item back, as from a dropped receiver).
+    /// The queue stays closed.
+    pub(crate) fn close(&mut self) -> impl Iterator<Item = T> {
+        let (first, rest, waiting) = {
             let mut state = self.0.lock();
             state.ends |= RECEIVER_GONE;
-            ((state.first.take(), state.rest.take()), state.waiting.take())
+            state.load = 0;
+            (state.first.take(), state.rest.take(), state.waiting.take())
         };
-        // Dropped outside the lock: an item may own another queue's end.
-        drop(items);
         if let Some(waiting) = waiting {
             let Waiting { room, closed } = *waiting;
             room.into_iter().chain(closed).for_each(Waker::wake);
         }
+        first.into_iter().chain(rest.into_iter().flat_map(|rest| *rest))
+    }
+}
+
+impl<T> Drop for Rx<T> {
+    fn drop(&mut self) {
+        // Dropped outside the lock: an item may own another queue's end.
+        drop(self.close());
     }
 }
 
@@ -521,6 +533,26 @@ mod tests {
         assert_eq!(rx.poll_recv(&mut cx), Poll::Pending, "one sender is left");
         drop(tx2);
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn closing_takes_what_is_queued_and_refuses_what_comes_after() {
+        // What a response's give-back relies on: once it has taken the
+        // queue's items, a frame the session writes comes back to it
+        // rather than waiting where no one reads it.
+        let (tx, mut rx) = queue();
+        assert!(tx.send(1).is_ok() && tx.send(2).is_ok() && tx.send(3).is_ok());
+        assert_eq!(rx.close().collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(4), Err(4));
+        assert_eq!(rx.close().count(), 0);
+        // A sender waiting for the receiver's end hears it at the close.
+        let (tx, mut rx) = queue::<u8>();
+        let (count, waker) = Count::waker();
+        assert_eq!(tx.poll_closed(&mut Context::from_waker(&waker)), Poll::Pending);
+        assert_eq!(rx.close().count(), 0);
+        assert_eq!(count.wakes(), 1);
+        assert_eq!(tx.poll_closed(&mut Context::from_waker(Waker::noop())), Poll::Ready(()));
     }
 
     #[test]

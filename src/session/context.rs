@@ -1375,7 +1375,9 @@ impl Drop for Pump {
         if let Some(receiver) = self.first.take() {
             receiver.fail();
         }
-        while let Some(command) = self.rx.0.try_recv() {
+        // Closed as it is emptied: a receiver handed over after this comes
+        // back to its request, which then finds the session gone.
+        for command in self.rx.0.close() {
             if let Command::Attach(receiver) = command {
                 receiver.fail();
             }

@@ -205,9 +205,14 @@ impl<A: Session> Stream for ResponseEnd<A> {
 impl<A: Session> Drop for ResponseEnd<A> {
     fn drop(&mut self) {
         let (Some(ticket), Some(serial)) = (self.ticket, self.serial) else { return };
-        // The messages of every messages frame still here, in order.
+        // The messages of every messages frame still here, in order. The
+        // queue closes as it is emptied: a frame the session writes after
+        // that comes back to it as undeliverable, where one written between
+        // a last look and the queue's drop went with it, unseen (a stream's
+        // last frame before its response limit, so that the session let
+        // the receiver go and did not miss it).
         let mut messages = String::new();
-        while let Some(out) = self.rx.try_recv() {
+        for out in self.rx.close() {
             let Out::Frame(wire) = out else { continue };
             let frame = self.framing.unwrap(&wire, &self.callback);
             if let Some(inner) = frame.as_deref().and_then(|f| f.strip_prefix("a[")?.strip_suffix(']')) {

@@ -565,6 +565,7 @@ impl<A: Session> Endpoint<A> {
                     }
                 }
                 Acquired::Created { serial, tx, rx, starter } => {
+                    let Some(starter) = starter.start() else { return Err(ReachError::Manager) };
                     let transport = receiver.transport();
                     let _ = tx.send(Command::Attach(receiver));
                     let in_place = InPlace::Requests(self.turns.clone());
@@ -668,8 +669,8 @@ impl<A: Session> Endpoint<A> {
         };
         Either::Right(Box::pin(async move {
             let register = RegisterSocket::new(serial, id.clone(), cmd_tx.clone(), opening);
-            let starter = match self.manager.send(register).await {
-                Ok(Ok(starter)) => starter,
+            let unstarted = match self.manager.send(register).await {
+                Ok(Ok(unstarted)) => unstarted,
                 Ok(Err(refusal)) => {
                     self.metrics().refused(Refused::from(&refusal));
                     self.log_refusal(req, refusal);
@@ -679,6 +680,9 @@ impl<A: Session> Endpoint<A> {
                     log::error!("sockjs: session manager unavailable: {e}");
                     return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
                 }
+            };
+            let Some(starter) = unstarted.start() else {
+                return Err(actix_web::error::ErrorServiceUnavailable("Session manager unavailable."));
             };
             if uncapped {
                 let _ = self.starter.set(starter.clone());

@@ -381,3 +381,97 @@ fn streams_whose_clients_leave_at_their_response_limit_lose_no_message() {
     // it 6-8 gaps a run; the queue now closes as it is emptied).
     assert!(seen.gaps.is_empty(), "messages lost inside a session's life, which went on: {:?}", seen.gaps);
 }
+
+#[test]
+fn opening_requests_whose_clients_leave_at_once_leave_no_session_listed() {
+    // A race trial: an opening poll cancelled (its client's FIN; this
+    // server refuses half-closed connections) after the manager had listed
+    // its new session and before the answer came back left the session
+    // listed for good, in phase `New`: no actor was started to tell the
+    // manager of its end, so it counted in `CountSessions` and held a place
+    // under `max_sessions` and the per-address cap (146 and 174 of 4,000
+    // here). Such an answer now unlists the session when it is dropped
+    // unstarted.
+    let left = opened_and_left(Config::default(), |conn, id| {
+        conn.send("POST", &format!("/opens/000/{id}/xhr"), &[], Some(b""));
+    });
+    assert_eq!(left, 0, "sessions still listed {}s after their clients left", READ_TIMEOUT.as_secs());
+}
+
+#[test]
+fn websockets_whose_clients_leave_at_once_leave_no_session_listed() {
+    // The same for a WebSocket on a capped endpoint, which the manager
+    // registers before the session starts.
+    let config = Config::default().max_sessions(1_000_000);
+    let left = opened_and_left(config, |conn, id| {
+        let headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ];
+        conn.send("GET", &format!("/opens/000/{id}/websocket"), &headers, None);
+    });
+    assert_eq!(left, 0, "sessions still listed {}s after their clients left", READ_TIMEOUT.as_secs());
+}
+
+/// Opens 4,000 sessions at `/opens` (with `config`, a 100 ms disconnect
+/// delay) by `open`'s request, each from a client that leaves as soon as
+/// it has sent it, and answers how many sessions the manager still lists
+/// once every one should have ended (or `READ_TIMEOUT` has passed). The
+/// race is narrow (the manager must answer between two polls of the
+/// cancelled request), hence the many clients.
+fn opened_and_left(config: Config, open: fn(&mut Conn, &str)) -> usize {
+    const OPENS: usize = 4_000;
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = SessionManager::start_with(|room| move || Relay { room: room.clone() });
+            let m = manager.clone();
+            let config = config.disconnect_delay(Duration::from_millis(100));
+            let server = HttpServer::new(move || {
+                App::new().service(SockJs::new("/opens", m.clone()).config(config.clone()))
+            })
+            .workers(2)
+            .backlog(4096)
+            .h1_allow_half_closed(false)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send((server.addrs()[0].port(), manager, actix::System::current())).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+    let clients: Vec<_> = (0..CLIENT_THREADS)
+        .map(|t| {
+            thread::spawn(move || {
+                for _ in (t..OPENS).step_by(CLIENT_THREADS) {
+                    let mut conn = Conn::open(port);
+                    open(&mut conn, &session());
+                    conn.shut_write();
+                    let _ = conn.read_to_end();
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    // Every session that started ends within its disconnect delay and is
+    // removed; one listed and never started stays.
+    let (count_tx, count_rx) = mpsc::channel();
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    let left = loop {
+        let (m, tx) = (manager.clone(), count_tx.clone());
+        system.arbiter().spawn(async move {
+            let _ = tx.send(m.send(CountSessions).await.map_or(usize::MAX, |c| c.total()));
+        });
+        let left = count_rx.recv_timeout(READ_TIMEOUT).expect("manager answers");
+        if left == 0 || std::time::Instant::now() >= deadline {
+            break left;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    system.stop();
+    left
+}

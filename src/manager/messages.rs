@@ -6,7 +6,7 @@ use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
 
-use super::{next_serial, Directory, Opening, SessionManager, Starter};
+use super::{next_serial, Directory, Opening, SessionManager, Unstarted};
 use crate::{
     admission::Refusal,
     protocol::Transport,
@@ -1007,8 +1007,9 @@ impl<A: Session> Handler<GetDirectory> for SessionManager<A> {
 pub(crate) enum Acquired<A: Session> {
     /// The session exists (and is bound to this, if anything).
     Found(u64, CommandTx, Option<Arc<super::Bound>>),
-    /// It did not; the caller must start it with this channel and starter.
-    Created { serial: u64, tx: CommandTx, rx: CommandRx, starter: Starter<A> },
+    /// It did not; the caller must start it with this channel and starter
+    /// (which unlists it if dropped unstarted).
+    Created { serial: u64, tx: CommandTx, rx: CommandRx, starter: Unstarted<A> },
     /// It does not exist and was not to be created.
     Missing,
     /// It does not exist and the caps forbid creating it.
@@ -1062,7 +1063,7 @@ impl<A: Session> Handler<Acquire<A>> for SessionManager<A> {
         if let Err(refusal) = self.admit(serial, id, tx.clone(), false, open) {
             return MessageResult(Acquired::Refused(refusal));
         }
-        MessageResult(Acquired::Created { serial, tx, rx, starter: self.starter() })
+        MessageResult(Acquired::Created { serial, tx, rx, starter: self.unstarted(serial) })
     }
 }
 
@@ -1082,7 +1083,7 @@ impl<A: Session> RegisterSocket<A> {
 }
 
 impl<A: Session> Message for RegisterSocket<A> {
-    type Result = Result<Starter<A>, Refusal>;
+    type Result = Result<Unstarted<A>, Refusal>;
 }
 
 impl<A: Session> Handler<RegisterSocket<A>> for SessionManager<A> {
@@ -1090,7 +1091,7 @@ impl<A: Session> Handler<RegisterSocket<A>> for SessionManager<A> {
 
     fn handle(&mut self, msg: RegisterSocket<A>, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
-        let admitted = self.admit(msg.serial, msg.id, msg.tx, true, msg.open);
-        MessageResult(admitted.map(|()| self.starter()))
+        let (serial, admitted) = (msg.serial, self.admit(msg.serial, msg.id, msg.tx, true, msg.open));
+        MessageResult(admitted.map(|()| self.unstarted(serial)))
     }
 }

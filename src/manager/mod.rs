@@ -60,6 +60,40 @@ impl<A: Session> Clone for Starter<A> {
     }
 }
 
+/// A session the manager has listed, with the starter its opening request
+/// is to start it with. Dropped unstarted (the request was cancelled, its
+/// client gone, while the manager's answer came back), it tells the
+/// manager that the session ended: no actor ever will, and the manager
+/// would list the session, and count it against the caps, for good.
+pub(crate) struct Unstarted<A: Session> {
+    serial: u64,
+    starter: Option<Starter<A>>,
+}
+
+impl<A: Session> Unstarted<A> {
+    fn new(serial: u64, starter: Starter<A>) -> Self {
+        Self { serial, starter: Some(starter) }
+    }
+
+    /// The starter, for a request that starts the session now: from then
+    /// on the session tells the manager of its end. `None` only if taken
+    /// before, which no caller does.
+    pub(crate) fn start(mut self) -> Option<Starter<A>> {
+        self.starter.take()
+    }
+}
+
+impl<A: Session> Drop for Unstarted<A> {
+    fn drop(&mut self) {
+        if let Some(starter) = self.starter.take() {
+            log::debug!(
+                "sockjs: a session's opening request went before it could start the session; unlisted"
+            );
+            starter.notes.note(self.serial, Note::Ended);
+        }
+    }
+}
+
 /// WebSocket sessions a worker opened without a round trip to the manager
 /// (an endpoint without caps has nothing for the manager to check): the
 /// manager enters them before it reads any note or message, so it knows a
@@ -542,6 +576,12 @@ impl<A: Session> SessionManager<A> {
 
     fn starter(&self) -> Starter<A> {
         Starter { factory: self.factory.clone(), notes: self.notes.clone(), arrivals: self.arrivals.clone() }
+    }
+
+    /// [`Self::starter`] for the session `serial`, just listed, that a
+    /// request is to start.
+    fn unstarted(&self, serial: u64) -> Unstarted<A> {
+        Unstarted::new(serial, self.starter())
     }
 
     /// Reads the notes sessions have queued; runs before every message, so

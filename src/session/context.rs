@@ -934,7 +934,7 @@ where
     /// frame went to another receiver since, they cannot keep their order
     /// and are lost: the session is closed as interrupted (1002), as it
     /// would have been had the abort been seen before the write, so that the
-    /// client learns of it.
+    /// client learns of it; if it had closed already, only the log says so.
     fn undelivered(&mut self, act: &mut A, ticket: u32, messages: &str) {
         match self.machine.restore(ticket, messages) {
             Restore::Kept => {
@@ -946,13 +946,23 @@ where
             }
             Restore::Late => {}
         }
-        crate::util::log_limited!(
-            log::Level::Info,
-            "sockjs {}: a poll's client left before its frame went out, and another poll came since: closing the session as interrupted",
-            self.session_tag()
-        );
         if self.machine.close_ended() {
+            crate::util::log_limited!(
+                log::Level::Info,
+                "sockjs {}: a poll's client left before its frame went out, and another poll came since: closing the session as interrupted",
+                self.session_tag()
+            );
             self.notify_close(act, CloseCause::Interrupted);
+        } else {
+            // The session has closed, and another request has had later
+            // frames or the close frame: no frame is left to tell the client
+            // with.
+            crate::util::log_limited!(
+                log::Level::Info,
+                "sockjs {}: a poll's client left before its frame went out, and the session, closed, has written to another request since: {} bytes of messages lost",
+                self.session_tag(),
+                messages.len()
+            );
         }
     }
 

@@ -206,11 +206,12 @@ impl<A: Session> Drop for ResponseEnd<A> {
     fn drop(&mut self) {
         let (Some(ticket), Some(serial)) = (self.ticket, self.serial) else { return };
         // The messages of every messages frame still here, in order. The
-        // queue closes as it is emptied: a frame the session writes after
-        // that comes back to it as undeliverable, where one written between
-        // a last look and the queue's drop went with it, unseen (a stream's
-        // last frame before its response limit, so that the session let
-        // the receiver go and did not miss it).
+        // queue closes as it is emptied: a write the session makes after
+        // that fails, and the session, its receiver dead, closes as
+        // interrupted (1002), so that its client learns of the loss. One
+        // written between a last look and the queue's drop went with it
+        // unseen (a stream's last frame before its response limit: the
+        // session had let the receiver go, and went on without it).
         let mut messages = String::new();
         for out in self.rx.close() {
             let Out::Frame(wire) = out else { continue };

@@ -7,6 +7,7 @@ use std::{
     cell::OnceCell,
     fmt,
     net::IpAddr,
+    panic::{catch_unwind, AssertUnwindSafe},
     rc::Rc,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -33,7 +34,7 @@ use crate::{
     protocol::{self, Transport},
     receiver::Receiver,
     session::{
-        command_channel, run_turn, start_session, Command, CommandRx, CommandTx, InPlace, LocalTurns,
+        command_channel, run_turn, start_session, Command, CommandRx, CommandTx, InPlace, LocalTurns, Note,
         OpenPanicked, RequestInfo, SendTurn, Session, SessionSetup, Turn, Values,
     },
     util,
@@ -754,7 +755,22 @@ impl<A: Session> Endpoint<A> {
         if transport != Transport::RawWebSocket {
             request = request.with_id_in_path();
         }
-        let session = (starter.factory)(&request);
+        // A panic in the application's factory is caught as one in
+        // `on_open` is: the opening request gets an error answer rather
+        // than a cut connection, and the manager, which has listed the
+        // session (and counted it under the caps), hears that it ended, as
+        // no session actor exists to tell it.
+        let session = match catch_unwind(AssertUnwindSafe(|| (starter.factory)(&request))) {
+            Ok(session) => session,
+            Err(_) => {
+                log::error!(
+                    "sockjs {}: the session factory panicked; no session opened",
+                    crate::SessionTag::of(&id)
+                );
+                starter.notes.note(serial, Note::Ended);
+                return Err(OpenPanicked);
+            }
+        };
         let setup = SessionSetup {
             id,
             serial,

@@ -2017,3 +2017,72 @@ fn broadcasts_to_a_websocket_that_does_not_read_overflow_its_session() {
     };
     assert_eq!(cause, Event::Closed(CloseCause::Overflow));
 }
+
+/// A session with nothing to say, whose factory panics when the opening
+/// request's query has `boom`.
+struct Plain;
+
+impl Actor for Plain {
+    type Context = SessionContext<Self>;
+}
+
+impl Session for Plain {
+    fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+}
+
+#[test]
+fn a_session_factory_that_panics_answers_500_and_leaves_no_session_listed() {
+    // A review: a panic in the application's factory unwound through the
+    // opening request (its client saw the connection cut) and left the
+    // session that the manager had listed, and counted under the caps, for
+    // good: no actor existed to tell the manager it ended. On each path: an
+    // HTTP session, a WebSocket on an uncapped endpoint (which the worker
+    // lists itself) and on a capped one (which the manager registers).
+    for capped in [false, true] {
+        let (ready_tx, ready) = mpsc::channel();
+        thread::spawn(move || {
+            actix::System::new().block_on(async move {
+                let manager = SessionManager::from_request(|req: &actix_sockjs::RequestInfo| {
+                    assert!(req.query("boom").is_none(), "the factory was told to panic");
+                    Plain
+                })
+                .start();
+                let m = manager.clone();
+                let config = if capped { Config::default().max_sessions(1) } else { Config::default() };
+                let server = HttpServer::new(move || {
+                    App::new().service(SockJs::new("/plain", m.clone()).config(config.clone()))
+                })
+                .workers(1)
+                .bind(("127.0.0.1", 0))
+                .expect("bind");
+                ready_tx.send((server.addrs()[0].port(), manager, actix::System::current())).expect("ready");
+                let _ = server.run().await;
+            });
+        });
+        let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
+        let ask = || {
+            let (tx, rx) = mpsc::channel();
+            let m = manager.clone();
+            system.arbiter().spawn(async move {
+                let _ = tx.send(m.send(CountSessions).await.expect("manager answers").total());
+            });
+            rx.recv_timeout(READ_TIMEOUT).expect("manager answer")
+        };
+        let polled = post(port, &format!("/plain/000/{}/xhr?boom=1", session()), "");
+        assert_eq!(polled.status(), 500, "capped: {capped}");
+        let refused =
+            WsClient::connect_with(port, &format!("/plain/000/{}/websocket?boom=1", session()), &[])
+                .err()
+                .expect("no upgrade");
+        assert_eq!(refused.status(), 500, "capped: {capped}");
+        // The manager unlists them (it reads the notes at its next message).
+        let deadline = std::time::Instant::now() + READ_TIMEOUT;
+        while ask() > 0 {
+            assert!(std::time::Instant::now() < deadline, "a session stays listed (capped: {capped})");
+            thread::yield_now();
+        }
+        // Under a cap of one, the place is free for a session that opens.
+        assert_eq!(post(port, &format!("/plain/000/{}/xhr", session()), "").body, "o\n");
+        system.stop();
+    }
+}

@@ -344,6 +344,20 @@ fn websocket_close_and_broken_json() {
 }
 
 #[test]
+fn a_websocket_whose_client_never_answers_the_close_frame_still_ends() {
+    // After its close frame the server reads on until the client's (RFC
+    // 6455 §7.1.1), so that it does not reset a connection with the
+    // client's frames unread; but not for ever: a client that neither
+    // answers nor closes has its connection ended (after a second).
+    let s = TestServer::start();
+    let mut ws = WsClient::connect(s.port, &format!("/close/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    assert_eq!(ws.recv_text(), r#"c[3000,"Go away!"]"#);
+    assert!(matches!(ws.recv(), Ws::Close(..)));
+    assert!(ws.ends_within(READ_TIMEOUT), "the connection outlived the wait for the client's close frame");
+}
+
+#[test]
 fn a_closed_websocket_ends_its_connection_at_once() {
     // After the closing handshake the server closes the TCP connection
     // itself, as sockjs-node does, without waiting for the client (which

@@ -377,6 +377,17 @@ impl<T> Rx<T> {
         self.0.lock().ends |= MUTED;
     }
 
+    /// Leaves the task's waker with the queue, without taking anything,
+    /// whether or not senders remain, and unmuted: for a receiver done
+    /// with the items that still waits for its alarm ([`Rx::alarm`]).
+    pub(crate) fn watch(&mut self, cx: &mut Context<'_>) {
+        let mut state = self.0.lock();
+        state.ends &= !MUTED;
+        if !state.receiver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            state.receiver = Some(cx.waker().clone());
+        }
+    }
+
     /// The next unweighed item if one is queued now. Leaves the waker of
     /// the last `poll_recv` in place, so that a task polling this queue is
     /// still woken by what comes later.

@@ -302,10 +302,26 @@ struct WsStream {
     ping_sent: u64,
     /// The client sent something since `ping_sent`.
     heard: bool,
-    /// A close frame is written: end once it is handed over.
+    /// A close frame is written: end once it is handed over, or, if
+    /// `answer_awaited`, once the client's own close frame is read.
     closing: bool,
+    /// The close frame written is the session's: after it goes out, the
+    /// socket reads on (handing nothing to the session) until the client
+    /// answers it, ends, or [`CLOSE_ANSWER_WAIT`] passes (then `next_ping`
+    /// holds that deadline). Ending the connection with the client's
+    /// frames unread would have the kernel reset it, and a reset takes the
+    /// close frame with it from a client that reads it only after its
+    /// writes failed (Node's `ws`, as sockjs-client's tests saw: 1006 in
+    /// place of the session's code).
+    answer_awaited: bool,
     done: bool,
 }
+
+/// How long a socket whose session closed it waits for the client's close
+/// frame (RFC 6455 §7.1.1) before it ends the connection anyway: a
+/// browser answers within a round trip; actix-web's own wait for a client
+/// after a response (`client_disconnect_timeout`) defaults to as long.
+const CLOSE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl WsStream {
     /// The socket of the session `session` (whose turn it runs, if any),
@@ -339,6 +355,7 @@ impl WsStream {
             ping_sent: NEVER,
             heard: false,
             closing: false,
+            answer_awaited: false,
             done: false,
         }
     }
@@ -658,8 +675,12 @@ impl WsStream {
                         }
                         Out::Close(close) => {
                             self.gather(alone.take());
+                            // (The loop runs only while no close frame is
+                            // written: this one is the session's.)
                             let (code, reason) = *close;
                             self.close(Some(wire_close(code, reason)));
+                            self.answer_awaited = true;
+                            self.next_ping = clock::now().saturating_add(clock::millis(CLOSE_ANSWER_WAIT));
                         }
                     }
                     // What was taken is returned now, and the next poll
@@ -681,6 +702,56 @@ impl WsStream {
             cx.waker().wake_by_ref();
         }
         alone.map(Bytes::from)
+    }
+
+    /// Reads what the client sends after the session's close frame, and
+    /// drops it, until the client's own close frame, its end, a frame it
+    /// may not send, or the deadline in `next_ping` ([`Self::answer_awaited`]).
+    fn await_answer(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
+        // Bounded per poll, as [`Self::receive`] is.
+        for _ in 0..16 {
+            if clock::now() >= self.next_ping {
+                break;
+            }
+            // Fed by the dispatcher before it polls this body, or waking it
+            // (see `receive`).
+            let noop = &mut Context::from_waker(Waker::noop());
+            let payload_cx = if self.fed_by_dispatcher { noop } else { &mut *cx };
+            match Pin::new(&mut self.payload).poll_next(payload_cx) {
+                Poll::Ready(Some(Ok(chunk))) => self.read.extend_from_slice(&chunk),
+                Poll::Ready(Some(Err(_)) | None) => return self.end(),
+                Poll::Pending => {
+                    // Woken at the deadline through the frame queue, whose
+                    // items no longer matter.
+                    self.out.watch(cx);
+                    self.arm(self.next_ping);
+                    return Poll::Pending;
+                }
+            }
+            loop {
+                if refused_by_header(&self.read, self.config.max_message_bytes).is_some() {
+                    return self.end();
+                }
+                match self.codec.decode(&mut self.read) {
+                    Ok(Some(Frame::Close(_))) | Err(_) => return self.end(),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                }
+            }
+        }
+        if clock::now() >= self.next_ping {
+            log::debug!("sockjs: websocket client did not answer the close frame; ending the connection");
+            return self.end();
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// The socket is done: its body ends.
+    fn end(&mut self) -> Poll<Option<Result<Bytes, Infallible>>> {
+        self.done = true;
+        self.read = BytesMut::new();
+        Poll::Ready(None)
     }
 
     /// Moves a frame held back to go alone into the write buffer, before
@@ -730,6 +801,10 @@ impl Stream for WsStream {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
+        }
+        if this.answer_awaited && this.write.is_empty() {
+            // The session's close frame has gone out.
+            return this.await_answer(cx);
         }
         let open = this.receive(cx);
         this.run_turn();
@@ -915,7 +990,7 @@ mod tests {
     #[test]
     fn a_frame_alone_goes_out_as_it_is_and_several_in_order() {
         actix::System::new().block_on(async {
-            let (mut socket, out, _client) = socket();
+            let (mut socket, out, mut client) = socket();
             assert_eq!(next(&mut socket), Poll::Pending);
 
             let frame = wsframe::text_frame(&["a[\"one\"]"]);
@@ -936,7 +1011,16 @@ mod tests {
             let reason = CloseReason { code: CloseCode::from(3000), description: Some("Go away!".into()) };
             Codec::new().encode(Message::Close(Some(reason)), &mut close).expect("encoded");
             assert_eq!(chunk, [joined, close.to_vec()].concat(), "both frames, in order, then the close");
-            assert_eq!(next(&mut socket), Poll::Ready(None), "the socket ends after its close frame");
+            // The client's answer is awaited; what it sent before is
+            // dropped, and its close frame ends the socket.
+            assert_eq!(next(&mut socket), Poll::Pending, "the client's close frame is awaited");
+            client(client_text(r#"["late"]"#));
+            assert_eq!(next(&mut socket), Poll::Pending, "a text frame is not the answer");
+            let mut answer = BytesMut::new();
+            let normal = CloseReason { code: CloseCode::Normal, description: None };
+            Codec::new().client_mode().encode(Message::Close(Some(normal)), &mut answer).expect("encoded");
+            client(answer.freeze());
+            assert_eq!(next(&mut socket), Poll::Ready(None), "the socket ends at the client's close frame");
         });
     }
 }

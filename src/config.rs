@@ -34,6 +34,7 @@ pub struct Config {
     pub(crate) cookie_needed: bool,
     pub(crate) max_queue_bytes: usize,
     pub(crate) max_message_bytes: usize,
+    pub(crate) max_send_bytes: usize,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) max_sessions: Option<usize>,
     pub(crate) max_sessions_per_ip: Option<usize>,
@@ -45,6 +46,11 @@ pub struct Config {
     /// `None`: every header (but the WebSocket handshake's own).
     pub(crate) keep_headers: Option<Vec<HeaderName>>,
 }
+
+/// What a send body adds to one message: its array's brackets and
+/// quotes (a message's escapes are its own: JSON that escapes every byte
+/// takes up to six times the message, which `max_send_bytes` covers).
+const SEND_BODY_FRAMING: usize = 4;
 
 /// What [`Config::bind_sessions`] binds an HTTP session to.
 ///
@@ -118,6 +124,7 @@ impl Default for Config {
             cookie_needed: false,
             max_queue_bytes: 1024 * 1024,
             max_message_bytes: 1024 * 1024,
+            max_send_bytes: 1024 * 1024,
             allowed_origins: Vec::new(),
             max_sessions: None,
             max_sessions_per_ip: None,
@@ -340,9 +347,13 @@ impl Config {
         self
     }
 
-    /// The largest payload a client may send in one request or WebSocket
-    /// message. Larger `xhr_send`/`jsonp_send` bodies get 413; larger
-    /// WebSocket messages close the socket with 1009. Default: 1 MiB.
+    /// The largest message a client may send, in bytes: a WebSocket
+    /// message (the frame that carries it, fragments reassembled) over it
+    /// closes the socket with 1009; an `xhr_send`/`jsonp_send` body with a
+    /// message over it gets 413, and none of its messages is delivered.
+    /// A send body carries every message sockjs-client queued while its
+    /// previous send was in flight, so the body's own bound is
+    /// [`max_send_bytes`](Self::max_send_bytes). Default: 1 MiB.
     ///
     /// # Examples
     ///
@@ -353,6 +364,33 @@ impl Config {
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
         self
+    }
+
+    /// The largest `xhr_send`/`jsonp_send` body, in bytes; larger ones
+    /// get 413. sockjs-client sends the messages its page queued while its
+    /// previous send was in flight in one body: this bounds such a burst
+    /// (each of its messages is held to
+    /// [`max_message_bytes`](Self::max_message_bytes)). A body may always
+    /// carry one message of `max_message_bytes`, whatever this says.
+    /// Default: 1 MiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Chat lines of up to 16 KiB, and bursts of up to 4 MiB of them.
+    /// let config = actix_sockjs::Config::default()
+    ///     .max_message_bytes(16 * 1024)
+    ///     .max_send_bytes(4 * 1024 * 1024);
+    /// ```
+    pub fn max_send_bytes(mut self, bytes: usize) -> Self {
+        self.max_send_bytes = bytes;
+        self
+    }
+
+    /// What an `xhr_send`/`jsonp_send` body may weigh: one message of
+    /// `max_message_bytes` in its JSON array always fits.
+    pub(crate) fn send_body_limit(&self) -> usize {
+        self.max_send_bytes.max(self.max_message_bytes.saturating_add(SEND_BODY_FRAMING))
     }
 
     /// The browser origins allowed to use the endpoint. Requests whose
@@ -635,6 +673,7 @@ impl Config {
             (self.request_timeout.is_zero(), "request_timeout is zero: every xhr_send and jsonp_send would time out"),
             (self.max_queue_bytes == 0, "max_queue_bytes is zero: every session would close (3008) at its first message"),
             (self.max_message_bytes == 0, "max_message_bytes is zero: every client message would be refused"),
+            (self.max_send_bytes == 0, "max_send_bytes is zero: only sends of one message get through"),
         ];
         doubts.extend(zero.into_iter().filter(|(zero, _)| *zero).map(|(_, what)| what.to_owned()));
         doubts.extend(self.allowed_origins.iter().filter(|entry| !origin_entry_can_match(entry)).map(|entry| {

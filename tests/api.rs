@@ -863,6 +863,46 @@ fn large_messages_on_every_sending_path() {
 }
 
 #[test]
+fn a_send_may_carry_a_burst_of_messages_each_under_the_message_limit() {
+    // A new user's trial: `max_message_bytes` bounded the whole send body,
+    // and sockjs-client sends the messages queued while its previous send
+    // was in flight in one body: ten 2 KB chat lines under a 16 KiB limit
+    // got 413 (and sockjs-client closed the session), where a WebSocket
+    // took them. Each message is now held to the limit, the body to
+    // `max_send_bytes`.
+    let p = probed(Config::default().max_message_bytes(16 * 1024).max_send_bytes(64 * 1024));
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let line = "x".repeat(2000);
+    let burst = serde_json::to_string(&vec![&line; 10]).expect("json");
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), &burst).status(), 204);
+    for _ in 0..10 {
+        assert_eq!(p.next(), Event::Message(line.clone()));
+    }
+    // One message over the limit: 413, and none of the body's delivered.
+    let over = serde_json::to_string(&["first".to_owned(), "y".repeat(16 * 1024 + 1)]).expect("json");
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), &over).status(), 413);
+    // A body over `max_send_bytes`, of messages each under the limit: 413.
+    let flood = serde_json::to_string(&vec![&line; 40]).expect("json");
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), &flood).status(), 413);
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["small"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("small".into()), "nothing of the refused sends was delivered");
+    // A body of one message at the limit always fits, whatever
+    // `max_send_bytes` says.
+    let p = probed(Config::default().max_message_bytes(16 * 1024).max_send_bytes(1));
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let full = "z".repeat(16 * 1024);
+    assert_eq!(
+        post(p.port, &format!("{url}/xhr_send"), &serde_json::to_string(&[&full]).expect("json")).status(),
+        204
+    );
+    assert_eq!(p.next(), Event::Message(full));
+}
+
+#[test]
 fn broadcast_reaches_every_transport() {
     let s = TestServer::start();
     let mut ws = WsClient::connect(s.port, &format!("/broadcast/000/{}/websocket", session()));

@@ -278,8 +278,8 @@ pub(crate) async fn send<A: Session>(
     // actix-http closes the connection: see `keep_unread`).
     let reached = ep.reach(&req, id.clone()).await;
     let limit = match reached {
-        Ok(_) => ep.config.max_message_bytes,
-        Err(_) => UNREACHED_BODY.min(ep.config.max_message_bytes),
+        Ok(_) => ep.config.send_body_limit(),
+        Err(_) => UNREACHED_BODY.min(ep.config.send_body_limit()),
     };
     // One send at a time per session reads its body and hands its
     // messages over (sockjs-client sends one at a time): requests in
@@ -324,6 +324,18 @@ pub(crate) async fn send<A: Session>(
         Ok(reached) => reached,
         Err(e) => return unreached(Some(e)),
     };
+    // A body may carry several messages (sockjs-client's burst); each is
+    // held to the message limit, as a WebSocket message is.
+    let max = ep.config.max_message_bytes;
+    if messages.iter().any(|m| m.len() > max) {
+        util::log_limited!(
+            log::Level::Info,
+            "sockjs: {} {}: a message over {max} bytes refused",
+            req.method(),
+            LogPath(&req)
+        );
+        return fail(StatusCode::PAYLOAD_TOO_LARGE, "Message too large.".to_owned());
+    }
     let delivered = reached.deliver(messages).await;
     drop(turn);
     if delivered.is_err() {

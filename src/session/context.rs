@@ -934,7 +934,8 @@ where
     /// frame went to another receiver since, they cannot keep their order
     /// and are lost: the session is closed as interrupted (1002), as it
     /// would have been had the abort been seen before the write, so that the
-    /// client learns of it; if it had closed already, only the log says so.
+    /// client learns of it; if it had closed already, its close frame
+    /// becomes 1002 for the requests to come.
     fn undelivered(&mut self, act: &mut A, ticket: u32, messages: &str) {
         match self.machine.restore(ticket, messages) {
             Restore::Kept => {
@@ -953,15 +954,14 @@ where
                 self.session_tag()
             );
             self.notify_close(act, CloseCause::Interrupted);
-        } else {
+        } else if self.machine.interrupt_closed() {
             // The session has closed, and another request has had later
-            // frames or the close frame: no frame is left to tell the client
-            // with.
+            // frames or the close frame: the requests to come get 1002 in
+            // place of its close frame.
             crate::util::log_limited!(
                 log::Level::Info,
-                "sockjs {}: a poll's client left before its frame went out, and the session, closed, has written to another request since: {} bytes of messages lost",
-                self.session_tag(),
-                messages.len()
+                "sockjs {}: a request's client left before its frame went out, and the session, closed, has written to another request since: its close frame is now 1002",
+                self.session_tag()
             );
         }
     }

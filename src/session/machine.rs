@@ -256,6 +256,22 @@ impl Machine {
         Restore::Kept
     }
 
+    /// A closed session lost messages it cannot restore (see
+    /// [`Machine::restore`]): the requests that come from now on get
+    /// `c[1002,"Connection interrupted"]` in place of its close frame, so
+    /// that a client that has not had the close frame yet learns of the
+    /// loss (one that had it is gone). `false` if it was not closed.
+    pub(crate) fn interrupt_closed(&mut self) -> bool {
+        let (code, reason) = with_reason(close_code::INTERRUPTED);
+        match &mut self.state {
+            State::Closing(close) | State::Closed(close) => {
+                **close = (code, reason.to_owned());
+                true
+            }
+            State::New | State::Open => false,
+        }
+    }
+
     /// Notes that messages or the close frame went to the receiver `token`
     /// (an HTTP receiver's ticket): what an earlier one could not deliver
     /// would now come after them ([`Machine::restore`]).
@@ -834,6 +850,13 @@ mod tests {
         m.attach(r);
         assert_eq!(read(&mut rx), ["c[3000,\"Go away!\"]\n"]);
         assert_eq!(m.restore(ticket, "\"last\""), Restore::Late);
+        // What is lost then makes the later requests' close frame 1002
+        // (a review): a client that had not had the close frame yet
+        // learns of the loss.
+        assert!(m.interrupt_closed());
+        let (r, mut rx) = poll_receiver();
+        m.attach(r);
+        assert_eq!(read(&mut rx), ["c[1002,\"Connection interrupted\"]\n"]);
         // A review: nor once a request after a dead stream got 1002.
         let mut m = Machine::new(Transport::XhrStreaming, 1024);
         let (r, stream) = stream_receiver(usize::MAX);

@@ -760,16 +760,13 @@ impl<A: Session> Endpoint<A> {
         // than a cut connection, and the manager, which has listed the
         // session (and counted it under the caps), hears that it ended, as
         // no session actor exists to tell it.
-        let session = match catch_unwind(AssertUnwindSafe(|| (starter.factory)(&request))) {
-            Ok(session) => session,
-            Err(_) => {
-                log::error!(
-                    "sockjs {}: the session factory panicked; no session opened",
-                    crate::SessionTag::of(&id)
-                );
-                starter.notes.note(serial, Note::Ended);
-                return Err(OpenPanicked);
-            }
+        let Ok(session) = catch_unwind(AssertUnwindSafe(|| (starter.factory)(&request))) else {
+            log::error!(
+                "sockjs {}: the session factory panicked; no session opened",
+                crate::SessionTag::of(&id)
+            );
+            starter.notes.note(serial, Note::Ended);
+            return Err(OpenPanicked);
         };
         let setup = SessionSetup {
             id,

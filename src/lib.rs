@@ -79,7 +79,7 @@
 //! | [`SockJs`] | the endpoint: mount it with `App::service`; [`Config`] sets its options, `authorize` decides who may open a session |
 //! | [`Session`] | the trait your session actor implements: `on_open`, `on_message`, `on_close` |
 //! | [`SessionContext`] | your actor's context: `send`, `close`, `join`/`leave` groups, the opening [`RequestInfo`], timers and your own messages |
-//! | [`SessionManager`] | one actor per endpoint: [`Broadcast`] (all, a group, a list), [`SendTo`] and [`Deliver`] by id, [`ListSessions`], [`Shutdown`] |
+//! | [`SessionManager`] | one actor per endpoint: [`Broadcast`] (all, a group, a list), [`SendTo`] and [`Deliver`] by id, [`DeliverGroup`] to a group, [`ListSessions`], [`Shutdown`] |
 //! | [`CloseCause`], [`close_code`] | why a session ended, and the codes on the wire |
 //! | [`Transport`] | the transports, to switch off or to tell apart |
 //! | [`metrics`] | the names of the metrics reported through the `metrics` facade |
@@ -182,8 +182,8 @@ pub use cause::CloseCause;
 pub use config::{BindTo, Config, BODY_MIN_RATE, DEFAULT_SOCKJS_URL};
 pub use endpoint::Refuse;
 pub use manager::{
-    Broadcast, CountSessions, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave,
-    ListSessions, SendTo, SessionCounts, SessionInfo, SessionManager, Shutdown,
+    Broadcast, CountSessions, Deliver, DeliverGroup, Delivery, GetSession, GroupMembers, GroupSizes, Join,
+    Leave, ListSessions, SendTo, SessionCounts, SessionInfo, SessionManager, Shutdown,
 };
 pub use protocol::Transport;
 pub use receiver::on_connect;

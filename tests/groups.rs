@@ -8,9 +8,9 @@ use std::{collections::HashMap, sync::mpsc, thread, time::Duration};
 
 use actix::prelude::*;
 use actix_sockjs::{
-    Broadcast, CloseCause, Config, CountSessions, Deliver, Delivery, GetSession, GroupMembers, GroupSizes,
-    Join, Leave, ListSessions, SendTo, Session, SessionContext, SessionManager, SessionState, Shutdown,
-    SockJs, Transport,
+    Broadcast, CloseCause, Config, CountSessions, Deliver, DeliverGroup, Delivery, GetSession, GroupMembers,
+    GroupSizes, Join, Leave, ListSessions, SendTo, Session, SessionContext, SessionManager, SessionState,
+    Shutdown, SockJs, Transport,
 };
 use actix_web::{App, HttpServer};
 use common::*;
@@ -122,7 +122,7 @@ impl Handler<Whisper> for Member {
 }
 
 /// What a typed message may do to the session's queue.
-#[derive(Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "()")]
 enum Act {
     /// Wait on a timer of its own (`ctx.wait`), then say `held`.
@@ -134,6 +134,8 @@ enum Act {
     Flag,
     /// Report that its handler ran ([`Event::Handled`]).
     Report,
+    /// Close the session with 4003 "kicked".
+    Kick,
 }
 
 /// How many `Act::Flag`s sessions have handled.
@@ -156,6 +158,7 @@ impl Handler<Act> for Member {
             Act::Report => {
                 let _ = self.events.send(Event::Handled(ctx.session_id().to_owned()));
             }
+            Act::Kick => ctx.close(4003, "kicked"),
         }
     }
 }
@@ -185,6 +188,9 @@ impl Session for Member {
             thread::sleep(Duration::from_millis(100));
         }
         ctx.join("all");
+        if let Some(group) = ctx.request().query("group") {
+            ctx.join(&group);
+        }
         let _ = self.events.send(Event::Opened(ctx.session_id().to_owned()));
     }
 
@@ -877,4 +883,38 @@ fn close_frames_are_ones_rfc_6455_allows() {
     framed.send(&format!("close:4001:{long}"));
     assert_eq!(framed.ws().recv_text(), format!("c[4001,\"{long}\"]"));
     assert_eq!(framed.ws().recv(), Ws::Close(Some(1000), "Normal closure".to_owned()));
+}
+
+#[test]
+fn a_typed_message_to_a_group_reaches_exactly_its_sessions() {
+    // A new user's trial: to kick a user (every session in `user:ann`) it
+    // took the group's ids (`GroupMembers`), then `Deliver` by id, which
+    // reaches the newest WebSocket with the id: another user's, when two
+    // share one (the protocol lets them). `DeliverGroup` delivers to the
+    // group's sessions themselves, each after what it was sent before.
+    let s = Server::start(Duration::from_secs(5));
+    let shared = session();
+    let mut ann = WsClient::connect(s.port, &format!("/m/000/{shared}/websocket?group=user:ann"));
+    assert_eq!(ann.recv_text(), "o");
+    s.opened();
+    let mut bob = WsClient::connect(s.port, &format!("/m/000/{shared}/websocket?group=user:bob"));
+    assert_eq!(bob.recv_text(), "o");
+    s.opened();
+    // Ann's second tab, polling.
+    let tab = format!("/m/000/{}", session());
+    assert_eq!(post(s.port, &format!("{tab}/xhr?group=user:ann"), "").body, "o\n");
+    s.opened();
+    // What was sent before the kick comes before it.
+    s.ask(Broadcast::text("before").group("user:ann"));
+    assert_eq!(s.ask(DeliverGroup::new("user:ann", Act::Kick)), 2);
+    assert_eq!(ann.recv_text(), r#"a["before"]"#);
+    assert_eq!(ann.recv_text(), r#"c[4003,"kicked"]"#);
+    assert_eq!(post(s.port, &format!("{tab}/xhr"), "").body, "a[\"before\"]\n");
+    assert_eq!(post(s.port, &format!("{tab}/xhr"), "").body, "c[4003,\"kicked\"]\n");
+    // Bob, under the same id, is untouched.
+    bob.send_text(r#"["still here"]"#);
+    assert_eq!(bob.recv_text(), r#"a["still here"]"#);
+    // A group with no live session: none.
+    assert_eq!(s.ask(DeliverGroup::new("user:ann", Act::Kick)), 0);
+    assert_eq!(s.ask(DeliverGroup::new("nobody", Act::Kick)), 0);
 }

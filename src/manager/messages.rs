@@ -437,6 +437,110 @@ where
     }
 }
 
+/// A message of the application's own for every session of a group on
+/// this node, delivered as [`Deliver`] delivers one: through each
+/// session's command queue, so that its handler runs after what was sent
+/// to the session before (a kick comes after the messages queued ahead of
+/// it). Answers how many sessions it was queued for. Closed sessions get
+/// none; one that joined and has not opened yet runs it after `on_open`.
+///
+/// To act on exactly a group's sessions, every session of one user, say
+/// (each joined `user:<name>` at open), this is the way: a group's
+/// members are sessions, where ids are not unique (two WebSockets may
+/// share one, as the protocol lets them), so that [`GroupMembers`] then
+/// [`Deliver`] by id could reach another user's session that has one of
+/// the ids. The message is cloned for each session. It does not cross
+/// nodes (a relay carries text broadcasts only).
+///
+/// # Examples
+///
+/// ```no_run
+/// use actix::prelude::*;
+/// use actix_sockjs::{DeliverGroup, Session, SessionContext, SessionManager};
+///
+/// #[derive(Clone, Message)]
+/// #[rtype(result = "()")]
+/// struct Kick(String);
+///
+/// struct Member;
+/// impl Actor for Member {
+///     type Context = SessionContext<Self>;
+/// }
+/// impl Session for Member {
+///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+/// }
+/// impl Handler<Kick> for Member {
+///     type Result = ();
+///     fn handle(&mut self, Kick(why): Kick, ctx: &mut SessionContext<Self>) {
+///         ctx.close(4003, why);
+///     }
+/// }
+///
+/// # async fn f(manager: Addr<SessionManager<Member>>) {
+/// // Every session of ann's, on this node.
+/// let kicked = manager.send(DeliverGroup::new("user:ann", Kick("spam".into()))).await.unwrap_or(0);
+/// log::info!("ann's {kicked} sessions kicked");
+/// # }
+/// ```
+#[must_use = "a message does nothing until it is sent to the manager"]
+pub struct DeliverGroup<M> {
+    group: Arc<str>,
+    msg: M,
+}
+
+impl<M> std::fmt::Debug for DeliverGroup<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliverGroup").field("group", &self.group).finish_non_exhaustive()
+    }
+}
+
+impl<M: Clone> DeliverGroup<M> {
+    /// `msg` for every session of `group`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, actix::Message)] #[rtype(result = "()")] struct Ping;
+    /// let ping = actix_sockjs::DeliverGroup::new("lobby", Ping);
+    /// ```
+    pub fn new(group: impl AsRef<str>, msg: M) -> Self {
+        Self { group: Arc::from(group.as_ref()), msg }
+    }
+}
+
+impl<M> Message for DeliverGroup<M> {
+    type Result = usize;
+}
+
+impl<A, M> Handler<DeliverGroup<M>> for SessionManager<A>
+where
+    A: Session + Handler<M>,
+    M: Message + Clone + Send + 'static,
+    M::Result: Send,
+{
+    type Result = MessageResult<DeliverGroup<M>>;
+
+    fn handle(
+        &mut self,
+        DeliverGroup { group, msg }: DeliverGroup<M>,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        self.read_notes();
+        let mut queued = 0;
+        for serial in self.groups.get(&group).into_iter().flatten() {
+            let Some(entry) = self.sessions.get(serial).filter(|e| e.live()) else { continue };
+            let typed = TypedMessage::new::<A, M>(msg.clone());
+            let delivery = match entry.tx.send(Command::Typed(Box::new(typed))) {
+                Ok(()) => Delivery::Delivered,
+                Err(_) => Delivery::Unknown,
+            };
+            self.metrics.sent_to(delivery);
+            queued += usize::from(delivery == Delivery::Delivered);
+        }
+        MessageResult(queued)
+    }
+}
+
 /// Puts the session with this id in a group, from outside the session;
 /// answers `false` if no open session of this node has the id.
 ///

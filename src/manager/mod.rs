@@ -39,8 +39,8 @@ mod messages;
 
 pub(crate) use messages::{Acquire, Acquired, GetDirectory, Mounted, RegisterSocket};
 pub use messages::{
-    Broadcast, CountSessions, Deliver, Delivery, GetSession, GroupMembers, GroupSizes, Join, Leave,
-    ListSessions, SendTo, SessionCounts, SessionInfo, Shutdown,
+    Broadcast, CountSessions, Deliver, DeliverGroup, Delivery, GetSession, GroupMembers, GroupSizes, Join,
+    Leave, ListSessions, SendTo, SessionCounts, SessionInfo, Shutdown,
 };
 
 /// Builds a session actor for each new session, from its opening request.

@@ -48,8 +48,8 @@ pub struct Config {
 }
 
 /// What a send body adds to one message: its array's brackets and
-/// quotes (a message's escapes are its own: JSON that escapes every byte
-/// takes up to six times the message, which `max_send_bytes` covers).
+/// quotes (escapes come on top: JSON that escapes every byte takes up to
+/// six times the message, for `max_send_bytes` to allow).
 const SEND_BODY_FRAMING: usize = 4;
 
 /// What [`Config::bind_sessions`] binds an HTTP session to.
@@ -366,13 +366,14 @@ impl Config {
         self
     }
 
-    /// The largest `xhr_send`/`jsonp_send` body, in bytes; larger ones
-    /// get 413. sockjs-client sends the messages its page queued while its
-    /// previous send was in flight in one body: this bounds such a burst
-    /// (each of its messages is held to
-    /// [`max_message_bytes`](Self::max_message_bytes)). A body may always
-    /// carry one message of `max_message_bytes`, whatever this says.
-    /// Default: 1 MiB.
+    /// The largest `xhr_send`/`jsonp_send` body, in bytes, as it comes
+    /// (JSON escapes, and a JSONP form's URL encoding, included); larger
+    /// ones get 413. sockjs-client sends the messages its page queued
+    /// while its previous send was in flight in one body: this bounds such
+    /// a burst (each of its messages is held to
+    /// [`max_message_bytes`](Self::max_message_bytes)). A body may be as
+    /// large as `max_message_bytes` and an array's brackets, whatever this
+    /// says: one message that needs no escaping then fits. Default: 1 MiB.
     ///
     /// # Examples
     ///
@@ -387,8 +388,8 @@ impl Config {
         self
     }
 
-    /// What an `xhr_send`/`jsonp_send` body may weigh: one message of
-    /// `max_message_bytes` in its JSON array always fits.
+    /// What an `xhr_send`/`jsonp_send` body may weigh: at least one
+    /// message of `max_message_bytes` that needs no escaping, in its array.
     pub(crate) fn send_body_limit(&self) -> usize {
         self.max_send_bytes.max(self.max_message_bytes.saturating_add(SEND_BODY_FRAMING))
     }
@@ -673,7 +674,6 @@ impl Config {
             (self.request_timeout.is_zero(), "request_timeout is zero: every xhr_send and jsonp_send would time out"),
             (self.max_queue_bytes == 0, "max_queue_bytes is zero: every session would close (3008) at its first message"),
             (self.max_message_bytes == 0, "max_message_bytes is zero: every client message would be refused"),
-            (self.max_send_bytes == 0, "max_send_bytes is zero: only sends of one message get through"),
         ];
         doubts.extend(zero.into_iter().filter(|(zero, _)| *zero).map(|(_, what)| what.to_owned()));
         doubts.extend(self.allowed_origins.iter().filter(|entry| !origin_entry_can_match(entry)).map(|entry| {

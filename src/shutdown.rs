@@ -15,7 +15,9 @@ use crate::manager::Shutdown;
 /// and its `on_close`; no new session opens: 503), goes on serving for
 /// [`SHUTDOWN_DRAIN`], then resolves, and actix-web begins its graceful
 /// stop (it stops accepting connections). Long-polls and streams end with
-/// the close frame, so the stop does not wait for them; the drain is for a
+/// the close frame, and WebSockets once their clients answer it (a second
+/// at most, which the default drain covers), so the stop does not wait for
+/// them; the drain is for a
 /// polling client that was between two polls, whose close frame waits for
 /// its next poll: without it, that poll would find the port closed (or,
 /// behind a balancer, another node), and the client would never learn why

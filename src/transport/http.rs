@@ -325,7 +325,8 @@ pub(crate) async fn send<A: Session>(
         Err(e) => return unreached(Some(e)),
     };
     // A body may carry several messages (sockjs-client's burst); each is
-    // held to the message limit, as a WebSocket message is.
+    // held to the message limit (as decoded: a WebSocket frame is held to
+    // it as it comes, escapes and brackets included).
     let max = ep.config.max_message_bytes;
     if messages.iter().any(|m| m.len() > max) {
         util::log_limited!(

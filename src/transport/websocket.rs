@@ -681,6 +681,8 @@ impl WsStream {
                             self.close(Some(wire_close(code, reason)));
                             self.answer_awaited = true;
                             self.next_ping = clock::now().saturating_add(clock::millis(CLOSE_ANSWER_WAIT));
+                            // What the client sends now goes nowhere.
+                            self.partial = None;
                         }
                     }
                     // What was taken is returned now, and the next poll

@@ -47,11 +47,6 @@ pub struct Config {
     pub(crate) keep_headers: Option<Vec<HeaderName>>,
 }
 
-/// What a send body adds to one message: its array's brackets and
-/// quotes (escapes come on top: JSON that escapes every byte takes up to
-/// six times the message, for `max_send_bytes` to allow).
-const SEND_BODY_FRAMING: usize = 4;
-
 /// What [`Config::bind_sessions`] binds an HTTP session to.
 ///
 /// # Examples
@@ -372,8 +367,7 @@ impl Config {
     /// while its previous send was in flight in one body: this bounds such
     /// a burst (each of its messages is held to
     /// [`max_message_bytes`](Self::max_message_bytes)). A body may be as
-    /// large as `max_message_bytes` and an array's brackets, whatever this
-    /// says: one message that needs no escaping then fits. Default: 1 MiB.
+    /// large as `max_message_bytes`, whatever this says. Default: 1 MiB.
     ///
     /// # Examples
     ///
@@ -388,10 +382,9 @@ impl Config {
         self
     }
 
-    /// What an `xhr_send`/`jsonp_send` body may weigh: at least one
-    /// message of `max_message_bytes` that needs no escaping, in its array.
+    /// What an `xhr_send`/`jsonp_send` body may weigh.
     pub(crate) fn send_body_limit(&self) -> usize {
-        self.max_send_bytes.max(self.max_message_bytes.saturating_add(SEND_BODY_FRAMING))
+        self.max_send_bytes.max(self.max_message_bytes)
     }
 
     /// The browser origins allowed to use the endpoint. Requests whose

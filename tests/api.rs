@@ -888,13 +888,13 @@ fn a_send_may_carry_a_burst_of_messages_each_under_the_message_limit() {
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), &flood).status(), 413);
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["small"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("small".into()), "nothing of the refused sends was delivered");
-    // A body of one message at the limit that needs no escaping fits,
-    // whatever `max_send_bytes` says.
+    // A body as large as `max_message_bytes` fits, whatever
+    // `max_send_bytes` says.
     let p = probed(Config::default().max_message_bytes(16 * 1024).max_send_bytes(1));
     let url = format!("/probe/000/{}", session());
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
-    let full = "z".repeat(16 * 1024);
+    let full = "z".repeat(16 * 1024 - r#"[""]"#.len());
     assert_eq!(
         post(p.port, &format!("{url}/xhr_send"), &serde_json::to_string(&[&full]).expect("json")).status(),
         204

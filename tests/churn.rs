@@ -116,16 +116,7 @@ fn ten_thousand_sessions_leave_nothing_behind() {
             .unwrap_or_else(|_| panic!("only {n} of {SESSIONS} session actors stopped"));
     }
     // The manager hears of each end; ask until its table is empty.
-    let (count_tx, count_rx) = mpsc::channel();
-    let remaining = (0..100)
-        .map(|_| {
-            let (m, tx) = (manager.clone(), count_tx.clone());
-            system.arbiter().spawn(async move {
-                let _ = tx.send(m.send(CountSessions).await.map_or(usize::MAX, |c| c.total()));
-            });
-            count_rx.recv_timeout(READ_TIMEOUT).expect("manager answers")
-        })
-        .find(|&n| n == 0);
+    let remaining = (0..100).map(|_| sessions_listed(&manager, &system)).find(|&n| n == 0);
     assert_eq!(remaining, Some(0), "the manager still tracks sessions");
     system.stop();
 }
@@ -465,14 +456,9 @@ fn opened_and_left(config: Config, open: fn(&mut Conn, &str)) -> usize {
     assert!(answered > 0, "no session opened");
     // Every session that started ends within its disconnect delay and is
     // removed; one listed and never started stays.
-    let (count_tx, count_rx) = mpsc::channel();
     let deadline = std::time::Instant::now() + READ_TIMEOUT;
     let left = loop {
-        let (m, tx) = (manager.clone(), count_tx.clone());
-        system.arbiter().spawn(async move {
-            let _ = tx.send(m.send(CountSessions).await.map_or(usize::MAX, |c| c.total()));
-        });
-        let left = count_rx.recv_timeout(READ_TIMEOUT).expect("manager answers");
+        let left = sessions_listed(&manager, &system);
         if left == 0 || std::time::Instant::now() >= deadline {
             break left;
         }
@@ -480,4 +466,15 @@ fn opened_and_left(config: Config, open: fn(&mut Conn, &str)) -> usize {
     };
     system.stop();
     left
+}
+
+/// How many sessions `manager` lists, asked from the test thread through
+/// `system` (`usize::MAX` if the manager is gone).
+fn sessions_listed<A: Session>(manager: &Addr<SessionManager<A>>, system: &actix::System) -> usize {
+    let (tx, rx) = mpsc::channel();
+    let m = manager.clone();
+    system.arbiter().spawn(async move {
+        let _ = tx.send(m.send(CountSessions).await.map_or(usize::MAX, |c| c.total()));
+    });
+    rx.recv_timeout(READ_TIMEOUT).expect("manager answers")
 }

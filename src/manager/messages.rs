@@ -424,16 +424,29 @@ where
             self.metrics.sent_to(Delivery::Unknown);
             return MessageResult(Delivery::Unknown);
         };
-        // Through the session's command queue, where text sent to it later
-        // queues behind it, and its handler runs in the message's turn (an
-        // actix address would have its own queue, which text overtakes).
+        MessageResult(self.deliver_typed(&entry.tx, msg))
+    }
+}
+
+impl<A: Session> SessionManager<A> {
+    /// Hands the application's message `msg` to the session behind `tx`
+    /// and counts the outcome: through the session's command queue, where
+    /// text sent to it later queues behind it, and its handler runs in the
+    /// message's turn (an actix address would have its own queue, which
+    /// text overtakes).
+    fn deliver_typed<M>(&self, tx: &CommandTx, msg: M) -> Delivery
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
         let typed = TypedMessage::new::<A, M>(msg);
-        let delivery = match entry.tx.send(Command::Typed(Box::new(typed))) {
+        let delivery = match tx.send(Command::Typed(Box::new(typed))) {
             Ok(()) => Delivery::Delivered,
             Err(_) => Delivery::Unknown,
         };
         self.metrics.sent_to(delivery);
-        MessageResult(delivery)
+        delivery
     }
 }
 
@@ -529,13 +542,7 @@ where
         let mut queued = 0;
         for serial in self.groups.get(&group).into_iter().flatten() {
             let Some(entry) = self.sessions.get(serial).filter(|e| e.live()) else { continue };
-            let typed = TypedMessage::new::<A, M>(msg.clone());
-            let delivery = match entry.tx.send(Command::Typed(Box::new(typed))) {
-                Ok(()) => Delivery::Delivered,
-                Err(_) => Delivery::Unknown,
-            };
-            self.metrics.sent_to(delivery);
-            queued += usize::from(delivery == Delivery::Delivered);
+            queued += usize::from(self.deliver_typed(&entry.tx, msg.clone()) == Delivery::Delivered);
         }
         MessageResult(queued)
     }

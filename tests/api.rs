@@ -29,6 +29,9 @@ enum Event {
     /// The session's stalling future was polled and is still stalled
     /// (see [`stall`]).
     Stalled,
+    /// The session's actor runs `stopped`, which blocks its worker until
+    /// the test lets it go (see [`unblock`]).
+    Stopped,
 }
 
 /// What opens each session that was told to `hold`, by session id (tests
@@ -51,6 +54,17 @@ fn release_where(which: impl Fn(&str) -> bool) {
 /// Whether a session whose id passes `which` holds.
 fn holds(which: impl Fn(&str) -> bool) -> bool {
     HOLD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|(held, _)| which(held))
+}
+
+/// What lets each session told to `block_stopped` return from `stopped`,
+/// by session id.
+static BLOCKED: std::sync::Mutex<Vec<(String, mpsc::Sender<()>)>> = std::sync::Mutex::new(Vec::new());
+
+/// Lets the session `id`, blocked in `stopped`, return.
+fn unblock(id: &str) {
+    let mut blocked = BLOCKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let at = blocked.iter().position(|(held, _)| held == id).expect("the session is blocked");
+    blocked.remove(at).1.send(()).expect("the session waits");
 }
 
 /// The stalled sessions, by id, that may go on (see [`stall`]).
@@ -91,6 +105,18 @@ impl Actor for Probe {
             // Waits before its first turn attaches its receiver, until the
             // test releases it (see [`release`]).
             hold(ctx);
+        }
+    }
+
+    fn stopped(&mut self, ctx: &mut SessionContext<Self>) {
+        if ctx.request().query("block_stopped").is_some() {
+            // As an application's blocking work there would (a synchronous
+            // write, say): its worker runs nothing else meanwhile.
+            let (go, gate) = mpsc::channel();
+            let id = ctx.session_id().to_owned();
+            BLOCKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, go));
+            let _ = self.events.send(Event::Stopped);
+            let _ = gate.recv_timeout(READ_TIMEOUT);
         }
     }
 }
@@ -403,17 +429,50 @@ fn close_causes() {
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
     assert_eq!(p.next(), Event::Closed(CloseCause::Timeout));
-    // Once the actor has stopped the manager forgets it; a send is then a 404.
-    let gone = (0..50).any(|_| {
-        let r = post(p.port, &format!("{url}/xhr_send"), r#"["x"]"#);
-        r.status() == 404 || {
-            // The actor stops right after on_close; let the manager hear of it.
-            let _ = p.ask(CountSessions);
-            false
-        }
-    });
-    assert!(gone, "a timed-out session must disappear");
+    // Gone for requests from the moment it decided to end, before its
+    // `on_close` ran: a send is a 404 at once.
+    assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["x"]"#).status(), 404);
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n", "the same id opens a new session");
+}
+
+/// A session whose disconnect delay has passed is gone for requests while
+/// its actor still stops (its `stopped` may take its time): a send gets
+/// 404 rather than a 204 for messages no handler sees, and a poll opens a
+/// new session rather than waiting on the old one for an empty answer.
+#[test]
+fn an_expired_session_takes_no_request_while_its_actor_stops() {
+    let p = probed(
+        Config::default().disconnect_delay(Duration::from_millis(200)).heartbeat(Duration::from_millis(200)),
+    );
+    let id = session();
+    let url = format!("/probe/000/{id}");
+    assert_eq!(post(p.port, &format!("{url}/xhr?block_stopped"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Timeout));
+    assert_eq!(p.next(), Event::Stopped, "the session's worker now blocks in `stopped`");
+    // Each on a connection of its own: actix-server hands new connections
+    // to its two workers in turn, so one of each pair reaches the worker
+    // that is free; the other is answered once the session has gone.
+    let fire = |path: String, answers: &mpsc::Sender<common::Response>| {
+        let (port, answers) = (p.port, answers.clone());
+        thread::spawn(move || {
+            let _ = answers.send(post(port, &path, r#"["sent as it stopped"]"#));
+        });
+    };
+    let (sent, sends) = mpsc::channel();
+    for _ in 0..2 {
+        fire(format!("{url}/xhr_send"), &sent);
+    }
+    let first = sends.recv_timeout(READ_TIMEOUT).expect("an answer from the free worker");
+    assert_eq!(first.status(), 404, "a send to a session that has ended: {}", first.body);
+    let (polled, polls) = mpsc::channel();
+    for _ in 0..2 {
+        fire(format!("{url}/xhr"), &polled);
+    }
+    let first = polls.recv_timeout(READ_TIMEOUT).expect("an answer from the free worker");
+    assert_eq!(first.body, "o\n", "a poll opens a new session under the id");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    unblock(&id);
 }
 
 #[test]

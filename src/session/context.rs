@@ -299,6 +299,11 @@ struct Cold {
     /// at a time: timers left behind pile up in the actor, which polls each
     /// on every turn).
     expiry: Option<SpawnHandle>,
+    /// The disconnect delay has passed: the pump ends the session once it
+    /// has read the command queue to the end, and closes the queue as it
+    /// decides, so that no request hands it a command it would not read
+    /// ([`SessionContext::expire`]).
+    expiry_due: bool,
     /// An `on_close` to run at the actor's next turn.
     deferred_close: Option<CloseCause>,
     /// The attached receiver's timers (an HTTP receiver's, or a hixie-76
@@ -1029,10 +1034,7 @@ where
                 // As a receiver's end does: the delay counts from the last
                 // request, so that a client that polls for what was queued
                 // has a whole delay to poll for the close frame.
-                if let Some(expiry) = self.cold.as_mut().and_then(|cold| cold.expiry.take()) {
-                    self.parts.cancel_future(expiry);
-                    self.schedule_expiry();
-                }
+                self.restart_expiry();
             }
         }
     }
@@ -1040,8 +1042,11 @@ where
     /// Starts what an attached receiver needs: a watch on its end and
     /// heartbeats, unless its transport does both itself.
     fn installed(&mut self, token: u32) {
-        if let Some(expiry) = self.cold.as_mut().and_then(|cold| cold.expiry.take()) {
-            self.parts.cancel_future(expiry);
+        if let Some(cold) = self.cold.as_mut() {
+            cold.expiry_due = false;
+            if let Some(expiry) = cold.expiry.take() {
+                self.parts.cancel_future(expiry);
+            }
         }
         let Some((out, watch)) = self.machine.receiver().and_then(Receiver::timed) else { return };
         let every = clock::millis(self.setup.config.heartbeat).max(1);
@@ -1104,21 +1109,52 @@ where
     /// the session ends.
     fn schedule_expiry(&mut self) {
         self.needs_poll = true;
-        let timer = self.run_later(self.setup.config.disconnect_delay, move |act, ctx| {
-            if let Some(cold) = &mut ctx.cold {
-                cold.expiry = None;
-            }
-            match ctx.machine.expire() {
-                None => return,
-                Some(true) => {
-                    log::debug!("sockjs {}: no receiver within the disconnect delay", ctx.session_tag());
-                    ctx.notify_close(act, CloseCause::Timeout);
-                }
-                Some(false) => {}
-            }
-            ctx.parts.stop();
+        let timer = self.run_later(self.setup.config.disconnect_delay, move |_, ctx| {
+            // The pump decides, after the commands queued until now: one
+            // may be a receiver that keeps the session.
+            let cold = ctx.cold();
+            cold.expiry = None;
+            cold.expiry_due = true;
+            ctx.needs_poll = true;
         });
         self.cold().expiry = Some(timer);
+    }
+
+    /// Restarts the disconnect delay if it runs or has just passed.
+    fn restart_expiry(&mut self) {
+        let Some(cold) = self.cold.as_mut() else { return };
+        let due = std::mem::take(&mut cold.expiry_due);
+        match cold.expiry.take() {
+            Some(expiry) => {
+                self.parts.cancel_future(expiry);
+            }
+            None if due => {}
+            None => return,
+        }
+        self.schedule_expiry();
+    }
+
+    /// Ends the session whose disconnect delay has passed, unless a
+    /// receiver has come since; the pump calls it with the command queue
+    /// read to the end. The queue is closed as the session decides: a
+    /// request that finds it closed finds the session gone (and opens a new
+    /// one, or answers 404), where it would hand a command to a session
+    /// that no longer reads them. What came in between is handled here,
+    /// by the closed session. Answers whether the session ends.
+    fn expire(&mut self, act: &mut A, rx: &mut CommandRx) -> bool {
+        let Some(cold) = self.cold.as_mut().filter(|cold| cold.expiry_due) else { return false };
+        cold.expiry_due = false;
+        let Some(was_open) = self.machine.expire() else { return false };
+        let late = rx.0.close();
+        if was_open {
+            log::debug!("sockjs {}: no receiver within the disconnect delay", self.session_tag());
+            self.notify_close(act, CloseCause::Timeout);
+        }
+        for command in late {
+            self.handle(act, command);
+        }
+        self.parts.stop();
+        true
     }
 
     /// Hands what is queued to the attached receiver; runs after every turn
@@ -1144,7 +1180,7 @@ where
                 if *self.machine.state() != State::New {
                     self.finish();
                 }
-            } else if self.cold.as_ref().is_none_or(|cold| cold.expiry.is_none())
+            } else if self.cold.as_ref().is_none_or(|cold| cold.expiry.is_none() && !cold.expiry_due)
                 && self.parts.state() == ActorState::Running
             {
                 self.schedule_expiry();
@@ -1466,6 +1502,9 @@ impl<A: Session> ActorFuture<A> for Pump {
                 Poll::Ready(Some(command)) => ctx.handle(act, command),
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => {
+                    if ctx.expire(act, &mut this.rx) {
+                        return Poll::Ready(());
+                    }
                     // Only the task's own poll arms: a turn in place may be
                     // the first one, whose waker is a no-op.
                     if ctx.turn_bits & IN_PLACE == 0 {

@@ -1500,7 +1500,12 @@ impl<A: Session> ActorFuture<A> for Pump {
             }
             match this.rx.0.poll_recv_weighed(task, Command::weight) {
                 Poll::Ready(Some(command)) => ctx.handle(act, command),
-                Poll::Ready(None) => return Poll::Ready(()),
+                // No one can send it commands any more. An HTTP session's
+                // pump stays for its disconnect delay, which it ends.
+                Poll::Ready(None) if ctx.machine.transport().is_websocket() => return Poll::Ready(()),
+                Poll::Ready(None) => {
+                    return if ctx.expire(act, &mut this.rx) { Poll::Ready(()) } else { Poll::Pending };
+                }
                 Poll::Pending => {
                     if ctx.expire(act, &mut this.rx) {
                         return Poll::Ready(());

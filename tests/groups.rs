@@ -643,16 +643,18 @@ fn delivery_by_id_listings_and_counts() {
     assert!(s.ask(Join::new(&ws_id, "vip")));
     assert!(!s.ask(Join::new("nobody", "vip")));
     assert!(s.ask(Join::new(&poll_id, "vip")));
-    s.manager.do_send(Broadcast::text("vip only").group("vip").except([&poll_id]));
+    // Each answers how many sessions it was queued for.
+    assert_eq!(s.ask(Broadcast::text("vip only").group("vip").except([&poll_id])), 1);
     assert_eq!(ws.recv(), "vip only");
     assert_eq!(poll.ask("ping"), "ping");
-    s.manager.do_send(Broadcast::json(&"quoted").unwrap().ids([&raw_id, &poll_id]));
+    assert_eq!(s.ask(Broadcast::json(&"quoted").unwrap().ids([&raw_id, &poll_id, "nobody"])), 2);
     assert_eq!(raw.recv_text(), "\"quoted\"");
     assert_eq!(poll.recv(), "\"quoted\"");
     assert!(s.ask(Leave::new(&ws_id, "vip")));
     assert_eq!(s.ask(GroupMembers::new("vip")), vec![poll_id.clone()]);
     assert_eq!(s.ask(GroupSizes), vec![("all".to_owned(), 3), ("vip".to_owned(), 1)]);
-    s.manager.do_send(Broadcast::text("everyone but ws").except([&ws_id]));
+    assert_eq!(s.ask(Broadcast::text("everyone but ws").except([&ws_id])), 2);
+    assert_eq!(s.ask(Broadcast::text("for no one").group("nobody")), 0);
     assert_eq!(raw.recv_text(), "everyone but ws");
     assert_eq!(poll.recv(), "everyone but ws");
     assert_eq!(ws.ask("ping"), "ping");
@@ -691,7 +693,8 @@ fn delivery_by_id_listings_and_counts() {
     assert!(s.ask(GetSession::new(poll_id.clone())).is_none());
     let info = s.ask(ListSessions).into_iter().find(|i| i.id == poll_id).expect("still listed");
     assert_eq!((info.state, info.groups.len()), (SessionState::Closed, 0));
-    s.manager.do_send(Broadcast::text("after the close"));
+    // A closed session is not counted.
+    assert_eq!(s.ask(Broadcast::text("after the close")), 2);
     assert_eq!(ws.recv(), "after the close");
     assert_eq!(raw.recv_text(), "after the close");
     // Its client's next request still gets the close frame, and nothing else.
@@ -905,7 +908,7 @@ fn a_typed_message_to_a_group_reaches_exactly_its_sessions() {
     assert_eq!(post(s.port, &format!("{tab}/xhr?group=user:ann"), "").body, "o\n");
     s.opened();
     // What was sent before the kick comes before it.
-    s.ask(Broadcast::text("before").group("user:ann"));
+    assert_eq!(s.ask(Broadcast::text("before").group("user:ann")), 2);
     assert_eq!(s.ask(DeliverGroup::new("user:ann", Act::Kick)), 2);
     assert_eq!(ann.recv_text(), r#"a["before"]"#);
     assert_eq!(ann.recv_text(), r#"c[4003,"kicked"]"#);

@@ -30,6 +30,13 @@ use crate::{
 /// `cluster::RedisBridge`), every kind of broadcast reaches its recipients
 /// on every node, once each, in the order this node sent them.
 ///
+/// The manager answers how many sessions of this node it queued the
+/// message for (open ones, less those left out): `0` tells that no one
+/// here got it, a user without a session here, say. With a relay the
+/// sessions of other nodes are not counted; for one user's sessions
+/// across nodes, keep your own presence (the manager's
+/// [`GroupSizes`](crate::GroupSizes) is this node's too).
+///
 /// # Examples
 ///
 /// ```no_run
@@ -45,10 +52,18 @@ use crate::{
 /// // A chosen list of sessions (sockjs-tornado's broadcast(clients, msg)):
 /// manager.do_send(Broadcast::text("you two").ids(["a1b2", "c3d4"]));
 /// # }
+/// # async fn g(manager: Addr<SessionManager<Echo>>) -> Result<(), MailboxError> {
+/// // Whether anyone here got a direct message:
+/// let reached = manager.send(Broadcast::text("ping").group("user:bob")).await?;
+/// if reached == 0 {
+///     log::info!("bob has no session on this node");
+/// }
+/// # Ok(())
+/// # }
 /// ```
 #[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Clone, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "usize")]
 pub struct Broadcast {
     payload: Arc<Shared>,
     target: Audience,
@@ -157,14 +172,14 @@ impl Broadcast {
 }
 
 impl<A: Session> Handler<Broadcast> for SessionManager<A> {
-    type Result = ();
+    type Result = usize;
 
-    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> usize {
         self.read_notes();
         let Broadcast { payload, target, except } = msg;
-        self.fan_out(&payload, &target, &except);
+        let reached = self.fan_out(&payload, &target, &except);
         if self.relay.is_none() {
-            return;
+            return reached;
         }
         // Other nodes get what this one could not deliver: a list's ids
         // that have no session here (less those left out: the relay
@@ -177,13 +192,14 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
                     .cloned()
                     .collect();
                 if elsewhere.is_empty() {
-                    return;
+                    return reached;
                 }
                 Audience::Ids(elsewhere)
             }
             audience => audience,
         };
         self.relay(RelayMessage { audience, except, payload });
+        reached
     }
 }
 

@@ -29,8 +29,10 @@ enum Event {
     /// The session's stalling future was polled and is still stalled
     /// (see [`stall`]).
     Stalled,
-    /// The session's actor runs `stopped`, which blocks its worker until
-    /// the test lets it go (see [`unblock`]).
+    /// The session's actor answered `Running::Continue` from `stopping`.
+    Continued,
+    /// The session's actor runs `stopped` (told to `block_stopped`, it
+    /// then blocks its worker until the test lets it go: see [`unblock`]).
     Stopped,
 }
 
@@ -66,6 +68,10 @@ fn unblock(id: &str) {
     let at = blocked.iter().position(|(held, _)| held == id).expect("the session is blocked");
     blocked.remove(at).1.send(()).expect("the session waits");
 }
+
+/// The sessions, by id, whose actor has answered `Running::Continue` from
+/// `stopping` once (told to `continue_once`).
+static CONTINUED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// The stalled sessions, by id, that may go on (see [`stall`]).
 static UNSTALLED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -108,7 +114,22 @@ impl Actor for Probe {
         }
     }
 
+    fn stopping(&mut self, ctx: &mut SessionContext<Self>) -> Running {
+        if ctx.request().query("continue_once").is_some() {
+            let mut continued = CONTINUED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !continued.iter().any(|id| id == ctx.session_id()) {
+                continued.push(ctx.session_id().to_owned());
+                let _ = self.events.send(Event::Continued);
+                return Running::Continue;
+            }
+        }
+        Running::Stop
+    }
+
     fn stopped(&mut self, ctx: &mut SessionContext<Self>) {
+        if ctx.request().query("continue_once").is_some() {
+            let _ = self.events.send(Event::Stopped);
+        }
         if ctx.request().query("block_stopped").is_some() {
             // As an application's blocking work there would (a synchronous
             // write, say): its worker runs nothing else meanwhile.
@@ -164,6 +185,11 @@ impl Session for Probe {
         if req.query("stall").is_some() {
             // Waits from its first turn on.
             stall(ctx, self.events.clone());
+        }
+        if ctx.request().query("tick").is_some() {
+            // A timer of its own, as many applications have: the actor is
+            // not idle (actix stops an actor with nothing to run).
+            ctx.run_interval(Duration::from_millis(50), |_, _| {});
         }
     }
 
@@ -473,6 +499,21 @@ fn an_expired_session_takes_no_request_while_its_actor_stops() {
     assert_eq!(first.body, "o\n", "a poll opens a new session under the id");
     assert!(matches!(p.next(), Event::Open { .. }));
     unblock(&id);
+}
+
+/// An expired session whose actor answers `Running::Continue` from
+/// `stopping` is asked again once the next delay has passed, then stops
+/// and leaves the manager's count, as a closed session does.
+#[test]
+fn an_expired_session_whose_actor_goes_on_is_stopped_after_another_delay() {
+    let p = probed(Config::default().disconnect_delay(Duration::from_millis(200)));
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr?continue_once&tick"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(p.next(), Event::Closed(CloseCause::Timeout));
+    assert_eq!(p.next(), Event::Continued);
+    assert_eq!(p.next(), Event::Stopped, "asked again after another delay");
+    eventually("the manager hears of its end", || p.ask(CountSessions).total() == 0);
 }
 
 #[test]

@@ -492,6 +492,26 @@ impl<T> fmt::Debug for Nudger<T> {
 }
 
 impl<T> Rx<T> {
+    /// Goes as if dropped if nothing is queued, in one step with the look:
+    /// a sender then gets its item back, and no item can come between the
+    /// look and the end. Answers whether it went.
+    pub(crate) fn close_if_empty(&mut self) -> bool {
+        let waiting = {
+            let mut state = self.0.lock();
+            if state.len() != 0 {
+                return false;
+            }
+            state.ends |= RECEIVER_GONE;
+            state.load = 0;
+            state.waiting.take()
+        };
+        if let Some(waiting) = waiting {
+            let Waiting { room, closed } = *waiting;
+            room.into_iter().chain(closed).for_each(Waker::wake);
+        }
+        true
+    }
+
     /// Goes as if dropped, and answers what was queued, in order: in one
     /// step, so that nothing a sender sends can fall between the last
     /// look and the end, taken by no one while the sender believes it
@@ -564,6 +584,24 @@ mod tests {
         assert_eq!(rx.close().count(), 0);
         assert_eq!(count.wakes(), 1);
         assert_eq!(tx.poll_closed(&mut Context::from_waker(Waker::noop())), Poll::Ready(()));
+    }
+
+    #[test]
+    fn closing_if_empty_leaves_a_queue_with_items_and_ends_an_empty_one() {
+        // What an expiring session relies on: it ends only if nothing came
+        // since its last look, and whatever comes after is refused.
+        let (tx, mut rx) = queue();
+        assert!(tx.send(1).is_ok());
+        assert!(!rx.close_if_empty());
+        assert!(!tx.is_closed());
+        assert_eq!(rx.try_recv(), Some(1));
+        let (count, waker) = Count::waker();
+        assert_eq!(tx.poll_closed(&mut Context::from_waker(&waker)), Poll::Pending);
+        assert!(rx.close_if_empty());
+        assert!(tx.is_closed());
+        assert_eq!(count.wakes(), 1, "a sender waiting for the end hears it");
+        assert_eq!(tx.send(2), Err(2));
+        assert!(rx.close_if_empty(), "closed stays closed");
     }
 
     #[test]

@@ -1136,25 +1136,29 @@ where
 
     /// Ends the session whose disconnect delay has passed, unless a
     /// receiver has come since; the pump calls it with the command queue
-    /// read to the end. The queue is closed as the session decides: a
-    /// request that finds it closed finds the session gone (and opens a new
-    /// one, or answers 404), where it would hand a command to a session
-    /// that no longer reads them. What came in between is handled here,
-    /// by the closed session. Answers whether the session ends.
-    fn expire(&mut self, act: &mut A, rx: &mut CommandRx) -> bool {
-        let Some(cold) = self.cold.as_mut().filter(|cold| cold.expiry_due) else { return false };
+    /// read to the end. The queue is closed as the session decides, in one
+    /// step with a last look at it: a request that finds it closed finds
+    /// the session gone (and opens a new one, or answers 404), where it
+    /// would hand a command to a session that no longer reads them. If a
+    /// command came in between, the pump reads it and asks again.
+    fn expire(&mut self, act: &mut A, rx: &mut CommandRx) {
+        let Some(cold) = self.cold.as_mut().filter(|cold| cold.expiry_due) else { return };
+        if self.machine.attached() {
+            cold.expiry_due = false;
+            return;
+        }
+        if !rx.0.close_if_empty() {
+            return;
+        }
         cold.expiry_due = false;
-        let Some(was_open) = self.machine.expire() else { return false };
-        let late = rx.0.close();
-        if was_open {
+        if self.machine.expire() == Some(true) {
             log::debug!("sockjs {}: no receiver within the disconnect delay", self.session_tag());
             self.notify_close(act, CloseCause::Timeout);
         }
-        for command in late {
-            self.handle(act, command);
-        }
+        // Asked again after every delay while the actor keeps running
+        // (its `stopping` answered `Running::Continue`), as before the
+        // queue closed: the pump stays for it.
         self.parts.stop();
-        true
     }
 
     /// Hands what is queued to the attached receiver; runs after every turn
@@ -1500,16 +1504,16 @@ impl<A: Session> ActorFuture<A> for Pump {
             }
             match this.rx.0.poll_recv_weighed(task, Command::weight) {
                 Poll::Ready(Some(command)) => ctx.handle(act, command),
-                // No one can send it commands any more. An HTTP session's
-                // pump stays for its disconnect delay, which it ends.
+                // No one can send it commands any more (or it has expired
+                // and closed its queue). An HTTP session's pump stays for
+                // its disconnect delay, which it ends.
                 Poll::Ready(None) if ctx.machine.transport().is_websocket() => return Poll::Ready(()),
                 Poll::Ready(None) => {
-                    return if ctx.expire(act, &mut this.rx) { Poll::Ready(()) } else { Poll::Pending };
+                    ctx.expire(act, &mut this.rx);
+                    return Poll::Pending;
                 }
                 Poll::Pending => {
-                    if ctx.expire(act, &mut this.rx) {
-                        return Poll::Ready(());
-                    }
+                    ctx.expire(act, &mut this.rx);
                     // Only the task's own poll arms: a turn in place may be
                     // the first one, whose waker is a no-op.
                     if ctx.turn_bits & IN_PLACE == 0 {

@@ -183,12 +183,12 @@ pub use config::{BindTo, Config, BODY_MIN_RATE, DEFAULT_SOCKJS_URL};
 pub use endpoint::Refuse;
 pub use manager::{
     Broadcast, CountSessions, Deliver, DeliverGroup, Delivery, GetSession, GroupMembers, GroupSizes, Join,
-    Leave, ListSessions, SendTo, SessionCounts, SessionInfo, SessionManager, Shutdown,
+    Leave, ListSessions, SendTo, SessionCounts, SessionInfo, SessionManager, SessionTarget, Shutdown,
 };
 pub use protocol::Transport;
 pub use receiver::on_connect;
 pub use service::SockJs;
-pub use session::{log_path, RequestInfo, Session, SessionContext, SessionState, SessionTag};
+pub use session::{log_path, RequestInfo, Session, SessionContext, SessionKey, SessionState, SessionTag};
 pub use shutdown::{log_panics, shutdown_on, shutdown_on_draining, shutdown_signal, SHUTDOWN_DRAIN};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.

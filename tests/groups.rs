@@ -9,8 +9,8 @@ use std::{collections::HashMap, sync::mpsc, thread, time::Duration};
 use actix::prelude::*;
 use actix_sockjs::{
     Broadcast, CloseCause, Config, CountSessions, Deliver, DeliverGroup, Delivery, GetSession, GroupMembers,
-    GroupSizes, Join, Leave, ListSessions, SendTo, Session, SessionContext, SessionManager, SessionState,
-    Shutdown, SockJs, Transport,
+    GroupSizes, Join, Leave, ListSessions, SendTo, Session, SessionContext, SessionKey, SessionManager,
+    SessionState, Shutdown, SockJs, Transport,
 };
 use actix_web::{App, HttpServer};
 use common::*;
@@ -97,6 +97,8 @@ enum Event {
     Closed(String, CloseCause),
     /// A typed message's handler ran (`Act::Report`).
     Handled(String),
+    /// The session's key, asked for with the message `key`.
+    Key(SessionKey),
 }
 
 /// Joins `all` at open and reports its life; obeys a few commands.
@@ -224,6 +226,9 @@ impl Session for Member {
                 ctx.send(text);
             }
             "json" => ctx.send_json(&serde_json::json!({ "id": ctx.session_id(), "n": 1 })).expect("json"),
+            "key" => {
+                let _ = self.events.send(Event::Key(ctx.key()));
+            }
             _ => ctx.send(msg),
         }
     }
@@ -920,4 +925,54 @@ fn a_typed_message_to_a_group_reaches_exactly_its_sessions() {
     // A group with no live session: none.
     assert_eq!(s.ask(DeliverGroup::new("user:ann", Act::Kick)), 0);
     assert_eq!(s.ask(DeliverGroup::new("nobody", Act::Kick)), 0);
+}
+
+/// A new user's trial: an actor of the application's answered a bid's
+/// sender by its id (`SendTo`), and another user who opened a WebSocket
+/// under the same id got the answer. A session's key reaches that session
+/// and no other.
+#[test]
+fn a_key_reaches_exactly_its_session_where_the_id_is_shared() {
+    let s = Server::start(Duration::from_secs(5));
+    let shared = session();
+    let open = || {
+        let mut ws = WsClient::connect(s.port, &format!("/m/000/{shared}/websocket"));
+        assert_eq!(ws.recv_text(), "o");
+        s.opened();
+        ws.send_text(r#"["key"]"#);
+        match s.next() {
+            Event::Key(key) => (ws, key),
+            other => panic!("expected a key, got {other:?}"),
+        }
+    };
+    let (mut ann, ann_key) = open();
+    let (mut other, other_key) = open();
+    assert_ne!(ann_key, other_key);
+    // By id, the newest socket with it.
+    assert_eq!(s.ask(SendTo::text(&shared, "by id")), Delivery::Delivered);
+    assert_eq!(other.recv_text(), r#"a["by id"]"#);
+    // By key, ann's and no other, text and typed alike, in order.
+    assert_eq!(s.ask(SendTo::text(ann_key, "too low")), Delivery::Delivered);
+    assert_eq!(s.ask(SendTo::json(ann_key, &[1]).expect("json")), Delivery::Delivered);
+    assert_eq!(s.ask(Deliver::new(ann_key, Whisper("outbid".into()))), Delivery::Delivered);
+    assert_eq!(ann.recv_text(), r#"a["too low"]"#);
+    assert_eq!(ann.recv_text(), r#"a["[1]"]"#);
+    assert_eq!(ann.recv_text(), r#"a["whisper: outbid"]"#);
+    other.send_text(r#"["ping"]"#);
+    assert_eq!(other.recv_text(), r#"a["ping"]"#, "nothing by ann's key came to the other socket");
+    // Once ann's session has closed, its key reaches no one: not the
+    // other socket with the id, nor a later one.
+    ann.send_close(1000);
+    ann.expect_end();
+    assert!(matches!(s.next(), Event::Closed(id, CloseCause::ClientClosed) if id == shared));
+    eventually("the manager hears ann's session closed", || {
+        s.ask(SendTo::text(ann_key, "late")) == Delivery::Unknown
+    });
+    assert_eq!(s.ask(Deliver::new(ann_key, Whisper("late".into()))), Delivery::Unknown);
+    let (mut later, _) = open();
+    assert_eq!(s.ask(SendTo::text(ann_key, "late")), Delivery::Unknown);
+    for ws in [&mut other, &mut later] {
+        ws.send_text(r#"["ping"]"#);
+        assert_eq!(ws.recv_text(), r#"a["ping"]"#);
+    }
 }

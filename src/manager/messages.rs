@@ -15,6 +15,7 @@ use crate::{
         command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared, Tags,
         TypedMessage,
     },
+    SessionKey,
 };
 
 /// Sends one message to every open session of the endpoint, or to a group,
@@ -242,8 +243,70 @@ pub enum Delivery {
     Unknown,
 }
 
-/// Sends one message to the session with this id, wherever it is; answers
-/// a [`Delivery`].
+/// Whom [`SendTo`] and [`Deliver`] are for: a session id (`&str`,
+/// `String`, anything that is `AsRef<str>`), for the sessions that use it
+/// (on any node, for text), or a [`SessionKey`], for that session only.
+///
+/// # Examples
+///
+/// ```
+/// use actix_sockjs::{SendTo, SessionTarget};
+///
+/// fn notice(to: impl SessionTarget) -> SendTo {
+///     SendTo::text(to, "maintenance at noon")
+/// }
+/// let by_id = notice("a1b2c3");
+/// let by_owned_id = notice(String::from("a1b2c3"));
+/// ```
+pub trait SessionTarget: sealed::Target {}
+
+impl<T: AsRef<str>> SessionTarget for T {}
+impl SessionTarget for SessionKey {}
+
+mod sealed {
+    use std::sync::Arc;
+
+    use crate::SessionKey;
+
+    /// A session id, or one session's key.
+    #[derive(Clone)]
+    pub enum To {
+        Id(Arc<str>),
+        Key(u64),
+    }
+
+    impl std::fmt::Debug for To {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Self::Id(id) => write!(f, "{}", crate::SessionTag::of(id)),
+                Self::Key(serial) => write!(f, "{:?}", SessionKey(*serial)),
+            }
+        }
+    }
+
+    /// What makes a [`SessionTarget`](super::SessionTarget); out of
+    /// reach, so that no other type can be one.
+    pub trait Target {
+        fn to(self) -> To;
+    }
+
+    impl<T: AsRef<str>> Target for T {
+        fn to(self) -> To {
+            To::Id(Arc::from(self.as_ref()))
+        }
+    }
+
+    impl Target for SessionKey {
+        fn to(self) -> To {
+            To::Key(self.0)
+        }
+    }
+}
+
+use sealed::To;
+
+/// Sends one message to the session with this id, wherever it is, or to
+/// the session with this [`SessionKey`]; answers a [`Delivery`].
 ///
 /// On this node the message goes to the open HTTP session with that id
 /// and to the newest open WebSocket session that used it (a raw
@@ -253,9 +316,11 @@ pub enum Delivery {
 /// the manager is bridged to other nodes, the message goes to them.
 ///
 /// Session ids are chosen by clients, and two WebSocket clients may choose
-/// the same one: an id addresses a connection, not a user. To reach a user
-/// wherever they are connected, see the README's "Reaching a user, not a
-/// session" (a group per user).
+/// the same one: an id addresses the connection that used it last, not a
+/// user. To answer exactly the session that asked, send to its
+/// [`SessionKey`] ([`SessionContext::key`](crate::SessionContext::key));
+/// to reach a user wherever they are connected, see the README's
+/// "Reaching a user, not a session" (a group per user).
 ///
 /// # Examples
 ///
@@ -277,21 +342,18 @@ pub enum Delivery {
 #[derive(Clone, Message)]
 #[rtype(result = "Delivery")]
 pub struct SendTo {
-    id: Arc<str>,
+    to: To,
     payload: Arc<Shared>,
 }
 
 impl std::fmt::Debug for SendTo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendTo")
-            .field("id", &crate::SessionTag::of(&self.id))
-            .field("payload", &self.payload)
-            .finish()
+        f.debug_struct("SendTo").field("to", &self.to).field("payload", &self.payload).finish()
     }
 }
 
 impl SendTo {
-    /// A text message for the session `id`.
+    /// A text message for the session `to`: an id, or a [`SessionKey`].
     ///
     /// # Examples
     ///
@@ -300,11 +362,11 @@ impl SendTo {
     /// // `Debug` shows the session by its tag, as log lines do.
     /// assert!(!format!("{private:?}").contains("ann-tab"));
     /// ```
-    pub fn text(id: impl AsRef<str>, msg: impl Into<String>) -> Self {
-        Self { id: Arc::from(id.as_ref()), payload: payload(msg.into()) }
+    pub fn text(to: impl SessionTarget, msg: impl Into<String>) -> Self {
+        Self { to: to.to(), payload: payload(msg.into()) }
     }
 
-    /// A value as JSON for the session `id`.
+    /// A value as JSON for the session `to`: an id, or a [`SessionKey`].
     ///
     /// # Errors
     ///
@@ -317,10 +379,10 @@ impl SendTo {
     /// assert!(hint.is_ok());
     /// ```
     pub fn json<T: serde::Serialize + ?Sized>(
-        id: impl AsRef<str>,
+        to: impl SessionTarget,
         value: &T,
     ) -> Result<Self, serde_json::Error> {
-        Ok(Self::text(id, serde_json::to_string(value)?))
+        Ok(Self::text(to, serde_json::to_string(value)?))
     }
 }
 
@@ -329,17 +391,22 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 
     fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
-        let delivery = if self.deliver_to(&msg.id, &msg.payload) {
-            Delivery::Delivered
-        } else if self.relay(RelayMessage {
-            audience: Audience::Session(msg.id.clone()),
-            except: Box::default(),
-            payload: msg.payload,
-        }) {
-            Delivery::Forwarded
-        } else {
-            log::debug!("sockjs: message for unknown session {}", crate::SessionTag::of(&msg.id));
-            Delivery::Unknown
+        let delivery = match msg.to {
+            To::Key(serial) if self.deliver_to_key(serial, &msg.payload) => Delivery::Delivered,
+            To::Id(id) if self.deliver_to(&id, &msg.payload) => Delivery::Delivered,
+            To::Id(id)
+                if self.relay(RelayMessage {
+                    audience: Audience::Session(id.clone()),
+                    except: Box::default(),
+                    payload: msg.payload,
+                }) =>
+            {
+                Delivery::Forwarded
+            }
+            to => {
+                log::debug!("sockjs: message for unknown session {to:?}");
+                Delivery::Unknown
+            }
         };
         self.metrics.sent_to(delivery);
         MessageResult(delivery)
@@ -347,9 +414,11 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 }
 
 /// Hands one of the application's own messages to the session actor with
-/// this id, whatever its transport; answers whether an open session of
-/// this node took it ([`Delivery::Delivered`]) or none has the id
-/// ([`Delivery::Unknown`]; typed messages do not cross nodes).
+/// this id (or this [`SessionKey`]), whatever its transport; answers
+/// whether an open session of this node took it ([`Delivery::Delivered`])
+/// or none has the id ([`Delivery::Unknown`]; typed messages do not cross
+/// nodes). By id, an HTTP session comes before a WebSocket that used the
+/// id; by key, only that session.
 ///
 /// The message joins the session's queue, as [`SendTo`] and [`Broadcast`]
 /// text does: what the manager gets after it reaches the session after it,
@@ -398,18 +467,18 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// ```
 #[must_use = "a message does nothing until it is sent to the manager"]
 pub struct Deliver<M> {
-    id: Arc<str>,
+    to: To,
     msg: M,
 }
 
 impl<M> std::fmt::Debug for Deliver<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deliver").field("id", &crate::SessionTag::of(&self.id)).finish_non_exhaustive()
+        f.debug_struct("Deliver").field("to", &self.to).finish_non_exhaustive()
     }
 }
 
 impl<M> Deliver<M> {
-    /// `msg` for the session `id`.
+    /// `msg` for the session `to`: an id, or a [`SessionKey`].
     ///
     /// # Examples
     ///
@@ -417,8 +486,8 @@ impl<M> Deliver<M> {
     /// # #[derive(actix::Message)] #[rtype(result = "()")] struct Ping;
     /// let ping = actix_sockjs::Deliver::new("a1b2c3", Ping);
     /// ```
-    pub fn new(id: impl AsRef<str>, msg: M) -> Self {
-        Self { id: Arc::from(id.as_ref()), msg }
+    pub fn new(to: impl SessionTarget, msg: M) -> Self {
+        Self { to: to.to(), msg }
     }
 }
 
@@ -434,9 +503,13 @@ where
 {
     type Result = MessageResult<Deliver<M>>;
 
-    fn handle(&mut self, Deliver { id, msg }: Deliver<M>, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Deliver { to, msg }: Deliver<M>, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
-        let Some(entry) = self.serials_of(&id).find_map(|serial| self.sessions.get(&serial)) else {
+        let entry = match to {
+            To::Id(id) => self.serials_of(&id).find_map(|serial| self.sessions.get(&serial)),
+            To::Key(serial) => self.sessions.get(&serial).filter(|entry| entry.live()),
+        };
+        let Some(entry) = entry else {
             self.metrics.sent_to(Delivery::Unknown);
             return MessageResult(Delivery::Unknown);
         };

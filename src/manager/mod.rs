@@ -40,7 +40,7 @@ mod messages;
 pub(crate) use messages::{Acquire, Acquired, GetDirectory, Mounted, RegisterSocket};
 pub use messages::{
     Broadcast, CountSessions, Deliver, DeliverGroup, Delivery, GetSession, GroupMembers, GroupSizes, Join,
-    Leave, ListSessions, SendTo, SessionCounts, SessionInfo, Shutdown,
+    Leave, ListSessions, SendTo, SessionCounts, SessionInfo, SessionTarget, Shutdown,
 };
 
 /// Builds a session actor for each new session, from its opening request.
@@ -910,6 +910,17 @@ impl<A: Session> SessionManager<A> {
             }
         }
         found
+    }
+
+    /// Hands a message to the open session `serial`; `false` if there is
+    /// none (a session whose queue has gone is forgotten).
+    fn deliver_to_key(&mut self, serial: u64, payload: &Arc<Shared>) -> bool {
+        let Some(entry) = self.sessions.get(&serial).filter(|entry| entry.live()) else { return false };
+        if entry.tx.send(Command::Push(payload.clone())).is_ok() {
+            return true;
+        }
+        self.remove(serial);
+        false
     }
 
     /// Passes a message to the relay; `false` if there is none.

@@ -587,6 +587,29 @@ where
         &self.setup.id
     }
 
+    /// This session's [`SessionKey`](crate::SessionKey): for
+    /// [`SendTo`](crate::SendTo) and [`Deliver`](crate::Deliver) to reach
+    /// it and no other session, where its id may be shared.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Session, SessionContext, SessionKey};
+    /// # struct Tab { keys: Vec<SessionKey> }
+    /// # impl Actor for Tab { type Context = SessionContext<Self>; }
+    /// impl Session for Tab {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         // Tell the application's own actors who this is.
+    ///         self.keys.push(ctx.key());
+    ///     }
+    /// #   fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    /// }
+    /// ```
+    pub fn key(&self) -> crate::SessionKey {
+        crate::SessionKey(self.setup.serial)
+    }
+
     /// The session's [`SessionTag`](crate::SessionTag): what to log
     /// instead of its id, the same as the crate's own log lines show.
     ///

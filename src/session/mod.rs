@@ -152,6 +152,71 @@ impl fmt::Display for SessionTag {
     }
 }
 
+/// One session of this node, and no other: what
+/// [`SessionContext::key`] gives, for [`SendTo`](crate::SendTo) and
+/// [`Deliver`](crate::Deliver) to reach exactly that session, in order
+/// with what else it is sent.
+///
+/// A session id is the client's choice, and two WebSocket clients may use
+/// the same one (the protocol lets them): a message sent by id reaches the
+/// newest, which may be another user's. A key is the server's: no other
+/// session of the process has it, a later one under the same id
+/// included. It names a session of this node only (it does not cross a
+/// relay): for a key of a session that has closed, or of another
+/// process, the manager answers [`Delivery::Unknown`](crate::Delivery::Unknown).
+/// Keep it on the server, where it is cheap to copy, compare and hash.
+///
+/// # Examples
+///
+/// An actor of the application's that answers whoever asked, and only
+/// them:
+///
+/// ```no_run
+/// use actix::prelude::*;
+/// use actix_sockjs::{SendTo, Session, SessionContext, SessionKey, SessionManager};
+///
+/// #[derive(Message)]
+/// #[rtype(result = "()")]
+/// struct Bid {
+///     amount: u64,
+///     from: SessionKey,
+/// }
+///
+/// struct Auction {
+///     best: u64,
+///     bidders: Addr<SessionManager<Bidder>>,
+/// }
+/// impl Actor for Auction {
+///     type Context = Context<Self>;
+/// }
+/// impl Handler<Bid> for Auction {
+///     type Result = ();
+///     fn handle(&mut self, bid: Bid, _: &mut Context<Self>) {
+///         if bid.amount <= self.best {
+///             self.bidders.do_send(SendTo::text(bid.from, "too low"));
+///         } else {
+///             self.best = bid.amount;
+///         }
+///     }
+/// }
+///
+/// struct Bidder {
+///     auction: Addr<Auction>,
+/// }
+/// impl Actor for Bidder {
+///     type Context = SessionContext<Self>;
+/// }
+/// impl Session for Bidder {
+///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+///         if let Ok(amount) = msg.parse() {
+///             self.auction.do_send(Bid { amount, from: ctx.key() });
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey(pub(crate) u64);
+
 pub(crate) use context::{
     command_channel, start_session, AddressRequest, Command, CommandRx, CommandTx, Failure, Note, NotesRx,
     NotesTx, OpenPanicked, SendTurn, SessionSetup, Tombstone, TypedMessage,

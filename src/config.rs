@@ -348,7 +348,11 @@ impl Config {
     /// message over it gets 413, and none of its messages is delivered.
     /// A send body carries every message sockjs-client queued while its
     /// previous send was in flight, so the body's own bound is
-    /// [`max_send_bytes`](Self::max_send_bytes). Default: 1 MiB.
+    /// [`max_send_bytes`](Self::max_send_bytes): with both at their
+    /// defaults, two 600 KB messages sent at once pass over a WebSocket
+    /// and get 413 over the HTTP transports, where sockjs-client then
+    /// closes the session (1006, "Sending error"). Raise `max_send_bytes`
+    /// with this if clients send large messages in bursts. Default: 1 MiB.
     ///
     /// # Examples
     ///
@@ -367,7 +371,11 @@ impl Config {
     /// while its previous send was in flight in one body: this bounds such
     /// a burst (each of its messages is held to
     /// [`max_message_bytes`](Self::max_message_bytes)). A body may be as
-    /// large as `max_message_bytes`, whatever this says. Default: 1 MiB.
+    /// large as `max_message_bytes`, whatever this says. A burst over it
+    /// is refused whole: none of its messages is delivered, and
+    /// sockjs-client closes the session (1006, "Sending error"), which
+    /// over a WebSocket would have passed message by message. Default:
+    /// 1 MiB.
     ///
     /// # Examples
     ///

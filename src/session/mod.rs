@@ -498,6 +498,13 @@ impl RequestInfo {
     /// request extension that [`SockJs::carry`](crate::SockJs::carry)
     /// copied (one set by middleware, say).
     ///
+    /// Values are found by their exact type: `None` for a `T` that is not
+    /// the type the hook returned (a `String` where it returned a `User`,
+    /// or a `&str`), so give the hook's `Ok` value a type of its own and
+    /// read that type here. Where every session must have one (a hook that
+    /// refuses whoever it cannot identify), a `None` is a bug to log, not
+    /// a guest.
+    ///
     /// # Examples
     ///
     /// ```

@@ -245,7 +245,8 @@ pub enum Delivery {
 
 /// Whom [`SendTo`] and [`Deliver`] are for: a session id (`&str`,
 /// `String`, anything that is `AsRef<str>`), for the sessions that use it
-/// (on any node, for text), or a [`SessionKey`], for that session only.
+/// (on any node, for text), or a [`SessionKey`] (or a reference to one),
+/// for that session only. Sealed: those are the only kinds.
 ///
 /// # Examples
 ///
@@ -262,6 +263,7 @@ pub trait SessionTarget: sealed::Target {}
 
 impl<T: AsRef<str>> SessionTarget for T {}
 impl SessionTarget for SessionKey {}
+impl SessionTarget for &SessionKey {}
 
 mod sealed {
     use std::sync::Arc;
@@ -287,23 +289,41 @@ mod sealed {
     /// What makes a [`SessionTarget`](super::SessionTarget); out of
     /// reach, so that no other type can be one.
     pub trait Target {
-        fn to(self) -> To;
+        /// Whom it names; only this crate can ask (it alone makes a
+        /// [`Token`]).
+        fn to(self, _: Token) -> To;
+    }
+
+    /// What only this crate can make.
+    #[derive(Debug)]
+    pub struct Token(());
+
+    impl Token {
+        pub(crate) fn new() -> Self {
+            Self(())
+        }
     }
 
     impl<T: AsRef<str>> Target for T {
-        fn to(self) -> To {
+        fn to(self, _: Token) -> To {
             To::Id(Arc::from(self.as_ref()))
         }
     }
 
     impl Target for SessionKey {
-        fn to(self) -> To {
+        fn to(self, _: Token) -> To {
+            To::Key(self.0)
+        }
+    }
+
+    impl Target for &SessionKey {
+        fn to(self, _: Token) -> To {
             To::Key(self.0)
         }
     }
 }
 
-use sealed::To;
+use sealed::{To, Token};
 
 /// Sends one message to the session with this id, wherever it is, or to
 /// the session with this [`SessionKey`]; answers a [`Delivery`].
@@ -363,7 +383,7 @@ impl SendTo {
     /// assert!(!format!("{private:?}").contains("ann-tab"));
     /// ```
     pub fn text(to: impl SessionTarget, msg: impl Into<String>) -> Self {
-        Self { to: to.to(), payload: payload(msg.into()) }
+        Self { to: to.to(Token::new()), payload: payload(msg.into()) }
     }
 
     /// A value as JSON for the session `to`: an id, or a [`SessionKey`].
@@ -487,7 +507,7 @@ impl<M> Deliver<M> {
     /// let ping = actix_sockjs::Deliver::new("a1b2c3", Ping);
     /// ```
     pub fn new(to: impl SessionTarget, msg: M) -> Self {
-        Self { to: to.to(), msg }
+        Self { to: to.to(Token::new()), msg }
     }
 }
 

@@ -614,11 +614,15 @@ fn frame_messages(frame: &str) -> Option<Vec<String>> {
 impl Client {
     /// A session over the SockJS WebSocket, past its `o`.
     pub fn websocket(port: u16, prefix: &str) -> Self {
-        let id = session();
-        let url = format!("{prefix}/000/{id}");
+        Self::websocket_at(port, &format!("{prefix}/000/{}", session()))
+    }
+
+    /// A session over the SockJS WebSocket at `url` (`<prefix>/000/<id>`),
+    /// past its `o`: under an id of the caller's choice.
+    pub fn websocket_at(port: u16, url: &str) -> Self {
         let mut ws = WsClient::connect(port, &format!("{url}/websocket"));
         assert_eq!(ws.recv_text(), "o");
-        Self { port, url, link: Link::Ws(ws), inbox: Default::default() }
+        Self { port, url: url.to_owned(), link: Link::Ws(ws), inbox: Default::default() }
     }
 
     /// A session over xhr_streaming, past its prelude and `o`; its

@@ -65,6 +65,16 @@ struct Waiting {
     closed: Option<Waker>,
 }
 
+impl Waiting {
+    /// Wakes every sender that waits, as the receiver goes.
+    fn wake_all(waiting: Option<Box<Self>>) {
+        if let Some(waiting) = waiting {
+            let Self { room, closed } = *waiting;
+            room.into_iter().chain(closed).for_each(Waker::wake);
+        }
+    }
+}
+
 /// The receiver is gone (a bit of [`State::ends`]).
 const RECEIVER_GONE: u32 = 1 << 31;
 
@@ -505,10 +515,7 @@ impl<T> Rx<T> {
             state.load = 0;
             state.waiting.take()
         };
-        if let Some(waiting) = waiting {
-            let Waiting { room, closed } = *waiting;
-            room.into_iter().chain(closed).for_each(Waker::wake);
-        }
+        Waiting::wake_all(waiting);
         true
     }
 
@@ -524,10 +531,7 @@ impl<T> Rx<T> {
             state.load = 0;
             (state.first.take(), state.rest.take(), state.waiting.take())
         };
-        if let Some(waiting) = waiting {
-            let Waiting { room, closed } = *waiting;
-            room.into_iter().chain(closed).for_each(Waker::wake);
-        }
+        Waiting::wake_all(waiting);
         first.into_iter().chain(rest.into_iter().flat_map(|rest| *rest))
     }
 }

@@ -161,10 +161,11 @@ impl fmt::Display for SessionTag {
 /// the same one (the protocol lets them): a message sent by id reaches the
 /// newest, which may be another user's. A key is the server's: no other
 /// session of the process has it, a later one under the same id
-/// included. It names a session of this node only (it does not cross a
-/// relay): for a key of a session that has closed, or of another
-/// process, the manager answers [`Delivery::Unknown`](crate::Delivery::Unknown).
-/// Keep it on the server, where it is cheap to copy, compare and hash.
+/// included. It names a session of this process only (it does not cross
+/// a relay, and only a session's context makes one): for the key of a
+/// session that has closed, or of another endpoint's session, the
+/// manager answers [`Delivery::Unknown`](crate::Delivery::Unknown). It is
+/// cheap to copy, compare and hash.
 ///
 /// # Examples
 ///

@@ -964,6 +964,14 @@ fn a_key_reaches_exactly_its_session_where_the_id_is_shared() {
         ("too low".into(), "[1]".into(), "whisper: outbid".into())
     );
     assert_eq!(other.ask("ping"), "ping", "nothing by ann's key came to the other socket");
+    // Groups and lookups by key too.
+    assert!(s.ask(Join::new(ann_key, "bidders")));
+    assert_eq!(s.ask(Broadcast::text("to bidders").group("bidders")), 1);
+    assert_eq!(ann.recv(), "to bidders");
+    assert!(s.ask(Leave::new(kept, "bidders")));
+    assert_eq!(s.ask(Broadcast::text("to no one").group("bidders")), 0);
+    assert!(s.ask(GetSession::new(ann_key)).is_some());
+    assert_eq!(other.ask("ping"), "ping", "nothing for ann came to the other socket");
     // Once ann's session has closed, its key reaches no one: not the
     // other socket with the id, nor a later one.
     ann.send("close");
@@ -972,6 +980,8 @@ fn a_key_reaches_exactly_its_session_where_the_id_is_shared() {
         s.ask(SendTo::text(ann_key, "late")) == Delivery::Unknown
     });
     assert_eq!(s.ask(Deliver::new(ann_key, Whisper("late".into()))), Delivery::Unknown);
+    assert!(!s.ask(Join::new(ann_key, "bidders")));
+    assert!(s.ask(GetSession::new(ann_key)).is_none());
     let (mut later, _) = open();
     assert_eq!(s.ask(SendTo::text(ann_key, "late")), Delivery::Unknown);
     assert_eq!(other.ask("ping"), "ping");

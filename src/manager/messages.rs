@@ -411,9 +411,10 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 
     fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
+        let here: Vec<u64> = self.named(&msg.to).collect();
         let delivery = match msg.to {
-            To::Key(serial) if self.deliver_to_key(serial, &msg.payload) => Delivery::Delivered,
-            To::Id(id) if self.deliver_to(&id, &msg.payload) => Delivery::Delivered,
+            _ if self.deliver_to(here, &msg.payload) => Delivery::Delivered,
+            // A key names a session of this node only.
             To::Id(id)
                 if self.relay(RelayMessage {
                     audience: Audience::Session(id.clone()),
@@ -525,11 +526,7 @@ where
 
     fn handle(&mut self, Deliver { to, msg }: Deliver<M>, _: &mut Context<Self>) -> Self::Result {
         self.read_notes();
-        let entry = match to {
-            To::Id(id) => self.serials_of(&id).find_map(|serial| self.sessions.get(&serial)),
-            To::Key(serial) => self.sessions.get(&serial).filter(|entry| entry.live()),
-        };
-        let Some(entry) = entry else {
+        let Some(entry) = self.named(&to).find_map(|serial| self.sessions.get(&serial)) else {
             self.metrics.sent_to(Delivery::Unknown);
             return MessageResult(Delivery::Unknown);
         };
@@ -538,6 +535,17 @@ where
 }
 
 impl<A: Session> SessionManager<A> {
+    /// The open sessions of this node that `to` names: by id, its HTTP
+    /// session, then the newest open WebSocket that used it; by key, that
+    /// session.
+    fn named<'a>(&'a self, to: &'a To) -> impl Iterator<Item = u64> + 'a {
+        let (id, key) = match to {
+            To::Id(id) => (Some(id), None),
+            To::Key(serial) => (None, Some(*serial)),
+        };
+        id.into_iter().flat_map(|id| self.serials_of(id)).chain(key.filter(|serial| self.live(*serial)))
+    }
+
     /// Hands the application's message `msg` to the session behind `tx`
     /// and counts the outcome: through the session's command queue, where
     /// text sent to it later queues behind it, and its handler runs in the
@@ -657,8 +665,9 @@ where
     }
 }
 
-/// Puts the session with this id in a group, from outside the session;
-/// answers `false` if no open session of this node has the id.
+/// Puts the session with this id (or this [`SessionKey`]) in a group,
+/// from outside the session; answers `false` if no open session of this
+/// node has it.
 ///
 /// # Examples
 ///
@@ -676,31 +685,31 @@ where
 #[derive(Clone, Message)]
 #[rtype(result = "bool")]
 pub struct Join {
-    id: Arc<str>,
+    to: To,
     group: Arc<str>,
 }
 
 impl std::fmt::Debug for Join {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        debug_membership(f, "Join", &self.id, &self.group)
+        debug_membership(f, "Join", &self.to, &self.group)
     }
 }
 
 /// The `Debug` of [`Join`] and [`Leave`]: the session by its tag.
-fn debug_membership(f: &mut std::fmt::Formatter<'_>, name: &str, id: &str, group: &str) -> std::fmt::Result {
-    f.debug_struct(name).field("id", &crate::SessionTag::of(id)).field("group", &group).finish()
+fn debug_membership(f: &mut std::fmt::Formatter<'_>, name: &str, to: &To, group: &str) -> std::fmt::Result {
+    f.debug_struct(name).field("to", to).field("group", &group).finish()
 }
 
 impl Join {
-    /// The session `id` joins `group`.
+    /// The session `to` (an id, or a [`SessionKey`]) joins `group`.
     ///
     /// # Examples
     ///
     /// ```
     /// let join = actix_sockjs::Join::new("a1b2c3", "admins");
     /// ```
-    pub fn new(id: impl AsRef<str>, group: impl AsRef<str>) -> Self {
-        Self { id: Arc::from(id.as_ref()), group: Arc::from(group.as_ref()) }
+    pub fn new(to: impl SessionTarget, group: impl AsRef<str>) -> Self {
+        Self { to: to.to(Token::new()), group: Arc::from(group.as_ref()) }
     }
 }
 
@@ -709,7 +718,7 @@ impl<A: Session> Handler<Join> for SessionManager<A> {
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> bool {
         self.read_notes();
-        let serials: Vec<u64> = self.serials_of(&msg.id).collect();
+        let serials: Vec<u64> = self.named(&msg.to).collect();
         // Every session with the id (an HTTP one and a WebSocket one may share it).
         let mut found = false;
         for serial in serials {
@@ -719,8 +728,9 @@ impl<A: Session> Handler<Join> for SessionManager<A> {
     }
 }
 
-/// Takes the session with this id out of a group, from outside the
-/// session; answers `false` if no open session of this node has the id.
+/// Takes the session with this id (or this [`SessionKey`]) out of a
+/// group, from outside the session; answers `false` if no open session of
+/// this node has it.
 ///
 /// # Examples
 ///
@@ -738,26 +748,26 @@ impl<A: Session> Handler<Join> for SessionManager<A> {
 #[derive(Clone, Message)]
 #[rtype(result = "bool")]
 pub struct Leave {
-    id: Arc<str>,
+    to: To,
     group: Arc<str>,
 }
 
 impl std::fmt::Debug for Leave {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        debug_membership(f, "Leave", &self.id, &self.group)
+        debug_membership(f, "Leave", &self.to, &self.group)
     }
 }
 
 impl Leave {
-    /// The session `id` leaves `group`.
+    /// The session `to` (an id, or a [`SessionKey`]) leaves `group`.
     ///
     /// # Examples
     ///
     /// ```
     /// let leave = actix_sockjs::Leave::new("a1b2c3", "admins");
     /// ```
-    pub fn new(id: impl AsRef<str>, group: impl AsRef<str>) -> Self {
-        Self { id: Arc::from(id.as_ref()), group: Arc::from(group.as_ref()) }
+    pub fn new(to: impl SessionTarget, group: impl AsRef<str>) -> Self {
+        Self { to: to.to(Token::new()), group: Arc::from(group.as_ref()) }
     }
 }
 
@@ -766,7 +776,7 @@ impl<A: Session> Handler<Leave> for SessionManager<A> {
 
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) -> bool {
         self.read_notes();
-        let serials: Vec<u64> = self.serials_of(&msg.id).collect();
+        let serials: Vec<u64> = self.named(&msg.to).collect();
         let mut found = false;
         for serial in serials {
             found |= self.leave(serial, &msg.group);
@@ -1077,9 +1087,9 @@ impl<A: Session> Handler<CountSessions> for SessionManager<A> {
     }
 }
 
-/// Looks up an open session by its id, whatever its transport; answers the
-/// session actor's address (`None` if no open session of this node has the
-/// id).
+/// Looks up an open session by its id (or its [`SessionKey`]), whatever
+/// its transport; answers the session actor's address (`None` if no open
+/// session of this node has it).
 ///
 /// # Examples
 ///
@@ -1101,7 +1111,7 @@ impl<A: Session> Handler<CountSessions> for SessionManager<A> {
 #[derive(Message)]
 #[rtype(result = "Option<Addr<A>>")]
 pub struct GetSession<A: Session> {
-    id: Arc<str>,
+    to: To,
     _actor: std::marker::PhantomData<fn() -> A>,
 }
 
@@ -1109,18 +1119,18 @@ pub struct GetSession<A: Session> {
 // `Clone` too.
 impl<A: Session> std::fmt::Debug for GetSession<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetSession").field("id", &crate::SessionTag::of(&self.id)).finish()
+        f.debug_struct("GetSession").field("to", &self.to).finish()
     }
 }
 
 impl<A: Session> Clone for GetSession<A> {
     fn clone(&self) -> Self {
-        Self { id: self.id.clone(), _actor: std::marker::PhantomData }
+        Self { to: self.to.clone(), _actor: std::marker::PhantomData }
     }
 }
 
 impl<A: Session> GetSession<A> {
-    /// A lookup of the session with this id.
+    /// A lookup of the session `to`: an id, or a [`SessionKey`].
     ///
     /// # Examples
     ///
@@ -1136,8 +1146,8 @@ impl<A: Session> GetSession<A> {
     /// // The id shows as its tag, as in log lines.
     /// assert!(!format!("{again:?}").contains("ann-tab"));
     /// ```
-    pub fn new(id: impl AsRef<str>) -> Self {
-        Self { id: Arc::from(id.as_ref()), _actor: std::marker::PhantomData }
+    pub fn new(to: impl SessionTarget) -> Self {
+        Self { to: to.to(Token::new()), _actor: std::marker::PhantomData }
     }
 }
 
@@ -1150,7 +1160,7 @@ impl<A: Session> Handler<GetSession<A>> for SessionManager<A> {
         let ask = AddressRequest::new(move |addr| {
             let _ = reply.send(addr.downcast::<Addr<A>>().ok().map(|addr| *addr));
         });
-        let entry = self.serials_of(&msg.id).find_map(|serial| self.sessions.get(&serial));
+        let entry = self.named(&msg.to).find_map(|serial| self.sessions.get(&serial));
         let asked = entry.is_some_and(|entry| entry.tx.send(Command::Address(Box::new(ask))).is_ok());
         Box::pin(async move {
             if asked {
@@ -1169,7 +1179,8 @@ impl<A: Session> Handler<Relayed> for SessionManager<A> {
         self.read_notes();
         let RelayMessage { audience, except, payload } = msg;
         if let Audience::Session(id) = &audience {
-            if !self.deliver_to(id, &payload) {
+            let here: Vec<u64> = self.serials_of(id).collect();
+            if !self.deliver_to(here, &payload) {
                 log::trace!(
                     "sockjs: a relayed message for {} found no session here",
                     crate::SessionTag::of(id)

@@ -896,11 +896,12 @@ impl<A: Session> SessionManager<A> {
         sent
     }
 
-    /// Hands a message to the sessions of this node with this id; `false`
-    /// if there are none.
-    fn deliver_to(&mut self, id: &str, payload: &Arc<Shared>) -> bool {
+    /// Hands a message to the sessions `serials` (of this node, open);
+    /// `false` if it reached none (a session whose queue has gone is
+    /// forgotten).
+    fn deliver_to(&mut self, serials: Vec<u64>, payload: &Arc<Shared>) -> bool {
         let mut found = false;
-        for serial in self.serials_of(id).collect::<Vec<_>>() {
+        for serial in serials {
             let sent =
                 self.sessions.get(&serial).is_some_and(|e| e.tx.send(Command::Push(payload.clone())).is_ok());
             if sent {
@@ -910,17 +911,6 @@ impl<A: Session> SessionManager<A> {
             }
         }
         found
-    }
-
-    /// Hands a message to the open session `serial`; `false` if there is
-    /// none (a session whose queue has gone is forgotten).
-    fn deliver_to_key(&mut self, serial: u64, payload: &Arc<Shared>) -> bool {
-        let Some(entry) = self.sessions.get(&serial).filter(|entry| entry.live()) else { return false };
-        if entry.tx.send(Command::Push(payload.clone())).is_ok() {
-            return true;
-        }
-        self.remove(serial);
-        false
     }
 
     /// Passes a message to the relay; `false` if there is none.

@@ -155,7 +155,9 @@ impl fmt::Display for SessionTag {
 /// One session of this node, and no other: what
 /// [`SessionContext::key`] gives, for [`SendTo`](crate::SendTo) and
 /// [`Deliver`](crate::Deliver) to reach exactly that session, in order
-/// with what else it is sent.
+/// with what else it is sent ([`Join`](crate::Join),
+/// [`Leave`](crate::Leave) and [`GetSession`](crate::GetSession) take one
+/// too).
 ///
 /// A session id is the client's choice, and two WebSocket clients may use
 /// the same one (the protocol lets them): a message sent by id reaches the

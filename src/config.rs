@@ -349,8 +349,9 @@ impl Config {
     /// A send body carries every message sockjs-client queued while its
     /// previous send was in flight, so the body's own bound is
     /// [`max_send_bytes`](Self::max_send_bytes): with both at their
-    /// defaults, two 600 KB messages sent at once pass over a WebSocket
-    /// and get 413 over the HTTP transports, where sockjs-client then
+    /// defaults, two 600 KB messages a page sends while an earlier send is
+    /// still in flight pass over a WebSocket, and over the HTTP transports
+    /// travel in one 1.2 MB body that gets 413, where sockjs-client then
     /// closes the session (1006, "Sending error"). Raise `max_send_bytes`
     /// with this if clients send large messages in bursts. Default: 1 MiB.
     ///

@@ -243,7 +243,8 @@ pub enum Delivery {
     Unknown,
 }
 
-/// Whom [`SendTo`] and [`Deliver`] are for: a session id (`&str`,
+/// Whom [`SendTo`], [`Deliver`], [`Join`], [`Leave`] and [`GetSession`]
+/// are for: a session id (`&str`,
 /// `String`, anything that is `AsRef<str>`), for the sessions that use it
 /// (on any node, for text), or a [`SessionKey`] (or a reference to one),
 /// for that session only. Sealed: those are the only kinds.
@@ -336,8 +337,8 @@ use sealed::{To, Token};
 /// the manager is bridged to other nodes, the message goes to them.
 ///
 /// Session ids are chosen by clients, and two WebSocket clients may choose
-/// the same one: an id addresses the connection that used it last, not a
-/// user. To answer exactly the session that asked, send to its
+/// the same one: an id reaches its HTTP session and the newest open
+/// WebSocket that used it, not a user. To answer exactly the session that asked, send to its
 /// [`SessionKey`] ([`SessionContext::key`](crate::SessionContext::key));
 /// to reach a user wherever they are connected, see the README's
 /// "Reaching a user, not a session" (a group per user).

@@ -588,8 +588,10 @@ where
     }
 
     /// This session's [`SessionKey`](crate::SessionKey): for
-    /// [`SendTo`](crate::SendTo) and [`Deliver`](crate::Deliver) to reach
-    /// it and no other session, where its id may be shared.
+    /// [`SendTo`](crate::SendTo), [`Deliver`](crate::Deliver),
+    /// [`Join`](crate::Join), [`Leave`](crate::Leave) and
+    /// [`GetSession`](crate::GetSession) to reach it and no other session,
+    /// where its id may be shared.
     ///
     /// # Examples
     ///

@@ -2179,27 +2179,14 @@ fn a_session_factory_that_panics_answers_500_and_leaves_no_session_listed() {
     // HTTP session, a WebSocket on an uncapped endpoint (which the worker
     // lists itself) and on a capped one (which the manager registers).
     for capped in [false, true] {
-        let (ready_tx, ready) = mpsc::channel();
-        thread::spawn(move || {
-            actix::System::new().block_on(async move {
-                let manager = SessionManager::from_request(|req: &actix_sockjs::RequestInfo| {
-                    assert!(req.query("boom").is_none(), "the factory was told to panic");
-                    Plain
-                })
-                .start();
-                let m = manager.clone();
-                let config = if capped { Config::default().max_sessions(1) } else { Config::default() };
-                let server = HttpServer::new(move || {
-                    App::new().service(SockJs::new("/plain", m.clone()).config(config.clone()))
-                })
-                .workers(1)
-                .bind(("127.0.0.1", 0))
-                .expect("bind");
-                ready_tx.send((server.addrs()[0].port(), manager, actix::System::current())).expect("ready");
-                let _ = server.run().await;
-            });
+        let config = if capped { Config::default().max_sessions(1) } else { Config::default() };
+        let (port, manager, system) = serve_endpoint("/plain", config, 1, true, || {
+            SessionManager::from_request(|req: &actix_sockjs::RequestInfo| {
+                assert!(req.query("boom").is_none(), "the factory was told to panic");
+                Plain
+            })
+            .start()
         });
-        let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
         let ask = || {
             let (tx, rx) = mpsc::channel();
             let m = manager.clone();

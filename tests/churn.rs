@@ -73,31 +73,16 @@ fn one_session(port: u16, n: usize) {
 #[test]
 fn ten_thousand_sessions_leave_nothing_behind() {
     let (dropped_tx, dropped) = mpsc::channel();
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let manager = SessionManager::new(move || Churn { dropped: dropped_tx.clone() }).start();
-            let m = manager.clone();
-            // An aborted idle stream is noticed at its next write (a
-            // heartbeat, every 500 ms here). The disconnect delay is the
-            // default 5 s: a polling client's requests follow each other
-            // within it however loaded the machine, so an abandoned
-            // session ends only when its client is done with it (a 200 ms
-            // delay let sessions expire between two requests on a busy
-            // two-core machine).
-            let config = Config::default().heartbeat(Duration::from_millis(500));
-            let server = HttpServer::new(move || {
-                App::new().service(SockJs::new("/churn", m.clone()).config(config.clone()))
-            })
-            .workers(2)
-            .backlog(4096)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            ready_tx.send((server.addrs()[0].port(), manager, actix::System::current())).expect("ready");
-            let _ = server.run().await;
-        });
+    // An aborted idle stream is noticed at its next write (a heartbeat,
+    // every 500 ms here). The disconnect delay is the default 5 s: a
+    // polling client's requests follow each other within it however
+    // loaded the machine, so an abandoned session ends only when its
+    // client is done with it (a 200 ms delay let sessions expire between
+    // two requests on a busy two-core machine).
+    let config = Config::default().heartbeat(Duration::from_millis(500));
+    let (port, manager, system) = serve_endpoint("/churn", config, 2, true, move || {
+        SessionManager::new(move || Churn { dropped: dropped_tx.clone() }).start()
     });
-    let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
 
     let clients: Vec<_> = (0..CLIENT_THREADS)
         .map(|t| {
@@ -414,25 +399,10 @@ fn websockets_whose_clients_leave_at_once_leave_no_session_listed() {
 /// cancelled request), hence the many clients.
 fn opened_and_left(config: Config, open: fn(&mut Conn, &str)) -> usize {
     const OPENS: usize = 4_000;
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            let manager = SessionManager::start_with(|room| move || Relay { room: room.clone() });
-            let m = manager.clone();
-            let config = config.disconnect_delay(Duration::from_millis(100));
-            let server = HttpServer::new(move || {
-                App::new().service(SockJs::new("/opens", m.clone()).config(config.clone()))
-            })
-            .workers(2)
-            .backlog(4096)
-            .h1_allow_half_closed(false)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            ready_tx.send((server.addrs()[0].port(), manager, actix::System::current())).expect("ready");
-            let _ = server.run().await;
-        });
+    let config = config.disconnect_delay(Duration::from_millis(100));
+    let (port, manager, system) = serve_endpoint("/opens", config, 2, false, || {
+        SessionManager::start_with(|room| move || Relay { room: room.clone() })
     });
-    let (port, manager, system) = ready.recv_timeout(READ_TIMEOUT).expect("server started");
     let clients: Vec<_> = (0..CLIENT_THREADS)
         .map(|t| {
             thread::spawn(move || {

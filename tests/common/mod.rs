@@ -752,6 +752,40 @@ pub fn echo_server_at(prefix: &'static str, config: actix_sockjs::Config) -> u16
     ready.recv_timeout(READ_TIMEOUT).expect("server started")
 }
 
+/// An in-process server with one SockJS endpoint at `prefix` (with
+/// `config`, whose manager `start` starts), on `workers` workers and a
+/// backlog of 4,096, refusing half-closed connections unless
+/// `half_closed`; runs on a thread of its own, inside an actix system,
+/// until that system is stopped. Answers its port, the manager and the
+/// system.
+pub fn serve_endpoint<A: actix_sockjs::Session>(
+    prefix: &'static str,
+    config: actix_sockjs::Config,
+    workers: usize,
+    half_closed: bool,
+    start: impl FnOnce() -> actix::Addr<actix_sockjs::SessionManager<A>> + Send + 'static,
+) -> (u16, actix::Addr<actix_sockjs::SessionManager<A>>, actix::System) {
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let manager = start();
+            let m = manager.clone();
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .service(actix_sockjs::SockJs::new(prefix, m.clone()).config(config.clone()))
+            })
+            .workers(workers)
+            .backlog(4096)
+            .h1_allow_half_closed(half_closed)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            ready_tx.send((server.addrs()[0].port(), manager, actix::System::current())).expect("ready");
+            let _ = server.run().await;
+        });
+    });
+    ready.recv_timeout(READ_TIMEOUT).expect("server started")
+}
+
 /// haproxy with the shipped `examples/cluster/haproxy.cfg`: the path-hash
 /// frontend on `lb`, the cookie one on `cookie_lb`, in front of two nodes
 /// (the same port twice for one node); returns once it answers

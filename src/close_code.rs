@@ -6,11 +6,16 @@
 //! are the server's own. The server also uses 3000 on WebSockets, as
 //! sockjs-node does: `c[3000,"No response from heartbeat"]` and a close
 //! frame with that code for a socket that did not answer a ping, and a
-//! close frame 3000 "Broken framing." for a message that is not a JSON
-//! array of strings; so give your own codes from 4000 to 4999. Otherwise a
-//! WebSocket's own close frame carries the session's code, or RFC 6455's
-//! for a protocol error (1002, 1007, 1009), or 1011 for a code RFC 6455
-//! does not let a server send.
+//! close frame 3000 "Broken framing." for a message that is neither a JSON
+//! array of strings nor one JSON string; so give your own codes from 4000
+//! to 4999.
+//!
+//! The session's code travels in its `c[code,"reason"]` frame. A SockJS
+//! WebSocket then ends with an RFC 6455 close frame of its own, 1000
+//! "Normal closure" (as sockjs-node's does); a raw WebSocket (no SockJS
+//! frames) carries the session's code in its close frame, or 1011 for a
+//! code RFC 6455 does not let a server send. A protocol error on either
+//! closes with RFC 6455's code for it (1002, 1007, 1009).
 //!
 //! # Examples
 //!

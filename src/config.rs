@@ -92,10 +92,14 @@ impl BindTo {
 /// ```
 /// use std::time::Duration;
 ///
-/// // A 64 KB message on a 1.4 KB/s uplink takes 46 s: within the default
-/// // 30 s plus what its bytes buy.
-/// let bought = Duration::from_secs(64_000 / actix_sockjs::BODY_MIN_RATE);
-/// assert!(Duration::from_secs(30) + bought > Duration::from_secs(46));
+/// // A 64 KB message on a 1.4 KB/s uplink takes 46 s. Each second's
+/// // 1,400 bytes buy more than a second, so the body never falls behind,
+/// // and 46 s is within the cap: 4 times the default 30 s request_timeout.
+/// let bought_per_second = Duration::from_secs_f64(1_400.0 / actix_sockjs::BODY_MIN_RATE as f64);
+/// assert!(bought_per_second > Duration::from_secs(1));
+/// assert!(Duration::from_secs(46) < 4 * Duration::from_secs(30));
+/// // At 450 B/s the same body would take 142 s: past the cap, 408 at 120 s.
+/// assert!(Duration::from_secs(64_000 / 450) > 4 * Duration::from_secs(30));
 /// ```
 pub const BODY_MIN_RATE: u64 = 500;
 
@@ -291,7 +295,10 @@ impl Config {
     }
 
     /// The sockjs-client script the iframe page loads (iframe transports).
-    /// It must start with `/` or `http`. Default: [`DEFAULT_SOCKJS_URL`].
+    /// It must start with `/` or `http` (the page is served under the
+    /// endpoint's prefix, where a relative URL finds nothing; another value
+    /// is logged as a warning by [`SockJs::config`](crate::SockJs::config)).
+    /// Default: [`DEFAULT_SOCKJS_URL`].
     ///
     /// # Examples
     ///
@@ -509,7 +516,9 @@ impl Config {
         self
     }
 
-    /// WebSocket transports ping the client every [heartbeat](Config::heartbeat);
+    /// RFC 6455 WebSockets (SockJS and raw) ping the client every
+    /// [heartbeat](Config::heartbeat) (hixie-76 sockets have no ping: they
+    /// get the `h` heartbeat frame alone);
     /// a client that sends nothing (not even the pong) within this time
     /// after a ping is taken for gone and its session closes with
     /// [`CloseCause::Interrupted`](crate::CloseCause::Interrupted). The
@@ -665,7 +674,8 @@ impl Config {
     }
 
     /// What in this configuration is almost surely a mistake: values that
-    /// make every session or request fail, and origins no browser sends.
+    /// make every session or request fail, origins no browser sends, and a
+    /// client script URL the iframe page cannot load.
     /// [`SockJs::config`](crate::SockJs::config) logs each as a warning.
     pub(crate) fn doubts(&self) -> Vec<String> {
         let mut doubts = Vec::new();
@@ -678,6 +688,12 @@ impl Config {
             (self.max_message_bytes == 0, "max_message_bytes is zero: every client message would be refused"),
         ];
         doubts.extend(zero.into_iter().filter(|(zero, _)| *zero).map(|(_, what)| what.to_owned()));
+        if !(self.sockjs_url.starts_with('/') || self.sockjs_url.starts_with("http")) {
+            doubts.push(format!(
+                "sockjs_url {:?} starts with neither / nor http: the iframe page would load it relative to its own URL, under the endpoint's prefix, where nothing answers",
+                self.sockjs_url
+            ));
+        }
         doubts.extend(self.allowed_origins.iter().filter(|entry| !origin_entry_can_match(entry)).map(|entry| {
             format!(
                 "allowed_origins entry {entry:?} matches no Origin a browser sends (one is scheme://host or scheme://host:port, with no path; or *.domain after the scheme; or null)"
@@ -784,5 +800,11 @@ mod tests {
         let doubts = zero.doubts();
         assert_eq!(doubts.len(), 6, "{doubts:?}");
         assert!(doubts[1].starts_with("disconnect_delay is zero"), "{doubts:?}");
+        for url in ["/static/sockjs.min.js", "//cdn.example.com/sockjs.js", "https://cdn.example.com/s.js"] {
+            assert!(Config::default().sockjs_url(url).doubts().is_empty(), "{url}");
+        }
+        let doubts = Config::default().sockjs_url("sockjs.min.js").doubts();
+        assert_eq!(doubts.len(), 1, "{doubts:?}");
+        assert!(doubts[0].starts_with("sockjs_url \"sockjs.min.js\" starts with neither"), "{doubts:?}");
     }
 }

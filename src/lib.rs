@@ -64,6 +64,8 @@
 //!         // Frames leave at once; see the README's "Nagle's algorithm" (actix-web 4.13+).
 //!         .tcp_nodelay(true)
 //!         .shutdown_signal(signal)
+//!         // Drain and stop within what a process manager waits (see `shutdown_signal`).
+//!         .shutdown_timeout(25)
 //!         .bind(("127.0.0.1", 8080))?
 //!         .run()
 //!         .await
@@ -79,7 +81,7 @@
 //! | [`SockJs`] | the endpoint: mount it with `App::service`; [`Config`] sets its options, `authorize` decides who may open a session |
 //! | [`Session`] | the trait your session actor implements: `on_open`, `on_message`, `on_close` |
 //! | [`SessionContext`] | your actor's context: `send`, `close`, `join`/`leave` groups, the opening [`RequestInfo`], timers and your own messages |
-//! | [`SessionManager`] | one actor per endpoint: [`Broadcast`] (all, a group, a list), [`SendTo`] and [`Deliver`] by id, [`DeliverGroup`] to a group, [`ListSessions`], [`Shutdown`] |
+//! | [`SessionManager`] | one actor per endpoint: [`Broadcast`] (all, a group, a list), [`SendTo`] and [`Deliver`] by id or [`SessionKey`], [`DeliverGroup`] to a group, [`ListSessions`], [`Shutdown`] |
 //! | [`CloseCause`], [`close_code`] | why a session ended, and the codes on the wire |
 //! | [`Transport`] | the transports, to switch off or to tell apart |
 //! | [`metrics`] | the names of the metrics reported through the `metrics` facade |

@@ -90,7 +90,8 @@ pub const BROADCAST_FANOUT: &str = "sockjs_broadcast_fanout_seconds";
 /// [`RECEIVER_BUCKETS`]).
 pub const BROADCAST_RECEIVERS: &str = "sockjs_broadcast_receivers";
 /// Answers to [`SendTo`](crate::SendTo) and [`Deliver`](crate::Deliver),
-/// by endpoint and `result`: `delivered`, `forwarded` (to other nodes) or
+/// and one per session a [`DeliverGroup`](crate::DeliverGroup) reached, by
+/// endpoint and `result`: `delivered`, `forwarded` (to other nodes) or
 /// `unknown` (no such session anywhere this node can tell) (counter).
 pub const SEND_TO: &str = "sockjs_send_to_total";
 /// 1 while a Redis bridge can both publish and read, else 0, by channel (gauge).

@@ -276,8 +276,11 @@ impl<A: Session> SockJs<A> {
     /// Values that would make every session or request fail (a zero
     /// `disconnect_delay`, `ping_timeout`, `request_timeout`, `heartbeat`,
     /// `max_queue_bytes` or `max_message_bytes`) and `allowed_origins`
-    /// entries that no browser's `Origin` matches are logged as warnings
-    /// here, once per worker.
+    /// entries that no browser's `Origin` matches, and a `sockjs_url` that is
+    /// neither absolute nor rooted, are logged as warnings here, by every
+    /// worker that builds the endpoint (ten lines in ten seconds at most,
+    /// as every repeated line of the crate: the first worker's show them
+    /// all).
     ///
     /// # Examples
     ///

@@ -448,7 +448,11 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// that waits, with `ctx.wait` or an `AtomicResponse`, holds back what
 /// follows until it is done, as actix's mailbox does). A session whose
 /// first request is still on its way keeps the message until it has
-/// opened: the handler runs after `on_open`. A session that has closed
+/// opened: the handler runs after `on_open`. (That is an HTTP session in
+/// the moment between the manager listing it and its request reaching it,
+/// about a round trip between two threads; it keeps 4,096 messages, text
+/// and typed, and drops more, with a warning, though they were answered
+/// `Delivered` or counted by `Broadcast`.) A session that has closed
 /// but not yet stopped (an HTTP session answers its client's late requests
 /// for its disconnect delay) still runs the handler, and drops what it
 /// sends: [`SessionContext::is_open`](crate::SessionContext::is_open)
@@ -483,8 +487,12 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// }
 ///
 /// # async fn f(manager: Addr<SessionManager<Player>>) {
-/// let kicked = manager.send(Deliver::new("a1b2c3", Kick("cheating".into()))).await;
-/// assert!(matches!(kicked, Ok(Delivery::Delivered | Delivery::Unknown)));
+/// match manager.send(Deliver::new("a1b2c3", Kick("cheating".into()))).await {
+///     Ok(Delivery::Delivered) => log::info!("a1b2c3 kicked"),
+///     // Typed messages do not cross nodes: never `Forwarded`.
+///     Ok(_) => log::info!("no session a1b2c3 on this node"),
+///     Err(_) => log::error!("the session manager has stopped"),
+/// }
 /// # }
 /// ```
 #[must_use = "a message does nothing until it is sent to the manager"]

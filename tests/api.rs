@@ -894,6 +894,92 @@ fn queue_overflow_closes_the_session() {
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "c[3008,\"Outgoing queue overflow\"]\n");
 }
 
+/// How the authorisation hook of a request with `?hold_threads` holds up
+/// the manager's thread and its own worker's, for
+/// [`messages_past_what_a_session_keeps_before_it_opens_close_it_with_3008`]
+/// (the hook takes the first).
+struct Holds {
+    /// Lets the manager's thread go on.
+    manager_go: mpsc::Receiver<()>,
+    /// Told when the worker is held.
+    worker_held: mpsc::Sender<()>,
+    /// Lets the worker go on.
+    worker_go: mpsc::Receiver<()>,
+}
+
+static HOLDS: std::sync::Mutex<Vec<Holds>> = std::sync::Mutex::new(Vec::new());
+
+#[test]
+fn messages_past_what_a_session_keeps_before_it_opens_close_it_with_3008() {
+    // The hook holds up the manager's thread, then has a task hold up its
+    // own worker, and returns: the request asks the (held) manager to open
+    // the session, and its worker runs the holding task. The manager, let
+    // go, lists the session and hands it every broadcast that came after
+    // the request's ask, all before its request can reach it.
+    let p = probed_with(Config::default().heartbeat(Duration::from_secs(2)), |sockjs| {
+        sockjs.authorize_async(|req| {
+            let holds = req
+                .query_string()
+                .contains("hold_threads")
+                .then(|| HOLDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop())
+                .flatten();
+            if let Some(Holds { manager_go, worker_held, worker_go }) = holds {
+                let (manager_held, held) = mpsc::channel();
+                actix::System::current().arbiter().spawn(async move {
+                    let _ = manager_held.send(());
+                    let _ = manager_go.recv_timeout(READ_TIMEOUT);
+                });
+                let _ = held.recv_timeout(READ_TIMEOUT);
+                actix_web::rt::spawn(async move {
+                    let _ = worker_held.send(());
+                    let _ = worker_go.recv_timeout(READ_TIMEOUT);
+                });
+            }
+            std::future::ready(Ok::<(), actix_sockjs::Refuse>(()))
+        })
+    });
+    let (manager_go, manager_go_rx) = mpsc::channel();
+    let (worker_held_tx, worker_held) = mpsc::channel();
+    let (worker_go, worker_go_rx) = mpsc::channel();
+    HOLDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Holds {
+        manager_go: manager_go_rx,
+        worker_held: worker_held_tx,
+        worker_go: worker_go_rx,
+    });
+    let url = format!("/probe/000/{}", session());
+    let port = p.port;
+    let opening = thread::spawn({
+        let url = url.clone();
+        move || post(port, &format!("{url}/xhr?hold_threads"), "").body
+    });
+    worker_held.recv_timeout(READ_TIMEOUT).expect("the worker is held");
+    for i in 0..4999 {
+        p.manager.do_send(Broadcast::text(format!("m{i}")));
+    }
+    manager_go.send(()).expect("the manager's thread is held");
+    // Handled after those before it: the manager has queued them all.
+    assert_eq!(p.ask(Broadcast::text("m4999")), 1, "the manager lists the session");
+    worker_go.send(()).expect("the worker is held");
+    assert_eq!(opening.join().expect("the opening request"), "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // The 4,096 it kept, in order, then the close frame: the client knows
+    // that it missed some (it used to get the 4,096 and nothing more).
+    let mut got = Vec::new();
+    let close = loop {
+        let body = post(port, &format!("{url}/xhr"), "").body;
+        match body.strip_prefix('a') {
+            Some(frame) => {
+                got.extend(serde_json::from_str::<Vec<String>>(frame.trim_end()).expect("a frame"));
+            }
+            None => break body,
+        }
+    };
+    assert_eq!(got.len(), 4096);
+    assert!(got.iter().enumerate().all(|(i, m)| *m == format!("m{i}")), "in order, from the first");
+    assert_eq!(close, "c[3008,\"Outgoing queue overflow\"]\n");
+    assert_eq!(p.next(), Event::Closed(CloseCause::Overflow));
+}
+
 #[test]
 fn a_client_that_does_not_read_cannot_grow_server_memory() {
     let config = Config::default().max_queue_bytes(4 * 1024 * 1024).response_limit(1 << 30);

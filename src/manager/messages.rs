@@ -450,9 +450,12 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// first request is still on its way keeps the message until it has
 /// opened: the handler runs after `on_open`. (That is an HTTP session in
 /// the moment between the manager listing it and its request reaching it,
-/// about a round trip between two threads; it keeps 4,096 messages, text
-/// and typed, and drops more, with a warning, though they were answered
-/// `Delivered` or counted by `Broadcast`.) A session that has closed
+/// about a round trip between two threads. It keeps 4,096 messages, text
+/// and typed; if more come, it drops them, handles those it kept, and
+/// closes as a session whose queue overflowed does: its client gets
+/// `c[3008,"Outgoing queue overflow"]` after the kept ones, and
+/// `on_close` runs with [`CloseCause::Overflow`](crate::CloseCause::Overflow).)
+/// A session that has closed
 /// but not yet stopped (an HTTP session answers its client's late requests
 /// for its disconnect delay) still runs the handler, and drops what it
 /// sends: [`SessionContext::is_open`](crate::SessionContext::is_open)

@@ -316,10 +316,15 @@ struct Cold {
     /// receiver: the manager lists an HTTP session before its request
     /// queues the receiver. Handled, in order, once it has opened.
     early: std::collections::VecDeque<Command>,
+    /// More came before the session opened than [`EARLY_KEPT`]: once what
+    /// was kept has been handled, the session closes as an overflowing
+    /// queue does (3008), so that its client learns that it missed some.
+    early_dropped: bool,
 }
 
 /// The most messages a session keeps from before its first receiver (see
-/// `Cold::early`); more are dropped, and logged.
+/// `Cold::early`); more are dropped, and the session closes with 3008 once
+/// it has handled those it kept.
 const EARLY_KEPT: usize = 4096;
 
 /// The future the session runs for its attached HTTP receiver or hixie-76
@@ -811,17 +816,29 @@ where
     }
 
     /// The next message kept from before the session opened, once it has.
+    /// After the last of them, a session that had to drop some closes, as
+    /// one whose queue overflowed.
     fn take_early(&mut self) -> Option<Command> {
-        let cold = self.cold.as_mut().filter(|cold| !cold.early.is_empty())?;
+        let cold = self.cold.as_mut().filter(|cold| !cold.early.is_empty() || cold.early_dropped)?;
         if *self.machine.state() == State::New {
             return None;
         }
-        let command = cold.early.pop_front();
-        if cold.early.is_empty() {
-            // Its buffer goes with the last of them.
-            cold.early = std::collections::VecDeque::new();
+        if let Some(command) = cold.early.pop_front() {
+            return Some(command);
         }
-        command
+        // Its buffer goes with the last of them.
+        cold.early = std::collections::VecDeque::new();
+        cold.early_dropped = false;
+        let (code, reason) = close_code::with_reason(close_code::OVERFLOW);
+        if self.machine.close(code, reason) {
+            crate::util::log_limited!(
+                log::Level::Warn,
+                "sockjs {}: more than {EARLY_KEPT} messages came before the session opened; closing it",
+                self.session_tag()
+            );
+            self.defer_on_close(CloseCause::Overflow);
+        }
+        None
     }
 
     /// The queue went past its limit, to `bytes` (dropped since): the
@@ -867,15 +884,12 @@ where
 
     fn handle(&mut self, act: &mut A, command: Command) {
         if *self.machine.state() == State::New && matches!(command, Command::Push(_) | Command::Typed(_)) {
-            let early = &mut self.cold().early;
-            if early.len() < EARLY_KEPT {
-                early.push_back(command);
+            let cold = self.cold();
+            if cold.early.len() < EARLY_KEPT {
+                cold.early.push_back(command);
             } else {
-                crate::util::log_limited!(
-                    log::Level::Warn,
-                    "sockjs {}: more than {EARLY_KEPT} messages before the session opened; dropped",
-                    self.session_tag()
-                );
+                // Said once the session has opened (`take_early`).
+                cold.early_dropped = true;
             }
             return;
         }
@@ -923,6 +937,7 @@ where
                     }
                     if let Some(cold) = self.cold.as_mut() {
                         cold.early.clear();
+                        cold.early_dropped = false;
                     }
                 }
             }

@@ -12,10 +12,14 @@
 //!
 //! The session's code travels in its `c[code,"reason"]` frame. A SockJS
 //! WebSocket then ends with an RFC 6455 close frame of its own, 1000
-//! "Normal closure" (as sockjs-node's does); a raw WebSocket (no SockJS
-//! frames) carries the session's code in its close frame, or 1011 for a
-//! code RFC 6455 does not let a server send. A protocol error on either
-//! closes with RFC 6455's code for it (1002, 1007, 1009).
+//! "Normal closure" (as sockjs-node's does), but for a session dropped
+//! before it could close (its handler panicked, or
+//! [`terminate`](actix::ActorContext::terminate)), whose close frame
+//! repeats the `c[..]` frame's code (1011 "Internal error" after a
+//! panic). A raw WebSocket (no SockJS frames) carries the session's code
+//! in its close frame. Either sends 1011 in place of a code RFC 6455 does
+//! not let a server send, and closes a protocol error with RFC 6455's code
+//! for it (1002, 1007, 1009).
 //!
 //! # Examples
 //!

@@ -47,8 +47,10 @@ pub enum CloseCause {
     Interrupted,
     /// No receiving request came within the disconnect delay.
     Timeout,
-    /// The outgoing queue exceeded [`Config::max_queue_bytes`](crate::Config::max_queue_bytes);
-    /// the client got `c[3008,"Outgoing queue overflow"]`.
+    /// The outgoing queue exceeded [`Config::max_queue_bytes`](crate::Config::max_queue_bytes),
+    /// or more than the 4,096 messages an HTTP session keeps came before
+    /// its first request reached it (see [`Deliver`](crate::Deliver)); the
+    /// client got `c[3008,"Outgoing queue overflow"]`.
     Overflow,
     /// The client broke the protocol (undecodable WebSocket data, a message
     /// over the size limit).

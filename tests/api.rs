@@ -897,7 +897,7 @@ fn queue_overflow_closes_the_session() {
 /// How the authorisation hook of a request with `?hold_threads` holds up
 /// the manager's thread and its own worker's, for
 /// [`messages_past_what_a_session_keeps_before_it_opens_close_it_with_3008`]
-/// (the hook takes the first).
+/// (the hook takes its session's).
 struct Holds {
     /// Lets the manager's thread go on.
     manager_go: mpsc::Receiver<()>,
@@ -907,7 +907,8 @@ struct Holds {
     worker_go: mpsc::Receiver<()>,
 }
 
-static HOLDS: std::sync::Mutex<Vec<Holds>> = std::sync::Mutex::new(Vec::new());
+/// By session id (tests run side by side).
+static HOLDS: std::sync::Mutex<Vec<(String, Holds)>> = std::sync::Mutex::new(Vec::new());
 
 #[test]
 fn messages_past_what_a_session_keeps_before_it_opens_close_it_with_3008() {
@@ -918,12 +919,12 @@ fn messages_past_what_a_session_keeps_before_it_opens_close_it_with_3008() {
     // the request's ask, all before its request can reach it.
     let p = probed_with(Config::default().heartbeat(Duration::from_secs(2)), |sockjs| {
         sockjs.authorize_async(|req| {
-            let holds = req
-                .query_string()
-                .contains("hold_threads")
-                .then(|| HOLDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop())
-                .flatten();
-            if let Some(Holds { manager_go, worker_held, worker_go }) = holds {
+            let holds = req.query_string().contains("hold_threads").then(|| {
+                let mut holds = HOLDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let at = holds.iter().position(|(id, _)| req.path().contains(&format!("/{id}/")))?;
+                Some(holds.remove(at).1)
+            });
+            if let Some(Holds { manager_go, worker_held, worker_go }) = holds.flatten() {
                 let (manager_held, held) = mpsc::channel();
                 actix::System::current().arbiter().spawn(async move {
                     let _ = manager_held.send(());
@@ -941,12 +942,12 @@ fn messages_past_what_a_session_keeps_before_it_opens_close_it_with_3008() {
     let (manager_go, manager_go_rx) = mpsc::channel();
     let (worker_held_tx, worker_held) = mpsc::channel();
     let (worker_go, worker_go_rx) = mpsc::channel();
-    HOLDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Holds {
-        manager_go: manager_go_rx,
-        worker_held: worker_held_tx,
-        worker_go: worker_go_rx,
-    });
-    let url = format!("/probe/000/{}", session());
+    let id = session();
+    HOLDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+        id.clone(),
+        Holds { manager_go: manager_go_rx, worker_held: worker_held_tx, worker_go: worker_go_rx },
+    ));
+    let url = format!("/probe/000/{id}");
     let port = p.port;
     let opening = thread::spawn({
         let url = url.clone();

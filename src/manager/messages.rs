@@ -451,10 +451,11 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// opened: the handler runs after `on_open`. (That is an HTTP session in
 /// the moment between the manager listing it and its request reaching it,
 /// about a round trip between two threads. It keeps 4,096 messages, text
-/// and typed; if more come, it drops them, handles those it kept, and
-/// closes as a session whose queue overflowed does: its client gets
-/// `c[3008,"Outgoing queue overflow"]` after the kept ones, and
-/// `on_close` runs with [`CloseCause::Overflow`](crate::CloseCause::Overflow).)
+/// and typed; if more come, it drops them, handles those it kept, and,
+/// if it is still open, closes as a session whose queue overflowed does:
+/// its client gets `c[3008,"Outgoing queue overflow"]` after the kept
+/// ones (those within [`Config::max_queue_bytes`](crate::Config::max_queue_bytes)),
+/// and `on_close` runs with [`CloseCause::Overflow`](crate::CloseCause::Overflow).)
 /// A session that has closed
 /// but not yet stopped (an HTTP session answers its client's late requests
 /// for its disconnect delay) still runs the handler, and drops what it

@@ -26,7 +26,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `redis` | off | `cluster::RedisBridge`: broadcasts, groups and [`SendTo`] across nodes over a Redis stream, nothing lost across a Redis restart or stall |
+//! | `redis` | off | `cluster::RedisBridge`: broadcasts, groups and [`SendTo`] across nodes over a Redis stream, nothing lost across a Redis restart or stall within the outbox's bound (by default 30 s, 10,000 messages or 16 MiB a node; beyond, the oldest are dropped, counted and logged) |
 //!
 //! # Quick start
 //!

@@ -294,8 +294,9 @@ impl<'a> Lenient<'a> {
 
     fn hex4(&mut self) -> Option<u32> {
         let digits = self.b.get(self.i..self.i + 4)?;
-        let text = std::str::from_utf8(digits).ok()?;
-        let v = u32::from_str_radix(text, 16).ok()?;
+        // Four hex digits and nothing else: `from_str_radix` alone would
+        // take a sign (`\u+041`), which JSON does not.
+        let v = digits.iter().try_fold(0, |v, &d| Some(v << 4 | char::from(d).to_digit(16)?))?;
         self.i += 4;
         Some(v)
     }
@@ -424,6 +425,20 @@ mod tests {
         // UTF-8 bytes (all >= 0x80) are plain.
         let text = "caf\u{e9} \u{2615} and more\"";
         assert_eq!(plain_string_len(text.as_bytes()), Some(text.len() - 1));
+    }
+
+    /// `\u` takes four hex digits: no sign, no fewer (a new user's trial
+    /// saw `\u+041` read as `A`, where serde_json and sockjs-node's
+    /// `JSON.parse` refuse it).
+    #[test]
+    fn a_unicode_escape_is_four_hex_digits() {
+        assert_eq!(parse(r#"["\u0041\u00e9\uFFFD"]"#), Ok(vec!["A\u{e9}\u{fffd}".into()]));
+        for broken in [r#"["\u+041"]"#, r#"["\u-041"]"#, r#"["\u 041"]"#, r#"["\u04g1"]"#, r#"["\u041"]"#] {
+            assert_eq!(parse(broken), Err(PayloadError::Broken), "{broken}");
+            assert!(serde_json::from_str::<Vec<String>>(broken).is_err(), "{broken}");
+        }
+        // In a low surrogate too.
+        assert_eq!(parse(r#"["\ud83d\u+e00"]"#), Err(PayloadError::Broken));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! [`SessionManager`] to a Redis stream. Every node of the cluster runs the
 //! same endpoint with a bridge on the same stream; a
 //! [`Broadcast`](crate::Broadcast) sent to any node's manager then reaches
-//! the sessions of every node (groups, lists and `except` included), and a
+//! the sessions of every node (groups, lists, `except` and `except_groups`
+//! included), and a
 //! [`SendTo`](crate::SendTo) reaches its session on whichever node holds it.
 //!
 //! # How it works
@@ -909,15 +910,33 @@ fn read_list(wire: &str) -> Box<[Arc<str>]> {
 /// - `x <except ids> <text>`: to everyone but these;
 /// - `t <id> <text>`: to one session;
 /// - `l <ids> <text>`: to these sessions;
-/// - `g <group> <except ids> <text>`: to a group's members but these.
+/// - `g <group> <except ids> <text>`: to a group's members but these;
+///
+/// and with groups whose members it must not reach (0.1's readers skip
+/// these three):
+///
+/// - `X <except ids> <except groups> <text>`: to everyone but these;
+/// - `L <ids> <except groups> <text>`: to these sessions but those;
+/// - `G <group> <except ids> <except groups> <text>`: to a group's members
+///   but these.
 ///
 /// Ids and names are [`wire_id`]s, lists comma-separated.
 fn encode(sender: &str, seq: u64, sent_at: u64, msg: &RelayMessage) -> Vec<u8> {
     let mut out = format!("{MAGIC} {sender} {seq} {sent_at} ");
+    let groups = &msg.except_groups;
     match (&msg.audience, msg.except.is_empty()) {
+        (Audience::All, _) if !groups.is_empty() => {
+            out.push_str(&format!("X {} {} ", wire_list(&msg.except), wire_list(groups)));
+        }
         (Audience::All, true) => out.push_str("b "),
         (Audience::All, false) => out.push_str(&format!("x {} ", wire_list(&msg.except))),
+        (Audience::Ids(ids), _) if !groups.is_empty() => {
+            out.push_str(&format!("L {} {} ", wire_list(ids), wire_list(groups)));
+        }
         (Audience::Ids(ids), _) => out.push_str(&format!("l {} ", wire_list(ids))),
+        (Audience::Group(group), _) if !groups.is_empty() => {
+            out.push_str(&format!("G {} {} {} ", wire_id(group), wire_list(&msg.except), wire_list(groups)));
+        }
         (Audience::Group(group), _) => {
             out.push_str(&format!("g {} {} ", wire_id(group), wire_list(&msg.except)));
         }
@@ -943,10 +962,31 @@ fn decode(frame: &[u8]) -> Option<Received<'_>> {
     let (seq, rest) = rest.split_once(' ')?;
     let (sent_at, rest) = rest.split_once(' ')?;
     let (seq, sent_at) = (seq.parse().ok()?, sent_at.parse().ok()?);
-    let msg =
-        |audience, except, text: &str| RelayMessage { audience, except, payload: payload(text.to_owned()) };
+    let msg = |audience, except, text: &str| RelayMessage {
+        audience,
+        except,
+        except_groups: Box::default(),
+        payload: payload(text.to_owned()),
+    };
+    let without = |msg: RelayMessage, groups: &str| RelayMessage { except_groups: read_list(groups), ..msg };
     let msg = match rest.split_once(' ')? {
         ("b", text) => msg(Audience::All, Box::default(), text),
+        ("X", rest) => {
+            let (except, rest) = rest.split_once(' ')?;
+            let (groups, text) = rest.split_once(' ')?;
+            without(msg(Audience::All, read_list(except), text), groups)
+        }
+        ("L", rest) => {
+            let (ids, rest) = rest.split_once(' ')?;
+            let (groups, text) = rest.split_once(' ')?;
+            without(msg(Audience::Ids(read_list(ids)), Box::default(), text), groups)
+        }
+        ("G", rest) => {
+            let (group, rest) = rest.split_once(' ')?;
+            let (except, rest) = rest.split_once(' ')?;
+            let (groups, text) = rest.split_once(' ')?;
+            without(msg(Audience::Group(read_id(group)), read_list(except), text), groups)
+        }
         ("x", rest) => {
             let (except, text) = rest.split_once(' ')?;
             msg(Audience::All, read_list(except), text)
@@ -1481,6 +1521,14 @@ mod tests {
             RelayMessage::new(Audience::Ids(ids(&odd[..7])), none, ""),
             RelayMessage::new(Audience::Group(Arc::from("room one,2")), ["me"], "to the room"),
             RelayMessage::new(Audience::Session(Arc::from("a b")), none, "for a b only"),
+            // With groups left out (`Broadcast::except_groups`).
+            RelayMessage::new(Audience::All, none, "x").with_except_groups(["user:ann", "a b,c"]),
+            RelayMessage::new(Audience::All, ["me"], "x y").with_except_groups(["g"]),
+            RelayMessage::new(Audience::Ids(ids(&odd[..3])), none, "").with_except_groups(&odd[..7]),
+            RelayMessage::new(Audience::Group(Arc::from("lobby")), none, "t")
+                .with_except_groups(["user:ann"]),
+            RelayMessage::new(Audience::Group(Arc::from("lobby")), ["me"], "t")
+                .with_except_groups(["u 1", "u2"]),
         ];
         for (seq, msg) in cases.iter().enumerate() {
             let frame = encode("web%201/00ff", seq as u64 + 1, 1_700_000_000_000, msg);

@@ -12,7 +12,10 @@
 //! `redis`) is one relay. Another broker (NATS, Kafka, a database's
 //! notifications) needs only an implementation of [`Relay`] that publishes
 //! what [`Relay::publish`] gets and a task that sends [`Relayed`] for what
-//! arrives. What such a relay should guarantee, as the Redis one does:
+//! arrives. It carries each message whole: its audience, the ids and the
+//! groups it leaves out ([`RelayMessage::except`],
+//! [`RelayMessage::except_groups`]) and its text. What such a relay should
+//! guarantee, as the Redis one does:
 //!
 //! - **order**: messages of one node arrive in the order it published them;
 //! - **once**: a message published once is delivered once per node, even
@@ -122,6 +125,8 @@ impl fmt::Debug for Audience {
 pub struct RelayMessage {
     pub(crate) audience: Audience,
     pub(crate) except: Box<[Arc<str>]>,
+    /// The groups whose members it must not reach.
+    pub(crate) except_groups: Box<[Arc<str>]>,
     pub(crate) payload: Arc<Shared>,
 }
 
@@ -130,6 +135,7 @@ impl fmt::Debug for RelayMessage {
         f.debug_struct("RelayMessage")
             .field("audience", &self.audience)
             .field("except", &Tags(&self.except))
+            .field("except_groups", &self.except_groups)
             .field("text", &self.payload.text)
             .finish()
     }
@@ -154,8 +160,46 @@ impl RelayMessage {
         Self {
             audience,
             except: except.into_iter().map(|id| Arc::from(id.as_ref())).collect(),
+            except_groups: Box::default(),
             payload: payload(text.into()),
         }
+    }
+
+    /// The same, but not to the members of these groups either (what
+    /// [`Broadcast::except_groups`](crate::Broadcast::except_groups) set):
+    /// a relay that carries messages in a format of its own must carry
+    /// these too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::relay::{Audience, RelayMessage};
+    ///
+    /// let msg = RelayMessage::new(Audience::Group("lobby".into()), [] as [&str; 0], "x")
+    ///     .with_except_groups(["user:ann"]);
+    /// assert_eq!(&*msg.except_groups()[0], "user:ann");
+    /// ```
+    #[must_use]
+    pub fn with_except_groups<I, S>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.except_groups = groups.into_iter().map(|group| Arc::from(group.as_ref())).collect();
+        self
+    }
+
+    /// The groups whose members it must not reach.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::relay::{Audience, RelayMessage};
+    /// let msg = RelayMessage::new(Audience::All, [] as [&str; 0], "x");
+    /// assert!(msg.except_groups().is_empty());
+    /// ```
+    pub fn except_groups(&self) -> &[Arc<str>] {
+        &self.except_groups
     }
 
     /// Who it is for.

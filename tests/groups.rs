@@ -284,6 +284,15 @@ impl Server {
         self.events.recv_timeout(READ_TIMEOUT).expect("an event from a session")
     }
 
+    /// A WebSocket session `id` in the group `group`, past its `o` and
+    /// `on_open`.
+    fn socket_in(&self, id: &str, group: &str) -> WsClient {
+        let mut ws = WsClient::connect(self.port, &format!("/m/000/{id}/websocket?group={group}"));
+        assert_eq!(ws.recv_text(), "o");
+        self.opened();
+        ws
+    }
+
     fn opened(&self) -> String {
         match self.next() {
             Event::Opened(id) => id,
@@ -902,12 +911,8 @@ fn a_typed_message_to_a_group_reaches_exactly_its_sessions() {
     // group's sessions themselves, each after what it was sent before.
     let s = Server::start(Duration::from_secs(5));
     let shared = session();
-    let mut ann = WsClient::connect(s.port, &format!("/m/000/{shared}/websocket?group=user:ann"));
-    assert_eq!(ann.recv_text(), "o");
-    s.opened();
-    let mut bob = WsClient::connect(s.port, &format!("/m/000/{shared}/websocket?group=user:bob"));
-    assert_eq!(bob.recv_text(), "o");
-    s.opened();
+    let mut ann = s.socket_in(&shared, "user:ann");
+    let mut bob = s.socket_in(&shared, "user:bob");
     // Ann's second tab, polling.
     let tab = format!("/m/000/{}", session());
     assert_eq!(post(s.port, &format!("{tab}/xhr?group=user:ann"), "").body, "o\n");
@@ -986,4 +991,91 @@ fn a_key_reaches_exactly_its_session_where_the_id_is_shared() {
     assert_eq!(s.ask(SendTo::text(ann_key, "late")), Delivery::Unknown);
     assert_eq!(other.ask("ping"), "ping");
     assert_eq!(later.ask("ping"), "ping");
+}
+
+/// A new user's trial: a typing indicator for a channel's other users.
+/// `except` takes session ids, which leave out every session under an id
+/// (another user's WebSocket too, where two share one) and none of the
+/// sender's other tabs; `except_groups` leaves out a group's members.
+#[test]
+fn a_broadcast_leaves_out_the_members_of_groups() {
+    let s = Server::start(Duration::from_secs(5));
+    let shared = session();
+    let mut ann = s.socket_in(&shared, "user:ann");
+    let mut bob = s.socket_in(&shared, "user:bob");
+    let mut cat = Client::websocket_at(s.port, &format!("/m/000/{}", session()));
+    let cat_id = s.opened();
+    // Ann's second tab, polling.
+    let tab = format!("/m/000/{}", session());
+    assert_eq!(post(s.port, &format!("{tab}/xhr?group=user:ann"), "").body, "o\n");
+    s.opened();
+
+    // Every audience, with ids left out too or not: ann's tabs get none.
+    let typing = || Broadcast::text("ann types").except_groups(["user:ann"]);
+    assert_eq!(s.ask(typing().group("all")), 2, "bob and cat");
+    assert_eq!(s.ask(typing()), 2, "everyone: bob and cat");
+    assert_eq!(
+        s.ask(typing().ids([shared.as_str(), cat_id.as_str()])),
+        2,
+        "the newest socket of the id: bob"
+    );
+    assert_eq!(s.ask(typing().group("all").except([cat_id.as_str()])), 1, "bob");
+    assert_eq!(s.ask(typing().group("all").except_groups(["user:ann", "user:bob"])), 1, "cat");
+    assert_eq!(s.ask(typing().group("all").except_groups(["no such group"])), 4, "all four");
+    assert_eq!(s.ask(Broadcast::text("after").group("user:ann")), 2);
+    assert_eq!(read_messages(&mut ann, 2), ["ann types", "after"]);
+    assert_eq!(
+        post(s.port, &format!("{tab}/xhr"), "").body,
+        "a[\"ann types\",\"after\"]\n",
+        "only the broadcast that left out no one of ann's"
+    );
+    assert_eq!(read_messages(&mut bob, 5), ["ann types"; 5]);
+    for _ in 0..5 {
+        assert_eq!(cat.recv(), "ann types");
+    }
+}
+
+/// Hands a manager's relayed messages to another manager, as a broker
+/// would to another node.
+struct Direct(Recipient<actix_sockjs::relay::Relayed>);
+
+impl actix_sockjs::relay::Relay for Direct {
+    fn publish(&mut self, msg: actix_sockjs::relay::RelayMessage) {
+        self.0.do_send(actix_sockjs::relay::Relayed::new(msg));
+    }
+}
+
+#[test]
+fn a_relayed_broadcast_leaves_out_the_members_of_groups_on_the_other_node() {
+    use actix_sockjs::relay::SetRelay;
+    let one = Server::start(Duration::from_secs(5));
+    let two = Server::start(Duration::from_secs(5));
+    one.manager.do_send(SetRelay::to(Direct(two.manager.clone().recipient())));
+    two.manager.do_send(SetRelay::to(Direct(one.manager.clone().recipient())));
+    // Ann has a tab on each node; bob is on the second.
+    let mut ann_one = one.socket_in(&session(), "user:ann");
+    let mut ann_two = two.socket_in(&session(), "user:ann");
+    let mut bob = two.socket_in(&session(), "user:bob");
+
+    // Ann types on the first node: no one there but her, so none here.
+    assert_eq!(one.ask(Broadcast::text("ann types").group("all").except_groups(["user:ann"])), 0);
+    one.manager.do_send(Broadcast::text("after").group("all"));
+    // In the order the first node sent them: bob gets both, ann's tab on
+    // the second node only the second.
+    assert_eq!(read_messages(&mut bob, 2), ["ann types", "after"]);
+    assert_eq!(read_messages(&mut ann_two, 1), ["after"]);
+    assert_eq!(read_messages(&mut ann_one, 1), ["after"]);
+}
+
+/// The next `n` messages of a SockJS WebSocket (one frame may carry
+/// several: what a session queued in one turn).
+fn read_messages(ws: &mut WsClient, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = ws.recv_text();
+        let batch = frame.strip_prefix('a').unwrap_or_else(|| panic!("expected messages, got {frame}"));
+        got.extend(serde_json::from_str::<Vec<String>>(batch).expect("a JSON array"));
+    }
+    assert_eq!(got.len(), n, "{got:?}");
+    got
 }

@@ -69,6 +69,7 @@ pub struct Broadcast {
     payload: Arc<Shared>,
     target: Audience,
     except: Box<[Arc<str>]>,
+    except_groups: Box<[Arc<str>]>,
 }
 
 impl std::fmt::Debug for Broadcast {
@@ -77,6 +78,7 @@ impl std::fmt::Debug for Broadcast {
             .field("payload", &self.payload)
             .field("target", &self.target)
             .field("except", &Tags(&self.except))
+            .field("except_groups", &self.except_groups)
             .finish()
     }
 }
@@ -98,7 +100,12 @@ impl Broadcast {
     /// let notice = actix_sockjs::Broadcast::text("maintenance at noon");
     /// ```
     pub fn text(msg: impl Into<String>) -> Self {
-        Self { payload: payload(msg.into()), target: Audience::All, except: Box::default() }
+        Self {
+            payload: payload(msg.into()),
+            target: Audience::All,
+            except: Box::default(),
+            except_groups: Box::default(),
+        }
     }
 
     /// A broadcast of one value as JSON (`serde_json`'s encoding).
@@ -170,6 +177,29 @@ impl Broadcast {
         self.except = ids(list);
         self
     }
+
+    /// Not to the members of these groups, on every node (Socket.IO's
+    /// `except(room)`): every tab of the sender's user, say, where each
+    /// session joins a group of its user's. A session in the audience and
+    /// in one of these groups does not get it; applies to any audience,
+    /// with [`except`](Self::except) or without.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Ann types in the lobby: everyone there sees it but ann's own tabs.
+    /// let typing = actix_sockjs::Broadcast::text(r#"{"typing":"ann"}"#)
+    ///     .group("lobby")
+    ///     .except_groups(["user:ann"]);
+    /// ```
+    pub fn except_groups<I, S>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.except_groups = ids(groups);
+        self
+    }
 }
 
 impl<A: Session> Handler<Broadcast> for SessionManager<A> {
@@ -177,8 +207,8 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> usize {
         self.read_notes();
-        let Broadcast { payload, target, except } = msg;
-        let reached = self.fan_out(&payload, &target, &except);
+        let Broadcast { payload, target, except, except_groups } = msg;
+        let reached = self.fan_out(&payload, &target, &except, &except_groups);
         if self.relay.is_none() {
             return reached;
         }
@@ -199,7 +229,7 @@ impl<A: Session> Handler<Broadcast> for SessionManager<A> {
             }
             audience => audience,
         };
-        self.relay(RelayMessage { audience, except, payload });
+        self.relay(RelayMessage { audience, except, except_groups, payload });
         reached
     }
 }
@@ -420,6 +450,7 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
                 if self.relay(RelayMessage {
                     audience: Audience::Session(id.clone()),
                     except: Box::default(),
+                    except_groups: Box::default(),
                     payload: msg.payload,
                 }) =>
             {
@@ -1190,7 +1221,7 @@ impl<A: Session> Handler<Relayed> for SessionManager<A> {
 
     fn handle(&mut self, Relayed(msg): Relayed, _: &mut Context<Self>) {
         self.read_notes();
-        let RelayMessage { audience, except, payload } = msg;
+        let RelayMessage { audience, except, except_groups, payload } = msg;
         if let Audience::Session(id) = &audience {
             let here: Vec<u64> = self.serials_of(id).collect();
             if !self.deliver_to(here, &payload) {
@@ -1201,7 +1232,7 @@ impl<A: Session> Handler<Relayed> for SessionManager<A> {
             }
             return;
         }
-        self.fan_out(&payload, &audience, &except);
+        self.fan_out(&payload, &audience, &except, &except_groups);
     }
 }
 

@@ -848,9 +848,16 @@ impl<A: Session> SessionManager<A> {
 
     /// Hands a broadcast to its recipients on this node; answers how many
     /// got it.
-    fn fan_out(&mut self, payload: &Arc<Shared>, audience: &Audience, except: &[Arc<str>]) -> usize {
+    fn fan_out(
+        &mut self,
+        payload: &Arc<Shared>,
+        audience: &Audience,
+        except: &[Arc<str>],
+        except_groups: &[Arc<str>],
+    ) -> usize {
         let start = Instant::now();
-        let skip: SerialSet = except.iter().flat_map(|id| self.every_serial_of(id)).collect();
+        let mut skip: SerialSet = except.iter().flat_map(|id| self.every_serial_of(id)).collect();
+        skip.extend(except_groups.iter().filter_map(|group| self.groups.get(group)).flatten().copied());
         let mut recipients: Vec<u64> = Vec::new();
         let mut dead = Vec::new();
         let mut sent = 0;

@@ -1029,17 +1029,14 @@ impl actix_sockjs::Session for Silent {
     fn on_message(&mut self, _: String, _: &mut actix_sockjs::SessionContext<Self>) {}
 }
 
-/// A list broadcast that leaves out one of its own ids leaves it out on
-/// every node: the id's session is on another node than the sender.
-#[test]
-fn a_list_broadcast_leaves_out_its_except_on_every_node() {
-    let redis_port = free_port();
-    let _redis = redis(redis_port);
-    let holder = test_node("holder", redis_port, &[]);
-    let mut b = common::Client::websocket(holder.port, "/groups");
-    let b_id = b.ask("id");
-    // The sender: a manager in this process, bridged to test_server's
-    // `/groups` stream.
+/// A node in this process that only sends: a manager bridged to
+/// test_server's `/groups` stream on the Redis at `redis_port`; answers
+/// once its bridge and that of the test_server node at `holder_port` are
+/// up. Runs until its system is stopped.
+fn sender_node(
+    redis_port: u16,
+    holder_port: u16,
+) -> (actix::Addr<actix_sockjs::SessionManager<Silent>>, actix::System) {
     let (tx, rx) = std::sync::mpsc::channel();
     let url = format!("redis://127.0.0.1:{redis_port}/");
     std::thread::spawn(move || {
@@ -1059,11 +1056,24 @@ fn a_list_broadcast_leaves_out_its_except_on_every_node() {
     let (manager, bridge_handle, system) = rx.recv_timeout(Duration::from_secs(10)).expect("sender node");
     wait_for("both bridges up", || {
         bridge_handle.is_up() && {
-            let res = request(holder.port, "GET", "/cluster", &[], None);
+            let res = request(holder_port, "GET", "/cluster", &[], None);
             let health: serde_json::Value = serde_json::from_str(&res.body).expect("JSON health");
             health["bridges"]["/groups"]["up"] == true
         }
     });
+    (manager, system)
+}
+
+/// A list broadcast that leaves out one of its own ids leaves it out on
+/// every node: the id's session is on another node than the sender.
+#[test]
+fn a_list_broadcast_leaves_out_its_except_on_every_node() {
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let holder = test_node("holder", redis_port, &[]);
+    let mut b = common::Client::websocket(holder.port, "/groups");
+    let b_id = b.ask("id");
+    let (manager, system) = sender_node(redis_port, holder.port);
     use actix_sockjs::Broadcast;
     manager.do_send(Broadcast::text("not for b").ids([b_id.as_str(), "nobody"]).except([b_id.as_str()]));
     // Its answer counts this node's sessions only: none here.
@@ -1078,6 +1088,39 @@ fn a_list_broadcast_leaves_out_its_except_on_every_node() {
     // would come first.
     assert_eq!(b.recv(), "for b");
     assert_eq!(b.ask("ping"), "ping", "nothing else came");
+    system.stop();
+}
+
+/// A broadcast that leaves out a group's members leaves them out on every
+/// node (`Broadcast::except_groups`, through the Redis entry kinds that
+/// carry it).
+#[test]
+fn a_broadcast_leaves_out_the_members_of_groups_on_every_node() {
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let holder = test_node("holder", redis_port, &[]);
+    let mut a = common::Client::websocket(holder.port, "/groups");
+    let mut b = common::Client::poll(holder.port, "/groups");
+    for (client, groups) in [(&mut a, &["g", "user:a"][..]), (&mut b, &["g"])] {
+        for group in groups {
+            assert_eq!(client.ask(&format!("join:{group}")), "ok");
+        }
+    }
+    let (a_id, b_id) = (a.ask("id"), b.ask("id"));
+    let (manager, system) = sender_node(redis_port, holder.port);
+    use actix_sockjs::Broadcast;
+    // Each of the three new kinds: everyone, a group, a list.
+    manager.do_send(Broadcast::text("all but a").except_groups(["user:a"]));
+    manager.do_send(Broadcast::text("g but a").group("g").except_groups(["user:a", "nobody"]));
+    manager
+        .do_send(Broadcast::text("list but a").ids([a_id.as_str(), b_id.as_str()]).except_groups(["user:a"]));
+    manager.do_send(Broadcast::text("to g").group("g"));
+    for expected in ["all but a", "g but a", "list but a", "to g"] {
+        assert_eq!(b.recv(), expected);
+    }
+    // One sender's messages arrive in order: a copy of any of the first
+    // three for a would come before this one.
+    assert_eq!(a.recv(), "to g");
     system.stop();
 }
 

@@ -323,6 +323,7 @@ async fn cluster_health(bridges: Health, node: web::Data<Option<String>>) -> Htt
                 "outbox_messages": h.outbox_messages,
                 "outbox_bytes": h.outbox_bytes,
                 "dropped": h.dropped,
+                "missed": h.missed,
             }),
         );
     }

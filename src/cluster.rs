@@ -36,7 +36,8 @@
 //!   the oldest unpublished messages are dropped, counted in
 //!   [`REDIS_DROPPED`] and logged once per
 //!   outage; other nodes count the gap in
-//!   [`REDIS_MISSED`] when that node's next message arrives;
+//!   [`REDIS_MISSED`] (and [`BridgeHealth::missed`]) when that node's next
+//!   message arrives;
 //! - **health**: the publisher and the reader each count as up while Redis
 //!   answered them within [`RedisBridge::health_timeout`] (they send a
 //!   command at least every quarter of it), exported as gauges and by
@@ -397,6 +398,7 @@ impl RedisBridge {
             outbox: Mutex::new(Outbox::new(self.limits)),
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
+            missed: AtomicU64::new(0),
             epoch: Instant::now(),
             catch_up: self.limits.age,
             started_ms: unix_ms(),
@@ -452,6 +454,11 @@ pub struct BridgeHandle {
 /// if !health.publisher_up {
 ///     log::warn!("{} message(s) wait for Redis", health.outbox_messages);
 /// }
+/// // Compared with the last look: broadcasts of other nodes lost.
+/// # let last_missed = 0;
+/// if health.missed > last_missed {
+///     log::warn!("clients here missed {} broadcast(s); asking them to reload", health.missed - last_missed);
+/// }
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,6 +474,12 @@ pub struct BridgeHealth {
     pub outbox_bytes: usize,
     /// Messages dropped from the outbox unpublished since the bridge started.
     pub dropped: u64,
+    /// Messages of other nodes that this node will never get (their
+    /// outboxes dropped them), counted since the bridge started as each
+    /// sender's next message arrives: where it grows, clients of this node
+    /// missed broadcasts, and an application may tell them to fetch the
+    /// state again.
+    pub missed: u64,
 }
 
 impl fmt::Debug for BridgeHandle {
@@ -513,6 +526,7 @@ impl BridgeHandle {
             outbox_messages: outbox.waiting,
             outbox_bytes: outbox.waiting_bytes,
             dropped: outbox.dropped,
+            missed: self.bridge.missed.load(Ordering::Relaxed),
         }
     }
 
@@ -554,6 +568,8 @@ struct Bridge {
     /// Wakes the publisher when the outbox has something new.
     wake: Notify,
     stopped: AtomicBool,
+    /// Messages of other nodes never to come ([`BridgeHealth::missed`]).
+    missed: AtomicU64,
     /// What [`Side::last_ok`] counts from.
     epoch: Instant,
     /// How far back a reader catches up at most, beyond its start margin:
@@ -1422,6 +1438,7 @@ fn take(bridge: &Bridge, senders: &mut Senders, manager: &Recipient<Relayed>, fr
                     entry.sender
                 );
                 bridge.metrics.missed.increment(missed);
+                bridge.missed.fetch_add(missed, Ordering::Relaxed);
             }
             bridge.metrics.received.increment(1);
             // What was sent before this node started comes from the start

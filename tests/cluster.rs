@@ -990,6 +990,12 @@ fn beyond_the_outbox_bound_the_counted_drops_are_what_clients_miss() {
     let mut cluster = Cluster::start(&["--redis-outbox", "50"]);
     let ports = cluster.ports();
     let mut mesh = Mesh::open(ports);
+    // Node 2 has read a message of node 1: it knows that node from then
+    // on, and counts a gap in what comes next from it.
+    let mut watcher = common::Client::websocket(ports[1], "/broadcast");
+    mesh.senders[0].send("W-first");
+    assert_eq!(watcher.recv(), "W-first");
+    drop(watcher);
     // Redis is away while each node sends 300 messages (none is in flight
     // when it goes, so the count is exact: a message whose XADD was sent
     // as Redis failed counts as dropped even if Redis took it).
@@ -1010,6 +1016,10 @@ fn beyond_the_outbox_bound_the_counted_drops_are_what_clients_miss() {
         assert_eq!(300 - numbers.len() as u64, dropped, "missed = dropped");
         assert_eq!(from(got, "B-"), all_of("B-", 300), "node 2's own broadcasts");
     }
+    // Node 2 knows: what an application reads to have its clients fetch
+    // the state again.
+    assert_eq!(bridge(ports[1])["missed"], dropped, "node 2's count of what it missed");
+    assert_eq!(bridge(ports[0])["missed"], 0, "node 1 missed nothing");
     // Node 1's clients got all of node 1's, and all of node 2's.
     for got in &got[..3] {
         assert_eq!(from(got, "A-"), all_of("A-", 300));

@@ -519,6 +519,34 @@ impl<A: Session> SessionManager<A> {
     /// # });
     /// ```
     ///
+    /// An actor of the application's that needs the manager and that the
+    /// sessions need (a presence tracker, say) starts in `make`, where both
+    /// addresses are at hand:
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Session, SessionContext, SessionManager};
+    /// struct Presence {
+    ///     room: Addr<SessionManager<Member>>,
+    /// }
+    /// impl Actor for Presence {
+    ///     type Context = Context<Self>;
+    /// }
+    ///
+    /// struct Member {
+    ///     presence: Addr<Presence>,
+    /// }
+    /// # impl Actor for Member { type Context = SessionContext<Self>; }
+    /// # impl Session for Member { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    ///
+    /// # actix::System::new().block_on(async {
+    /// let room = SessionManager::start_with(|room| {
+    ///     let presence = Presence { room }.start();
+    ///     move || Member { presence: presence.clone() }
+    /// });
+    /// # });
+    /// ```
+    ///
     /// # Panics
     ///
     /// Outside a running actix system (actix's `Actor::create` needs one):

@@ -824,10 +824,12 @@ where
             return None;
         }
         if let Some(command) = cold.early.pop_front() {
+            if cold.early.is_empty() {
+                // Its buffer goes with the last of them.
+                cold.early = std::collections::VecDeque::new();
+            }
             return Some(command);
         }
-        // Its buffer goes with the last of them.
-        cold.early = std::collections::VecDeque::new();
         cold.early_dropped = false;
         let (code, reason) = close_code::with_reason(close_code::OVERFLOW);
         if self.machine.close(code, reason) {

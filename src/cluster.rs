@@ -928,8 +928,8 @@ fn read_list(wire: &str) -> Box<[Arc<str>]> {
 /// - `l <ids> <text>`: to these sessions;
 /// - `g <group> <except ids> <text>`: to a group's members but these;
 ///
-/// and with groups whose members it must not reach (0.1's readers skip
-/// these three):
+/// and with groups whose members it must not reach (readers from before
+/// `Broadcast::except_groups` skip these three):
 ///
 /// - `X <except ids> <except groups> <text>`: to everyone but these;
 /// - `L <ids> <except groups> <text>`: to these sessions but those;

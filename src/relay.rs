@@ -168,7 +168,8 @@ impl RelayMessage {
     /// The same, but not to the members of these groups either (what
     /// [`Broadcast::except_groups`](crate::Broadcast::except_groups) set):
     /// a relay that carries messages in a format of its own must carry
-    /// these too.
+    /// these too. They do not apply to [`Audience::Session`] (a
+    /// [`SendTo`](crate::SendTo), which has none).
     ///
     /// # Examples
     ///

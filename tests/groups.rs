@@ -1006,7 +1006,8 @@ fn a_broadcast_leaves_out_the_members_of_groups() {
     let mut cat = Client::websocket_at(s.port, &format!("/m/000/{}", session()));
     let cat_id = s.opened();
     // Ann's second tab, polling.
-    let tab = format!("/m/000/{}", session());
+    let tab_id = session();
+    let tab = format!("/m/000/{tab_id}");
     assert_eq!(post(s.port, &format!("{tab}/xhr?group=user:ann"), "").body, "o\n");
     s.opened();
 
@@ -1019,6 +1020,7 @@ fn a_broadcast_leaves_out_the_members_of_groups() {
         2,
         "the newest socket of the id: bob"
     );
+    assert_eq!(s.ask(typing().ids([tab_id.as_str()])), 0, "ann's tab, by its id");
     assert_eq!(s.ask(typing().group("all").except([cat_id.as_str()])), 1, "bob");
     assert_eq!(s.ask(typing().group("all").except_groups(["user:ann", "user:bob"])), 1, "cat");
     assert_eq!(s.ask(typing().group("all").except_groups(["no such group"])), 4, "all four");

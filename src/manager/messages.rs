@@ -128,7 +128,8 @@ impl Broadcast {
     ///
     /// A broadcast has one audience: everyone, a group, or a list of ids.
     /// `group` and [`ids`](Self::ids) each set it, and the later call
-    /// replaces the earlier; [`except`](Self::except) applies to any.
+    /// replaces the earlier; [`except`](Self::except) and
+    /// [`except_groups`](Self::except_groups) apply to any.
     ///
     /// # Examples
     ///

@@ -475,8 +475,9 @@ pub struct BridgeHealth {
     /// Messages dropped from the outbox unpublished since the bridge started.
     pub dropped: u64,
     /// Messages of other nodes that this node will never get (their
-    /// outboxes dropped them), counted since the bridge started as each
-    /// sender's next message arrives: where it grows, clients of this node
+    /// outboxes dropped them, or the stream was trimmed before this node
+    /// read them), counted since the bridge started as each sender's next
+    /// message arrives: where it grows, clients of this node
     /// missed broadcasts, and an application may tell them to fetch the
     /// state again.
     pub missed: u64,

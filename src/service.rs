@@ -277,10 +277,8 @@ impl<A: Session> SockJs<A> {
     /// `disconnect_delay`, `ping_timeout`, `request_timeout`, `heartbeat`,
     /// `max_queue_bytes` or `max_message_bytes`) and `allowed_origins`
     /// entries that no browser's `Origin` matches, and a `sockjs_url` that is
-    /// neither absolute nor rooted, are logged as warnings here, by every
-    /// worker that builds the endpoint (ten lines in ten seconds at most,
-    /// as every repeated line of the crate: the first worker's show them
-    /// all).
+    /// neither absolute nor rooted, are logged as warnings here, each once
+    /// per process (every worker builds the endpoint).
     ///
     /// # Examples
     ///
@@ -303,7 +301,11 @@ impl<A: Session> SockJs<A> {
     /// ```
     pub fn config(mut self, config: Config) -> Self {
         for doubt in config.doubts() {
-            crate::util::log_limited!(log::Level::Warn, "sockjs: {}: {doubt}", self.prefix);
+            let line = format!("sockjs: {}: {doubt}", self.prefix);
+            // Every worker builds the endpoint: said once.
+            if crate::util::first_time(&line) {
+                log::warn!("{line}");
+            }
         }
         self.config = config;
         self

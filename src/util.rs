@@ -6,7 +6,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
-        OnceLock,
+        Mutex, OnceLock,
     },
     time::Instant,
 };
@@ -167,6 +167,15 @@ impl LogLimit {
     }
 }
 
+/// Whether `line` is new to this process (for a warning that every
+/// worker would repeat as it builds the same endpoint). Remembers every
+/// line it is given: only for a few, such as configuration warnings.
+pub(crate) fn first_time(line: &str) -> bool {
+    static SEEN: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Mutex::default);
+    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(line.to_owned())
+}
+
 /// Milliseconds since the process's first limited line (one clock for all
 /// threads: [`crate::clock`]'s is per thread).
 fn log_clock() -> u64 {
@@ -239,6 +248,15 @@ mod tests {
     use actix_web::http::header::HeaderValue;
 
     use super::*;
+
+    /// A review: two workers with six configuration warnings each came to
+    /// more than a call site's ten lines, and some were never logged.
+    #[test]
+    fn a_line_is_new_once() {
+        let lines: Vec<String> = (0..12).map(|i| format!("util test line {i}")).collect();
+        assert!(lines.iter().all(|line| first_time(line)), "each new");
+        assert!(lines.iter().all(|line| !first_time(line)), "each seen");
+    }
 
     #[test]
     fn a_call_site_logs_ten_lines_in_ten_seconds_then_says_how_many_it_skipped() {

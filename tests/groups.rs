@@ -1070,11 +1070,15 @@ fn a_relayed_broadcast_leaves_out_the_members_of_groups_on_the_other_node() {
 }
 
 /// The next `n` messages of a SockJS WebSocket (one frame may carry
-/// several: what a session queued in one turn).
+/// several: what a session queued in one turn), heartbeats skipped (the
+/// server's come every 300 ms).
 fn read_messages(ws: &mut WsClient, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     while got.len() < n {
         let frame = ws.recv_text();
+        if frame == "h" {
+            continue;
+        }
         let batch = frame.strip_prefix('a').unwrap_or_else(|| panic!("expected messages, got {frame}"));
         got.extend(serde_json::from_str::<Vec<String>>(batch).expect("a JSON array"));
     }

@@ -67,6 +67,15 @@ use crate::{
     session::{Shared, Tags},
 };
 
+/// Ids or group names, as messages keep them.
+pub(crate) fn names<I, S>(names: I) -> Box<[Arc<str>]>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    names.into_iter().map(|name| Arc::from(name.as_ref())).collect()
+}
+
 /// A payload from a text, encoded once for every session that gets it.
 pub(crate) fn payload(text: String) -> Arc<Shared> {
     let json = json_string(&text, Escape::SockJs).into_boxed_str();
@@ -157,12 +166,7 @@ impl RelayMessage {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self {
-            audience,
-            except: except.into_iter().map(|id| Arc::from(id.as_ref())).collect(),
-            except_groups: Box::default(),
-            payload: payload(text.into()),
-        }
+        Self { audience, except: names(except), except_groups: Box::default(), payload: payload(text.into()) }
     }
 
     /// The same, but not to the members of these groups either (what
@@ -186,7 +190,7 @@ impl RelayMessage {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.except_groups = groups.into_iter().map(|group| Arc::from(group.as_ref())).collect();
+        self.except_groups = names(groups);
         self
     }
 

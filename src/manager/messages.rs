@@ -10,7 +10,7 @@ use super::{next_serial, Directory, Opening, SessionManager, Unstarted};
 use crate::{
     admission::Refusal,
     protocol::Transport,
-    relay::{payload, Audience, RelayMessage, Relayed, SetRelay},
+    relay::{names, payload, Audience, RelayMessage, Relayed, SetRelay},
     session::{
         command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared, Tags,
         TypedMessage,
@@ -83,14 +83,6 @@ impl std::fmt::Debug for Broadcast {
     }
 }
 
-fn ids<I, S>(ids: I) -> Box<[Arc<str>]>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    ids.into_iter().map(|id| Arc::from(id.as_ref())).collect()
-}
-
 impl Broadcast {
     /// A broadcast of one text message to every session.
     ///
@@ -159,7 +151,7 @@ impl Broadcast {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.target = Audience::Ids(ids(list));
+        self.target = Audience::Ids(names(list));
         self
     }
 
@@ -175,7 +167,7 @@ impl Broadcast {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.except = ids(list);
+        self.except = names(list);
         self
     }
 
@@ -198,7 +190,7 @@ impl Broadcast {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.except_groups = ids(groups);
+        self.except_groups = names(groups);
         self
     }
 }

@@ -1589,7 +1589,11 @@ impl<A: Session> Runtime for SessionFut<A> {
     fn in_place(&mut self, in_place: bool) {
         let ctx = self.fut.ctx();
         // A poll of the task re-arms only if it reads the queue to the end.
-        ctx.turn_bits = if in_place { ctx.turn_bits | IN_PLACE } else { 0 };
+        // The other bits say what the session is, not what this turn is:
+        // they stay (a task's poll that cleared `NEVER_OPENED` let the
+        // handler of a typed message run on a session that never opened).
+        ctx.turn_bits =
+            if in_place { ctx.turn_bits | IN_PLACE } else { ctx.turn_bits & !(IN_PLACE | QUEUE_ARMED) };
     }
 }
 
@@ -1756,5 +1760,103 @@ mod size {
         assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 24);
         // Boxed by actix: glibc's smallest chunk (32 bytes) holds up to 24.
         assert!(std::mem::size_of::<Pump>() <= 24);
+    }
+}
+
+#[cfg(test)]
+mod never_opened {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::{
+        receiver::{out_queue, Framing},
+        session::LocalTurns,
+    };
+
+    /// Notes whether `on_open` and the handler of [`Ping`] ran.
+    struct Probe {
+        opened: Arc<AtomicBool>,
+        handled: Arc<AtomicBool>,
+    }
+
+    impl Actor for Probe {
+        type Context = SessionContext<Self>;
+    }
+
+    impl Session for Probe {
+        fn on_open(&mut self, _: &mut SessionContext<Self>) {
+            self.opened.store(true, Ordering::SeqCst);
+        }
+
+        fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    }
+
+    struct Ping;
+
+    impl Message for Ping {
+        type Result = ();
+    }
+
+    impl Handler<Ping> for Probe {
+        type Result = ();
+
+        fn handle(&mut self, _: Ping, _: &mut SessionContext<Self>) {
+            self.handled.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_typed_message_after_the_first_turn_of_a_session_that_never_opened_is_dropped() {
+        // An audit: a shutdown before an HTTP session's first receiver
+        // closes it unopened, and typed messages on their way are dropped;
+        // the task's next poll forgot that, and ran the handler of one
+        // that came after its first turn on an actor whose `on_open` never
+        // ran.
+        actix::System::new().block_on(async {
+            let opened = Arc::new(AtomicBool::new(false));
+            let handled = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = command_channel();
+            let (out, _out_rx) = out_queue();
+            let receiver = Receiver::http(Transport::XhrPolling, Framing::Xhr, out, 0);
+            // The shutdown comes before the request's `Attach`.
+            tx.send(Command::Shutdown).expect("queued");
+            tx.send(Command::Attach(Box::new(receiver))).expect("queued");
+            let req = actix_web::test::TestRequest::default().to_http_request();
+            let (notes, _notes_rx) = super::NotesTx::queue();
+            let setup = SessionSetup {
+                id: Arc::from("s1"),
+                serial: 1,
+                config: Arc::new(Config::default()),
+                request: RequestInfo::from_request(&req, None, None),
+                notes,
+                metrics: Arc::new(EndpointMetrics::new("/audit")),
+            };
+            let probe = Probe { opened: opened.clone(), handled: handled.clone() };
+            let turn = start_session(
+                probe,
+                Transport::XhrPolling,
+                setup,
+                (rx, None),
+                InPlace::Requests(LocalTurns::default()),
+            )
+            .ok()
+            .flatten()
+            .expect("the session lives");
+            // The task's own first poll (one thread: a yield runs the
+            // task that was woken), then a typed message after it.
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            tx.send(Command::Typed(Box::new(TypedMessage::new::<Probe, Ping>(Ping)))).expect("queued");
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            drop(turn);
+            assert!(!opened.load(Ordering::SeqCst), "on_open never ran");
+            assert!(
+                !handled.load(Ordering::SeqCst),
+                "the handler of a typed message ran on a session that never opened"
+            );
+        });
     }
 }

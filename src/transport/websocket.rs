@@ -815,7 +815,16 @@ impl Stream for WsStream {
         if std::mem::take(&mut this.stalled) && this.turn.is_some() && this.waiting as usize <= INBOUND_ROOM {
             cx.waker().wake_by_ref();
         }
-        let beat = if open { this.keep_alive() } else { Beat::Gone };
+        // Nothing goes out after a close frame (RFC 6455 5.5.1), such as
+        // one this poll's read wrote (the client's close answered, or its
+        // error): no heartbeat, no ping.
+        let beat = if !open {
+            Beat::Gone
+        } else if this.closing {
+            Beat::Quiet
+        } else {
+            this.keep_alive()
+        };
         match beat {
             Beat::Gone => {
                 this.done = true;
@@ -982,6 +991,38 @@ mod tests {
             assert!(chunk.ends_with(&[0x89, 0x00]), "a ping: {chunk:?}");
             assert_eq!(inbox.released.get(), 1);
         });
+    }
+
+    #[test]
+    fn nothing_goes_out_after_a_close_frame_the_read_wrote() {
+        // An audit: a ping falling due in the poll that answered the
+        // client's close frame (or refused its message) went out after
+        // the close frame, with a heartbeat, which RFC 6455 forbids.
+        let normal = CloseReason { code: CloseCode::Normal, description: None };
+        let broken =
+            CloseReason { code: CloseCode::Other(3000), description: Some("Broken framing.".into()) };
+        let mut client_close = BytesMut::new();
+        Codec::new()
+            .client_mode()
+            .encode(Message::Close(Some(normal.clone())), &mut client_close)
+            .expect("encoded");
+        for (sent, answer) in [(client_close.freeze(), normal), (client_text("not json"), broken)] {
+            actix::System::new().block_on(async {
+                let config = Config { heartbeat: Duration::from_millis(1), ..Config::default() };
+                let (mut socket, _out, mut client) = socket_of(None, config);
+                assert_eq!(next(&mut socket), Poll::Pending);
+                // Until the ping is due, and the worker's deadlines say so.
+                while clock::now() < socket.next_ping || !deadlines::may_have_passed(socket.armed) {
+                    actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+                }
+                client(sent);
+                let Poll::Ready(Some(chunk)) = next(&mut socket) else { panic!("a chunk") };
+                let mut expected = BytesMut::new();
+                Codec::new().encode(Message::Close(Some(answer)), &mut expected).expect("encoded");
+                assert_eq!(chunk, expected.freeze(), "the close frame alone, nothing after it");
+                assert_eq!(next(&mut socket), Poll::Ready(None));
+            });
+        }
     }
 
     fn next(socket: &mut WsStream) -> Poll<Option<Bytes>> {

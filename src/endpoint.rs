@@ -264,11 +264,11 @@ pub(crate) struct Reached {
 }
 
 impl Reached {
-    /// Waits for the session's send turn (see
-    /// [`CommandTx::poll_send_turn`]): a send holds it from before it reads
-    /// its body until its messages are handed over.
+    /// Waits for the session's send turn (see [`CommandTx::send_turn`]):
+    /// a send holds it from before it reads its body until its messages
+    /// are handed over.
     pub(crate) async fn send_turn(&self) -> SendTurn {
-        futures_util::future::poll_fn(|cx| self.tx.poll_send_turn(cx)).await
+        self.tx.send_turn().await
     }
 
     /// Hands client messages to the session; [`ReachError::Missing`] if it

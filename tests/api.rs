@@ -769,6 +769,59 @@ fn overlapping_sends_to_one_session_take_turns_and_all_deliver() {
 }
 
 #[test]
+fn many_sends_waiting_for_one_sessions_turn_are_all_answered_and_delivered() {
+    // Sends to one session wait in line for its turn, each woken alone
+    // when the one before it is done (an audit: all were woken at every
+    // turn, a cost that grew with their square); some whose clients leave
+    // while they wait. Every send that stays is answered, and every
+    // message of one is delivered once.
+    let p = probed(Config::default());
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    let request = |body: &str| {
+        format!("POST {url}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
+    // The first holds the turn: its body comes later.
+    let body = r#"["held"]"#;
+    let mut held = Conn::open(p.port);
+    held.write(request(body).trim_end_matches(body).as_bytes());
+    held.write(&body.as_bytes()[..2]);
+    let mut waiting: Vec<Conn> = (0..60)
+        .map(|i| {
+            let mut conn = Conn::open(p.port);
+            conn.write(request(&format!(r#"["m{i}"]"#)).as_bytes());
+            conn
+        })
+        .collect();
+    // Every third leaves.
+    let mut i = 0;
+    waiting.retain(|_| {
+        i += 1;
+        i % 3 != 0
+    });
+    held.write(&body.as_bytes()[2..]);
+    assert_eq!(held.head().status, 204);
+    for conn in &mut waiting {
+        assert_eq!(conn.head().status, 204);
+    }
+    // Those whose clients left may be delivered too (their bodies had
+    // come), once at most.
+    let mut missing: std::collections::BTreeSet<String> =
+        (0..60).filter(|i| (i + 1) % 3 != 0).map(|i| format!("m{i}")).chain(["held".into()]).collect();
+    let mut got = std::collections::BTreeSet::new();
+    while !missing.is_empty() {
+        match p.next() {
+            Event::Message(m) => {
+                missing.remove(&m);
+                assert!(got.insert(m.clone()), "{m} once");
+            }
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_burst_of_small_hixie76_frames_is_not_one_large_one() {
     // Ten 10-byte frames in one write, with a 16-byte message limit: each
     // frame is within it, though the read is not.

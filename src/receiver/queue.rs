@@ -52,7 +52,7 @@ struct State<T> {
 
 const _: () = assert!(std::mem::size_of::<VecDeque<u64>>() == 32);
 const _: () = assert!(std::mem::size_of::<Option<Box<VecDeque<u64>>>>() == 8);
-const _: () = assert!(std::mem::size_of::<Waiting>() == 40);
+const _: () = assert!(std::mem::size_of::<Waiting>() == 80);
 
 /// Senders waiting on a queue.
 #[derive(Default)]
@@ -60,6 +60,13 @@ struct Waiting {
     /// Waiting for room ([`Tx::poll_room`]): woken when the queue is empty
     /// again or the receiver is gone.
     room: Vec<Waker>,
+    /// Waiting for the queue's turn ([`Tx::turn`]), in the order they came,
+    /// each with its ticket: only the first is woken when the turn is
+    /// free. Woken all at once, thousands of requests to one session each
+    /// looked through the others at every wake-up (benches/README.md).
+    line: VecDeque<(u64, Waker)>,
+    /// The next ticket in `line`.
+    tickets: u64,
     /// Waiting for the receiver to go ([`Tx::poll_closed`]); also what a
     /// sender's alarm wakes ([`Tx::alarm`]).
     closed: Option<Waker>,
@@ -69,9 +76,17 @@ impl Waiting {
     /// Wakes every sender that waits, as the receiver goes.
     fn wake_all(waiting: Option<Box<Self>>) {
         if let Some(waiting) = waiting {
-            let Self { room, closed } = *waiting;
-            room.into_iter().chain(closed).for_each(Waker::wake);
+            let Self { room, line, closed, .. } = *waiting;
+            room.into_iter()
+                .chain(line.into_iter().map(|(_, waker)| waker))
+                .chain(closed)
+                .for_each(Waker::wake);
         }
+    }
+
+    /// The waker of the first in line, to wake as the turn comes free.
+    fn first_in_line(waiting: Option<&Self>) -> Option<Waker> {
+        waiting.and_then(|w| w.line.front()).map(|(_, waker)| waker.clone())
     }
 }
 
@@ -87,7 +102,7 @@ const MUTED: u32 = 1 << 30;
 /// [`State::ends`]).
 const SENDER_ALARM: u32 = 1 << 29;
 
-/// A sender holds the queue's turn ([`Tx::poll_turn`]; a bit of
+/// A sender holds the queue's turn ([`Tx::turn`]; a bit of
 /// [`State::ends`]).
 const TURN_TAKEN: u32 = 1 << 28;
 
@@ -264,24 +279,12 @@ impl<T> Tx<T> {
         Poll::Pending
     }
 
-    /// Takes the queue's turn, one sender at a time: ready with a [`Turn`]
-    /// that gives it back when dropped, or at once (with no turn to give
-    /// back) when the receiver is gone. Those waiting wait with the ones
-    /// waiting for room ([`Tx::poll_room`]), and are woken with them.
-    pub(crate) fn poll_turn(&self, cx: &mut Context<'_>) -> Poll<Turn<T>> {
-        let mut state = self.0.lock();
-        if state.receiver_gone() {
-            return Poll::Ready(Turn(None));
-        }
-        if state.ends & TURN_TAKEN == 0 {
-            state.ends |= TURN_TAKEN;
-            return Poll::Ready(Turn(Some(self.0.clone())));
-        }
-        let room = &mut state.waiting.get_or_insert_default().room;
-        if !room.iter().any(|w| w.will_wake(cx.waker())) {
-            room.push(cx.waker().clone());
-        }
-        Poll::Pending
+    /// Waits for the queue's turn, one sender at a time, first come first
+    /// served: ready with a [`Turn`] that gives it back when dropped, or
+    /// at once (with no turn to give back) when the receiver is gone. A
+    /// wait dropped before its turn leaves the line.
+    pub(crate) fn turn(&self) -> TurnWait<'_, T> {
+        TurnWait { tx: self, ticket: None }
     }
 
     /// Ready once the receiver is gone. One task at a time may wait: the
@@ -348,18 +351,96 @@ impl<T> fmt::Debug for Tx<T> {
     }
 }
 
-/// A queue's turn ([`Tx::poll_turn`]), given back when dropped.
+/// A wait for a queue's turn ([`Tx::turn`]).
+pub(crate) struct TurnWait<'a, T> {
+    tx: &'a Tx<T>,
+    /// Its place in the line, once it waits there.
+    ticket: Option<u64>,
+}
+
+impl<T> std::future::Future for TurnWait<'_, T> {
+    type Output = Turn<T>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Turn<T>> {
+        let this = self.get_mut();
+        let mut state = this.tx.0.lock();
+        if state.receiver_gone() {
+            // The line went with the receiver (`Waiting::wake_all`).
+            this.ticket = None;
+            return Poll::Ready(Turn(None));
+        }
+        let line = state.waiting.as_mut().map(|w| &mut w.line);
+        let first = match (this.ticket, line) {
+            (None, line) => line.is_none_or(|line| line.is_empty()),
+            (Some(ticket), Some(line)) => line.front().is_some_and(|(t, _)| *t == ticket),
+            (Some(_), None) => true,
+        };
+        if first && state.ends & TURN_TAKEN == 0 {
+            state.ends |= TURN_TAKEN;
+            if this.ticket.take().is_some() {
+                state.waiting.as_mut().and_then(|w| w.line.pop_front());
+            }
+            return Poll::Ready(Turn(Some(this.tx.0.clone())));
+        }
+        let waiting = state.waiting.get_or_insert_default();
+        match this.ticket {
+            Some(ticket) => {
+                // Woken again before its turn (the first in line is woken
+                // as the turn comes free): its waker may have changed.
+                if let Some((_, waker)) = waiting.line.iter_mut().find(|(t, _)| *t == ticket) {
+                    if !waker.will_wake(cx.waker()) {
+                        *waker = cx.waker().clone();
+                    }
+                }
+            }
+            None => {
+                let ticket = waiting.tickets;
+                waiting.tickets += 1;
+                waiting.line.push_back((ticket, cx.waker().clone()));
+                this.ticket = Some(ticket);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for TurnWait<'_, T> {
+    /// Leaves the line; if it was first and the turn is free, the next in
+    /// line is woken to take it.
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else { return };
+        let next = {
+            let mut state = self.tx.0.lock();
+            let free = state.ends & TURN_TAKEN == 0;
+            let Some(waiting) = state.waiting.as_mut() else { return };
+            let Some(at) = waiting.line.iter().position(|(t, _)| *t == ticket) else { return };
+            waiting.line.remove(at);
+            if at == 0 && free {
+                Waiting::first_in_line(Some(waiting))
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = next {
+            waker.wake();
+        }
+    }
+}
+
+/// A queue's turn ([`Tx::turn`]), given back when dropped.
 pub(crate) struct Turn<T>(Option<Arc<Shared<T>>>);
 
 impl<T> Drop for Turn<T> {
     fn drop(&mut self) {
         let Some(shared) = self.0.take() else { return };
-        let waiting = {
+        let next = {
             let mut state = shared.lock();
             state.ends &= !TURN_TAKEN;
-            state.waiting.as_mut().map(|w| std::mem::take(&mut w.room))
+            Waiting::first_in_line(state.waiting.as_deref())
         };
-        waiting.into_iter().flatten().for_each(Waker::wake);
+        if let Some(waker) = next {
+            waker.wake();
+        }
     }
 }
 
@@ -743,44 +824,92 @@ mod tests {
         assert_eq!(tx.poll_room(&mut cx, 100), Poll::Ready(()));
     }
 
+    /// Polls a wait for the turn once.
+    fn poll<T>(wait: &mut TurnWait<'_, T>, waker: &Waker) -> Poll<Turn<T>> {
+        std::future::Future::poll(std::pin::Pin::new(wait), &mut Context::from_waker(waker))
+    }
+
     #[test]
     fn one_sender_at_a_time_holds_the_turn() {
         let (tx, rx) = queue::<u8>();
         let tx2 = tx.clone();
         let (count, waker) = Count::waker();
-        let mut cx = Context::from_waker(&waker);
-        let Poll::Ready(first) = tx.poll_turn(&mut cx) else { panic!("the turn is free") };
-        assert!(tx2.poll_turn(&mut cx).is_pending(), "taken");
-        assert!(tx.poll_turn(&mut cx).is_pending(), "taken, by any sender");
+        let Poll::Ready(first) = poll(&mut tx.turn(), &waker) else { panic!("the turn is free") };
+        let mut second = tx2.turn();
+        assert!(poll(&mut second, &waker).is_pending(), "taken");
+        let mut third = tx.turn();
+        assert!(poll(&mut third, &waker).is_pending(), "taken, by any sender");
         assert_eq!(count.wakes(), 0);
         drop(first);
-        assert_eq!(count.wakes(), 1, "the waiting sender is woken once it is given back");
-        let Poll::Ready(second) = tx2.poll_turn(&mut cx) else { panic!("free again") };
+        assert_eq!(count.wakes(), 1, "the first in line is woken once it is given back, alone");
+        assert!(poll(&mut third, &waker).is_pending(), "not the first in line");
+        let Poll::Ready(held) = poll(&mut second, &waker) else { panic!("its turn") };
         drop(rx);
-        assert_eq!(count.wakes(), 1, "nobody waits");
+        assert_eq!(count.wakes(), 2, "the one left in line hears the receiver go");
         assert!(
-            matches!(tx.poll_turn(&mut cx), Poll::Ready(Turn(None))),
+            matches!(poll(&mut third, &waker), Poll::Ready(Turn(None))),
             "no turn once the receiver is gone"
         );
-        drop(second);
+        assert!(matches!(poll(&mut tx.turn(), &waker), Poll::Ready(Turn(None))));
+        drop((held, second, third));
         // The turn's bit is no sender: the receiver's end is not held up.
         let (tx, mut rx) = queue::<u8>();
-        let Poll::Ready(held) = tx.poll_turn(&mut cx) else { panic!("the turn is free") };
+        let Poll::Ready(held) = poll(&mut tx.turn(), &waker) else { panic!("the turn is free") };
         drop(tx);
-        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+        assert_eq!(rx.poll_recv(&mut Context::from_waker(&waker)), Poll::Ready(None));
         drop(held);
+    }
+
+    #[test]
+    fn the_turn_goes_in_the_order_senders_came_and_past_those_that_left() {
+        // An audit: every wait for the turn was woken whenever it came free
+        // (and whenever the queue drained), and each looked through the
+        // others' wakers as it waited again: with thousands of sends to one
+        // session, a cost per wake-up that grew with their square.
+        let (tx, mut rx) = queue::<u8>();
+        let counts: Vec<_> = (0..4).map(|_| Count::waker()).collect();
+        let wakes = || counts.iter().map(|(count, _)| count.wakes()).collect::<Vec<_>>();
+        let Poll::Ready(held) = poll(&mut tx.turn(), &counts[0].1) else { panic!("the turn is free") };
+        let mut waits: Vec<_> = (1..4).map(|_| tx.turn()).collect();
+        for (wait, (_, waker)) in waits.iter_mut().zip(&counts[1..]) {
+            assert!(poll(wait, waker).is_pending());
+        }
+        // Woken again while waiting (by anything), a wait keeps its place.
+        assert!(poll(&mut waits[1], &counts[2].1).is_pending());
+        // The queue draining wakes none of them: they wait for the turn.
+        assert!(tx.send(1).is_ok());
+        assert_eq!(rx.poll_recv(&mut Context::from_waker(Waker::noop())), Poll::Ready(Some(1)));
+        assert_eq!(wakes(), [0, 0, 0, 0]);
+        // The first in line leaves before its turn: the line moves on
+        // without it, and no one is woken while the turn is held.
+        drop(waits.remove(0));
+        assert_eq!(wakes(), [0, 0, 0, 0]);
+        // A newcomer while the turn is free but someone waits for it
+        // queues behind.
+        drop(held);
+        assert_eq!(wakes(), [0, 0, 1, 0], "the first left in line, alone");
+        let mut late = tx.turn();
+        assert!(poll(&mut late, &counts[0].1).is_pending(), "behind those that came first");
+        let Poll::Ready(second) = poll(&mut waits[0], &counts[2].1) else { panic!("its turn") };
+        drop(second);
+        assert_eq!(wakes(), [0, 0, 1, 1]);
+        // The first in line leaves as it is woken, before it takes the
+        // free turn: the next is woken in its place.
+        drop(waits.remove(1));
+        assert_eq!(wakes(), [1, 0, 1, 1], "the one that came last, now first");
+        assert!(poll(&mut late, &counts[0].1).is_ready());
     }
 
     #[test]
     fn a_sender_waiting_for_the_turn_is_woken_when_the_receiver_goes() {
         let (tx, rx) = queue::<u8>();
         let (count, waker) = Count::waker();
-        let mut cx = Context::from_waker(&waker);
-        let Poll::Ready(held) = tx.poll_turn(&mut cx) else { panic!("the turn is free") };
-        assert!(tx.poll_turn(&mut cx).is_pending());
+        let Poll::Ready(held) = poll(&mut tx.turn(), &waker) else { panic!("the turn is free") };
+        let mut wait = tx.turn();
+        assert!(poll(&mut wait, &waker).is_pending());
         drop(rx);
         assert_eq!(count.wakes(), 1);
-        assert!(tx.poll_turn(&mut cx).is_ready());
+        assert!(poll(&mut wait, &waker).is_ready());
         drop(held);
     }
 

@@ -255,16 +255,17 @@ impl CommandTx {
         self.0.is_closed()
     }
 
-    /// Takes the session's send turn: one send request at a time reads
-    /// its body and hands its messages over ([`queue::Tx::poll_turn`]), so
-    /// that requests in flight to one session cannot make the server hold
-    /// a body each. Ready at once when the session is gone.
-    pub(crate) fn poll_send_turn(&self, cx: &mut Context<'_>) -> Poll<SendTurn> {
-        self.0.poll_turn(cx)
+    /// Waits for the session's send turn: one send request at a time,
+    /// in the order they came, reads its body and hands its messages over
+    /// ([`queue::Tx::turn`]), so that requests in flight to one session
+    /// cannot make the server hold a body each. Ready at once when the
+    /// session is gone.
+    pub(crate) fn send_turn(&self) -> queue::TurnWait<'_, Command> {
+        self.0.turn()
     }
 }
 
-/// A session's send turn ([`CommandTx::poll_send_turn`]), given back when
+/// A session's send turn ([`CommandTx::send_turn`]), given back when
 /// dropped.
 pub(crate) type SendTurn = queue::Turn<Command>;
 

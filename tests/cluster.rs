@@ -1228,6 +1228,61 @@ impl Drop for Demo {
 }
 
 #[test]
+fn a_poll_whose_client_leaves_ends_its_session_through_haproxy() {
+    // A new user's trial: through the example's haproxy, a client that
+    // left during a poll was not seen to leave (haproxy kept the poll to
+    // the node open), and its session stayed open until the next
+    // heartbeat found no one, ~30 s, where a node reached directly sees
+    // the abort at once. `option abortonclose` passes the abort on.
+    let n1 = TestServer::start_example_with("chat", &["redis"], &["--node", "n1"]);
+    let n2 = TestServer::start_example_with("chat", &["redis"], &["--node", "n2"]);
+    let (lb, cookie_lb) = (free_port(), free_port());
+    let _haproxy = haproxy(lb, cookie_lb, n1.port, n2.port);
+    let interrupted = || {
+        [n1.port, n2.port]
+            .into_iter()
+            .map(|port| {
+                let res = request(port, "GET", "/metrics", &[], None);
+                res.body
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("sockjs_sessions_closed_total{") && l.contains("cause=\"interrupted\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+    };
+    let id = session();
+    let url = format!("/chat/000/{id}/xhr");
+    assert_eq!(request(lb, "POST", &url, &[], None).body, "o\n");
+    assert!(request(lb, "POST", &url, &[], None).body.starts_with("a[\"welcome"));
+    // Two polls: the one that reaches the session second is answered at
+    // once, which tells that the other waits there.
+    let mut polls = [Conn::open(lb), Conn::open(lb)];
+    for poll in &mut polls {
+        poll.send("POST", &url, &[], Some(b""));
+    }
+    let mut answered = None;
+    wait_for("one poll to be answered", || {
+        answered = polls.iter().position(Conn::has_data);
+        answered.is_some()
+    });
+    let [first, second] = polls;
+    let (mut answered, waiting) = if answered == Some(0) { (first, second) } else { (second, first) };
+    let res = answered.response("POST");
+    assert_eq!((res.status(), res.body.as_str()), (200, "c[2010,\"Another connection still open\"]\n"));
+    assert_eq!(interrupted(), 0.0);
+    drop(waiting);
+    // Well within the 25 s heartbeat that would end it otherwise.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while interrupted() != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the session did not see its client leave");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn the_cluster_demo_script_starts_a_working_cluster_and_stops_all_of_it() {
     // The README's way to try a cluster, which no test ran (an operator's
     // trial found it broken under a CARGO_TARGET_DIR of its own).

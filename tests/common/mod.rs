@@ -241,6 +241,19 @@ impl Conn {
         let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Write);
     }
 
+    /// Whether the server has sent something not read yet (looks without
+    /// reading or waiting).
+    pub fn has_data(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let stream = self.reader.get_ref();
+        stream.set_nonblocking(true).expect("nonblocking");
+        let sent = matches!(stream.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+        stream.set_nonblocking(false).expect("blocking");
+        sent
+    }
+
     /// Writes bytes; an error (the server closed first) is the caller's.
     pub fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.reader.get_mut().write_all(bytes)

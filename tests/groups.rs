@@ -957,6 +957,15 @@ fn a_key_reaches_exactly_its_session_where_the_id_is_shared() {
     let shared = url.rsplit('/').next().expect("an id").to_owned();
     assert_eq!(s.ask(SendTo::text(&shared, "by id")), Delivery::Delivered);
     assert_eq!(other.recv(), "by id");
+    // The listing tells the two apart by key (a trial had only the id),
+    // and gives the id's tag to show in its place.
+    let listed: Vec<_> = s.ask(ListSessions).into_iter().filter(|i| i.id == shared).collect();
+    let mut keys: Vec<_> = listed.iter().map(|i| i.key).collect();
+    keys.sort_by_key(|k| format!("{k:?}"));
+    let mut expected = vec![ann_key, other_key];
+    expected.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(keys, expected);
+    assert!(listed.iter().all(|i| i.tag == actix_sockjs::SessionTag::of(&shared)));
     // By key, ann's and no other, text and typed alike, in order (a key
     // kept in a map is sent by reference).
     assert_eq!(s.ask(SendTo::text(ann_key, "too low")), Delivery::Delivered);

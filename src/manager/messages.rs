@@ -15,7 +15,7 @@ use crate::{
         command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared, Tags,
         TypedMessage,
     },
-    SessionKey,
+    SessionKey, SessionTag,
 };
 
 /// Sends one message to every open session of the endpoint, or to a group,
@@ -840,15 +840,33 @@ impl<A: Session> Handler<Leave> for SessionManager<A> {
 ///     sessions
 ///         .into_iter()
 ///         .filter(|s| s.state == SessionState::Open && s.groups.iter().any(|g| g == room))
-///         .map(|s| format!("{} ({:?}, {})", s.id, s.client_ip, s.transport.name()))
+///         .map(|s| format!("{:?} ({:?}, {})", s.tag, s.client_ip, s.transport.name()))
 ///         .collect()
+/// }
+///
+/// /// Tells the sessions that came from `ip`, each exactly (by its key: a
+/// /// session that took one's id since is left alone).
+/// async fn tell_from(manager: &Addr<SessionManager<S>>, ip: std::net::IpAddr) {
+///     for s in manager.send(ListSessions).await.unwrap_or_default() {
+///         if s.client_ip == Some(ip) && s.state == SessionState::Open {
+///             let _ = manager.send(actix_sockjs::SendTo::text(s.key, "maintenance at noon")).await;
+///         }
+///     }
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionInfo {
-    /// The session id.
+    /// The session id: the client's, from the URL, which on HTTP transports
+    /// is the only credential of the session's requests; show
+    /// [`tag`](Self::tag) where others see it (logs, admin pages).
     pub id: String,
+    /// The session itself, for [`SendTo`], [`Deliver`], [`Join`] and
+    /// [`Leave`]: unlike the id, it never reaches another session (a
+    /// WebSocket that reuses the id, or a new session under it).
+    pub key: SessionKey,
+    /// The id's tag ([`SessionTag::of`]), to show in its place.
+    pub tag: SessionTag,
     /// The transport that opened it.
     pub transport: Transport,
     /// Where it is in its life.
@@ -891,9 +909,11 @@ impl<A: Session> Handler<ListSessions> for SessionManager<A> {
         self.read_notes();
         let mut list: Vec<SessionInfo> = self
             .sessions
-            .values()
-            .map(|e| SessionInfo {
+            .iter()
+            .map(|(serial, e)| SessionInfo {
                 id: e.id.to_string(),
+                key: SessionKey(*serial),
+                tag: SessionTag::of(&e.id),
                 transport: e.transport,
                 state: e.phase,
                 opened_at: e.opened_at(),

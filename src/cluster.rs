@@ -5,7 +5,7 @@
 //! same endpoint with a bridge on the same stream; a
 //! [`Broadcast`](crate::Broadcast) sent to any node's manager then reaches
 //! the sessions of every node (groups, lists, `except` and `except_groups`
-//! included), and a
+//! included, and [`Broadcast::close`](crate::Broadcast::close)'s closes), and a
 //! [`SendTo`](crate::SendTo) reaches its session on whichever node holds it.
 //!
 //! # How it works
@@ -83,7 +83,7 @@ use crate::{
         describe, REDIS_CONNECTS, REDIS_DROPPED, REDIS_DUPLICATES, REDIS_LAG, REDIS_MISSED, REDIS_OUTBOX,
         REDIS_OUTBOX_BYTES, REDIS_PUBLISHED, REDIS_PUBLISHER_UP, REDIS_READER_UP, REDIS_RECEIVED, REDIS_UP,
     },
-    relay::{payload, Audience, Relay, RelayMessage, Relayed, SetRelay},
+    relay::{close_payload, payload, Audience, Relay, RelayMessage, Relayed, SetRelay},
     session::Session,
     util,
 };
@@ -949,8 +949,15 @@ fn read_list(wire: &str) -> Box<[Arc<str>]> {
 ///
 /// Ids and names are [`wire_id`]s, lists of ids comma-separated, lists of
 /// groups each name followed by a comma ([`wire_names`]).
+///
+/// A close ([`Broadcast::close`](crate::Broadcast::close)) is any of these
+/// after `C <code> `, its text the reason (readers from before it skip
+/// it).
 fn encode(sender: &str, seq: u64, sent_at: u64, msg: &RelayMessage) -> Vec<u8> {
     let mut out = format!("{MAGIC} {sender} {seq} {sent_at} ");
+    if let Some(code) = msg.payload.close {
+        out.push_str(&format!("C {code} "));
+    }
     let groups = &msg.except_groups;
     match (&msg.audience, msg.except.is_empty()) {
         (Audience::All, _) if !groups.is_empty() => {
@@ -990,11 +997,21 @@ fn decode(frame: &[u8]) -> Option<Received<'_>> {
     let (seq, rest) = rest.split_once(' ')?;
     let (sent_at, rest) = rest.split_once(' ')?;
     let (seq, sent_at) = (seq.parse().ok()?, sent_at.parse().ok()?);
+    let (close, rest) = match rest.strip_prefix("C ") {
+        Some(rest) => {
+            let (code, rest) = rest.split_once(' ')?;
+            (Some(code.parse::<u16>().ok()?), rest)
+        }
+        None => (None, rest),
+    };
     let msg = |audience, except, text: &str| RelayMessage {
         audience,
         except,
         except_groups: Box::default(),
-        payload: payload(text.to_owned()),
+        payload: match close {
+            Some(code) => close_payload(code, text.to_owned()),
+            None => payload(text.to_owned()),
+        },
     };
     let without = |msg: RelayMessage, groups: &str| RelayMessage { except_groups: read_names(groups), ..msg };
     let msg = match rest.split_once(' ')? {
@@ -1561,6 +1578,12 @@ mod tests {
                 .with_except_groups(["user:ann"]),
             RelayMessage::new(Audience::Group(Arc::from("lobby")), ["me"], "t")
                 .with_except_groups(["u 1", "u2"]),
+            // Closes (`Broadcast::close`), of every audience.
+            RelayMessage::new(Audience::All, none, "Server moving").with_close(1000),
+            RelayMessage::new(Audience::All, ["me"], "").with_close(4999).with_except_groups(["g"]),
+            RelayMessage::new(Audience::Ids(ids(&odd[..3])), none, "C 4003 x").with_close(4003),
+            RelayMessage::new(Audience::Group(Arc::from("user:ann")), none, "Kicked").with_close(4003),
+            RelayMessage::new(Audience::Session(Arc::from("a b")), none, "bye").with_close(3000),
         ];
         for (seq, msg) in cases.iter().enumerate() {
             let frame = encode("web%201/00ff", seq as u64 + 1, 1_700_000_000_000, msg);
@@ -1573,6 +1596,8 @@ mod tests {
         }
         assert!(decode(b"something else").is_none());
         assert!(decode(b"sockjs2 a/1 x 5 b hi").is_none(), "a bad sequence number");
+        assert!(decode(b"sockjs2 a/1 1 5 C 70000 b hi").is_none(), "a close code past u16");
+        assert!(decode(b"sockjs2 a/1 1 5 C b hi").is_none(), "a close without its code");
         assert_eq!(wire_id("web 1/a"), "web%201%2Fa");
     }
 

@@ -14,7 +14,8 @@
 //! what [`Relay::publish`] gets and a task that sends [`Relayed`] for what
 //! arrives. It carries each message whole: its audience, the ids and the
 //! groups it leaves out ([`RelayMessage::except`],
-//! [`RelayMessage::except_groups`]) and its text. What such a relay should
+//! [`RelayMessage::except_groups`]), its text, and whether it is a close
+//! ([`RelayMessage::close_code`]). What such a relay should
 //! guarantee, as the Redis one does:
 //!
 //! - **order**: messages of one node arrive in the order it published them;
@@ -79,7 +80,12 @@ where
 /// A payload from a text, encoded once for every session that gets it.
 pub(crate) fn payload(text: String) -> Arc<Shared> {
     let json = json_string(&text, Escape::SockJs).into_boxed_str();
-    Arc::new(Shared { text: text.into_boxed_str(), json })
+    Arc::new(Shared { text: text.into_boxed_str(), json, close: None })
+}
+
+/// A close with `code` and `reason` for every session that gets it.
+pub(crate) fn close_payload(code: u16, reason: String) -> Arc<Shared> {
+    Arc::new(Shared { text: reason.into_boxed_str(), json: Box::default(), close: Some(code) })
 }
 
 /// Who a [`RelayMessage`] is for.
@@ -146,6 +152,7 @@ impl fmt::Debug for RelayMessage {
             .field("except", &Tags(&self.except))
             .field("except_groups", &self.except_groups)
             .field("text", &self.payload.text)
+            .field("close", &self.payload.close)
             .finish()
     }
 }
@@ -233,7 +240,8 @@ impl RelayMessage {
         &self.except
     }
 
-    /// Its text, as the sessions will get it.
+    /// Its text, as the sessions will get it; for a close
+    /// ([`close_code`](Self::close_code)), its reason.
     ///
     /// # Examples
     ///
@@ -243,6 +251,40 @@ impl RelayMessage {
     /// ```
     pub fn text(&self) -> &str {
         &self.payload.text
+    }
+
+    /// The same audience, closed with `code` and the text as the reason
+    /// rather than sent the text (what
+    /// [`Broadcast::close`](crate::Broadcast::close) made): a relay that
+    /// carries messages in a format of its own must carry this too, or
+    /// the other nodes' sessions get the reason as a message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_sockjs::relay::{Audience, RelayMessage};
+    ///
+    /// let kick = RelayMessage::new(Audience::Group("user:ann".into()), [] as [&str; 0], "kicked")
+    ///     .with_close(4003);
+    /// assert_eq!((kick.close_code(), kick.text()), (Some(4003), "kicked"));
+    /// ```
+    #[must_use]
+    pub fn with_close(mut self, code: u16) -> Self {
+        self.payload = close_payload(code, self.payload.text.to_string());
+        self
+    }
+
+    /// The close code, for a message that closes its audience's sessions
+    /// ([`with_close`](Self::with_close)); `None` for a message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix_sockjs::relay::{Audience, RelayMessage};
+    /// assert_eq!(RelayMessage::new(Audience::All, [] as [&str; 0], "hi").close_code(), None);
+    /// ```
+    pub fn close_code(&self) -> Option<u16> {
+        self.payload.close
     }
 }
 

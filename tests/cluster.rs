@@ -1134,6 +1134,41 @@ fn a_broadcast_leaves_out_the_members_of_groups_on_every_node() {
     system.stop();
 }
 
+/// `Broadcast::close` closes its audience's sessions on every node
+/// (Socket.IO's `disconnectSockets`), after what was sent to them before,
+/// through the Redis entries that carry it.
+#[test]
+fn a_close_broadcast_closes_its_audience_on_every_node() {
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let holder = test_node("holder", redis_port, &[]);
+    let mut a = common::Client::websocket(holder.port, "/groups");
+    let mut b = common::Client::poll(holder.port, "/groups");
+    let mut c = common::Client::websocket(holder.port, "/groups");
+    for client in [&mut a, &mut b] {
+        assert_eq!(client.ask("join:user:a"), "ok");
+    }
+    let (manager, system) = sender_node(redis_port, holder.port);
+    use actix_sockjs::Broadcast;
+    manager.do_send(Broadcast::text("before").group("user:a"));
+    manager.do_send(Broadcast::close(4003, "Kicked").group("user:a"));
+    manager.do_send(Broadcast::text("after"));
+    assert_eq!(a.recv(), "before");
+    let frame = loop {
+        match a.ws().recv_text() {
+            h if h == "h" => {}
+            frame => break frame,
+        }
+    };
+    assert_eq!(frame, r#"c[4003,"Kicked"]"#);
+    assert_eq!(b.recv(), "before");
+    let poll = request(holder.port, "POST", &format!("{}/xhr", b.url()), &[], None);
+    assert_eq!(poll.body, "c[4003,\"Kicked\"]\n");
+    // Not in the group: the message after it, and nothing before.
+    assert_eq!(c.recv(), "after");
+    system.stop();
+}
+
 /// A bridge that goes (its node stops) while Redis is away says how many
 /// messages the other nodes will never get.
 #[test]

@@ -1078,6 +1078,56 @@ fn a_relayed_broadcast_leaves_out_the_members_of_groups_on_the_other_node() {
     assert_eq!(read_messages(&mut ann_one, 1), ["after"]);
 }
 
+#[test]
+fn a_close_broadcast_closes_its_audience_on_every_node_after_what_came_before() {
+    // A new user's trial: kicking every tab of a user on every node took a
+    // channel of the application's own between the nodes.
+    use actix_sockjs::relay::SetRelay;
+    let one = Server::start(Duration::from_secs(5));
+    let two = Server::start(Duration::from_secs(5));
+    one.manager.do_send(SetRelay::to(Direct(two.manager.clone().recipient())));
+    two.manager.do_send(SetRelay::to(Direct(one.manager.clone().recipient())));
+    // Ann has a socket and a polling tab on the first node and a socket on
+    // the second; bob a socket on the second.
+    let mut ann_one = one.socket_in(&session(), "user:ann");
+    let ann_poll = Client::poll(one.port, "/m");
+    let poll_id = one.opened();
+    assert!(one.ask(Join::new(&poll_id, "user:ann")));
+    let mut ann_two = two.socket_in(&session(), "user:ann");
+    let mut bob = two.socket_in(&session(), "user:bob");
+
+    one.manager.do_send(Broadcast::text("before").group("user:ann"));
+    assert_eq!(one.ask(Broadcast::close(4003, "Kicked").group("user:ann")), 2, "this node's two");
+    one.manager.do_send(Broadcast::text("after"));
+    let kicked = r#"c[4003,"Kicked"]"#;
+    for ws in [&mut ann_one, &mut ann_two] {
+        assert_eq!(read_messages(ws, 1), ["before"]);
+        assert_eq!(next_frame(ws), kicked);
+    }
+    let poll = || post(one.port, &format!("{}/xhr", ann_poll.url()), "").body;
+    assert_eq!(poll(), "a[\"before\"]\n");
+    assert_eq!(poll(), format!("{kicked}\n"));
+    let cause = CloseCause::Application { code: 4003, reason: "Kicked".into() };
+    for server in [&one, &one, &two] {
+        assert!(matches!(server.next(), Event::Closed(_, got) if got == cause));
+    }
+    // Bob is not in the group: the message after the close comes to him,
+    // and nothing else did.
+    assert_eq!(read_messages(&mut bob, 1), ["after"]);
+    bob.send_text(r#"["ping"]"#);
+    assert_eq!(read_messages(&mut bob, 1), ["ping"]);
+}
+
+/// The next frame of a SockJS WebSocket but heartbeats.
+fn next_frame(ws: &mut WsClient) -> String {
+    loop {
+        match ws.recv_text() {
+            h if h == "h" => {}
+            frame => return frame,
+        }
+    }
+}
+
 /// The next `n` messages of a SockJS WebSocket (one frame may carry
 /// several: what a session queued in one turn), heartbeats skipped (the
 /// server's come every 300 ms).

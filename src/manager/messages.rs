@@ -10,7 +10,7 @@ use super::{next_serial, Directory, Opening, SessionManager, Unstarted};
 use crate::{
     admission::Refusal,
     protocol::Transport,
-    relay::{names, payload, Audience, RelayMessage, Relayed, SetRelay},
+    relay::{close_payload, names, payload, Audience, RelayMessage, Relayed, SetRelay},
     session::{
         command_channel, AddressRequest, Command, CommandRx, CommandTx, Session, SessionState, Shared, Tags,
         TypedMessage,
@@ -114,6 +114,43 @@ impl Broadcast {
     /// ```
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         Ok(Self::text(serde_json::to_string(value)?))
+    }
+
+    /// Closes the sessions of the audience, on every node, rather than
+    /// sending them a message (Socket.IO's `disconnectSockets`): a kick of
+    /// every tab of a user, say, where each session joins a group of its
+    /// user's. Each gets `c[code,"reason"]` after what was sent to it
+    /// before, and [`Session::on_close`] runs with
+    /// [`CloseCause::Application`](crate::CloseCause::Application), as if it
+    /// had called [`SessionContext::close`](crate::SessionContext::close)
+    /// (whose docs say which codes a client may get). The audience is
+    /// everyone unless [`group`](Self::group) or [`ids`](Self::ids) narrow
+    /// it; the manager answers how many open sessions of this node it
+    /// closes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use actix::prelude::*;
+    /// # use actix_sockjs::{Broadcast, Session, SessionContext, SessionManager};
+    /// # struct S;
+    /// # impl Actor for S { type Context = SessionContext<Self>; }
+    /// # impl Session for S { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+    /// # async fn f(manager: Addr<SessionManager<S>>) -> Result<(), MailboxError> {
+    /// // Every tab of ann's, on every node: each session joined "user:<name>".
+    /// manager.send(Broadcast::text("an admin closed your sessions").group("user:ann")).await?;
+    /// let here = manager.send(Broadcast::close(4003, "Kicked").group("user:ann")).await?;
+    /// log::info!("closed {here} of ann's sessions on this node");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn close(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            payload: close_payload(code, reason.into()),
+            target: Audience::All,
+            except: Box::default(),
+            except_groups: Box::default(),
+        }
     }
 
     /// Only to the members of `group` (see [`SessionContext::join`](crate::SessionContext::join)).

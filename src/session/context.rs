@@ -520,6 +520,11 @@ where
     }
 
     fn push(&mut self, shared: &Shared) {
+        if let Some(code) = shared.close {
+            // As if the session closed itself, after what came before.
+            self.close(code, &*shared.text);
+            return;
+        }
         if !self.machine.is_open() {
             return;
         }

@@ -17,6 +17,9 @@ use crate::{
 pub(crate) struct Shared {
     pub(crate) text: Box<str>,
     pub(crate) json: Box<str>,
+    /// Not a message but a close ([`Broadcast::close`](crate::Broadcast::close)):
+    /// the sessions close with this code, and `text` as the reason.
+    pub(crate) close: Option<u16>,
 }
 
 /// Where a session is in its life.
@@ -547,7 +550,7 @@ impl Written {
 #[cfg(test)]
 pub(crate) fn shared(text: &str) -> std::sync::Arc<Shared> {
     let json = crate::protocol::json_string(text, Escape::SockJs).into_boxed_str();
-    std::sync::Arc::new(Shared { text: text.into(), json })
+    std::sync::Arc::new(Shared { text: text.into(), json, close: None })
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ use std::{
 };
 
 use ::metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use ::redis::{aio::MultiplexedConnection, streams::StreamReadReply, AsyncConnectionConfig, Value};
+use ::redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Value};
 use actix::{Addr, Recipient};
 use actix_web::rt::{task::JoinHandle, time};
 use tokio::sync::Notify;
@@ -298,7 +298,10 @@ impl RedisBridge {
 
     /// The outbox's bound: what waits for Redis beyond `messages`
     /// messages, `bytes` bytes or `age` is dropped, oldest first, counted
-    /// and logged. Default: 10,000 messages, 16 MiB, 30 s.
+    /// and logged. Default: 10,000 messages, 16 MiB, 30 s; at least one
+    /// message, one byte and one second (an age of zero dropped every
+    /// message as it came, and a reader starting took nothing from before
+    /// it).
     ///
     /// # Examples
     ///
@@ -313,7 +316,8 @@ impl RedisBridge {
     /// # }
     /// ```
     pub fn outbox(mut self, messages: usize, bytes: usize, age: Duration) -> Self {
-        self.limits = Limits { messages: messages.max(1), bytes: bytes.max(1), age };
+        self.limits =
+            Limits { messages: messages.max(1), bytes: bytes.max(1), age: age.max(Duration::from_secs(1)) };
         self
     }
 
@@ -593,7 +597,11 @@ impl Drop for Bridge {
     /// is told apart: a warning, not counted.)
     fn drop(&mut self) {
         let outbox = self.outbox.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let (in_flight, unsent) = (outbox.in_flight, outbox.waiting.saturating_sub(outbox.in_flight));
+        // The batch in flight's messages the bound dropped are no longer
+        // waiting: the rest of `waiting` past them was never sent.
+        let in_flight = outbox.in_flight;
+        let unsent =
+            outbox.waiting.saturating_sub(in_flight.saturating_sub(outbox.popped_in_flight as usize));
         if unsent > 0 {
             log::error!(
                 "sockjs: redis bridge of {:?} stopped with {unsent} message(s) never published; \
@@ -731,6 +739,13 @@ struct Outbox {
     told: bool,
     /// Messages in a pipeline sent to Redis that has not answered yet.
     in_flight: usize,
+    /// Their first and last sequence numbers.
+    flight: Option<(u64, u64)>,
+    /// Those of them the bound dropped from the outbox meanwhile: dropped
+    /// if Redis refuses the batch, published if it takes it, so counted
+    /// once it answers ([`Outbox::landed`]); an audit found them counted
+    /// as dropped though Redis took them.
+    popped_in_flight: u64,
 }
 
 impl Outbox {
@@ -746,6 +761,30 @@ impl Outbox {
             dropped: 0,
             told: false,
             in_flight: 0,
+            flight: None,
+            popped_in_flight: 0,
+        }
+    }
+
+    /// A batch of these messages goes to Redis.
+    fn sending(&mut self, batch: &[(u64, Arc<Vec<u8>>)]) {
+        self.in_flight = batch.len();
+        self.flight = batch.first().zip(batch.last()).map(|((first, _), (last, _))| (*first, *last));
+        self.popped_in_flight = 0;
+    }
+
+    /// Redis answered for the batch in flight, taking it or not; answers
+    /// how many of its messages the bound dropped meanwhile that are lost
+    /// (if Redis refused it: the outbox no longer has them to send again).
+    fn landed(&mut self, taken: bool) -> u64 {
+        self.in_flight = 0;
+        self.flight = None;
+        let popped = std::mem::take(&mut self.popped_in_flight);
+        if taken {
+            0
+        } else {
+            self.dropped += popped;
+            popped
         }
     }
 
@@ -756,10 +795,12 @@ impl Outbox {
         self.next_seq += 1;
         let frame = frame(seq);
         if frame.len() > self.limits.bytes {
-            // Larger than the whole bound: it alone goes, not what waits.
+            // Larger than the whole bound: it alone goes, not what waits
+            // (unless the bound's age drops that as well).
+            let before = self.dropped;
             self.dropped += 1;
             self.expire(Duration::MAX);
-            return 1;
+            return self.dropped - before;
         }
         self.bytes += frame.len();
         self.waiting += 1;
@@ -793,7 +834,11 @@ impl Outbox {
         if entry.seq > self.stored {
             self.waiting -= 1;
             self.waiting_bytes -= entry.frame.len();
-            self.dropped += 1;
+            if self.flight.is_some_and(|(first, last)| (first..=last).contains(&entry.seq)) {
+                self.popped_in_flight += 1;
+            } else {
+                self.dropped += 1;
+            }
         }
     }
 
@@ -1250,9 +1295,12 @@ async fn publish(bridge: Arc<Bridge>) {
                 .arg(frame.as_slice())
                 .ignore();
         }
-        bridge.outbox().in_flight = batch.len();
+        bridge.outbox().sending(&batch);
         let answer = pipe.query_async::<()>(c).await;
-        bridge.outbox().in_flight = 0;
+        let lost = bridge.outbox().landed(answer.is_ok());
+        if lost > 0 {
+            bridge.metrics.dropped.increment(lost);
+        }
         match answer {
             Ok(()) => {
                 bridge.ok(side);
@@ -1387,7 +1435,7 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
         }
         let Some(last_id) = last_id.as_mut() else { continue };
         while !bridge.stopped() {
-            let reply: ::redis::RedisResult<Option<StreamReadReply>> = ::redis::cmd("XREAD")
+            let reply: ::redis::RedisResult<Value> = ::redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(READ_COUNT)
                 .arg("BLOCK")
@@ -1408,18 +1456,78 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
             bridge.ok(side);
             delay = bridge.backoff.0;
             outage.ended("reader", Instant::now());
-            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                last_id.clone_from(&entry.id);
-                let Some(Value::BulkString(frame)) = entry.map.get("m") else { continue };
+            for (id, frame) in read_entries(reply) {
+                *last_id = id;
+                let Some(frame) = frame else { continue };
                 if !manager.connected() {
                     log::debug!("sockjs: redis reader stopped (manager gone)");
                     return;
                 }
-                take(&bridge, &mut senders, &manager, frame);
+                take(&bridge, &mut senders, &manager, &frame);
             }
         }
     }
     log::debug!("sockjs: redis reader of {:?} stopped", bridge.stream);
+}
+
+/// The entries of an `XREAD` reply for one stream (RESP2 arrays or a RESP3
+/// map), in order: each entry's id and its `m` field, if it has one that is
+/// a string. Read by hand rather than as redis-rs's `StreamReadReply`,
+/// which fails a whole reply on one field name that is not UTF-8: anyone
+/// who can write to the stream can add one, and every node's reader then
+/// read the same entry again, and failed, for as long as it stayed (an
+/// audit). Ends at an entry with no id it can read (Redis sends none such:
+/// the reader could not go past it).
+fn read_entries(reply: Value) -> Vec<(String, Option<Vec<u8>>)> {
+    let streams: Vec<Value> = match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+        _ => Vec::new(),
+    };
+    let text = |value: Value| match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
+    };
+    let mut read = Vec::new();
+    for entries in streams {
+        let Value::Array(entries) = entries else { continue };
+        for entry in entries {
+            let mut parts = match entry {
+                Value::Array(parts) => parts.into_iter(),
+                _ => return read,
+            };
+            let Some(id) = parts.next().and_then(text).and_then(|id| String::from_utf8(id).ok()) else {
+                return read;
+            };
+            let pairs: Vec<(Value, Value)> = match parts.next() {
+                Some(Value::Array(fields)) => {
+                    let mut fields = fields.into_iter();
+                    std::iter::from_fn(|| Some((fields.next()?, fields.next()?))).collect()
+                }
+                Some(Value::Map(pairs)) => pairs,
+                _ => Vec::new(),
+            };
+            let frame = pairs
+                .into_iter()
+                .find(|(name, _)| {
+                    matches!(name, Value::BulkString(b) if b == b"m")
+                        || matches!(name, Value::SimpleString(s) if s == "m")
+                })
+                .and_then(|(_, value)| match value {
+                    Value::BulkString(bytes) => Some(bytes),
+                    _ => None,
+                });
+            read.push((id, frame));
+        }
+    }
+    read
 }
 
 /// Redis's clock (`TIME`), in milliseconds since the Unix epoch: the one
@@ -1540,6 +1648,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn entries_are_read_past_fields_that_are_not_utf8() {
+        // An audit: one entry with a field name that is not UTF-8 failed
+        // the parse of every reply it was in, on every node, for good.
+        let bulk = |b: &[u8]| Value::BulkString(b.to_vec());
+        let entry =
+            |id: &str, fields: Vec<Value>| Value::Array(vec![bulk(id.as_bytes()), Value::Array(fields)]);
+        let entries = vec![
+            entry("1-0", vec![bulk(b"m"), bulk(b"first")]),
+            entry("2-0", vec![bulk(b"\xff"), bulk(b"x")]),
+            entry("3-0", vec![bulk(b"\xff"), bulk(b"\xfe"), bulk(b"m"), bulk(b"third")]),
+            entry("4-0", vec![bulk(b"m"), Value::Int(4)]),
+            entry("5-0", vec![]),
+        ];
+        let expected = vec![
+            ("1-0".to_owned(), Some(b"first".to_vec())),
+            ("2-0".to_owned(), None),
+            ("3-0".to_owned(), Some(b"third".to_vec())),
+            ("4-0".to_owned(), None),
+            ("5-0".to_owned(), None),
+        ];
+        // RESP2: [[stream, entries]]; RESP3: {stream: entries}.
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk(b"s"), Value::Array(entries.clone())])]);
+        assert_eq!(read_entries(resp2), expected);
+        assert_eq!(read_entries(Value::Map(vec![(bulk(b"s"), Value::Array(entries))])), expected);
+        // Nothing new (a BLOCK that timed out).
+        assert!(read_entries(Value::Nil).is_empty());
+        // An entry with no id to read ends the list there.
+        let odd = Value::Array(vec![Value::Array(vec![
+            bulk(b"s"),
+            Value::Array(vec![entry("1-0", vec![]), Value::Array(vec![bulk(b"\xff")]), entry("3-0", vec![])]),
+        ])]);
+        assert_eq!(read_entries(odd), vec![("1-0".to_owned(), None)]);
+    }
+
+    #[test]
     fn server_info_gives_the_run_id_and_the_uptime() {
         let info =
             parse_server_info("# Server\r\nredis_version:7.0.15\r\nrun_id:ab12\r\nuptime_in_seconds:42\r\n");
@@ -1635,6 +1778,36 @@ mod tests {
 
     fn limits(messages: usize) -> Limits {
         Limits { messages, bytes: usize::MAX, age: Duration::from_secs(60) }
+    }
+
+    #[test]
+    fn messages_of_the_batch_in_flight_the_bound_drops_count_as_dropped_only_if_redis_refuses_it() {
+        // An audit: the bound dropping a message of the batch Redis had not
+        // answered yet counted it as dropped, and Redis then took it.
+        for taken in [true, false] {
+            let mut outbox = Outbox::new(limits(3));
+            for _ in 0..3 {
+                outbox.push(|seq| vec![seq as u8]);
+            }
+            let batch = outbox.batch(1, 10, usize::MAX);
+            assert_eq!(batch.len(), 3);
+            outbox.sending(&batch);
+            assert_eq!(outbox.push(|seq| vec![seq as u8]), 0, "1 is in flight: not dropped yet");
+            assert_eq!(outbox.dropped, 0);
+            assert_eq!(outbox.landed(taken), if taken { 0 } else { 1 });
+            if taken {
+                outbox.stored(3, Duration::from_secs(60));
+            }
+            assert_eq!(outbox.dropped, if taken { 0 } else { 1 }, "taken: {taken}");
+            // Nothing is in flight: the bound drops what waits at once.
+            assert_eq!(outbox.push(|seq| vec![seq as u8]), if taken { 0 } else { 1 });
+        }
+        // A message larger than the bound counts, with what the age drops.
+        let mut outbox = Outbox::new(Limits { messages: 10, bytes: 4, age: Duration::from_millis(1) });
+        assert_eq!(outbox.push(|seq| vec![seq as u8]), 0);
+        // Past the bound's age.
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(outbox.push(|_| vec![0; 5]), 2, "the large one and the old one");
     }
 
     #[test]

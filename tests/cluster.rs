@@ -1169,6 +1169,41 @@ fn a_close_broadcast_closes_its_audience_on_every_node() {
     system.stop();
 }
 
+/// An entry that anyone with access to the stream can add, with a field
+/// name that is not UTF-8, does not stop the readers (an audit: every
+/// node's reader failed on it, and read it again, for good).
+#[test]
+fn an_entry_with_a_field_name_that_is_not_utf8_is_read_past() {
+    use std::io::{Read, Write};
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let holder = test_node("holder", redis_port, &[]);
+    let mut b = common::Client::websocket(holder.port, "/groups");
+    let b_id = b.ask("id");
+    let (manager, system) = sender_node(redis_port, holder.port);
+    use actix_sockjs::Broadcast;
+    manager.do_send(Broadcast::text("before").ids([b_id.as_str()]));
+    assert_eq!(b.recv(), "before");
+    // XADD sockjs-test:groups * "\xff" x, in RESP (redis-cli takes text).
+    let mut command = b"*5\r\n".to_vec();
+    for arg in [&b"XADD"[..], b"sockjs-test:groups", b"*", b"\xff", b"x"] {
+        command.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        command.extend_from_slice(arg);
+        command.extend_from_slice(b"\r\n");
+    }
+    let mut redis_conn = std::net::TcpStream::connect(("127.0.0.1", redis_port)).expect("connect to redis");
+    redis_conn.write_all(&command).expect("XADD");
+    let mut answer = [0u8; 64];
+    let n = redis_conn.read(&mut answer).expect("an answer");
+    assert!(answer[..n].starts_with(b"$"), "an entry id: {:?}", String::from_utf8_lossy(&answer[..n]));
+    manager.do_send(Broadcast::text("after").ids([b_id.as_str()]));
+    assert_eq!(b.recv(), "after");
+    let health = request(holder.port, "GET", "/cluster", &[], None).body;
+    let health: serde_json::Value = serde_json::from_str(&health).expect("JSON health");
+    assert_eq!(health["bridges"]["/groups"]["up"], true);
+    system.stop();
+}
+
 /// A bridge that goes (its node stops) while Redis is away says how many
 /// messages the other nodes will never get.
 #[test]

@@ -990,7 +990,7 @@ mod tests {
                 let (tx, holders, lost) = (tx.clone(), holders.clone(), lost.clone());
                 std::thread::spawn(move || {
                     // xorshift, seeded per thread.
-                    let mut state = 0x9E37_79B9_7F4A_7C15 ^ (t + 1) * 7919;
+                    let mut state = 0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * 7919);
                     let mut next = move || {
                         state ^= state << 13;
                         state ^= state >> 7;

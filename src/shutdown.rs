@@ -21,12 +21,17 @@ use crate::manager::Shutdown;
 /// polling client that was between two polls, whose close frame waits for
 /// its next poll: without it, that poll would find the port closed (or,
 /// behind a balancer, another node), and the client would never learn why
-/// its session ended. A second signal ends the drain at once. The stop
-/// that follows takes up to actix-web's `HttpServer::shutdown_timeout`
-/// (30 s by default), which a request still reading a stalled body holds
-/// to the end: keep drain and timeout within what your process manager
-/// waits before it kills (Kubernetes: 30 s; so `shutdown_timeout(25)` with
-/// the default drain, as below). Without this signal,
+/// its session ended. A second signal ends the closing and the drain at
+/// once. The stop that follows takes up to actix-web's
+/// `HttpServer::shutdown_timeout` (30 s by default), which a request still
+/// reading a stalled body holds to the end: keep drain and timeout within
+/// what your process manager waits before it kills (Kubernetes: 30 s; so
+/// `shutdown_timeout(25)` with the default drain, as below). A signal
+/// during that stop ends the process at once, with exit code 128 + the
+/// signal's number (130 for Ctrl-C), as a second Ctrl-C does to actix-web
+/// without this signal: actix-web listens for no signal once it has one
+/// of its own, and the process would have ignored it (an audit). Without
+/// this signal,
 /// actix-web stops on those signals by itself: streams and WebSockets hold
 /// its graceful stop for the whole `shutdown_timeout`, and the sessions
 /// still open when their worker stops get `on_close` with
@@ -62,12 +67,25 @@ where
 {
     let managers: Vec<_> = managers.into_iter().collect();
     async move {
-        stop_requested().await;
-        close_sessions(&managers).await;
-        log::info!("sockjs: sessions closed; serving their clients' last polls for {SHUTDOWN_DRAIN:?}");
-        // A second signal ends the drain at once.
-        let drain = std::pin::pin!(actix_web::rt::time::sleep(SHUTDOWN_DRAIN));
-        futures_util::future::select(drain, Box::pin(stop_requested())).await;
+        // Listening from the first signal to the end: one that came between
+        // two listeners would be lost.
+        let mut signals = Signals::listen();
+        signals.next().await;
+        let closing = async {
+            close_sessions(&managers).await;
+            log::info!("sockjs: sessions closed; serving their clients' last polls for {SHUTDOWN_DRAIN:?}");
+            actix_web::rt::time::sleep(SHUTDOWN_DRAIN).await;
+        };
+        // A second signal ends the closing and the drain at once.
+        futures_util::future::select(std::pin::pin!(closing), std::pin::pin!(signals.next())).await;
+        // actix-web's graceful stop begins as this resolves; it ignores
+        // signals from then on.
+        tokio::spawn(async move {
+            if let Some(number) = signals.next().await {
+                log::warn!("sockjs: a stop signal during the graceful stop; exiting now");
+                std::process::exit(128 + number);
+            }
+        });
     }
 }
 
@@ -163,23 +181,48 @@ async fn close_sessions(managers: &[Recipient<Shutdown>]) {
 /// ```
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
-/// Completes on SIGINT, SIGTERM or SIGQUIT (Ctrl-C elsewhere).
-async fn stop_requested() {
+/// The stop signals: SIGINT, SIGTERM and SIGQUIT (Ctrl-C elsewhere).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let kinds = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::quit()];
-        let mut streams: Vec<_> = kinds.into_iter().filter_map(|k| signal(k).ok()).collect();
-        if streams.is_empty() {
-            log::warn!("sockjs: cannot listen for stop signals");
-            std::future::pending::<()>().await;
+    streams: Vec<(i32, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let kinds =
+                [(2, SignalKind::interrupt()), (15, SignalKind::terminate()), (3, SignalKind::quit())];
+            let streams: Vec<_> =
+                kinds.into_iter().filter_map(|(number, kind)| Some((number, signal(kind).ok()?))).collect();
+            if streams.is_empty() {
+                log::warn!("sockjs: cannot listen for stop signals");
+            }
+            Self { streams }
         }
-        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
-        futures_util::future::select_all(waits).await;
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next signal's number (Ctrl-C's, 2, elsewhere than Unix); never
+    /// if none can be heard.
+    async fn next(&mut self) -> Option<i32> {
+        #[cfg(unix)]
+        {
+            if self.streams.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            let waits = self.streams.iter_mut().map(|(number, s)| {
+                let number = *number;
+                Box::pin(async move { s.recv().await.map(|()| number) })
+            });
+            futures_util::future::select_all(waits).await.0
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.ok().map(|()| 2)
+        }
     }
 }
 

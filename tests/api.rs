@@ -1581,6 +1581,44 @@ fn shutdown_closes_every_session_and_opens_no_new_one() {
 }
 
 #[test]
+fn a_stop_signal_during_the_graceful_stop_ends_the_process() {
+    // An audit: once `shutdown_signal` had resolved, actix-web listened for
+    // no signal (it has one of its own), so a server whose graceful stop
+    // waited for a stalled request, up to its 25 s `shutdown_timeout`,
+    // ignored every later Ctrl-C.
+    let mut server = TestServer::start_example("echo", &[]);
+    let id = session();
+    assert_eq!(post(server.port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
+    // A send whose body stalls holds the graceful stop to its end.
+    let mut stalled = Conn::open(server.port);
+    stalled.write(
+        format!("POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[\"a")
+            .as_bytes(),
+    );
+    let kill = |name: &str| {
+        let pid = server.child.id().to_string();
+        let status =
+            std::process::Command::new("kill").args([name, pid.as_str()]).status().expect("run kill");
+        assert!(status.success(), "kill {name}");
+    };
+    kill("-INT");
+    // The sessions closed and the drain over, the graceful stop begins:
+    // the server takes no more connections.
+    wait_for("the graceful stop", || std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err());
+    kill("-INT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("the server's status") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server went on after a second Ctrl-C");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130), "128 + SIGINT");
+    drop(stalled);
+}
+
+#[test]
 fn after_shutdown_no_session_opens() {
     let p = probed(Config::default());
     p.ask(actix_sockjs::Shutdown);

@@ -374,7 +374,20 @@ impl<A: Session> Endpoint<A> {
     pub(crate) async fn admit(&self, req: &HttpRequest, transport: Transport) -> Result<Admitted, Refuse> {
         let mut values: Values = self.carry.iter().filter_map(|carry| carry(req)).collect();
         if let Some(hook) = &self.authorize {
-            match hook(req).await {
+            // A panic in the hook answers 500, as one in the session's
+            // factory does, rather than cutting the connection with no
+            // answer (an audit): clients see an error, not a network fault.
+            let ran =
+                futures_util::FutureExt::catch_unwind(AssertUnwindSafe(async { hook(req).await })).await;
+            let Ok(ran) = ran else {
+                log::error!(
+                    "sockjs: {} {}: the authorisation hook panicked; answered 500",
+                    req.method(),
+                    LogPath(req)
+                );
+                return Err(Refuse::http(actix_web::error::ErrorInternalServerError("Internal error.")));
+            };
+            match ran {
                 Ok(produced) => values.extend(produced),
                 Err(refuse) => {
                     self.metrics().refused(Refused::Authorize);

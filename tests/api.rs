@@ -822,6 +822,25 @@ fn many_sends_waiting_for_one_sessions_turn_are_all_answered_and_delivered() {
 }
 
 #[test]
+fn a_hixie76_frame_in_pieces_passes_with_no_message_limit() {
+    // An audit: `max_message_bytes(usize::MAX)`, "no limit", overflowed
+    // the check of an unfinished frame (`max + 2`): a panic in a debug
+    // build, every frame in pieces refused in a release one.
+    let p = probed(Config::default().max_message_bytes(usize::MAX));
+    let (mut conn, _) = hixie76_request(p.port, &format!("/probe/000/{}/websocket", session()));
+    conn.write(b"aaaaaaaa");
+    conn.read_exact(16);
+    assert_eq!(conn.read_exact(3), b"\x00o\xff");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    // A whole frame and the start of one, in one segment: once the first
+    // is delivered, the server has read the unfinished one.
+    conn.write(b"\x00[\"a\"]\xff\x00[\"b");
+    assert_eq!(p.next(), Event::Message("a".into()));
+    conn.write(b"\"]\xff");
+    assert_eq!(p.next(), Event::Message("b".into()));
+}
+
+#[test]
 fn a_burst_of_small_hixie76_frames_is_not_one_large_one() {
     // Ten 10-byte frames in one write, with a 16-byte message limit: each
     // frame is within it, though the read is not.

@@ -39,10 +39,25 @@ fn a_websocket_gives_back_on_connects_duplicate() {
     // The client's and the server's socket each; with the duplicate kept, 300.
     assert!((200..250).contains(&added), "100 WebSockets took {added} descriptors");
 
+    // So must a hixie-76 one (an audit: it kept it).
+    let before = open_descriptors("self");
+    let hixie: Vec<_> = (0..100)
+        .map(|_| {
+            let (mut conn, head) = hixie76_request(port, &format!("/echo/000/{}/websocket", session()));
+            assert_eq!(head.status, 101);
+            conn.write(b"aaaaaaaa");
+            conn.read_exact(16);
+            assert_eq!(conn.read_exact(3), b"\x00o\xff");
+            conn
+        })
+        .collect();
+    let added = open_descriptors("self").saturating_sub(before);
+    assert!((200..250).contains(&added), "100 hixie-76 sockets took {added} descriptors");
+
     // An HTTP receiver keeps its duplicate: that is what on_connect is for.
     let before = open_descriptors("self");
     let streams: Vec<_> = (0..100).map(|_| stream()).collect();
     let added = open_descriptors("self").saturating_sub(before);
     assert!((300..350).contains(&added), "100 streams took {added} descriptors");
-    drop((warm, sockets, streams));
+    drop((warm, sockets, hixie, streams));
 }

@@ -201,6 +201,25 @@ fn an_http_refusal_answers_its_status() {
 }
 
 #[test]
+fn a_hook_that_panics_answers_500() {
+    // An audit: a panic in the hook cut the connection with no answer (a
+    // network error to the client), where one in the session's factory
+    // answers 500.
+    let port = serve(1, |m| {
+        SockJs::new("/fragile", m).authorize(|req| {
+            assert!(!req.query_string().contains("boom"), "a bug in the hook");
+            Ok::<(), Refuse>(())
+        })
+    });
+    let r = post(port, &format!("/fragile/000/{}/xhr?boom=1", session()), "");
+    assert_eq!(r.status(), 500);
+    let refused = WsClient::connect_with(port, &format!("/fragile/000/{}/websocket?boom=1", session()), &[]);
+    assert_eq!(refused.err().map(|r| r.status()), Some(500));
+    // The worker goes on.
+    assert_eq!(post(port, &format!("/fragile/000/{}/xhr", session()), "").body, "o\n");
+}
+
+#[test]
 fn one_manager_per_worker_is_reported_at_start() {
     capture_errors();
     let (ready_tx, ready) = mpsc::channel();

@@ -125,8 +125,11 @@ impl Broadcast {
     /// had called [`SessionContext::close`](crate::SessionContext::close)
     /// (whose docs say which codes a client may get). The audience is
     /// everyone unless [`group`](Self::group) or [`ids`](Self::ids) narrow
-    /// it; the manager answers how many open sessions of this node it
-    /// closes.
+    /// it; the manager answers how many sessions of this node it closes.
+    /// A session still opening (an HTTP session listed before its first
+    /// request reached it) is counted, and opens, with `on_open`, before
+    /// it closes, as with anything sent to it then; one that had more than
+    /// the 4,096 messages such a session keeps closes with 3008 instead.
     ///
     /// # Examples
     ///

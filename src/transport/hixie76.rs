@@ -17,7 +17,7 @@ use futures_util::StreamExt as _;
 use crate::{
     endpoint::{error, Endpoint},
     protocol::{close_frame, hixie76_digest, parse_messages, Transport},
-    receiver::{out_queue, push, Out, OutRx, Receiver},
+    receiver::{out_queue, push, Out, OutRx, PeerSocket, Receiver},
     session::{Command, CommandTx, Failure, InPlace, Session},
 };
 
@@ -37,6 +37,11 @@ pub(crate) async fn open<A: Session>(
     let upgrade = text("upgrade").eq_ignore_ascii_case("websocket");
     if !upgrade || !text("connection").to_ascii_lowercase().contains("upgrade") {
         return error(StatusCode::BAD_REQUEST, "Not a valid websocket request.");
+    }
+    // An upgrade gives back `on_connect`'s duplicate descriptor, as an RFC
+    // 6455 socket's does (an audit: a hixie-76 one held it for its life).
+    if let Some(peer) = req.conn_data::<PeerSocket>() {
+        peer.release();
     }
     let admitted = match ep.admit(&req, Transport::WebSocket).await {
         Ok(admitted) => Ok(admitted),
@@ -179,7 +184,9 @@ async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: By
                 // What is left is one unfinished frame: bounded like any
                 // message, so that a frame never ended with 0xFF cannot
                 // grow the buffer for as long as the client sends.
-                if buf.len() > max + 2 {
+                // (Saturating: `usize::MAX` says "no limit", and `+ 2`
+                // overflowed, an audit found.)
+                if buf.len() > max.saturating_add(2) {
                     // Logged by the session, with its tag.
                     let _ = session.send(Command::TransportFailed(Failure::TooLarge));
                     return;

@@ -1905,6 +1905,25 @@ fn a_session_whose_wait_from_started_panics_closes_with_1011() {
 }
 
 #[test]
+fn a_panicked_session_answers_1011_through_a_shutdown() {
+    // An audit: a shutdown forgot the sessions whose handler had panicked
+    // at once, so that their clients' next poll, in the drain that is
+    // there for such polls, got 503 and never heard why their session
+    // ended.
+    let p = probed(Config::default());
+    let xhr = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
+    assert_eq!(p.next(), Event::Message("panic".into()));
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "c[1011,\"Internal error\"]\n");
+    p.ask(actix_sockjs::Shutdown);
+    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "c[1011,\"Internal error\"]\n");
+    let other = post(p.port, &format!("/probe/000/{}/xhr", session()), "");
+    assert_eq!((other.status(), other.body.as_str()), (503, "Server shutting down."));
+}
+
+#[test]
 fn an_http_session_that_panicked_answers_1011_until_its_disconnect_delay_ends() {
     // Like a session that closed: its client's late requests (here, a poll
     // that comes after the panic) hear the close, not a new session's open

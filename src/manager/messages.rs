@@ -1091,7 +1091,10 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
             log::info!("sockjs: closing {open} sessions of {endpoint} for shutdown");
         }
         self.shutting_down = true;
-        self.forget_failed(true);
+        // Sessions whose handler panicked stay listed until their delay
+        // ends, as closed ones do: the drain is there for their clients'
+        // next poll too, which hears 1011 rather than 503 (an audit).
+        self.forget_failed();
         for entry in self.sessions.values() {
             let _ = entry.tx.send(Command::Shutdown);
         }

@@ -615,7 +615,7 @@ impl<A: Session> SessionManager<A> {
     /// Reads the notes sessions have queued; runs before every message, so
     /// that what a session told before it answered its client is known.
     fn read_notes(&mut self) {
-        self.forget_failed(false);
+        self.forget_failed();
         self.enter_arrivals();
         while let Some((serial, note)) = self.notes_rx.try_recv() {
             self.note(serial, note);
@@ -688,15 +688,15 @@ impl<A: Session> SessionManager<A> {
         }
     }
 
-    /// Unlists the failed sessions whose time is up (`all`: every one),
+    /// Unlists the failed sessions whose time is up,
     /// before the manager reads its notes and at the deadline of the first
     /// ([`NotesPump`]).
-    fn forget_failed(&mut self, all: bool) {
+    fn forget_failed(&mut self) {
         if self.failed.is_empty() {
             return;
         }
         let now = Instant::now();
-        let due = |until: &Option<Instant>| all || until.is_some_and(|until| until <= now);
+        let due = |until: &Option<Instant>| until.is_some_and(|until| until <= now);
         while let Some(&(_, serial, _)) = self.failed.front().filter(|(until, _, _)| due(until)) {
             self.failed.pop_front();
             self.remove(serial);
@@ -986,7 +986,7 @@ impl<A: Session> ActorFuture<SessionManager<A>> for NotesPump {
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
         let this = self.get_mut();
-        act.forget_failed(false);
+        act.forget_failed();
         let arrivals = act.arrivals.take_and_listen(task.waker());
         act.enter(arrivals);
         // Bounded per turn, so that messages get their turn during churn.

@@ -686,6 +686,8 @@ impl Config {
             (self.request_timeout.is_zero(), "request_timeout is zero: every xhr_send and jsonp_send would time out"),
             (self.max_queue_bytes == 0, "max_queue_bytes is zero: every session would close (3008) at its first message"),
             (self.max_message_bytes == 0, "max_message_bytes is zero: every client message would be refused"),
+            (self.max_sessions == Some(0), "max_sessions is zero: every session would be refused (503)"),
+            (self.max_sessions_per_ip == Some(0), "max_sessions_per_ip is zero: every session would be refused (429)"),
         ];
         doubts.extend(zero.into_iter().filter(|(zero, _)| *zero).map(|(_, what)| what.to_owned()));
         if !(self.sockjs_url.starts_with('/') || self.sockjs_url.starts_with("http")) {
@@ -796,9 +798,11 @@ mod tests {
             .ping_timeout(Duration::ZERO)
             .request_timeout(Duration::ZERO)
             .max_queue_bytes(0)
-            .max_message_bytes(0);
+            .max_message_bytes(0)
+            .max_sessions(0)
+            .max_sessions_per_ip(0);
         let doubts = zero.doubts();
-        assert_eq!(doubts.len(), 6, "{doubts:?}");
+        assert_eq!(doubts.len(), 8, "{doubts:?}");
         assert!(doubts[1].starts_with("disconnect_delay is zero"), "{doubts:?}");
         for url in ["/static/sockjs.min.js", "//cdn.example.com/sockjs.js", "https://cdn.example.com/s.js"] {
             assert!(Config::default().sockjs_url(url).doubts().is_empty(), "{url}");

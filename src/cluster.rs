@@ -1254,7 +1254,15 @@ async fn publish(bridge: Arc<Bridge>) {
             }
             continue;
         };
-        let batch = bridge.outbox().batch(next, BATCH, BATCH_BYTES);
+        // Marked in flight under the same lock that took it: a message the
+        // bound drops before Redis answers then counts as its answer says
+        // (a review: a publish between the two locks counted it dropped).
+        let batch = {
+            let mut outbox = bridge.outbox();
+            let batch = outbox.batch(next, BATCH, BATCH_BYTES);
+            outbox.sending(&batch);
+            batch
+        };
         let Some(&(last, _)) = batch.last() else {
             // Nothing to send: wait for something, or check Redis.
             let notified = bridge.wake.notified();
@@ -1295,11 +1303,21 @@ async fn publish(bridge: Arc<Bridge>) {
                 .arg(frame.as_slice())
                 .ignore();
         }
-        bridge.outbox().sending(&batch);
         let answer = pipe.query_async::<()>(c).await;
-        let lost = bridge.outbox().landed(answer.is_ok());
+        let (lost, tell) = {
+            let mut outbox = bridge.outbox();
+            let lost = outbox.landed(answer.is_ok());
+            (lost, lost > 0 && !std::mem::replace(&mut outbox.told, true))
+        };
         if lost > 0 {
             bridge.metrics.dropped.increment(lost);
+            if tell {
+                log::error!(
+                    "sockjs: redis outbox of {:?} over its bound; dropped messages of a batch Redis then \
+                     refused (counted in {REDIS_DROPPED}; logged once per outage)",
+                    bridge.stream
+                );
+            }
         }
         match answer {
             Ok(()) => {

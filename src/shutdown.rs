@@ -21,8 +21,10 @@ use crate::manager::Shutdown;
 /// polling client that was between two polls, whose close frame waits for
 /// its next poll: without it, that poll would find the port closed (or,
 /// behind a balancer, another node), and the client would never learn why
-/// its session ended. A second signal ends the closing and the drain at
-/// once. The stop that follows takes up to actix-web's
+/// its session ended. A second signal ends the drain at once (the
+/// managers are told first, however close together two signals come:
+/// a process manager's SIGTERM after a terminal's SIGINT, say). The stop
+/// that follows takes up to actix-web's
 /// `HttpServer::shutdown_timeout` (30 s by default), which a request still
 /// reading a stalled body holds to the end: keep drain and timeout within
 /// what your process manager waits before it kills (Kubernetes: 30 s; so
@@ -30,8 +32,11 @@ use crate::manager::Shutdown;
 /// during that stop ends the process at once, with exit code 128 + the
 /// signal's number (130 for Ctrl-C), as a second Ctrl-C does to actix-web
 /// without this signal: actix-web listens for no signal once it has one
-/// of its own, and the process would have ignored it (an audit). Without
-/// this signal,
+/// of its own, and the process would have ignored it (an audit). That
+/// watcher lives as long as the runtime: under `#[actix_web::main]`, until
+/// `main` returns; an application that goes on after its server stopped
+/// (a second server on the same runtime, say) ends at the next signal.
+/// Without this signal,
 /// actix-web stops on those signals by itself: streams and WebSockets hold
 /// its graceful stop for the whole `shutdown_timeout`, and the sessions
 /// still open when their worker stops get `on_close` with
@@ -71,13 +76,13 @@ where
         // two listeners would be lost.
         let mut signals = Signals::listen();
         signals.next().await;
-        let closing = async {
-            close_sessions(&managers).await;
-            log::info!("sockjs: sessions closed; serving their clients' last polls for {SHUTDOWN_DRAIN:?}");
-            actix_web::rt::time::sleep(SHUTDOWN_DRAIN).await;
-        };
-        // A second signal ends the closing and the drain at once.
-        futures_util::future::select(std::pin::pin!(closing), std::pin::pin!(signals.next())).await;
+        // Every manager is told, whatever comes meanwhile (a review: two
+        // signals close together skipped the ones after the first).
+        close_sessions(&managers).await;
+        log::info!("sockjs: sessions closed; serving their clients' last polls for {SHUTDOWN_DRAIN:?}");
+        // A second signal, come meanwhile or now, ends the drain at once.
+        let drain = std::pin::pin!(actix_web::rt::time::sleep(SHUTDOWN_DRAIN));
+        futures_util::future::select(drain, std::pin::pin!(signals.next())).await;
         // actix-web's graceful stop begins as this resolves; it ignores
         // signals from then on.
         tokio::spawn(async move {

@@ -1600,6 +1600,32 @@ fn shutdown_closes_every_session_and_opens_no_new_one() {
 }
 
 #[test]
+fn two_stop_signals_close_together_still_close_every_endpoints_sessions() {
+    // A review: a second signal raced the telling of the managers, so that
+    // a terminal's SIGINT and a process manager's SIGTERM, a moment apart,
+    // left the managers after the first untold, and their sessions cut
+    // with no close frame.
+    let server = TestServer::start();
+    let mut first = Client::websocket(server.port, "/echo");
+    let mut last = Client::websocket(server.port, "/groups");
+    assert_eq!(first.ask("ping"), "ping");
+    assert!(!last.ask("id").is_empty());
+    let pid = server.child.id().to_string();
+    let status =
+        std::process::Command::new("sh").args(["-c", &format!("kill -INT {pid}; kill -TERM {pid}")]).status();
+    assert!(status.expect("run kill").success());
+    for ws in [&mut first, &mut last] {
+        let frame = loop {
+            match ws.ws().recv_text() {
+                h if h == "h" => {}
+                frame => break frame,
+            }
+        };
+        assert_eq!(frame, r#"c[1001,"Server shutting down"]"#);
+    }
+}
+
+#[test]
 fn a_stop_signal_during_the_graceful_stop_ends_the_process() {
     // An audit: once `shutdown_signal` had resolved, actix-web listened for
     // no signal (it has one of its own), so a server whose graceful stop

@@ -766,6 +766,11 @@ impl Outbox {
         }
     }
 
+    /// Whether `dropped` drops are this outage's first, to log once.
+    fn first_drops(&mut self, dropped: u64) -> bool {
+        dropped > 0 && !std::mem::replace(&mut self.told, true)
+    }
+
     /// A batch of these messages goes to Redis.
     fn sending(&mut self, batch: &[(u64, Arc<Vec<u8>>)]) {
         self.in_flight = batch.len();
@@ -897,7 +902,7 @@ impl Relay for Publisher {
         let (dropped, waiting, bytes, tell) = {
             let mut outbox = bridge.outbox();
             let dropped = outbox.push(|seq| encode(&bridge.sender, seq, sent_at, &msg));
-            let tell = dropped > 0 && !std::mem::replace(&mut outbox.told, true);
+            let tell = outbox.first_drops(dropped);
             (dropped, outbox.waiting, outbox.waiting_bytes, tell)
         };
         bridge.metrics.outbox.set(waiting as f64);
@@ -1307,7 +1312,7 @@ async fn publish(bridge: Arc<Bridge>) {
         let (lost, tell) = {
             let mut outbox = bridge.outbox();
             let lost = outbox.landed(answer.is_ok());
-            (lost, lost > 0 && !std::mem::replace(&mut outbox.told, true))
+            (lost, outbox.first_drops(lost))
         };
         if lost > 0 {
             bridge.metrics.dropped.increment(lost);
@@ -1640,9 +1645,10 @@ async fn watch_health(bridge: Arc<Bridge>) {
         let mut outbox = bridge.outbox();
         let before = outbox.dropped;
         outbox.expire(bridge.retain);
-        if outbox.dropped > before {
-            bridge.metrics.dropped.increment(outbox.dropped - before);
-            if !std::mem::replace(&mut outbox.told, true) {
+        let dropped = outbox.dropped - before;
+        if dropped > 0 {
+            bridge.metrics.dropped.increment(dropped);
+            if outbox.first_drops(dropped) {
                 log::error!(
                     "sockjs: messages waited in the redis outbox of {:?} longer than its bound; dropping them \
                      (counted in {REDIS_DROPPED}; logged once per outage)",

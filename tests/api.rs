@@ -739,6 +739,12 @@ fn streaming_transports_still_send_with_polling_switched_off() {
     assert_eq!(post(p.port, &format!("/probe/000/{}/xhr_send", session()), r#"["x"]"#).status(), 404);
 }
 
+/// The head of an `xhr_send` to the session at `url` whose body is
+/// `length` bytes.
+fn send_head(url: &str, length: usize) -> String {
+    format!("POST {url}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n")
+}
+
 #[test]
 fn overlapping_sends_to_one_session_take_turns_and_all_deliver() {
     // One send at a time reads its body: B waits while A's body is still
@@ -749,10 +755,7 @@ fn overlapping_sends_to_one_session_take_turns_and_all_deliver() {
     assert!(matches!(p.next(), Event::Open { .. }));
     let body = br#"["first"]"#;
     let mut a = Conn::open(p.port);
-    a.write(
-        format!("POST {url}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len())
-            .as_bytes(),
-    );
+    a.write(send_head(&url, body.len()).as_bytes());
     a.write(&body[..3]);
     let port = p.port;
     let send = format!("{url}/xhr_send");
@@ -779,18 +782,16 @@ fn many_sends_waiting_for_one_sessions_turn_are_all_answered_and_delivered() {
     let url = format!("/probe/000/{}", session());
     assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
     assert!(matches!(p.next(), Event::Open { .. }));
-    let request = |body: &str| {
-        format!("POST {url}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-    };
     // The first holds the turn: its body comes later.
     let body = r#"["held"]"#;
     let mut held = Conn::open(p.port);
-    held.write(request(body).trim_end_matches(body).as_bytes());
+    held.write(send_head(&url, body.len()).as_bytes());
     held.write(&body.as_bytes()[..2]);
     let mut waiting: Vec<Conn> = (0..60)
         .map(|i| {
             let mut conn = Conn::open(p.port);
-            conn.write(request(&format!(r#"["m{i}"]"#)).as_bytes());
+            let body = format!(r#"["m{i}"]"#);
+            conn.write(format!("{}{body}", send_head(&url, body.len())).as_bytes());
             conn
         })
         .collect();
@@ -1615,13 +1616,7 @@ fn two_stop_signals_close_together_still_close_every_endpoints_sessions() {
         std::process::Command::new("sh").args(["-c", &format!("kill -INT {pid}; kill -TERM {pid}")]).status();
     assert!(status.expect("run kill").success());
     for ws in [&mut first, &mut last] {
-        let frame = loop {
-            match ws.ws().recv_text() {
-                h if h == "h" => {}
-                frame => break frame,
-            }
-        };
-        assert_eq!(frame, r#"c[1001,"Server shutting down"]"#);
+        assert_eq!(ws.ws().recv_frame(), r#"c[1001,"Server shutting down"]"#);
     }
 }
 
@@ -1636,10 +1631,7 @@ fn a_stop_signal_during_the_graceful_stop_ends_the_process() {
     assert_eq!(post(server.port, &format!("/echo/000/{id}/xhr"), "").body, "o\n");
     // A send whose body stalls holds the graceful stop to its end.
     let mut stalled = Conn::open(server.port);
-    stalled.write(
-        format!("POST /echo/000/{id}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[\"a")
-            .as_bytes(),
-    );
+    stalled.write(format!("{}[\"a", send_head(&format!("/echo/000/{id}"), 100)).as_bytes());
     let kill = |name: &str| {
         let pid = server.child.id().to_string();
         let status =

@@ -447,10 +447,15 @@ fn test_node_with_clock(name: &str, redis_port: u16, offset: &str) -> TestServer
 
 /// The `/broadcast` bridge's health from a test server's `GET /cluster`.
 fn bridge(port: u16) -> serde_json::Value {
+    bridge_at(port, "/broadcast")
+}
+
+/// The health of the bridge of a test server's `endpoint`.
+fn bridge_at(port: u16, endpoint: &str) -> serde_json::Value {
     let res = request(port, "GET", "/cluster", &[], None);
     assert_eq!(res.status(), 200, "GET /cluster: {}", res.body);
     let health: serde_json::Value = serde_json::from_str(&res.body).expect("JSON health");
-    health["bridges"]["/broadcast"].clone()
+    health["bridges"][endpoint].clone()
 }
 
 fn is_up(port: u16) -> bool {
@@ -1064,13 +1069,7 @@ fn sender_node(
         let _ = system.run();
     });
     let (manager, bridge_handle, system) = rx.recv_timeout(Duration::from_secs(10)).expect("sender node");
-    wait_for("both bridges up", || {
-        bridge_handle.is_up() && {
-            let res = request(holder_port, "GET", "/cluster", &[], None);
-            let health: serde_json::Value = serde_json::from_str(&res.body).expect("JSON health");
-            health["bridges"]["/groups"]["up"] == true
-        }
-    });
+    wait_for("both bridges up", || bridge_handle.is_up() && bridge_at(holder_port, "/groups")["up"] == true);
     (manager, system)
 }
 
@@ -1154,13 +1153,7 @@ fn a_close_broadcast_closes_its_audience_on_every_node() {
     manager.do_send(Broadcast::close(4003, "Kicked").group("user:a"));
     manager.do_send(Broadcast::text("after"));
     assert_eq!(a.recv(), "before");
-    let frame = loop {
-        match a.ws().recv_text() {
-            h if h == "h" => {}
-            frame => break frame,
-        }
-    };
-    assert_eq!(frame, r#"c[4003,"Kicked"]"#);
+    assert_eq!(a.ws().recv_frame(), r#"c[4003,"Kicked"]"#);
     assert_eq!(b.recv(), "before");
     let poll = request(holder.port, "POST", &format!("{}/xhr", b.url()), &[], None);
     assert_eq!(poll.body, "c[4003,\"Kicked\"]\n");
@@ -1198,9 +1191,7 @@ fn an_entry_with_a_field_name_that_is_not_utf8_is_read_past() {
     assert!(answer[..n].starts_with(b"$"), "an entry id: {:?}", String::from_utf8_lossy(&answer[..n]));
     manager.do_send(Broadcast::text("after").ids([b_id.as_str()]));
     assert_eq!(b.recv(), "after");
-    let health = request(holder.port, "GET", "/cluster", &[], None).body;
-    let health: serde_json::Value = serde_json::from_str(&health).expect("JSON health");
-    assert_eq!(health["bridges"]["/groups"]["up"], true);
+    assert_eq!(bridge_at(holder.port, "/groups")["up"], true);
     system.stop();
 }
 

@@ -1102,7 +1102,7 @@ fn a_close_broadcast_closes_its_audience_on_every_node_after_what_came_before() 
     let kicked = r#"c[4003,"Kicked"]"#;
     for ws in [&mut ann_one, &mut ann_two] {
         assert_eq!(read_messages(ws, 1), ["before"]);
-        assert_eq!(next_frame(ws), kicked);
+        assert_eq!(ws.recv_frame(), kicked);
     }
     let poll = || post(one.port, &format!("{}/xhr", ann_poll.url()), "").body;
     assert_eq!(poll(), "a[\"before\"]\n");
@@ -1116,16 +1116,6 @@ fn a_close_broadcast_closes_its_audience_on_every_node_after_what_came_before() 
     assert_eq!(read_messages(&mut bob, 1), ["after"]);
     bob.send_text(r#"["ping"]"#);
     assert_eq!(read_messages(&mut bob, 1), ["ping"]);
-}
-
-/// The next frame of a SockJS WebSocket but heartbeats.
-fn next_frame(ws: &mut WsClient) -> String {
-    loop {
-        match ws.recv_text() {
-            h if h == "h" => {}
-            frame => return frame,
-        }
-    }
 }
 
 /// The next `n` messages of a SockJS WebSocket (one frame may carry

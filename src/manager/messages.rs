@@ -92,12 +92,12 @@ impl Broadcast {
     /// let notice = actix_sockjs::Broadcast::text("maintenance at noon");
     /// ```
     pub fn text(msg: impl Into<String>) -> Self {
-        Self {
-            payload: payload(msg.into()),
-            target: Audience::All,
-            except: Box::default(),
-            except_groups: Box::default(),
-        }
+        Self::of(payload(msg.into()))
+    }
+
+    /// `payload` for every session, leaving out none.
+    fn of(payload: Arc<Shared>) -> Self {
+        Self { payload, target: Audience::All, except: Box::default(), except_groups: Box::default() }
     }
 
     /// A broadcast of one value as JSON (`serde_json`'s encoding).
@@ -148,12 +148,7 @@ impl Broadcast {
     /// # }
     /// ```
     pub fn close(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            payload: close_payload(code, reason.into()),
-            target: Audience::All,
-            except: Box::default(),
-            except_groups: Box::default(),
-        }
+        Self::of(close_payload(code, reason.into()))
     }
 
     /// Only to the members of `group` (see [`SessionContext::join`](crate::SessionContext::join)).

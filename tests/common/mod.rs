@@ -550,6 +550,16 @@ impl WsClient {
         }
     }
 
+    /// The next SockJS frame but heartbeats (`h`), as text.
+    pub fn recv_frame(&mut self) -> String {
+        loop {
+            match self.recv_text() {
+                h if h == "h" => {}
+                frame => return frame,
+            }
+        }
+    }
+
     /// Whether the server ends the connection (EOF or reset) within
     /// `limit`, while this client keeps its own side open.
     pub fn ends_within(&mut self, limit: Duration) -> bool {

@@ -324,11 +324,23 @@ impl EndpointMetrics {
 
     /// Records a queue of `bytes` in [`QUEUE_HIGH_WATER`] if it is the
     /// largest yet (an overflow's, which its flush does not see, included).
+    ///
+    /// Workers share the mark: one that sets the gauge reads the mark again
+    /// after, and sets it again if another raised it meanwhile, so that the
+    /// gauge's last value is the largest (its set and another's can cross).
     pub(crate) fn high_water(&self, bytes: usize) {
         if bytes > self.high_water_seen.load(Ordering::Relaxed) {
-            let before = self.high_water_seen.fetch_max(bytes, Ordering::Relaxed);
+            let before = self.high_water_seen.fetch_max(bytes, Ordering::SeqCst);
             if bytes > before {
-                self.high_water.set(bytes as f64);
+                let mut mark = bytes;
+                loop {
+                    self.high_water.set(mark as f64);
+                    let now = self.high_water_seen.load(Ordering::SeqCst);
+                    if now <= mark {
+                        break;
+                    }
+                    mark = now;
+                }
             }
         }
     }
@@ -343,5 +355,78 @@ pub(crate) fn endpoint_label(prefix: &str) -> String {
         "/".to_owned()
     } else {
         prefix.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc, Mutex,
+    };
+
+    use ::metrics::{Gauge, GaugeFn};
+
+    use super::EndpointMetrics;
+
+    /// A gauge that keeps its last value, and holds the set of `HELD` until
+    /// the value `RELEASE` has been set.
+    struct Crossing {
+        value: AtomicU64,
+        released: Mutex<Option<mpsc::Receiver<()>>>,
+        release: Mutex<Option<mpsc::Sender<()>>>,
+    }
+
+    const HELD: f64 = 100.0;
+    const RELEASE: f64 = 200.0;
+
+    impl GaugeFn for Crossing {
+        fn increment(&self, _: f64) {}
+
+        fn decrement(&self, _: f64) {}
+
+        fn set(&self, value: f64) {
+            if value == HELD {
+                let released = self.released.lock().unwrap().take();
+                if let Some(released) = released {
+                    released.recv().unwrap();
+                }
+            }
+            self.value.store(value.to_bits(), Ordering::SeqCst);
+            if value == RELEASE {
+                if let Some(release) = self.release.lock().unwrap().take() {
+                    release.send(()).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_high_water_gauge_ends_at_the_largest_mark_when_two_workers_set_it_at_once() {
+        // An audit: two workers' marks crossed (one read the mark, the
+        // other raised it and set the gauge, then the first set its smaller
+        // value) and the gauge stayed below the mark for good.
+        let (release, released) = mpsc::channel();
+        let gauge = Arc::new(Crossing {
+            value: AtomicU64::new(0),
+            released: Mutex::new(Some(released)),
+            release: Mutex::new(Some(release)),
+        });
+        let worker = || {
+            let mut metrics = EndpointMetrics::new("/high-water-crossing");
+            metrics.high_water = Gauge::from_arc(gauge.clone());
+            metrics
+        };
+        let (first, second) = (worker(), worker());
+        std::thread::scope(|s| {
+            // The first worker's set of 100 waits for the second's 200.
+            let held = s.spawn(|| first.high_water(HELD as usize));
+            while gauge.released.lock().unwrap().is_some() {
+                std::thread::yield_now();
+            }
+            second.high_water(RELEASE as usize);
+            held.join().unwrap();
+        });
+        assert_eq!(f64::from_bits(gauge.value.load(Ordering::SeqCst)), RELEASE);
     }
 }

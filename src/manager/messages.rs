@@ -29,7 +29,11 @@ use crate::{
 ///
 /// With a [relay](crate::relay) (the `redis` feature's
 /// `cluster::RedisBridge`), every kind of broadcast reaches its recipients
-/// on every node, once each, in the order this node sent them.
+/// on every node, once each, in the order this node sent them; for a list
+/// of [`ids`](Self::ids), an id that has an open session on this node is
+/// not looked for on the others (as [`SendTo`] does: a SockJS client's
+/// session lives on one node), and a list whose every id is here goes to
+/// no other node.
 ///
 /// The manager answers how many sessions of this node it queued the
 /// message for (open ones, less those left out): `0` tells that no one
@@ -170,7 +174,8 @@ impl Broadcast {
 
     /// Only to the sessions with these ids (for each id, the HTTP session
     /// and the newest open WebSocket session with it). Replaces a
-    /// [`group`](Self::group) set before.
+    /// [`group`](Self::group) set before. With a relay, the ids with no
+    /// open session on this node are looked for on the others.
     ///
     /// # Examples
     ///

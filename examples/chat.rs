@@ -49,8 +49,10 @@ struct Member {
 }
 
 impl Member {
-    fn say(&self, room: &str, text: String) {
-        self.manager.do_send(Broadcast::text(text).group(room));
+    /// To the room, this member included: through `ctx.broadcast`, so that
+    /// the member's own copy comes before what it is sent next.
+    fn say(room: &str, text: String, ctx: &mut SessionContext<Self>) {
+        ctx.broadcast(Broadcast::text(text).group(room));
     }
 
     fn enter(&mut self, room: &str, ctx: &mut SessionContext<Self>) {
@@ -65,7 +67,7 @@ impl Member {
     fn leave_room(&mut self, ctx: &mut SessionContext<Self>) {
         if let Some(room) = self.room.take() {
             ctx.leave(&room);
-            self.say(&room, format!("{} left {room}", self.name));
+            Self::say(&room, format!("{} left {room}", self.name), ctx);
         }
     }
 }
@@ -99,7 +101,7 @@ impl Session for Member {
             },
             "/to" => match rest.split_once(' ') {
                 Some((to, text)) => {
-                    self.manager.do_send(
+                    ctx.broadcast(
                         Broadcast::text(format!("{} (private): {text}", self.name))
                             .group(format!("user:{to}")),
                     );
@@ -130,7 +132,7 @@ impl Session for Member {
             }
             _ if msg.starts_with('/') => ctx.send("commands: /join ROOM, /leave, /to NAME TEXT, /who"),
             _ => match &self.room {
-                Some(room) => self.say(room, format!("{}: {msg}", self.name)),
+                Some(room) => Self::say(room, format!("{}: {msg}", self.name), ctx),
                 None => ctx.send("join a room first: /join ROOM"),
             },
         }

@@ -216,6 +216,22 @@ impl Session for Member {
                 ctx.stop();
             }
             "panic" => panic!("the member was asked to panic"),
+            // Through `ctx.broadcast`, to the group `room`, then text of
+            // its own, a close, or more than the queue's bound.
+            m if m.starts_with("say:") => {
+                ctx.broadcast(Broadcast::text(&m[4..]).group("room"));
+                ctx.send(format!("after {}", &m[4..]));
+            }
+            m if m.starts_with("say+close:") => {
+                ctx.broadcast(Broadcast::text(&m[10..]).group("room"));
+                ctx.close(4000, "Bye");
+            }
+            "say+flood" => {
+                ctx.broadcast(Broadcast::text("flooded").group("room"));
+                for _ in 0..100 {
+                    ctx.send("y".repeat(100));
+                }
+            }
             "flood" => {
                 for _ in 0..100 {
                     ctx.send("y".repeat(100));
@@ -1116,6 +1132,51 @@ fn a_close_broadcast_closes_its_audience_on_every_node_after_what_came_before() 
     assert_eq!(read_messages(&mut bob, 1), ["after"]);
     bob.send_text(r#"["ping"]"#);
     assert_eq!(read_messages(&mut bob, 1), ["ping"]);
+}
+
+#[test]
+fn a_sessions_own_broadcast_reaches_its_client_before_what_it_sends_or_closes_after() {
+    // A porting user's trial: sockjs-node writes to each connection of a
+    // room at once, so a sender's own copy comes before what it writes
+    // next; a `Broadcast` sent to the manager's address comes after (its
+    // fan-out is on the manager's thread), and a close right after it
+    // dropped the sender's copy.
+    let server = Server::start(Duration::from_secs(5));
+    let mut other = server.socket_in(&session(), "room");
+    let bye = r#"c[4000,"Bye"]"#;
+    let closed_bye = CloseCause::Application { code: 4000, reason: "Bye".into() };
+
+    let mut ws = server.socket_in(&session(), "room");
+    ws.send_text(r#"["say:one"]"#);
+    assert_eq!(read_messages(&mut ws, 2), ["one", "after one"]);
+    ws.send_text(r#"["say+close:two"]"#);
+    assert_eq!(read_messages(&mut ws, 1), ["two"]);
+    assert_eq!(ws.recv_frame(), bye);
+    assert!(matches!(server.next(), Event::Closed(_, cause) if cause == closed_bye));
+
+    let mut poll = Client::poll(server.port, "/m");
+    let poll_id = server.opened();
+    assert!(server.ask(Join::new(&poll_id, "room")));
+    poll.send("say:three");
+    assert_eq!([poll.recv(), poll.recv()], ["three", "after three"]);
+    poll.send("say+close:four");
+    let mut frames = Vec::new();
+    while !frames.last().is_some_and(|frame: &String| frame.starts_with('c')) {
+        frames.push(post(server.port, &format!("{}/xhr", poll.url()), "").body.trim_end().to_owned());
+    }
+    assert_eq!(frames, [r#"a["four"]"#, bye]);
+    assert!(matches!(server.next(), Event::Closed(_, cause) if cause == closed_bye));
+
+    // What the session holds meanwhile is bounded as its queue is.
+    let mut flood = server.socket_in(&session(), "room");
+    flood.send_text(r#"["say+flood"]"#);
+    assert_eq!(flood.recv_frame(), r#"c[3008,"Outgoing queue overflow"]"#);
+    assert!(matches!(server.next(), Event::Closed(_, CloseCause::Overflow)));
+
+    // The others in the room got each broadcast once, in order.
+    assert_eq!(read_messages(&mut other, 5), ["one", "two", "three", "four", "flooded"]);
+    other.send_text(r#"["ping"]"#);
+    assert_eq!(read_messages(&mut other, 1), ["ping"]);
 }
 
 /// The next `n` messages of a SockJS WebSocket (one frame may carry

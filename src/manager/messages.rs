@@ -23,8 +23,12 @@ use crate::{
 ///
 /// The message is encoded once, when the `Broadcast` is built, and shared by
 /// all recipients; each session puts it in its own queue, so a broadcast
-/// keeps its order with the session's other messages and a slow client
-/// delays nobody else. A broadcast to a group or a list costs per
+/// keeps its order with the other messages that reach a session through
+/// the manager, and a slow client delays nobody else. A session's own
+/// [`send`](crate::SessionContext::send) does not go through the manager
+/// and may come first: from inside a session, send it with
+/// [`SessionContext::broadcast`](crate::SessionContext::broadcast), which
+/// keeps it in order with what the session sends after. A broadcast to a group or a list costs per
 /// recipient, whatever the endpoint's number of sessions.
 ///
 /// With a [relay](crate::relay) (the `redis` feature's
@@ -235,11 +239,88 @@ impl Broadcast {
     }
 }
 
+impl<A: Session> crate::SessionContext<A> {
+    /// Sends a [`Broadcast`] through this session's manager, in order with
+    /// this session's own output: what the session sends or closes after
+    /// this call reaches its client after its own copy of the broadcast
+    /// (when it is in the audience), as writes to each connection of a
+    /// room are in sockjs-node.
+    ///
+    /// A `Broadcast` sent to the manager's address is fanned out later, on
+    /// the manager's thread: a [`send`](Self::send) right after it reaches
+    /// this session's client first, and a [`close`](Self::close) right
+    /// after it drops this session's copy. This method sends the broadcast
+    /// through the queue that also carries [`join`](Self::join) and
+    /// [`leave`](Self::leave) (a join before it counts), and holds the
+    /// session's later sends and close until the manager has fanned it out
+    /// (a round trip to the manager's thread; up to
+    /// [`Config::max_queue_bytes`](crate::Config::max_queue_bytes) of held
+    /// messages, beyond which the session closes with 3008, as an
+    /// overflowing queue does). Other sessions get it as any broadcast.
+    ///
+    /// It answers no count (send the `Broadcast` to the manager's address
+    /// for that). With a relay it reaches other nodes too. A shutdown lets
+    /// the held messages go before the session's close frame.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use actix::Actor;
+    /// # use actix_sockjs::{Broadcast, Session, SessionContext};
+    /// # struct Member;
+    /// # impl Actor for Member { type Context = SessionContext<Self>; }
+    /// impl Session for Member {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         ctx.join("lobby");
+    ///     }
+    ///
+    ///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
+    ///         if msg == "/quit" {
+    ///             // Everyone in the lobby, this client included, reads this
+    ///             // line; this client reads it before the close.
+    ///             ctx.broadcast(Broadcast::text("someone left").group("lobby"));
+    ///             ctx.close(4000, "Bye");
+    ///         } else {
+    ///             ctx.broadcast(Broadcast::text(msg).group("lobby"));
+    ///             ctx.send("sent");
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn broadcast(&mut self, broadcast: Broadcast) {
+        self.broadcast_fenced(Box::new(broadcast));
+    }
+}
+
 impl<A: Session> Handler<Broadcast> for SessionManager<A> {
     type Result = usize;
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> usize {
         self.read_notes();
+        self.broadcast(msg)
+    }
+}
+
+impl<A: Session> SessionManager<A> {
+    /// A broadcast a session sent through its notes
+    /// ([`SessionContext::broadcast`]): fanned out, then the session's
+    /// fence, after its own copy.
+    pub(super) fn session_broadcast(&mut self, serial: u64, broadcast: Box<dyn std::any::Any + Send>) {
+        match broadcast.downcast::<Broadcast>() {
+            Ok(broadcast) => {
+                self.broadcast(*broadcast);
+            }
+            // Only `SessionContext::broadcast` makes these.
+            Err(_) => log::error!("sockjs: a session's broadcast of an unknown type dropped"),
+        }
+        if let Some(entry) = self.sessions.get(&serial) {
+            let _ = entry.tx.send(Command::Fence);
+        }
+    }
+
+    /// Fans `msg` out on this node and passes it to the relay; answers how
+    /// many sessions of this node it was queued for.
+    fn broadcast(&mut self, msg: Broadcast) -> usize {
         let Broadcast { payload, target, except, except_groups } = msg;
         let reached = self.fan_out(&payload, &target, &except, &except_groups);
         if self.relay.is_none() {

@@ -668,6 +668,7 @@ impl<A: Session> SessionManager<A> {
             Note::Leave(group) => {
                 self.leave(serial, &group);
             }
+            Note::Broadcast(broadcast) => self.session_broadcast(serial, broadcast),
         }
     }
 

@@ -67,6 +67,11 @@ pub(crate) enum Note {
     Join(Arc<str>),
     /// The session leaves a group.
     Leave(Arc<str>),
+    /// A [`Broadcast`](crate::Broadcast) the session sent through its
+    /// manager ([`SessionContext::broadcast`]), boxed as `Any` (sessions do
+    /// not know the manager's messages): the manager fans it out, then
+    /// sends the session a [`Command::Fence`].
+    Broadcast(Box<dyn Any + Send>),
 }
 
 /// What is left of an HTTP session whose handler panicked after it opened:
@@ -109,12 +114,17 @@ impl NotesTx {
     /// bounds what waits. The others change what the manager does between
     /// messages (a session's removal, a group's relay) and wake it.
     pub(crate) fn note(&self, serial: u64, note: Note) {
-        let _ = match note {
+        self.try_note(serial, note);
+    }
+
+    /// [`note`](Self::note); `false` if the manager is gone.
+    pub(crate) fn try_note(&self, serial: u64, note: Note) -> bool {
+        match note {
             Note::Opened | Note::Deferred | Note::Closed => {
-                self.0.send_quietly((serial, note), QUIET_WAKE_AT)
+                self.0.send_quietly((serial, note), QUIET_WAKE_AT).is_ok()
             }
-            _ => self.0.send((serial, note)),
-        };
+            _ => self.0.send((serial, note)).is_ok(),
+        }
     }
 }
 
@@ -151,6 +161,10 @@ pub(crate) enum Command {
     /// client closed the connection before actix-web took them
     /// ([`SessionContext::undelivered`]).
     Undelivered(Box<(u32, String)>),
+    /// The manager has fanned out a broadcast this session sent
+    /// ([`Note::Broadcast`]): this session's copy, if it is in the
+    /// audience, came before this.
+    Fence,
 }
 
 const _: () = assert!(std::mem::size_of::<Command>() == 16);
@@ -321,6 +335,25 @@ struct Cold {
     /// was kept has been handled, the session closes as an overflowing
     /// queue does (3008), so that its client learns that it missed some.
     early_dropped: bool,
+    /// Broadcasts this session sent through its manager
+    /// ([`SessionContext::broadcast`]) whose [`Command::Fence`] has not
+    /// come yet.
+    fences: u32,
+    /// What the session sent or closed while `fences` was not zero, in
+    /// order: it goes out once the last fence comes, after the session's
+    /// copies of those broadcasts.
+    held: std::collections::VecDeque<Held>,
+    /// The bytes of the messages in `held`, bounded as the queue is
+    /// ([`Config::max_queue_bytes`]).
+    held_bytes: usize,
+}
+
+/// What a session sent or closed while a broadcast of its own was on its
+/// way through the manager (see [`Cold::held`]).
+#[derive(Debug)]
+enum Held {
+    Text(String),
+    Close(u16, String),
 }
 
 /// The most messages a session keeps from before its first receiver (see
@@ -513,6 +546,10 @@ where
             log::trace!("sockjs {}: send on a session that is not open ignored", self.session_tag());
             return;
         }
+        if self.fenced() {
+            self.hold_text(msg);
+            return;
+        }
         self.setup.metrics.sent(msg.len());
         if let Err(Overflow(bytes)) = self.machine.send(msg) {
             self.overflowed(bytes);
@@ -563,6 +600,10 @@ where
     /// ```
     pub fn close(&mut self, code: u16, reason: impl Into<String>) {
         let reason = reason.into();
+        if self.fenced() && self.machine.is_open() {
+            self.cold().held.push_back(Held::Close(code, reason));
+            return;
+        }
         if self.machine.close(code, &reason) {
             self.defer_on_close(CloseCause::Application { code, reason });
         }
@@ -821,6 +862,63 @@ where
         self.cold.get_or_insert_default()
     }
 
+    /// Sends `broadcast` (a [`Broadcast`](crate::Broadcast), boxed) through
+    /// the manager's notes, and holds what the session sends or closes
+    /// until the manager has fanned it out ([`Command::Fence`]); see
+    /// [`SessionContext::broadcast`].
+    pub(crate) fn broadcast_fenced(&mut self, broadcast: Box<dyn Any + Send>) {
+        if self.setup.notes.try_note(self.setup.serial, Note::Broadcast(broadcast)) {
+            self.cold().fences += 1;
+        } else {
+            log::debug!("sockjs {}: broadcast after its manager stopped dropped", self.session_tag());
+        }
+    }
+
+    /// A broadcast of this session's own is on its way: what it sends or
+    /// closes waits for it.
+    fn fenced(&self) -> bool {
+        self.cold.as_ref().is_some_and(|cold| cold.fences > 0)
+    }
+
+    /// Holds a message while [`fenced`](Self::fenced); past
+    /// [`Config::max_queue_bytes`] of them, the session closes as an
+    /// overflowing queue does (3008).
+    fn hold_text(&mut self, msg: &str) {
+        let max = self.setup.config.max_queue_bytes;
+        let cold = self.cold();
+        let bytes = cold.held_bytes.saturating_add(msg.len());
+        if bytes > max {
+            cold.held.clear();
+            cold.held_bytes = 0;
+            cold.fences = 0;
+            let (code, reason) = close_code::with_reason(close_code::OVERFLOW);
+            if self.machine.close(code, reason) {
+                self.overflowed(bytes);
+            }
+            return;
+        }
+        cold.held_bytes = bytes;
+        cold.held.push_back(Held::Text(msg.to_owned()));
+    }
+
+    /// A fence came: once the last one has, what was held goes out, in
+    /// order. `all` lets it go whatever is still on its way (a shutdown).
+    fn release_held(&mut self, all: bool) {
+        let Some(cold) = self.cold.as_mut() else { return };
+        cold.fences = if all { 0 } else { cold.fences.saturating_sub(1) };
+        if cold.fences > 0 || cold.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut cold.held);
+        cold.held_bytes = 0;
+        for item in held {
+            match item {
+                Held::Text(text) => self.send(text),
+                Held::Close(code, reason) => self.close(code, reason),
+            }
+        }
+    }
+
     /// The next message kept from before the session opened, once it has.
     /// After the last of them, a session that had to drop some closes, as
     /// one whose queue overflowed.
@@ -928,6 +1026,9 @@ where
                 }
             }
             Command::Shutdown => {
+                // What the session sent before it goes out before the close
+                // frame, though its own broadcasts may not come back.
+                self.release_held(true);
                 let (code, reason) = crate::close_code::with_reason(crate::close_code::SHUTDOWN);
                 if self.machine.close(code, reason) {
                     self.notify_close(act, CloseCause::Shutdown);
@@ -950,6 +1051,7 @@ where
                 }
             }
             Command::Undelivered(back) => self.undelivered(act, back.0, &back.1),
+            Command::Fence => self.release_held(false),
             Command::TransportFailed(failure) => {
                 // Logged here, where the session's tag is known (a socket
                 // does not keep it).

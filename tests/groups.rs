@@ -226,6 +226,10 @@ impl Session for Member {
                 ctx.broadcast(Broadcast::text(&m[10..]).group("room"));
                 ctx.close(4000, "Bye");
             }
+            "kick-room" => {
+                ctx.broadcast(Broadcast::close(4001, "All out").group("room"));
+                ctx.send("after the kick");
+            }
             "say+flood" => {
                 ctx.broadcast(Broadcast::text("flooded").group("room"));
                 for _ in 0..100 {
@@ -1177,6 +1181,14 @@ fn a_sessions_own_broadcast_reaches_its_client_before_what_it_sends_or_closes_af
     assert_eq!(read_messages(&mut other, 5), ["one", "two", "three", "four", "flooded"]);
     other.send_text(r#"["ping"]"#);
     assert_eq!(read_messages(&mut other, 1), ["ping"]);
+
+    // A close broadcast that reaches its sender closes it there, before
+    // what it sent after (which it then drops), as it closes the others.
+    let mut kicker = server.socket_in(&session(), "room");
+    kicker.send_text(r#"["kick-room"]"#);
+    let all_out = r#"c[4001,"All out"]"#;
+    assert_eq!(kicker.recv_frame(), all_out);
+    assert_eq!(other.recv_frame(), all_out);
 }
 
 /// The next `n` messages of a SockJS WebSocket (one frame may carry

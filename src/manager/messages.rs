@@ -260,7 +260,11 @@ impl<A: Session> crate::SessionContext<A> {
     ///
     /// It answers no count (send the `Broadcast` to the manager's address
     /// for that). With a relay it reaches other nodes too. A shutdown lets
-    /// the held messages go before the session's close frame.
+    /// the held messages go before the session's close frame. A
+    /// [`Broadcast::close`] that reaches this session (its own, or one
+    /// fanned out before it) closes it as it comes, and what it holds is
+    /// dropped, as anything sent after a close is. Until the held messages
+    /// go, [`state`](Self::state) tells the state before a held close.
     ///
     /// # Examples
     ///

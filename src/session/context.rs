@@ -558,8 +558,11 @@ where
 
     fn push(&mut self, shared: &Shared) {
         if let Some(code) = shared.close {
-            // As if the session closed itself, after what came before.
-            self.close(code, &*shared.text);
+            // As if the session closed itself, after what came before. Not
+            // held behind a broadcast of the session's own (see `broadcast`):
+            // it came before that broadcast's fence, so before what the
+            // session holds, which it drops.
+            self.close_now(code, String::from(&*shared.text));
             return;
         }
         if !self.machine.is_open() {
@@ -604,6 +607,11 @@ where
             self.cold().held.push_back(Held::Close(code, reason));
             return;
         }
+        self.close_now(code, reason);
+    }
+
+    /// [`close`](Self::close), whatever the session holds.
+    fn close_now(&mut self, code: u16, reason: String) {
         if self.machine.close(code, &reason) {
             self.defer_on_close(CloseCause::Application { code, reason });
         }

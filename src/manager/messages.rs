@@ -251,20 +251,30 @@ impl<A: Session> crate::SessionContext<A> {
     /// this session's client first, and a [`close`](Self::close) right
     /// after it drops this session's copy. This method sends the broadcast
     /// through the queue that also carries [`join`](Self::join) and
-    /// [`leave`](Self::leave) (a join before it counts), and holds the
-    /// session's later sends and close until the manager has fanned it out
-    /// (a round trip to the manager's thread; up to
-    /// [`Config::max_queue_bytes`](crate::Config::max_queue_bytes) of held
-    /// messages, beyond which the session closes with 3008, as an
-    /// overflowing queue does). Other sessions get it as any broadcast.
+    /// [`leave`](Self::leave) (a join before it counts), and holds what the
+    /// session sends, closes or stops after it until the manager has fanned
+    /// it out (a round trip to the manager's thread), then lets it go in
+    /// order: after two broadcasts, what came between them goes after the
+    /// first copy, the rest after the second. Other sessions get it as any
+    /// broadcast.
+    ///
+    /// A held close counts at once: [`is_open`](Self::is_open) is `false`,
+    /// [`state`](Self::state) is `Closing`, and client messages after it
+    /// are dropped; [`Session::on_close`](crate::Session::on_close) runs
+    /// when it goes out. Up to
+    /// [`Config::max_queue_bytes`](crate::Config::max_queue_bytes) is held;
+    /// beyond, the session closes with 3008, as an overflowing queue does.
+    /// While the actor waits on a future of its own (`ctx.wait`, an
+    /// `AtomicResponse`), the manager's answer waits too, and so does what
+    /// the session holds.
     ///
     /// It answers no count (send the `Broadcast` to the manager's address
-    /// for that). With a relay it reaches other nodes too. A shutdown lets
-    /// the held messages go before the session's close frame. A
+    /// for that). With a relay it reaches other nodes too. A
+    /// [`Shutdown`](crate::Shutdown) fans out the broadcasts sessions sent
+    /// before it, then closes them after what they hold. A
     /// [`Broadcast::close`] that reaches this session (its own, or one
     /// fanned out before it) closes it as it comes, and what it holds is
-    /// dropped, as anything sent after a close is. Until the held messages
-    /// go, [`state`](Self::state) tells the state before a held close.
+    /// dropped, as anything sent after a close is.
     ///
     /// # Examples
     ///
@@ -1165,6 +1175,9 @@ impl<A: Session> Handler<Shutdown> for SessionManager<A> {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
+        // Broadcasts that sessions sent before it go out first (and their
+        // fences: `SessionContext::broadcast`).
+        self.read_notes();
         self.close_arrivals();
         if !self.shutting_down {
             let open = self.sessions.values().filter(|e| e.live()).count();

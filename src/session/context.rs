@@ -28,6 +28,7 @@ use actix::{
 };
 
 use super::{
+    hold::{Held, Hold},
     machine::{Attach, Machine, Overflow, Restore, Shared, State, Written},
     turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
     RequestInfo, Session, SessionState,
@@ -337,23 +338,23 @@ struct Cold {
     early_dropped: bool,
     /// Broadcasts this session sent through its manager
     /// ([`SessionContext::broadcast`]) whose [`Command::Fence`] has not
-    /// come yet.
-    fences: u32,
-    /// What the session sent or closed while `fences` was not zero, in
-    /// order: it goes out once the last fence comes, after the session's
-    /// copies of those broadcasts.
-    held: std::collections::VecDeque<Held>,
-    /// The bytes of the messages in `held`, bounded as the queue is
-    /// ([`Config::max_queue_bytes`]).
-    held_bytes: usize,
+    /// come yet, and what the session sent, closed or stopped since, while
+    /// there are some; boxed, as few sessions ever have one.
+    hold: Option<Box<Hold>>,
 }
 
-/// What a session sent or closed while a broadcast of its own was on its
-/// way through the manager (see [`Cold::held`]).
-#[derive(Debug)]
-enum Held {
-    Text(String),
-    Close(u16, String),
+impl Cold {
+    /// Nothing in it: the session can let it go.
+    fn is_spare(&self) -> bool {
+        self.expiry.is_none()
+            && !self.expiry_due
+            && self.deferred_close.is_none()
+            && self.timers.is_none()
+            && !self.open_deferred
+            && self.early.is_empty()
+            && !self.early_dropped
+            && self.hold.is_none()
+    }
 }
 
 /// The most messages a session keeps from before its first receiver (see
@@ -513,6 +514,28 @@ where
             self.setup.notes.note(self.setup.serial, Note::Closed);
         }
     }
+
+    /// [`ActorContext::stop`], whatever the session holds.
+    fn stop_now(&mut self) {
+        let (code, reason) = close_code::with_reason(close_code::NORMAL);
+        if self.machine.close(code, reason) {
+            self.stop_requested = true;
+            self.needs_poll = true;
+        } else if self.stop_requested {
+            // A stop is on its way already.
+        } else if self.machine.transport().is_websocket() || *self.machine.state() == State::New {
+            if self.cold.as_ref().is_some_and(|cold| cold.deferred_close.is_some()) {
+                // After the deferred `on_close`: actix polls nothing spawned
+                // once the actor is stopping. The finisher that runs it
+                // stops the actor next.
+                self.finish_requested = true;
+            } else {
+                self.parts.stop();
+            }
+        }
+        // An HTTP session that has closed already stops when its disconnect
+        // delay ends, its late requests answered until then.
+    }
 }
 
 impl<A> SessionContext<A>
@@ -542,12 +565,20 @@ where
     /// ```
     pub fn send(&mut self, msg: impl AsRef<str>) {
         let msg = msg.as_ref();
-        if !self.machine.is_open() {
+        if !self.is_open() {
             log::trace!("sockjs {}: send on a session that is not open ignored", self.session_tag());
             return;
         }
         if self.fenced() {
-            self.hold_text(msg);
+            self.hold(Held::Text(msg.to_owned()));
+            return;
+        }
+        self.send_now(msg);
+    }
+
+    /// [`send`](Self::send), whatever the session holds.
+    fn send_now(&mut self, msg: &str) {
+        if !self.machine.is_open() {
             return;
         }
         self.setup.metrics.sent(msg.len());
@@ -603,8 +634,11 @@ where
     /// ```
     pub fn close(&mut self, code: u16, reason: impl Into<String>) {
         let reason = reason.into();
+        if self.close_held() {
+            return;
+        }
         if self.fenced() && self.machine.is_open() {
-            self.cold().held.push_back(Held::Close(code, reason));
+            self.hold(Held::Close(code, reason));
             return;
         }
         self.close_now(code, reason);
@@ -733,7 +767,7 @@ where
     /// }
     /// ```
     pub fn is_open(&self) -> bool {
-        self.machine.is_open()
+        self.machine.is_open() && !self.close_held()
     }
 
     /// The transport that opened the session. An HTTP session's later
@@ -778,6 +812,9 @@ where
     /// }
     /// ```
     pub fn state(&self) -> SessionState {
+        if self.close_held() {
+            return SessionState::Closing;
+        }
         match self.machine.state() {
             State::New => SessionState::New,
             State::Open => SessionState::Open,
@@ -875,54 +912,83 @@ where
     /// until the manager has fanned it out ([`Command::Fence`]); see
     /// [`SessionContext::broadcast`].
     pub(crate) fn broadcast_fenced(&mut self, broadcast: Box<dyn Any + Send>) {
+        // The manager finds the session's entry for its fence: it enters
+        // a session before it reads the session's notes, and forgets it
+        // only once it has closed or gone.
         if self.setup.notes.try_note(self.setup.serial, Note::Broadcast(broadcast)) {
-            self.cold().fences += 1;
+            self.cold().hold.get_or_insert_default().sent();
         } else {
             log::debug!("sockjs {}: broadcast after its manager stopped dropped", self.session_tag());
         }
     }
 
-    /// A broadcast of this session's own is on its way: what it sends or
-    /// closes waits for it.
+    fn held(&self) -> Option<&Hold> {
+        self.cold.as_ref()?.hold.as_deref()
+    }
+
+    /// A broadcast of this session's own is on its way: what it sends,
+    /// closes or stops waits for it.
     fn fenced(&self) -> bool {
-        self.cold.as_ref().is_some_and(|cold| cold.fences > 0)
+        self.held().is_some_and(Hold::holds)
     }
 
-    /// Holds a message while [`fenced`](Self::fenced); past
-    /// [`Config::max_queue_bytes`] of them, the session closes as an
-    /// overflowing queue does (3008).
-    fn hold_text(&mut self, msg: &str) {
+    /// A close or a stop waits behind a broadcast of the session's own:
+    /// the session counts as closing.
+    fn close_held(&self) -> bool {
+        self.held().is_some_and(Hold::closing)
+    }
+
+    /// Holds `held` while [`fenced`](Self::fenced); past
+    /// [`Config::max_queue_bytes`] held, the session closes as an
+    /// overflowing queue does (3008), and what it held is dropped.
+    fn hold(&mut self, held: Held) {
         let max = self.setup.config.max_queue_bytes;
-        let cold = self.cold();
-        let bytes = cold.held_bytes.saturating_add(msg.len());
-        if bytes > max {
-            cold.held.clear();
-            cold.held_bytes = 0;
-            cold.fences = 0;
-            let (code, reason) = close_code::with_reason(close_code::OVERFLOW);
-            if self.machine.close(code, reason) {
-                self.overflowed(bytes);
-            }
+        let Some(hold) = self.cold.as_mut().and_then(|cold| cold.hold.as_mut()) else { return };
+        if hold.hold(held) <= max {
             return;
         }
-        cold.held_bytes = bytes;
-        cold.held.push_back(Held::Text(msg.to_owned()));
+        self.let_hold_go();
+        self.close_overflowing(|| format!("over {max} bytes sent while its own broadcast was on its way"));
     }
 
-    /// A fence came: once the last one has, what was held goes out, in
-    /// order. `all` lets it go whatever is still on its way (a shutdown).
-    fn release_held(&mut self, all: bool) {
-        let Some(cold) = self.cold.as_mut() else { return };
-        cold.fences = if all { 0 } else { cold.fences.saturating_sub(1) };
-        if cold.fences > 0 || cold.held.is_empty() {
-            return;
+    /// Closes the session with 3008, as an overflowing queue does, and
+    /// logs `why` if it was open.
+    fn close_overflowing(&mut self, why: impl FnOnce() -> String) {
+        let (code, reason) = close_code::with_reason(close_code::OVERFLOW);
+        if self.machine.close(code, reason) {
+            crate::util::log_limited!(
+                log::Level::Warn,
+                "sockjs {}: {}; closing it",
+                self.session_tag(),
+                why()
+            );
+            self.defer_on_close(CloseCause::Overflow);
         }
-        let held = std::mem::take(&mut cold.held);
-        cold.held_bytes = 0;
-        for item in held {
-            match item {
-                Held::Text(text) => self.send(text),
-                Held::Close(code, reason) => self.close(code, reason),
+    }
+
+    /// A fence came ([`Command::Fence`]), or a shutdown lets `all` go:
+    /// what waited for it goes out, in order.
+    fn release_held(&mut self, all: bool) {
+        let Some(hold) = self.cold.as_mut().and_then(|cold| cold.hold.as_mut()) else { return };
+        let released = if all { hold.release_all() } else { hold.fence() };
+        if hold.is_done() {
+            self.let_hold_go();
+        }
+        for held in released {
+            match held {
+                Held::Text(text) => self.send_now(&text),
+                Held::Close(code, reason) => self.close_now(code, reason),
+                Held::Stop => self.stop_now(),
+            }
+        }
+    }
+
+    /// Drops the hold, and the cold state if nothing else is in it.
+    fn let_hold_go(&mut self) {
+        if let Some(cold) = self.cold.as_mut() {
+            cold.hold = None;
+            if cold.is_spare() {
+                self.cold = None;
             }
         }
     }
@@ -943,15 +1009,7 @@ where
             return Some(command);
         }
         cold.early_dropped = false;
-        let (code, reason) = close_code::with_reason(close_code::OVERFLOW);
-        if self.machine.close(code, reason) {
-            crate::util::log_limited!(
-                log::Level::Warn,
-                "sockjs {}: more than {EARLY_KEPT} messages came before the session opened; closing it",
-                self.session_tag()
-            );
-            self.defer_on_close(CloseCause::Overflow);
-        }
+        self.close_overflowing(|| format!("more than {EARLY_KEPT} messages came before the session opened"));
         None
     }
 
@@ -1139,7 +1197,7 @@ where
         // a later turn takes them).
         let (mut taken, mut bytes) = (0, 0);
         while taken < messages.len() {
-            if !self.machine.is_open() {
+            if !self.is_open() {
                 log::debug!("sockjs {}: message after close dropped", self.session_tag());
                 bytes += messages[taken..].iter().map(String::len).sum::<usize>();
                 taken = messages.len();
@@ -1394,24 +1452,14 @@ where
     /// client's next request still gets what was queued and the close
     /// frame.
     fn stop(&mut self) {
-        let (code, reason) = close_code::with_reason(close_code::NORMAL);
-        if self.machine.close(code, reason) {
-            self.stop_requested = true;
-            self.needs_poll = true;
-        } else if self.stop_requested {
-            // A stop is on its way already.
-        } else if self.machine.transport().is_websocket() || *self.machine.state() == State::New {
-            if self.cold.as_ref().is_some_and(|cold| cold.deferred_close.is_some()) {
-                // After the deferred `on_close`: actix polls nothing spawned
-                // once the actor is stopping. The finisher that runs it
-                // stops the actor next.
-                self.finish_requested = true;
-            } else {
-                self.parts.stop();
-            }
+        // Behind a broadcast of the session's own, as a close is (see
+        // `SessionContext::broadcast`).
+        let hold = self.cold.as_mut().and_then(|cold| cold.hold.as_mut()).filter(|hold| hold.holds());
+        if let Some(hold) = hold.filter(|_| self.machine.is_open()) {
+            hold.hold_stop();
+            return;
         }
-        // An HTTP session that has closed already stops when its disconnect
-        // delay ends, its late requests answered until then.
+        self.stop_now();
     }
 
     /// Stops the actor at once, as actix's `terminate` does: no

@@ -48,10 +48,18 @@ pub(crate) fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     if allowed.is_empty() || allowed.iter().any(|entry| entry == "*") {
         return true;
     }
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+    let Some(origin) = origin_header(req) else {
         return !from_another_site(req) || referer_origin(req).is_some_and(|o| any_matches(allowed, o));
     };
     origin.to_str().is_ok_and(|origin| any_matches(allowed, origin))
+}
+
+/// The page's origin as the browser tells it: `Origin`, or, in a WebSocket
+/// handshake of versions 7 and 8 (RFC 6455's drafts, which we accept),
+/// `Sec-WebSocket-Origin`.
+pub(crate) fn origin_header(req: &HttpRequest) -> Option<&header::HeaderValue> {
+    let headers = req.headers();
+    headers.get(header::ORIGIN).or_else(|| headers.get("sec-websocket-origin"))
 }
 
 fn any_matches(allowed: &[String], origin: &str) -> bool {

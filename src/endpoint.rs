@@ -363,7 +363,7 @@ impl<A: Session> Endpoint<A> {
             "sockjs: {} {}: origin {} not allowed",
             req.method(),
             LogPath(req),
-            util::LogValue(req.headers().get(header::ORIGIN).map(header::HeaderValue::as_bytes))
+            util::LogValue(crate::admission::origin_header(req).map(header::HeaderValue::as_bytes))
         );
         Err(actix_web::error::ErrorForbidden("Origin not allowed."))
     }

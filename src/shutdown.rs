@@ -240,7 +240,8 @@ impl Signals {
 /// name is 64 KiB or longer. The panic ends that connection's task only, and
 /// the server goes on serving, but every such request would print a
 /// backtrace: a cheap way for a client to flood the log. With this hook
-/// each one costs a line.
+/// each one costs a line, and a flood of them ten lines in ten seconds
+/// (the next line logged says how many were not).
 ///
 /// It replaces the process's panic hook: skip it if your application
 /// installs its own.
@@ -262,6 +263,12 @@ pub fn log_panics() {
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        log::error!("panic in thread {:?} at {place}: {message}", thread.name().unwrap_or("?"));
+        // At most ten lines in ten seconds: what a client can cause once a
+        // request must not flood the log.
+        crate::util::log_limited!(
+            log::Level::Error,
+            "panic in thread {:?} at {place}: {message}",
+            thread.name().unwrap_or("?")
+        );
     }));
 }

@@ -1245,6 +1245,21 @@ fn authorisation_runs_before_any_session_exists() {
     assert_eq!(ws.recv_text(), "o");
 }
 
+/// The status of a WebSocket handshake of version 8 from a page of
+/// `origin`, as such browsers sent it.
+fn old_handshake(port: u16, path: &str, origin: &str) -> u16 {
+    let mut conn = Conn::open(port);
+    let headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "8"),
+        ("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw=="),
+        ("Sec-WebSocket-Origin", origin),
+    ];
+    conn.send("GET", path, &headers, None);
+    conn.head().status
+}
+
 #[test]
 fn origins_outside_the_allow_list_are_refused() {
     let p = probed(Config::default().allowed_origins(["https://good.example", "https://*.friends.example"]));
@@ -1257,7 +1272,11 @@ fn origins_outside_the_allow_list_are_refused() {
         let r = WsClient::connect_with(p.port, &format!("{url}/websocket"), &h).err().unwrap();
         assert_eq!(r.status(), 403, "cross-site WebSocket hijacking is refused");
         assert!(WsClient::connect_with(p.port, "/probe/websocket", &h).is_err());
+        // Browsers of the handshake's versions 7 and 8 named the page's
+        // origin `Sec-WebSocket-Origin` (a security review: let through).
+        assert_eq!(old_handshake(p.port, &format!("{url}/websocket"), origin), 403, "{origin}");
     }
+    assert_eq!(old_handshake(p.port, &format!("{url}/websocket"), "https://good.example"), 101);
     let good = [("Origin", "https://a.friends.example")];
     let r = request(p.port, "POST", &format!("{url}/xhr"), &good, Some(b""));
     assert_eq!((r.status(), r.body.as_str()), (200, "o\n"));

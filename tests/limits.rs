@@ -225,10 +225,12 @@ fn overlong_cors_headers_are_not_reflected() {
 #[test]
 fn a_huge_header_name_costs_a_log_line_not_a_backtrace() {
     // actix-http 3.20 panics on a header name of 64 KiB or more; test_server
-    // installs `log_panics`, so each such request logs one line.
+    // installs `log_panics`, so each such request logs one line, and a
+    // flood of them ten lines in ten seconds (a security review: 1,001
+    // lines for 1,000 requests in 0.2 s).
     let (mut child, port, log) = logging_test_server("panics", "error");
     let name = "a".repeat(65_536);
-    for _ in 0..20 {
+    for _ in 0..40 {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
         let _ = s.write_all(format!("GET /echo/info HTTP/1.1\r\nHost: x\r\n{name}: v\r\n\r\n").as_bytes());
@@ -238,7 +240,7 @@ fn a_huge_header_name_costs_a_log_line_not_a_backtrace() {
     let text = stop_and_read_log(&mut child, &log);
     assert!(!text.contains("stack backtrace"), "a backtrace was printed:\n{}", &text[..text.len().min(2000)]);
     let lines = text.lines().count();
-    assert!((1..=20).contains(&lines), "{lines} log lines for 20 panics:\n{}", &text[..text.len().min(2000)]);
+    assert!((1..=12).contains(&lines), "{lines} log lines for 40 panics:\n{}", &text[..text.len().min(2000)]);
 }
 
 #[test]

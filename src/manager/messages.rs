@@ -1019,6 +1019,9 @@ pub struct SessionInfo {
 /// requests until the disconnect delay ends ([`SessionState::Closed`], in no
 /// group). Filter on [`SessionInfo::state`] for the open ones.
 ///
+/// A [`SessionInfo::id`] is the key to its HTTP session, as
+/// [`GroupMembers`] says: show and log [`SessionInfo::tag`] instead.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -1029,7 +1032,7 @@ pub struct SessionInfo {
 /// # impl Session for Echo { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
 /// # async fn f(manager: Addr<SessionManager<Echo>>) {
 /// for s in manager.send(ListSessions).await.unwrap_or_default() {
-///     println!("{} {} {:?} since {:?} from {:?} in {:?}", s.id, s.transport, s.state, s.opened_at, s.client_ip, s.groups);
+///     println!("{} {} {:?} since {:?} from {:?} in {:?}", s.tag, s.transport, s.state, s.opened_at, s.client_ip, s.groups);
 /// }
 /// # }
 /// ```
@@ -1062,6 +1065,11 @@ impl<A: Session> Handler<ListSessions> for SessionManager<A> {
 }
 
 /// The ids of a group's members on this node, sorted.
+///
+/// An HTTP session's id is the key to it (README, "Security"): whoever
+/// learns it can read the session's messages. Use these ids to reach the
+/// sessions; do not send them to clients (show names of your own, or a
+/// [`SessionTag`]).
 ///
 /// # Examples
 ///

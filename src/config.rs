@@ -551,9 +551,14 @@ impl Config {
     /// 46 s, within the 120 s the default allows), while a client that
     /// trickles (one byte a second) or stalls gets 408 after about this
     /// long, and its connection is closed. A connection holds a body 4
-    /// times this at most. The 8-byte key of a hixie-76 handshake has this
-    /// long to come (its connection is closed otherwise). Default: 30
-    /// seconds.
+    /// times this at most. An RFC 6455 WebSocket's message read in part (a
+    /// frame, or a fragmented message) has as long, measured from its
+    /// first byte: this, plus 1/500 s for each byte since, up to 4 times
+    /// this, checked at each heartbeat; later, the socket closes with 1008
+    /// `Message too slow` and the session as
+    /// [`Interrupted`](crate::CloseCause::Interrupted). The 8-byte key of
+    /// a hixie-76 handshake has this long to come (its connection is
+    /// closed otherwise). Default: 30 seconds.
     ///
     /// # Examples
     ///

@@ -195,6 +195,53 @@ fn a_thousand_slow_bodies_do_not_hold_others_back() {
     }
 }
 
+/// The next frame of `ws` that is no SockJS heartbeat (`h`).
+fn past_heartbeats(ws: &mut WsClient) -> Ws {
+    loop {
+        match ws.recv() {
+            Ws::Text(h) if h == "h" => {}
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn a_websocket_message_that_trickles_in_or_never_ends_is_refused_in_time() {
+    // A security review: a frame read in part, or a fragmented message
+    // never finished, held its bytes (up to `max_message_bytes`) for as
+    // long as its client sent a byte now and then, which also answered
+    // the pings. Now it has the time an `xhr_send` body has.
+    let port = echo_server_at(
+        "/trickle",
+        Config::default().request_timeout(Duration::from_millis(500)).heartbeat(Duration::from_millis(200)),
+    );
+    let url = || format!("/trickle/000/{}/websocket", session());
+    let frame = WsClient::frame(0x1, true, format!("[\"{}\"]", "x".repeat(996)).as_bytes());
+    // A frame whose rest comes in time is taken.
+    let mut ws = WsClient::connect(port, &url());
+    assert_eq!(ws.recv_text(), "o");
+    ws.send_raw(&frame[..20]);
+    std::thread::sleep(Duration::from_millis(100));
+    ws.send_raw(&frame[20..]);
+    assert_eq!(past_heartbeats(&mut ws), Ws::Text(format!("a[\"{}\"]", "x".repeat(996))));
+    // One trickled a byte at a time.
+    let mut ws = WsClient::connect(port, &url());
+    assert_eq!(ws.recv_text(), "o");
+    ws.send_raw(&frame[..20]);
+    let writer = trickle(&ws.stream(), b"x", Duration::from_millis(100));
+    assert_eq!(past_heartbeats(&mut ws), Ws::Close(Some(1008), "Message too slow".into()));
+    writer.join().expect("the trickle ends with the connection");
+    // A fragmented message whose fragments keep coming and never end.
+    let mut ws = WsClient::connect(port, &url());
+    assert_eq!(ws.recv_text(), "o");
+    ws.send_frame(0x1, false, b"[\"");
+    let fragment = WsClient::frame(0x0, false, b"x");
+    let fragments: &'static [u8] = Box::leak(fragment.into_boxed_slice());
+    let writer = trickle(&ws.stream(), fragments, Duration::from_millis(100));
+    assert_eq!(past_heartbeats(&mut ws), Ws::Close(Some(1008), "Message too slow".into()));
+    writer.join().expect("the trickle ends with the connection");
+}
+
 #[test]
 fn overlong_cors_headers_are_not_reflected() {
     let port = server(Duration::from_secs(30));

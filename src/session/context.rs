@@ -220,6 +220,9 @@ pub(crate) enum Failure {
     Broken,
     /// The client stopped answering pings.
     Silent,
+    /// A client message was not whole in time (1008): the socket's
+    /// `MessageClock`.
+    Slow,
 }
 
 impl Command {
@@ -1131,6 +1134,13 @@ where
                     Failure::Broken => {
                         ("a message that is no SockJS frame".to_owned(), CloseCause::ProtocolError)
                     }
+                    Failure::Slow => (
+                        format!(
+                            "a message not finished in time (request_timeout {:?})",
+                            config.request_timeout
+                        ),
+                        CloseCause::Interrupted,
+                    ),
                     Failure::Silent => (
                         format!("no answer to a ping for {:?}", config.ping_timeout),
                         CloseCause::Interrupted,

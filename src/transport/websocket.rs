@@ -284,8 +284,8 @@ struct WsStream {
     /// Reading stopped for a full inbox in this poll.
     stalled: bool,
     raw: bool,
-    /// A fragmented text message being reassembled.
-    partial: Option<Box<BytesMut>>,
+    /// A client message on its way, with its clock (see [`Pending`]).
+    pending: Option<Box<Pending>>,
     /// The endpoint's options (the heartbeat, the ping timeout, the message
     /// size limit): one pointer rather than copies in every socket.
     config: Arc<Config>,
@@ -315,6 +315,38 @@ struct WsStream {
     /// place of the session's code).
     answer_awaited: bool,
     done: bool,
+}
+
+/// A client message on its way: a frame read in part, or the fragments so
+/// far of a fragmented one. It must be whole within `request_timeout`,
+/// plus 1/[`BODY_MIN_RATE`](crate::BODY_MIN_RATE) of a second for each byte the client sent
+/// since it began, and within [`MESSAGE_TIME_CAP`] times `request_timeout`
+/// in any case, as an `xhr_send` body must: a client that trickles a
+/// message must not hold its bytes (up to `max_message_bytes`) for as long
+/// as it likes. Checked whenever the socket's deadline wakes it (a
+/// heartbeat at the latest).
+#[derive(Debug)]
+struct Pending {
+    /// The fragments so far of a fragmented text message; `None`: one
+    /// frame read in part.
+    fragments: Option<BytesMut>,
+    /// When it began ([`clock::now`] milliseconds).
+    since: u64,
+    /// What the client sent since.
+    bytes: u64,
+}
+
+/// A client message takes this many times `request_timeout` at most.
+const MESSAGE_TIME_CAP: u64 = 4;
+
+impl Pending {
+    /// Its time is up at `now`.
+    fn late(&self, now: u64, request_timeout: std::time::Duration) -> bool {
+        let base = clock::millis(request_timeout);
+        let bought = self.bytes.saturating_mul(1000) / crate::config::BODY_MIN_RATE;
+        let allowed = base.saturating_add(bought).min(base.saturating_mul(MESSAGE_TIME_CAP));
+        now >= self.since.saturating_add(allowed)
+    }
 }
 
 /// How long a socket whose session closed it waits for the client's close
@@ -348,7 +380,7 @@ impl WsStream {
             waiting: 0,
             stalled: false,
             raw,
-            partial: None,
+            pending: None,
             next_ping: clock::now().saturating_add(clock::millis(config.heartbeat).max(1)),
             config,
             armed: NEVER,
@@ -384,6 +416,7 @@ impl WsStream {
         let failure = match code {
             CloseCode::Size => Failure::TooLarge,
             CloseCode::Other(3000) => Failure::Broken,
+            CloseCode::Policy => Failure::Slow,
             _ => Failure::Protocol,
         };
         let _ = self.session.send(Command::TransportFailed(failure));
@@ -491,9 +524,11 @@ impl WsStream {
             Item::Last(b) => (false, true, b),
         };
         if first {
-            self.partial = Some(Box::default());
+            // Its clock runs from its first frame's first byte.
+            let (since, bytes) = self.pending.as_ref().map_or((clock::now(), 0), |p| (p.since, p.bytes));
+            self.pending = Some(Box::new(Pending { fragments: Some(BytesMut::new()), since, bytes }));
         }
-        let Some(buf) = self.partial.as_mut() else { return };
+        let Some(buf) = self.pending.as_mut().and_then(|pending| pending.fragments.as_mut()) else { return };
         let max = self.config.max_message_bytes;
         if buf.len() + bytes.len() > max {
             // Logged by the session, with its tag.
@@ -502,7 +537,7 @@ impl WsStream {
         }
         buf.extend_from_slice(&bytes);
         if last {
-            if let Some(buf) = self.partial.take() {
+            if let Some(buf) = self.pending.take().and_then(|pending| pending.fragments) {
                 self.text(&buf);
             }
         }
@@ -553,6 +588,9 @@ impl WsStream {
             match Pin::new(&mut self.payload).poll_next(payload_cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.heard = true;
+                    if let Some(pending) = &mut self.pending {
+                        pending.bytes = pending.bytes.saturating_add(chunk.len() as u64);
+                    }
                     self.read.extend_from_slice(&chunk);
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -570,8 +608,23 @@ impl WsStream {
                     break;
                 }
                 match self.codec.decode(&mut self.read) {
-                    Ok(Some(frame)) => self.frame(frame),
-                    Ok(None) => break,
+                    Ok(Some(frame)) => {
+                        self.frame(frame);
+                        // A frame is whole: its clock stops, unless it is
+                        // a fragment of a message still on its way.
+                        if self.pending.as_ref().is_some_and(|pending| pending.fragments.is_none()) {
+                            self.pending = None;
+                        }
+                    }
+                    Ok(None) => {
+                        // A frame read in part starts its clock.
+                        if !self.read.is_empty() && self.pending.is_none() && !self.closing {
+                            let bytes = self.read.len() as u64;
+                            self.pending =
+                                Some(Box::new(Pending { fragments: None, since: clock::now(), bytes }));
+                        }
+                        break;
+                    }
                     Err(e) => {
                         log::debug!("sockjs: websocket protocol error: {e}");
                         let size = matches!(e, ProtocolError::Overflow);
@@ -598,6 +651,12 @@ impl WsStream {
             return Beat::Quiet;
         }
         let now = clock::now();
+        if self.pending.as_ref().is_some_and(|pending| pending.late(now, self.config.request_timeout)) {
+            self.pending = None;
+            self.read = BytesMut::new();
+            self.fail(CloseCode::Policy, Some("Message too slow"));
+            return Beat::Quiet;
+        }
         let mut beat = Beat::Quiet;
         if now >= self.next_ping {
             // A SockJS heartbeat at every ping, whatever else went out, as
@@ -682,7 +741,7 @@ impl WsStream {
                             self.answer_awaited = true;
                             self.next_ping = clock::now().saturating_add(clock::millis(CLOSE_ANSWER_WAIT));
                             // What the client sends now goes nowhere.
-                            self.partial = None;
+                            self.pending = None;
                         }
                     }
                     // What was taken is returned now, and the next poll

@@ -64,7 +64,9 @@ pub enum BindTo {
     Address,
     /// A cookie (`sockjs_bind`, `HttpOnly`, and `Secure` over https) the
     /// server sets on the response that opens the session; a browser that
-    /// has one keeps it for its later sessions.
+    /// has one keeps it for its later sessions. Its value is taken from
+    /// the browser when it has one, so whoever can set cookies for the
+    /// site can choose it (README, "Security").
     Cookie,
     /// Both.
     AddressAndCookie,

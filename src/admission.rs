@@ -59,7 +59,11 @@ pub(crate) fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
 /// `Sec-WebSocket-Origin`.
 pub(crate) fn origin_header(req: &HttpRequest) -> Option<&header::HeaderValue> {
     let headers = req.headers();
-    headers.get(header::ORIGIN).or_else(|| headers.get("sec-websocket-origin"))
+    headers.get(header::ORIGIN).or_else(|| {
+        let draft =
+            headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| matches!(v.as_bytes(), b"7" | b"8"));
+        headers.get("sec-websocket-origin").filter(|_| draft)
+    })
 }
 
 fn any_matches(allowed: &[String], origin: &str) -> bool {

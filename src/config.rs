@@ -556,9 +556,11 @@ impl Config {
     /// times this at most. An RFC 6455 WebSocket's message read in part (a
     /// frame, or a fragmented message) has as long, measured from its
     /// first byte: this, plus 1/500 s for each byte since, up to 4 times
-    /// this, checked at each heartbeat; later, the socket closes with 1008
-    /// `Message too slow` and the session as
-    /// [`Interrupted`](crate::CloseCause::Interrupted). The 8-byte key of
+    /// this, and never this long with no byte (the clock stands still while
+    /// the socket itself reads no more, its session's inbox full);
+    /// checked at each heartbeat (with no heartbeat, when the socket next
+    /// reads); later, the socket closes with 1008 `Message too slow` and
+    /// the session as [`Interrupted`](crate::CloseCause::Interrupted). The 8-byte key of
     /// a hixie-76 handshake has this long to come (its connection is
     /// closed otherwise). Default: 30 seconds.
     ///
@@ -690,7 +692,7 @@ impl Config {
             (self.heartbeat.is_zero(), "heartbeat is zero: heartbeats would be written without pause"),
             (self.disconnect_delay.is_zero(), "disconnect_delay is zero: an HTTP session would end between two polls, with what was queued for it"),
             (self.ping_timeout.is_zero(), "ping_timeout is zero: every WebSocket would be closed at its first heartbeat"),
-            (self.request_timeout.is_zero(), "request_timeout is zero: every xhr_send and jsonp_send would time out"),
+            (self.request_timeout.is_zero(), "request_timeout is zero: every xhr_send and jsonp_send would time out, and every WebSocket message read in part"),
             (self.max_queue_bytes == 0, "max_queue_bytes is zero: every session would close (3008) at its first message"),
             (self.max_message_bytes == 0, "max_message_bytes is zero: every client message would be refused"),
             (self.max_sessions == Some(0), "max_sessions is zero: every session would be refused (503)"),

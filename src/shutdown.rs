@@ -240,8 +240,9 @@ impl Signals {
 /// name is 64 KiB or longer. The panic ends that connection's task only, and
 /// the server goes on serving, but every such request would print a
 /// backtrace: a cheap way for a client to flood the log. With this hook
-/// each one costs a line, and a flood of them ten lines in ten seconds
-/// (the next line logged says how many were not).
+/// each one costs a line, and a flood of them from one place in the code
+/// ten lines in ten seconds (the next line logged says how many were not);
+/// a panic elsewhere is logged all the same.
 ///
 /// It replaces the process's panic hook: skip it if your application
 /// installs its own.
@@ -263,12 +264,58 @@ pub fn log_panics() {
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        // At most ten lines in ten seconds: what a client can cause once a
-        // request must not flood the log.
-        crate::util::log_limited!(
-            log::Level::Error,
-            "panic in thread {:?} at {place}: {message}",
-            thread.name().unwrap_or("?")
-        );
+        // At most ten lines in ten seconds from one place in the code: what
+        // a client can cause once a request must not flood the log, nor
+        // hide a panic elsewhere.
+        let thread = thread.name().unwrap_or("?");
+        match panic_admitted(&place) {
+            Some(0) => log::error!("panic in thread {thread:?} at {place}: {message}"),
+            Some(skipped) => log::error!(
+                "panic in thread {thread:?} at {place}: {message} ({skipped} more at this place not logged since the last)"
+            ),
+            None => {}
+        }
     }));
+}
+
+/// How many places in the code [`log_panics`] limits each on its own;
+/// panics at further places share one limit.
+const PANIC_PLACES: usize = 64;
+
+/// Whether a panic at `place` may be logged now ([`crate::util::LogLimit`]
+/// of that place).
+fn panic_admitted(place: &str) -> Option<u32> {
+    use std::{
+        collections::HashMap,
+        sync::{Mutex, OnceLock, PoisonError},
+    };
+
+    use crate::util::LogLimit;
+
+    static PLACES: OnceLock<Mutex<HashMap<String, LogLimit>>> = OnceLock::new();
+    static OTHERS: LogLimit = LogLimit::new();
+    let mut places = PLACES.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(limit) = places.get(place) {
+        return limit.admit();
+    }
+    if places.len() >= PANIC_PLACES {
+        return OTHERS.admit();
+    }
+    places.entry(place.to_owned()).or_insert_with(LogLimit::new).admit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_panics_at_one_place_leaves_others_logged() {
+        // A review: with one limit for every panic, ten panics a client
+        // causes in ten seconds hid an application's own.
+        for _ in 0..crate::util::LOG_BURST {
+            assert!(panic_admitted("client.rs:1:1").is_some());
+        }
+        assert_eq!(panic_admitted("client.rs:1:1"), None);
+        assert_eq!(panic_admitted("app.rs:2:2"), Some(0));
+    }
 }

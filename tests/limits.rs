@@ -195,10 +195,12 @@ fn a_thousand_slow_bodies_do_not_hold_others_back() {
     }
 }
 
-/// The next frame of `ws` that is no SockJS heartbeat (`h`).
+/// The next frame of `ws` that is no heartbeat (`h`, a ping: unanswered,
+/// as the server may have closed the connection by then).
 fn past_heartbeats(ws: &mut WsClient) -> Ws {
     loop {
-        match ws.recv() {
+        match ws.recv_any() {
+            Ws::Ping(_) => {}
             Ws::Text(h) if h == "h" => {}
             other => return other,
         }
@@ -240,6 +242,87 @@ fn a_websocket_message_that_trickles_in_or_never_ends_is_refused_in_time() {
     let writer = trickle(&ws.stream(), fragments, Duration::from_millis(100));
     assert_eq!(past_heartbeats(&mut ws), Ws::Close(Some(1008), "Message too slow".into()));
     writer.join().expect("the trickle ends with the connection");
+}
+
+#[test]
+fn a_websocket_message_stalled_for_the_timeout_is_refused_though_its_bytes_bought_more() {
+    // A review: 1,000 bytes bought 2 s (capped at 4 x 300 ms); an
+    // `xhr_send` body also fails once `request_timeout` passes without a
+    // byte, and a WebSocket message did not.
+    let port = echo_server_at(
+        "/stall",
+        Config::default().request_timeout(Duration::from_millis(300)).heartbeat(Duration::from_millis(100)),
+    );
+    let mut ws = WsClient::connect(port, &format!("/stall/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    let frame = WsClient::frame(0x1, true, format!("[\"{}\"]", "x".repeat(2000)).as_bytes());
+    ws.send_raw(&frame[..1000]);
+    // The rest after 1 s: past the 300 ms with no byte, within what the
+    // bytes bought.
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = ws.stream().write_all(&frame[1000..]);
+    assert_eq!(past_heartbeats(&mut ws), Ws::Close(Some(1008), "Message too slow".into()));
+}
+
+/// Echoes, and at the message `wait` waits 2 s on a future of its own (a
+/// slow call), holding its inbox.
+struct Waits;
+
+impl actix::Actor for Waits {
+    type Context = actix_sockjs::SessionContext<Self>;
+}
+
+impl actix_sockjs::Session for Waits {
+    fn on_message(&mut self, msg: String, ctx: &mut actix_sockjs::SessionContext<Self>) {
+        use actix::AsyncContext as _;
+        if msg == "wait" {
+            ctx.wait(actix::fut::wrap_future(actix::clock::sleep(Duration::from_secs(2))));
+        }
+        ctx.send(msg);
+    }
+}
+
+#[test]
+fn a_websocket_message_the_server_holds_back_is_not_charged_to_its_client() {
+    // A review: a frame read in part when the session's inbox filled (its
+    // actor waiting on a slow call) kept its clock running while the
+    // socket read no more, and the socket closed 1008 though the client
+    // had sent every byte in time (none of its 18 messages came back).
+    use actix::Actor as _;
+    let config =
+        Config::default().request_timeout(Duration::from_millis(500)).heartbeat(Duration::from_millis(200));
+    let (port, _manager, _system) =
+        serve_endpoint("/waits", config, 1, false, || actix_sockjs::SessionManager::new(|| Waits).start());
+    let mut ws = WsClient::connect(port, &format!("/waits/000/{}/websocket", session()));
+    assert_eq!(ws.recv_text(), "o");
+    ws.send_text(r#"["wait"]"#);
+    assert_eq!(ws.recv_frame(), r#"a["wait"]"#);
+    // ~64 KiB of messages the waiting session holds, then in one write one
+    // more and the first bytes of the next frame (the socket reads them,
+    // then no more: the inbox is full), then its rest, well in time.
+    let msg = |i: usize| WsClient::frame(0x1, true, format!("[\"m{i:03}{}\"]", "x".repeat(4000)).as_bytes());
+    let first: Vec<u8> = (0..16).flat_map(msg).collect();
+    ws.send_raw(&first);
+    std::thread::sleep(Duration::from_millis(100));
+    let last = WsClient::frame(0x1, true, br#"["last"]"#);
+    let mut second = msg(16);
+    second.extend_from_slice(&last[..6]);
+    ws.send_raw(&second);
+    std::thread::sleep(Duration::from_millis(50));
+    ws.send_raw(&last[6..]);
+    // Everything comes back once the session is done waiting.
+    let mut echoed = Vec::new();
+    while echoed.last().map(String::as_str) != Some("last") {
+        match past_heartbeats(&mut ws) {
+            Ws::Text(frame) => {
+                let batch =
+                    frame.strip_prefix('a').unwrap_or_else(|| panic!("expected messages, got {frame}"));
+                echoed.extend(serde_json::from_str::<Vec<String>>(batch).expect("a JSON array"));
+            }
+            other => panic!("after {} messages: {other:?}", echoed.len()),
+        }
+    }
+    assert_eq!(echoed.len(), 18);
 }
 
 #[test]

@@ -321,31 +321,62 @@ struct WsStream {
 /// far of a fragmented one. It must be whole within `request_timeout`,
 /// plus 1/[`BODY_MIN_RATE`](crate::BODY_MIN_RATE) of a second for each byte the client sent
 /// since it began, and within [`MESSAGE_TIME_CAP`] times `request_timeout`
-/// in any case, as an `xhr_send` body must: a client that trickles a
-/// message must not hold its bytes (up to `max_message_bytes`) for as long
-/// as it likes. Checked whenever the socket's deadline wakes it (a
-/// heartbeat at the latest).
+/// in any case, and no `request_timeout` may pass without a byte, as for
+/// an `xhr_send` body: a client that trickles a message must not hold its
+/// bytes (up to `max_message_bytes`) for as long as it likes. Checked
+/// whenever the socket's deadline wakes it (a heartbeat at the latest).
+/// The clock stops while the socket itself reads no more (the session's
+/// inbox is full, or the socket let others run), and starts again when it
+/// reads on.
 #[derive(Debug)]
 struct Pending {
     /// The fragments so far of a fragmented text message; `None`: one
     /// frame read in part.
     fragments: Option<BytesMut>,
-    /// When it began ([`clock::now`] milliseconds).
+    /// When it began, or reading went on after the socket held it back
+    /// ([`clock::now`] milliseconds).
     since: u64,
-    /// What the client sent since.
+    /// When its last bytes came.
+    last: u64,
+    /// What the client sent since it began.
     bytes: u64,
+    /// The socket stopped reading: the clock stands still.
+    held_back: bool,
 }
 
 /// A client message takes this many times `request_timeout` at most.
 const MESSAGE_TIME_CAP: u64 = 4;
 
 impl Pending {
+    /// A message whose first `bytes` came at `now`; `fragments` if it is a
+    /// fragmented one.
+    fn new(fragments: Option<BytesMut>, now: u64, bytes: u64) -> Box<Self> {
+        Box::new(Self { fragments, since: now, last: now, bytes, held_back: false })
+    }
+
+    /// More of it came at `now`.
+    fn received(&mut self, now: u64, bytes: usize) {
+        self.bytes = self.bytes.saturating_add(bytes as u64);
+        self.last = now;
+    }
+
+    /// The socket reads on at `now`, after it held the message back.
+    fn read_on(&mut self, now: u64) {
+        if std::mem::take(&mut self.held_back) {
+            self.since = now;
+            self.last = now;
+        }
+    }
+
     /// Its time is up at `now`.
     fn late(&self, now: u64, request_timeout: std::time::Duration) -> bool {
+        if self.held_back {
+            return false;
+        }
         let base = clock::millis(request_timeout);
         let bought = self.bytes.saturating_mul(1000) / crate::config::BODY_MIN_RATE;
         let allowed = base.saturating_add(bought).min(base.saturating_mul(MESSAGE_TIME_CAP));
-        now >= self.since.saturating_add(allowed)
+        now >= self.since.saturating_add(allowed) || now >= self.last.saturating_add(base)
     }
 }
 
@@ -525,8 +556,10 @@ impl WsStream {
         };
         if first {
             // Its clock runs from its first frame's first byte.
-            let (since, bytes) = self.pending.as_ref().map_or((clock::now(), 0), |p| (p.since, p.bytes));
-            self.pending = Some(Box::new(Pending { fragments: Some(BytesMut::new()), since, bytes }));
+            let mut pending =
+                self.pending.take().unwrap_or_else(|| Pending::new(None, clock::now(), bytes.len() as u64));
+            pending.fragments = Some(BytesMut::new());
+            self.pending = Some(pending);
         }
         let Some(buf) = self.pending.as_mut().and_then(|pending| pending.fragments.as_mut()) else { return };
         let max = self.config.max_message_bytes;
@@ -572,7 +605,11 @@ impl WsStream {
             };
             if full {
                 self.stalled = self.turn.is_some();
+                self.hold_back();
                 return true;
+            }
+            if let Some(pending) = &mut self.pending {
+                pending.read_on(clock::now());
             }
             // actix-http's HTTP/1 dispatcher feeds its payload only in its
             // own poll, after it read the connection and before it polls
@@ -589,7 +626,7 @@ impl WsStream {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.heard = true;
                     if let Some(pending) = &mut self.pending {
-                        pending.bytes = pending.bytes.saturating_add(chunk.len() as u64);
+                        pending.received(clock::now(), chunk.len());
                     }
                     self.read.extend_from_slice(&chunk);
                 }
@@ -619,9 +656,7 @@ impl WsStream {
                     Ok(None) => {
                         // A frame read in part starts its clock.
                         if !self.read.is_empty() && self.pending.is_none() && !self.closing {
-                            let bytes = self.read.len() as u64;
-                            self.pending =
-                                Some(Box::new(Pending { fragments: None, since: clock::now(), bytes }));
+                            self.pending = Some(Pending::new(None, clock::now(), self.read.len() as u64));
                         }
                         break;
                     }
@@ -635,7 +670,16 @@ impl WsStream {
         }
         // More may be waiting: come back after the others had their turn.
         cx.waker().wake_by_ref();
+        self.hold_back();
         true
+    }
+
+    /// The socket reads no more for now: a message on its way waits with
+    /// its clock stopped ([`Pending`]).
+    fn hold_back(&mut self) {
+        if let Some(pending) = &mut self.pending {
+            pending.held_back = true;
+        }
     }
 
     /// Pings, and gives up on a peer silent since the last ping. Answers

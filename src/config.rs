@@ -553,8 +553,8 @@ impl Config {
     /// 46 s, within the 120 s the default allows), while a client that
     /// trickles (one byte a second) or stalls gets 408 after about this
     /// long, and its connection is closed. A connection holds a body 4
-    /// times this at most. An RFC 6455 WebSocket's message read in part (a
-    /// frame, or a fragmented message) has as long, measured from its
+    /// times this at most. A WebSocket's message read in part (a frame, or
+    /// a fragmented message; a hixie-76 frame) has as long, measured from its
     /// first byte: this, plus 1/500 s for each byte since, up to 4 times
     /// this, and never this long with no byte (the clock stands still while
     /// the socket itself reads no more, its session's inbox full);

@@ -715,6 +715,36 @@ fn a_hixie76_handshake_whose_key_never_comes_is_closed() {
 }
 
 #[test]
+fn a_hixie76_frame_that_trickles_in_is_closed_in_time() {
+    // A review: an unfinished hixie-76 frame (no 0xFF yet) had no clock,
+    // so a client sending a byte now and then held its bytes (up to
+    // `max_message_bytes`) for good; it has an RFC 6455 message's now.
+    let p = probed(Config::default().request_timeout(Duration::from_millis(300)));
+    let (mut conn, head) = hixie76_request(p.port, &format!("/probe/000/{}/websocket", session()));
+    assert_eq!(head.status, 101);
+    conn.write(b"aaaaaaaa");
+    conn.read_exact(16);
+    assert_eq!(conn.read_exact(3), b"\x00o\xff");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    conn.write(b"\x00[\"");
+    // A byte every 200 ms (within the 300 ms without one), 60 of them,
+    // until the server ends the connection.
+    let mut writer = conn.stream();
+    let trickle = thread::spawn(move || {
+        use std::io::Write as _;
+        for _ in 0..60 {
+            thread::sleep(Duration::from_millis(200));
+            if writer.write_all(b"x").is_err() {
+                return;
+            }
+        }
+    });
+    assert!(conn.wait_closed(), "the connection stays open with its frame unfinished");
+    assert!(matches!(p.next(), Event::Closed(CloseCause::Interrupted)), "closed as interrupted");
+    trickle.join().expect("the trickle ends");
+}
+
+#[test]
 fn streaming_transports_still_send_with_polling_switched_off() {
     use actix_sockjs::Transport;
     // xhr_streaming, eventsource and htmlfile clients send with xhr_send,

@@ -4,7 +4,7 @@
 //! `\xff`. Its receiver is an ordinary WebSocket receiver; only the wire
 //! differs.
 
-use std::{future::Future, pin::Pin, sync::Arc, task::Poll};
+use std::{future::Future, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use actix_web::{
     body::BodyStream,
@@ -13,8 +13,10 @@ use actix_web::{
     HttpRequest, HttpResponse,
 };
 use futures_util::StreamExt as _;
+use tokio::time::Instant;
 
 use crate::{
+    config::BODY_MIN_RATE,
     endpoint::{error, Endpoint},
     protocol::{close_frame, hixie76_digest, parse_messages, Transport},
     receiver::{out_queue, push, Out, OutRx, PeerSocket, Receiver},
@@ -106,8 +108,8 @@ pub(crate) async fn open<A: Session>(
         else {
             return;
         };
-        let max = ep.config.max_message_bytes;
-        read_frames(&session, payload, buf, max).await;
+        let (max, timeout) = (ep.config.max_message_bytes, ep.config.request_timeout);
+        read_frames(&session, payload, buf, max, timeout).await;
         // The socket is done, whichever way: the session hears of it.
         let _ = session.send(Command::ReceiverGone { aborted: false });
     });
@@ -155,15 +157,53 @@ fn poll_body(
     }
 }
 
+/// The clock of an unfinished frame, by the rules of an RFC 6455 socket's
+/// message read in part (`request_timeout`, plus 1/[`BODY_MIN_RATE`] s a
+/// byte, up to 4 times it, and never `request_timeout` without a byte):
+/// a client that trickles a frame must not hold its bytes for good.
+struct FrameClock {
+    since: Instant,
+    last: Instant,
+    bytes: u64,
+}
+
+impl FrameClock {
+    fn new(bytes: usize) -> Self {
+        let now = Instant::now();
+        Self { since: now, last: now, bytes: bytes as u64 }
+    }
+
+    /// When the frame's time is up (`None`: a timeout too long to add).
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        let bought = Duration::from_micros(self.bytes.saturating_mul(1_000_000 / BODY_MIN_RATE));
+        let allowed = timeout.saturating_add(bought).min(timeout.saturating_mul(4));
+        Some(self.since.checked_add(allowed)?.min(self.last.checked_add(timeout)?))
+    }
+
+    /// The clock stood still for `waited` (the session's inbox was full).
+    fn stood_still(&mut self, waited: Duration) {
+        self.since = self.since.checked_add(waited).unwrap_or(self.since);
+        self.last = self.last.checked_add(waited).unwrap_or(self.last);
+    }
+}
+
 /// Hands the client's frames (`\x00`, UTF-8 text, `\xff`) to the session
-/// until the client goes or breaks the protocol.
-async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: BytesMut, max: usize) {
+/// until the client goes, breaks the protocol, or takes longer over a
+/// frame than its [`FrameClock`] allows.
+async fn read_frames(
+    session: &CommandTx,
+    mut payload: web::Payload,
+    mut buf: BytesMut,
+    max: usize,
+    timeout: Duration,
+) {
     // Where the search for the unfinished frame's end goes on: each byte
     // is looked at once, however many pieces the frame comes in (a search
     // from its start at every piece took a client's 1 MiB frame, sent 100
     // bytes at a time, ~12x the CPU of the same bytes in one RFC 6455
     // frame).
     let mut scanned = 1;
+    let mut clock: Option<FrameClock> = None;
     loop {
         loop {
             // What comes before a frame's start is no frame: dropped (a
@@ -196,6 +236,7 @@ async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: By
             };
             let frame = buf.split_to(end + 1);
             scanned = 1;
+            clock = None;
             let text = String::from_utf8_lossy(&frame[1..end]).into_owned();
             match parse_messages(text.as_bytes(), true) {
                 Ok(m) if !m.is_empty() => {
@@ -209,15 +250,42 @@ async fn read_frames(session: &CommandTx, mut payload: web::Payload, mut buf: By
                 }
             }
         }
+        if buf.is_empty() {
+            clock = None;
+        } else if clock.is_none() {
+            clock = Some(FrameClock::new(buf.len()));
+        }
         // Held back, like an RFC 6455 client, while the session has a
-        // backlog of this client's messages.
+        // backlog of this client's messages; an unfinished frame's clock
+        // stands still meanwhile.
+        let before = Instant::now();
         futures_util::future::poll_fn(|cx| session.poll_room(cx)).await;
+        if let Some(clock) = &mut clock {
+            clock.stood_still(before.elapsed());
+        }
         // A read adds at most what actix-http reads at once (its buffers
         // are bounded); the frames it completes are taken before the
         // unfinished one's length is checked, so that a burst of small
         // frames is not taken for one large one.
-        match payload.next().await {
-            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+        let next = match clock.as_ref().and_then(|clock| clock.deadline(timeout)) {
+            Some(at) => match tokio::time::timeout_at(at, payload.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    // Logged by the session, with its tag.
+                    let _ = session.send(Command::TransportFailed(Failure::Slow));
+                    return;
+                }
+            },
+            None => payload.next().await,
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                if let Some(clock) = &mut clock {
+                    clock.bytes = clock.bytes.saturating_add(chunk.len() as u64);
+                    clock.last = Instant::now();
+                }
+                buf.extend_from_slice(&chunk);
+            }
             _ => return,
         }
     }

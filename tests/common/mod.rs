@@ -235,6 +235,11 @@ impl Conn {
         self.reader.get_mut().write_all(bytes).expect("write");
     }
 
+    /// The socket, for a writer of its own.
+    pub fn stream(&self) -> TcpStream {
+        self.reader.get_ref().try_clone().expect("clone the socket")
+    }
+
     /// Closes our sending half (a FIN, as a client that aborts does); what
     /// the server sends after it can still be read.
     pub fn shut_write(&self) {
@@ -473,7 +478,7 @@ impl WsClient {
 
     /// The client's socket, for writing from another thread.
     pub fn stream(&self) -> TcpStream {
-        self.conn.reader.get_ref().try_clone().expect("clone the socket")
+        self.conn.stream()
     }
 
     /// Writes bytes as they are: for frames no client should send.

@@ -268,6 +268,13 @@ impl<A: Session> crate::SessionContext<A> {
     /// `AtomicResponse`), the manager's answer waits too, and so does what
     /// the session holds.
     ///
+    /// It is ordered with this session's own [`join`](Self::join) and
+    /// [`leave`](Self::leave), and with other sessions' `ctx.broadcast`s
+    /// (one queue, in the order of the calls, whatever their worker), not
+    /// with messages sent to the manager's address ([`Join`](crate::Join),
+    /// [`DeliverGroup`](crate::DeliverGroup)): await the manager's answer
+    /// to those before broadcasting where it matters.
+    ///
     /// It answers no count (send the `Broadcast` to the manager's address
     /// for that). With a relay it reaches other nodes too. A
     /// [`Shutdown`](crate::Shutdown) fans out the broadcasts sessions sent

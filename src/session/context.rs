@@ -220,8 +220,8 @@ pub(crate) enum Failure {
     Broken,
     /// The client stopped answering pings.
     Silent,
-    /// A client message was not whole in time (1008): the socket's
-    /// `MessageClock`.
+    /// A client message was not whole in time (1008; the sockets'
+    /// clocks of a message read in part).
     Slow,
 }
 

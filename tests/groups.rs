@@ -1225,6 +1225,7 @@ impl Session for Speaker {
                         let _ = self.reports.send(format!("{} {:?}", ctx.is_open(), ctx.state()));
                     }
                     "flood" => (0..100).for_each(|_| ctx.send("y".repeat(100))),
+                    "many" => (0..130).for_each(|_| ctx.send("ok")),
                     "shutdown" => self.manager.do_send(Shutdown),
                     other => panic!("no step {other}"),
                 }
@@ -1295,9 +1296,17 @@ fn what_a_session_does_after_its_own_broadcast_waits_for_it_in_order() {
     ws.send_text(r#"["say+flood:six"]"#);
     assert_eq!(ws.recv_frame(), r#"c[3008,"Outgoing queue overflow"]"#);
 
+    // Held short messages weigh what the queue counts for them, not more
+    // (a review: 130 sends of "ok", 650 bytes queued, closed the session
+    // behind a broadcast with a 4 KiB bound).
+    let mut ws = speaker(port);
+    ws.send_text(r#"["say+many:seven"]"#);
+    let got = read_messages(&mut ws, 131);
+    assert_eq!((got[0].as_str(), got[1..].iter().all(|m| m == "ok")), ("seven", true));
+
     // The others got each broadcast once, in order; the closed sessions'
     // clients' messages were not handled.
-    assert_eq!(read_messages(&mut other, 6), ["one", "two", "three", "four", "five", "six"]);
+    assert_eq!(read_messages(&mut other, 7), ["one", "two", "three", "four", "five", "six", "seven"]);
     other.send_text(r#"["ping"]"#);
     assert_eq!(read_messages(&mut other, 1), ["ping"]);
     assert_eq!(reports.recv_timeout(READ_TIMEOUT).expect("a report"), "handled ping");

@@ -815,7 +815,7 @@ where
     /// }
     /// ```
     pub fn state(&self) -> SessionState {
-        if self.close_held() {
+        if self.close_held() && self.machine.is_open() {
             return SessionState::Closing;
         }
         match self.machine.state() {

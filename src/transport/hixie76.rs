@@ -206,8 +206,14 @@ async fn read_frames(
     let mut clock: Option<FrameClock> = None;
     loop {
         loop {
-            // What comes before a frame's start is no frame: dropped (a
-            // client's closing `\xff\x00` leaves its `\xff` here).
+            // A `\xff` where a frame would start begins the client's closing
+            // handshake (`\xff\x00`): the socket is done, as when the client
+            // goes (a review: taken for garbage, its `\x00` started a frame
+            // that never ended, and the session closed as interrupted).
+            if buf.first() == Some(&0xff) {
+                return;
+            }
+            // Anything else before a frame's start is no frame: dropped.
             match buf.iter().position(|&b| b == 0) {
                 Some(0) => {}
                 Some(start) => {

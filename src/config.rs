@@ -105,6 +105,23 @@ impl BindTo {
 /// ```
 pub const BODY_MIN_RATE: u64 = 500;
 
+/// A body or a client message takes this many times `request_timeout` at
+/// most, however fast its bytes come.
+pub(crate) const BODY_TIME_CAP: u32 = 4;
+
+/// The time `bytes` received buy a body or a client message
+/// ([`BODY_MIN_RATE`]).
+pub(crate) fn time_bought(bytes: u64) -> Duration {
+    Duration::from_micros(bytes.saturating_mul(1_000_000 / BODY_MIN_RATE))
+}
+
+/// How long a body or a client message that has brought `bytes` may take
+/// in all: `timeout` and what its bytes bought, up to [`BODY_TIME_CAP`]
+/// times `timeout`.
+pub(crate) fn time_allowed(timeout: Duration, bytes: u64) -> Duration {
+    timeout.saturating_add(time_bought(bytes)).min(timeout.saturating_mul(BODY_TIME_CAP))
+}
+
 /// The client script the iframe page loads unless told otherwise.
 ///
 /// # Examples

@@ -421,9 +421,7 @@ fn close_causes() {
     let p = probed(Config::default().disconnect_delay(Duration::from_millis(300)));
 
     // Application close over xhr: the close frame follows on the next poll.
-    let url = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let url = xhr_open(&p);
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["close"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("close".into()));
     assert_eq!(p.next(), Event::Closed(CloseCause::Application { code: 3001, reason: "bye".into() }));
@@ -451,9 +449,7 @@ fn close_causes() {
     assert_eq!(p.next(), Event::Closed(CloseCause::ClientClosed));
 
     // No receiver within the disconnect delay: the session times out and is gone.
-    let url = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let url = xhr_open(&p);
     assert_eq!(p.next(), Event::Closed(CloseCause::Timeout));
     // Gone for requests from the moment it decided to end, before its
     // `on_close` ran: a send is a 404 at once.
@@ -689,9 +685,7 @@ fn a_send_to_no_session_is_answered_before_its_body_comes() {
     assert_eq!(post(p.port, &format!("/probe/000/{}/xhr_send", session()), "[").status(), 500);
     assert_eq!(post(p.port, &format!("/probe/000/{}/xhr_send", session()), "[]").status(), 404);
     // A send to a live session still reads its body and delivers it.
-    let xhr = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let xhr = xhr_open(&p);
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["delivered"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("delivered".into()));
 }
@@ -708,6 +702,15 @@ fn a_hixie76_handshake_whose_key_never_comes_is_closed() {
     // stalled test thread between the answer's head and the key).
     let p = probed(Config::default());
     hixie76_open(&p);
+}
+
+/// The URL (`/probe/000/<id>`) of a new xhr-polling session of `p`, open
+/// (its `o` read, its `on_open` run).
+fn xhr_open(p: &Probed) -> String {
+    let url = format!("/probe/000/{}", session());
+    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
+    assert!(matches!(p.next(), Event::Open { .. }));
+    url
 }
 
 /// A hixie-76 session of `p`, open (its key sent, its `o` read, its
@@ -796,9 +799,7 @@ fn overlapping_sends_to_one_session_take_turns_and_all_deliver() {
     // One send at a time reads its body: B waits while A's body is still
     // coming, then goes. Nothing is lost and both are answered.
     let p = probed(Config::default());
-    let url = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let url = xhr_open(&p);
     let body = br#"["first"]"#;
     let mut a = Conn::open(p.port);
     a.write(send_head(&url, body.len()).as_bytes());
@@ -825,9 +826,7 @@ fn many_sends_waiting_for_one_sessions_turn_are_all_answered_and_delivered() {
     // while they wait. Every send that stays is answered, and every
     // message of one is delivered once.
     let p = probed(Config::default());
-    let url = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let url = xhr_open(&p);
     // The first holds the turn: its body comes later.
     let body = r#"["held"]"#;
     let mut held = Conn::open(p.port);
@@ -996,9 +995,7 @@ fn a_websocket_reads_a_payload_that_a_middleware_replaced() {
 #[test]
 fn queue_overflow_closes_the_session() {
     let p = probed(Config::default().max_queue_bytes(2000));
-    let url = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let url = xhr_open(&p);
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["flood"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("flood".into()));
     assert_eq!(p.next(), Event::Closed(CloseCause::Overflow));
@@ -1139,9 +1136,7 @@ fn large_messages_on_every_sending_path() {
 
     // Over the limit: 413 for sends, 1009 for WebSockets; nothing delivered.
     let p = probed(Config::default().max_message_bytes(1000));
-    let url = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let url = xhr_open(&p);
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), &payload).status(), 413);
     assert_eq!(post(p.port, &format!("{url}/jsonp_send"), &payload).status(), 413);
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), r#"["small"]"#).status(), 204);
@@ -1169,9 +1164,7 @@ fn a_send_may_carry_a_burst_of_messages_each_under_the_message_limit() {
     // took them. Each message is now held to the limit, the body to
     // `max_send_bytes`.
     let p = probed(Config::default().max_message_bytes(16 * 1024).max_send_bytes(64 * 1024));
-    let url = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let url = xhr_open(&p);
     let line = "x".repeat(2000);
     let burst = serde_json::to_string(&vec![&line; 10]).expect("json");
     assert_eq!(post(p.port, &format!("{url}/xhr_send"), &burst).status(), 204);
@@ -1189,9 +1182,7 @@ fn a_send_may_carry_a_burst_of_messages_each_under_the_message_limit() {
     // A body as large as `max_message_bytes` fits, whatever
     // `max_send_bytes` says.
     let p = probed(Config::default().max_message_bytes(16 * 1024).max_send_bytes(1));
-    let url = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{url}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let url = xhr_open(&p);
     let full = "z".repeat(16 * 1024 - r#"[""]"#.len());
     assert_eq!(
         post(p.port, &format!("{url}/xhr_send"), &serde_json::to_string(&[&full]).expect("json")).status(),
@@ -1986,9 +1977,7 @@ fn a_panicked_session_answers_1011_through_a_shutdown() {
     // there for such polls, got 503 and never heard why their session
     // ended.
     let p = probed(Config::default());
-    let xhr = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let xhr = xhr_open(&p);
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("panic".into()));
     assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "c[1011,\"Internal error\"]\n");
@@ -2004,9 +1993,7 @@ fn an_http_session_that_panicked_answers_1011_until_its_disconnect_delay_ends() 
     // that comes after the panic) hear the close, not a new session's open
     // frame, which sockjs-client would report as 1006 "Server lost session".
     let p = probed(Config::default().disconnect_delay(Duration::from_millis(600)));
-    let xhr = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let xhr = xhr_open(&p);
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("panic".into()));
     for _ in 0..2 {
@@ -2045,9 +2032,7 @@ fn an_http_session_that_panicked_answers_1011_until_its_disconnect_delay_ends() 
 fn a_session_that_panics_under_an_endless_disconnect_delay_stays_closed() {
     // `Duration::MAX` means never: its tombstone has no deadline to compute.
     let p = probed(Config::default().disconnect_delay(Duration::MAX));
-    let xhr = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let xhr = xhr_open(&p);
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("panic".into()));
     assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "c[1011,\"Internal error\"]\n");
@@ -2060,9 +2045,7 @@ fn a_panicked_session_frees_its_place_once_its_disconnect_delay_ends() {
     // (while it answered late polls) goes to the next client when its
     // delay ends, though nothing else happened on the endpoint since.
     let p = probed(Config::default().max_sessions(1).disconnect_delay(Duration::from_millis(300)));
-    let xhr = format!("/probe/000/{}", session());
-    assert_eq!(post(p.port, &format!("{xhr}/xhr"), "").body, "o\n");
-    assert!(matches!(p.next(), Event::Open { .. }));
+    let xhr = xhr_open(&p);
     assert_eq!(post(p.port, &format!("{xhr}/xhr_send"), r#"["panic"]"#).status(), 204);
     assert_eq!(p.next(), Event::Message("panic".into()));
     eventually("a WebSocket takes the place", || {

@@ -1076,13 +1076,20 @@ impl actix_sockjs::relay::Relay for Direct {
     }
 }
 
-#[test]
-fn a_relayed_broadcast_leaves_out_the_members_of_groups_on_the_other_node() {
+/// Two servers, each relaying to the other through [`Direct`], as two
+/// nodes of a cluster.
+fn relayed_pair() -> (Server, Server) {
     use actix_sockjs::relay::SetRelay;
     let one = Server::start(Duration::from_secs(5));
     let two = Server::start(Duration::from_secs(5));
     one.manager.do_send(SetRelay::to(Direct(two.manager.clone().recipient())));
     two.manager.do_send(SetRelay::to(Direct(one.manager.clone().recipient())));
+    (one, two)
+}
+
+#[test]
+fn a_relayed_broadcast_leaves_out_the_members_of_groups_on_the_other_node() {
+    let (one, two) = relayed_pair();
     // Ann has a tab on each node; bob is on the second.
     let mut ann_one = one.socket_in(&session(), "user:ann");
     let mut ann_two = two.socket_in(&session(), "user:ann");
@@ -1102,11 +1109,7 @@ fn a_relayed_broadcast_leaves_out_the_members_of_groups_on_the_other_node() {
 fn a_close_broadcast_closes_its_audience_on_every_node_after_what_came_before() {
     // A new user's trial: kicking every tab of a user on every node took a
     // channel of the application's own between the nodes.
-    use actix_sockjs::relay::SetRelay;
-    let one = Server::start(Duration::from_secs(5));
-    let two = Server::start(Duration::from_secs(5));
-    one.manager.do_send(SetRelay::to(Direct(two.manager.clone().recipient())));
-    two.manager.do_send(SetRelay::to(Direct(one.manager.clone().recipient())));
+    let (one, two) = relayed_pair();
     // Ann has a socket and a polling tab on the first node and a socket on
     // the second; bob a socket on the second.
     let mut ann_one = one.socket_in(&session(), "user:ann");

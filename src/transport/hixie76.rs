@@ -16,7 +16,7 @@ use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
 use crate::{
-    config::BODY_MIN_RATE,
+    config::time_allowed,
     endpoint::{error, Endpoint},
     protocol::{close_frame, hixie76_digest, parse_messages, Transport},
     receiver::{out_queue, push, Out, OutRx, PeerSocket, Receiver},
@@ -158,7 +158,7 @@ fn poll_body(
 }
 
 /// The clock of an unfinished frame, by the rules of an RFC 6455 socket's
-/// message read in part (`request_timeout`, plus 1/[`BODY_MIN_RATE`] s a
+/// message read in part (`request_timeout`, plus 1/[`BODY_MIN_RATE`](crate::BODY_MIN_RATE) s a
 /// byte, up to 4 times it, and never `request_timeout` without a byte):
 /// a client that trickles a frame must not hold its bytes for good.
 struct FrameClock {
@@ -175,8 +175,7 @@ impl FrameClock {
 
     /// When the frame's time is up (`None`: a timeout too long to add).
     fn deadline(&self, timeout: Duration) -> Option<Instant> {
-        let bought = Duration::from_micros(self.bytes.saturating_mul(1_000_000 / BODY_MIN_RATE));
-        let allowed = timeout.saturating_add(bought).min(timeout.saturating_mul(4));
+        let allowed = time_allowed(timeout, self.bytes);
         Some(self.since.checked_add(allowed)?.min(self.last.checked_add(timeout)?))
     }
 

@@ -23,7 +23,7 @@ use futures_util::{stream, Stream, StreamExt as _};
 
 use super::{Prelude, Receiving, Row, Sending};
 use crate::{
-    config::BODY_MIN_RATE,
+    config::{time_bought, BODY_TIME_CAP},
     endpoint::{
         cors, error, keep_unread, never_cache, session_cookie, session_error, Endpoint, LogPath, ReachError,
         BIND_COOKIE, JAVASCRIPT, TEXT,
@@ -360,7 +360,7 @@ pub(crate) async fn send<A: Session>(
 const UNREACHED_BODY: usize = 16 * 1024;
 
 /// The time a send has for its turn and its body: `request_timeout` from
-/// its start, and 1/[`BODY_MIN_RATE`] of a second more for each byte
+/// its start, and 1/[`BODY_MIN_RATE`](crate::BODY_MIN_RATE) of a second more for each byte
 /// received, up to [`BODY_TIME_CAP`] times `request_timeout` in all; and
 /// never more than `request_timeout` after the last byte (bytes sent at
 /// once do not buy a stall). One timer, reset only when the request waits
@@ -375,10 +375,6 @@ struct BodyClock<'a> {
     deadline: Instant,
     sleep: Pin<&'a mut Sleep>,
 }
-
-/// A send's turn and body take [`BODY_TIME_CAP`] times `request_timeout`
-/// at most, however fast its bytes come.
-const BODY_TIME_CAP: u32 = 4;
 
 impl<'a> BodyClock<'a> {
     /// The clock of a request that started at `start` and has `timeout`,
@@ -397,7 +393,7 @@ impl<'a> BodyClock<'a> {
 
     /// Gives `bytes` more received bytes their time.
     fn received(&mut self, bytes: usize) {
-        let more = Duration::from_micros((bytes as u64).saturating_mul(1_000_000 / BODY_MIN_RATE));
+        let more = time_bought(bytes as u64);
         self.bought = self.bought.checked_add(more).unwrap_or(self.cap).min(self.cap);
         let now = Instant::now();
         let idle = now.checked_add(self.timeout).unwrap_or(self.cap);

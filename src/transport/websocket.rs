@@ -320,7 +320,7 @@ struct WsStream {
 /// A client message on its way: a frame read in part, or the fragments so
 /// far of a fragmented one. It must be whole within `request_timeout`,
 /// plus 1/[`BODY_MIN_RATE`](crate::BODY_MIN_RATE) of a second for each byte the client sent
-/// since it began, and within [`MESSAGE_TIME_CAP`] times `request_timeout`
+/// since it began, and within 4 times `request_timeout`
 /// in any case, and no `request_timeout` may pass without a byte, as for
 /// an `xhr_send` body: a client that trickles a message must not hold its
 /// bytes (up to `max_message_bytes`) for as long as it likes. Checked
@@ -343,9 +343,6 @@ struct Pending {
     /// The socket stopped reading: the clock stands still.
     held_back: bool,
 }
-
-/// A client message takes this many times `request_timeout` at most.
-const MESSAGE_TIME_CAP: u64 = 4;
 
 impl Pending {
     /// A message whose first `bytes` came at `now`; `fragments` if it is a
@@ -373,10 +370,9 @@ impl Pending {
         if self.held_back {
             return false;
         }
-        let base = clock::millis(request_timeout);
-        let bought = self.bytes.saturating_mul(1000) / crate::config::BODY_MIN_RATE;
-        let allowed = base.saturating_add(bought).min(base.saturating_mul(MESSAGE_TIME_CAP));
-        now >= self.since.saturating_add(allowed) || now >= self.last.saturating_add(base)
+        let allowed = clock::millis(crate::config::time_allowed(request_timeout, self.bytes));
+        now >= self.since.saturating_add(allowed)
+            || now >= self.last.saturating_add(clock::millis(request_timeout))
     }
 }
 

@@ -1,12 +1,11 @@
 //! [`SessionContext`]: the actor context of a session, which drives the
 //! session's state [`Machine`] (docs/protocol.md §7).
 //!
-//! Built on `actix::dev` the way `actix_web_actors::ws::WebsocketContext`
-//! is: [`ContextParts`] for the actor runtime, a [`ContextFut`] driving it,
-//! and the session's own state beside them. Transports talk to the session
-//! through a queue of [`Command`]s that a future spawned in the context
-//! drains, so the user's type needs no trait impls of ours beyond
-//! [`Session`]. Outgoing messages are batched: everything sent during one
+//! The actor runtime is our own ([`runtime`](super::runtime): actix's
+//! semantics, in the size an idle session can afford), with the session's
+//! state beside it. Transports talk to the session through a queue of
+//! [`Command`]s that the runtime's pump drains, so the user's type needs no
+//! trait impls of ours beyond [`Session`]. Outgoing messages are batched: everything sent during one
 //! turn of the actor is flushed to the receiver as one `a[...]` frame.
 
 use std::{
@@ -22,7 +21,7 @@ use std::{
 };
 
 use actix::{
-    dev::{AsyncContextParts, ContextFut, ContextParts, Envelope, Mailbox, ToEnvelope},
+    dev::{Envelope, Mailbox, ToEnvelope},
     fut::ActorFuture,
     Actor, ActorContext, ActorState, Addr, AsyncContext, Handler, Message, SpawnHandle,
 };
@@ -30,6 +29,7 @@ use actix::{
 use super::{
     hold::{Held, Hold},
     machine::{Attach, Machine, Overflow, Restore, Shared, State, Written},
+    runtime::{self, HasParts, Parts},
     turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
     RequestInfo, Session, SessionState,
 };
@@ -430,7 +430,7 @@ pub struct SessionContext<A>
 where
     A: Actor<Context = SessionContext<A>>,
 {
-    parts: ContextParts<A>,
+    parts: Parts<A>,
     setup: SessionSetup,
     machine: Machine,
     /// See [`Cold`]; an idle (RFC 6455) WebSocket session has none.
@@ -1507,7 +1507,7 @@ where
     }
 
     fn waiting(&self) -> bool {
-        self.parts.waiting() || matches!(self.parts.state(), ActorState::Stopping | ActorState::Stopped)
+        self.parts.waiting()
     }
 
     fn cancel_future(&mut self, handle: SpawnHandle) -> bool {
@@ -1519,11 +1519,11 @@ where
     }
 }
 
-impl<A> AsyncContextParts<A> for SessionContext<A>
+impl<A> HasParts<A> for SessionContext<A>
 where
     A: Actor<Context = Self>,
 {
-    fn parts(&mut self) -> &mut ContextParts<A> {
+    fn parts(&mut self) -> &mut Parts<A> {
         &mut self.parts
     }
 }
@@ -1620,8 +1620,8 @@ impl<A: Session> ActorFuture<A> for ReceiverTimers {
 
 /// Drains the session's command queue inside its context, after
 /// attaching its first receiver if it came with one (a socket's, handed
-/// over without the queue's lock and the boxed command: the pump's own
-/// allocation holds it, in the same 32-byte chunk glibc gave it alone).
+/// over without the queue's lock and the boxed command). The runtime's
+/// own ([`runtime::poll_actor`]): polled before the spawned futures.
 struct Pump {
     rx: CommandRx,
     first: Option<Receiver>,
@@ -1744,24 +1744,49 @@ impl<A: Session> ActorFuture<A> for Pump {
     }
 }
 
-/// Runs the session's actor runtime and flushes after every turn.
+/// Runs the session's actor runtime and flushes after every turn. Its
+/// fields drop in the order actix's runtime dropped them: the context (and
+/// with it what was spawned), the actor, the mailbox, the pump.
 struct SessionFut<A: Session> {
-    fut: ContextFut<A, SessionContext<A>>,
+    ctx: SessionContext<A>,
+    act: A,
+    /// Once someone has asked for the actor's address.
+    mailbox: Option<Mailbox<A>>,
+    /// Until the command queue closes (a socket's session) or the session
+    /// stops.
+    pump: Option<Pump>,
+}
+
+impl<A: Session> SessionFut<A> {
+    /// Polls the actor runtime, without the flush.
+    fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        runtime::poll_actor(&mut self.act, &mut self.ctx, &mut self.pump, &mut self.mailbox, cx)
+    }
+
+    /// As actix's runtime is dropped: an actor that still has something
+    /// to run for is asked to stop, and polled once (with no waker) for
+    /// its `stopping` and `stopped`.
+    fn stop_as_dropped(&mut self) {
+        if runtime::alive(&mut self.ctx, &self.pump, &self.mailbox) {
+            self.ctx.parts.stop();
+            let _ = self.run(&mut Context::from_waker(Waker::noop()));
+        }
+    }
 }
 
 impl<A: Session> Runtime for SessionFut<A> {
     fn inbox(&mut self) -> &mut Vec<String> {
-        &mut self.fut.ctx().inbox
+        &mut self.ctx.inbox
     }
 
     fn panicked(&mut self) {
-        let ctx = self.fut.ctx();
+        let ctx = &mut self.ctx;
         log::error!("sockjs {}: a session panicked in its handler; it is dropped", ctx.session_tag());
         ctx.turn_bits |= PANICKED;
     }
 
     fn in_place(&mut self, in_place: bool) {
-        let ctx = self.fut.ctx();
+        let ctx = &mut self.ctx;
         // A poll of the task re-arms only if it reads the queue to the end.
         // The other bits say what the session is, not what this turn is:
         // they stay (a task's poll that cleared `NEVER_OPENED` let the
@@ -1776,8 +1801,8 @@ impl<A: Session> Future for SessionFut<A> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let res = Pin::new(&mut this.fut).poll(cx);
-        if this.fut.ctx().flush() {
+        let res = this.run(cx);
+        if this.ctx.flush() {
             cx.waker().wake_by_ref();
         }
         res
@@ -1802,7 +1827,15 @@ impl<A: Session> Future for SessionFut<A> {
 /// actix polls nothing else meanwhile, so its pump does not run.
 impl<A: Session> Drop for SessionFut<A> {
     fn drop(&mut self) {
-        let ctx = self.fut.ctx();
+        self.shut_down_as_dropped();
+        self.stop_as_dropped();
+    }
+}
+
+impl<A: Session> SessionFut<A> {
+    /// See the `Drop` above.
+    fn shut_down_as_dropped(&mut self) {
+        let ctx = &mut self.ctx;
         // An actor that stopped (or is stopping) has run, or runs, its
         // `stopped` already; polling it again would run that twice.
         if std::thread::panicking() || ctx.turn_bits & PANICKED != 0 || !ctx.parts.state().alive() {
@@ -1819,16 +1852,16 @@ impl<A: Session> Drop for SessionFut<A> {
         // them stops here: this may run while the worker's runtime is torn
         // down.
         for _ in 0..4 {
-            let poll = || Pin::new(&mut self.fut).poll(&mut Context::from_waker(Waker::noop()));
+            let poll = || self.run(&mut Context::from_waker(Waker::noop()));
             match catch_unwind(AssertUnwindSafe(poll)) {
                 Ok(Poll::Pending) => {}
                 Ok(Poll::Ready(())) => return,
                 Err(_) => {
                     log::error!(
                         "sockjs {}: a session panicked as its worker stopped",
-                        self.fut.ctx().session_tag()
+                        self.ctx.session_tag()
                     );
-                    self.fut.ctx().turn_bits |= PANICKED;
+                    self.ctx.turn_bits |= PANICKED;
                     return;
                 }
             }
@@ -1852,10 +1885,9 @@ pub(crate) fn start_session<A: Session>(
     in_place: InPlace,
 ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
     let serial = setup.serial;
-    let mailbox = Mailbox::default();
     let machine = Machine::new(transport, setup.config.max_queue_bytes);
-    let mut ctx = SessionContext {
-        parts: ContextParts::new(mailbox.sender_producer()),
+    let ctx = SessionContext {
+        parts: Parts::new(),
         setup,
         machine,
         cold: None,
@@ -1869,8 +1901,7 @@ pub(crate) fn start_session<A: Session>(
         // The first turn runs in the opening request, with no waker.
         turn_bits: IN_PLACE,
     };
-    ctx.parts.spawn(Pump { rx, first });
-    let mut fut = SessionFut { fut: ContextFut::new(ctx, act, mailbox) };
+    let mut fut = SessionFut { ctx, act, mailbox: None, pump: Some(Pump { rx, first }) };
     // The first turn runs now, in the request that opens the session: it
     // attaches the receiver (the open frame, `on_open` and what
     // `on_open` tells the manager), so that the transport's first poll
@@ -1888,7 +1919,7 @@ pub(crate) fn start_session<A: Session>(
             // A socket's session opens at its first turn unless its actor
             // waits on a future from `started` (which holds back the pump
             // that attaches the socket): its manager entered it open.
-            let ctx = fut.fut.ctx();
+            let ctx = &mut fut.ctx;
             if ctx.machine.transport().is_websocket() && matches!(ctx.machine.state(), State::New) {
                 ctx.cold().open_deferred = true;
                 ctx.setup.notes.note(serial, Note::Deferred);
@@ -1897,9 +1928,9 @@ pub(crate) fn start_session<A: Session>(
         Err(_) => {
             log::error!(
                 "sockjs {}: a session panicked as it opened (in `started` or `on_open`); it is dropped",
-                fut.fut.ctx().session_tag()
+                fut.ctx.session_tag()
             );
-            fut.fut.ctx().turn_bits |= PANICKED | OPEN_FAILED;
+            fut.ctx.turn_bits |= PANICKED | OPEN_FAILED;
             drop(fut);
             return Err(OpenPanicked);
         }
@@ -1923,17 +1954,16 @@ mod size {
 
     /// A session's runtime is shared with whoever runs its turns in place:
     /// an `Rc` (16 bytes of counts) of the slot, which glibc serves from a
-    /// chunk of 608 bytes up to 600 requested (592 up to 584, before the
-    /// WebSocket's inbox), beside a 128-byte tokio task, whose future may
-    /// take 24 (tokio rounds a task up to a multiple of 128 bytes and adds
-    /// 104 to the future: benches/README.md). The session type's own fields
-    /// come on top.
+    /// chunk of 336 bytes up to 328 requested (608 with actix's
+    /// `ContextParts`, `ContextFut` and a boxed pump, before the runtime of
+    /// our own), beside a 128-byte tokio task, whose future may take 24
+    /// (tokio rounds a task up to a multiple of 128 bytes and adds 104 to
+    /// the future: benches/README.md). The session type's own fields come
+    /// on top.
     #[test]
-    fn a_session_slot_fits_in_608_bytes() {
-        assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 600);
+    fn a_session_slot_fits_in_336_bytes() {
+        assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 328);
         assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 24);
-        // Boxed by actix: glibc's smallest chunk (32 bytes) holds up to 24.
-        assert!(std::mem::size_of::<Pump>() <= 24);
     }
 }
 

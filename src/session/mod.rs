@@ -20,6 +20,7 @@ use actix_web::{
 mod context;
 mod hold;
 mod machine;
+mod runtime;
 mod turn;
 
 pub use context::SessionContext;

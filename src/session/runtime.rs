@@ -32,6 +32,8 @@ const STARTED: u8 = 1;
 const STOPPING: u8 = 2;
 /// [`Parts::flags`]: the actor has stopped, or was terminated.
 const STOPPED: u8 = 4;
+/// [`Parts::flags`]: `started` returned (it did not panic).
+const BEGUN: u8 = 8;
 
 /// The runtime's state that its context holds: what `spawn`, `wait`,
 /// `stop` and `address` change.
@@ -39,8 +41,8 @@ pub(super) struct Parts<A: Actor>
 where
     A::Context: AsyncContext<A>,
 {
-    /// [`STARTED`], [`STOPPING`], [`STOPPED`]: running when neither of
-    /// the last two.
+    /// [`STARTED`], [`STOPPING`], [`STOPPED`], [`BEGUN`]: running when
+    /// neither `STOPPING` nor `STOPPED`.
     flags: u8,
     /// Futures spawned and waited on, once there have been any.
     futures: Option<Box<Futures<A>>>,
@@ -114,7 +116,7 @@ where
     /// Stops the actor at the end of the runtime's poll, without asking
     /// its `stopping`.
     pub(super) fn terminate(&mut self) {
-        self.flags = (self.flags & STARTED) | STOPPED;
+        self.flags = (self.flags & (STARTED | BEGUN)) | STOPPED;
     }
 
     /// The actor waits on a future, or is stopping: the mailbox and the
@@ -151,15 +153,16 @@ where
     }
 
     /// Drops the spawned future `handle` (at the end of its poll, if it is
-    /// the one being polled). Whether it was still there.
+    /// the one being polled). `true`, as actix's answers, whether or not
+    /// the future was still there.
     pub(super) fn cancel_future(&mut self, handle: SpawnHandle) -> bool {
-        let Some(futures) = self.futures.as_mut() else { return false };
-        let Some(entry) = futures.spawned.iter_mut().find(|entry| entry.0 == handle && handle != gone())
-        else {
-            return false;
-        };
-        entry.0 = gone();
-        drop(entry.1.take());
+        let entry = self.futures.as_mut().and_then(|futures| {
+            futures.spawned.iter_mut().find(|entry| entry.0 == handle && handle != gone())
+        });
+        if let Some(entry) = entry {
+            entry.0 = gone();
+            drop(entry.1.take());
+        }
         true
     }
 
@@ -244,14 +247,16 @@ where
 
 /// Whether the actor has anything left to run for, as actix's runtime
 /// asks before it asks the actor's `stopping`: its pump, a spawned
-/// future, a future it waits on, or a sender to its mailbox.
+/// future, a future it waits on, or a sender to its mailbox. Not an actor
+/// whose `started` panicked: nothing of it is to run again (actix's
+/// runtime had not yet taken on what `started` was given then).
 pub(super) fn alive<A, P>(ctx: &mut A::Context, pump: &Option<P>, mailbox: &Option<Mailbox<A>>) -> bool
 where
     A: Actor,
     A::Context: HasParts<A>,
 {
     let parts = ctx.parts();
-    if parts.flags & STOPPED != 0 {
+    if parts.flags & STOPPED != 0 || parts.flags & (STARTED | BEGUN) == STARTED {
         return false;
     }
     parts.flags & STARTED == 0
@@ -283,29 +288,29 @@ where
     if ctx.parts().flags & STARTED == 0 {
         ctx.parts().flags |= STARTED;
         act.started(ctx);
+        ctx.parts().flags |= BEGUN;
     }
     // The pump's turn comes before the spawned futures', except right
     // after it made the actor wait: then theirs comes first, so that a
     // pump with commands that each make the actor wait does not keep them
     // from running.
     let mut pump_first = true;
+    // `stopping` kept the actor running with something to run.
+    let mut kept = false;
     loop {
         while !ctx.parts().stopping() {
             let Some(mut fut) = ctx.parts().futures.as_mut().and_then(|futures| futures.waits.pop()) else {
                 break;
             };
-            let at = ctx.parts().futures().waits.len();
             // One that is still pending once the actor has stopped running
             // is done with, as in actix.
             if fut.as_mut().poll(act, ctx, cx).is_ready() || !ctx.state().alive() {
                 continue;
             }
-            let waits = &mut ctx.parts().futures().waits;
-            let newer = waits.len() > at;
-            waits.insert(at, fut);
-            if !newer {
-                return Poll::Pending;
-            }
+            // Still the newest: a wait it started runs once it is done, as
+            // in actix (the newest of those first).
+            ctx.parts().futures().waits.push(fut);
+            return Poll::Pending;
         }
         if mailbox.is_none() {
             *mailbox = ctx.parts().claim_mailbox();
@@ -361,17 +366,28 @@ where
         }
         if flags & STOPPING != 0 {
             if act.stopping(ctx) == Running::Stop {
-                ctx.parts().flags = STARTED | STOPPED;
+                ctx.parts().flags = STARTED | BEGUN | STOPPED;
                 act.stopped(ctx);
                 return Poll::Ready(());
             }
             ctx.parts().flags &= !STOPPING;
             continue;
         }
-        if !alive(ctx, pump, mailbox) && act.stopping(ctx) == Running::Stop {
-            ctx.parts().flags = STARTED | STOPPED;
-            act.stopped(ctx);
-            return Poll::Ready(());
+        if !alive(ctx, pump, mailbox) {
+            if act.stopping(ctx) == Running::Stop {
+                ctx.parts().flags = STARTED | BEGUN | STOPPED;
+                act.stopped(ctx);
+                return Poll::Ready(());
+            }
+            // Kept running: once more if `stopping` gave it something to
+            // run (a spawned future, an address whose mailbox must hold the
+            // task's waker), so that it runs; actix left that for a wake-up
+            // that might not come. Only once: a `stopping` that keeps it
+            // running with a future that is done at once would loop.
+            if !kept && alive(ctx, pump, mailbox) {
+                kept = true;
+                continue;
+            }
         }
         return Poll::Pending;
     }
@@ -401,11 +417,13 @@ mod tests {
         address: Option<Rc<RefCell<Option<Addr<Probe>>>>>,
         /// Spawned from `started`: polled this many times, then done.
         spawned_polls: Option<u8>,
+        /// Spawn a [`Forever`] from `started`, whose handle goes here.
+        forever: Option<Option<SpawnHandle>>,
     }
 
     impl Probe {
         fn new(log: &Log) -> Self {
-            Self { log: log.clone(), keep_running: 0, address: None, spawned_polls: None }
+            Self { log: log.clone(), keep_running: 0, address: None, spawned_polls: None, forever: None }
         }
     }
 
@@ -471,15 +489,21 @@ mod tests {
 
         fn started(&mut self, ctx: &mut Ctx) {
             self.log.borrow_mut().push("started".into());
+            if let Some(handle) = self.forever.as_mut() {
+                *handle = Some(ctx.spawn(Forever(self.log.clone())));
+            }
             if let Some(polls) = self.spawned_polls {
                 ctx.spawn(Polls(polls));
             }
         }
 
-        fn stopping(&mut self, _: &mut Ctx) -> Running {
+        fn stopping(&mut self, ctx: &mut Ctx) -> Running {
             self.log.borrow_mut().push("stopping".into());
             if self.keep_running > 0 {
                 self.keep_running -= 1;
+                if let Some(address) = self.address.as_ref().filter(|address| address.borrow().is_none()) {
+                    *address.borrow_mut() = Some(ctx.address());
+                }
                 return Running::Continue;
             }
             Running::Stop
@@ -504,6 +528,58 @@ mod tests {
             }
             // Polled again at the task's next poll.
             cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    /// Never done: writes down each poll and asks for the next; writes
+    /// down its drop.
+    struct Forever(Log);
+
+    impl ActorFuture<Probe> for Forever {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, _: &mut Probe, _: &mut Ctx, cx: &mut Context<'_>) -> Poll<()> {
+            self.0.borrow_mut().push("forever".into());
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Forever {
+        fn drop(&mut self) {
+            self.0.borrow_mut().push("dropped".into());
+        }
+    }
+
+    /// A wait that starts another on its first poll and is done on its
+    /// second.
+    struct Nests(bool);
+
+    impl ActorFuture<Probe> for Nests {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, act: &mut Probe, ctx: &mut Ctx, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                act.log.borrow_mut().push("outer done".into());
+                return Poll::Ready(());
+            }
+            self.0 = true;
+            act.log.borrow_mut().push("outer".into());
+            ctx.wait(ready(()).map(|_, act: &mut Probe, _| act.log.borrow_mut().push("inner".into())));
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    /// A wait that stops the actor and is never done.
+    struct StopsAndStays;
+
+    impl ActorFuture<Probe> for StopsAndStays {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, _: &mut Probe, ctx: &mut Ctx, _: &mut Context<'_>) -> Poll<()> {
+            ctx.stop();
             Poll::Pending
         }
     }
@@ -541,6 +617,14 @@ mod tests {
                 act.log.borrow_mut().push(command.into());
                 match command {
                     "wait" => ctx.wait(ready(())),
+                    "nest" => ctx.wait(Nests(false)),
+                    "stop in a wait" => ctx.wait(StopsAndStays),
+                    "cancel" => {
+                        let handle = act.forever.flatten().expect("spawned");
+                        assert!(ctx.cancel_future(handle));
+                        // As actix's: `true` for one no longer there too.
+                        assert!(ctx.cancel_future(handle));
+                    }
                     // Asked for after the mailbox's turn in this poll.
                     "address" => *act.address.as_ref().expect("a place").borrow_mut() = Some(ctx.address()),
                     "gate" => {
@@ -676,7 +760,6 @@ mod tests {
                 self.log.borrow_mut().push("polled".into());
                 let handle = self.handle.get().expect("spawned");
                 assert!(ctx.cancel_future(handle), "it is there");
-                assert!(!ctx.cancel_future(handle), "once");
                 self.log.borrow_mut().push("cancelled".into());
                 Poll::Pending
             }
@@ -717,12 +800,68 @@ mod tests {
                 ["started", "address", "stop", "stopping", "still", "stop", "stopping", "stopped"]
             );
 
+            // Kept running with nothing to run but an address it asked for
+            // in `stopping`: its mailbox holds the task's waker.
+            let log = Log::default();
+            let address = Rc::new(RefCell::new(None));
+            let probe = Probe { address: Some(address.clone()), keep_running: 1, ..Probe::new(&log) };
+            let task = run(probe, &[], Vec::new());
+            while address.borrow().is_none() {
+                yield_now().await;
+            }
+            let addr = address.borrow_mut().take().expect("an address");
+            within(addr.send(Say("hello"))).await.expect("handled");
+            drop(addr);
+            within(task).await.expect("the actor stopped");
+            assert_eq!(logged(&log), ["started", "stopping", "hello", "stopping", "stopped"]);
+
             let log = Log::default();
             let mut ctx = Ctx { parts: Parts::new() };
             ctx.terminate();
             let run = Run { act: Probe::new(&log), ctx, pump: None, mailbox: None };
             within(actix_web::rt::spawn(run)).await.expect("stopped");
             assert_eq!(logged(&log), ["started", "stopped"]);
+        });
+    }
+
+    #[test]
+    fn a_future_cancelled_from_elsewhere_is_dropped_at_once_and_not_polled_again() {
+        actix::System::new().block_on(async {
+            let log = Log::default();
+            let (open, gate) = oneshot::channel();
+            let probe = Probe { forever: Some(None), ..Probe::new(&log) };
+            // "wait" lets the spawned future run once before the pump goes on.
+            let task = run(probe, &["wait", "gate", "cancel"], vec![gate]);
+            while !log.borrow().iter().any(|line| line == "gate") {
+                yield_now().await;
+            }
+            open.send(()).expect("the gate waits");
+            within(task).await.expect("the actor stopped");
+            assert_eq!(
+                logged(&log),
+                ["started", "wait", "forever", "gate", "opened", "cancel", "dropped", "stopping", "stopped"]
+            );
+        });
+    }
+
+    #[test]
+    fn a_wait_started_by_a_wait_runs_once_that_one_is_done() {
+        actix::System::new().block_on(async {
+            let log = Log::default();
+            within(run(Probe::new(&log), &["nest"], Vec::new())).await.expect("stopped");
+            assert_eq!(
+                logged(&log),
+                ["started", "nest", "outer", "outer done", "inner", "stopping", "stopped"]
+            );
+        });
+    }
+
+    #[test]
+    fn a_wait_still_pending_when_the_actor_stops_is_done_with() {
+        actix::System::new().block_on(async {
+            let log = Log::default();
+            within(run(Probe::new(&log), &["stop in a wait", "never"], Vec::new())).await.expect("stopped");
+            assert_eq!(logged(&log), ["started", "stop in a wait", "stopping", "stopped"]);
         });
     }
 }

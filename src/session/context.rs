@@ -21,7 +21,7 @@ use std::{
 };
 
 use actix::{
-    dev::{Envelope, Mailbox, ToEnvelope},
+    dev::{Envelope, ToEnvelope},
     fut::ActorFuture,
     Actor, ActorContext, ActorState, Addr, AsyncContext, Handler, Message, SpawnHandle,
 };
@@ -1746,14 +1746,12 @@ impl<A: Session> ActorFuture<A> for Pump {
 
 /// Runs the session's actor runtime and flushes after every turn. Its
 /// fields drop in this order: the context (and with it what was spawned
-/// or waited on: actix's runtime dropped those after the actor), the
-/// actor, the mailbox, the pump (whose drop fails receivers it never
-/// attached, after the context's has ended the attached one).
+/// or waited on, and the actor's mailbox: actix's runtime dropped those
+/// after the actor), the actor, the pump (whose drop fails receivers it
+/// never attached, after the context's has ended the attached one).
 struct SessionFut<A: Session> {
     ctx: SessionContext<A>,
     act: A,
-    /// Once someone has asked for the actor's address.
-    mailbox: Option<Mailbox<A>>,
     /// Until the command queue closes (a socket's session) or the session
     /// stops.
     pump: Option<Pump>,
@@ -1762,14 +1760,14 @@ struct SessionFut<A: Session> {
 impl<A: Session> SessionFut<A> {
     /// Polls the actor runtime, without the flush.
     fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        runtime::poll_actor(&mut self.act, &mut self.ctx, &mut self.pump, &mut self.mailbox, cx)
+        runtime::poll_actor(&mut self.act, &mut self.ctx, &mut self.pump, cx)
     }
 
     /// As actix's runtime is dropped: an actor that still has something
     /// to run for is asked to stop, and polled once (with no waker) for
     /// its `stopping` and `stopped`.
     fn stop_as_dropped(&mut self) {
-        if runtime::alive(&mut self.ctx, &self.pump, &self.mailbox) {
+        if runtime::alive::<A, _>(&mut self.ctx, &self.pump) {
             self.ctx.parts.stop();
             let _ = self.run(&mut Context::from_waker(Waker::noop()));
         }
@@ -1903,7 +1901,7 @@ pub(crate) fn start_session<A: Session>(
         // The first turn runs in the opening request, with no waker.
         turn_bits: IN_PLACE,
     };
-    let mut fut = SessionFut { ctx, act, mailbox: None, pump: Some(Pump { rx, first }) };
+    let mut fut = SessionFut { ctx, act, pump: Some(Pump { rx, first }) };
     // The first turn runs now, in the request that opens the session: it
     // attaches the receiver (the open frame, `on_open` and what
     // `on_open` tells the manager), so that the transport's first poll
@@ -1956,15 +1954,15 @@ mod size {
 
     /// A session's runtime is shared with whoever runs its turns in place:
     /// an `Rc` (16 bytes of counts) of the slot, which glibc serves from a
-    /// chunk of 336 bytes up to 328 requested (608 with actix's
+    /// chunk of 320 bytes up to 312 requested (608 with actix's
     /// `ContextParts`, `ContextFut` and a boxed pump, before the runtime of
     /// our own), beside a 128-byte tokio task, whose future may take 24
     /// (tokio rounds a task up to a multiple of 128 bytes and adds 104 to
     /// the future: benches/README.md). The session type's own fields come
     /// on top.
     #[test]
-    fn a_session_slot_fits_in_336_bytes() {
-        assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 328);
+    fn a_session_slot_fits_in_320_bytes() {
+        assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 312);
         assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 24);
     }
 }

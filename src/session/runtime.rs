@@ -44,10 +44,20 @@ where
     /// [`STARTED`], [`STOPPING`], [`STOPPED`], [`BEGUN`]: running when
     /// neither `STOPPING` nor `STOPPED`.
     flags: u8,
-    /// Futures spawned and waited on, once there have been any.
-    futures: Option<Box<Futures<A>>>,
-    /// The actor's mailbox, once someone has asked for its address.
-    mail: OnceCell<Box<Mail<A>>>,
+    /// Once something was spawned or waited on, or the address asked for:
+    /// one pointer until then, for the runtime and its context (16 bytes
+    /// with the flags) in an idle session's slot.
+    extras: OnceCell<Box<Extras<A>>>,
+}
+
+/// What an idle session's runtime does without.
+struct Extras<A: Actor>
+where
+    A::Context: AsyncContext<A>,
+{
+    futures: Futures<A>,
+    /// Once someone has asked for the actor's address (through `&self`).
+    mail: OnceCell<Mail<A>>,
 }
 
 /// Spawned futures and those the actor waits on.
@@ -70,9 +80,11 @@ where
 {
     /// Makes an address (a sender the channel counts).
     address: Box<dyn Fn() -> Addr<A>>,
-    /// The receiving end, until the runtime takes it to poll: the address
-    /// may be asked for while the runtime polls the actor.
-    unclaimed: Cell<Option<Mailbox<A>>>,
+    /// The receiving end; out while the runtime polls it (a handler may
+    /// ask for the address meanwhile).
+    mailbox: Cell<Option<Mailbox<A>>>,
+    /// Made since the runtime last polled it: it holds no waker yet.
+    fresh: Cell<bool>,
 }
 
 /// The handle of no future: [`SpawnHandle::default`] comes before the
@@ -87,7 +99,7 @@ where
 {
     /// A runtime whose actor has not started.
     pub(super) fn new() -> Self {
-        Self { flags: 0, futures: None, mail: OnceCell::new() }
+        Self { flags: 0, extras: OnceCell::new() }
     }
 
     /// As actix's: running until asked to stop.
@@ -122,13 +134,29 @@ where
     /// The actor waits on a future, or is stopping: the mailbox and the
     /// spawned futures wait.
     pub(super) fn waiting(&self) -> bool {
-        self.stopping() || self.futures.as_ref().is_some_and(|futures| !futures.waits.is_empty())
+        self.stopping() || self.has_waits()
+    }
+
+    fn has_waits(&self) -> bool {
+        self.extras.get().is_some_and(|extras| !extras.futures.waits.is_empty())
+    }
+
+    fn extras(&self) -> &Extras<A> {
+        self.extras.get_or_init(|| {
+            Box::new(Extras {
+                futures: Futures { last: SpawnHandle::default(), spawned: Vec::new(), waits: Vec::new() },
+                mail: OnceCell::new(),
+            })
+        })
     }
 
     fn futures(&mut self) -> &mut Futures<A> {
-        self.futures.get_or_insert_with(|| {
-            Box::new(Futures { last: SpawnHandle::default(), spawned: Vec::new(), waits: Vec::new() })
-        })
+        self.extras();
+        &mut self.extras.get_mut().expect("made above").futures
+    }
+
+    fn futures_made(&mut self) -> Option<&mut Futures<A>> {
+        self.extras.get_mut().map(|extras| &mut extras.futures)
     }
 
     /// Runs `fut` beside the actor's other work until it finishes or
@@ -156,7 +184,7 @@ where
     /// the one being polled). `true`, as actix's answers, whether or not
     /// the future was still there.
     pub(super) fn cancel_future(&mut self, handle: SpawnHandle) -> bool {
-        let entry = self.futures.as_mut().and_then(|futures| {
+        let entry = self.futures_made().and_then(|futures| {
             futures.spawned.iter_mut().find(|entry| entry.0 == handle && handle != gone())
         });
         if let Some(entry) = entry {
@@ -168,35 +196,54 @@ where
 
     /// The actor's address; the first call makes its mailbox.
     pub(super) fn address(&self) -> Addr<A> {
-        let mail = self.mail.get_or_init(|| {
+        let mail = self.extras().mail.get_or_init(|| {
             let mailbox = Mailbox::<A>::default();
             let producer = mailbox.sender_producer();
-            Box::new(Mail {
+            Mail {
                 address: Box::new(move || Addr::new(producer.sender())),
-                unclaimed: Cell::new(Some(mailbox)),
-            })
+                mailbox: Cell::new(Some(mailbox)),
+                fresh: Cell::new(true),
+            }
         });
         (mail.address)()
     }
 
-    /// The mailbox made since the runtime last looked.
-    fn claim_mailbox(&self) -> Option<Mailbox<A>> {
-        self.mail.get().and_then(|mail| mail.unclaimed.take())
+    fn mail(&self) -> Option<&Mail<A>> {
+        self.extras.get().and_then(|extras| extras.mail.get())
     }
 
-    fn mailbox_unclaimed(&self) -> bool {
-        self.mail.get().is_some_and(|mail| {
-            let mailbox = mail.unclaimed.take();
-            let unclaimed = mailbox.is_some();
-            mail.unclaimed.set(mailbox);
-            unclaimed
+    /// The mailbox, taken out to be polled (no longer fresh).
+    fn take_mailbox(&self) -> Option<Mailbox<A>> {
+        let mail = self.mail()?;
+        mail.fresh.set(false);
+        mail.mailbox.take()
+    }
+
+    fn put_mailbox(&self, mailbox: Mailbox<A>) {
+        if let Some(mail) = self.mail() {
+            mail.mailbox.set(Some(mailbox));
+        }
+    }
+
+    /// The address was asked for since the runtime last polled the mailbox.
+    fn mailbox_fresh(&self) -> bool {
+        self.mail().is_some_and(|mail| mail.fresh.get())
+    }
+
+    /// Someone holds an address (the mailbox is not out to be polled).
+    fn mailbox_connected(&self) -> bool {
+        self.mail().is_some_and(|mail| {
+            let mailbox = mail.mailbox.take();
+            let connected = mailbox.as_ref().is_some_and(Mailbox::connected);
+            mail.mailbox.set(mailbox);
+            connected
         })
     }
 
     /// The spawned future at `at`, taken out to be polled (`None` inside
     /// for one that has finished or was cancelled); `None` past the end.
     fn take_spawned(&mut self, at: usize) -> Option<(SpawnHandle, Option<Boxed<A>>)> {
-        let entry = self.futures.as_mut()?.spawned.get_mut(at)?;
+        let entry = self.futures_made()?.spawned.get_mut(at)?;
         Some((entry.0, entry.1.take()))
     }
 
@@ -227,13 +274,13 @@ where
 
     /// Lets go of the entries of finished and cancelled futures.
     fn sweep(&mut self) {
-        if let Some(futures) = self.futures.as_mut() {
+        if let Some(futures) = self.futures_made() {
             futures.spawned.retain(|entry| entry.1.is_some());
         }
     }
 
     fn has_spawned(&self) -> bool {
-        self.futures.as_ref().is_some_and(|futures| !futures.spawned.is_empty())
+        self.extras.get().is_some_and(|extras| !extras.futures.spawned.is_empty())
     }
 }
 
@@ -250,7 +297,7 @@ where
 /// future, a future it waits on, or a sender to its mailbox. Not an actor
 /// whose `started` panicked: nothing of it is to run again (actix's
 /// runtime had not yet taken on what `started` was given then).
-pub(super) fn alive<A, P>(ctx: &mut A::Context, pump: &Option<P>, mailbox: &Option<Mailbox<A>>) -> bool
+pub(super) fn alive<A, P>(ctx: &mut A::Context, pump: &Option<P>) -> bool
 where
     A: Actor,
     A::Context: HasParts<A>,
@@ -262,9 +309,9 @@ where
     parts.flags & STARTED == 0
         || pump.is_some()
         || parts.has_spawned()
-        || parts.futures.as_ref().is_some_and(|futures| !futures.waits.is_empty())
-        || mailbox.as_ref().is_some_and(Mailbox::connected)
-        || parts.mailbox_unclaimed()
+        || parts.has_waits()
+        || parts.mailbox_fresh()
+        || parts.mailbox_connected()
 }
 
 /// Polls the actor's runtime, in actix's order: `started` once; then the
@@ -277,7 +324,6 @@ pub(super) fn poll_actor<A, P>(
     act: &mut A,
     ctx: &mut A::Context,
     pump: &mut Option<P>,
-    mailbox: &mut Option<Mailbox<A>>,
     cx: &mut Context<'_>,
 ) -> Poll<()>
 where
@@ -299,7 +345,7 @@ where
     let mut kept = false;
     loop {
         while !ctx.parts().stopping() {
-            let Some(mut fut) = ctx.parts().futures.as_mut().and_then(|futures| futures.waits.pop()) else {
+            let Some(mut fut) = ctx.parts().futures_made().and_then(|futures| futures.waits.pop()) else {
                 break;
             };
             // One that is still pending once the actor has stopped running
@@ -312,11 +358,9 @@ where
             ctx.parts().futures().waits.push(fut);
             return Poll::Pending;
         }
-        if mailbox.is_none() {
-            *mailbox = ctx.parts().claim_mailbox();
-        }
-        if let Some(mailbox) = mailbox.as_mut() {
+        if let Some(mut mailbox) = ctx.parts().take_mailbox() {
             mailbox.poll(act, ctx, cx);
+            ctx.parts().put_mailbox(mailbox);
         }
         if ctx.parts().waiting() && !ctx.parts().stopping() {
             continue;
@@ -356,7 +400,7 @@ where
         }
         // Someone asked for the address: its mailbox is polled (and holds
         // the task's waker) before the task waits.
-        if ctx.parts().mailbox_unclaimed() {
+        if ctx.parts().mailbox_fresh() {
             continue;
         }
         let flags = ctx.parts().flags;
@@ -373,7 +417,7 @@ where
             ctx.parts().flags &= !STOPPING;
             continue;
         }
-        if !alive(ctx, pump, mailbox) {
+        if !alive::<A, P>(ctx, pump) {
             if act.stopping(ctx) == Running::Stop {
                 ctx.parts().flags = STARTED | BEGUN | STOPPED;
                 act.stopped(ctx);
@@ -384,7 +428,7 @@ where
             // task's waker), so that it runs; actix left that for a wake-up
             // that might not come. Only once: a `stopping` that keeps it
             // running with a future that is done at once would loop.
-            if !kept && alive(ctx, pump, mailbox) {
+            if !kept && alive::<A, P>(ctx, pump) {
                 kept = true;
                 continue;
             }
@@ -647,7 +691,6 @@ mod tests {
         act: Probe,
         ctx: Ctx,
         pump: Option<Pump>,
-        mailbox: Option<Mailbox<Probe>>,
     }
 
     impl Future for Run {
@@ -655,7 +698,7 @@ mod tests {
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
             let this = self.get_mut();
-            poll_actor(&mut this.act, &mut this.ctx, &mut this.pump, &mut this.mailbox, cx)
+            poll_actor(&mut this.act, &mut this.ctx, &mut this.pump, cx)
         }
     }
 
@@ -665,7 +708,7 @@ mod tests {
         gates: Vec<oneshot::Receiver<()>>,
     ) -> tokio::task::JoinHandle<()> {
         let pump = Pump { commands: commands.iter().copied().collect(), gates: gates.into() };
-        actix_web::rt::spawn(Run { act, ctx: Ctx { parts: Parts::new() }, pump: Some(pump), mailbox: None })
+        actix_web::rt::spawn(Run { act, ctx: Ctx { parts: Parts::new() }, pump: Some(pump) })
     }
 
     /// `fut`'s output; a runtime that never wakes fails rather than hangs.
@@ -770,7 +813,7 @@ mod tests {
             let mut ctx = Ctx { parts: Parts::new() };
             let spawned = ctx.spawn(Cancels { handle: handle.clone(), log: log.clone() });
             handle.set(Some(spawned));
-            let run = Run { act: Probe::new(&log), ctx, pump: None, mailbox: None };
+            let run = Run { act: Probe::new(&log), ctx, pump: None };
             within(actix_web::rt::spawn(run)).await.expect("stopped");
             assert_eq!(logged(&log), ["started", "polled", "cancelled", "dropped", "stopping", "stopped"]);
         });
@@ -818,7 +861,7 @@ mod tests {
             let log = Log::default();
             let mut ctx = Ctx { parts: Parts::new() };
             ctx.terminate();
-            let run = Run { act: Probe::new(&log), ctx, pump: None, mailbox: None };
+            let run = Run { act: Probe::new(&log), ctx, pump: None };
             within(actix_web::rt::spawn(run)).await.expect("stopped");
             assert_eq!(logged(&log), ["started", "stopped"]);
         });

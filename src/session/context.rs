@@ -1766,10 +1766,20 @@ impl<A: Session> SessionFut<A> {
     /// As actix's runtime is dropped: an actor that still has something
     /// to run for is asked to stop, and polled once (with no waker) for
     /// its `stopping` and `stopped`.
+    /// A panic in `stopping` or `stopped` stops here unless the session
+    /// is dropped as a panic unwinds (a second panic then aborts, as it
+    /// would with actix): this runs in the request whose first turn failed.
     fn stop_as_dropped(&mut self) {
         if runtime::alive::<A, _>(&mut self.ctx, &self.pump) {
             self.ctx.parts.stop();
-            let _ = self.run(&mut Context::from_waker(Waker::noop()));
+            if std::thread::panicking() {
+                let _ = self.run(&mut Context::from_waker(Waker::noop()));
+            } else if catch_unwind(AssertUnwindSafe(|| self.run(&mut Context::from_waker(Waker::noop()))))
+                .is_err()
+            {
+                log::error!("sockjs {}: a session panicked as it stopped", self.ctx.session_tag());
+                self.ctx.turn_bits |= PANICKED;
+            }
         }
     }
 }
@@ -2012,6 +2022,50 @@ mod started_panicked {
 
     impl Session for Probe {
         fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    }
+
+    /// Panics in `on_open` and in `stopped`.
+    struct Twice;
+
+    impl Actor for Twice {
+        type Context = SessionContext<Self>;
+
+        fn stopped(&mut self, _: &mut SessionContext<Self>) {
+            panic!("stopped panics");
+        }
+    }
+
+    impl Session for Twice {
+        fn on_open(&mut self, _: &mut SessionContext<Self>) {
+            panic!("on_open panics");
+        }
+
+        fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    }
+
+    #[test]
+    fn a_panic_in_stopped_after_one_in_on_open_stays_in_the_opening_request() {
+        // A review: the first turn's panic is caught and the session
+        // dropped, which stops the actor; a panic in its `stopped` then
+        // escaped the opening request (its connection cut rather than
+        // answered 500).
+        actix::System::new().block_on(async {
+            let (tx, rx) = command_channel();
+            let (out, _out_rx) = crate::receiver::out_queue();
+            let receiver = Receiver::http(Transport::XhrPolling, crate::receiver::Framing::Xhr, out, 0);
+            tx.send(Command::Attach(Box::new(receiver))).expect("queued");
+            let started = catch_unwind(AssertUnwindSafe(|| {
+                start_session(
+                    Twice,
+                    Transport::XhrPolling,
+                    test_setup(),
+                    (rx, None),
+                    InPlace::Requests(LocalTurns::default()),
+                )
+                .is_err()
+            }));
+            assert_eq!(started.ok(), Some(true), "the opening request hears of the panic, and no more");
+        });
     }
 
     #[test]

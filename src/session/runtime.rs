@@ -15,6 +15,7 @@
 
 use std::{
     cell::{Cell, OnceCell},
+    panic::{catch_unwind, resume_unwind, AssertUnwindSafe},
     pin::Pin,
     task::{Context, Poll},
 };
@@ -359,8 +360,14 @@ where
             return Poll::Pending;
         }
         if let Some(mut mailbox) = ctx.parts().take_mailbox() {
-            mailbox.poll(act, ctx, cx);
+            // Put back even if a handler panics: the session is dropped as
+            // the panic unwinds, and whoever holds an address still counts
+            // then (`alive`), as with actix.
+            let polled = catch_unwind(AssertUnwindSafe(|| mailbox.poll(act, ctx, cx)));
             ctx.parts().put_mailbox(mailbox);
+            if let Err(panic) = polled {
+                resume_unwind(panic);
+            }
         }
         if ctx.parts().waiting() && !ctx.parts().stopping() {
             continue;
@@ -426,9 +433,11 @@ where
             // Kept running: once more if `stopping` gave it something to
             // run (a spawned future, an address whose mailbox must hold the
             // task's waker), so that it runs; actix left that for a wake-up
-            // that might not come. Only once: a `stopping` that keeps it
-            // running with a future that is done at once would loop.
-            if !kept && alive::<A, P>(ctx, pump) {
+            // that might not come. Only once (a `stopping` that keeps it
+            // running with a future that is done at once would loop), but
+            // always for a mailbox made since it was last polled (made
+            // once, so that cannot loop).
+            if ctx.parts().mailbox_fresh() || (!kept && alive::<A, P>(ctx, pump)) {
                 kept = true;
                 continue;
             }
@@ -463,11 +472,21 @@ mod tests {
         spawned_polls: Option<u8>,
         /// Spawn a [`Forever`] from `started`, whose handle goes here.
         forever: Option<Option<SpawnHandle>>,
+        /// The first `stopping` that keeps it running spawns a future
+        /// done at its first poll, rather than asking for the address.
+        spawn_first: bool,
     }
 
     impl Probe {
         fn new(log: &Log) -> Self {
-            Self { log: log.clone(), keep_running: 0, address: None, spawned_polls: None, forever: None }
+            Self {
+                log: log.clone(),
+                keep_running: 0,
+                address: None,
+                spawned_polls: None,
+                forever: None,
+                spawn_first: false,
+            }
         }
     }
 
@@ -545,7 +564,11 @@ mod tests {
             self.log.borrow_mut().push("stopping".into());
             if self.keep_running > 0 {
                 self.keep_running -= 1;
-                if let Some(address) = self.address.as_ref().filter(|address| address.borrow().is_none()) {
+                if std::mem::take(&mut self.spawn_first) {
+                    ctx.spawn(Polls(1));
+                } else if let Some(address) =
+                    self.address.as_ref().filter(|address| address.borrow().is_none())
+                {
                     *address.borrow_mut() = Some(ctx.address());
                 }
                 return Running::Continue;
@@ -637,6 +660,7 @@ mod tests {
 
         fn handle(&mut self, Say(what): Say, ctx: &mut Ctx) {
             self.log.borrow_mut().push(what.into());
+            assert_ne!(what, "panic", "a handler that panics");
             if what == "stop" {
                 ctx.stop();
             }
@@ -858,6 +882,29 @@ mod tests {
             within(task).await.expect("the actor stopped");
             assert_eq!(logged(&log), ["started", "stopping", "hello", "stopping", "stopped"]);
 
+            // The same from a second `stopping` in the same poll, after a
+            // first one that kept it running with a future done at once.
+            let log = Log::default();
+            let address = Rc::new(RefCell::new(None));
+            let probe = Probe {
+                address: Some(address.clone()),
+                keep_running: 2,
+                spawn_first: true,
+                ..Probe::new(&log)
+            };
+            let task = run(probe, &[], Vec::new());
+            while address.borrow().is_none() {
+                yield_now().await;
+            }
+            let addr = address.borrow_mut().take().expect("an address");
+            within(addr.send(Say("hello"))).await.expect("handled");
+            drop(addr);
+            within(task).await.expect("the actor stopped");
+            assert_eq!(
+                logged(&log),
+                ["started", "stopping", "spawned", "stopping", "hello", "stopping", "stopped"]
+            );
+
             let log = Log::default();
             let mut ctx = Ctx { parts: Parts::new() };
             ctx.terminate();
@@ -905,6 +952,26 @@ mod tests {
             let log = Log::default();
             within(run(Probe::new(&log), &["stop in a wait", "never"], Vec::new())).await.expect("stopped");
             assert_eq!(logged(&log), ["started", "stop in a wait", "stopping", "stopped"]);
+        });
+    }
+
+    #[test]
+    fn the_mailbox_stays_through_a_handler_that_panics() {
+        // A review: the mailbox was out of its place while polled, and a
+        // handler's panic dropped it as it unwound; the session, dropped
+        // then, no longer counted whoever held an address.
+        actix::System::new().block_on(async {
+            let log = Log::default();
+            let mut run = Run { act: Probe::new(&log), ctx: Ctx { parts: Parts::new() }, pump: None };
+            let addr = run.ctx.address();
+            addr.do_send(Say("panic"));
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Pin::new(&mut run).poll(&mut Context::from_waker(std::task::Waker::noop()))
+            }));
+            assert!(polled.is_err(), "the handler panicked");
+            assert!(alive::<Probe, Pump>(&mut run.ctx, &run.pump), "whoever holds an address still counts");
+            drop(addr);
+            assert!(!alive::<Probe, Pump>(&mut run.ctx, &run.pump), "and no one else");
         });
     }
 }

@@ -868,42 +868,28 @@ mod tests {
             );
 
             // Kept running with nothing to run but an address it asked for
-            // in `stopping`: its mailbox holds the task's waker.
-            let log = Log::default();
-            let address = Rc::new(RefCell::new(None));
-            let probe = Probe { address: Some(address.clone()), keep_running: 1, ..Probe::new(&log) };
-            let task = run(probe, &[], Vec::new());
-            while address.borrow().is_none() {
-                yield_now().await;
+            // in `stopping` (the first; or the second, after a first that
+            // kept it running with a future done at once, in the same
+            // poll): its mailbox holds the task's waker.
+            for spawn_first in [false, true] {
+                let log = Log::default();
+                let address = Rc::new(RefCell::new(None));
+                let keep_running = if spawn_first { 2 } else { 1 };
+                let probe =
+                    Probe { address: Some(address.clone()), keep_running, spawn_first, ..Probe::new(&log) };
+                let task = run(probe, &[], Vec::new());
+                while address.borrow().is_none() {
+                    yield_now().await;
+                }
+                let addr = address.borrow_mut().take().expect("an address");
+                within(addr.send(Say("hello"))).await.expect("handled");
+                drop(addr);
+                within(task).await.expect("the actor stopped");
+                let spawned: &[&str] = if spawn_first { &["spawned", "stopping"] } else { &[] };
+                let expected =
+                    [&["started", "stopping"][..], spawned, &["hello", "stopping", "stopped"]].concat();
+                assert_eq!(logged(&log), expected);
             }
-            let addr = address.borrow_mut().take().expect("an address");
-            within(addr.send(Say("hello"))).await.expect("handled");
-            drop(addr);
-            within(task).await.expect("the actor stopped");
-            assert_eq!(logged(&log), ["started", "stopping", "hello", "stopping", "stopped"]);
-
-            // The same from a second `stopping` in the same poll, after a
-            // first one that kept it running with a future done at once.
-            let log = Log::default();
-            let address = Rc::new(RefCell::new(None));
-            let probe = Probe {
-                address: Some(address.clone()),
-                keep_running: 2,
-                spawn_first: true,
-                ..Probe::new(&log)
-            };
-            let task = run(probe, &[], Vec::new());
-            while address.borrow().is_none() {
-                yield_now().await;
-            }
-            let addr = address.borrow_mut().take().expect("an address");
-            within(addr.send(Say("hello"))).await.expect("handled");
-            drop(addr);
-            within(task).await.expect("the actor stopped");
-            assert_eq!(
-                logged(&log),
-                ["started", "stopping", "spawned", "stopping", "hello", "stopping", "stopped"]
-            );
 
             let log = Log::default();
             let mut ctx = Ctx { parts: Parts::new() };

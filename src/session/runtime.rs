@@ -6,12 +6,13 @@
 //! A session does not use actix's `ContextParts` and `ContextFut` for this:
 //! they keep their lists inline (some 300 bytes) and a mailbox from the
 //! start (a channel of 136 bytes in three allocations), which an idle
-//! session does not use. Here the lists take one pointer until something
-//! is spawned ([`Parts::spawn`]), the mailbox one pointer until someone
-//! asks for the actor's address ([`Parts::address`]), and the session's
+//! session does not use. Here both take one pointer, beside a byte of
+//! flags, until something is spawned ([`Parts::spawn`]) or someone asks
+//! for the actor's address ([`Parts::address`]), and the session's
 //! command pump is the runtime's own (the `pump` of [`poll_actor`]) rather
 //! than a boxed spawned future. The floor a session is measured against
-//! (benches/README.md, "Idle memory") holds actix's parts and a mailbox.
+//! holds actix's parts and a mailbox (benches/README.md, "Idle memory with
+//! a runtime of our own").
 
 use std::{
     cell::{Cell, OnceCell},

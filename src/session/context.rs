@@ -381,7 +381,10 @@ struct Timers {
 /// [`Actor`] impl. Besides the usual actix context abilities (timers,
 /// spawning futures, [`address`](AsyncContext::address), handling your own
 /// messages) it offers [`send`](Self::send), [`close`](Self::close), the
-/// session id and the opening request.
+/// session id and the opening request. Those abilities behave as in
+/// actix's `Context` (the CHANGELOG lists the few differences); what they
+/// need is made on first use, so an idle session holds no list of
+/// futures and no mailbox until it spawns one or asks for its address.
 ///
 /// # Examples
 ///

@@ -5,8 +5,9 @@
 //! semantics, in the size an idle session can afford), with the session's
 //! state beside it. Transports talk to the session through a queue of
 //! [`Command`]s that the runtime's pump drains, so the user's type needs no
-//! trait impls of ours beyond [`Session`]. Outgoing messages are batched: everything sent during one
-//! turn of the actor is flushed to the receiver as one `a[...]` frame.
+//! trait impls of ours beyond [`Session`]. Outgoing messages are batched:
+//! everything sent during one turn of the actor is flushed to the receiver
+//! as one `a[...]` frame.
 
 use std::{
     any::Any,
@@ -1769,6 +1770,7 @@ impl<A: Session> SessionFut<A> {
     /// As actix's runtime is dropped: an actor that still has something
     /// to run for is asked to stop, and polled once (with no waker) for
     /// its `stopping` and `stopped`.
+    ///
     /// A panic in `stopping` or `stopped` stops here unless the session
     /// is dropped as a panic unwinds (a second panic then aborts, as it
     /// would with actix): this runs in the request whose first turn failed.
@@ -1825,19 +1827,20 @@ impl<A: Session> Future for SessionFut<A> {
 /// A session dropped while it is open: its worker stopped with the
 /// session's task still there, as when the server stops without
 /// [`shutdown_signal`](crate::shutdown_signal) (actix-web's own signal
-/// handling, `ServerHandle::stop`). actix then stops the actor and runs
-/// `stopping` and `stopped`; first, the session is shut down as by
+/// handling, `ServerHandle::stop`). The runtime then stops the actor and
+/// runs `stopping` and `stopped`, as actix's did; first, the session is
+/// shut down as by
 /// [`Shutdown`](crate::Shutdown), so that `on_close` runs (with
 /// [`CloseCause::Shutdown`], or the cause of a close already under way).
 /// Its client gets no close frame: the connection goes with the worker.
-/// This runs as the worker's runtime is torn down, as actix's own
-/// `stopped` does there: no timer starts and nothing spawned runs.
+/// This runs as the worker's tokio runtime is torn down, as `stopped`
+/// does there: no timer starts and nothing spawned runs.
 ///
 /// Not for a session whose turn panicked (it is dropped while unwinding,
 /// or marked [`PANICKED`]), nor for an actor that has stopped or is
 /// stopping (its `stopped` has run or runs: a poll would run it again),
 /// nor, in effect, for one waiting on a future of its own (`ctx.wait`):
-/// actix polls nothing else meanwhile, so its pump does not run.
+/// the runtime polls nothing else meanwhile, so its pump does not run.
 impl<A: Session> Drop for SessionFut<A> {
     fn drop(&mut self) {
         self.shut_down_as_dropped();

@@ -154,6 +154,7 @@ where
 
     fn futures(&mut self) -> &mut Futures<A> {
         self.extras();
+        // ok: `extras()` just filled the cell, and nothing empties it
         &mut self.extras.get_mut().expect("made above").futures
     }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Instructions (and, with CGOPTS=--cache-sim=yes, cache misses) per
 # WebSocket echo, by callgrind, for our server and the floor: each server
-# runs twice under valgrind, once with a warm-up alone and once with the
-# warm-up and ROUNDS more rounds; the difference over the echoes of those
-# rounds is the echo's cost, start-up and set-up left out.
+# runs twice under valgrind; each run opens SESSIONS sessions for a warm-up
+# of 20 rounds, then SESSIONS more for 1 round (the first run) or 1 + ROUNDS
+# rounds (the second); the difference over the echoes of those ROUNDS
+# rounds is the echo's cost, start-up, set-up and close left out.
 #
 #   bash benches/support/profile_echo.sh [SESSIONS [ROUNDS]]
 #
@@ -31,7 +32,9 @@ run() {
   local vg=$!
   for _ in $(seq 200); do grep -q listening "$log" && break; sleep 0.25; done
   python3 "$client" "$port" "$sessions" 20 $floor
-  if [ "$more" -gt 0 ]; then python3 "$client" "$port" "$sessions" "$more" $floor; fi
+  # Both runs open a second set of sessions, so the difference holds
+  # echoes only: their set-ups and closes cancel out.
+  python3 "$client" "$port" "$sessions" "$((more + 1))" $floor
   kill -INT "$vg"; wait "$vg" || true
   callgrind_annotate "$out/$name.$more" 2>/dev/null | grep 'PROGRAM TOTALS'
 }

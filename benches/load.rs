@@ -10,6 +10,10 @@
 //!   (default 5000): server CPU and latency per session opened (a SockJS
 //!   session counts as open at its `o`; the sessions stay open until the
 //!   CPU is read, so that their close is not counted);
+//! - WebSocket close, `LOAD_CLOSE` sessions (default 5000): opened as in
+//!   set-up and left to settle, then all closed by the client at once (a
+//!   FIN and no close frame, as when a tab or a network goes away),
+//!   server CPU per session closed until the server's CPU stops moving;
 //! - xhr-polling echo, `LOAD_POLL_SESSIONS` sessions (default 50,500),
 //!   against the SockJS servers and the raw actix-web polling floor
 //!   (`benches/http_floor.rs`: the same two requests, plain handlers);
@@ -879,6 +883,50 @@ async fn connect(server: Server, proc: &Proc, n: usize) -> io::Result<Sample> {
     Ok(sample)
 }
 
+/// Server CPU per session closed: `n` WebSocket sessions opened (50 at a
+/// time, not measured) and left to settle, then all closed by the client at
+/// once, measured until the server's CPU stops moving. The client's sockets
+/// close with nothing unread (a SockJS session's `o` is read at its open,
+/// and its first heartbeat is 25 s away), so each sends a FIN, not a reset.
+async fn close(server: Server, proc: &Proc, n: usize) -> io::Result<Sample> {
+    let warm = join_all((0..20).map(|_| open_ws(server, proc.port, "/echo", None))).await;
+    let mut open = Vec::with_capacity(n);
+    for start in (0..n).step_by(50) {
+        let batch = join_all(
+            (start..n.min(start + 50)).map(|_| open_ws(server, proc.port, "/echo", Some(source_address()))),
+        )
+        .await;
+        for conn in batch {
+            open.push(conn?);
+        }
+    }
+    settle(proc).await;
+    let sample = measure(proc, async {
+        let count = open.len();
+        drop(open);
+        settle(proc).await;
+        (count, Vec::new())
+    })
+    .await;
+    drop(warm);
+    Ok(sample)
+}
+
+/// Returns once the server's CPU has stopped moving: under half a
+/// millisecond of it in 100 ms (a busy server takes ~100); after 30 s in
+/// any case.
+async fn settle(proc: &Proc) {
+    let mut last = proc.cpu();
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = proc.cpu();
+        if last.seconds_to(&now) < 0.0005 {
+            return;
+        }
+        last = now;
+    }
+}
+
 /// Server CPU per second of `sessions` idle WebSocket sessions over
 /// `seconds` (heartbeats, pings, timers), in milliseconds.
 async fn idle_cpu(server: Server, proc: &Proc, sessions: usize, seconds: f64) -> io::Result<f64> {
@@ -1165,6 +1213,13 @@ fn main() {
             format!("websocket connect, {n}"),
             servers.clone(),
             Box::new(move |s, p| rt.block_on(connect(s, p, n))),
+        ));
+    }
+    for n in env_list("LOAD_CLOSE", "5000") {
+        scenarios.push(Scenario::cpu(
+            format!("websocket close, {n}"),
+            servers.clone(),
+            Box::new(move |s, p| rt.block_on(close(s, p, n))),
         ));
     }
     for n in env_list("LOAD_POLL_SESSIONS", "50,500") {

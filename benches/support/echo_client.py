@@ -5,9 +5,14 @@ per round, all sessions in flight at once).
 
 Usage: echo_client.py PORT N M [floor]
 
+With M = `hold`, it sends nothing: it prints `opened` once the N sessions
+are open (a SockJS one read up to its `o`), waits for a line on stdin,
+closes them all (a FIN each, nothing unread) and prints `closed`
+(profile_setup.sh).
+
 Without `floor`, it speaks SockJS to `/echo/000/<id>/websocket` (our
 `sockjs_bench`); with it, plain WebSocket text to `/echo/websocket`
-(`ws_floor`). Used by profile_echo.sh.
+(`ws_floor`). Used by profile_echo.sh and profile_setup.sh.
 """
 import base64
 import json
@@ -15,7 +20,9 @@ import os
 import socket
 import sys
 
-port, n, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+port, n = int(sys.argv[1]), int(sys.argv[2])
+hold = sys.argv[3] == "hold"
+rounds = 0 if hold else int(sys.argv[3])
 floor = len(sys.argv) > 4
 
 
@@ -48,6 +55,12 @@ conns = [connect(i) for i in range(n)]
 if not floor:
     for c in conns:
         assert read_frame(c) == "o"
+if hold:
+    print("opened", flush=True)
+    sys.stdin.readline()
+    for c in conns:
+        c[0].close()
+    print("closed", flush=True)
 for k in range(rounds):
     text = f"m{k}" if floor else json.dumps([f"m{k}"])
     expect = f"m{k}" if floor else f'a["m{k}"]'

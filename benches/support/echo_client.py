@@ -7,8 +7,8 @@ Usage: echo_client.py PORT N M [floor]
 
 With M = `hold`, it sends nothing: it prints `opened` once the N sessions
 are open (a SockJS one read up to its `o`), waits for a line on stdin,
-closes them all (a FIN each, nothing unread) and prints `closed`
-(profile_setup.sh).
+closes them all (a FIN each, nothing unread) and prints `closed`; with
+M = `keep`, it keeps them open until it is killed (profile_setup.sh).
 
 Without `floor`, it speaks SockJS to `/echo/000/<id>/websocket` (our
 `sockjs_bench`); with it, plain WebSocket text to `/echo/websocket`
@@ -19,9 +19,10 @@ import json
 import os
 import socket
 import sys
+import time
 
 port, n = int(sys.argv[1]), int(sys.argv[2])
-hold = sys.argv[3] == "hold"
+hold = sys.argv[3] in ("hold", "keep")
 rounds = 0 if hold else int(sys.argv[3])
 floor = len(sys.argv) > 4
 
@@ -57,6 +58,9 @@ if not floor:
         assert read_frame(c) == "o"
 if hold:
     print("opened", flush=True)
+    if sys.argv[3] == "keep":
+        while True:
+            time.sleep(3600)
     sys.stdin.readline()
     for c in conns:
         c[0].close()

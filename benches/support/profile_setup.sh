@@ -2,8 +2,10 @@
 # Instructions (and, with CGOPTS=--cache-sim=yes, cache misses) per
 # WebSocket set-up and per close, by callgrind, for our server and the
 # floor. Each server runs under valgrind; a client opens 100 sessions and
-# closes them (warm-up), then opens SESSIONS one at a time and holds them,
-# then closes them all. `callgrind_control -d` dumps the counts after each
+# keeps them (a warm-up, open to the end: closed, they would leave work
+# for the manager's next turn, which the set-ups would be charged with),
+# then another opens SESSIONS one at a time and holds them, then closes
+# them all. `callgrind_control -d` dumps the counts after each
 # step (callgrind starts counting afresh at a dump), so `NAME.PID.2` holds
 # the set-ups alone and `NAME.PID.3` the closes alone, each with the
 # server's other threads (the acceptor, the manager).
@@ -44,7 +46,9 @@ for server in ours floor; do
   valgrind --tool=callgrind ${CGOPTS:-} --callgrind-out-file="$out/$server.%p" "$bin" --port "$port" >"$log" 2>&1 &
   vg=$!
   for _ in $(seq 200); do grep -q listening "$log" && break; sleep 0.25; done
-  echo | python3 "$client" "$port" 100 hold $floor >/dev/null
+  python3 "$client" "$port" 100 keep $floor >"$out/$server.warm" &
+  warm=$!
+  for _ in $(seq 200); do grep -q opened "$out/$server.warm" && break; sleep 0.25; done
   settle "$vg"; callgrind_control -d "$vg" >/dev/null 2>&1
   coproc CLIENT { python3 "$client" "$port" "$sessions" hold $floor; }
   # Copies of the client's pipes: bash drops its own once the client ends.
@@ -57,6 +61,7 @@ for server in ours floor; do
   wait "$client_pid" || true
   exec {from}<&- {to}>&-
   settle "$vg"; callgrind_control -d "$vg" >/dev/null 2>&1
+  kill "$warm"; wait "$warm" || true
   kill -INT "$vg"; wait "$vg" || true
   echo "$server: $(per "$out/$server.$vg.2") instructions per set-up, $(per "$out/$server.$vg.3") per close ($sessions sessions; dumps in $out/$server.$vg.*)"
 done

@@ -649,7 +649,7 @@ impl<A: Session> SessionManager<A> {
             Note::Opened => self.set_phase(serial, SessionState::Open),
             Note::Deferred => self.set_phase(serial, SessionState::New),
             Note::Closed => self.closed(serial),
-            Note::Ended => self.remove(serial),
+            Note::Ended | Note::SocketEnded => self.remove(serial),
             Note::Failed(tombstone) => {
                 self.closed(serial);
                 match self.sessions.get(&serial).filter(|e| !e.socket) {
@@ -967,8 +967,8 @@ impl<A: Session> Actor for SessionManager<A> {
 
 /// Enters arrivals and reads the notes queue whenever a note or enough
 /// arrivals wake the manager (between messages; handlers read both too,
-/// first thing). `Opened` and `Closed` notes do not wake it
-/// ([`NotesTx::note`]), nor do arrivals up to [`ARRIVALS_WAKE_AT`]: they
+/// first thing). `Opened`, `Closed` and `SocketEnded` notes do not wake
+/// it ([`NotesTx::note`]), nor do arrivals up to [`ARRIVALS_WAKE_AT`]: they
 /// wait for the next. It also wakes the manager when the first failed
 /// session's time is up, so that an endpoint gone quiet lets it go.
 #[derive(Default)]

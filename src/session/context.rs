@@ -61,6 +61,10 @@ pub(crate) enum Note {
     Closed,
     /// The session actor is gone.
     Ended,
+    /// A WebSocket session's actor is gone: [`Note::Ended`] that waits
+    /// for the manager's next turn rather than wake it (see
+    /// [`NotesTx::note`]).
+    SocketEnded,
     /// The session's actor is gone after a panic. An HTTP one stays listed
     /// for its disconnect delay, so that its client's late requests get its
     /// close frame rather than a new session.
@@ -112,9 +116,15 @@ impl NotesTx {
     /// and it reads its notes before every message: they wait for its next
     /// turn rather than wake it, so
     /// that opening a session costs no wake-up of the manager's thread
-    /// (`benches/README.md`). [`QUIET_WAKE_AT`] of them wake it, which
-    /// bounds what waits. The others change what the manager does between
-    /// messages (a session's removal, a group's relay) and wake it.
+    /// (`benches/README.md`). So does `SocketEnded`, a WebSocket session's
+    /// removal: it takes the session out of tables only the manager's
+    /// handlers read (its id's socket, its groups, its client's count
+    /// under the caps), so that a close costs no wake-up either. A session
+    /// that waits there for removal holds its entry and its command queue
+    /// a little longer. [`QUIET_WAKE_AT`] of them wake it, which bounds
+    /// what waits. The others change what the manager does between
+    /// messages (an HTTP session's removal from the directory the workers
+    /// read, a group's relay) and wake it.
     pub(crate) fn note(&self, serial: u64, note: Note) {
         self.try_note(serial, note);
     }
@@ -122,7 +132,7 @@ impl NotesTx {
     /// [`note`](Self::note); `false` if the manager is gone.
     pub(crate) fn try_note(&self, serial: u64, note: Note) -> bool {
         match note {
-            Note::Opened | Note::Deferred | Note::Closed => {
+            Note::Opened | Note::Deferred | Note::Closed | Note::SocketEnded => {
                 self.0.send_quietly((serial, note), QUIET_WAKE_AT).is_ok()
             }
             _ => self.0.send((serial, note)).is_ok(),
@@ -1447,6 +1457,7 @@ where
                 code,
                 reason: reason.into(),
             })),
+            None if self.machine.transport().is_websocket() => Note::SocketEnded,
             None => Note::Ended,
         };
         self.setup.notes.note(self.setup.serial, note);
@@ -2093,6 +2104,90 @@ mod started_panicked {
             assert!(started.is_err(), "the opening request hears of the panic");
             assert!(!ran.load(Ordering::SeqCst), "stopping or stopped ran");
         });
+    }
+}
+
+#[cfg(test)]
+mod ended_notes {
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        task::Wake,
+    };
+
+    use super::*;
+
+    struct Plain;
+
+    impl Actor for Plain {
+        type Context = SessionContext<Self>;
+    }
+
+    impl Session for Plain {
+        fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
+    }
+
+    /// Counts its wakes.
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_websocket_sessions_end_waits_for_the_managers_next_turn() {
+        // Every WebSocket close woke the manager's thread with its `Ended`
+        // note: 11-13 µs of that thread's CPU per session in steady churn
+        // (benches/README.md, "Set-up and close"). The removal now waits
+        // among the quiet notes, as `Closed` does.
+        actix::System::new().block_on(async {
+            let (notes, mut notes_rx) = NotesTx::queue();
+            // The manager holds a sender of its own (the last one's drop
+            // wakes the receiver).
+            let _managers = notes.clone();
+            let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+            let waker = Waker::from(wakes.clone());
+            assert!(notes_rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+            let (tx, rx) = command_channel();
+            let (out, _out_rx) = crate::receiver::out_queue();
+            let socket = Receiver::socket(Transport::WebSocket, out, true);
+            let started = start_session(
+                Plain,
+                Transport::WebSocket,
+                SessionSetup { notes, ..test_setup() },
+                (rx, Some(socket)),
+                InPlace::Socket,
+            );
+            assert!(started.is_ok());
+            tx.send(Command::ReceiverGone { aborted: true }).expect("queued");
+            let mut seen = Vec::new();
+            for _ in 0..1000 {
+                while let Some((_, note)) = notes_rx.try_recv() {
+                    seen.push(note);
+                }
+                if seen.iter().any(|note| matches!(note, Note::SocketEnded | Note::Ended)) {
+                    break;
+                }
+                actix_web::rt::task::yield_now().await;
+            }
+            assert!(matches!(seen.last(), Some(Note::SocketEnded)), "{seen:?}");
+            assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "the manager was woken: {seen:?}");
+        });
+    }
+
+    #[test]
+    fn an_ended_note_still_wakes_the_manager() {
+        // An HTTP session's removal takes it out of the directory the
+        // workers read without the manager: that one does not wait.
+        let (notes, mut notes_rx) = NotesTx::queue();
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        assert!(notes_rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+        notes.note(1, Note::SocketEnded);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        notes.note(2, Note::Ended);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     }
 }
 

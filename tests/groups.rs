@@ -1343,3 +1343,41 @@ fn read_messages(ws: &mut WsClient, n: usize) -> Vec<String> {
     assert_eq!(got.len(), n, "{got:?}");
     got
 }
+
+/// Records what a manager tells its relay of its groups.
+struct Topics(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl actix_sockjs::relay::Relay for Topics {
+    fn publish(&mut self, _: actix_sockjs::relay::RelayMessage) {}
+
+    fn watch(&mut self, group: &std::sync::Arc<str>) {
+        self.0.lock().expect("log").push(format!("watch {group}"));
+    }
+
+    fn unwatch(&mut self, group: &std::sync::Arc<str>) {
+        self.0.lock().expect("log").push(format!("unwatch {group}"));
+    }
+}
+
+#[test]
+fn a_relay_hears_at_once_that_a_groups_last_websocket_member_ended() {
+    // A review of c8e9e28: a WebSocket session's end had stopped waking
+    // the manager, so a relay heard `unwatch` only at the manager's next
+    // message, however long that took. With a relay it wakes it again.
+    let s = Server::start(Duration::from_secs(5));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    s.manager.do_send(actix_sockjs::relay::SetRelay::to(Topics(log.clone())));
+    let mut ws = s.socket_in(&session(), "lobby");
+    let seen = || log.lock().expect("log").clone();
+    // The join is read at the manager's turn, which a message makes sure of.
+    let _ = s.ask(CountSessions);
+    assert!(seen().contains(&"watch lobby".to_owned()), "{:?}", seen());
+    ws.send_text(r#"["close"]"#);
+    while ws.recv_text() == "h" {}
+    assert!(matches!(s.next(), Event::Closed(..)));
+    drop(ws);
+    // Nothing else goes to the manager.
+    eventually("the relay hears that lobby has no member here", || {
+        seen().contains(&"unwatch lobby".to_owned())
+    });
+}

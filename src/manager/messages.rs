@@ -1411,6 +1411,10 @@ impl<A: Session> Handler<SetRelay> for SessionManager<A> {
     fn handle(&mut self, SetRelay(relay): SetRelay, _: &mut Context<Self>) {
         self.read_notes();
         self.relay = relay;
+        // With a relay, a WebSocket session's end wakes the manager, so
+        // that the relay hears of a group left without a member here at
+        // once (`NotesTx::note`).
+        self.notes.set_relayed(self.relay.is_some());
         // A new relay is told of the groups that have members here.
         if let Some(relay) = self.relay.as_mut() {
             for group in self.groups.keys() {

@@ -125,9 +125,12 @@ const SENDER_ALARM: u32 = 1 << 29;
 /// [`State::ends`]).
 const TURN_TAKEN: u32 = 1 << 28;
 
+/// A mark the senders read ([`Tx::set_mark`]; a bit of [`State::ends`]).
+const MARKED: u32 = 1 << 27;
+
 impl<T> State<T> {
     fn senders(&self) -> u32 {
-        self.ends & !(RECEIVER_GONE | MUTED | SENDER_ALARM | TURN_TAKEN)
+        self.ends & !(RECEIVER_GONE | MUTED | SENDER_ALARM | TURN_TAKEN | MARKED)
     }
 
     fn receiver_gone(&self) -> bool {
@@ -270,6 +273,23 @@ impl<T> Tx<T> {
             waker.wake();
         }
         Ok(())
+    }
+
+    /// Sets or clears the queue's mark, which every sender reads
+    /// ([`Self::marked`]): the manager's notes queue is marked while a
+    /// relay watches its groups.
+    pub(crate) fn set_mark(&self, on: bool) {
+        let mut state = self.0.lock();
+        if on {
+            state.ends |= MARKED;
+        } else {
+            state.ends &= !MARKED;
+        }
+    }
+
+    /// Whether the queue is marked ([`Self::set_mark`]).
+    pub(crate) fn marked(&self) -> bool {
+        self.0.lock().ends & MARKED != 0
     }
 
     /// Whether the receiver is gone.
@@ -769,6 +789,24 @@ mod tests {
         assert!(!tx2.is_closed(), "a clone keeps the queue open");
         drop(rx);
         assert!(tx2.is_closed());
+    }
+
+    #[test]
+    fn a_marked_queue_still_ends_with_its_last_sender() {
+        let (tx, mut rx) = queue::<u8>();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(!tx.marked());
+        tx.set_mark(true);
+        let tx2 = tx.clone();
+        assert!(tx2.marked(), "every sender reads the mark");
+        drop(tx);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending, "a sender is left");
+        tx2.set_mark(false);
+        assert!(!tx2.marked());
+        tx2.set_mark(true);
+        drop(tx2);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None), "the mark is not a sender");
     }
 
     #[test]

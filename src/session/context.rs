@@ -117,21 +117,32 @@ impl NotesTx {
     /// turn rather than wake it, so
     /// that opening a session costs no wake-up of the manager's thread
     /// (`benches/README.md`). So does `SocketEnded`, a WebSocket session's
-    /// removal: it takes the session out of tables only the manager's
-    /// handlers read (its id's socket, its groups, its client's count
-    /// under the caps), so that a close costs no wake-up either. A session
-    /// that waits there for removal holds its entry and its command queue
-    /// a little longer. [`QUIET_WAKE_AT`] of them wake it, which bounds
-    /// what waits. The others change what the manager does between
-    /// messages (an HTTP session's removal from the directory the workers
-    /// read, a group's relay) and wake it.
+    /// removal, while no relay watches the endpoint's groups: it takes the
+    /// session out of tables only the manager's handlers read (its id's
+    /// socket, its groups, its client's count under the caps), so that a
+    /// close costs no wake-up either. A session that waits there for
+    /// removal holds its entry and its command queue a little longer.
+    /// With a relay ([`Self::set_relayed`]) it wakes the manager, which
+    /// then tells the relay of the groups the session's end left without
+    /// a member here ([`Relay::unwatch`](crate::relay::Relay::unwatch)),
+    /// as before. [`QUIET_WAKE_AT`] of them wake it, which bounds what
+    /// waits. The others change what the manager does between messages
+    /// (an HTTP session's removal from the directory the workers read, a
+    /// group's relay) and wake it.
     pub(crate) fn note(&self, serial: u64, note: Note) {
         self.try_note(serial, note);
+    }
+
+    /// Tells the sessions whether a relay watches the endpoint's groups:
+    /// then a WebSocket session's end wakes the manager ([`Self::note`]).
+    pub(crate) fn set_relayed(&self, on: bool) {
+        self.0.set_mark(on);
     }
 
     /// [`note`](Self::note); `false` if the manager is gone.
     pub(crate) fn try_note(&self, serial: u64, note: Note) -> bool {
         match note {
+            Note::SocketEnded if self.0.marked() => self.0.send((serial, note)).is_ok(),
             Note::Opened | Note::Deferred | Note::Closed | Note::SocketEnded => {
                 self.0.send_quietly((serial, note), QUIET_WAKE_AT).is_ok()
             }

@@ -154,8 +154,7 @@ where
 
     fn futures(&mut self) -> &mut Futures<A> {
         self.extras();
-        // ok: `extras()` just filled the cell, and nothing empties it
-        &mut self.extras.get_mut().expect("made above").futures
+        &mut self.extras.get_mut().expect("made above").futures // ok: `extras()` just filled the cell; nothing empties it
     }
 
     fn futures_made(&mut self) -> Option<&mut Futures<A>> {

@@ -316,10 +316,17 @@ impl EndpointMetrics {
     pub(crate) fn queue_depth(&self, bytes: usize, reported: &mut u16) {
         let steps = u16::try_from(bytes / QUEUE_STEP).unwrap_or(u16::MAX);
         if steps != *reported {
-            self.queued.increment((f64::from(steps) - f64::from(*reported)) * QUEUE_STEP as f64);
-            *reported = steps;
+            self.queue_moved(steps, reported);
         }
         self.high_water(bytes);
+    }
+
+    /// [`Self::queue_depth`] past a step: out of the echo's line of code.
+    #[cold]
+    #[inline(never)]
+    fn queue_moved(&self, steps: u16, reported: &mut u16) {
+        self.queued.increment((f64::from(steps) - f64::from(*reported)) * QUEUE_STEP as f64);
+        *reported = steps;
     }
 
     /// Records a queue of `bytes` in [`QUEUE_HIGH_WATER`] if it is the
@@ -330,17 +337,24 @@ impl EndpointMetrics {
     /// gauge's last value is the largest (its set and another's can cross).
     pub(crate) fn high_water(&self, bytes: usize) {
         if bytes > self.high_water_seen.load(Ordering::Relaxed) {
-            let before = self.high_water_seen.fetch_max(bytes, Ordering::SeqCst);
-            if bytes > before {
-                let mut mark = bytes;
-                loop {
-                    self.high_water.set(mark as f64);
-                    let now = self.high_water_seen.load(Ordering::SeqCst);
-                    if now <= mark {
-                        break;
-                    }
-                    mark = now;
+            self.raise_high_water(bytes);
+        }
+    }
+
+    /// [`Self::high_water`] above the mark seen.
+    #[cold]
+    #[inline(never)]
+    fn raise_high_water(&self, bytes: usize) {
+        let before = self.high_water_seen.fetch_max(bytes, Ordering::SeqCst);
+        if bytes > before {
+            let mut mark = bytes;
+            loop {
+                self.high_water.set(mark as f64);
+                let now = self.high_water_seen.load(Ordering::SeqCst);
+                if now <= mark {
+                    break;
                 }
+                mark = now;
             }
         }
     }

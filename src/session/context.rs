@@ -1233,8 +1233,7 @@ where
         let (mut taken, mut bytes) = (0, 0);
         while taken < messages.len() {
             if !self.is_open() {
-                log::debug!("sockjs {}: message after close dropped", self.session_tag());
-                bytes += messages[taken..].iter().map(String::len).sum::<usize>();
+                bytes += self.dropped_after_close(&messages[taken..]);
                 taken = messages.len();
                 break;
             }
@@ -1247,6 +1246,15 @@ where
         }
         self.setup.metrics.received(taken, bytes);
         messages.drain(..taken);
+    }
+
+    /// Client messages that came after the session closed, dropped:
+    /// answers their bytes.
+    #[cold]
+    #[inline(never)]
+    fn dropped_after_close(&self, messages: &[String]) -> usize {
+        log::debug!("sockjs {}: message after close dropped", self.session_tag());
+        messages.iter().map(String::len).sum()
     }
 
     /// Keeps client messages that must wait (see [`Self::on_messages`])

@@ -436,16 +436,7 @@ impl Machine {
         let mut written = Written::default();
         if self.attached.is_some() {
             if self.is_raw() {
-                while self.attached.is_some() {
-                    let Some(raw) = self.raw.as_mut() else { break };
-                    let Some(msg) = raw.messages.pop_front() else {
-                        // Drained: give the buffer back.
-                        self.raw = None;
-                        break;
-                    };
-                    raw.bytes = raw.bytes.saturating_sub(msg.len());
-                    written.merge(self.write(msg));
-                }
+                self.flush_raw(&mut written);
             } else if !self.pending.is_empty() {
                 // Joined by the receiver: an RFC 6455 WebSocket's frame is
                 // then made in one allocation, its head included.
@@ -460,6 +451,32 @@ impl Machine {
                 }
             }
         }
+        if matches!(self.state, State::Closing(_)) {
+            self.flush_close(&mut written);
+        }
+        written
+    }
+
+    /// [`Self::flush`] on a raw WebSocket: the messages one by one.
+    #[inline(never)]
+    fn flush_raw(&mut self, written: &mut Written) {
+        while self.attached.is_some() {
+            let Some(raw) = self.raw.as_mut() else { break };
+            let Some(msg) = raw.messages.pop_front() else {
+                // Drained: give the buffer back.
+                self.raw = None;
+                break;
+            };
+            raw.bytes = raw.bytes.saturating_sub(msg.len());
+            written.merge(self.write(msg));
+        }
+    }
+
+    /// [`Self::flush`] of a closing session: its close frame, which
+    /// detaches the receiver.
+    #[cold]
+    #[inline(never)]
+    fn flush_close(&mut self, written: &mut Written) {
         if let State::Closing(close) = &self.state {
             let close = close.clone();
             self.state = State::Closed(close.clone());
@@ -477,7 +494,6 @@ impl Machine {
                 written.detached = Some(token);
             }
         }
-        written
     }
 
     /// Writes one frame to the attached receiver, detaching it when it is
@@ -498,13 +514,7 @@ impl Machine {
                 if done {
                     written.detached = self.detach();
                 } else if backlog > self.max_queue && self.state == State::Open {
-                    // The client stopped reading: its transport must not hoard memory.
-                    crate::util::log_limited!(
-                        log::Level::Warn,
-                        "sockjs: client is not reading ({backlog} bytes waiting)"
-                    );
-                    self.overflow();
-                    written.overflow = Some(backlog);
+                    written.overflow = Some(self.not_reading(backlog));
                 }
             }
             // The receiver's end is reported (by its watcher or its
@@ -512,6 +522,19 @@ impl Machine {
             Err(_) => att.dead = true,
         }
         written
+    }
+
+    /// The client stopped reading, `backlog` bytes behind: its transport
+    /// must not hoard memory (answers `backlog`).
+    #[cold]
+    #[inline(never)]
+    fn not_reading(&mut self, backlog: usize) -> usize {
+        crate::util::log_limited!(
+            log::Level::Warn,
+            "sockjs: client is not reading ({backlog} bytes waiting)"
+        );
+        self.overflow();
+        backlog
     }
 
     /// The session is dropped: what its attached receiver still needs to

@@ -431,6 +431,8 @@ impl WsStream {
     }
 
     /// Ends the socket with a close frame.
+    #[cold]
+    #[inline(never)]
     fn close(&mut self, reason: Option<CloseReason>) {
         if !self.closing {
             self.encode(Message::Close(reason));
@@ -439,6 +441,8 @@ impl WsStream {
     }
 
     /// Closes the socket after a client error and tells the session why.
+    #[cold]
+    #[inline(never)]
     fn fail(&mut self, code: CloseCode, reason: Option<&str>) {
         let failure = match code {
             CloseCode::Size => Failure::TooLarge,
@@ -480,6 +484,8 @@ impl WsStream {
     }
 
     /// Closes the socket over a payload it cannot read.
+    #[cold]
+    #[inline(never)]
     fn refuse(&mut self, e: &PayloadError) {
         log::debug!("sockjs: websocket frame refused: {e}");
         self.fail(CloseCode::Other(3000), Some("Broken framing."));
@@ -532,6 +538,17 @@ impl WsStream {
     fn frame(&mut self, frame: Frame) {
         match frame {
             Frame::Text(bytes) => self.text(&bytes),
+            other => self.other_frame(other),
+        }
+    }
+
+    /// A frame other than a whole text message: out of the echo's line
+    /// of code (benches/README.md, "Instruction cache").
+    #[cold]
+    #[inline(never)]
+    fn other_frame(&mut self, frame: Frame) {
+        match frame {
+            Frame::Text(bytes) => self.text(&bytes),
             Frame::Binary(_) => log::debug!("sockjs: binary websocket message ignored"),
             Frame::Continuation(item) => self.continuation(item),
             Frame::Ping(p) => self.put(PONG, &p),
@@ -540,6 +557,8 @@ impl WsStream {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn continuation(&mut self, item: Item) {
         let (first, last, bytes) = match item {
             Item::FirstText(b) => (true, false, b),
@@ -626,18 +645,13 @@ impl WsStream {
                     }
                     self.read.extend_from_slice(&chunk);
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    log::debug!("sockjs: websocket read failed: {e}");
-                    return false;
-                }
+                Poll::Ready(Some(Err(e))) => return read_failed(&e),
                 Poll::Ready(None) => return false,
                 Poll::Pending => return true,
             }
             while !self.closing {
                 if let Some(code) = refused_by_header(&self.read, self.config.max_message_bytes) {
-                    log::debug!("sockjs: websocket frame refused by its announced length");
-                    self.read = BytesMut::new();
-                    self.fail(code, None);
+                    self.refuse_by_header(code);
                     break;
                 }
                 match self.codec.decode(&mut self.read) {
@@ -652,15 +666,11 @@ impl WsStream {
                     Ok(None) => {
                         // A frame read in part starts its clock.
                         if !self.read.is_empty() && self.pending.is_none() && !self.closing {
-                            self.pending = Some(Pending::new(None, clock::now(), self.read.len() as u64));
+                            self.start_clock();
                         }
                         break;
                     }
-                    Err(e) => {
-                        log::debug!("sockjs: websocket protocol error: {e}");
-                        let size = matches!(e, ProtocolError::Overflow);
-                        self.fail(if size { CloseCode::Size } else { CloseCode::Protocol }, None);
-                    }
+                    Err(e) => self.protocol_error(&e),
                 }
             }
         }
@@ -668,6 +678,31 @@ impl WsStream {
         cx.waker().wake_by_ref();
         self.hold_back();
         true
+    }
+
+    /// A frame read in part: its clock starts.
+    #[cold]
+    #[inline(never)]
+    fn start_clock(&mut self) {
+        self.pending = Some(Pending::new(None, clock::now(), self.read.len() as u64));
+    }
+
+    /// The head of the frame in `read` announced a length it may not have.
+    #[cold]
+    #[inline(never)]
+    fn refuse_by_header(&mut self, code: CloseCode) {
+        log::debug!("sockjs: websocket frame refused by its announced length");
+        self.read = BytesMut::new();
+        self.fail(code, None);
+    }
+
+    /// The client broke the WebSocket protocol.
+    #[cold]
+    #[inline(never)]
+    fn protocol_error(&mut self, e: &ProtocolError) {
+        log::debug!("sockjs: websocket protocol error: {e}");
+        let size = matches!(e, ProtocolError::Overflow);
+        self.fail(if size { CloseCode::Size } else { CloseCode::Protocol }, None);
     }
 
     /// The socket reads no more for now: a message on its way waits with
@@ -682,14 +717,28 @@ impl WsStream {
     /// what to send for the ping, if one is due ([`Beat`]).
     fn keep_alive(&mut self) -> Beat {
         if self.heard && self.ping_sent != NEVER {
-            // The ping is answered: nothing is due before the next one,
-            // and the worker's deadlines forget its timeout.
-            self.ping_sent = NEVER;
-            self.arm(self.next_ping);
+            self.answered();
         }
         if self.armed != NEVER && !deadlines::may_have_passed(self.armed) {
             return Beat::Quiet;
         }
+        self.beat()
+    }
+
+    /// The ping is answered: nothing is due before the next one, and the
+    /// worker's deadlines forget its timeout.
+    #[cold]
+    #[inline(never)]
+    fn answered(&mut self) {
+        self.ping_sent = NEVER;
+        self.arm(self.next_ping);
+    }
+
+    /// [`Self::keep_alive`] once a deadline may have passed: out of the
+    /// echo's line of code, which looks at the deadline only.
+    #[cold]
+    #[inline(never)]
+    fn beat(&mut self) -> Beat {
         let now = clock::now();
         if self.pending.as_ref().is_some_and(|pending| pending.late(now, self.config.request_timeout)) {
             self.pending = None;
@@ -774,14 +823,7 @@ impl WsStream {
                         }
                         Out::Close(close) => {
                             self.gather(alone.take());
-                            // (The loop runs only while no close frame is
-                            // written: this one is the session's.)
-                            let (code, reason) = *close;
-                            self.close(Some(wire_close(code, reason)));
-                            self.answer_awaited = true;
-                            self.next_ping = clock::now().saturating_add(clock::millis(CLOSE_ANSWER_WAIT));
-                            // What the client sends now goes nowhere.
-                            self.pending = None;
+                            self.closed_by_session(*close);
                         }
                     }
                     // What was taken is returned now, and the next poll
@@ -805,9 +847,24 @@ impl WsStream {
         alone.map(Bytes::from)
     }
 
+    /// The session's close frame: written, and the client's answer
+    /// awaited. (Only while no close frame is written yet: the loop in
+    /// [`Self::send`] stops at one.)
+    #[cold]
+    #[inline(never)]
+    fn closed_by_session(&mut self, (code, reason): (u16, String)) {
+        self.close(Some(wire_close(code, reason)));
+        self.answer_awaited = true;
+        self.next_ping = clock::now().saturating_add(clock::millis(CLOSE_ANSWER_WAIT));
+        // What the client sends now goes nowhere.
+        self.pending = None;
+    }
+
     /// Reads what the client sends after the session's close frame, and
     /// drops it, until the client's own close frame, its end, a frame it
     /// may not send, or the deadline in `next_ping` ([`Self::answer_awaited`]).
+    #[cold]
+    #[inline(never)]
     fn await_answer(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
         // Bounded per poll, as [`Self::receive`] is.
         for _ in 0..16 {
@@ -953,6 +1010,14 @@ impl Stream for WsStream {
         }
         Poll::Pending
     }
+}
+
+/// The socket's read of the client failed (`false`: the client is gone).
+#[cold]
+#[inline(never)]
+fn read_failed(e: &actix_web::error::PayloadError) -> bool {
+    log::debug!("sockjs: websocket read failed: {e}");
+    false
 }
 
 /// Refuses the frame at the head of `buf` by the payload length its header

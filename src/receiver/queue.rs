@@ -570,7 +570,9 @@ impl<T> Rx<T> {
                 state.waiting.as_mut().map(|w| std::mem::take(&mut w.room))
             };
             drop(state);
-            waiting.into_iter().flatten().for_each(Waker::wake);
+            if let Some(wakers) = waiting.filter(|wakers| !wakers.is_empty()) {
+                wake_all(wakers);
+            }
             return Poll::Ready(Some((item, more)));
         }
         if state.senders() == 0 {
@@ -672,6 +674,14 @@ impl<T> fmt::Debug for Rx<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rx").field("queued", &self.0.lock().len()).finish()
     }
+}
+
+/// Wakes the senders that waited for room: out of line, as a queue is
+/// seldom full (the echo's code stays shorter).
+#[cold]
+#[inline(never)]
+fn wake_all(wakers: Vec<Waker>) {
+    wakers.into_iter().for_each(Waker::wake);
 }
 
 #[cfg(test)]

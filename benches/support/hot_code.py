@@ -9,8 +9,9 @@ BASE and FULL are callgrind dumps taken with `--dump-instr=yes` of one
 server, FULL with OPS more operations than BASE (profile_echo.sh makes
 them with CGOPTS=--dump-instr=yes: `ours.0` and `ours.200`, say, and OPS =
 sessions x rounds). An instruction is hot when FULL ran it at least 0.9
-times per operation more than BASE. Prints the hot lines in all, then the
-TOP functions (default 30) and this crate's source files by hot lines.
+times per operation more than BASE. Prints the hot lines in all and how
+they fall in the I1's sets, then the TOP functions (default 30) and this
+crate's source files by hot lines.
 """
 import collections
 import re
@@ -64,6 +65,12 @@ top = int(sys.argv[4]) if len(sys.argv) > 4 else 30
 hot = [a for a, c in full.items() if c - base.get(a, 0) >= 0.9 * ops]
 lines = {a >> 6 for a in hot}
 print(f"hot: {len(hot)} instructions in {len(lines)} lines of 64 bytes ({len(lines) * 64 / 1024:.1f} KiB)")
+# A 32 KiB, 8-way I1 has 64 sets of 8 lines, picked by address bits 6-11
+# (kept by ASLR, which moves code by whole pages): a set that more hot
+# lines fall in than it has ways loses some at every turn.
+per_set = collections.Counter(line & 63 for line in lines)
+over = [n for n in per_set.values() if n > 8]
+print(f"I1 sets with more than 8 hot lines: {len(over)} of 64, holding {sum(over)} lines (most in one: {max(per_set.values())})")
 by_fn, by_file = collections.defaultdict(set), collections.defaultdict(set)
 for a in hot:
     fn, file = where[a]

@@ -1001,9 +1001,12 @@ fn beyond_the_outbox_bound_the_counted_drops_are_what_clients_miss() {
     mesh.senders[0].send("W-first");
     assert_eq!(watcher.recv(), "W-first");
     drop(watcher);
-    // Redis is away while each node sends 300 messages (none is in flight
-    // when it goes, so the count is exact: a message whose XADD was sent
-    // as Redis failed counts as dropped even if Redis took it).
+    // Redis is away while each node sends 300 messages. None may be in
+    // flight when it goes, so that the count is exact: a message whose
+    // XADD was sent as Redis failed counts as dropped even if Redis took
+    // it. That node 2 read `W-first` shows that Redis took it, not that
+    // node 1 has read Redis's answer: wait for that as well.
+    wait_for("node 1's outbox to be empty", || bridge(ports[0])["outbox_messages"] == 0);
     cluster.kill_redis();
     send_paced(&mut mesh, 300, Duration::ZERO, || {});
     cluster.start_redis();

@@ -542,8 +542,9 @@ impl WsStream {
         }
     }
 
-    /// A frame other than a whole text message: out of the echo's line
-    /// of code (benches/README.md, "Instruction cache").
+    /// A frame other than a whole text message, out of the echo's line of
+    /// code (benches/README.md, "Instruction cache"); a text message too,
+    /// handled as [`Self::frame`] handles it, so that the match is whole.
     #[cold]
     #[inline(never)]
     fn other_frame(&mut self, frame: Frame) {
@@ -645,7 +646,10 @@ impl WsStream {
                     }
                     self.read.extend_from_slice(&chunk);
                 }
-                Poll::Ready(Some(Err(e))) => return read_failed(&e),
+                Poll::Ready(Some(Err(e))) => {
+                    read_failed(&e);
+                    return false;
+                }
                 Poll::Ready(None) => return false,
                 Poll::Pending => return true,
             }
@@ -1012,12 +1016,11 @@ impl Stream for WsStream {
     }
 }
 
-/// The socket's read of the client failed (`false`: the client is gone).
+/// Logs that the socket's read of the client failed: the client is gone.
 #[cold]
 #[inline(never)]
-fn read_failed(e: &actix_web::error::PayloadError) -> bool {
+fn read_failed(e: &actix_web::error::PayloadError) {
     log::debug!("sockjs: websocket read failed: {e}");
-    false
 }
 
 /// Refuses the frame at the head of `buf` by the payload length its header

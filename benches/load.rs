@@ -1129,6 +1129,25 @@ fn rotation(round: usize, servers: usize) -> impl Iterator<Item = usize> {
     (0..servers).map(move |k| (round + k) % servers)
 }
 
+/// A summary line's figures round by round, server by server (`None` for a
+/// run that failed).
+type Rounds = Vec<(Server, Vec<Option<f64>>)>;
+
+/// The lowest and highest of ours over `other` taken round by round (the
+/// two runs of one round are minutes apart at most, those of two rounds
+/// further): how far the host moved a ratio while the rounds ran. `None`
+/// with fewer than two rounds that both servers finished.
+fn paired_ratios(rounds: &Rounds, other: Server) -> Option<(f64, f64)> {
+    let of = |server: Server| rounds.iter().find(|(s, _)| *s == server).map(|(_, v)| v);
+    let (ours, theirs) = (of(Server::Ours)?, of(other)?);
+    let ratios: Vec<f64> =
+        ours.iter().zip(theirs).filter_map(|(a, b)| Some(a.as_ref()? / b.as_ref()?)).collect();
+    if ratios.len() < 2 {
+        return None;
+    }
+    Some(ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(*r), hi.max(*r))))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -1273,8 +1292,11 @@ fn main() {
         ));
     }
     let mut summary = Vec::new();
+    // Each summary line's rounds, server by server, for the spread of its
+    // ratios (`paired_ratios`).
+    let mut rounds_of: Vec<(String, Rounds)> = Vec::new();
     for Scenario { name, targets, run, latency } in &scenarios {
-        let mut per_op: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        let mut per_op: Vec<Vec<Option<f64>>> = vec![Vec::new(); targets.len()];
         // One run first, not counted: the first run of a scenario was slow
         // for whichever server went first (its connect figure up to 1.9x
         // that server's later rounds, the kernel setting up for thousands
@@ -1289,20 +1311,28 @@ fn main() {
                 let proc = Proc::start(server);
                 match run(server, &proc) {
                     Ok(mut sample) => {
-                        per_op[i].push(if *latency {
+                        per_op[i].push(Some(if *latency {
                             f64::from(sample.percentile(0.5)) / 1000.0
                         } else {
                             sample.server_us()
-                        });
+                        }));
                         print_row(&mut Row { scenario: name.clone(), server, sample });
                     }
-                    Err(e) => println!("{name:<28} {:<22} failed: {e}", server.name()),
+                    Err(e) => {
+                        per_op[i].push(None);
+                        println!("{name:<28} {:<22} failed: {e}", server.name());
+                    }
                 }
             }
         }
-        let figures: Vec<(Server, f64)> =
-            targets.iter().copied().zip(per_op.into_iter().map(median)).collect();
-        summary.push((if *latency { format!("{name} (p50 ms)") } else { name.clone() }, figures));
+        let figures: Vec<(Server, f64)> = targets
+            .iter()
+            .copied()
+            .zip(per_op.iter().map(|v| median(v.iter().flatten().copied().collect())))
+            .collect();
+        let line = if *latency { format!("{name} (p50 ms)") } else { name.clone() };
+        rounds_of.push((line.clone(), targets.iter().copied().zip(per_op).collect()));
+        summary.push((line, figures));
     }
 
     let idle_cpu_sessions: usize = env("LOAD_IDLE_CPU", 10_000);
@@ -1364,7 +1394,7 @@ fn main() {
         // Rounds too: a server's RSS grows in steps (the floor measured
         // 10.4-11.5 KB per session from one run to the next), so one
         // reading each is not enough to compare two servers by 3%.
-        let mut per_server: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
+        let mut per_server: Vec<Vec<Option<(f64, f64)>>> = vec![Vec::new(); servers.len()];
         for round in 0..rounds {
             for i in rotation(round, servers.len()) {
                 let server = servers[i];
@@ -1378,9 +1408,12 @@ fn main() {
                             rss / 1024.0,
                             heap / 1024.0
                         );
-                        per_server[i].push((rss / 1024.0, heap / 1024.0));
+                        per_server[i].push(Some((rss / 1024.0, heap / 1024.0)));
                     }
-                    Err(e) => println!("{:<28} {:<22} failed: {e}", format!("idle, {n}"), server.name()),
+                    Err(e) => {
+                        per_server[i].push(None);
+                        println!("{:<28} {:<22} failed: {e}", format!("idle, {n}"), server.name());
+                    }
                 }
             }
         }
@@ -1388,10 +1421,19 @@ fn main() {
             servers
                 .iter()
                 .zip(&per_server)
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(server, v)| (*server, median(v.iter().map(pick).collect())))
+                .filter(|(_, v)| v.iter().any(Option::is_some))
+                .map(|(server, v)| (*server, median(v.iter().flatten().map(pick).collect())))
                 .collect()
         };
+        let rounds_by = |pick: fn(&(f64, f64)) -> f64| {
+            servers
+                .iter()
+                .zip(&per_server)
+                .map(|(server, v)| (*server, v.iter().map(|f| f.as_ref().map(pick)).collect()))
+                .collect()
+        };
+        rounds_of.push((format!("idle {n} (KB/session)"), rounds_by(|f| f.0)));
+        rounds_of.push((format!("idle {n} heap (KB/session)"), rounds_by(|f| f.1)));
         summary.push((format!("idle {n} (KB/session)"), figures(|f| f.0)));
         summary.push((format!("idle {n} heap (KB/session)"), figures(|f| f.1)));
     }
@@ -1410,7 +1452,10 @@ fn main() {
                 .push(format!("{name} / fan-out to {n}: {:.2}x (server CPU per delivery)", group / alone));
         }
     }
-    println!("# summary: medians; ratios are actix-sockjs over the other server");
+    println!(
+        "# summary: medians; ratios are actix-sockjs over the other server, the median of the rounds' \
+         figures, and in brackets the lowest and highest ratio of one round's two runs"
+    );
     for line in group_lines {
         println!("{line}");
     }
@@ -1423,6 +1468,10 @@ fn main() {
         for (server, v) in &figures {
             if let (Some(ours), true) = (ours, *server != Server::Ours) {
                 line.push_str(&format!(" | ours/{}: {:.2}x", server.key(), ours / v));
+                let rounds = rounds_of.iter().find(|(n, _)| *n == name).map(|(_, r)| r);
+                if let Some((low, high)) = rounds.and_then(|r| paired_ratios(r, *server)) {
+                    line.push_str(&format!(" [{low:.2}-{high:.2}]"));
+                }
             }
         }
         println!("{line}");

@@ -7,7 +7,8 @@
 //! small allocation. One item waits in place: the `VecDeque` only
 //! allocates when two or more are queued at once (an idle session's queues
 //! then hold no buffer, and a message passed on at once costs no
-//! allocation), and it gives its memory back after a burst.
+//! allocation), and it gives its memory back after a burst (the manager's
+//! notes queue, drained in bursts for good, keeps it: `Rx::keep_buffer`).
 //!
 //! Sending never blocks; items can carry a weight, and a sender that must
 //! not pile items up waits for the queue to drain (`Tx::poll_room`): a
@@ -128,9 +129,13 @@ const TURN_TAKEN: u32 = 1 << 28;
 /// A mark the senders read ([`Tx::set_mark`]; a bit of [`State::ends`]).
 const MARKED: u32 = 1 << 27;
 
+/// The queue keeps its buffer once empty ([`Rx::keep_buffer`]; a bit of
+/// [`State::ends`]).
+const KEEPS_BUFFER: u32 = 1 << 26;
+
 impl<T> State<T> {
     fn senders(&self) -> u32 {
-        self.ends & !(RECEIVER_GONE | MUTED | SENDER_ALARM | TURN_TAKEN | MARKED)
+        self.ends & !(RECEIVER_GONE | MUTED | SENDER_ALARM | TURN_TAKEN | MARKED | KEEPS_BUFFER)
     }
 
     fn receiver_gone(&self) -> bool {
@@ -160,7 +165,7 @@ impl<T> State<T> {
         }
         let rest = self.rest.as_mut()?;
         let item = rest.pop_front()?;
-        if rest.is_empty() && rest.capacity() > 64 {
+        if rest.is_empty() && rest.capacity() > 64 && self.ends & KEEPS_BUFFER == 0 {
             // A burst is over: give its memory back.
             self.rest = None;
         }
@@ -238,25 +243,32 @@ impl<T> Tx<T> {
     /// threads is a system call on each side). Gives the item back if the
     /// receiver is gone.
     pub(crate) fn send_quietly(&self, item: T, wake_at: usize) -> Result<(), T> {
-        self.push(item, 0, wake_at)
+        self.push(item, 0, wake_at, false)
     }
 
     /// Queues an item with its weight and does not wake the receiver: for
     /// a sender that runs the receiver itself right after. Gives the item
     /// back if the receiver is gone.
     pub(crate) fn send_unwoken(&self, item: T, weight: usize) -> Result<(), T> {
-        self.push(item, weight, usize::MAX)
+        self.push(item, weight, usize::MAX, false)
     }
 
     /// Queues an item that adds `weight` to the queue's [`load`](Self::load)
     /// until the receiver takes it; gives it back if the receiver is gone.
     pub(crate) fn send_weighed(&self, item: T, weight: usize) -> Result<(), T> {
-        self.push(item, weight, 1)
+        self.push(item, weight, 1, false)
+    }
+
+    /// [`Self::send_quietly`] while the queue is unmarked, [`Self::send`]
+    /// while it is marked ([`Self::set_mark`]), decided under one lock.
+    pub(crate) fn send_quietly_unless_marked(&self, item: T, wake_at: usize) -> Result<(), T> {
+        self.push(item, 0, wake_at, true)
     }
 
     /// Queues an item with its weight, and wakes the receiver once
-    /// `wake_at` or more items wait.
-    fn push(&self, item: T, weight: usize, wake_at: usize) -> Result<(), T> {
+    /// `wake_at` or more items wait (or at once, with `marked_wakes`, while
+    /// the queue is marked).
+    fn push(&self, item: T, weight: usize, wake_at: usize, marked_wakes: bool) -> Result<(), T> {
         let waker = {
             let mut state = self.0.lock();
             if state.receiver_gone() {
@@ -264,6 +276,7 @@ impl<T> Tx<T> {
             }
             state.push(item);
             state.load = state.load.saturating_add(u32::try_from(weight).unwrap_or(u32::MAX));
+            let wake_at = if marked_wakes && state.ends & MARKED != 0 { 1 } else { wake_at };
             if state.len() < wake_at {
                 return Ok(());
             }
@@ -288,7 +301,8 @@ impl<T> Tx<T> {
     }
 
     /// Whether the queue is marked ([`Self::set_mark`]).
-    pub(crate) fn marked(&self) -> bool {
+    #[cfg(test)]
+    fn marked(&self) -> bool {
         self.0.lock().ends & MARKED != 0
     }
 
@@ -510,6 +524,14 @@ impl<T> Rx<T> {
     /// would cost it a second poll for nothing).
     pub(crate) fn mute(&mut self) {
         self.0.lock().ends |= MUTED;
+    }
+
+    /// Keeps the queue's buffer once it empties, where a queue gives it
+    /// back after a burst: for a queue that is drained in bursts of
+    /// hundreds for good (the manager's notes), which would otherwise grow
+    /// its buffer again, copying, in every burst.
+    pub(crate) fn keep_buffer(&mut self) {
+        self.0.lock().ends |= KEEPS_BUFFER;
     }
 
     /// Leaves the task's waker with the queue, without taking anything,
@@ -842,6 +864,51 @@ mod tests {
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(5)));
         drop(rx);
         assert_eq!(tx.send_quietly(6, 3), Err(6));
+    }
+
+    #[test]
+    fn quiet_unless_marked_wakes_at_once_only_while_marked() {
+        let (tx, mut rx) = queue();
+        let (count, waker) = Count::waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        tx.send_quietly_unless_marked(1, 3).unwrap();
+        assert_eq!(count.wakes(), 0, "unmarked: quiet");
+        tx.set_mark(true);
+        tx.send_quietly_unless_marked(2, 3).unwrap();
+        assert_eq!(count.wakes(), 1, "marked: wakes at once");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        tx.set_mark(false);
+        tx.send_quietly_unless_marked(3, 3).unwrap();
+        assert_eq!(count.wakes(), 1, "unmarked again: quiet");
+        drop(rx);
+        assert_eq!(tx.send_quietly_unless_marked(4, 3), Err(4));
+    }
+
+    #[test]
+    fn a_queue_that_keeps_its_buffer_keeps_it_after_a_burst() {
+        let capacity = |rx: &Rx<u32>| rx.0.lock().rest.as_ref().map_or(0, |rest| rest.capacity());
+        for keep in [false, true] {
+            let (tx, mut rx) = queue();
+            if keep {
+                rx.keep_buffer();
+            }
+            for round in 0..2 {
+                (0..300).for_each(|i| tx.send(i).unwrap());
+                let taken: Vec<u32> = std::iter::from_fn(|| rx.try_recv()).collect();
+                assert_eq!(taken, (0..300).collect::<Vec<_>>(), "round {round}: all, in order");
+                if keep {
+                    assert!(capacity(&rx) >= 299, "round {round}: kept {}", capacity(&rx));
+                } else {
+                    assert_eq!(capacity(&rx), 0, "round {round}: given back");
+                }
+            }
+            drop(tx);
+            let mut cx = Context::from_waker(Waker::noop());
+            assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None), "keeping the buffer is not a sender");
+        }
     }
 
     /// A waker that counts its wakes.

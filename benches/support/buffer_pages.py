@@ -63,6 +63,12 @@ def main():
     # the offset from which the walk goes furthest.
     (chunks, stop), first = max((walk_from(data, at), at) for at in range(0x20, 0x1000, 16))
     by_size = collections.defaultdict(lambda: [0, 0, 0])
+    # Where each buffer starts in its page, with how many of those have
+    # their inner page written; and the bytes from one buffer pair to the
+    # next (a connection's allocations), by how often.
+    offsets = collections.defaultdict(lambda: [0, 0])
+    strides = collections.Counter()
+    last_buffer = pair = None
     at = first
     while at < stop:
         size = chunk_size(data, at)
@@ -71,11 +77,26 @@ def main():
         row = by_size[size]
         row[0] += 1
         row[1] += len(pages)
-        row[2] += sum(resident[page - start // PAGE] for page in pages)
+        written = sum(resident[page - start // PAGE] for page in pages)
+        row[2] += written
+        if size == BUFFER_CHUNK:
+            offset = offsets[user_start % PAGE]
+            offset[0] += 1
+            offset[1] += bool(written)
+            if last_buffer is None or at - last_buffer != BUFFER_CHUNK:
+                # A connection's first buffer (its second follows at once).
+                if pair is not None:
+                    strides[at - pair] += 1
+                pair = at
+            last_buffer = at
         at += size
     print(f"mapping {start:#x}-{end:#x}: {chunks} chunks, {sum(resident)} of {len(resident)} pages resident")
     count, inner, written = by_size.get(BUFFER_CHUNK, [0, 0, 0])
     print(f"8 KiB buffers: {count}, pages wholly inside them: {inner}, of which written: {written}")
+    print(f"they start at {len(offsets)} offsets in a page; those with an inner page written (offset: written of all):")
+    print("  " + ", ".join(f"{o}: {w} of {n}" for o, (n, w) in sorted(offsets.items()) if w) or "  none")
+    common = ", ".join(f"{s} bytes ({s % PAGE} past whole pages) x{n}" for s, n in strides.most_common(3))
+    print(f"from one connection's first buffer to the next's, most often: {common}")
 
 
 if __name__ == "__main__":

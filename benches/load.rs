@@ -6,6 +6,11 @@
 //! Run: `cargo bench --bench load`. Scenarios (each bounded in time and
 //! count, loopback only):
 //! - WebSocket echo, `LOAD_SESSIONS` concurrent sessions (default 50,500);
+//! - WebSocket echo at a pace, `LOAD_PACED` as `sessions:round trips per
+//!   second` (default `500:100000`; the floors and ours): each session
+//!   sends on its own schedule, latency counted from the time a round
+//!   trip was due, and the summary compares the p99 (the generator keeps
+//!   up, where the closed-loop echo at 500 sessions is its limit);
 //! - WebSocket set-up, `LOAD_CONNECT` sessions opened 50 at a time
 //!   (default 5000): server CPU and latency per session opened (a SockJS
 //!   session counts as open at its `o`; the sessions stay open until the
@@ -534,6 +539,60 @@ async fn ws_echo(server: Server, proc: &Proc, sessions: usize, window: Duration)
                     return Err(broken(format!("echo answered {got:?}")));
                 }
                 lat.push(micros(t));
+            }
+            Ok::<_, io::Error>(lat)
+        }
+    }));
+    let sample = measure(proc, async {
+        let lat: Vec<u32> = work.await.into_iter().filter_map(Result::ok).flatten().collect();
+        (lat.len(), lat)
+    })
+    .await;
+    Ok(sample)
+}
+
+/// WebSocket echo at a set pace: `sessions` sessions, `rate` round trips a
+/// second in all, each session sending on its own schedule (every
+/// `sessions / rate` seconds, the sessions' schedules spread over that
+/// interval) and only once its previous answer is in. A round trip's
+/// latency runs from the time it was due, so a send held back by a late
+/// answer counts its wait. Below the generator's limit, unlike the
+/// closed-loop echo, whose one-thread generator is the bottleneck at 500
+/// sessions (benches/README.md, "Tail latency, 2026-12-07"): the p99
+/// here is the server's and the host's, not the generator's queue.
+async fn ws_paced(
+    server: Server,
+    proc: &Proc,
+    sessions: usize,
+    rate: f64,
+    window: Duration,
+) -> io::Result<Sample> {
+    let mut conns = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        conns.push(open_ws(server, proc.port, "/echo", None).await?);
+    }
+    let (send, expect) = if server.sockjs() {
+        (format!("[\"{MESSAGE}\"]"), format!("a[\"{MESSAGE}\"]"))
+    } else {
+        (MESSAGE.to_owned(), MESSAGE.to_owned())
+    };
+    let every = Duration::from_secs_f64(sessions as f64 / rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let deadline = start + window;
+    let work = join_all(conns.into_iter().enumerate().map(|(i, mut conn)| {
+        let (send, expect) = (send.clone(), expect.clone());
+        async move {
+            let mut lat = Vec::new();
+            let mut due = start + every.mul_f64(i as f64 / sessions as f64);
+            while due < deadline {
+                tokio::time::sleep_until(due).await;
+                conn.ws_send(&send).await?;
+                let got = if server.sockjs() { conn.sockjs_frame().await? } else { conn.ws_recv().await? };
+                if got != expect {
+                    return Err(broken(format!("echo answered {got:?}")));
+                }
+                lat.push(micros(due.into_std()));
+                due += every;
             }
             Ok::<_, io::Error>(lat)
         }
@@ -1166,20 +1225,35 @@ struct Scenario<'a> {
     name: String,
     targets: Vec<Server>,
     run: Run<'a>,
-    /// The summary's figure is the p50 latency in ms (a latency scenario)
-    /// rather than server CPU per operation.
-    latency: bool,
+    /// What the summary compares.
+    figure: Figure,
+}
+
+/// A scenario's summary figure.
+#[derive(Clone, Copy, PartialEq)]
+enum Figure {
+    /// Server CPU per operation.
+    Cpu,
+    /// The p50 latency, in ms.
+    P50,
+    /// The p99 latency, in ms.
+    P99,
 }
 
 impl<'a> Scenario<'a> {
     /// Compared by server CPU per operation.
     fn cpu(name: String, targets: Vec<Server>, run: Run<'a>) -> Self {
-        Self { name, targets, run, latency: false }
+        Self { name, targets, run, figure: Figure::Cpu }
     }
 
     /// Compared by p50 latency.
     fn latency(name: String, targets: Vec<Server>, run: Run<'a>) -> Self {
-        Self { name, targets, run, latency: true }
+        Self { name, targets, run, figure: Figure::P50 }
+    }
+
+    /// Compared by p99 latency.
+    fn tail(name: String, targets: Vec<Server>, run: Run<'a>) -> Self {
+        Self { name, targets, run, figure: Figure::P99 }
     }
 }
 
@@ -1225,6 +1299,22 @@ fn main() {
             format!("websocket echo, {n}"),
             servers.clone(),
             Box::new(move |s, p| rt.block_on(ws_echo(s, p, n, window))),
+        ));
+    }
+    // Echo at a pace the generator keeps up with, compared by p99
+    // (sockjs-node cannot keep the default pace: left out).
+    for spec in std::env::var("LOAD_PACED").unwrap_or_else(|_| "500:100000".into()).split(',') {
+        let Some((n, rate)) = spec
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<f64>().ok()?)))
+            .filter(|(n, rate)| *n > 0 && *rate > 0.0)
+        else {
+            continue;
+        };
+        scenarios.push(Scenario::tail(
+            format!("paced echo, {n} at {rate}/s"),
+            servers.iter().copied().filter(|s| *s != Server::Node).collect(),
+            Box::new(move |s, p| rt.block_on(ws_paced(s, p, n, rate, window))),
         ));
     }
     for n in env_list("LOAD_CONNECT", "5000") {
@@ -1295,7 +1385,7 @@ fn main() {
     // Each summary line's rounds, server by server, for the spread of its
     // ratios (`paired_ratios`).
     let mut rounds_of: Vec<(String, Rounds)> = Vec::new();
-    for Scenario { name, targets, run, latency } in &scenarios {
+    for Scenario { name, targets, run, figure } in &scenarios {
         let mut per_op: Vec<Vec<Option<f64>>> = vec![Vec::new(); targets.len()];
         // One run first, not counted: the first run of a scenario was slow
         // for whichever server went first (its connect figure up to 1.9x
@@ -1311,10 +1401,10 @@ fn main() {
                 let proc = Proc::start(server);
                 match run(server, &proc) {
                     Ok(mut sample) => {
-                        per_op[i].push(Some(if *latency {
-                            f64::from(sample.percentile(0.5)) / 1000.0
-                        } else {
-                            sample.server_us()
+                        per_op[i].push(Some(match figure {
+                            Figure::P50 => f64::from(sample.percentile(0.5)) / 1000.0,
+                            Figure::P99 => f64::from(sample.percentile(0.99)) / 1000.0,
+                            Figure::Cpu => sample.server_us(),
                         }));
                         print_row(&mut Row { scenario: name.clone(), server, sample });
                     }
@@ -1330,7 +1420,11 @@ fn main() {
             .copied()
             .zip(per_op.iter().map(|v| median(v.iter().flatten().copied().collect())))
             .collect();
-        let line = if *latency { format!("{name} (p50 ms)") } else { name.clone() };
+        let line = match figure {
+            Figure::Cpu => name.clone(),
+            Figure::P50 => format!("{name} (p50 ms)"),
+            Figure::P99 => format!("{name} (p99 ms)"),
+        };
         rounds_of.push((line.clone(), targets.iter().copied().zip(per_op).collect()));
         summary.push((line, figures));
     }

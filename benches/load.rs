@@ -512,6 +512,31 @@ where
     }
 }
 
+/// Measures `work`, each session's round-trip latencies, as one sample. A
+/// session that failed would leave its round trips out of the figures:
+/// the run fails instead, as it does with no round trip at all.
+async fn sessions_sample<F>(proc: &Proc, work: F) -> io::Result<Sample>
+where
+    F: std::future::Future<Output = Vec<io::Result<Vec<u32>>>>,
+{
+    let mut failed = None;
+    let sample = measure(proc, async {
+        let lat: Vec<u32> = work
+            .await
+            .into_iter()
+            .filter_map(|session| session.map_err(|e| failed = Some(e)).ok())
+            .flatten()
+            .collect();
+        (lat.len(), lat)
+    })
+    .await;
+    match failed {
+        Some(e) => Err(e),
+        None if sample.ops == 0 => Err(broken("no round trip in the window")),
+        None => Ok(sample),
+    }
+}
+
 fn micros(since: Instant) -> u32 {
     since.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
 }
@@ -543,12 +568,7 @@ async fn ws_echo(server: Server, proc: &Proc, sessions: usize, window: Duration)
             Ok::<_, io::Error>(lat)
         }
     }));
-    let sample = measure(proc, async {
-        let lat: Vec<u32> = work.await.into_iter().filter_map(Result::ok).flatten().collect();
-        (lat.len(), lat)
-    })
-    .await;
-    Ok(sample)
+    sessions_sample(proc, work).await
 }
 
 /// WebSocket echo at a set pace: `sessions` sessions, `rate` round trips a
@@ -558,8 +578,11 @@ async fn ws_echo(server: Server, proc: &Proc, sessions: usize, window: Duration)
 /// latency runs from the time it was due, so a send held back by a late
 /// answer counts its wait. Below the generator's limit, unlike the
 /// closed-loop echo, whose one-thread generator is the bottleneck at 500
-/// sessions (benches/README.md, "Tail latency, 2026-12-07"): the p99
-/// here is the server's and the host's, not the generator's queue.
+/// sessions (benches/README.md, "Tail latency, 2026-12-07"). Tokio's
+/// timer ticks every millisecond and releases the round trips due in a
+/// tick together (about 100 at the default pace): every figure counts
+/// that grain and the generator's way through each batch, the same for
+/// every server; what differs between servers is theirs and the host's.
 async fn ws_paced(
     server: Server,
     proc: &Proc,
@@ -587,7 +610,16 @@ async fn ws_paced(
             while due < deadline {
                 tokio::time::sleep_until(due).await;
                 conn.ws_send(&send).await?;
-                let got = if server.sockjs() { conn.sockjs_frame().await? } else { conn.ws_recv().await? };
+                let answer = async {
+                    if server.sockjs() {
+                        conn.sockjs_frame().await
+                    } else {
+                        conn.ws_recv().await
+                    }
+                };
+                let got = tokio::time::timeout(Duration::from_secs(10), answer)
+                    .await
+                    .map_err(|_| broken("no answer within 10 s"))??;
                 if got != expect {
                     return Err(broken(format!("echo answered {got:?}")));
                 }
@@ -597,12 +629,7 @@ async fn ws_paced(
             Ok::<_, io::Error>(lat)
         }
     }));
-    let sample = measure(proc, async {
-        let lat: Vec<u32> = work.await.into_iter().filter_map(Result::ok).flatten().collect();
-        (lat.len(), lat)
-    })
-    .await;
-    Ok(sample)
+    sessions_sample(proc, work).await
 }
 
 async fn xhr_echo(_: Server, proc: &Proc, sessions: usize, window: Duration) -> io::Result<Sample> {
@@ -1307,7 +1334,8 @@ fn main() {
         let Some((n, rate)) = spec
             .split_once(':')
             .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<f64>().ok()?)))
-            .filter(|(n, rate)| *n > 0 && *rate > 0.0)
+            // At least a microsecond between one session's round trips.
+            .filter(|(n, rate)| *n > 0 && rate.is_finite() && *rate > 0.0 && *n as f64 / *rate >= 1e-6)
         else {
             continue;
         };

@@ -69,6 +69,7 @@ def main():
     offsets = collections.defaultdict(lambda: [0, 0])
     strides = collections.Counter()
     last_buffer = pair = None
+    second = False
     at = first
     while at < stop:
         size = chunk_size(data, at)
@@ -83,18 +84,20 @@ def main():
             offset = offsets[user_start % PAGE]
             offset[0] += 1
             offset[1] += bool(written)
-            if last_buffer is None or at - last_buffer != BUFFER_CHUNK:
-                # A connection's first buffer (its second follows at once).
+            if last_buffer is not None and at - last_buffer == BUFFER_CHUNK and not second:
+                # A connection's second buffer, right after its first.
+                second = True
+            else:
                 if pair is not None:
                     strides[at - pair] += 1
-                pair = at
+                pair, second = at, False
             last_buffer = at
         at += size
     print(f"mapping {start:#x}-{end:#x}: {chunks} chunks, {sum(resident)} of {len(resident)} pages resident")
     count, inner, written = by_size.get(BUFFER_CHUNK, [0, 0, 0])
     print(f"8 KiB buffers: {count}, pages wholly inside them: {inner}, of which written: {written}")
     print(f"they start at {len(offsets)} offsets in a page; those with an inner page written (offset: written of all):")
-    print("  " + ", ".join(f"{o}: {w} of {n}" for o, (n, w) in sorted(offsets.items()) if w) or "  none")
+    print("  " + (", ".join(f"{o}: {w} of {n}" for o, (n, w) in sorted(offsets.items()) if w) or "none"))
     common = ", ".join(f"{s} bytes ({s % PAGE} past whole pages) x{n}" for s, n in strides.most_common(3))
     print(f"from one connection's first buffer to the next's, most often: {common}")
 

@@ -33,8 +33,8 @@ struct State<T> {
     #[expect(clippy::box_collection, reason = "boxed to keep idle queues small, see above")]
     rest: Option<Box<VecDeque<T>>>,
     /// Live senders (the receiver sees the end when none is left),
-    /// [`RECEIVER_GONE`], [`MUTED`], [`SENDER_ALARM`] and [`TURN_TAKEN`];
-    /// one word, so that the state keeps
+    /// [`RECEIVER_GONE`], [`MUTED`], [`SENDER_ALARM`], [`TURN_TAKEN`],
+    /// [`MARKED`] and [`KEEPS_BUFFER`]; one word, so that the state keeps
     /// its size with `load` beside it.
     ends: u32,
     /// What the queued items weigh, as the sender declared
@@ -289,8 +289,8 @@ impl<T> Tx<T> {
     }
 
     /// Sets or clears the queue's mark, which every sender reads
-    /// ([`Self::marked`]): the manager's notes queue is marked while a
-    /// relay watches its groups.
+    /// ([`Self::send_quietly_unless_marked`]): the manager's notes queue is
+    /// marked while a relay watches its groups.
     pub(crate) fn set_mark(&self, on: bool) {
         let mut state = self.0.lock();
         if on {
@@ -532,6 +532,12 @@ impl<T> Rx<T> {
     /// its buffer again, copying, in every burst.
     pub(crate) fn keep_buffer(&mut self) {
         self.0.lock().ends |= KEEPS_BUFFER;
+    }
+
+    /// The capacity of the buffer behind the first item (0 without one).
+    #[cfg(test)]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.0.lock().rest.as_ref().map_or(0, |rest| rest.capacity())
     }
 
     /// Leaves the task's waker with the queue, without taking anything,
@@ -889,7 +895,7 @@ mod tests {
 
     #[test]
     fn a_queue_that_keeps_its_buffer_keeps_it_after_a_burst() {
-        let capacity = |rx: &Rx<u32>| rx.0.lock().rest.as_ref().map_or(0, |rest| rest.capacity());
+        let capacity = Rx::buffer_capacity;
         for keep in [false, true] {
             let (tx, mut rx) = queue();
             if keep {

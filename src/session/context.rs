@@ -2201,6 +2201,20 @@ mod ended_notes {
     }
 
     #[test]
+    fn the_notes_queue_keeps_its_buffer_between_bursts() {
+        let (notes, mut notes_rx) = NotesTx::queue();
+        for burst in 0..2 {
+            (0..300).for_each(|serial| notes.note(serial, Note::Closed));
+            let mut taken = 0;
+            while notes_rx.try_recv().is_some() {
+                taken += 1;
+            }
+            assert_eq!(taken, 300, "burst {burst}");
+            assert!(notes_rx.buffer_capacity() >= 299, "burst {burst}: kept {}", notes_rx.buffer_capacity());
+        }
+    }
+
+    #[test]
     fn an_ended_note_still_wakes_the_manager() {
         // An HTTP session's removal takes it out of the directory the
         // workers read without the manager: that one does not wait.

@@ -878,16 +878,16 @@ mod tests {
         let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
         assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
-        tx.send_quietly_unless_marked(1, 3).unwrap();
+        tx.send_quietly_unless_marked(1, 3).unwrap(); // ok: the receiver is alive
         assert_eq!(count.wakes(), 0, "unmarked: quiet");
         tx.set_mark(true);
-        tx.send_quietly_unless_marked(2, 3).unwrap();
+        tx.send_quietly_unless_marked(2, 3).unwrap(); // ok: the receiver is alive
         assert_eq!(count.wakes(), 1, "marked: wakes at once");
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(2)));
         assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
         tx.set_mark(false);
-        tx.send_quietly_unless_marked(3, 3).unwrap();
+        tx.send_quietly_unless_marked(3, 3).unwrap(); // ok: the receiver is alive
         assert_eq!(count.wakes(), 1, "unmarked again: quiet");
         drop(rx);
         assert_eq!(tx.send_quietly_unless_marked(4, 3), Err(4));
@@ -902,7 +902,7 @@ mod tests {
                 rx.keep_buffer();
             }
             for round in 0..2 {
-                (0..300).for_each(|i| tx.send(i).unwrap());
+                (0..300).for_each(|i| tx.send(i).unwrap()); // ok: the receiver is alive
                 let taken: Vec<u32> = std::iter::from_fn(|| rx.try_recv()).collect();
                 assert_eq!(taken, (0..300).collect::<Vec<_>>(), "round {round}: all, in order");
                 if keep {

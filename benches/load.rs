@@ -541,16 +541,44 @@ fn micros(since: Instant) -> u32 {
     since.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
 }
 
-async fn ws_echo(server: Server, proc: &Proc, sessions: usize, window: Duration) -> io::Result<Sample> {
+/// `sessions` WebSocket echo sessions opened on `/echo`, with the message
+/// each sends and the answer it expects back (a SockJS frame for ours).
+async fn echo_sessions(
+    server: Server,
+    proc: &Proc,
+    sessions: usize,
+) -> io::Result<(Vec<Conn>, String, String)> {
     let mut conns = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         conns.push(open_ws(server, proc.port, "/echo", None).await?);
     }
-    let (send, expect) = if server.sockjs() {
-        (format!("[\"{MESSAGE}\"]"), format!("a[\"{MESSAGE}\"]"))
+    Ok(if server.sockjs() {
+        (conns, format!("[\"{MESSAGE}\"]"), format!("a[\"{MESSAGE}\"]"))
     } else {
-        (MESSAGE.to_owned(), MESSAGE.to_owned())
-    };
+        (conns, MESSAGE.to_owned(), MESSAGE.to_owned())
+    })
+}
+
+/// The next echo answer on `conn`: a SockJS frame for ours, a text
+/// message for the floors.
+async fn echo_answer(conn: &mut Conn, server: Server) -> io::Result<String> {
+    if server.sockjs() {
+        conn.sockjs_frame().await
+    } else {
+        conn.ws_recv().await
+    }
+}
+
+fn check_echo(got: String, expect: &str) -> io::Result<()> {
+    if got == expect {
+        Ok(())
+    } else {
+        Err(broken(format!("echo answered {got:?}")))
+    }
+}
+
+async fn ws_echo(server: Server, proc: &Proc, sessions: usize, window: Duration) -> io::Result<Sample> {
+    let (conns, send, expect) = echo_sessions(server, proc, sessions).await?;
     let deadline = Instant::now() + window;
     let work = join_all(conns.into_iter().map(|mut conn| {
         let (send, expect) = (send.clone(), expect.clone());
@@ -559,10 +587,7 @@ async fn ws_echo(server: Server, proc: &Proc, sessions: usize, window: Duration)
             while Instant::now() < deadline {
                 let t = Instant::now();
                 conn.ws_send(&send).await?;
-                let got = if server.sockjs() { conn.sockjs_frame().await? } else { conn.ws_recv().await? };
-                if got != expect {
-                    return Err(broken(format!("echo answered {got:?}")));
-                }
+                check_echo(echo_answer(&mut conn, server).await?, &expect)?;
                 lat.push(micros(t));
             }
             Ok::<_, io::Error>(lat)
@@ -590,15 +615,7 @@ async fn ws_paced(
     rate: f64,
     window: Duration,
 ) -> io::Result<Sample> {
-    let mut conns = Vec::with_capacity(sessions);
-    for _ in 0..sessions {
-        conns.push(open_ws(server, proc.port, "/echo", None).await?);
-    }
-    let (send, expect) = if server.sockjs() {
-        (format!("[\"{MESSAGE}\"]"), format!("a[\"{MESSAGE}\"]"))
-    } else {
-        (MESSAGE.to_owned(), MESSAGE.to_owned())
-    };
+    let (conns, send, expect) = echo_sessions(server, proc, sessions).await?;
     let every = Duration::from_secs_f64(sessions as f64 / rate);
     let start = tokio::time::Instant::now() + Duration::from_millis(10);
     let deadline = start + window;
@@ -610,19 +627,10 @@ async fn ws_paced(
             while due < deadline {
                 tokio::time::sleep_until(due).await;
                 conn.ws_send(&send).await?;
-                let answer = async {
-                    if server.sockjs() {
-                        conn.sockjs_frame().await
-                    } else {
-                        conn.ws_recv().await
-                    }
-                };
-                let got = tokio::time::timeout(Duration::from_secs(10), answer)
+                let got = tokio::time::timeout(Duration::from_secs(10), echo_answer(&mut conn, server))
                     .await
                     .map_err(|_| broken("no answer within 10 s"))??;
-                if got != expect {
-                    return Err(broken(format!("echo answered {got:?}")));
-                }
+                check_echo(got, &expect)?;
                 lat.push(micros(due.into_std()));
                 due += every;
             }

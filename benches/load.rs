@@ -541,16 +541,18 @@ where
 
 /// The load generator: one thread (the bench's), a current-thread
 /// runtime, and a `LocalSet` so that each session can run as a task of
-/// its own ([`apart`]).
+/// its own ([`Tasks`]).
 struct Generator {
-    rt: tokio::runtime::Runtime,
+    // Declared first: dropped first, so that tasks still in it go before
+    // the runtime.
     local: tokio::task::LocalSet,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Generator {
     fn new() -> Self {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        Self { rt, local: tokio::task::LocalSet::new() }
+        Self { local: tokio::task::LocalSet::new(), rt }
     }
 
     fn run<F: std::future::Future>(&self, work: F) -> F::Output {
@@ -558,27 +560,70 @@ impl Generator {
     }
 }
 
-/// Runs each session's future as a task of its own and answers their
-/// outputs in order. Polled together in one task (`join_all`), sessions
-/// did not get their turns evenly: at 500 sessions some waited 50-720 ms
-/// for one round trip while the others went round, in every server, and
-/// that made the p99 (benches/README.md, "The generator's own tail,
-/// 2026-12-07").
-async fn apart<I, F>(sessions: I) -> Vec<F::Output>
-where
-    I: IntoIterator<Item = F>,
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
-    let tasks: Vec<_> = sessions.into_iter().map(tokio::task::spawn_local).collect();
-    let mut outputs = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        match task.await {
-            Ok(output) => outputs.push(output),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+/// Sessions, each run as a task of its own on the generator's
+/// `LocalSet`. Polled together in one task (`join_all`), sessions did not
+/// get their turns evenly: at 500 sessions some waited 50-720 ms for one
+/// round trip while the others went round, in every server, and that
+/// made the p99 (benches/README.md, "The generator's own tail,
+/// 2026-12-07"). Those still running when this is dropped are aborted.
+struct Tasks<T: 'static>(std::collections::VecDeque<tokio::task::JoinHandle<T>>);
+
+impl<T: 'static> Tasks<T> {
+    fn spawn<F>(sessions: impl IntoIterator<Item = F>) -> Self
+    where
+        F: std::future::Future<Output = T> + 'static,
+    {
+        Self(sessions.into_iter().map(tokio::task::spawn_local).collect())
+    }
+
+    /// Their outputs, in order, once all have ended; a panic in one is
+    /// passed on.
+    async fn join(&mut self) -> Vec<T> {
+        let mut outputs = Vec::with_capacity(self.0.len());
+        while let Some(task) = self.0.front_mut() {
+            let ended = task.await;
+            self.0.pop_front();
+            match ended {
+                Ok(output) => outputs.push(output),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        outputs
+    }
+
+    /// Aborts those still running and answers once every one has been
+    /// dropped (their sockets closed); a panic in one is passed on.
+    async fn end(mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+        while let Some(task) = self.0.front_mut() {
+            let ended = task.await;
+            self.0.pop_front();
+            if let Err(e) = ended {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
         }
     }
-    outputs
+}
+
+impl<T: 'static> Drop for Tasks<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Runs each session as a task of its own ([`Tasks`]) and answers their
+/// outputs in order.
+async fn apart<F>(sessions: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + 'static,
+{
+    Tasks::spawn(sessions).join().await
 }
 
 fn micros(since: Instant) -> u32 {
@@ -865,7 +910,6 @@ async fn fan_out_to(
         let mut buf = vec![0; 64 * 1024];
         while matches!(sender_rd.read(&mut buf).await, Ok(n) if n > 0) {}
     };
-    let receivers_done = apart(tasks);
     let broadcaster = async {
         let deadline = Instant::now() + window;
         let mut seq = 0;
@@ -890,10 +934,14 @@ async fn fan_out_to(
         Ok::<_, io::Error>(())
     };
     let sample = measure(proc, async {
-        let rest = futures_util::future::join(receivers_done, drain);
+        let mut receivers = Tasks::spawn(tasks);
+        let rest = futures_util::future::join(receivers.join(), drain);
         if let Either::Left((Err(e), _)) = select(pin!(broadcaster), pin!(rest)).await {
             println!("broadcaster failed: {e}");
         }
+        // The receivers' sockets close here, before the CPU is read, as
+        // they did when they were polled within this future.
+        receivers.end().await;
         let lat = std::mem::take(&mut *fan.lat.borrow_mut());
         (lat.len(), lat)
     })

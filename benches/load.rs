@@ -763,11 +763,7 @@ async fn xhr_echo(_: Server, proc: &Proc, sessions: usize, window: Duration) -> 
             Ok::<_, io::Error>(lat)
         }
     }));
-    Ok(measure(proc, async {
-        let lat: Vec<u32> = work.await.into_iter().filter_map(Result::ok).flatten().collect();
-        (lat.len(), lat)
-    })
-    .await)
+    sessions_sample(proc, work).await
 }
 
 /// How many broadcasts may be on their way at once.

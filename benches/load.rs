@@ -564,8 +564,10 @@ impl Generator {
 /// `LocalSet`. Polled together in one task (`join_all`), sessions did not
 /// get their turns evenly: at 500 sessions some waited 50-720 ms for one
 /// round trip while the others went round, in every server, and that
-/// made the p99 (benches/README.md, "The generator's own tail,
-/// 2026-12-07"). Those still running when this is dropped are aborted.
+/// made the p99. Tokio's cooperative budget meeting the
+/// `FuturesUnordered` inside `join_all` does it (benches/README.md, "The
+/// generator's own tail, 2026-12-07"). Those still running when this is
+/// dropped are aborted.
 struct Tasks<T: 'static>(std::collections::VecDeque<tokio::task::JoinHandle<T>>);
 
 impl<T: 'static> Tasks<T> {

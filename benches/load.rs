@@ -582,9 +582,7 @@ impl<T: 'static> Tasks<T> {
     /// passed on.
     async fn join(&mut self) -> Vec<T> {
         let mut outputs = Vec::with_capacity(self.0.len());
-        while let Some(task) = self.0.front_mut() {
-            let ended = task.await;
-            self.0.pop_front();
+        while let Some(ended) = self.next_ended().await {
             match ended {
                 Ok(output) => outputs.push(output),
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -599,15 +597,21 @@ impl<T: 'static> Tasks<T> {
         for task in &self.0 {
             task.abort();
         }
-        while let Some(task) = self.0.front_mut() {
-            let ended = task.await;
-            self.0.pop_front();
+        while let Some(ended) = self.next_ended().await {
             if let Err(e) = ended {
                 if e.is_panic() {
                     std::panic::resume_unwind(e.into_panic());
                 }
             }
         }
+    }
+
+    /// How the first task still held ended, once it has; it is let go only
+    /// then, so that a drop while waiting still aborts it.
+    async fn next_ended(&mut self) -> Option<Result<T, tokio::task::JoinError>> {
+        let ended = self.0.front_mut()?.await;
+        self.0.pop_front();
+        Some(ended)
     }
 }
 

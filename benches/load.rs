@@ -1337,6 +1337,11 @@ fn paired_ratios(rounds: &Rounds, other: Server) -> Option<(f64, f64)> {
     Some(ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(*r), hi.max(*r))))
 }
 
+/// A summary figure: the median of a server's rounds that ran.
+fn median_of(rounds: &[Option<f64>]) -> f64 {
+    median(rounds.iter().flatten().copied().collect())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -1518,10 +1523,9 @@ fn main() {
             Box::new(move |s, p| rt.run(interactive(s, p, interactive_rounds))),
         ));
     }
-    let mut summary = Vec::new();
-    // Each summary line's rounds, server by server, for the spread of its
-    // ratios (`paired_ratios`).
-    let mut rounds_of: Vec<(String, Rounds)> = Vec::new();
+    // Each summary line and its rounds, server by server: the medians and
+    // the spread of the ratios (`paired_ratios`) come from them.
+    let mut summary: Vec<(String, Rounds)> = Vec::new();
     for Scenario { name, targets, run, figures } in &scenarios {
         // Figure by figure, server by server, round by round.
         let mut per_op: Vec<Vec<Vec<Option<f64>>>> = vec![vec![Vec::new(); targets.len()]; figures.len()];
@@ -1558,18 +1562,12 @@ fn main() {
             }
         }
         for (figure, per_op) in figures.iter().zip(per_op) {
-            let medians: Vec<(Server, f64)> = targets
-                .iter()
-                .copied()
-                .zip(per_op.iter().map(|v| median(v.iter().flatten().copied().collect())))
-                .collect();
             let line = match figure {
                 Figure::Cpu => name.clone(),
                 Figure::P50 => format!("{name} (p50 ms)"),
                 Figure::P99 => format!("{name} (p99 ms)"),
             };
-            rounds_of.push((line.clone(), targets.iter().copied().zip(per_op).collect()));
-            summary.push((line, medians));
+            summary.push((line, targets.iter().copied().zip(per_op).collect()));
         }
     }
 
@@ -1577,7 +1575,7 @@ fn main() {
     let idle_seconds: f64 = env("LOAD_IDLE_SECONDS", 30.0);
     if idle_cpu_sessions > 0 && (idle_cpu_sessions as u64 + 500) <= descriptors {
         println!("# {idle_cpu_sessions} idle WebSocket sessions: server CPU over {idle_seconds} s");
-        let mut figures = Vec::new();
+        let mut figures: Rounds = Vec::new();
         for &server in &servers {
             let proc = Proc::start(server);
             match runtime.run(idle_cpu(server, &proc, idle_cpu_sessions, idle_seconds)) {
@@ -1588,7 +1586,7 @@ fn main() {
                         server.name(),
                         ms
                     );
-                    figures.push((server, ms));
+                    figures.push((server, vec![Some(ms)]));
                 }
                 Err(e) => println!("{:<28} {:<22} failed: {e}", "idle cpu", server.name()),
             }
@@ -1600,14 +1598,14 @@ fn main() {
     if idle_http_sessions > 0 && (idle_http_sessions as u64 + 500) <= descriptors {
         println!("# idle HTTP sessions: server RSS per session");
         for (streaming, what) in [(false, "between polls"), (true, "xhr_streaming")] {
-            let mut figures = Vec::new();
+            let mut figures: Rounds = Vec::new();
             for &server in servers.iter().filter(|s| s.sockjs()) {
                 let proc = Proc::start(server);
                 match runtime.run(idle_http(&proc, idle_http_sessions, streaming)) {
                     Ok(bytes) => {
                         let name = format!("idle {what}, {idle_http_sessions}");
                         println!("{name:<28} {:<22} {:>10.1} KB", server.name(), bytes / 1024.0);
-                        figures.push((server, bytes / 1024.0));
+                        figures.push((server, vec![Some(bytes / 1024.0)]));
                     }
                     Err(e) => println!("{:<28} {:<22} failed: {e}", what, server.name()),
                 }
@@ -1655,30 +1653,23 @@ fn main() {
                 }
             }
         }
-        let figures = |pick: fn(&(f64, f64)) -> f64| {
+        // A server none of whose rounds ran is left out of these lines.
+        let rounds_by = |pick: fn(&(f64, f64)) -> f64| -> Rounds {
             servers
                 .iter()
                 .zip(&per_server)
                 .filter(|(_, v)| v.iter().any(Option::is_some))
-                .map(|(server, v)| (*server, median(v.iter().flatten().map(pick).collect())))
-                .collect()
-        };
-        let rounds_by = |pick: fn(&(f64, f64)) -> f64| {
-            servers
-                .iter()
-                .zip(&per_server)
                 .map(|(server, v)| (*server, v.iter().map(|f| f.as_ref().map(pick)).collect()))
                 .collect()
         };
-        rounds_of.push((format!("idle {n} (KB/session)"), rounds_by(|f| f.0)));
-        rounds_of.push((format!("idle {n} heap (KB/session)"), rounds_by(|f| f.1)));
-        summary.push((format!("idle {n} (KB/session)"), figures(|f| f.0)));
-        summary.push((format!("idle {n} heap (KB/session)"), figures(|f| f.1)));
+        summary.push((format!("idle {n} (KB/session)"), rounds_by(|f| f.0)));
+        summary.push((format!("idle {n} heap (KB/session)"), rounds_by(|f| f.1)));
     }
 
     // A group's broadcast against a broadcast to as many sessions alone.
     let ours_of = |name: &str| {
-        summary.iter().find(|(n, _)| n == name)?.1.iter().find(|(s, _)| *s == Server::Ours).map(|f| f.1)
+        let (_, rounds) = summary.iter().find(|(n, _)| n == name)?;
+        rounds.iter().find(|(s, _)| *s == Server::Ours).map(|(_, r)| median_of(r))
     };
     let mut group_lines = Vec::new();
     for (name, _) in &summary {
@@ -1697,7 +1688,8 @@ fn main() {
     for line in group_lines {
         println!("{line}");
     }
-    for (name, figures) in summary {
+    for (name, rounds) in &summary {
+        let figures: Vec<(Server, f64)> = rounds.iter().map(|(server, r)| (*server, median_of(r))).collect();
         let ours = figures.iter().find(|(s, _)| *s == Server::Ours).map(|f| f.1);
         let mut line = format!("{name:<32}");
         for (server, v) in &figures {
@@ -1706,8 +1698,7 @@ fn main() {
         for (server, v) in &figures {
             if let (Some(ours), true) = (ours, *server != Server::Ours) {
                 line.push_str(&format!(" | ours/{}: {:.2}x", server.key(), ours / v));
-                let rounds = rounds_of.iter().find(|(n, _)| *n == name).map(|(_, r)| r);
-                if let Some((low, high)) = rounds.and_then(|r| paired_ratios(r, *server)) {
+                if let Some((low, high)) = paired_ratios(rounds, *server) {
                     line.push_str(&format!(" [{low:.2}-{high:.2}]"));
                 }
             }

@@ -86,6 +86,7 @@ async fn main() -> std::io::Result<()> {
     let port = serve::port(8091);
     let sessions = web::Data::new(Sessions::default());
     let server = HttpServer::new(move || {
+        serve::shift_heap();
         App::new()
             .app_data(sessions.clone())
             .route("/echo/{server}/{session}/xhr", web::post().to(poll))

@@ -50,7 +50,10 @@
 //!   the untouched pages of each connection's buffers fall. The bench raises its descriptor
 //!   limit to the hard limit (the servers inherit it) and skips a count
 //!   that does not fit: the server and the generator each hold one
-//!   descriptor per session.
+//!   descriptor per session. With `LOAD_HEAP_PHASES=1` each round starts
+//!   the servers with their heaps moved by another phase (`shift_heap` in
+//!   benches/support/serve.rs) and the scenario also prints each server's
+//!   mean RSS over the rounds.
 //!
 //! `LOAD_SECONDS` (default 5) is the length of a measuring window,
 //! `LOAD_ROUNDS` (default 3) the number of interleaved rounds, `LOAD_SERVERS`
@@ -144,6 +147,12 @@ struct Proc {
 
 impl Proc {
     fn start(server: Server) -> Self {
+        Self::start_with(server, None)
+    }
+
+    /// Starts `server` with its workers' heaps moved by `heap_phase` bytes
+    /// (`serve::shift_heap`; sockjs-node ignores it).
+    fn start_with(server: Server, heap_phase: Option<usize>) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let release = root.join("target/release/examples");
         let mut cmd = match server {
@@ -162,6 +171,9 @@ impl Proc {
                 c
             }
         };
+        if let Some(phase) = heap_phase {
+            cmd.env("BENCH_HEAP_PHASE", phase.to_string());
+        }
         if let Some(cpus) = &pinned().servers {
             // taskset execs the server: the child's pid is the server's.
             let program = cmd.get_program().to_owned();
@@ -1208,6 +1220,14 @@ async fn idle(server: Server, proc: &Proc, sessions: usize) -> io::Result<(f64, 
     Ok((per(after.0, before.0), per(after.1, before.1)))
 }
 
+/// The heap phase of the idle scenario's round `round` with
+/// `LOAD_HEAP_PHASES=1`: 16-byte steps over 512 bytes (the floor's
+/// buffers fall 512 bytes apart), halving the gaps as rounds are added
+/// (0, 256, 128, 384, 64, ...), so that any number of rounds spreads evenly.
+fn heap_phase(round: usize) -> usize {
+    16 * ((round % 32) as u32).reverse_bits().rotate_left(5) as usize
+}
+
 fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
         .unwrap_or_else(|_| default.into())
@@ -1615,6 +1635,7 @@ fn main() {
     }
 
     println!("# idle WebSocket sessions: server RSS per session");
+    let phases = env("LOAD_HEAP_PHASES", 0u8) == 1;
     for n in env_list("LOAD_IDLE", "1000,10000,100000") {
         // Each side holds a descriptor per session, plus a few hundred of
         // its own (listeners, the runtime, the warm-up sockets).
@@ -1632,17 +1653,19 @@ fn main() {
         // reading each is not enough to compare two servers by 3%.
         let mut per_server: Vec<Vec<Option<(f64, f64)>>> = vec![Vec::new(); servers.len()];
         for round in 0..rounds {
+            let phase = phases.then(|| heap_phase(round));
             for i in rotation(round, servers.len()) {
                 let server = servers[i];
-                let proc = Proc::start(server);
+                let proc = Proc::start_with(server, phase);
                 match runtime.run(idle(server, &proc, n)) {
                     Ok((rss, heap)) => {
                         println!(
-                            "{:<28} {:<22} {:>10.2} KB ({:.2} KB of heap)",
+                            "{:<28} {:<22} {:>10.2} KB ({:.2} KB of heap){}",
                             format!("idle, {n}"),
                             server.name(),
                             rss / 1024.0,
-                            heap / 1024.0
+                            heap / 1024.0,
+                            phase.map(|p| format!(", heap phase {p}")).unwrap_or_default()
                         );
                         per_server[i].push(Some((rss / 1024.0, heap / 1024.0)));
                     }
@@ -1662,6 +1685,25 @@ fn main() {
                 .map(|(server, v)| (*server, v.iter().map(|f| f.as_ref().map(pick)).collect()))
                 .collect()
         };
+        if phases {
+            let mean = |v: &[Option<(f64, f64)>]| {
+                let rss: Vec<f64> = v.iter().flatten().map(|f| f.0).collect();
+                (!rss.is_empty()).then(|| rss.iter().sum::<f64>() / rss.len() as f64)
+            };
+            let means: Vec<(Server, f64)> =
+                servers.iter().zip(&per_server).filter_map(|(s, v)| Some((*s, mean(v)?))).collect();
+            let ours = means.iter().find(|(s, _)| *s == Server::Ours).map(|m| m.1);
+            let mut line = format!("idle, {n}, mean over {rounds} heap phases (KB RSS/session):");
+            for (server, m) in &means {
+                line.push_str(&format!(" {}: {m:.2}", server.key()));
+            }
+            for (server, m) in means.iter().filter(|(s, _)| *s != Server::Ours) {
+                if let Some(ours) = ours {
+                    line.push_str(&format!(" | ours/{}: {:.3}x", server.key(), ours / m));
+                }
+            }
+            println!("{line}");
+        }
         summary.push((format!("idle {n} (KB/session)"), rounds_by(|f| f.0)));
         summary.push((format!("idle {n} heap (KB/session)"), rounds_by(|f| f.1)));
     }

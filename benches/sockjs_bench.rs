@@ -72,6 +72,7 @@ async fn main() -> std::io::Result<()> {
     let room = SessionManager::start_with(|room| move || Member { room: room.clone() });
     let groups = SessionManager::start_with(|room| move || Grouped { room: room.clone() });
     let server = HttpServer::new(move || {
+        serve::shift_heap();
         App::new()
             .service(SockJs::new("/echo", echo.clone()))
             .service(SockJs::new("/broadcast", room.clone()))

@@ -146,6 +146,7 @@ async fn main() -> std::io::Result<()> {
     let port = serve::port(8090);
     let hub = web::Data::new(Hub::default().start());
     let server = HttpServer::new(move || {
+        serve::shift_heap();
         App::new()
             .app_data(hub.clone())
             .route("/echo/websocket", web::get().to(echo))

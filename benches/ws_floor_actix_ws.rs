@@ -81,6 +81,7 @@ async fn main() -> std::io::Result<()> {
     let port = serve::port(8092);
     let members = web::Data::new(Members::default());
     let server = HttpServer::new(move || {
+        serve::shift_heap();
         App::new()
             .app_data(members.clone())
             .route("/echo/websocket", web::get().to(echo))

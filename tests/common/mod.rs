@@ -94,6 +94,13 @@ impl Drop for TestServer {
 /// test process, in the profile the tests were built with: `cargo test
 /// --test x` alone does not rebuild examples, and a stale one would test old
 /// code.
+///
+/// It is built with `features` and every feature this test crate was
+/// built with: `cargo test --all-features` has just built the examples so,
+/// and asking cargo for another set would rebuild the library (and leave
+/// the binary built with that set for the next test binary). Asking for
+/// one feature set, whatever `features` says, also keeps a binary built
+/// without a feature from being taken for one built with it.
 pub fn example_binary(name: &str, features: &[&str]) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut dir = std::env::current_exe().expect("test exe");
@@ -102,6 +109,17 @@ pub fn example_binary(name: &str, features: &[&str]) -> PathBuf {
         dir.pop();
     }
     let exe = dir.join("examples").join(name);
+    let ours: &[&str] = &[
+        #[cfg(feature = "redis")]
+        "redis",
+        #[cfg(feature = "fuzzing")]
+        "fuzzing",
+    ];
+    let missing: Vec<&&str> = features.iter().filter(|f| !ours.contains(f)).collect();
+    assert!(
+        missing.is_empty(),
+        "example {name} needs features {missing:?}, which this test was not built with"
+    );
     let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -110,8 +128,8 @@ pub fn example_binary(name: &str, features: &[&str]) -> PathBuf {
         if dir.ends_with("release") {
             build.arg("--release");
         }
-        if !features.is_empty() {
-            build.args(["--features", &features.join(",")]);
+        if !ours.is_empty() {
+            build.args(["--features", &ours.join(",")]);
         }
         let status = build.status().expect("cargo build");
         assert!(status.success(), "building example {name} failed");

@@ -39,7 +39,9 @@ pub(crate) fn shift_heap() {
     // 64 KiB more than the phase: too large for any free chunk at start-up,
     // so glibc carves it from the top of the thread's heap, below the
     // mmap threshold (128 KiB), and everything after it moves by the
-    // phase (mod 4 KiB). Never written, so never resident.
+    // block's chunk (the phase, 64 KiB and glibc's 16 bytes): from one
+    // round to the next, by the difference of their phases within a page.
+    // Never written, so never resident.
     let block = Vec::<u8>::with_capacity((64 << 10) + phase);
     std::mem::forget(std::hint::black_box(block));
 }

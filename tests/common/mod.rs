@@ -109,6 +109,7 @@ pub fn example_binary(name: &str, features: &[&str]) -> PathBuf {
         dir.pop();
     }
     let exe = dir.join("examples").join(name);
+    // The crate's features (Cargo.toml's `[features]`: keep in step).
     let ours: &[&str] = &[
         #[cfg(feature = "redis")]
         "redis",

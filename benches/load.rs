@@ -1223,7 +1223,8 @@ async fn idle(server: Server, proc: &Proc, sessions: usize) -> io::Result<(f64, 
 /// The heap phase of the idle scenario's round `round` with
 /// `LOAD_HEAP_PHASES=1`: 16-byte steps over 512 bytes (the floor's
 /// buffers fall 512 bytes apart), halving the gaps as rounds are added
-/// (0, 256, 128, 384, 64, ...), so that any number of rounds spreads evenly.
+/// (0, 256, 128, 384, 64, ...): the first 2, 4, 8, 16 or 32 rounds cover
+/// those bytes evenly.
 fn heap_phase(round: usize) -> usize {
     16 * ((round % 32) as u32).reverse_bits().rotate_left(5) as usize
 }

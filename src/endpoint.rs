@@ -16,7 +16,7 @@ use std::{
 use actix::Addr;
 use actix_web::{
     http::{
-        header::{self, HeaderValue},
+        header::{self, HeaderName, HeaderValue},
         StatusCode,
     },
     HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError,
@@ -93,12 +93,27 @@ enum RefuseWith {
 }
 
 impl Refuse {
-    /// Refuses with an HTTP error.
+    /// Refuses with an HTTP error: its status, headers and body, as
+    /// actix-web answers it. On the HTTP transports whose answers carry
+    /// CORS headers, the answer gets the same ones unless it has an
+    /// `Access-Control-Allow-Origin` of its own, so that a page on another
+    /// allowed origin can read it. A WebSocket handshake gets it as it is.
+    /// sockjs-client itself reports any HTTP refusal as a failed transport
+    /// (`2000 All transports failed` once none is left): to tell the page
+    /// why, refuse with [`Refuse::close`].
     ///
     /// # Examples
     ///
     /// ```
-    /// let no = actix_sockjs::Refuse::http(actix_web::error::ErrorForbidden("log in first"));
+    /// use actix_sockjs::Refuse;
+    /// use actix_web::{error::InternalError, HttpResponse};
+    ///
+    /// let no = Refuse::http(actix_web::error::ErrorForbidden("log in first"));
+    /// // An answer built whole, headers and all:
+    /// let login = HttpResponse::Unauthorized()
+    ///     .insert_header(("WWW-Authenticate", "Bearer"))
+    ///     .body("log in first");
+    /// let no = Refuse::http(InternalError::from_response("no token", login));
     /// ```
     pub fn http(error: impl Into<actix_web::Error>) -> Self {
         Self(RefuseWith::Http(error.into()))
@@ -972,21 +987,45 @@ pub(crate) const MAX_REFLECTED: usize = 4096;
 /// echoed: such an origin is answered as no origin, such request headers
 /// are not allowed.
 pub(crate) fn cors(res: &mut HttpResponseBuilder, req: &HttpRequest) {
+    cors_each(req, |name, value| {
+        res.insert_header((name, value));
+    });
+}
+
+/// [`cors`]'s headers added to an answer built elsewhere (the
+/// application's refusal, say), unless it has an `Access-Control-Allow-Origin`
+/// of its own: then its CORS headers are its own choice, left whole.
+pub(crate) fn add_cors(res: &mut HttpResponse, req: &HttpRequest) {
+    let headers = res.headers_mut();
+    if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        return;
+    }
+    cors_each(req, |name, value| {
+        if name == header::VARY {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+    });
+}
+
+/// Hands [`cors`]'s headers to `put`, one by one.
+fn cors_each(req: &HttpRequest, mut put: impl FnMut(HeaderName, HeaderValue)) {
     let short = |v: &&HeaderValue| v.len() <= MAX_REFLECTED;
     match req.headers().get(header::ORIGIN).filter(short) {
         Some(origin) => {
-            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
-            res.insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+            put(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            put(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         }
         None => {
-            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+            put(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         }
     }
-    res.insert_header((header::VARY, "Origin"));
+    put(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(h) =
         req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).filter(|h| !h.is_empty()).filter(short)
     {
-        res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone()));
+        put(header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone());
     }
 }
 

@@ -196,8 +196,37 @@ fn an_http_refusal_answers_its_status() {
     });
     let r = post(port, &format!("/forbidden/000/{}/xhr", session()), "");
     assert_eq!((r.status(), r.body.as_str()), (403, "log in first"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     let refused = WsClient::connect_with(port, &format!("/forbidden/000/{}/websocket", session()), &[]);
     assert_eq!(refused.err().map(|r| r.status()), Some(403));
+
+    // A page on another origin sees the status and the body: the refusal
+    // carries the transport's CORS headers (it had none: a CORS failure).
+    let page = [("Origin", "http://app.example")];
+    for transport in ["xhr", "xhr_streaming"] {
+        let r = request(port, "POST", &format!("/forbidden/000/{}/{transport}", session()), &page, Some(b""));
+        assert_eq!((r.status(), r.body.as_str()), (403, "log in first"), "{transport}");
+        assert_eq!(r.header("access-control-allow-origin"), Some("http://app.example"), "{transport}");
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"), "{transport}");
+        assert!(r.head.all("vary").iter().any(|v| v.contains("Origin")), "{transport}: {:?}", r.head);
+    }
+}
+
+#[test]
+fn an_http_refusal_keeps_cors_headers_of_its_own() {
+    let port = serve(1, |m| {
+        SockJs::new("/own", m).authorize(|_| {
+            let answer = actix_web::HttpResponse::Unauthorized()
+                .insert_header(("Access-Control-Allow-Origin", "http://login.example"))
+                .body("who are you?");
+            Err::<(), _>(Refuse::http(actix_web::error::InternalError::from_response("no user", answer)))
+        })
+    });
+    let page = [("Origin", "http://app.example")];
+    let r = request(port, "POST", &format!("/own/000/{}/xhr", session()), &page, Some(b""));
+    assert_eq!((r.status(), r.body.as_str()), (401, "who are you?"));
+    assert_eq!(r.head.all("access-control-allow-origin"), ["http://login.example"]);
+    assert_eq!(r.header("access-control-allow-credentials"), None);
 }
 
 #[test]

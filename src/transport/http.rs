@@ -25,8 +25,8 @@ use super::{Prelude, Receiving, Row, Sending};
 use crate::{
     config::{time_bought, BODY_TIME_CAP},
     endpoint::{
-        cors, error, keep_unread, never_cache, session_cookie, session_error, Endpoint, LogPath, ReachError,
-        BIND_COOKIE, JAVASCRIPT, TEXT,
+        add_cors, cors, error, keep_unread, never_cache, session_cookie, session_error, Endpoint, LogPath,
+        ReachError, BIND_COOKIE, JAVASCRIPT, TEXT,
     },
     protocol::{close_frame, htmlfile_prelude, parse_messages, validate_callback},
     receiver::{out_queue, poll_text, Framing, Out, OutRx, PeerSocket, Receiver},
@@ -100,13 +100,22 @@ pub(crate) async fn receive<A: Session>(
                 rx = refused_rx;
             }
             // The endpoint's own refusals (503, 429) get the transport's
-            // headers; the application's stay as it built them.
+            // headers; the application's stay as it built them, with the
+            // transport's CORS headers where it set none, so that a page
+            // on another (allowed) origin sees its status and body rather
+            // than a CORS failure.
             None => match refuse.refusal() {
                 Some(refusal) => {
                     ep.log_refusal(&req, *refusal);
                     return fail(refusal.status_code(), refusal.to_string());
                 }
-                None => return refuse.error_response(),
+                None => {
+                    let mut res = refuse.error_response();
+                    if how.cors {
+                        add_cors(&mut res, &req);
+                    }
+                    return res;
+                }
             },
         },
         // Logged where it was caught.

@@ -80,7 +80,7 @@ impl Session for Member {
     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
         ctx.send(format!("welcome, you are {} (session {})", self.name, ctx.session_id()));
         // A group of one per user: `/to NAME` reaches it on any node.
-        ctx.join(&format!("user:{}", self.name));
+        ctx.join(format!("user:{}", self.name));
         self.enter("lobby", ctx);
     }
 

@@ -10,17 +10,20 @@
 //!
 //! # Installation
 //!
-//! Until the first release on crates.io, depend on a checkout (by `path`, or
-//! by `git` with the URL you cloned it from); from the 0.1 release on:
+//! Until the first release on crates.io, depend on a checkout of this
+//! repository, by path or by git (the URL you cloned it from):
 //!
 //! ```toml
 //! [dependencies]
-//! actix-sockjs = "0.1"
+//! actix-sockjs = { path = "../actix-sockjs" }        # or: { git = "<repository URL>" }
 //! actix = "0.13"
 //! actix-web = "4.13"  # 4.13 or later for HttpServer::tcp_nodelay, which the quick start sets
 //! log = "0.4"
 //! env_logger = "0.11"
 //! ```
+//!
+//! From the 0.1 release on, the line will be `actix-sockjs = "0.1"` (add
+//! `features = ["redis"]` for several nodes). Rust 1.89 or newer.
 //!
 //! # Feature flags
 //!
@@ -85,7 +88,7 @@
 //! | [`CloseCause`], [`close_code`] | why a session ended, and the codes on the wire |
 //! | [`Transport`] | the transports, to switch off or to tell apart |
 //! | [`metrics`] | the names of the metrics reported through the `metrics` facade |
-//! | `cluster` | the Redis bridge between nodes (feature `redis`) |
+//! | `cluster` | the Redis bridge between nodes (feature `redis`; `cargo doc --features redis` documents it, docs.rs has every feature) |
 //!
 //! # Testing your sessions
 //!

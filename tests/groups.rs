@@ -191,7 +191,7 @@ impl Session for Member {
         }
         ctx.join("all");
         if let Some(group) = ctx.request().query("group") {
-            ctx.join(&group);
+            ctx.join(group);
         }
         let _ = self.events.send(Event::Opened(ctx.session_id().to_owned()));
     }

@@ -70,6 +70,44 @@ use crate::{
 /// # Ok(())
 /// # }
 /// ```
+///
+/// From an ordinary actix-web route: the manager's address is app data.
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_sockjs::{Session, SessionContext};
+/// # struct Chat;
+/// # impl Actor for Chat { type Context = SessionContext<Self>; }
+/// # impl Session for Chat { fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {} }
+/// use actix_sockjs::{Broadcast, SessionManager, SockJs};
+/// use actix_web::{post, web, App, HttpResponse, HttpServer};
+///
+/// type Manager = web::Data<Addr<SessionManager<Chat>>>;
+///
+/// /// `POST /announce/lobby` with a text body: every session in `lobby`
+/// /// gets it; the answer says how many on this node did.
+/// #[post("/announce/{room}")]
+/// async fn announce(room: web::Path<String>, text: String, manager: Manager) -> HttpResponse {
+///     match manager.send(Broadcast::text(text).group(room.as_str())).await {
+///         Ok(reached) => HttpResponse::Ok().body(reached.to_string()),
+///         Err(_) => HttpResponse::ServiceUnavailable().finish(),
+///     }
+/// }
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let manager = SessionManager::new(|| Chat).start();
+///     HttpServer::new(move || {
+///         App::new()
+///             .app_data(web::Data::new(manager.clone()))
+///             .service(announce)
+///             .service(SockJs::new("/chat", manager.clone()))
+///     })
+///     .bind(("127.0.0.1", 8080))?
+///     .run()
+///     .await
+/// }
+/// ```
 #[must_use = "a message does nothing until it is sent to the manager"]
 #[derive(Clone, Message)]
 #[rtype(result = "usize")]
@@ -627,7 +665,8 @@ impl<A: Session> Handler<SendTo> for SessionManager<A> {
 /// for its disconnect delay) still runs the handler, and drops what it
 /// sends: [`SessionContext::is_open`](crate::SessionContext::is_open)
 /// tells. `Delivered` says the message is queued, not that the handler has
-/// run; a reply travels in the message (a oneshot sender, say). A message
+/// run; the handler's result is dropped (use `#[rtype(result = "()")]`),
+/// so a reply travels in the message (a oneshot sender, say). A message
 /// sent to the actor's own address ([`GetSession`](crate::GetSession))
 /// goes through actix's mailbox instead, which keeps no order with the
 /// queue.

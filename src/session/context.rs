@@ -659,7 +659,7 @@ where
     /// impl Session for Guarded {
     ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
     ///         if ctx.request().query("token").as_deref() != Some("let-me-in") {
-    ///             ctx.close(4001, "Unauthorized");
+    ///             ctx.close(4401, "Unauthorized");
     ///         }
     ///     }
     ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
@@ -873,6 +873,11 @@ where
     /// # struct Chat;
     /// # impl Actor for Chat { type Context = SessionContext<Self>; }
     /// impl Session for Chat {
+    ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
+    ///         // A name built at run time: a `String` is a group name too.
+    ///         let user = ctx.request().query("user").unwrap_or_default();
+    ///         ctx.join(format!("user:{user}"));
+    ///     }
     ///     fn on_message(&mut self, msg: String, ctx: &mut SessionContext<Self>) {
     ///         if let Some(room) = msg.strip_prefix("/join ") {
     ///             ctx.join(room);
@@ -881,8 +886,8 @@ where
     ///     }
     /// }
     /// ```
-    pub fn join(&mut self, group: &str) {
-        self.setup.notes.note(self.setup.serial, Note::Join(Arc::from(group)));
+    pub fn join(&mut self, group: impl AsRef<str>) {
+        self.setup.notes.note(self.setup.serial, Note::Join(Arc::from(group.as_ref())));
     }
 
     /// Leaves the group `group` (nothing happens if the session is not in
@@ -903,8 +908,8 @@ where
     ///     }
     /// }
     /// ```
-    pub fn leave(&mut self, group: &str) {
-        self.setup.notes.note(self.setup.serial, Note::Leave(Arc::from(group)));
+    pub fn leave(&mut self, group: impl AsRef<str>) {
+        self.setup.notes.note(self.setup.serial, Note::Leave(Arc::from(group.as_ref())));
     }
 
     /// Sends a value as one JSON message (`serde_json`'s encoding of it).

@@ -388,7 +388,7 @@ pub trait Session: Actor<Context = SessionContext<Self>> {
 ///         let agent = req.header("user-agent").unwrap_or("?");
 ///         log::info!("session from {agent} at {:?}", req.client_ip());
 ///         if token.as_deref() != Some("let-me-in") {
-///             ctx.close(4001, "Unauthorized");
+///             ctx.close(4401, "Unauthorized");
 ///         }
 ///     }
 ///     fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
@@ -722,7 +722,7 @@ impl RequestInfo {
     ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
     ///         // new SockJS("/echo?room=lobby")
     ///         let room = ctx.request().query("room").unwrap_or_else(|| "lobby".to_owned());
-    ///         ctx.join(&room);
+    ///         ctx.join(room);
     ///     }
     ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}
     /// }
@@ -745,7 +745,7 @@ impl RequestInfo {
     /// impl Session for S {
     ///     fn on_open(&mut self, ctx: &mut SessionContext<Self>) {
     ///         if ctx.request().cookie("session").is_none() {
-    ///             ctx.close(4001, "Log in first");
+    ///             ctx.close(4401, "Log in first");
     ///         }
     ///     }
     ///     # fn on_message(&mut self, _: String, _: &mut SessionContext<Self>) {}

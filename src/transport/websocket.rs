@@ -1020,7 +1020,13 @@ impl Stream for WsStream {
 #[cold]
 #[inline(never)]
 fn read_failed(e: &actix_web::error::PayloadError) {
-    log::debug!("sockjs: websocket read failed: {e}");
+    match e {
+        // actix-http's words for it end in `: None`.
+        actix_web::error::PayloadError::Incomplete(None) => {
+            log::debug!("sockjs: websocket client left without a closing handshake (connection closed)");
+        }
+        e => log::debug!("sockjs: websocket read failed: {e}"),
+    }
 }
 
 /// Refuses the frame at the head of `buf` by the payload length its header

@@ -22,7 +22,8 @@
 //! - **nothing lost across a Redis outage**, within the outbox's bound:
 //!   while Redis is down or stalled, messages wait in the outbox and go out
 //!   in order when it answers again; a reader that lost its connection goes
-//!   on from the last entry it read. Entries Redis had but lost when it
+//!   on from the last entry it read (from a Redis that restarted: from that
+//!   or from 5 s before it started, whichever is earlier). Entries Redis had but lost when it
 //!   restarted (no persistence) are published again: the outbox keeps what
 //!   Redis took for up to [`RedisBridge::retain`] (within the outbox's
 //!   bound) and sends it again when it finds Redis restarted (a new
@@ -182,8 +183,10 @@ impl fmt::Debug for RedisBridge {
 ///
 /// let err: InvalidUrl = RedisBridge::new("http://127.0.0.1/", "chat").unwrap_err();
 /// assert!(err.to_string().starts_with("invalid Redis URL"));
-/// // `?` turns it into `Box<dyn Error>` or `std::io::Error::other(err)`.
-/// let _: Box<dyn std::error::Error + Send + Sync> = err.into();
+/// // `?` turns it into a `Box<dyn Error>` or, in a `main` that returns
+/// // `std::io::Result`, an `std::io::Error` (kind `InvalidInput`).
+/// let io: std::io::Error = err.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
 /// ```
 #[derive(Debug)]
 pub struct InvalidUrl {
@@ -199,6 +202,14 @@ impl fmt::Display for InvalidUrl {
 impl std::error::Error for InvalidUrl {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
+    }
+}
+
+/// So that `RedisBridge::new(..)?` works in an actix-web `main`, which
+/// returns `std::io::Result`.
+impl From<InvalidUrl> for std::io::Error {
+    fn from(err: InvalidUrl) -> Self {
+        Self::new(std::io::ErrorKind::InvalidInput, err)
     }
 }
 
@@ -391,8 +402,12 @@ impl RedisBridge {
         describe();
         let sender = format!("{}/{:016x}", wire_id(&self.node), incarnation());
         let label = self.stream.clone();
+        // host:port (or a socket's path): never the URL, which may hold a
+        // password.
+        let addr = self.client.get_connection_info().addr().to_string();
         let bridge = Arc::new(Bridge {
             client: self.client,
+            addr,
             stream: self.stream,
             sender,
             health_timeout: self.health_timeout,
@@ -410,19 +425,27 @@ impl RedisBridge {
             reader: Side::new("reader", gauge!(REDIS_READER_UP, "channel" => label.clone())),
             metrics: BridgeMetrics::new(&label),
         });
-        log::info!("sockjs: redis bridge on stream {:?} starting as {}", bridge.stream, bridge.sender);
+        log::info!(
+            "sockjs: redis bridge on stream {:?} at {} starting as {}",
+            bridge.stream,
+            bridge.addr,
+            bridge.sender
+        );
         manager.do_send(SetRelay::to(Publisher(bridge.clone())));
         let tasks = vec![
             actix_web::rt::spawn(publish(bridge.clone())),
             actix_web::rt::spawn(read(bridge.clone(), manager.clone().recipient())),
             actix_web::rt::spawn(watch_health(bridge.clone())),
         ];
+        let tasks = Arc::new(Tasks { handles: tasks, stopped: AtomicBool::new(false) });
         BridgeHandle { bridge, relay: manager.clone().recipient(), tasks }
     }
 }
 
 /// A running [`RedisBridge`]: ask it whether Redis answers, or
 /// [`stop`](Self::stop) the bridge (dropping the handle leaves it running).
+/// Clones are handles of the same bridge: one can sit in a health route's
+/// `web::Data` while another stops the bridge at shutdown.
 ///
 /// # Examples
 ///
@@ -442,10 +465,17 @@ impl RedisBridge {
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct BridgeHandle {
     bridge: Arc<Bridge>,
     relay: Recipient<SetRelay>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Arc<Tasks>,
+}
+
+/// The bridge's tasks, and whether a handle has stopped them.
+struct Tasks {
+    handles: Vec<JoinHandle<()>>,
+    stopped: AtomicBool,
 }
 
 /// How a [`RedisBridge`] is doing ([`BridgeHandle::health`]).
@@ -536,19 +566,32 @@ impl BridgeHandle {
     }
 
     /// Stops the bridge: broadcasts stay on this node from then on, and
-    /// what waits in the outbox is dropped.
+    /// what waits in the outbox is dropped. Only the first call, through
+    /// any clone of the handle, does anything. A bridge another one
+    /// replaced on its manager (started on the same manager later) has
+    /// stopped already; its `stop` leaves the manager's new relay alone
+    /// once the manager has taken it.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # fn f(bridge: actix_sockjs::cluster::BridgeHandle) {
+    /// let probe = bridge.clone(); // for a health route, say
     /// bridge.stop();
+    /// assert!(!probe.is_up());
     /// # }
     /// ```
-    pub fn stop(self) {
-        self.relay.do_send(SetRelay::none());
+    pub fn stop(&self) {
+        if self.tasks.stopped.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // Stopped without a handle: the manager dropped its relay (for
+        // another's, or as it stopped), and has no relay of ours to drop.
+        if !self.bridge.stopped() {
+            self.relay.do_send(SetRelay::none());
+        }
         self.bridge.stop();
-        for task in &self.tasks {
+        for task in &self.tasks.handles {
             task.abort();
         }
         for side in [&self.bridge.publisher, &self.bridge.reader] {
@@ -562,6 +605,8 @@ impl BridgeHandle {
 /// What the bridge's tasks and its relay share.
 struct Bridge {
     client: ::redis::Client,
+    /// Where Redis is, for the log: `host:port`.
+    addr: String,
     stream: String,
     /// This start of this node on the wire: its name and a random part.
     sender: String,
@@ -632,6 +677,12 @@ impl Bridge {
 
     fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// One side of it, as log lines name it: `publisher of "chat" at
+    /// 127.0.0.1:6379`.
+    fn who(&self, role: &str) -> String {
+        format!("{role} of {:?} at {}", self.stream, self.addr)
     }
 
     /// Milliseconds since [`Self::epoch`], plus one (0 is "never").
@@ -1163,35 +1214,64 @@ fn parse_server_info(info: &str) -> ServerInfo {
 /// counted from the task's last command that worked: a stall is noticed
 /// only when a command times out (`health_timeout` later), so counting
 /// from the first failure read a 5 s stall as ~4 s.
-#[derive(Default)]
 struct Outage {
+    /// Whose: `publisher of "chat" at 127.0.0.1:6379`.
+    who: String,
     /// When the last command that worked answered.
     last_ok: Option<Instant>,
     /// When the outage began (the last good answer before it; the first
     /// failure when nothing worked before), while it lasts.
     began: Option<Instant>,
+    /// The failure last logged, when, and how many failures since.
+    told: Option<(String, Instant)>,
+    quiet: u32,
 }
 
+/// How often an outage's failures are logged (debug) while they say the
+/// same: a retry every half second logged each time filled a debug log
+/// with ~7,000 lines an hour per side.
+const REPEAT_LOG: Duration = Duration::from_secs(10);
+
 impl Outage {
+    /// An outage tracker for `who` (see [`Bridge::who`]).
+    fn new(who: String) -> Self {
+        Self { who, last_ok: None, began: None, told: None, quiet: 0 }
+    }
+
     /// A command failed at `now`: the first failure of an outage is logged
-    /// as a warning, the others at debug level.
-    fn failed(&mut self, role: &str, what: impl fmt::Display, now: Instant) {
+    /// as a warning, the others at debug level, once per [`REPEAT_LOG`]
+    /// while they repeat the same failure.
+    fn failed(&mut self, what: impl fmt::Display, now: Instant) {
         let what = what.to_string();
         let what = util::cut(&what, ERROR_IN_LINE);
+        let who = &self.who;
         if self.began.is_none() {
-            log::warn!("sockjs: redis {role}: {what}; retrying");
+            log::warn!("sockjs: redis {who}: {what}; retrying");
             self.began = Some(self.last_ok.unwrap_or(now));
         } else {
-            log::debug!("sockjs: redis {role}: {what}");
+            let repeat = self
+                .told
+                .as_ref()
+                .is_some_and(|(said, at)| said == what && now.saturating_duration_since(*at) < REPEAT_LOG);
+            if repeat {
+                self.quiet += 1;
+                return;
+            }
+            match std::mem::take(&mut self.quiet) {
+                0 => log::debug!("sockjs: redis {who}: {what}"),
+                n => log::debug!("sockjs: redis {who}: {what} (and {n} failure(s) since the last line)"),
+            }
         }
+        self.told = Some((what.to_owned(), now));
     }
 
     /// A command worked at `now`: how long the outage it ends lasted, if
     /// it ends one.
-    fn ended(&mut self, role: &str, now: Instant) -> Option<Duration> {
+    fn ended(&mut self, now: Instant) -> Option<Duration> {
         self.last_ok = Some(now);
         let down = now.saturating_duration_since(self.began.take()?);
-        log::info!("sockjs: redis {role} works again, {down:.1?} after its last command that worked");
+        (self.told, self.quiet) = (None, 0);
+        log::info!("sockjs: redis {} works again, {down:.1?} after its last command that worked", self.who);
         Some(down)
     }
 }
@@ -1211,7 +1291,7 @@ async fn publish(bridge: Arc<Bridge>) {
     let mut told_atomic = false;
     let mut next = 1;
     let mut delay = bridge.backoff.0;
-    let mut outage = Outage::default();
+    let mut outage = Outage::new(bridge.who("publisher"));
     while !bridge.stopped() {
         let Some(c) = conn.as_mut() else {
             let attempt = async {
@@ -1232,25 +1312,33 @@ async fn publish(bridge: Arc<Bridge>) {
                     }
                     if id.is_none() && !std::mem::replace(&mut told_inspection, true) {
                         log::warn!(
-                            "sockjs: redis does not answer INFO's run_id; a restart of Redis will go unnoticed \
-                             and what it lost will not be published again"
+                            "sockjs: redis at {} does not answer INFO's run_id; a restart of Redis will go \
+                             unnoticed and what it lost will not be published again",
+                            bridge.addr
                         );
                     }
                     let restarted = matches!((&server, &id), (Some(known), Some(id)) if known != id);
-                    if restarted {
-                        log::warn!(
-                            "sockjs: redis restarted (new run_id); publishing again what it may have lost"
-                        );
-                    }
                     if id.is_some() {
                         server = id;
                     }
-                    next = bridge.outbox().resume_from(restarted, next);
+                    let (resumed, waiting, kept) = {
+                        let outbox = bridge.outbox();
+                        let kept = outbox.entries.len().saturating_sub(outbox.waiting);
+                        (outbox.resume_from(restarted, next), outbox.waiting, kept)
+                    };
+                    next = resumed;
+                    if restarted {
+                        log::warn!(
+                            "sockjs: redis {}: Redis restarted (new run_id); publishing again the {kept} \
+                             message(s) of the last {:?} it had taken, then the {waiting} waiting",
+                            bridge.who("publisher"),
+                            bridge.retain
+                        );
+                    }
                     conn = Some(c);
                 }
                 Err(e) => {
                     outage.failed(
-                        "publisher",
                         format_args!("cannot connect ({e}); messages wait in the outbox"),
                         Instant::now(),
                     );
@@ -1276,12 +1364,12 @@ async fn publish(bridge: Arc<Bridge>) {
                     Ok(()) => {
                         bridge.ok(side);
                         delay = bridge.backoff.0;
-                        if outage.ended("publisher", Instant::now()).is_some() {
+                        if outage.ended(Instant::now()).is_some() {
                             bridge.outbox().told = false;
                         }
                     }
                     Err(e) => {
-                        outage.failed("publisher", format_args!("PING failed ({e})"), Instant::now());
+                        outage.failed(format_args!("PING failed ({e})"), Instant::now());
                         conn = None;
                         delay = bridge.back_off(delay).await;
                     }
@@ -1331,7 +1419,7 @@ async fn publish(bridge: Arc<Bridge>) {
                 bridge.metrics.published.increment(batch.len() as u64);
                 next = last + 1;
                 let mut outbox = bridge.outbox();
-                if outage.ended("publisher", Instant::now()).is_some() {
+                if outage.ended(Instant::now()).is_some() {
                     outbox.told = false;
                 }
                 outbox.stored(last, bridge.retain);
@@ -1339,7 +1427,7 @@ async fn publish(bridge: Arc<Bridge>) {
                 bridge.metrics.outbox_bytes.set(outbox.waiting_bytes as f64);
             }
             Err(e) => {
-                outage.failed("publisher", format_args!("XADD of a batch failed ({e})"), Instant::now());
+                outage.failed(format_args!("XADD of a batch failed ({e})"), Instant::now());
                 conn = None;
                 delay = bridge.back_off(delay).await;
             }
@@ -1402,7 +1490,7 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
     let mut server: Option<String> = None;
     let mut senders = Senders::default();
     let mut delay = bridge.backoff.0;
-    let mut outage = Outage::default();
+    let mut outage = Outage::new(bridge.who("reader"));
     while !bridge.stopped() && manager.connected() {
         let connected = async {
             let mut c = bridge.connect(side, bridge.health_timeout.saturating_add(block)).await?;
@@ -1413,7 +1501,6 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
             Ok(connected) => connected,
             Err(e) => {
                 outage.failed(
-                    "reader",
                     format_args!("cannot connect ({e}); local sessions still served"),
                     Instant::now(),
                 );
@@ -1446,7 +1533,7 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
             let start = match redis_ms(&mut conn).await {
                 Ok(ms) => ms.saturating_sub(back).saturating_sub(START_MARGIN_MS),
                 Err(e) => {
-                    outage.failed("reader", format_args!("TIME failed ({e})"), Instant::now());
+                    outage.failed(format_args!("TIME failed ({e})"), Instant::now());
                     delay = bridge.back_off(delay).await;
                     continue;
                 }
@@ -1471,14 +1558,14 @@ async fn read(bridge: Arc<Bridge>, manager: Recipient<Relayed>) {
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(e) => {
-                    outage.failed("reader", format_args!("XREAD failed ({e})"), Instant::now());
+                    outage.failed(format_args!("XREAD failed ({e})"), Instant::now());
                     delay = bridge.back_off(delay).await;
                     break;
                 }
             };
             bridge.ok(side);
             delay = bridge.backoff.0;
-            outage.ended("reader", Instant::now());
+            outage.ended(Instant::now());
             for (id, frame) in read_entries(reply) {
                 *last_id = id;
                 let Some(frame) = frame else { continue };
@@ -1619,21 +1706,29 @@ async fn watch_health(bridge: Arc<Bridge>) {
     let tick = (bridge.health_timeout / 10).min(Duration::from_millis(100));
     let limit = u64::try_from(bridge.health_timeout.as_millis()).unwrap_or(u64::MAX);
     let mut interval = time::interval(tick);
+    // A side that never worked never goes from up to down: told once
+    // instead, when the health timeout has passed since the start.
+    let mut never_told = [false; 2];
     while !bridge.stopped() {
         interval.tick().await;
         let now = bridge.now();
-        for side in [&bridge.publisher, &bridge.reader] {
+        for (side, never_told) in [&bridge.publisher, &bridge.reader].into_iter().zip(&mut never_told) {
             let last = side.last_ok.load(Ordering::Relaxed);
+            if last == 0 && now > limit && !std::mem::replace(never_told, true) {
+                log::warn!(
+                    "sockjs: redis {} is down: no command has worked since the bridge started",
+                    bridge.who(side.role)
+                );
+            }
             let up = last != 0 && now.saturating_sub(last) <= limit;
             if side.up.swap(up, Ordering::Relaxed) != up {
                 side.gauge.set(if up { 1.0 } else { 0.0 });
                 if up {
-                    log::info!("sockjs: redis {} of {:?} is up", side.role, bridge.stream);
+                    log::info!("sockjs: redis {} is up", bridge.who(side.role));
                 } else {
                     log::warn!(
-                        "sockjs: redis {} of {:?} is down: no command worked within {:?}",
-                        side.role,
-                        bridge.stream,
+                        "sockjs: redis {} is down: no command worked within {:?}",
+                        bridge.who(side.role),
                         bridge.health_timeout
                     );
                 }
@@ -1772,20 +1867,20 @@ mod tests {
     fn an_outage_counts_from_the_last_command_that_worked() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
-        let mut outage = Outage::default();
-        assert_eq!(outage.ended("reader", at(0)), None, "no outage to end");
+        let mut outage = Outage::new("reader".into());
+        assert_eq!(outage.ended(at(0)), None, "no outage to end");
         // Redis stalls just after 1,000 ms; the first command notices at
         // 2,000 (its timeout), the last failure is at 5,000, and it works
         // again at 6,000: down 5 s, not 4.
-        assert_eq!(outage.ended("reader", at(1_000)), None);
-        outage.failed("reader", "XREAD failed", at(2_000));
-        outage.failed("reader", "XREAD failed", at(5_000));
-        assert_eq!(outage.ended("reader", at(6_000)), Some(Duration::from_secs(5)));
-        assert_eq!(outage.ended("reader", at(7_000)), None, "ended once");
+        assert_eq!(outage.ended(at(1_000)), None);
+        outage.failed("XREAD failed", at(2_000));
+        outage.failed("XREAD failed", at(5_000));
+        assert_eq!(outage.ended(at(6_000)), Some(Duration::from_secs(5)));
+        assert_eq!(outage.ended(at(7_000)), None, "ended once");
         // With nothing that worked before, from the first failure.
-        let mut fresh = Outage::default();
-        fresh.failed("publisher", "cannot connect", at(1_000));
-        assert_eq!(fresh.ended("publisher", at(3_500)), Some(Duration::from_millis(2_500)));
+        let mut fresh = Outage::new("publisher".into());
+        fresh.failed("cannot connect", at(1_000));
+        assert_eq!(fresh.ended(at(3_500)), Some(Duration::from_millis(2_500)));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use actix_sockjs::{cluster::RedisBridge, Broadcast};
 use common::{free_port, haproxy, program, request, session, wait_for, Conn, Proc, TestServer, Ws, WsClient};
 
 fn redis(port: u16) -> Proc {
@@ -1100,7 +1101,6 @@ fn a_list_broadcast_leaves_out_its_except_on_every_node() {
     let mut b = common::Client::websocket(holder.port, "/groups");
     let b_id = b.ask("id");
     let (manager, system) = sender_node(redis_port, holder.port);
-    use actix_sockjs::Broadcast;
     manager.do_send(Broadcast::text("not for b").ids([b_id.as_str(), "nobody"]).except([b_id.as_str()]));
     // Its answer counts this node's sessions only: none here.
     let (answer, answered) = std::sync::mpsc::channel();
@@ -1134,7 +1134,6 @@ fn a_broadcast_leaves_out_the_members_of_groups_on_every_node() {
     }
     let (a_id, b_id) = (a.ask("id"), b.ask("id"));
     let (manager, system) = sender_node(redis_port, holder.port);
-    use actix_sockjs::Broadcast;
     // Each of the three new kinds: everyone, a group, a list.
     manager.do_send(Broadcast::text("all but a").except_groups(["user:a"]));
     manager.do_send(Broadcast::text("g but a").group("g").except_groups(["user:a", "nobody"]));
@@ -1165,7 +1164,6 @@ fn a_close_broadcast_closes_its_audience_on_every_node() {
         assert_eq!(client.ask("join:user:a"), "ok");
     }
     let (manager, system) = sender_node(redis_port, holder.port);
-    use actix_sockjs::Broadcast;
     manager.do_send(Broadcast::text("before").group("user:a"));
     manager.do_send(Broadcast::close(4003, "Kicked").group("user:a"));
     manager.do_send(Broadcast::text("after"));
@@ -1191,7 +1189,6 @@ fn an_entry_with_a_field_name_that_is_not_utf8_is_read_past() {
     let mut b = common::Client::websocket(holder.port, "/groups");
     let b_id = b.ask("id");
     let (manager, system) = sender_node(redis_port, holder.port);
-    use actix_sockjs::Broadcast;
     manager.do_send(Broadcast::text("before").ids([b_id.as_str()]));
     assert_eq!(b.recv(), "before");
     // XADD sockjs-test:groups * "\xff" x, in RESP (redis-cli takes text).
@@ -1212,39 +1209,126 @@ fn an_entry_with_a_field_name_that_is_not_utf8_is_read_past() {
     system.stop();
 }
 
-/// A bridge that goes (its node stops) while Redis is away says how many
-/// messages the other nodes will never get.
-#[test]
-fn a_bridge_stopped_with_unpublished_messages_says_so() {
-    common::capture_errors();
-    // Nothing listens there: Redis is away for the bridge's whole life.
+/// Every in-process test of this file keeps the lines logged at debug
+/// level and above: the first call sets the level for the whole process.
+fn capture_logs() {
+    common::capture(log::LevelFilter::Debug);
+}
+
+/// A manager of `Silent` sessions on an actix system of its own thread,
+/// handed to `body`, with a Redis URL where nothing listens: Redis is away
+/// for the bridges' whole life, and what a manager relays stays in its
+/// bridge's outbox. Waits (10 s at most) for `body` to end.
+fn with_redis_away<F, Fut>(what: &str, body: F)
+where
+    F: FnOnce(actix::Addr<actix_sockjs::SessionManager<Silent>>, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    capture_logs();
     let url = format!("redis://127.0.0.1:{}/", free_port());
     let (done_tx, done) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix::System::new().block_on(async move {
             use actix::Actor;
-            let manager = actix_sockjs::SessionManager::new(|| Silent).start();
-            let bridge = actix_sockjs::cluster::RedisBridge::new(&url, "sockjs-test:away")
-                .expect("redis URL")
-                .node("leaving")
-                .start(&manager);
-            for text in ["one", "two"] {
-                manager.do_send(actix_sockjs::Broadcast::text(text));
-            }
-            while bridge.health().outbox_messages < 2 {
-                actix_web::rt::time::sleep(Duration::from_millis(10)).await;
-            }
-            bridge.stop();
+            body(actix_sockjs::SessionManager::new(|| Silent).start(), url).await;
             done_tx.send(()).expect("test waits");
         });
     });
-    done.recv_timeout(Duration::from_secs(10)).expect("both messages in the outbox");
-    wait_for("the lost messages to be logged", || {
-        common::logged(|line| {
-            line.contains("\"sockjs-test:away\"")
-                && line.contains("stopped with 2 message(s) never published")
-        })
+    done.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what}: not within 10 s"));
+}
+
+/// Waits on the runtime until `check` holds.
+async fn until(mut check: impl FnMut() -> bool) {
+    while !check() {
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A bridge that goes (its node stops) while Redis is away says how many
+/// messages the other nodes will never get.
+#[test]
+fn a_bridge_stopped_with_unpublished_messages_says_so() {
+    with_redis_away("both messages in the outbox", |manager, url| async move {
+        let bridge =
+            RedisBridge::new(&url, "sockjs-test:away").expect("redis URL").node("leaving").start(&manager);
+        for text in ["one", "two"] {
+            manager.do_send(Broadcast::text(text));
+        }
+        until(|| bridge.health().outbox_messages == 2).await;
+        bridge.stop();
     });
+    says_lost("sockjs-test:away", 2);
+}
+
+/// A bridge's handles are clones: one kept for a health probe, another
+/// that stops the bridge (once, whichever does). A bridge that another
+/// replaced on its manager and is stopped later leaves its successor
+/// relaying: before, its `stop` took the manager's relay away.
+#[test]
+fn a_replaced_bridge_stopped_later_leaves_its_successor_relaying() {
+    with_redis_away("the successor relays after the first is stopped", |manager, url| async move {
+        let bridge = |node: &str| {
+            RedisBridge::new(&url, "sockjs-test:replaced").expect("redis URL").node(node).start(&manager)
+        };
+        let first = bridge("first");
+        let probe = std::sync::Arc::new(first.clone());
+        let second = bridge("second");
+        manager.do_send(Broadcast::text("one"));
+        until(|| second.health().outbox_messages == 1).await;
+        // The manager has taken `second`: `first` stopped then.
+        probe.stop();
+        first.stop();
+        manager.do_send(Broadcast::text("two"));
+        until(|| second.health().outbox_messages == 2).await;
+        assert_eq!(first.health().outbox_messages, 0, "the replaced bridge got nothing");
+        let holder = second.clone();
+        second.stop();
+        assert!(!holder.is_up());
+    });
+    says_lost("sockjs-test:replaced", 2);
+}
+
+/// Waits for the error line of a bridge on `stream` that stopped with `n`
+/// messages never published.
+fn says_lost(stream: &str, n: usize) {
+    let (stream, lost) = (format!("{stream:?}"), format!("stopped with {n} message(s) never published"));
+    wait_for(&format!("{stream}'s lost messages to be logged"), || {
+        common::logged(|line| line.contains(&stream) && line.contains(&lost))
+    });
+}
+
+/// A node whose Redis never answers says so once per side, with the
+/// stream and Redis's address, and does not repeat the same failure in
+/// every retry: it retried every ~20 ms here, a line each time before.
+#[test]
+fn a_bridge_that_never_reached_redis_says_where_once() {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new((String::new(), Vec::new())));
+    let seen = lines.clone();
+    with_redis_away("both sides reported down", |manager, url| async move {
+        let bridge = RedisBridge::new(&url, "sockjs-test:never")
+            .expect("redis URL")
+            .backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .start(&manager);
+        let at = format!(
+            "of \"sockjs-test:never\" at {}",
+            url.trim_start_matches("redis://").trim_end_matches('/')
+        );
+        for role in ["publisher", "reader"] {
+            let down = format!("redis {role} {at} is down: no command has worked since the bridge started");
+            until(|| common::logged(|line| line.contains(&down))).await;
+        }
+        // A second of retries (the health timeout) has passed.
+        let failures = common::logged_lines(|line| line.contains(&at) && line.contains("cannot connect"));
+        *seen.lock().expect("lines") = (at, failures);
+        bridge.stop();
+    });
+    let (at, lines) = &*lines.lock().expect("lines");
+    // One line per side: the warning of its first failure.
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    for role in ["publisher", "reader"] {
+        let first = format!("redis {role} {at}: cannot connect");
+        assert!(lines.iter().any(|line| line.contains(&first)), "{role}: {lines:#?}");
+    }
 }
 
 /// Entries a node reads from before it started (its reader's start

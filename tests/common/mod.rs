@@ -952,6 +952,12 @@ pub fn logged(matches: impl Fn(&str) -> bool) -> bool {
     LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|line| matches(line))
 }
 
+/// The lines kept since [`capture`] that satisfy `matches`.
+pub fn logged_lines(matches: impl Fn(&str) -> bool) -> Vec<String> {
+    let lines = LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    lines.iter().filter(|line| matches(line)).cloned().collect()
+}
+
 /// Asks until `check` holds, for states only the manager's next notes
 /// settle (a session that ended is forgotten once its note is read).
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {

@@ -237,12 +237,9 @@ async fn main() -> std::io::Result<()> {
     // Redis is chosen at run time; the bridge needs the `redis` feature.
     #[cfg(feature = "redis")]
     let _bridge = match arg("--redis") {
-        Some(url) => Some(
-            actix_sockjs::cluster::RedisBridge::new(&url, "chat")
-                .map_err(std::io::Error::other)?
-                .node(node.clone())
-                .start(&manager),
-        ),
+        Some(url) => {
+            Some(actix_sockjs::cluster::RedisBridge::new(&url, "chat")?.node(node.clone()).start(&manager))
+        }
         None => None,
     };
     #[cfg(not(feature = "redis"))]

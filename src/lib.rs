@@ -29,7 +29,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `redis` | off | `cluster::RedisBridge`: broadcasts, groups and [`SendTo`] across nodes over a Redis stream, nothing lost across a Redis restart or stall within the outbox's bound (by default 30 s, 10,000 messages or 16 MiB a node; beyond, the oldest are dropped, counted and logged) |
+//! | `redis` | off | `cluster::RedisBridge`: broadcasts, groups and [`SendTo`] across nodes over a Redis stream, nothing lost across a Redis restart or stall within the outbox's bound (by default 30 s, 10,000 messages or 16 MiB a node; beyond, the oldest are dropped, counted and logged); what a restarted Redis had taken and lost is sent again from the last 10 s (`RedisBridge::retain`) |
 //!
 //! # Quick start
 //!
@@ -88,7 +88,7 @@
 //! | [`CloseCause`], [`close_code`] | why a session ended, and the codes on the wire |
 //! | [`Transport`] | the transports, to switch off or to tell apart |
 //! | [`metrics`] | the names of the metrics reported through the `metrics` facade |
-//! | `cluster` | the Redis bridge between nodes (feature `redis`; `cargo doc --features redis` documents it, docs.rs has every feature) |
+//! | `cluster` | the Redis bridge between nodes (feature `redis`: `cargo doc` documents it once your dependency enables the feature; docs.rs has every feature) |
 //!
 //! # Testing your sessions
 //!

@@ -2214,6 +2214,7 @@ fn websocket_frames_are_refused_by_their_announced_length() {
         ("a text frame of 1 MiB + 1", header(0x81, (1 << 20) + 1), 1009),
         ("a first fragment of 2 MiB", header(0x01, 2 << 20), 1009),
         ("a ping of 126 bytes", header(0x89, 126), 1002),
+        ("a ping without FIN (a fragmented control frame)", header(0x09, 0), 1002),
     ] {
         for prefix in ["/echo", "/echo/websocket"] {
             let mut ws = if prefix == "/echo" {

@@ -695,7 +695,7 @@ impl WsStream {
     #[cold]
     #[inline(never)]
     fn refuse_by_header(&mut self, code: CloseCode) {
-        log::debug!("sockjs: websocket frame refused by its announced length");
+        log::debug!("sockjs: websocket frame refused by its header (length, or a fragmented control frame)");
         self.read = BytesMut::new();
         self.fail(code, None);
     }
@@ -1029,12 +1029,13 @@ fn read_failed(e: &actix_web::error::PayloadError) {
     }
 }
 
-/// Refuses the frame at the head of `buf` by the payload length its header
-/// announces, before the payload arrives: a data frame longer than `max`
-/// (close 1009) or a control frame longer than 125 bytes (close 1002).
-/// actix-http's codec checks lengths only once the whole payload is
-/// buffered, so a client announcing a frame of 2^40 bytes could otherwise
-/// grow the server's buffer for as long as it kept sending.
+/// Refuses the frame at the head of `buf` by its header, before the
+/// payload arrives: a data frame longer than `max` (close 1009), a control
+/// frame longer than 125 bytes or fragmented (close 1002). actix-http's
+/// codec checks lengths only once the whole payload is buffered, so a
+/// client announcing a frame of 2^40 bytes could otherwise grow the
+/// server's buffer for as long as it kept sending; and it logs a
+/// fragmented control frame at `error`, a line per client with no limit.
 fn refused_by_header(buf: &[u8], max: usize) -> Option<CloseCode> {
     let (&first, &second) = (buf.first()?, buf.get(1)?);
     let length = match second & 0x7f {
@@ -1042,8 +1043,8 @@ fn refused_by_header(buf: &[u8], max: usize) -> Option<CloseCode> {
         127 => u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?),
         short => u64::from(short),
     };
-    let control = first & 0x08 != 0;
-    if control && length > 125 {
+    let (control, fin) = (first & 0x08 != 0, first & 0x80 != 0);
+    if control && (length > 125 || !fin) {
         Some(CloseCode::Protocol)
     } else if length > u64::try_from(max).unwrap_or(u64::MAX) {
         Some(CloseCode::Size)
@@ -1126,6 +1127,23 @@ mod tests {
         let mut frame = BytesMut::new();
         Codec::new().client_mode().encode(Message::Text(text.into()), &mut frame).expect("encoded");
         frame.freeze()
+    }
+
+    #[test]
+    fn a_frames_header_refuses_it_by_length_or_a_fragmented_control_frame() {
+        let max = 1 << 20;
+        // A ping without FIN (actix-http logs it at `error` if it gets it).
+        assert_eq!(refused_by_header(&[0x09, 0x80], max), Some(CloseCode::Protocol));
+        assert_eq!(refused_by_header(&[0x0a, 0x80 | 3], max), Some(CloseCode::Protocol));
+        assert_eq!(refused_by_header(&[0x89, 0x80 | 126, 0, 126], max), Some(CloseCode::Protocol));
+        assert_eq!(
+            refused_by_header(&[0x81, 0x80 | 127, 0, 0, 0, 0, 0, 0x10, 0, 1], max),
+            Some(CloseCode::Size)
+        );
+        // What passes: a whole ping, a first fragment of text, a header not yet whole.
+        assert_eq!(refused_by_header(&[0x89, 0x80 | 125], max), None);
+        assert_eq!(refused_by_header(&[0x01, 0x80 | 5], max), None);
+        assert_eq!(refused_by_header(&[0x09], max), None);
     }
 
     #[test]

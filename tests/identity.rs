@@ -248,6 +248,40 @@ fn a_hook_that_panics_answers_500() {
     assert_eq!(post(port, &format!("/fragile/000/{}/xhr", session()), "").body, "o\n");
 }
 
+/// `log_panics` writes a panic's message escaped: a message carrying a
+/// client's text cannot forge a log line of its own.
+#[test]
+fn a_logged_panic_cannot_forge_a_line() {
+    capture_errors();
+    actix_sockjs::log_panics();
+    let port = serve(1, |m| {
+        SockJs::new("/forged", m).authorize(|req| {
+            let name = req.headers().get("x-name").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            // What an application might do with a client's text.
+            assert!(!name.contains("evil"), "no {}", name.replace('_', "\n"));
+            Ok::<(), Refuse>(())
+        })
+    });
+    let r = request(
+        port,
+        "POST",
+        &format!("/forged/000/{}/xhr", session()),
+        &[("X-Name", "evil_ERROR root")],
+        Some(b""),
+    );
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    let escaped = || logged(|line| line.contains("no evil\\nERROR root"));
+    while !escaped() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The default hook again before any assertion, so that a failing test
+    // of this binary shows its message on stderr.
+    drop(std::panic::take_hook());
+    assert_eq!(r.status(), 500);
+    assert!(escaped(), "no escaped panic line logged");
+    assert!(!logged(|line| line.contains("no evil\n")), "the panic's line holds a line break");
+}
+
 #[test]
 fn one_manager_per_worker_is_reported_at_start() {
     capture_errors();

@@ -727,6 +727,9 @@ fn delivery_by_id_listings_and_counts() {
     assert!(s.ask(GetSession::new(poll_id.clone())).is_none());
     let info = s.ask(ListSessions).into_iter().find(|i| i.id == poll_id).expect("still listed");
     assert_eq!((info.state, info.groups.len()), (SessionState::Closed, 0));
+    // Its `Debug` shows the tag, never the id (a credential), as logs do.
+    let shown = format!("{info:?}");
+    assert!(shown.contains(&info.tag.to_string()) && !shown.contains(&poll_id), "{shown}");
     // A closed session is not counted.
     assert_eq!(s.ask(Broadcast::text("after the close")), 2);
     assert_eq!(ws.recv(), "after the close");

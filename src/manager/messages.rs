@@ -2,7 +2,7 @@
 //! delivery by id, groups, listings, counts, shutdown) and the crate's own
 //! (opening sessions, the workers' directory, the cluster relay).
 
-use std::{net::IpAddr, sync::Arc, time::SystemTime};
+use std::{fmt, net::IpAddr, sync::Arc, time::SystemTime};
 
 use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
 
@@ -1035,7 +1035,7 @@ impl<A: Session> Handler<Leave> for SessionManager<A> {
 ///     }
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionInfo {
     /// The session id: the client's, from the URL, which on HTTP transports
@@ -1058,6 +1058,22 @@ pub struct SessionInfo {
     pub client_ip: Option<IpAddr>,
     /// Its groups, in the order it joined them.
     pub groups: Vec<String>,
+}
+
+/// Shows the session by its tag, never its id (a credential), as every
+/// `Debug` and log line of the crate does: `log::info!("{info:?}")` is safe.
+impl fmt::Debug for SessionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionInfo")
+            .field("tag", &self.tag)
+            .field("key", &self.key)
+            .field("transport", &self.transport)
+            .field("state", &self.state)
+            .field("opened_at", &self.opened_at)
+            .field("client_ip", &self.client_ip)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Lists the sessions of this node, ordered by id: open ones, ones still

@@ -462,7 +462,7 @@ impl RequestInfo {
             (data, peer_len, client_len)
         });
         // A request head is far below 4 GiB (actix-web refuses heads over
-        // 96 KiB), and an address takes at most 26 bytes.
+        // 128 KiB), and an address takes at most 26 bytes.
         let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX);
         let short = |n: usize| u8::try_from(n).unwrap_or(u8::MAX);
         Self {
@@ -767,7 +767,7 @@ thread_local! {
 }
 
 /// The most the scratch buffer keeps between requests (a request head can
-/// be up to actix-web's 96 KiB limit; most are well under 4 KiB).
+/// be up to actix-web's 128 KiB limit; most are well under 4 KiB).
 const SCRATCH_KEPT: usize = 16 * 1024;
 
 /// Appends an IP address's octets: 4 for IPv4, 16 for IPv6.

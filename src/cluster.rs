@@ -23,12 +23,12 @@
 //!   while Redis is down or stalled, messages wait in the outbox and go out
 //!   in order when it answers again; a reader that lost its connection goes
 //!   on from the last entry it read (from a Redis that restarted: from that
-//!   or from 5 s before it started, whichever is earlier). Entries Redis had but lost when it
-//!   restarted (no persistence) are published again: the outbox keeps what
-//!   Redis took for up to [`RedisBridge::retain`] (within the outbox's
-//!   bound) and sends it again when it finds Redis restarted (a new
-//!   `run_id` in `INFO`; a server that does not answer it gets no replay,
-//!   and a warning);
+//!   or from 5 s before it started, whichever is earlier). Entries Redis
+//!   had but lost when it restarted (no persistence) are published again:
+//!   the outbox keeps what Redis took for up to [`RedisBridge::retain`]
+//!   (within the outbox's bound) and sends it again when it finds Redis
+//!   restarted (a new `run_id` in `INFO`; a server that does not answer it
+//!   gets no replay, and a warning);
 //! - **once, in order**: retries can put an entry in the stream twice;
 //!   readers skip what they have seen, so each message reaches each node
 //!   once, in the order its node sent it (a reader remembers the last

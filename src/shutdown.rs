@@ -264,12 +264,12 @@ pub fn log_panics() {
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        // At most ten lines in ten seconds from one place in the code: what
-        // a client can cause once a request must not flood the log, nor
-        // hide a panic elsewhere.
         // A panic's message may carry a client's text: escaped, it cannot
         // forge a line of its own.
         let message = crate::util::Escaped(&message);
+        // At most ten lines in ten seconds from one place in the code: what
+        // a client can cause once a request must not flood the log, nor
+        // hide a panic elsewhere.
         let thread = thread.name().unwrap_or("?");
         match panic_admitted(&place) {
             Some(0) => log::error!("panic in thread {thread:?} at {place}: {message}"),

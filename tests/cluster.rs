@@ -1218,11 +1218,13 @@ fn capture_logs() {
 /// A manager of `Silent` sessions on an actix system of its own thread,
 /// handed to `body`, with a Redis URL where nothing listens: Redis is away
 /// for the bridges' whole life, and what a manager relays stays in its
-/// bridge's outbox. Waits (10 s at most) for `body` to end.
-fn with_redis_away<F, Fut>(what: &str, body: F)
+/// bridge's outbox. Waits (10 s at most) for `body` to end, and answers
+/// what it answered.
+fn with_redis_away<F, Fut, T>(what: &str, body: F) -> T
 where
     F: FnOnce(actix::Addr<actix_sockjs::SessionManager<Silent>>, String) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
 {
     capture_logs();
     let url = format!("redis://127.0.0.1:{}/", free_port());
@@ -1230,11 +1232,11 @@ where
     std::thread::spawn(move || {
         actix::System::new().block_on(async move {
             use actix::Actor;
-            body(actix_sockjs::SessionManager::new(|| Silent).start(), url).await;
-            done_tx.send(()).expect("test waits");
+            let answer = body(actix_sockjs::SessionManager::new(|| Silent).start(), url).await;
+            done_tx.send(answer).expect("test waits");
         });
     });
-    done.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what}: not within 10 s"));
+    done.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what}: not within 10 s"))
 }
 
 /// Waits on the runtime until `check` holds.
@@ -1302,9 +1304,7 @@ fn says_lost(stream: &str, n: usize) {
 /// every retry: it retried every ~20 ms here, a line each time before.
 #[test]
 fn a_bridge_that_never_reached_redis_says_where_once() {
-    let lines = std::sync::Arc::new(std::sync::Mutex::new((String::new(), Vec::new())));
-    let seen = lines.clone();
-    with_redis_away("both sides reported down", |manager, url| async move {
+    let (at, lines) = with_redis_away("both sides reported down", |manager, url| async move {
         let bridge = RedisBridge::new(&url, "sockjs-test:never")
             .expect("redis URL")
             .backoff(Duration::from_millis(10), Duration::from_millis(20))
@@ -1319,10 +1319,9 @@ fn a_bridge_that_never_reached_redis_says_where_once() {
         }
         // A second of retries (the health timeout) has passed.
         let failures = common::logged_lines(|line| line.contains(&at) && line.contains("cannot connect"));
-        *seen.lock().expect("lines") = (at, failures);
         bridge.stop();
+        (at, failures)
     });
-    let (at, lines) = &*lines.lock().expect("lines");
     // One line per side: the warning of its first failure.
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for role in ["publisher", "reader"] {

@@ -28,10 +28,11 @@ use actix::{
 };
 
 use super::{
+    driver,
     hold::{Held, Hold},
     machine::{Attach, Machine, Overflow, Restore, Shared, State, Written},
     runtime::{self, HasParts, Parts},
-    turn::{inbound_weight, InPlace, Runtime, SessionTask, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
+    turn::{drive, inbound_weight, InPlace, Runtime, Slot, Turn, INBOUND_ROOM, INBOX_KEPT},
     RequestInfo, Session, SessionState,
 };
 use crate::{
@@ -337,8 +338,8 @@ pub(crate) struct SessionSetup {
 }
 
 /// Session state that most sessions never need, boxed and created on
-/// first use: every idle session carries its context, and tokio sizes the
-/// session's task in 128-byte steps.
+/// first use: every idle session carries its context, and glibc serves its
+/// slot in 16-byte steps (`size`).
 #[derive(Debug, Default)]
 struct Cold {
     /// The disconnect-delay timer of an HTTP session, while one runs (one
@@ -470,16 +471,13 @@ where
     /// stays between turns (up to [`INBOX_KEPT`] messages' worth) until the
     /// socket's next ping lets it go ([`Turn::release_inbox`]).
     inbox: Vec<String>,
-    /// Stop the actor at its next turn.
-    finish_requested: bool,
-    finisher_spawned: bool,
-    /// The actor runtime must run again before it waits (something was
-    /// spawned outside its own poll).
-    needs_poll: bool,
-    /// The session counts as open in the metrics and with its manager.
-    counted_open: bool,
-    /// `stop()` closed the session: run `on_close(Stopped)`, then stop.
-    stop_requested: bool,
+    /// [`FINISH_REQUESTED`], [`FINISHER_SPAWNED`], [`NEEDS_POLL`],
+    /// [`COUNTED_OPEN`] and [`STOP_REQUESTED`]: one byte, which leaves room
+    /// for `task` in the slot's size.
+    flags: u8,
+    /// Where its worker's [`driver`] keeps the session: what its waker
+    /// names. Set once the session is in the driver.
+    task: u32,
     /// The queue depth last reported to the metrics, in 4 KiB steps.
     queue_reported: u16,
     /// [`IN_PLACE`], [`QUEUE_ARMED`], [`DROPPING`], [`PANICKED`],
@@ -491,11 +489,11 @@ where
 /// a request ([`Runtime::in_place`]).
 const IN_PLACE: u8 = 1;
 
-/// A bit of [`SessionContext::turn_bits`]: the task's last poll read the
-/// command queue to the end, so the queue holds the task's waker or has
-/// woken the task since; a turn that a WebSocket runs in place for its
-/// client's messages need not look at the queue (see [`Pump`]). Every
-/// poll of the task clears it first: one that stops before the pump (the
+/// A bit of [`SessionContext::turn_bits`]: the driver's last poll of the
+/// session read the command queue to the end, so the queue holds the
+/// session's waker or has woken it since; a turn that a WebSocket runs in
+/// place for its client's messages need not look at the queue (see
+/// [`Pump`]). Every poll by the driver clears it first: one that stops before the pump (the
 /// actor waits on a future of its own) leaves it clear.
 const QUEUE_ARMED: u8 = 2;
 
@@ -518,6 +516,25 @@ const OPEN_FAILED: u8 = 16;
 /// messages already on their way do not run, as `on_open` never did.
 const NEVER_OPENED: u8 = 32;
 
+/// A bit of [`SessionContext::flags`]: stop the actor at its next turn.
+const FINISH_REQUESTED: u8 = 1;
+
+/// A bit of [`SessionContext::flags`]: the [`Finisher`] is spawned and has
+/// not run yet.
+const FINISHER_SPAWNED: u8 = 2;
+
+/// A bit of [`SessionContext::flags`]: the actor runtime must run again
+/// before it waits (something was spawned outside its own poll).
+const NEEDS_POLL: u8 = 4;
+
+/// A bit of [`SessionContext::flags`]: the session counts as open in the
+/// metrics and with its manager.
+const COUNTED_OPEN: u8 = 8;
+
+/// A bit of [`SessionContext::flags`]: `stop()` closed the session: run
+/// `on_close(Stopped)`, then stop.
+const STOP_REQUESTED: u8 = 16;
+
 impl<A> fmt::Debug for SessionContext<A>
 where
     A: Actor<Context = SessionContext<A>>,
@@ -534,9 +551,25 @@ impl<A> SessionContext<A>
 where
     A: Actor<Context = SessionContext<A>>,
 {
+    /// Whether `bit` of [`SessionContext::flags`] is set.
+    fn bit(&self, bit: u8) -> bool {
+        self.flags & bit != 0
+    }
+
+    fn set_bit(&mut self, bit: u8) {
+        self.flags |= bit;
+    }
+
+    /// Clears `bit` of [`SessionContext::flags`]; whether it was set.
+    fn take_bit(&mut self, bit: u8) -> bool {
+        let was = self.bit(bit);
+        self.flags &= !bit;
+        was
+    }
+
     /// Counts the session as closed in the metrics and with its manager, once.
     fn record_close(&mut self, cause: Option<&CloseCause>) {
-        if std::mem::take(&mut self.counted_open) {
+        if self.take_bit(COUNTED_OPEN) {
             // Dropped without a cause as its handler panicked (marked by
             // whoever caught it: a turn's `Runtime::panicked`, the first
             // turn, the worker's stop); not a session dropped as its thread
@@ -552,16 +585,16 @@ where
     fn stop_now(&mut self) {
         let (code, reason) = close_code::with_reason(close_code::NORMAL);
         if self.machine.close(code, reason) {
-            self.stop_requested = true;
-            self.needs_poll = true;
-        } else if self.stop_requested {
+            self.set_bit(STOP_REQUESTED);
+            self.set_bit(NEEDS_POLL);
+        } else if self.bit(STOP_REQUESTED) {
             // A stop is on its way already.
         } else if self.machine.transport().is_websocket() || *self.machine.state() == State::New {
             if self.cold.as_ref().is_some_and(|cold| cold.deferred_close.is_some()) {
                 // After the deferred `on_close`: actix polls nothing spawned
                 // once the actor is stopping. The finisher that runs it
                 // stops the actor next.
-                self.finish_requested = true;
+                self.set_bit(FINISH_REQUESTED);
             } else {
                 self.parts.stop();
             }
@@ -1080,14 +1113,14 @@ where
 
     /// Stops the actor at its next turn, after any deferred `on_close`.
     fn finish(&mut self) {
-        self.finish_requested = true;
+        self.set_bit(FINISH_REQUESTED);
         self.spawn_finisher();
     }
 
     fn spawn_finisher(&mut self) {
-        if !self.finisher_spawned {
-            self.finisher_spawned = true;
-            self.needs_poll = true;
+        if !self.bit(FINISHER_SPAWNED) {
+            self.set_bit(FINISHER_SPAWNED);
+            self.set_bit(NEEDS_POLL);
             self.parts.spawn(Finisher);
         }
     }
@@ -1279,7 +1312,7 @@ where
     fn attach(&mut self, act: &mut A, receiver: Receiver) {
         match self.machine.attach(receiver) {
             Attach::Opened { token } => {
-                self.counted_open = true;
+                self.set_bit(COUNTED_OPEN);
                 self.setup.metrics.session_opened(self.machine.transport());
                 // A socket's session is entered open, as its socket is
                 // attached at its first turn (one note less per set-up),
@@ -1377,14 +1410,14 @@ where
     /// (docs/protocol.md §7.7): when it passes with no receiver attached,
     /// the session ends.
     fn schedule_expiry(&mut self) {
-        self.needs_poll = true;
+        self.set_bit(NEEDS_POLL);
         let timer = self.run_later(self.setup.config.disconnect_delay, move |_, ctx| {
             // The pump decides, after the commands queued until now: one
             // may be a receiver that keeps the session.
             let cold = ctx.cold();
             cold.expiry = None;
             cold.expiry_due = true;
-            ctx.needs_poll = true;
+            ctx.set_bit(NEEDS_POLL);
         });
         self.cold().expiry = Some(timer);
     }
@@ -1434,7 +1467,7 @@ where
     /// of the actor. Returns whether the actor runtime must run again (a
     /// timer was started or the actor stopped outside its own poll).
     fn flush(&mut self) -> bool {
-        if std::mem::take(&mut self.stop_requested) {
+        if self.take_bit(STOP_REQUESTED) {
             self.defer_on_close(CloseCause::Stopped);
             // A socket's session ends with it. An HTTP session stays, closed,
             // for its disconnect delay (below), as one that `close()`d does:
@@ -1459,7 +1492,7 @@ where
                 self.schedule_expiry();
             }
         }
-        std::mem::take(&mut self.needs_poll) || before != (self.machine.attached(), self.parts.state())
+        self.take_bit(NEEDS_POLL) || before != (self.machine.attached(), self.parts.state())
     }
 }
 
@@ -1592,11 +1625,11 @@ impl<A: Session> ActorFuture<A> for Finisher {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, act: &mut A, ctx: &mut SessionContext<A>, _: &mut Context<'_>) -> Poll<()> {
-        ctx.finisher_spawned = false;
+        ctx.take_bit(FINISHER_SPAWNED);
         if let Some(cause) = ctx.cold.as_mut().and_then(|cold| cold.deferred_close.take()) {
             act.on_close(cause, ctx);
         }
-        if ctx.finish_requested && ctx.parts.state() == ActorState::Running {
+        if ctx.bit(FINISH_REQUESTED) && ctx.parts.state() == ActorState::Running {
             ctx.parts.stop();
         }
         Poll::Ready(())
@@ -1740,9 +1773,9 @@ impl<A: Session> ActorFuture<A> for Pump {
             }
         }
         // A WebSocket's turn for its client's messages leaves the queue to
-        // the task when the task's last poll read it to the end: the queue
-        // then holds the task's waker, or has woken the task for a command
-        // since, and the task's next poll reads it (or, if the actor waits
+        // the driver when the driver's last poll read it to the end: the
+        // queue then holds the session's waker, or has woken it for a
+        // command since, and the driver's next poll reads it (or, if the actor waits
         // on a future by then, clears the bit, and the turn that ends the
         // wait reads it). Not looking saves a lock and a cache line per
         // echo (benches/README.md). Every other turn reads it: an HTTP
@@ -1774,7 +1807,7 @@ impl<A: Session> ActorFuture<A> for Pump {
                 }
                 Poll::Pending => {
                     ctx.expire(act, &mut this.rx);
-                    // Only the task's own poll arms: a turn in place may be
+                    // Only the driver's poll arms: a turn in place may be
                     // the first one, whose waker is a no-op.
                     if ctx.turn_bits & IN_PLACE == 0 {
                         ctx.turn_bits |= QUEUE_ARMED;
@@ -1849,6 +1882,14 @@ impl<A: Session> Runtime for SessionFut<A> {
         ctx.turn_bits =
             if in_place { ctx.turn_bits | IN_PLACE } else { ctx.turn_bits & !(IN_PLACE | QUEUE_ARMED) };
     }
+
+    fn task(&self) -> u32 {
+        self.ctx.task
+    }
+
+    fn set_task(&mut self, index: u32) {
+        self.ctx.task = index;
+    }
 }
 
 impl<A: Session> Future for SessionFut<A> {
@@ -1865,7 +1906,7 @@ impl<A: Session> Future for SessionFut<A> {
 }
 
 /// A session dropped while it is open: its worker stopped with the
-/// session's task still there, as when the server stops without
+/// session still in its driver, as when the server stops without
 /// [`shutdown_signal`](crate::shutdown_signal) (actix-web's own signal
 /// handling, `ServerHandle::stop`). The runtime then stops the actor and
 /// runs `stopping` and `stopped`, as actix's did; first, the session is
@@ -1898,7 +1939,7 @@ impl<A: Session> SessionFut<A> {
             return;
         }
         let closing = ctx.cold.as_ref().is_some_and(|cold| cold.deferred_close.is_some());
-        if !ctx.counted_open && !closing {
+        if !ctx.bit(COUNTED_OPEN) && !closing {
             return;
         }
         log::debug!("sockjs {}: session dropped with its worker; it shuts down", ctx.session_tag());
@@ -1925,7 +1966,8 @@ impl<A: Session> SessionFut<A> {
     }
 }
 
-/// A session's first turn panicked: it is gone ([`start_session`]).
+/// A session could not open: its first turn panicked, or its worker has
+/// no room to run it ([`driver::ensure`]). It is gone ([`start_session`]).
 #[derive(Debug)]
 pub(crate) struct OpenPanicked;
 
@@ -1941,6 +1983,12 @@ pub(crate) fn start_session<A: Session>(
     in_place: InPlace,
 ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
     let serial = setup.serial;
+    if driver::ensure().is_err() {
+        // Logged by the driver. The manager, which has listed the session,
+        // hears that it ended, as no session actor exists to tell it.
+        setup.notes.note(serial, Note::Ended);
+        return Err(OpenPanicked);
+    }
     let machine = Machine::new(transport, setup.config.max_queue_bytes);
     let ctx = SessionContext {
         parts: Parts::new(),
@@ -1948,11 +1996,8 @@ pub(crate) fn start_session<A: Session>(
         machine,
         cold: None,
         inbox: Vec::new(),
-        finish_requested: false,
-        finisher_spawned: false,
-        needs_poll: false,
-        counted_open: false,
-        stop_requested: false,
+        flags: 0,
+        task: 0,
         queue_reported: 0,
         // The first turn runs in the opening request, with no waker.
         turn_bits: IN_PLACE,
@@ -1992,14 +2037,18 @@ pub(crate) fn start_session<A: Session>(
         }
     }
     // Every session's runtime is in a shared slot, even one whose turns
-    // only its task runs (a hixie-76 socket's): one layout, one size to
+    // only its driver runs (a hixie-76 socket's): one layout, one size to
     // keep an eye on (`size`).
     let slot = Rc::new(RefCell::new(Slot::new(fut)));
     let listed = match in_place {
         InPlace::Socket => None,
         InPlace::Requests(turns) => Some(turns),
     };
-    actix::spawn(SessionTask::new(slot.clone(), listed, serial));
+    if drive(&slot, listed, serial).is_err() {
+        // Logged by the driver. The session goes as one whose first turn
+        // failed: the request is answered with an error.
+        return Err(OpenPanicked);
+    }
     Ok(Some(slot))
 }
 
@@ -2010,16 +2059,14 @@ mod size {
 
     /// A session's runtime is shared with whoever runs its turns in place:
     /// an `Rc` (16 bytes of counts) of the slot, which glibc serves from a
-    /// chunk of 320 bytes up to 312 requested (608 with actix's
+    /// chunk of 304 bytes up to 296 requested (608 with actix's
     /// `ContextParts`, `ContextFut` and a boxed pump, before the runtime of
-    /// our own), beside a 128-byte tokio task, whose future may take 24
-    /// (tokio rounds a task up to a multiple of 128 bytes and adds 104 to
-    /// the future: benches/README.md). The session type's own fields come
-    /// on top.
+    /// our own), beside its entry in its worker's driver (16 bytes, where
+    /// it had a 128-byte tokio task of its own). The session type's own
+    /// fields come on top.
     #[test]
-    fn a_session_slot_fits_in_320_bytes() {
-        assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 312);
-        assert!(std::mem::size_of::<SessionTask<SessionFut<Nothing>>>() <= 24);
+    fn a_session_slot_fits_in_304_bytes() {
+        assert!(16 + std::mem::size_of::<RefCell<Slot<SessionFut<Nothing>>>>() <= 296);
     }
 }
 

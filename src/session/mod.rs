@@ -18,6 +18,7 @@ use actix_web::{
 };
 
 mod context;
+mod driver;
 mod hold;
 mod machine;
 mod runtime;

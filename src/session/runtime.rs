@@ -407,7 +407,7 @@ where
             continue;
         }
         // Someone asked for the address: its mailbox is polled (and holds
-        // the task's waker) before the task waits.
+        // the session's waker) before its poll ends.
         if ctx.parts().mailbox_fresh() {
             continue;
         }
@@ -594,7 +594,7 @@ mod tests {
             if self.0 == 0 {
                 return Poll::Ready(());
             }
-            // Polled again at the task's next poll.
+            // Polled again at the session's next poll.
             cx.waker().wake_by_ref();
             Poll::Pending
         }
@@ -711,7 +711,7 @@ mod tests {
 
     use actix::fut::ActorFutureExt;
 
-    /// Drives a probe as a session's task drives a session.
+    /// Drives a probe as a session's driver drives a session.
     struct Run {
         act: Probe,
         ctx: Ctx,
@@ -756,7 +756,7 @@ mod tests {
                 yield_now().await;
             }
             let addr = address.borrow_mut().take().expect("an address");
-            // A mailbox the runtime did not poll before its task waited
+            // A mailbox the runtime did not poll before its poll ended
             // would not wake it: the guard turns that hang into a failure.
             let said = async {
                 addr.send(Say("hello")).await.expect("handled");
@@ -871,7 +871,7 @@ mod tests {
             // Kept running with nothing to run but an address it asked for
             // in `stopping` (the first; or the second, after a first that
             // kept it running with a future done at once, in the same
-            // poll): its mailbox holds the task's waker.
+            // poll): its mailbox holds the session's waker.
             for spawn_first in [false, true] {
                 let log = Log::default();
                 let address = Rc::new(RefCell::new(None));

@@ -1,7 +1,7 @@
-//! [`Turn`]: a session's runtime, shared by the session's own task
-//! ([`SessionTask`]) and the requests that run its turns in place after
-//! handing it something: its WebSocket, after the client's messages; on
-//! the worker the session lives on, an HTTP session's polls and sends
+//! [`Turn`]: a session's runtime, shared by its worker's [`driver`], which
+//! polls it when it is woken, and the requests that run its turns in place
+//! after handing it something: its WebSocket, after the client's messages;
+//! on the worker the session lives on, an HTTP session's polls and sends
 //! ([`LocalTurns`]).
 
 use std::{
@@ -13,9 +13,10 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
+use super::driver;
 use crate::util::SerialMap;
 
-/// A session's actor runtime, shared between the session's own task and
+/// A session's actor runtime, shared between its worker's [`driver`] and
 /// the requests that run a turn of it in place ([`Turn::turn`]) right
 /// after they have handed the session something: a WebSocket what the
 /// client sent, an HTTP request its messages or its receiver.
@@ -23,16 +24,15 @@ use crate::util::SerialMap;
 /// An echo then costs one poll of the connection's task, as in a plain
 /// actix-web-actors WebSocket, where it cost three (the socket's read, the
 /// session's turn, the socket's write: benches/README.md). The turn runs
-/// with the session task's waker, so that whatever the session waits for
-/// (its commands, its mailbox, its timers) still wakes its own task:
+/// with the session's own waker, so that whatever the session waits for
+/// (its commands, its mailbox, its timers) still has the driver poll it:
 /// actix-web does not poll a body while its client does not read, and the
 /// session must go on without it (a broadcast past its queue limit closes
 /// it, its timers fire).
 pub(crate) trait Turn {
-    /// Runs one turn of the session now, as its task would: `Some(true)`
-    /// once the session is done, `None` when the turn cannot run (the
-    /// task has not polled the session yet, or it is mid-turn; a spawned
-    /// task is always polled once, and that poll takes what waits). A
+    /// Runs one turn of the session now, as its driver would: `Some(true)`
+    /// once the session is done, `None` when the turn cannot run (it is
+    /// mid-turn, or the worker's driver is gone with its runtime). A
     /// panic in the turn drops the session and goes on unwinding: see
     /// [`run`], which the requests call.
     ///
@@ -40,8 +40,7 @@ pub(crate) trait Turn {
     /// unhandled weigh ([`Turn::inbox_weight`]).
     fn turn(&self) -> Option<(bool, usize)>;
 
-    /// Wakes the session's task, once it has run (before, its first poll
-    /// is to come anyway).
+    /// Has the driver poll the session.
     fn wake(&self);
 
     /// Lets `fill` add the client's messages to the session's inbox, for
@@ -62,8 +61,8 @@ pub(crate) trait Turn {
 
     /// What the messages handed over and not yet handled weigh
     /// ([`inbound_weight`]). They wait past the turn that follows when the
-    /// actor waits on a future of its own (actix then polls nothing else),
-    /// or before the task's first poll: the socket stops reading while
+    /// actor waits on a future of its own (actix then polls nothing else):
+    /// the socket stops reading while
     /// they weigh more than [`INBOUND_ROOM`], and the session nudges its
     /// receiver once it has handled them.
     fn inbox_weight(&self) -> usize;
@@ -89,39 +88,54 @@ pub(super) trait Runtime: Future<Output = ()> + Unpin {
     fn inbox(&mut self) -> &mut Vec<String>;
 
     /// Tells the runtime whether its next poll is a turn run in place (by
-    /// a request, with the task's waker) rather than its task's own poll.
+    /// a request, with the session's own waker) rather than its driver's
+    /// poll.
     fn in_place(&mut self, in_place: bool);
 
     /// Its poll panicked, and it is about to be dropped as the panic
     /// unwinds: it logs the panic and counts its end as one.
     fn panicked(&mut self);
+
+    /// Where its worker's [`driver`] keeps it (see [`Runtime::set_task`]).
+    fn task(&self) -> u32;
+
+    /// Notes where its worker's [`driver`] keeps it, once it is there: its
+    /// waker is named by that.
+    fn set_task(&mut self, index: u32);
 }
 
-/// The session's runtime and its task's waker, once the task has run.
+/// The session's runtime, until it is done.
 pub(super) struct Slot<F> {
     fut: Option<F>,
-    waker: Option<Waker>,
 }
 
 impl<F: Runtime> Slot<F> {
-    /// A slot for `fut`, whose task has not run yet.
+    /// A slot for `fut`, not yet in a driver.
     pub(super) fn new(fut: F) -> Self {
-        Self { fut: Some(fut), waker: None }
+        Self { fut: Some(fut) }
     }
 
-    /// Polls the session with `waker` (the task's own when `None`); drops
-    /// it once it is done, outside the borrow of the slot (the actor's drop
-    /// may run anything; a session whose poll panicked is dropped inside
-    /// it). `None` when the slot is mid-turn (it cannot be, on one thread)
-    /// or, for a turn, before the task's first poll.
+    /// Polls the session with `waker`, its driver's poll, or in place
+    /// with its own waker when `None`; drops it once it is done, outside
+    /// the borrow of the slot (the actor's drop may run anything; a
+    /// session whose poll panicked is dropped inside it). `None` when the
+    /// slot is mid-turn (it cannot be, on one thread) or, in place, when
+    /// the worker's driver is gone.
+    ///
+    /// A session done in place (or whose turn panicked there) wakes its
+    /// driver, which then lets go of it.
     fn poll(slot: &RefCell<Self>, waker: Option<&Waker>) -> Option<Poll<()>> {
         let mut this = slot.try_borrow_mut().ok()?;
-        let Self { fut, waker: own } = &mut *this;
-        let in_place = waker.is_none();
+        let Some(session) = this.fut.as_mut() else { return Some(Poll::Ready(())) };
+        let index = session.task();
+        let own = match waker {
+            Some(_) => None,
+            None => Some(driver::waker(index)?),
+        };
         let waker = waker.or(own.as_ref())?;
-        let mut guard = Unwinding { fut, armed: true };
-        let Some(session) = guard.fut.as_mut() else { return Some(Poll::Ready(())) };
-        session.in_place(in_place);
+        session.in_place(own.is_some());
+        let mut guard = Unwinding { fut: &mut this.fut, armed: true, wake: own.as_ref() };
+        let session = guard.fut.as_mut()?;
         let polled = Pin::new(session).poll(&mut Context::from_waker(waker));
         guard.armed = false;
         if polled.is_pending() {
@@ -131,18 +145,23 @@ impl<F: Runtime> Slot<F> {
         drop(guard);
         drop(this);
         drop(done);
+        if let Some(own) = own {
+            own.wake();
+        }
         Some(Poll::Ready(()))
     }
 }
 
 /// Drops a session whose poll did not return (it panicked, in the user's
 /// handler say), as tokio drops a task that panics: a turn run in place
-/// panics in a connection's task, and the session's own task must not poll
-/// it again.
+/// panics in a connection's task, and the driver must not poll it again
+/// (a turn run in place wakes the driver, with `wake`, which lets go of
+/// it).
 struct Unwinding<'a, F: Runtime> {
     fut: &'a mut Option<F>,
     /// Set until the poll returns.
     armed: bool,
+    wake: Option<&'a Waker>,
 }
 
 impl<F: Runtime> Drop for Unwinding<'_, F> {
@@ -152,25 +171,74 @@ impl<F: Runtime> Drop for Unwinding<'_, F> {
                 fut.panicked();
             }
             drop(self.fut.take());
+            if let Some(waker) = self.wake {
+                waker.wake_by_ref();
+            }
         }
     }
+}
+
+impl<F: Runtime> driver::Task for RefCell<Slot<F>> {
+    fn poll_task(&self, waker: &Waker) -> Option<Poll<()>> {
+        Slot::poll(self, Some(waker))
+    }
+}
+
+/// An HTTP session in its driver: listed in its worker's [`LocalTurns`]
+/// until the driver lets go of it.
+struct Listed<F> {
+    slot: Rc<RefCell<Slot<F>>>,
+    turns: LocalTurns,
+    serial: u64,
+}
+
+impl<F: Runtime> driver::Task for Listed<F> {
+    fn poll_task(&self, waker: &Waker) -> Option<Poll<()>> {
+        Slot::poll(&self.slot, Some(waker))
+    }
+}
+
+impl<F> Drop for Listed<F> {
+    fn drop(&mut self) {
+        self.turns.remove(self.serial);
+    }
+}
+
+/// Puts the session in `slot` in its worker's [`driver`], which polls it
+/// once now and whenever it is woken; with `listed`, lists it there under
+/// `serial` until the driver lets go of it.
+pub(super) fn drive<F: Runtime + 'static>(
+    slot: &Rc<RefCell<Slot<F>>>,
+    listed: Option<LocalTurns>,
+    serial: u64,
+) -> Result<(), driver::NoRoom> {
+    let task: Rc<dyn driver::Task> = match listed {
+        Some(turns) => {
+            turns.insert(serial, slot.clone());
+            Rc::new(Listed { slot: slot.clone(), turns, serial })
+        }
+        None => slot.clone(),
+    };
+    let index = driver::insert(task)?;
+    if let Some(fut) = slot.borrow_mut().fut.as_mut() {
+        fut.set_task(index);
+    }
+    Ok(())
 }
 
 impl<F: Runtime> Turn for RefCell<Slot<F>> {
     fn turn(&self) -> Option<(bool, usize)> {
         match Slot::poll(self, None)? {
             Poll::Pending => Some((false, self.inbox_weight())),
-            Poll::Ready(()) => {
-                // The task finishes, and lets go of its share, at its next poll.
-                self.wake();
-                Some((true, 0))
-            }
+            // The driver lets go of it at its next poll.
+            Poll::Ready(()) => Some((true, 0)),
         }
     }
 
     fn wake(&self) {
-        if let Some(waker) = self.try_borrow().ok().and_then(|slot| slot.waker.clone()) {
-            waker.wake();
+        let task = self.try_borrow().ok().and_then(|slot| slot.fut.as_ref().map(Runtime::task));
+        if let Some(task) = task {
+            driver::wake(task);
         }
     }
 
@@ -198,11 +266,11 @@ impl<F: Runtime> Turn for RefCell<Slot<F>> {
 /// for more, after a burst, goes at once): 16 x 24 bytes.
 pub(crate) const INBOX_KEPT: usize = 16;
 
-/// Who runs a session's turns besides its own task.
+/// Who runs a session's turns besides its worker's driver.
 #[derive(Debug)]
 pub(crate) enum InPlace {
     /// Its WebSocket, which gets the session's [`Turn`] from
-    /// `start_session` (a hixie-76 socket leaves it to the task).
+    /// `start_session` (a hixie-76 socket leaves it to the driver).
     Socket,
     /// The requests of the worker it starts on, through its [`LocalTurns`].
     Requests(LocalTurns),
@@ -211,7 +279,7 @@ pub(crate) enum InPlace {
 /// How a turn run in place went ([`run`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ran {
-    /// The session goes on (or its task runs the turn, if it could not run
+    /// The session goes on (or its driver runs the turn, if it could not run
     /// here), with `waiting` the weight of the messages handed over in
     /// place and not handled yet ([`Turn::inbox_weight`]).
     Open { waiting: usize },
@@ -223,7 +291,7 @@ pub(crate) enum Ran {
 }
 
 /// Runs a turn of the session in place, for a request that has just handed
-/// it something unwoken; wakes its task instead when the turn cannot run
+/// it something unwoken; has its driver run it instead when the turn cannot run
 /// now. A panic in the turn stops here rather than unwind through
 /// actix-web's dispatcher: tokio would drop the connection's task, and the
 /// request (a send, a poll) would go unanswered with its connection cut.
@@ -246,8 +314,8 @@ pub(crate) fn run(turn: &dyn Turn) -> Ran {
 /// The HTTP sessions started on this worker, by serial, whose turns this
 /// worker's requests run in place: a poll after it has handed its receiver
 /// over, a send after its messages. A request on another worker finds none
-/// here and wakes the session's task, as before. One per endpoint and
-/// worker; a session leaves it when its task ends.
+/// here and wakes the session, whose driver runs the turn. One per endpoint and
+/// worker; a session leaves it when its driver lets go of it.
 #[derive(Clone, Default)]
 pub(crate) struct LocalTurns(Rc<RefCell<SerialMap<Rc<dyn Turn>>>>);
 
@@ -283,53 +351,6 @@ impl std::fmt::Debug for LocalTurns {
     }
 }
 
-/// A session's own task, which runs its turns whenever something wakes it
-/// (every session has one, beside whoever runs its turns in place); an
-/// HTTP session's is listed in its worker's [`LocalTurns`] and leaves it
-/// when the task ends. 24 bytes, so that tokio's task stays at 128 (see
-/// `context::size`).
-pub(super) struct SessionTask<F> {
-    slot: Rc<RefCell<Slot<F>>>,
-    listed: Option<LocalTurns>,
-    serial: u64,
-}
-
-impl<F: Runtime + 'static> SessionTask<F> {
-    /// The task of the session in `slot`; with `listed`, lists the session
-    /// there under `serial` until the task ends.
-    pub(super) fn new(slot: Rc<RefCell<Slot<F>>>, listed: Option<LocalTurns>, serial: u64) -> Self {
-        if let Some(turns) = &listed {
-            turns.insert(serial, slot.clone());
-        }
-        Self { slot, listed, serial }
-    }
-}
-
-impl<F> Drop for SessionTask<F> {
-    fn drop(&mut self) {
-        if let Some(turns) = &self.listed {
-            turns.remove(self.serial);
-        }
-    }
-}
-
-impl<F: Runtime> Future for SessionTask<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let slot = &self.slot;
-        if let Ok(mut slot) = slot.try_borrow_mut() {
-            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                slot.waker = Some(cx.waker().clone());
-            }
-        }
-        Slot::poll(slot, Some(cx.waker())).unwrap_or_else(|| {
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
@@ -340,6 +361,7 @@ mod tests {
     struct Stand<P> {
         poll: P,
         inbox: Vec<String>,
+        task: u32,
     }
 
     impl<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin> Future for Stand<P> {
@@ -359,10 +381,18 @@ mod tests {
         fn in_place(&mut self, _: bool) {}
 
         fn panicked(&mut self) {}
+
+        fn task(&self) -> u32 {
+            self.task
+        }
+
+        fn set_task(&mut self, index: u32) {
+            self.task = index;
+        }
     }
 
     fn stand<P: FnMut(&mut Vec<String>) -> Poll<()> + Unpin>(poll: P) -> Stand<P> {
-        Stand { poll, inbox: Vec::new() }
+        Stand { poll, inbox: Vec::new(), task: 0 }
     }
 
     /// A session stand-in that finishes once `done` is set.
@@ -371,24 +401,24 @@ mod tests {
     }
 
     #[test]
-    fn a_listed_session_stays_listed_until_its_task_ends() {
+    fn a_listed_session_stays_listed_until_its_driver_lets_go() {
         actix::System::new().block_on(async {
             let turns = LocalTurns::default();
             let done = Rc::new(Cell::new(false));
             let slot = Rc::new(RefCell::new(Slot::new(until(done.clone()))));
-            actix::spawn(SessionTask::new(slot, Some(turns.clone()), 7));
+            drive(&slot, Some(turns.clone()), 7).expect("room");
+            drop(slot);
             let turn = turns.get(7).expect("listed at start");
             assert!(turns.get(8).is_none());
-            // Before the task's first poll the turn cannot run; `run` wakes
-            // the task instead (its first poll is to come anyway).
+            // A turn may run in place before the driver's first poll.
             assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
             tokio::task::yield_now().await;
             assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
             done.set(true);
             assert_eq!(run(&*turn), Ran::Done);
             drop(turn);
-            // The turn woke the task, which ends at its next poll and
-            // unlists the session.
+            // The turn woke the driver, which lets go of the session at its
+            // next poll and unlists it.
             for _ in 0..10 {
                 if turns.len() == 0 {
                     break;
@@ -396,6 +426,36 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             assert_eq!(turns.len(), 0, "the ended session is unlisted");
+        });
+    }
+
+    #[test]
+    fn a_woken_session_is_polled_by_its_driver_once_per_wake() {
+        actix::System::new().block_on(async {
+            let polls = Rc::new(Cell::new(0));
+            let count = polls.clone();
+            let slot = Rc::new(RefCell::new(Slot::new(stand(move |_| {
+                count.set(count.get() + 1);
+                Poll::Pending
+            }))));
+            drive(&slot, None, 1).expect("room");
+            let turn: Rc<dyn Turn> = slot.clone();
+            let settle = || async {
+                for _ in 0..5 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            settle().await;
+            assert_eq!(polls.get(), 1, "a new session is polled once");
+            // Woken three times before the driver runs: one poll. Woken
+            // from another thread, as the manager does: polled again.
+            (0..3).for_each(|_| turn.wake());
+            settle().await;
+            assert_eq!(polls.get(), 2);
+            let waker = slot.borrow().fut.as_ref().and_then(|f| driver::waker(f.task())).expect("driven");
+            std::thread::spawn(move || waker.wake()).join().expect("woken");
+            settle().await;
+            assert_eq!(polls.get(), 3);
         });
     }
 
@@ -416,7 +476,7 @@ mod tests {
             });
             let slot = Rc::new(RefCell::new(Slot::new(session)));
             let turn: Rc<dyn Turn> = slot.clone();
-            slot.borrow_mut().waker = Some(Waker::noop().clone());
+            drive(&slot, None, 1).expect("room");
             assert_eq!(run(&*turn), Ran::Panicked);
             assert!(dropped.get(), "the session is dropped");
             // A later turn finds no session, and says it is done.
@@ -426,38 +486,42 @@ mod tests {
 
     #[test]
     fn messages_handed_in_place_wait_for_the_next_turn_in_order() {
-        let seen = Rc::new(RefCell::new(Vec::new()));
-        let log = seen.clone();
-        let slot = Rc::new(RefCell::new(Slot::new(stand(move |inbox: &mut Vec<String>| {
-            log.borrow_mut().append(inbox);
-            Poll::Pending
-        }))));
-        slot.borrow_mut().waker = Some(Waker::noop().clone());
-        let turn: Rc<dyn Turn> = slot.clone();
-        assert!(turn.fill_inbox(&mut |inbox| inbox.extend(["a".into(), "b".into()])));
-        assert!(turn.fill_inbox(&mut |inbox| inbox.push("c".into())));
-        assert!(seen.borrow().is_empty(), "handed, not yet handled");
-        assert_eq!(turn.inbox_weight(), 3 * 65);
-        assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
-        assert_eq!(*seen.borrow(), ["a", "b", "c"]);
-        // Once the session is gone, nothing is filled: the socket queues
-        // the messages instead.
-        slot.borrow_mut().fut = None;
-        assert!(!turn.fill_inbox(&mut |_| unreachable!("no inbox to fill")));
+        actix::System::new().block_on(async {
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let log = seen.clone();
+            let slot = Rc::new(RefCell::new(Slot::new(stand(move |inbox: &mut Vec<String>| {
+                log.borrow_mut().append(inbox);
+                Poll::Pending
+            }))));
+            drive(&slot, None, 1).expect("room");
+            let turn: Rc<dyn Turn> = slot.clone();
+            assert!(turn.fill_inbox(&mut |inbox| inbox.extend(["a".into(), "b".into()])));
+            assert!(turn.fill_inbox(&mut |inbox| inbox.push("c".into())));
+            assert!(seen.borrow().is_empty(), "handed, not yet handled");
+            assert_eq!(turn.inbox_weight(), 3 * 65);
+            assert_eq!(run(&*turn), Ran::Open { waiting: 0 });
+            assert_eq!(*seen.borrow(), ["a", "b", "c"]);
+            // Once the session is gone, nothing is filled: the socket queues
+            // the messages instead.
+            slot.borrow_mut().fut = None;
+            assert!(!turn.fill_inbox(&mut |_| unreachable!("no inbox to fill")));
+        });
     }
 
     #[test]
     fn an_empty_inbox_lets_go_of_its_buffer_when_released() {
-        let slot = Rc::new(RefCell::new(Slot::new(stand(|_: &mut Vec<String>| Poll::Pending))));
-        slot.borrow_mut().waker = Some(Waker::noop().clone());
-        let turn: Rc<dyn Turn> = slot.clone();
-        assert!(turn.fill_inbox(&mut |inbox| inbox.push("a".into())));
-        turn.release_inbox();
-        assert_eq!(turn.inbox_weight(), 65, "a waiting message keeps its buffer");
-        assert!(turn.fill_inbox(&mut Vec::clear));
-        let capacity = || slot.borrow_mut().fut.as_mut().map(|f| f.inbox().capacity());
-        assert!(capacity().is_some_and(|c| c > 0), "kept between turns");
-        turn.release_inbox();
-        assert_eq!(capacity(), Some(0));
+        actix::System::new().block_on(async {
+            let slot = Rc::new(RefCell::new(Slot::new(stand(|_: &mut Vec<String>| Poll::Pending))));
+            drive(&slot, None, 1).expect("room");
+            let turn: Rc<dyn Turn> = slot.clone();
+            assert!(turn.fill_inbox(&mut |inbox| inbox.push("a".into())));
+            turn.release_inbox();
+            assert_eq!(turn.inbox_weight(), 65, "a waiting message keeps its buffer");
+            assert!(turn.fill_inbox(&mut Vec::clear));
+            let capacity = || slot.borrow_mut().fut.as_mut().map(|f| f.inbox().capacity());
+            assert!(capacity().is_some_and(|c| c > 0), "kept between turns");
+            turn.release_inbox();
+            assert_eq!(capacity(), Some(0));
+        });
     }
 }

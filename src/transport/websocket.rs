@@ -944,8 +944,8 @@ enum Beat {
 
 impl Drop for WsStream {
     /// The socket is done (closed, failed, or the client went away): the
-    /// session hears of it through its command queue, and its task is
-    /// woken even if that queue is gone (so that it lets go of the slot).
+    /// session hears of it through its command queue, and is woken even
+    /// if that queue is gone (so that its driver lets go of it).
     fn drop(&mut self) {
         // No closing handshake begun by either side: the connection broke
         // (a killed browser, a lost network), not a close by the client.

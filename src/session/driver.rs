@@ -327,7 +327,8 @@ impl Future for Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         let local = &*self.0;
-        CURRENT.with(|current| {
+        // `try_with`: a runtime may be dropped as its thread ends.
+        let _ = CURRENT.try_with(|current| {
             if std::ptr::eq(current.borrow().as_ptr(), Rc::as_ptr(&self.0)) {
                 *current.borrow_mut() = Weak::new();
             }

@@ -475,8 +475,8 @@ where
     /// [`COUNTED_OPEN`] and [`STOP_REQUESTED`]: one byte, which leaves room
     /// for `task` in the slot's size.
     flags: u8,
-    /// Where its worker's [`driver`] keeps the session: what its waker
-    /// names. Set once the session is in the driver.
+    /// The session's number: which [`driver`] keeps it, and where; its
+    /// waker is that number. Set once the session is in the driver.
     task: u32,
     /// The queue depth last reported to the metrics, in 4 KiB steps.
     queue_reported: u16,
@@ -1887,8 +1887,8 @@ impl<A: Session> Runtime for SessionFut<A> {
         self.ctx.task
     }
 
-    fn set_task(&mut self, index: u32) {
-        self.ctx.task = index;
+    fn set_task(&mut self, number: u32) {
+        self.ctx.task = number;
     }
 }
 

@@ -1,17 +1,17 @@
-//! The sessions' driver: one task per worker thread that runs the turns of
-//! that worker's sessions when something wakes them, where each session
-//! had a tokio task of its own (128 bytes of an idle session's memory:
-//! benches/README.md, "Idle memory").
+//! The sessions' driver: one task per worker runtime that runs the turns
+//! of that worker's sessions when something wakes them, where each
+//! session had a tokio task of its own (128 bytes of an idle session's
+//! memory: benches/README.md, "Idle memory: one driver per worker").
 //!
-//! A session's waker names it by number, `(driver, index)`, and holds no
-//! memory: waking it, from any thread, puts the index on its driver's
-//! list of woken sessions ([`Shared`]) and wakes the driver's task, which
-//! then polls each session on the list. The driver's table of sessions
-//! ([`Local`]) holds them for the worker's life, as its tokio runtime held
-//! their tasks: when the runtime drops the driver's task, the sessions go
-//! with it.
+//! A session's waker is its number, `driver | index << DRIVER_BITS`, and
+//! holds no memory: waking it, from any thread, puts the index on its
+//! driver's list of woken sessions ([`Shared`]) and wakes the driver's
+//! task, which then polls each session on the list. The driver's table of
+//! sessions ([`Local`]) holds them for the runtime's life, as the runtime
+//! held their tasks: when the runtime drops the driver's task, the
+//! sessions go with it, each in a `catch_unwind` as tokio drops a task.
 //!
-//! A waker that outlives its session (in a channel the session read, say)
+//! A waker that outlives its session (in a timer the session had set, say)
 //! may wake the session that took its index next: a spurious poll, which
 //! every future allows.
 
@@ -35,14 +35,18 @@ pub(super) trait Task {
     fn poll_task(&self, waker: &Waker) -> Option<Poll<()>>;
 }
 
-/// How many drivers may live at once: one per worker thread that runs
-/// sessions. A driver's number goes back for reuse when its worker's
-/// runtime ends.
-const MAX_DRIVERS: usize = 4096;
+/// How many drivers may live at once: one per worker runtime that runs
+/// sessions. A driver's number goes back for reuse when its runtime ends.
+const MAX_DRIVERS: usize = 1024;
 
-/// The bits of a waker's number that name the driver; the rest name the
-/// session's index in it.
+/// The bits of a session's number that name its driver; the other 22
+/// name its index there.
 const DRIVER_BITS: u32 = MAX_DRIVERS.trailing_zeros();
+
+/// The most sessions one driver holds (4,194,304): a session's number,
+/// driver and index, fits a `u32`, so that it costs the session's slot no
+/// more than 4 bytes.
+const MAX_INDEX: usize = 1 << (u32::BITS - DRIVER_BITS);
 
 /// The drivers' shared halves, by number: each is made the first time its
 /// number is taken, and stays for the process (a few dozen bytes).
@@ -52,10 +56,9 @@ static DRIVERS: [OnceLock<Shared>; MAX_DRIVERS] = [const { OnceLock::new() }; MA
 static NUMBERS: Mutex<(usize, Vec<usize>)> = Mutex::new((0, Vec::new()));
 
 thread_local! {
-    /// This thread's driver, while its task lives.
-    static CURRENT: RefCell<Weak<Local>> = const { RefCell::new(Weak::new()) };
-    /// Its number, for the wakers of this thread's sessions.
-    static NUMBER: Cell<Option<usize>> = const { Cell::new(None) };
+    /// This thread's drivers, by runtime, while their tasks live: one, but
+    /// for a thread that keeps two actix `System`s (two tokio runtimes).
+    static CURRENT: RefCell<Vec<(tokio::runtime::Id, Weak<Local>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What any thread may do to a driver: list a session as woken and wake
@@ -114,8 +117,7 @@ impl Shared {
     }
 }
 
-/// A session's waker: its number, `driver + MAX_DRIVERS * index`, as the
-/// waker's data, never dereferenced.
+/// A session's waker: its number as the waker's data, never dereferenced.
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone_raw, wake_raw, wake_raw, drop_raw);
 
 fn clone_raw(data: *const ()) -> RawWaker {
@@ -123,38 +125,31 @@ fn clone_raw(data: *const ()) -> RawWaker {
 }
 
 fn wake_raw(data: *const ()) {
-    let number = data as usize;
-    let (driver, index) = (number & (MAX_DRIVERS - 1), number >> DRIVER_BITS);
-    if let (Some(shared), Ok(index)) = (DRIVERS[driver].get(), u32::try_from(index)) {
-        shared.wake(index);
-    }
+    wake(data as usize as u32);
 }
 
 fn drop_raw(_: *const ()) {}
 
-/// The waker of the session at `index` of driver `driver`: the crate's
-/// one `unsafe` (std has no safe way to make a waker that is a number
-/// rather than an `Arc`, and an `Arc` a session would cost what its own
-/// task did).
+/// The waker of the session numbered `number` (see [`Runtime::task`](super::turn::Runtime::task)):
+/// the crate's one `unsafe` (std has no safe way to make a waker that is
+/// a number rather than an `Arc`, and an `Arc` a session would cost most
+/// of what its own task did).
 #[allow(unsafe_code, reason = "a waker that is a number: see above")]
-fn waker_of(driver: usize, index: u32) -> Waker {
-    let number = driver | (index as usize) << DRIVER_BITS;
+pub(super) fn waker(number: u32) -> Waker {
     // SAFETY: the vtable's functions meet `RawWaker`'s contract for any
-    // data: they read it as a number and never dereference it, and it
-    // needs no freeing (nor does a clone).
-    unsafe { Waker::from_raw(RawWaker::new(std::ptr::without_provenance(number), &VTABLE)) }
+    // data: they read it as a number and never dereference it, they are
+    // thread-safe (a static table of mutexes), and nothing needs freeing
+    // (nor does a clone).
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::without_provenance(number as usize), &VTABLE)) }
 }
 
-/// The waker of this thread's session at `index`; `None` once the
-/// thread's driver is gone (its runtime is torn down).
-pub(super) fn waker(index: u32) -> Option<Waker> {
-    NUMBER.try_with(Cell::get).ok().flatten().map(|driver| waker_of(driver, index))
-}
-
-/// Wakes this thread's session at `index`.
-pub(super) fn wake(index: u32) {
-    if let Some(waker) = waker(index) {
-        waker.wake();
+/// Wakes the session numbered `number`: lists it with its driver. Its
+/// driver may be gone (its runtime ended) or its index taken by another
+/// session: the wake is then lost, or a spurious poll of the other.
+pub(super) fn wake(number: u32) {
+    let (driver, index) = (number as usize & (MAX_DRIVERS - 1), number >> DRIVER_BITS);
+    if let Some(shared) = DRIVERS[driver].get() {
+        shared.wake(index);
     }
 }
 
@@ -187,19 +182,28 @@ impl Local {
     }
 }
 
-/// Why a session could not be put in a driver: too many workers run
+/// Why a session could not be put in a driver: too many runtimes run
 /// sessions at once ([`MAX_DRIVERS`]), or too many sessions are on this
-/// one for a waker's number (on a 32-bit target, over a million).
+/// one ([`MAX_INDEX`]), or there is no tokio runtime here.
 #[derive(Debug)]
 pub(crate) struct NoRoom;
 
-/// This thread's driver, started if it has none, if it has room for one
-/// more session: a session checks before it starts, so that it does not
-/// open only to find no room ([`insert`]).
+/// The driver of the runtime this runs on, started if it has none, if it
+/// has room for one more session: a session checks before it starts, so
+/// that it does not open only to find no room ([`insert`]).
 pub(super) fn ensure() -> Result<Rc<Local>, NoRoom> {
-    let local = match CURRENT.try_with(|current| current.borrow().upgrade()) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current().map(|handle| handle.id()) else {
+        log::error!("sockjs: a session cannot start outside a tokio runtime");
+        return Err(NoRoom);
+    };
+    let found = CURRENT.try_with(|current| {
+        let mut current = current.borrow_mut();
+        current.retain(|(_, local)| local.strong_count() > 0);
+        current.iter().find(|(id, _)| *id == runtime).and_then(|(_, local)| local.upgrade())
+    });
+    let local = match found {
         Ok(Some(local)) => local,
-        Ok(None) => start()?,
+        Ok(None) => start(runtime)?,
         Err(_) => return Err(NoRoom),
     };
     if local.free.borrow().is_empty() && local.sessions.borrow().len() >= MAX_INDEX {
@@ -209,20 +213,15 @@ pub(super) fn ensure() -> Result<Rc<Local>, NoRoom> {
     Ok(local)
 }
 
-/// The most sessions one driver holds: as many as a waker's number can
-/// name beside the driver (on a 32-bit target, a million).
-const MAX_INDEX: usize =
-    if usize::BITS - DRIVER_BITS >= 32 { u32::MAX as usize } else { usize::MAX >> DRIVER_BITS };
-
-/// Puts `task` in this thread's driver (starting the driver first if it
-/// has none) and lists it as woken, so that the driver polls it once as a
-/// new task would be; returns its index there.
+/// Puts `task` in the driver of the runtime this runs on (starting the
+/// driver first if it has none) and lists it as woken, so that the driver
+/// polls it once as a new task would be; returns its number (see
+/// [`waker`]).
 pub(super) fn insert(task: Rc<dyn Task>) -> Result<u32, NoRoom> {
     let local = ensure()?;
     let index = match local.free.borrow_mut().pop() {
         Some(index) => index,
         None => {
-            let len = local.sessions.borrow().len();
             let mut sessions = local.sessions.borrow_mut();
             if sessions.len() == sessions.capacity() {
                 // Grows by an eighth, not double: the table's slack is part
@@ -231,16 +230,17 @@ pub(super) fn insert(task: Rc<dyn Task>) -> Result<u32, NoRoom> {
                 sessions.reserve_exact(more);
             }
             sessions.push(None);
-            len as u32
+            (sessions.len() - 1) as u32
         }
     };
     local.sessions.borrow_mut()[index as usize] = Some(task);
     local.shared.wake(index);
-    Ok(index)
+    Ok(local.number as u32 | index << DRIVER_BITS)
 }
 
-/// Starts this thread's driver: takes a number, spawns the task.
-fn start() -> Result<Rc<Local>, NoRoom> {
+/// Starts the driver of `runtime`, the one this runs on: takes a number,
+/// spawns the task.
+fn start(runtime: tokio::runtime::Id) -> Result<Rc<Local>, NoRoom> {
     let number = {
         let mut numbers = NUMBERS.lock().unwrap_or_else(PoisonError::into_inner);
         match numbers.1.pop() {
@@ -250,9 +250,7 @@ fn start() -> Result<Rc<Local>, NoRoom> {
                 numbers.0 - 1
             }
             None => {
-                log::error!(
-                    "sockjs: more than {MAX_DRIVERS} worker threads run sessions at once; this one cannot"
-                );
+                log::error!("sockjs: {MAX_DRIVERS} worker runtimes run sessions already; this one cannot");
                 return Err(NoRoom);
             }
         }
@@ -267,14 +265,15 @@ fn start() -> Result<Rc<Local>, NoRoom> {
         ready: RefCell::default(),
         at: Cell::new(0),
     });
-    CURRENT.with(|current| *current.borrow_mut() = Rc::downgrade(&local));
-    NUMBER.with(|n| n.set(Some(number)));
+    let _ = CURRENT.try_with(|current| current.borrow_mut().push((runtime, Rc::downgrade(&local))));
     actix::spawn(Driver(local.clone()));
     Ok(local)
 }
 
 /// How many sessions one poll of the driver's task polls before it lets
-/// the worker run its other tasks (it is woken again at once).
+/// the worker run its other tasks (it is woken again at once). It also
+/// stops early once the sessions have used up the poll's tokio budget, as
+/// a session's own task would have yielded.
 const BATCH: usize = 64;
 
 /// The driver's task.
@@ -286,7 +285,10 @@ impl Future for Driver {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let local = &*self.0;
         local.shared.task.register(cx.waker());
-        for _ in 0..BATCH {
+        for polled in 0..BATCH {
+            if polled > 0 && !tokio::task::coop::has_budget_remaining() {
+                break;
+            }
             let index = {
                 let mut ready = local.ready.borrow_mut();
                 if local.at.get() == ready.len() {
@@ -302,20 +304,14 @@ impl Future for Driver {
                 index
             };
             let Some(task) = local.get(index) else { continue };
-            let waker = waker_of(local.number, index);
-            // Each session's turn gets tokio's budget afresh, as its own
-            // task's poll would: one session's timers and channels do not
-            // use up the next one's.
-            let mut turn =
-                tokio::task::unconstrained(std::future::poll_fn(|_| Poll::Ready(task.poll_task(&waker))));
-            let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut turn).poll(cx)));
-            drop(turn);
-            match polled {
-                Ok(Poll::Ready(Some(Poll::Pending))) => {}
-                Ok(Poll::Ready(None) | Poll::Pending) => waker.wake_by_ref(),
+            let waker = waker(local.number as u32 | index << DRIVER_BITS);
+            match catch_unwind(AssertUnwindSafe(|| task.poll_task(&waker))) {
+                Ok(Some(Poll::Pending)) => {}
+                // Mid-turn: it cannot be, on one thread; polled again.
+                Ok(None) => waker.wake_by_ref(),
                 // Done, or its turn panicked (the slot dropped it, and it
                 // logged the panic).
-                Ok(Poll::Ready(Some(Poll::Ready(())))) | Err(_) => local.remove(index),
+                Ok(Some(Poll::Ready(()))) | Err(_) => local.remove(index),
             }
             drop(task);
         }
@@ -329,22 +325,113 @@ impl Drop for Driver {
         let local = &*self.0;
         // `try_with`: a runtime may be dropped as its thread ends.
         let _ = CURRENT.try_with(|current| {
-            if std::ptr::eq(current.borrow().as_ptr(), Rc::as_ptr(&self.0)) {
-                *current.borrow_mut() = Weak::new();
-            }
+            current.borrow_mut().retain(|(_, other)| !std::ptr::eq(other.as_ptr(), Rc::as_ptr(&self.0)));
         });
-        // The sessions go with the worker's runtime, as their own tasks
-        // did, one by one outside the table's borrow.
+        // The sessions go with the worker's runtime, one by one outside
+        // the table's borrow, each in a `catch_unwind` as tokio drops a
+        // task: one whose drop panics leaves the others theirs.
         let sessions = std::mem::take(&mut *local.sessions.borrow_mut());
-        for session in sessions {
-            drop(session);
-        }
-        let _ = NUMBER.try_with(|n| {
-            if n.get() == Some(local.number) {
-                n.set(None);
+        for session in sessions.into_iter().flatten() {
+            if catch_unwind(AssertUnwindSafe(|| drop(session))).is_err() {
+                log::error!("sockjs: a session panicked as it was dropped with its worker");
             }
-        });
+        }
+        drop(local.shared.task.take());
         local.shared.reset();
         NUMBERS.lock().unwrap_or_else(PoisonError::into_inner).1.push(local.number);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts its polls; panics when dropped if told to.
+    struct Probe {
+        polls: Rc<Cell<usize>>,
+        dropped: Rc<Cell<bool>>,
+        panics_on_drop: bool,
+    }
+
+    impl Task for Probe {
+        fn poll_task(&self, _: &Waker) -> Option<Poll<()>> {
+            self.polls.set(self.polls.get() + 1);
+            Some(Poll::Pending)
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            // Dropped, and not as a panic unwinds (a session's drop then
+            // skips its shutdown: no `on_close`).
+            self.dropped.set(!std::thread::panicking());
+            if self.panics_on_drop {
+                panic!("a session's drop panics");
+            }
+        }
+    }
+
+    fn probe(panics_on_drop: bool) -> (Rc<Probe>, Rc<Cell<usize>>, Rc<Cell<bool>>) {
+        let (polls, dropped) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+        (Rc::new(Probe { polls: polls.clone(), dropped: dropped.clone(), panics_on_drop }), polls, dropped)
+    }
+
+    async fn settle() {
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn a_session_whose_drop_panics_leaves_the_others_theirs_when_the_worker_stops() {
+        let others = actix::System::new().block_on(async {
+            let (first, _, _) = probe(true);
+            let (second, _, dropped) = probe(false);
+            insert(first).expect("room");
+            insert(second).expect("room");
+            dropped
+        });
+        assert!(others.get(), "the second session was dropped with the worker, and not as a panic unwound");
+        // The driver's number went back, and a new runtime on this thread
+        // gets a driver that polls.
+        actix::System::new().block_on(async {
+            let (task, polls, _) = probe(false);
+            let number = insert(task).expect("room");
+            settle().await;
+            assert_eq!(polls.get(), 1);
+            waker(number).wake();
+            settle().await;
+            assert_eq!(polls.get(), 2);
+        });
+    }
+
+    #[test]
+    fn two_runtimes_on_one_thread_each_have_their_driver() {
+        let (one, two) = (tokio::task::LocalSet::new(), tokio::task::LocalSet::new());
+        let rt = |_| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let (rt_one, rt_two) = (rt(1), rt(2));
+        let (first, first_polls, _) = probe(false);
+        let number_one = one.block_on(&rt_one, async move {
+            let number = insert(first).expect("room");
+            settle().await;
+            number
+        });
+        assert_eq!(first_polls.get(), 1);
+        // The second runtime's session is polled there, while the first
+        // runtime (and its driver) is still alive but not running.
+        let (second, second_polls, _) = probe(false);
+        let number_two = two.block_on(&rt_two, async move {
+            let number = insert(second).expect("room");
+            settle().await;
+            number
+        });
+        assert_eq!(second_polls.get(), 1, "polled by its own runtime's driver");
+        assert_ne!(number_one & (MAX_DRIVERS as u32 - 1), number_two & (MAX_DRIVERS as u32 - 1));
+        two.block_on(&rt_two, async move {
+            waker(number_two).wake();
+            settle().await;
+        });
+        assert_eq!(second_polls.get(), 2);
+        assert_eq!(first_polls.get(), 1);
     }
 }

@@ -1983,12 +1983,12 @@ pub(crate) fn start_session<A: Session>(
     in_place: InPlace,
 ) -> Result<Option<Rc<dyn Turn>>, OpenPanicked> {
     let serial = setup.serial;
-    if driver::ensure().is_err() {
+    let Ok(driver) = driver::ensure() else {
         // Logged by the driver. The manager, which has listed the session,
         // hears that it ended, as no session actor exists to tell it.
         setup.notes.note(serial, Note::Ended);
         return Err(OpenPanicked);
-    }
+    };
     let machine = Machine::new(transport, setup.config.max_queue_bytes);
     let ctx = SessionContext {
         parts: Parts::new(),
@@ -2044,7 +2044,7 @@ pub(crate) fn start_session<A: Session>(
         InPlace::Socket => None,
         InPlace::Requests(turns) => Some(turns),
     };
-    if drive(&slot, listed, serial).is_err() {
+    if drive(&driver, &slot, listed, serial).is_err() {
         // Logged by the driver. The session goes as one whose first turn
         // failed: the request is answered with an error.
         return Err(OpenPanicked);

@@ -29,10 +29,10 @@ use futures_util::task::AtomicWaker;
 
 /// A session as its driver polls it.
 pub(super) trait Task {
-    /// One turn of the session with `waker`, as its own task's poll would
-    /// run it: `None` when it is mid-turn (it cannot be, on one thread),
-    /// `Some(Ready)` once it is done.
-    fn poll_task(&self, waker: &Waker) -> Option<Poll<()>>;
+    /// One turn of the session with its own waker (its number), as its
+    /// own task's poll would run it: `None` when it is mid-turn (it cannot
+    /// be, on one thread), `Some(Ready)` once it is done.
+    fn poll_task(&self) -> Option<Poll<()>>;
 }
 
 /// How many drivers may live at once: one per worker runtime that runs
@@ -167,6 +167,16 @@ pub(super) struct Local {
 }
 
 impl Local {
+    /// The number of the session at `index` (see [`waker`]).
+    fn number_of(&self, index: u32) -> u32 {
+        self.number as u32 | index << DRIVER_BITS
+    }
+
+    /// Whether the table is full ([`MAX_INDEX`]).
+    fn full(&self) -> bool {
+        self.free.borrow().is_empty() && self.sessions.borrow().len() >= MAX_INDEX
+    }
+
     /// The session at `index`, shared for a poll outside the table's borrow.
     fn get(&self, index: u32) -> Option<Rc<dyn Task>> {
         self.sessions.borrow().get(index as usize)?.clone()
@@ -190,7 +200,8 @@ pub(crate) struct NoRoom;
 
 /// The driver of the runtime this runs on, started if it has none, if it
 /// has room for one more session: a session checks before it starts, so
-/// that it does not open only to find no room ([`insert`]).
+/// that it does not open only to find no room, and is then put in it
+/// ([`insert`]).
 pub(super) fn ensure() -> Result<Rc<Local>, NoRoom> {
     let Ok(runtime) = tokio::runtime::Handle::try_current().map(|handle| handle.id()) else {
         log::error!("sockjs: a session cannot start outside a tokio runtime");
@@ -206,19 +217,22 @@ pub(super) fn ensure() -> Result<Rc<Local>, NoRoom> {
         Ok(None) => start(runtime)?,
         Err(_) => return Err(NoRoom),
     };
-    if local.free.borrow().is_empty() && local.sessions.borrow().len() >= MAX_INDEX {
+    if local.full() {
         log::error!("sockjs: {MAX_INDEX} sessions on one worker already; no more can start there");
         return Err(NoRoom);
     }
     Ok(local)
 }
 
-/// Puts `task` in the driver of the runtime this runs on (starting the
-/// driver first if it has none) and lists it as woken, so that the driver
-/// polls it once as a new task would be; returns its number (see
-/// [`waker`]).
-pub(super) fn insert(task: Rc<dyn Task>) -> Result<u32, NoRoom> {
-    let local = ensure()?;
+/// Puts `task` in `local`, the driver [`ensure`] gave, and lists it as
+/// woken, so that the driver polls it once as a new task would be;
+/// returns its number (see [`waker`]). `NoRoom` only if the table filled
+/// since [`ensure`] looked.
+pub(super) fn insert(local: &Local, task: Rc<dyn Task>) -> Result<u32, NoRoom> {
+    if local.full() {
+        log::error!("sockjs: {MAX_INDEX} sessions on one worker already; no more can start there");
+        return Err(NoRoom);
+    }
     let index = match local.free.borrow_mut().pop() {
         Some(index) => index,
         None => {
@@ -235,7 +249,7 @@ pub(super) fn insert(task: Rc<dyn Task>) -> Result<u32, NoRoom> {
     };
     local.sessions.borrow_mut()[index as usize] = Some(task);
     local.shared.wake(index);
-    Ok(local.number as u32 | index << DRIVER_BITS)
+    Ok(local.number_of(index))
 }
 
 /// Starts the driver of `runtime`, the one this runs on: takes a number,
@@ -304,11 +318,10 @@ impl Future for Driver {
                 index
             };
             let Some(task) = local.get(index) else { continue };
-            let waker = waker(local.number as u32 | index << DRIVER_BITS);
-            match catch_unwind(AssertUnwindSafe(|| task.poll_task(&waker))) {
+            match catch_unwind(AssertUnwindSafe(|| task.poll_task())) {
                 Ok(Some(Poll::Pending)) => {}
                 // Mid-turn: it cannot be, on one thread; polled again.
-                Ok(None) => waker.wake_by_ref(),
+                Ok(None) => local.shared.wake(index),
                 // Done, or its turn panicked (the slot dropped it, and it
                 // logged the panic).
                 Ok(Some(Poll::Ready(()))) | Err(_) => local.remove(index),
@@ -354,7 +367,7 @@ mod tests {
     }
 
     impl Task for Probe {
-        fn poll_task(&self, _: &Waker) -> Option<Poll<()>> {
+        fn poll_task(&self) -> Option<Poll<()>> {
             self.polls.set(self.polls.get() + 1);
             Some(Poll::Pending)
         }
@@ -387,8 +400,8 @@ mod tests {
         let others = actix::System::new().block_on(async {
             let (first, _, _) = probe(true);
             let (second, _, dropped) = probe(false);
-            insert(first).expect("room");
-            insert(second).expect("room");
+            insert(&ensure().expect("room"), first).expect("room");
+            insert(&ensure().expect("room"), second).expect("room");
             dropped
         });
         assert!(others.get(), "the second session was dropped with the worker, and not as a panic unwound");
@@ -396,7 +409,7 @@ mod tests {
         // gets a driver that polls.
         actix::System::new().block_on(async {
             let (task, polls, _) = probe(false);
-            let number = insert(task).expect("room");
+            let number = insert(&ensure().expect("room"), task).expect("room");
             settle().await;
             assert_eq!(polls.get(), 1);
             waker(number).wake();
@@ -412,7 +425,7 @@ mod tests {
         let (rt_one, rt_two) = (rt(1), rt(2));
         let (first, first_polls, _) = probe(false);
         let number_one = one.block_on(&rt_one, async move {
-            let number = insert(first).expect("room");
+            let number = insert(&ensure().expect("room"), first).expect("room");
             settle().await;
             number
         });
@@ -421,7 +434,7 @@ mod tests {
         // runtime (and its driver) is still alive but not running.
         let (second, second_polls, _) = probe(false);
         let number_two = two.block_on(&rt_two, async move {
-            let number = insert(second).expect("room");
+            let number = insert(&ensure().expect("room"), second).expect("room");
             settle().await;
             number
         });

@@ -115,23 +115,23 @@ impl<F: Runtime> Slot<F> {
         Self { fut: Some(fut) }
     }
 
-    /// Polls the session with `waker`, its driver's poll, or in place
-    /// with its own waker when `None`; drops it once it is done, outside
-    /// the borrow of the slot (the actor's drop may run anything; a
-    /// session whose poll panicked is dropped inside it). `None` when the
-    /// slot is mid-turn (it cannot be, on one thread).
+    /// Polls the session with its own waker, its number: for its driver,
+    /// or in place (`in_place`); drops it once it is done, outside the
+    /// borrow of the slot (the actor's drop may run anything; a session
+    /// whose poll panicked is dropped inside it). `None` when the slot is
+    /// mid-turn (it cannot be, on one thread).
     ///
     /// A session done in place (or whose turn panicked there) wakes its
     /// driver, which then lets go of it.
-    fn poll(slot: &RefCell<Self>, waker: Option<&Waker>) -> Option<Poll<()>> {
+    fn poll(slot: &RefCell<Self>, in_place: bool) -> Option<Poll<()>> {
         let mut this = slot.try_borrow_mut().ok()?;
         let Some(session) = this.fut.as_mut() else { return Some(Poll::Ready(())) };
-        let own = waker.is_none().then(|| driver::waker(session.task()));
-        let waker = waker.or(own.as_ref())?;
-        session.in_place(own.is_some());
-        let mut guard = Unwinding { fut: &mut this.fut, armed: true, wake: own.as_ref() };
+        let waker = driver::waker(session.task());
+        session.in_place(in_place);
+        let wake = in_place.then_some(&waker);
+        let mut guard = Unwinding { fut: &mut this.fut, armed: true, wake };
         let session = guard.fut.as_mut()?;
-        let polled = Pin::new(session).poll(&mut Context::from_waker(waker));
+        let polled = Pin::new(session).poll(&mut Context::from_waker(&waker));
         guard.armed = false;
         if polled.is_pending() {
             return Some(Poll::Pending);
@@ -140,8 +140,8 @@ impl<F: Runtime> Slot<F> {
         drop(guard);
         drop(this);
         // The driver is woken first, as the drop may panic.
-        if let Some(own) = &own {
-            own.wake_by_ref();
+        if in_place {
+            waker.wake_by_ref();
         }
         drop(done);
         Some(Poll::Ready(()))
@@ -176,8 +176,8 @@ impl<F: Runtime> Drop for Unwinding<'_, F> {
 }
 
 impl<F: Runtime> driver::Task for RefCell<Slot<F>> {
-    fn poll_task(&self, waker: &Waker) -> Option<Poll<()>> {
-        Slot::poll(self, Some(waker))
+    fn poll_task(&self) -> Option<Poll<()>> {
+        Slot::poll(self, false)
     }
 }
 
@@ -190,8 +190,8 @@ struct Listed<F> {
 }
 
 impl<F: Runtime> driver::Task for Listed<F> {
-    fn poll_task(&self, waker: &Waker) -> Option<Poll<()>> {
-        Slot::poll(&self.slot, Some(waker))
+    fn poll_task(&self) -> Option<Poll<()>> {
+        Slot::poll(&self.slot, false)
     }
 }
 
@@ -201,10 +201,12 @@ impl<F> Drop for Listed<F> {
     }
 }
 
-/// Puts the session in `slot` in its worker's [`driver`], which polls it
-/// once now and whenever it is woken; with `listed`, lists it there under
-/// `serial` until the driver lets go of it.
+/// Puts the session in `slot` in `driver`, its runtime's (from
+/// [`driver::ensure`]), which polls it once now and whenever it is woken;
+/// with `listed`, lists it there under `serial` until the driver lets go
+/// of it.
 pub(super) fn drive<F: Runtime + 'static>(
+    driver: &driver::Local,
     slot: &Rc<RefCell<Slot<F>>>,
     listed: Option<LocalTurns>,
     serial: u64,
@@ -216,7 +218,7 @@ pub(super) fn drive<F: Runtime + 'static>(
         }
         None => slot.clone(),
     };
-    let number = driver::insert(task)?;
+    let number = driver::insert(driver, task)?;
     if let Some(fut) = slot.borrow_mut().fut.as_mut() {
         fut.set_task(number);
     }
@@ -225,7 +227,7 @@ pub(super) fn drive<F: Runtime + 'static>(
 
 impl<F: Runtime> Turn for RefCell<Slot<F>> {
     fn turn(&self) -> Option<(bool, usize)> {
-        match Slot::poll(self, None)? {
+        match Slot::poll(self, true)? {
             Poll::Pending => Some((false, self.inbox_weight())),
             // The driver lets go of it at its next poll.
             Poll::Ready(()) => Some((true, 0)),
@@ -397,13 +399,35 @@ mod tests {
         stand(move |_| if done.get() { Poll::Ready(()) } else { Poll::Pending })
     }
 
+    /// Puts the session in `slot` in this runtime's driver (see [`drive`]).
+    fn driven<F: Runtime + 'static>(slot: &Rc<RefCell<Slot<F>>>, listed: Option<LocalTurns>, serial: u64) {
+        drive(&driver::ensure().expect("room"), slot, listed, serial).expect("room");
+    }
+
+    /// Lets the driver (and whatever else was woken) run a few times.
+    async fn settle() {
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Lets the driver run until `turns` lists no session, or ten times.
+    async fn until_unlisted(turns: &LocalTurns) {
+        for _ in 0..10 {
+            if turns.len() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[test]
     fn a_listed_session_stays_listed_until_its_driver_lets_go() {
         actix::System::new().block_on(async {
             let turns = LocalTurns::default();
             let done = Rc::new(Cell::new(false));
             let slot = Rc::new(RefCell::new(Slot::new(until(done.clone()))));
-            drive(&slot, Some(turns.clone()), 7).expect("room");
+            driven(&slot, Some(turns.clone()), 7);
             drop(slot);
             let turn = turns.get(7).expect("listed at start");
             assert!(turns.get(8).is_none());
@@ -416,12 +440,7 @@ mod tests {
             drop(turn);
             // The turn woke the driver, which lets go of the session at its
             // next poll and unlists it.
-            for _ in 0..10 {
-                if turns.len() == 0 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+            until_unlisted(&turns).await;
             assert_eq!(turns.len(), 0, "the ended session is unlisted");
         });
     }
@@ -449,21 +468,14 @@ mod tests {
                     Poll::Ready(())
                 }
             }))));
-            drive(&slot, Some(turns.clone()), 3).expect("room");
+            driven(&slot, Some(turns.clone()), 3);
             drop(slot);
             // The driver's first poll, which leaves nothing listed.
-            for _ in 0..5 {
-                tokio::task::yield_now().await;
-            }
+            settle().await;
             let turn = turns.get(3).expect("listed");
             assert_eq!(run(&*turn), Ran::Panicked);
             drop(turn);
-            for _ in 0..10 {
-                if turns.len() == 0 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+            until_unlisted(&turns).await;
             assert_eq!(turns.len(), 0, "the driver let go of it");
         });
     }
@@ -477,13 +489,8 @@ mod tests {
                 count.set(count.get() + 1);
                 Poll::Pending
             }))));
-            drive(&slot, None, 1).expect("room");
+            driven(&slot, None, 1);
             let turn: Rc<dyn Turn> = slot.clone();
-            let settle = || async {
-                for _ in 0..5 {
-                    tokio::task::yield_now().await;
-                }
-            };
             settle().await;
             assert_eq!(polls.get(), 1, "a new session is polled once");
             // Woken three times before the driver runs: one poll. Woken
@@ -515,7 +522,7 @@ mod tests {
             });
             let slot = Rc::new(RefCell::new(Slot::new(session)));
             let turn: Rc<dyn Turn> = slot.clone();
-            drive(&slot, None, 1).expect("room");
+            driven(&slot, None, 1);
             assert_eq!(run(&*turn), Ran::Panicked);
             assert!(dropped.get(), "the session is dropped");
             // A later turn finds no session, and says it is done.
@@ -532,7 +539,7 @@ mod tests {
                 log.borrow_mut().append(inbox);
                 Poll::Pending
             }))));
-            drive(&slot, None, 1).expect("room");
+            driven(&slot, None, 1);
             let turn: Rc<dyn Turn> = slot.clone();
             assert!(turn.fill_inbox(&mut |inbox| inbox.extend(["a".into(), "b".into()])));
             assert!(turn.fill_inbox(&mut |inbox| inbox.push("c".into())));
@@ -551,7 +558,7 @@ mod tests {
     fn an_empty_inbox_lets_go_of_its_buffer_when_released() {
         actix::System::new().block_on(async {
             let slot = Rc::new(RefCell::new(Slot::new(stand(|_: &mut Vec<String>| Poll::Pending))));
-            drive(&slot, None, 1).expect("room");
+            driven(&slot, None, 1);
             let turn: Rc<dyn Turn> = slot.clone();
             assert!(turn.fill_inbox(&mut |inbox| inbox.push("a".into())));
             turn.release_inbox();
